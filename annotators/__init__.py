@@ -1,0 +1,1 @@
+"""What labels a clip: shot detectors, signal analysers, captioners, the audit app."""

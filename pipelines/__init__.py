@@ -1,0 +1,1 @@
+"""Ray Data jobs that compose the PKS stages."""

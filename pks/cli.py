@@ -1,0 +1,177 @@
+"""The `pks` command line (typer). User mistakes end in one clear line and a non-zero exit."""
+from __future__ import annotations
+
+import functools
+import json
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+app = typer.Typer(help="PKS: anime-native video curation, captioning and curriculum sharding.",
+                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+tax_app = typer.Typer(help="Inspect the taxonomy and validate captions against it.", no_args_is_help=True)
+app.add_typer(tax_app, name="taxonomy")
+
+
+class UserError(Exception):
+    """A mistake in what the user asked for: reported in one line, no traceback."""
+
+
+def friendly(fn):
+    """Turn expected failures into `pks: error: ...` and exit code 2."""
+    from taxonomy import CaptionError, TaxonomyError
+
+    @functools.wraps(fn)
+    def wrapper(*a, **kw):
+        try:
+            return fn(*a, **kw)
+        except (UserError, FileNotFoundError, NotADirectoryError, TaxonomyError, CaptionError, ValueError) as e:
+            typer.echo(f"pks: error: {e}", err=True)
+            raise typer.Exit(2)
+    return wrapper
+
+
+def _size(text: Optional[str]):
+    if not text:
+        return None
+    try:
+        w, h = (int(x) for x in text.lower().split("x"))
+    except ValueError:
+        raise UserError(f"--size must look like 640x360, got {text!r}") from None
+    if w <= 0 or h <= 0 or w % 2 or h % 2:
+        raise UserError(f"--size needs positive even numbers, got {text!r}")
+    return w, h
+
+
+@app.command()
+@friendly
+def synth(out: Path = typer.Argument(..., help="Folder to write videos and truth JSON into."),
+          videos: int = typer.Option(4, min=1, help="How many videos."),
+          seed: int = typer.Option(0, help="Random seed; the same seed gives the same footage."),
+          shots: Optional[int] = typer.Option(None, min=1, help="Shots per video (default: 6-10, random)."),
+          size: Optional[str] = typer.Option(None, help="Frame size WxH (default: varied per video)."),
+          fps: Optional[str] = typer.Option(None, help="Frame rate, e.g. 24, 24000/1001 (default: varied)."),
+          crf: Optional[int] = typer.Option(None, min=0, max=51, help="x264 quality (default: varied 16-30).")):
+    """Synthesise cel-shaded anime footage with ground-truth JSON beside each mp4."""
+    from pks.synth import synthesize
+
+    if fps is not None:
+        try:
+            from fractions import Fraction
+            if Fraction(fps) <= 0:
+                raise ValueError
+        except (ValueError, ZeroDivisionError):
+            raise UserError(f"--fps must be a positive number or fraction, got {fps!r}") from None
+    paths = synthesize(out, videos, seed=seed, n_shots=shots, size=_size(size), fps=fps, crf=crf)
+    for p in paths:
+        t = json.loads(p.with_suffix(".json").read_text())
+        typer.echo(f"{p}  {t['width']}x{t['height']} @ {t['fps_fraction']} fps, {t['n_frames']} frames, "
+                   f"{len(t['shots'])} shots")
+
+
+@tax_app.command("show")
+@friendly
+def tax_show(axis: Optional[str] = typer.Option(None, help="Only this axis."),
+             version: Optional[int] = typer.Option(None, help="Taxonomy version (default: newest).")):
+    """Print the taxonomy: every tag with its definition."""
+    import taxonomy
+
+    tax = taxonomy.load(version)
+    if axis and axis not in tax.axes:
+        raise UserError(f"no axis {axis!r}; axes are {list(tax.axes)}")
+    typer.echo(f"PKS taxonomy v{tax.version}")
+    for name, ax in tax.axes.items():
+        if axis and name != axis:
+            continue
+        typer.echo(f"\n[{name}] {ax.description} ({'many' if ax.multi else 'one'} per clip)")
+        for t in ax.tags:
+            m = " (measurable)" if t.measurable else ""
+            typer.echo(f"  {t.id:<22} {t.label}{m}: {t.definition}")
+
+
+@tax_app.command("schema")
+@friendly
+def tax_schema(version: Optional[int] = typer.Option(None, help="Taxonomy version (default: newest).")):
+    """Print the caption JSON Schema generated from the taxonomy."""
+    import taxonomy
+
+    typer.echo(json.dumps(taxonomy.load(version).json_schema(), indent=2))
+
+
+@tax_app.command("validate")
+@friendly
+def tax_validate(file: Path = typer.Argument(..., help="A caption JSON object, a JSON list of them, or JSONL."),
+                 version: Optional[int] = typer.Option(None, help="Taxonomy version (default: newest).")):
+    """Validate captions against the taxonomy; exit 1 if any is invalid."""
+    import taxonomy
+
+    tax = taxonomy.load(version)
+    if not file.exists():
+        raise UserError(f"no such file: {file}")
+    text = file.read_text()
+    try:
+        data = json.loads(text)
+        items = data if isinstance(data, list) else [data]
+        labels = [f"item {i}" for i in range(len(items))] if isinstance(data, list) else [str(file)]
+    except json.JSONDecodeError:
+        items, labels = [], []
+        for n, line in enumerate(text.splitlines(), 1):
+            if line.strip():
+                try:
+                    items.append(json.loads(line))
+                except json.JSONDecodeError as e:
+                    raise UserError(f"{file}:{n}: not JSON ({e.msg})") from None
+                labels.append(f"line {n}")
+    bad = 0
+    for label, item in zip(labels, items):
+        try:
+            tax.validate(item)
+        except taxonomy.CaptionError as e:
+            bad += 1
+            typer.echo(f"{label}: invalid: {e}")
+    typer.echo(f"{len(items) - bad}/{len(items)} caption(s) valid against taxonomy v{tax.version}")
+    if bad:
+        raise typer.Exit(1)
+
+
+@app.command("probe")
+@friendly
+def probe_cmd(videos: list[Path] = typer.Argument(..., help="Video files.")):
+    """Probe videos with PyAV and print what ingest records (one JSON line each)."""
+    from pks.probe import ProbeError, probe
+
+    failed = 0
+    for v in videos:
+        try:
+            typer.echo(json.dumps(probe(v).to_dict()))
+        except (ProbeError, FileNotFoundError) as e:
+            failed += 1
+            typer.echo(json.dumps({"path": str(v), "error": str(e)}))
+    if failed:
+        raise typer.Exit(1)
+
+
+@app.command()
+@friendly
+def curate(input: str = typer.Argument(..., help="Folder, glob, list file (.txt) or fsspec URL of videos."),
+           out: Path = typer.Argument(..., help="Output folder (manifest.parquet, parts/)."),
+           config: Optional[Path] = typer.Option(None, help="Job config YAML (see pipelines/configs/curate.yaml)."),
+           address: Optional[str] = typer.Option(None, help="Ray cluster address (default: local, or RAY_ADDRESS)."),
+           num_cpus: Optional[int] = typer.Option(None, help="Local Ray CPUs.")):
+    """Run the curation job on Ray Data: ingest and probe every input into OUT/manifest.parquet."""
+    from pipelines.curate import run
+    from pks.config import load_config
+
+    cfg = load_config(config, {"ray.address": address, "ray.num_cpus": num_cpus})
+    summary = run(input, out, cfg, progress=lambda m: typer.echo(m, err=True))
+    typer.echo(json.dumps(summary))
+
+
+def main() -> None:
+    app(prog_name="pks")
+
+
+if __name__ == "__main__":
+    sys.exit(main())

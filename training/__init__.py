@@ -1,0 +1,1 @@
+"""The dual-channel generator, its shard loader, curriculum and DPO stage."""
