@@ -1,9 +1,9 @@
-"""`pks curate`: the Ray Data job from raw footage to OUT/manifest.parquet.
+"""`pks curate`: the Ray Data job from raw footage to OUT/manifest.parquet and OUT/clips/.
 
-Each video is one unit of work. Its records are written by the worker to
-OUT/parts/{video_id}.parquet under a temporary name and renamed when complete, so a rerun (or
-a resume after kill -9) skips finished videos and never duplicates a record; the manifest is
-then rebuilt from the parts.
+One video is one unit of work: ingest (probe) -> split (shot detection) -> clip records ->
+clips cut to mp4. The worker writes the video's records to OUT/parts/{video_id}.parquet under
+a temporary name and renames it when complete, so a rerun (or a resume after kill -9) skips
+finished videos and never duplicates a record; the manifest is rebuilt from the parts.
 """
 from __future__ import annotations
 
@@ -12,11 +12,13 @@ import os
 import time
 from pathlib import Path
 
-import pyarrow as pa
 import pyarrow.parquet as pq
 
+from annotators.shots import get_detector, shots_from_boundaries
+from pks.clips import write_clips
 from pks.config import load_config
-from pks.probe import ProbeError, content_hash, list_inputs, probe
+from pks.decode import decode_small
+from pks.probe import ProbeError, VideoInfo, content_hash, list_inputs, probe
 from pks.record import SCHEMA, ClipRecord, to_table
 
 
@@ -28,16 +30,67 @@ def video_key(path: str) -> str:
         return "path-" + hashlib.blake2b(path.encode(), digest_size=6).hexdigest()
 
 
-def ingest(path: str, vid: str) -> list[ClipRecord]:
-    """Probe one video -> its records (here: one spanning the whole video, or one error row)."""
+def ingest(path: str, vid: str) -> VideoInfo | ClipRecord:
+    """Probe one video: its VideoInfo, or an error record saying why it is unusable."""
     if vid.startswith("path-"):
-        return [ClipRecord(video_id=vid, source_path=path, status="error", error="cannot read file")]
+        return ClipRecord(video_id=vid, source_path=path, status="error", error="cannot read file")
     try:
-        info = probe(path, video_id=vid)
+        return probe(path, video_id=vid)
     except ProbeError as e:
-        return [ClipRecord(video_id=vid, source_path=path, status="error", error=str(e))]
-    return [ClipRecord(video_id=vid, source_path=path, start_frame=0, end_frame=info.n_frames,
-                       fps=info.avg_fps, width=info.width, height=info.height)]
+        return ClipRecord(video_id=vid, source_path=path, status="error", error=str(e))
+
+
+def split(info: VideoInfo, cfg: dict) -> list[ClipRecord]:
+    """Detect shots and turn them into clip records (or one rejected record if none is long enough)."""
+    sc = cfg["split"]
+    detector = get_detector(sc["detector"], **(sc.get("params") or {}))
+    frames = decode_small(info.path, detector.frame_size)
+    n = len(frames.rgb)
+    if n == 0:
+        return [ClipRecord(video_id=info.video_id, source_path=info.path, fps=info.avg_fps, width=info.width,
+                           height=info.height, status="error", error="no decodable frames")]
+    shots = shots_from_boundaries(detector.detect(frames.rgb, info.avg_fps), n, info.avg_fps,
+                                  sc["min_shot_s"], sc["max_shot_s"], sc["trim_frames"])
+    base = dict(video_id=info.video_id, source_path=info.path, fps=info.avg_fps, width=info.width, height=info.height)
+    if not shots:
+        return [ClipRecord(**base, end_frame=n, status="rejected",
+                           error=f"no shot of at least {sc['min_shot_s']}s", quality_flags=["too_short"])]
+    records = []
+    for s in shots:
+        flags = ["decode_error"] if frames.filled[s.start_frame:s.end_frame].any() else []
+        records.append(ClipRecord(**base, start_frame=s.start_frame, end_frame=s.end_frame,
+                                  transition_in=s.transition_in, quality_flags=flags))
+    return records
+
+
+def cut(info: VideoInfo, records: list[ClipRecord], out: Path, cfg: dict) -> list[ClipRecord]:
+    """Write each ok record's clip; a clip that comes out short becomes an error record."""
+    ok = [r for r in records if r.status == "ok"]
+    spans = [(r.start_frame, r.end_frame, out / "clips" / f"{r.clip_id}.mp4") for r in ok]
+    written = write_clips(info.path, spans, info.avg_fps, info.rotation, cfg["clips"]["crf"], cfg["clips"]["preset"])
+    result = []
+    for r in records:
+        path = out / "clips" / f"{r.clip_id}.mp4"
+        if r.status == "ok" and written.get(path, 0) != r.n_frames:
+            r = r.error_copy(f"clip has {written.get(path, 0)} of {r.n_frames} frames")
+            path.unlink(missing_ok=True)
+        result.append(r)
+    return result
+
+
+def process_video(path: str, vid: str, out: Path, cfg: dict) -> list[ClipRecord]:
+    """All stages for one video, as a plain function. Unexpected failures become error rows."""
+    got = ingest(path, vid)
+    if isinstance(got, ClipRecord):
+        return [got]
+    try:
+        records = split(got, cfg)
+        if cfg["clips"]["write"]:
+            records = cut(got, records, out, cfg)
+        return records
+    except Exception as e:  # one bad video must not end the job; record why
+        return [ClipRecord(video_id=vid, source_path=path, fps=got.avg_fps, width=got.width, height=got.height,
+                           status="error", error=f"{type(e).__name__}: {e}")]
 
 
 def part_path(out: Path, video_id: str) -> Path:
@@ -47,33 +100,35 @@ def part_path(out: Path, video_id: str) -> Path:
 def write_part(out: Path, video_id: str, records: list[ClipRecord]) -> None:
     """Atomically write one video's records: readers see all of them or none."""
     final = part_path(out, video_id)
-    tmp = final.with_suffix(f".tmp-{os.getpid()}")
+    tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}")
     pq.write_table(to_table(records), tmp)
     os.replace(tmp, final)
 
 
-def process_video(row: dict, out: str) -> dict:
-    """The Ray task: ingest one video and persist its records; returns a one-line summary."""
+def ray_task(row: dict, out: str, cfg: dict) -> dict:
+    """The thin Ray wrapper: run one video, persist its part, return a one-line summary."""
     t0 = time.perf_counter()
-    vid = row["video_id"]
-    records = ingest(row["path"], vid)
-    write_part(Path(out), vid, records)
-    return {"path": row["path"], "video_id": vid, "n_records": len(records),
-            "n_errors": sum(r.status == "error" for r in records), "seconds": time.perf_counter() - t0}
+    records = process_video(row["path"], row["video_id"], Path(out), cfg)
+    write_part(Path(out), row["video_id"], records)
+    return {"path": row["path"], "video_id": row["video_id"], "n_records": len(records),
+            "n_ok": sum(r.status == "ok" for r in records), "n_errors": sum(r.status == "error" for r in records),
+            "error": next((r.error for r in records if r.status == "error"), ""),
+            "frames": max((r.end_frame for r in records), default=0), "seconds": time.perf_counter() - t0}
 
 
-def build_manifest(out: Path) -> pa.Table:
-    """Concatenate all finished parts into OUT/manifest.parquet (atomically)."""
-    parts = sorted((out / "parts").glob("*.parquet"))
-    table = pa.concat_tables([pq.read_table(p, schema=SCHEMA) for p in parts]) if parts else SCHEMA.empty_table()
+def build_manifest(out: Path) -> dict[str, int]:
+    """Stream all finished parts into OUT/manifest.parquet (atomically); count statuses.
+    One part in memory at a time, so memory does not grow with the number of videos."""
     tmp = out / "manifest.parquet.tmp"
-    pq.write_table(table, tmp)
+    counts = {"ok": 0, "rejected": 0, "error": 0}
+    with pq.ParquetWriter(tmp, SCHEMA) as writer:
+        for p in sorted((out / "parts").glob("*.parquet")):
+            table = pq.read_table(p, schema=SCHEMA)
+            writer.write_table(table)
+            for status in table.column("status").to_pylist():
+                counts[status] += 1
     os.replace(tmp, out / "manifest.parquet")
-    return table
-
-
-def done_video_ids(out: Path) -> set[str]:
-    return {p.stem for p in (out / "parts").glob("*.parquet")}
+    return counts
 
 
 def init_ray(cfg: dict) -> None:
@@ -89,38 +144,46 @@ def init_ray(cfg: dict) -> None:
                  log_to_driver=False, configure_logging=True, logging_level="WARNING")
 
 
-def run(input_spec: str, out: str | Path, cfg: dict | None = None, progress=print) -> dict:
-    """Run the job. Returns counts: inputs, skipped (already done), processed, records, errors."""
-    import ray
-
-    cfg = cfg or load_config()
-    out = Path(out)
-    (out / "parts").mkdir(parents=True, exist_ok=True)
-    paths = list_inputs(input_spec)
-    # Identical files are processed once: hash on the driver only to dedupe and to skip done work.
-    done = done_video_ids(out)
+def plan(paths: list[str], out: Path, dedupe: bool = True) -> tuple[list[dict], int]:
+    """Which inputs still need work: skip finished video_ids and duplicate content."""
+    done = {p.stem for p in (out / "parts").glob("*.parquet")}
     todo, seen, skipped = [], set(), 0
     for p in paths:
         vid = video_key(p)
-        if vid in done:
-            skipped += 1
-            continue
-        if cfg["ingest"].get("dedupe", True) and vid in seen:
+        if vid in done or (dedupe and vid in seen):
             skipped += 1
             continue
         seen.add(vid)
         todo.append({"path": p, "video_id": vid})
+    return todo, skipped
+
+
+def run(input_spec: str, out: str | Path, cfg: dict | None = None, progress=print) -> dict:
+    """Run the job. Returns counts: inputs, skipped (already done or duplicate), processed, records..."""
+    import ray
+
+    cfg = cfg or load_config()
+    get_detector(cfg["split"]["detector"], **(cfg["split"].get("params") or {}))  # fail fast on a bad name
+    out = Path(out).resolve()
+    (out / "parts").mkdir(parents=True, exist_ok=True)
+    (out / "clips").mkdir(exist_ok=True)
+    paths = list_inputs(input_spec)
+    todo, skipped = plan(paths, out, cfg["ingest"].get("dedupe", True))
     progress(f"pks curate: {len(paths)} input(s), {skipped} already done or duplicate, {len(todo)} to process")
-    summaries = []
+    t0 = time.perf_counter()
+    done, frames = 0, 0
     if todo:
         init_ray(cfg)
         ds = ray.data.from_items(todo, override_num_blocks=len(todo))
-        ds = ds.map(process_video, fn_kwargs={"out": str(out.resolve())})
-        for s in ds.iter_rows():  # streamed: nothing accumulates but the small summaries
-            summaries.append(s)
-            progress(f"  [{len(summaries)}/{len(todo)}] {Path(s['path']).name}: {s['n_records']} record(s)"
-                     + (f", {s['n_errors']} error(s)" if s["n_errors"] else "") + f" in {s['seconds']:.1f}s")
-    table = build_manifest(out)
-    status = table.column("status").to_pylist()
-    return {"inputs": len(paths), "skipped": skipped, "processed": len(summaries), "records": table.num_rows,
-            "errors": status.count("error"), "manifest": str(out / "manifest.parquet")}
+        ds = ds.map(ray_task, fn_kwargs={"out": str(out), "cfg": cfg}, num_cpus=1)
+        for s in ds.iter_rows():  # streamed: only one-line summaries reach the driver
+            done += 1
+            frames += s["frames"]
+            what = f"{s['n_ok']} clip(s)" + (f", error: {s['error']}" if s["n_errors"] else "")
+            progress(f"  [{done}/{len(todo)}] {Path(s['path']).name}: {what} ({s['seconds']:.1f}s)")
+    elapsed = time.perf_counter() - t0
+    counts = build_manifest(out)
+    return {"inputs": len(paths), "skipped": skipped, "processed": done, "records": sum(counts.values()),
+            "ok": counts["ok"], "rejected": counts["rejected"], "errors": counts["error"],
+            "source_frames_per_s": round(frames / elapsed, 1) if done else None,
+            "manifest": str(out / "manifest.parquet")}

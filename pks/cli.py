@@ -155,16 +155,53 @@ def probe_cmd(videos: list[Path] = typer.Argument(..., help="Video files.")):
 
 @app.command()
 @friendly
+def shots(video: Path = typer.Argument(..., help="A video file."),
+          detector: str = typer.Option("anime", help="anime | transnetv2 | hybrid | adaptive | content."),
+          out: Optional[Path] = typer.Option(None, help="Write the JSON here instead of stdout."),
+          min_shot_s: float = typer.Option(0.0, help="Drop shots shorter than this."),
+          max_shot_s: Optional[float] = typer.Option(None, help="Split shots longer than this."),
+          trim_frames: int = typer.Option(0, min=0, help="Frames to drop at each end of every shot.")):
+    """Detect the shots of one video: JSON with shots [start_frame, end_frame) and transition_in."""
+    from annotators.shots import detect_video, get_detector, shots_from_boundaries
+    from pks.probe import ProbeError, probe
+
+    if not video.exists():
+        raise UserError(f"no such file: {video}")
+    try:
+        probe(video, video_id="-")
+    except ProbeError as e:
+        raise UserError(f"{video}: {e}") from None
+    det = get_detector(detector)
+    bounds, frames = detect_video(str(video), det)
+    shots_ = shots_from_boundaries(bounds, len(frames.rgb), frames.fps, min_shot_s, max_shot_s, trim_frames)
+    doc = {"video": str(video), "fps": frames.fps, "n_frames": len(frames.rgb), "detector": detector,
+           "shots": [s.to_dict() for s in shots_]}
+    text = json.dumps(doc, indent=1)
+    if out:
+        out.write_text(text + "\n")
+        typer.echo(f"{len(shots_)} shot(s) -> {out}", err=True)
+    else:
+        typer.echo(text)
+
+
+@app.command()
+@friendly
 def curate(input: str = typer.Argument(..., help="Folder, glob, list file (.txt) or fsspec URL of videos."),
-           out: Path = typer.Argument(..., help="Output folder (manifest.parquet, parts/)."),
+           out: Path = typer.Argument(..., help="Output folder (manifest.parquet, clips/, parts/)."),
            config: Optional[Path] = typer.Option(None, help="Job config YAML (see pipelines/configs/curate.yaml)."),
+           detector: Optional[str] = typer.Option(None, help="Shot detector (overrides split.detector)."),
+           min_shot_s: Optional[float] = typer.Option(None, help="Overrides split.min_shot_s."),
+           max_shot_s: Optional[float] = typer.Option(None, help="Overrides split.max_shot_s."),
+           no_clips: bool = typer.Option(False, "--no-clips", help="Only the manifest, no clip files."),
            address: Optional[str] = typer.Option(None, help="Ray cluster address (default: local, or RAY_ADDRESS)."),
            num_cpus: Optional[int] = typer.Option(None, help="Local Ray CPUs.")):
-    """Run the curation job on Ray Data: ingest and probe every input into OUT/manifest.parquet."""
+    """Run the curation job on Ray Data: ingest, split into shots, cut clips, write OUT/manifest.parquet."""
     from pipelines.curate import run
     from pks.config import load_config
 
-    cfg = load_config(config, {"ray.address": address, "ray.num_cpus": num_cpus})
+    cfg = load_config(config, {"ray.address": address, "ray.num_cpus": num_cpus, "split.detector": detector,
+                               "split.min_shot_s": min_shot_s, "split.max_shot_s": max_shot_s,
+                               "clips.write": False if no_clips else None})
     summary = run(input, out, cfg, progress=lambda m: typer.echo(m, err=True))
     typer.echo(json.dumps(summary))
 

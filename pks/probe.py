@@ -54,7 +54,8 @@ def probe(path: str | Path, video_id: str | None = None) -> VideoInfo:
     try:
         container = av.open(path)
     except (av.error.FFmpegError, UnicodeDecodeError) as e:
-        raise ProbeError(f"not a readable media container: {e}") from None
+        why = getattr(e, "strerror", None) or str(e)
+        raise ProbeError(f"not a readable media container (corrupt, truncated or not a video): {why}") from None
     with container:
         if not container.streams.video:
             kinds = sorted({s.type for s in container.streams}) or ["none"]

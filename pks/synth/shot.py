@@ -15,6 +15,7 @@ import numpy as np
 
 from pks.synth.art import Character, Palette, deform_sprite, draw_character, focus_lines, paint_world, speed_lines
 
+VIEW_RANGE = 0.35  # framing offsets stay within +-35% of the frame size
 CAMERAS = ("static", "pan_left", "pan_right", "tilt_up", "tilt_down", "zoom_in", "zoom_out", "shake")
 
 
@@ -30,6 +31,7 @@ class ShotSpec:
     vfx: list[str] = field(default_factory=list)  # speed_lines, focus_lines
     flashes: list[dict] = field(default_factory=list)  # [{"frame": shot-relative, "length": n, "kind": ...}]
     location: int = 0  # shots with the same location share a painted world
+    view: tuple[float, float] = (0.0, 0.0)  # framing offset in the world, in frame widths/heights
     seed: int = 0
 
 
@@ -73,8 +75,9 @@ def _camera_path(spec: ShotSpec, rng: np.random.Generator, w: int, h: int):
 def world_size(spec: ShotSpec, w: int, h: int) -> tuple[int, int]:
     extra = spec.camera_speed * spec.n_frames if spec.camera.startswith(("pan", "tilt")) else 0
     zoom_out = math.exp(spec.camera_speed) if spec.camera == "zoom_out" else 1.0
-    W = int(w * 1.2 * zoom_out + (extra if spec.camera.startswith("pan") else 0) + 64)
-    H = int(h * 1.2 * zoom_out + (extra if spec.camera.startswith("tilt") else 0) + 64)
+    # Room for the largest framing offset (VIEW_RANGE either way) so reverse angles fit.
+    W = int(w * (1.2 * zoom_out + 2 * VIEW_RANGE) + (extra if spec.camera.startswith("pan") else 0) + 64)
+    H = int(h * (1.2 * zoom_out + 2 * VIEW_RANGE) + (extra if spec.camera.startswith("tilt") else 0) + 64)
     return W, H
 
 
@@ -95,7 +98,8 @@ def render_shot(spec: ShotSpec, size: tuple[int, int], character: Character, pal
     if rng.random() < 0.3:
         direction = (direction[0] * 0.8, rng.choice([-0.6, 0.6]))
     # Where the character stands in world coordinates, and how it travels between drawings.
-    px, py = Ww / 2 - spec.subject_speed * spec.n_frames * direction[0] / 2, Wh / 2 + 0.3 * h
+    px = Ww / 2 + spec.view[0] * w - spec.subject_speed * spec.n_frames * direction[0] / 2
+    py = Wh / 2 + spec.view[1] * h + 0.3 * h
     chibi_span = None
     if d >= 0.6:  # a chibi shift: a stretch of the shot in super-deformed proportions
         a = int(rng.uniform(0.2, 0.5) * spec.n_frames)
@@ -124,7 +128,7 @@ def render_shot(spec: ShotSpec, size: tuple[int, int], character: Character, pal
             py += spec.subject_speed * spec.cadence * direction[1] * 0.3
         # The camera moves on ones: world -> screen affine for this frame.
         s = scale[i]
-        wx, wy = Ww / 2 + cx[i], Wh / 2 + cy[i]
+        wx, wy = Ww / 2 + cx[i] + spec.view[0] * w, Wh / 2 + cy[i] + spec.view[1] * h
         M = np.array([[s, 0, w / 2 - s * wx], [0, s, h / 2 - s * wy]], np.float32)
         frame = cv2.warpAffine(world, M, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
         sh, sw = sprite.shape[:2]

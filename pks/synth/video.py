@@ -14,7 +14,7 @@ import numpy as np
 
 from pks.synth.art import Character, Palette, paint_world
 from pks.synth.damage import DAMAGE
-from pks.synth.shot import ShotSpec, render_shot, world_size
+from pks.synth.shot import VIEW_RANGE, ShotSpec, render_shot, world_size
 from pks.videoio import Mp4Writer, as_rate
 
 SIZES = [(640, 360), (480, 270), (854, 480), (640, 480), (512, 288)]
@@ -80,7 +80,8 @@ def plan_video(rng: np.random.Generator, n_shots: int, size: tuple[int, int],
             cadence=int(rng.choice([1, 2, 3], p=[0.25, 0.45, 0.3])),
             deformation=round(float(rng.uniform(0, 1)), 2), subject_speed=subject_speed,
             subject_height=float(rng.uniform(0.35, 0.85)), vfx=vfx, flashes=flashes,
-            location=location, seed=int(rng.integers(1 << 30))))
+            location=location, view=(float(rng.uniform(-VIEW_RANGE, VIEW_RANGE)), float(rng.uniform(-0.5, 0.5) * VIEW_RANGE)),
+            seed=int(rng.integers(1 << 30))))
         damages.append(_pick(rng, {k2: 1 for k2 in DAMAGE}) if rng.random() < damage_p else None)
     return specs, transitions, damages
 
@@ -106,6 +107,11 @@ def synthesize_video(path: str | Path, seed: int, n_shots: int | None = None,
     specs, transitions, damages = plan_video(rng, n_shots, size, shot_frames, damage_p, flash_p)
     cast = [Character.random(rng) for _ in range(2)]
     palettes: dict[int, Palette] = {}
+    loc_size: dict[int, tuple[int, int]] = {}
+    for spec in specs:
+        ws = world_size(spec, w, h)
+        old = loc_size.get(spec.location, (0, 0))
+        loc_size[spec.location] = (max(old[0], ws[0]), max(old[1], ws[1]))
     worlds: dict[int, np.ndarray] = {}
 
     shots_truth, boundaries = [], []
@@ -114,11 +120,9 @@ def synthesize_video(path: str | Path, seed: int, n_shots: int | None = None,
     with Mp4Writer(path, fps, w, h, crf=crf) as out:
         for i, spec in enumerate(specs):
             pal = palettes.setdefault(spec.location, Palette.random(np.random.default_rng(spec.location)))
-            wsize = world_size(spec, w, h)
-            world = worlds.get(spec.location)
-            if world is None or world.shape[1] < wsize[0] or world.shape[0] < wsize[1]:
-                world = paint_world(np.random.default_rng(spec.location), *wsize, pal)
-                worlds = {spec.location: world}  # keep one world: locations only repeat back to back
+            if spec.location not in worlds:  # painted once, big enough for every shot there
+                worlds = {spec.location: paint_world(np.random.default_rng(spec.location), *loc_size[spec.location], pal)}
+            world = worlds[spec.location]
             gen = render_shot(spec, size, cast[i % 2], pal, world)  # alternate, as in shot/reverse-shot
             frames = []
             while True:

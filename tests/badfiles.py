@@ -1,0 +1,81 @@
+"""Make the awkward inputs a curation job meets in the wild, from a clean synthetic video."""
+from __future__ import annotations
+
+import shutil
+from fractions import Fraction
+from pathlib import Path
+
+import av
+import numpy as np
+
+
+def _frames(src: Path, limit: int = 10**9):
+    with av.open(str(src)) as c:
+        for i, f in enumerate(c.decode(video=0)):
+            if i >= limit:
+                return
+            yield f.to_ndarray(format="rgb24")
+
+
+def _encode(dst: Path, frames, rate=24, pix_fmt="yuv420p", codec="libx264", pts=None, rotation=None,
+            options=None, container_options=None):
+    with av.open(str(dst), "w", options=container_options or {}) as c:
+        s = c.add_stream(codec, rate=rate)
+        first = True
+        for i, rgb in enumerate(frames):
+            if first:
+                s.height, s.width = rgb.shape[:2]
+                s.pix_fmt = pix_fmt
+                s.options = options or {}
+                if rotation is not None:
+                    s.set_display_rotation(rotation)
+                first = False
+            f = av.VideoFrame.from_ndarray(rgb, format="rgb24")
+            f.pts = pts[i] if pts is not None else i
+            f.time_base = Fraction(1, 48) if pts is not None else 1 / Fraction(rate)
+            c.mux(s.encode(f))
+        c.mux(s.encode(None))
+
+
+def make_bad_inputs(src: Path, out: Path) -> dict[str, Path]:
+    """Returns {kind: path}; `src` is a clean synthetic mp4 of a few shots."""
+    out.mkdir(parents=True, exist_ok=True)
+    p = {k: out / f"{k}.mp4" for k in ("zero_byte", "truncated", "truncated_faststart", "text", "audio_only",
+                                       "corrupt_middle", "vfr", "rotated", "ten_bit")}
+    p["zero_byte"].write_bytes(b"")
+    data = src.read_bytes()
+    p["truncated"].write_bytes(data[: len(data) * 2 // 5])  # moov at the end: index lost
+    _encode(p["truncated_faststart"], _frames(src), container_options={"movflags": "faststart"})
+    fs = p["truncated_faststart"].read_bytes()
+    p["truncated_faststart"].write_bytes(fs[: len(fs) * 3 // 5])  # index kept, the tail missing
+    p["text"].write_text("this is a shopping list, not a video\n" * 20)
+    with av.open(str(p["audio_only"]), "w") as c:
+        s = c.add_stream("aac", rate=48000)
+        t = np.arange(48000 * 2) / 48000
+        wave = (0.2 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None]
+        for i in range(0, wave.shape[1], 1024):
+            fr = av.AudioFrame.from_ndarray(np.ascontiguousarray(wave[:, i:i + 1024]), format="fltp", layout="mono")
+            fr.sample_rate = 48000
+            fr.pts = i
+            c.mux(s.encode(fr))
+        c.mux(s.encode(None))
+    # Garbage over a stretch of the middle of the media data: the decoder sees corrupt slices.
+    raw = bytearray(data)
+    mid = len(raw) // 2
+    rng = np.random.default_rng(0)
+    raw[mid:mid + 6000] = rng.integers(0, 256, 6000, dtype=np.uint8).tobytes()
+    p["corrupt_middle"].write_bytes(bytes(raw))
+    frames = list(_frames(src, 120))
+    steps = np.where(np.arange(len(frames)) % 3 == 0, 3, 2)  # 16 and 24 fps interleaved
+    _encode(p["vfr"], frames, pts=np.r_[0, np.cumsum(steps)[:-1]].tolist())
+    _encode(p["rotated"], _frames(src, 72), rotation=90)
+    _encode(p["ten_bit"], _frames(src, 72), pix_fmt="yuv420p10le")
+    return p
+
+
+if __name__ == "__main__":
+    import sys
+
+    src = Path(sys.argv[1])
+    for k, v in make_bad_inputs(src, Path(sys.argv[2])).items():
+        print(k, v, v.stat().st_size)

