@@ -30,6 +30,7 @@ demo: install
 
 bench: install
 	$(BIN)/python benchmarks/shots.py
+	$(BIN)/python benchmarks/analysis.py
 
 clean:
 	rm -rf $(VENV) $(DEMO) .pytest_cache

@@ -93,6 +93,14 @@ class HybridDetector(ShotDetector):
         fades = a._fades(z, contrast, low)
         gradual = fades + a._dissolves(z, jump, low, fades)
         covered = {f for b in gradual for f in range(b.span[0] - 1, b.span[1] + 1)}
-        cuts = [b for b in self.transnet.detect(frames, fps)
-                if b.frame not in covered and not a._comes_back(z, b.frame, max(float(jump[b.frame]), 1e-3))]
+        cuts = []
+        for b in self.transnet.detect(frames, fps):
+            if b.frame in covered:
+                continue
+            # TransNetV2 may place a boundary a frame off the jump: test the biggest jump nearby.
+            near = range(max(1, b.frame - 1), min(n, b.frame + 2))
+            t = max(near, key=lambda i: jump[i])
+            # No structural change (only brightness: a white flash) or the shot comes back: no cut.
+            if jump[t] >= a.cut_threshold and not a._comes_back(z, t, float(jump[t])):
+                cuts.append(Boundary(t, "cut"))
         return a._merge(cuts + gradual, jump)
