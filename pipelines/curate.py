@@ -7,14 +7,18 @@ finished videos and never duplicates a record; the manifest is rebuilt from the 
 """
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import os
 import time
 from pathlib import Path
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from annotators.shots import get_detector, shots_from_boundaries
+from annotators.signals import analyse, load_clip
+from annotators.signals.dedupe import find_duplicates
 from pks.clips import write_clips
 from pks.config import load_config
 from pks.decode import decode_small
@@ -78,6 +82,24 @@ def cut(info: VideoInfo, records: list[ClipRecord], out: Path, cfg: dict) -> lis
     return result
 
 
+def analyse_records(records: list[ClipRecord], out: Path, cfg: dict) -> list[ClipRecord]:
+    """Fill the analysis fields of every ok record, from its clip file (or the source span)."""
+    result = []
+    for r in records:
+        if r.status != "ok":
+            result.append(r)
+            continue
+        clip_file = out / "clips" / f"{r.clip_id}.mp4"
+        if clip_file.exists():
+            frames = load_clip(str(clip_file), width=cfg["analyse"]["width"], fps=r.fps)
+        else:
+            frames = load_clip(r.source_path, r.start_frame, r.end_frame, cfg["analyse"]["width"], fps=r.fps)
+        fields = analyse(frames, cfg)
+        fields["quality_flags"] = sorted(set(r.quality_flags) | set(fields["quality_flags"]))
+        result.append(dataclasses.replace(r, **fields))
+    return result
+
+
 def process_video(path: str, vid: str, out: Path, cfg: dict) -> list[ClipRecord]:
     """All stages for one video, as a plain function. Unexpected failures become error rows."""
     got = ingest(path, vid)
@@ -87,6 +109,8 @@ def process_video(path: str, vid: str, out: Path, cfg: dict) -> list[ClipRecord]
         records = split(got, cfg)
         if cfg["clips"]["write"]:
             records = cut(got, records, out, cfg)
+        if cfg["analyse"]["enabled"]:
+            records = analyse_records(records, out, cfg)
         return records
     except Exception as e:  # one bad video must not end the job; record why
         return [ClipRecord(video_id=vid, source_path=path, fps=got.avg_fps, width=got.width, height=got.height,
@@ -116,19 +140,50 @@ def ray_task(row: dict, out: str, cfg: dict) -> dict:
             "frames": max((r.end_frame for r in records), default=0), "seconds": time.perf_counter() - t0}
 
 
-def build_manifest(out: Path) -> dict[str, int]:
-    """Stream all finished parts into OUT/manifest.parquet (atomically); count statuses.
-    One part in memory at a time, so memory does not grow with the number of videos."""
+def build_manifest(out: Path, duplicate_bits: float = 10.0) -> dict[str, int]:
+    """Stream all finished parts into OUT/manifest.parquet (atomically); count statuses and
+    mark near-duplicates across videos. One part in memory at a time (plus a hash per clip),
+    so memory does not grow with the length of the footage."""
+    parts = sorted((out / "parts").glob("*.parquet"))
+    sigs = []
+    for p in parts:
+        t = pq.read_table(p, columns=["clip_id", "phash", "status"]).to_pylist()
+        sigs += [(r["clip_id"], r["phash"]) for r in t if r["status"] == "ok" and r["phash"]]
+    dupes = find_duplicates(sigs, duplicate_bits)
     tmp = out / "manifest.parquet.tmp"
     counts = {"ok": 0, "rejected": 0, "error": 0}
     with pq.ParquetWriter(tmp, SCHEMA) as writer:
-        for p in sorted((out / "parts").glob("*.parquet")):
+        for p in parts:
             table = pq.read_table(p, schema=SCHEMA)
+            if dupes and any(c in dupes for c in table.column("clip_id").to_pylist()):
+                rows = table.to_pylist()
+                for r in rows:
+                    if r["clip_id"] in dupes:
+                        r["duplicate_of"] = dupes[r["clip_id"]]
+                        r["quality_flags"] = sorted(set(r["quality_flags"]) | {"duplicate"})
+                table = pa.Table.from_pylist(rows, schema=SCHEMA)
             writer.write_table(table)
             for status in table.column("status").to_pylist():
                 counts[status] += 1
     os.replace(tmp, out / "manifest.parquet")
     return counts
+
+
+def restage(out: Path, cfg: dict) -> dict[int, int]:
+    """Recompute curriculum_stage of every record under new thresholds, part by part
+    (atomically), then rebuild the manifest. Returns clips per stage (ok clips)."""
+    from annotators.signals.curriculum import stage
+
+    per_stage = {k: 0 for k in range(4)}
+    for p in sorted((out / "parts").glob("*.parquet")):
+        records = [ClipRecord.from_row(r) for r in pq.read_table(p, schema=SCHEMA).to_pylist()]
+        for r in records:
+            if r.status == "ok" and r.deformation_score is not None:
+                r.curriculum_stage = stage(r.deformation_score, r.motion_score, cfg["curriculum"])
+                per_stage[r.curriculum_stage] += 1
+        write_part(out, p.stem, records)
+    build_manifest(out, cfg["analyse"].get("duplicate_bits", 10.0))
+    return per_stage
 
 
 def init_ray(cfg: dict) -> None:
@@ -182,7 +237,7 @@ def run(input_spec: str, out: str | Path, cfg: dict | None = None, progress=prin
             what = f"{s['n_ok']} clip(s)" + (f", error: {s['error']}" if s["n_errors"] else "")
             progress(f"  [{done}/{len(todo)}] {Path(s['path']).name}: {what} ({s['seconds']:.1f}s)")
     elapsed = time.perf_counter() - t0
-    counts = build_manifest(out)
+    counts = build_manifest(out, cfg["analyse"].get("duplicate_bits", 10.0))
     return {"inputs": len(paths), "skipped": skipped, "processed": done, "records": sum(counts.values()),
             "ok": counts["ok"], "rejected": counts["rejected"], "errors": counts["error"],
             "source_frames_per_s": round(frames / elapsed, 1) if done else None,

@@ -206,6 +206,36 @@ def curate(input: str = typer.Argument(..., help="Folder, glob, list file (.txt)
     typer.echo(json.dumps(summary))
 
 
+@app.command()
+@friendly
+def calibrate(out: Path = typer.Argument(..., help="A curated output folder (with manifest.parquet)."),
+              config: Optional[Path] = typer.Option(None, help="Write the thresholds into this job config YAML."),
+              apply: bool = typer.Option(True, help="Re-stage the run's records with the new thresholds.")):
+    """Set curriculum thresholds from the deformation quartiles of a run's ok clips."""
+    import pyarrow.parquet as pq
+    import yaml
+
+    from annotators.signals.curriculum import calibrate as quartiles
+    from pipelines.curate import restage
+    from pks.config import load_config
+
+    manifest = out / "manifest.parquet"
+    if not manifest.exists():
+        raise UserError(f"no manifest in {out} (run pks curate first)")
+    rows = pq.read_table(manifest, columns=["status", "deformation_score"]).to_pylist()
+    thresholds = quartiles([r["deformation_score"] for r in rows if r["status"] == "ok"])
+    typer.echo(f"curriculum.deformation: {thresholds}")
+    if config:
+        doc = (yaml.safe_load(config.read_text()) or {}) if config.exists() else {}
+        doc.setdefault("curriculum", {})["deformation"] = thresholds
+        config.write_text(yaml.safe_dump(doc, sort_keys=False))
+        typer.echo(f"written to {config}")
+    if apply:
+        cfg = load_config(config if config and config.exists() else None, {"curriculum.deformation": thresholds})
+        per_stage = restage(out, cfg)
+        typer.echo("clips per stage: " + ", ".join(f"{k}: {v}" for k, v in per_stage.items()))
+
+
 def main() -> None:
     app(prog_name="pks")
 

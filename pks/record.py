@@ -40,6 +40,9 @@ class ClipRecord:
     impact_frames: int | None = None
     quality_flags: list[str] = field(default_factory=list)
     curriculum_stage: int | None = None
+    phash: str = ""  # perceptual-hash signature of sampled frames (near-duplicate search)
+    duplicate_of: str = ""  # clip_id of the earlier clip this one nearly repeats
+    signals: str = ""  # JSON: the measurements behind the analysis fields (magnitudes, stats)
     caption: dict | None = None
     caption_source: str = ""
     status: str = "ok"
@@ -125,6 +128,9 @@ SCHEMA = pa.schema([
     ("impact_frames", pa.int32()),
     ("quality_flags", _tags),
     ("curriculum_stage", pa.int8()),
+    ("phash", pa.string()),
+    ("duplicate_of", pa.string()),
+    ("signals", pa.string()),
     ("caption", CAPTION_TYPE),
     ("caption_source", pa.string()),
     ("status", pa.string()),

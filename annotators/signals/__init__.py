@@ -1,0 +1,43 @@
+"""Clip analysis: timing, camera motion, foreground motion, deformation, failures, duplicates,
+curriculum stage. `analyse` is the plain per-clip function; pipelines/ wraps it for Ray."""
+from __future__ import annotations
+
+import json
+from dataclasses import fields
+
+from annotators.signals.curriculum import stage
+from annotators.signals.dedupe import signature
+from annotators.signals.frames import ClipFrames, load_clip
+from annotators.signals.motion import MotionAnalyser, MotionParams, summarise
+from annotators.signals.quality import QualityParams, quality_flags
+
+
+def _params(cls, overrides: dict | None):
+    known = {f.name for f in fields(cls)}
+    bad = set(overrides or {}) - known
+    if bad:
+        raise ValueError(f"unknown {cls.__name__} field(s) {sorted(bad)}")
+    return cls(**(overrides or {}))
+
+
+def analyse(clip: ClipFrames, cfg: dict) -> dict:
+    """Record fields for one clip: cadence, held_ratio, camera_motion, motion_score,
+    deformation_score, smear_frames, impact_frames, quality_flags, curriculum_stage, phash,
+    and `signals` (JSON with the measurements behind them)."""
+    a = cfg["analyse"]
+    mp = _params(MotionParams, a.get("motion"))
+    res = MotionAnalyser(mp).run(clip.rgb)
+    out = summarise(res, mp, a["camera"])
+    flags, qstats = quality_flags(clip.rgb, clip.luma, [q.changed for q in res.pairs], clip.fps,
+                                  _params(QualityParams, a.get("quality")), a.get("min_frames", 0),
+                                  [q.flow_mag for q in res.pairs])
+    details = {"camera": out.pop("camera"), "deformation_raw": out.pop("deformation_raw"),
+               "flow_magnitude": out.pop("flow_magnitude"), "quality": qstats}
+    out["quality_flags"] = flags
+    out["curriculum_stage"] = stage(out["deformation_score"], out["motion_score"], cfg["curriculum"])
+    out["phash"] = signature(clip.rgb)
+    out["signals"] = json.dumps(details, sort_keys=True)
+    return out
+
+
+__all__ = ["ClipFrames", "analyse", "load_clip"]

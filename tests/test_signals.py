@@ -1,0 +1,130 @@
+"""Each signal on frames with known answers."""
+import json
+
+import cv2
+import numpy as np
+import pytest
+
+from annotators.signals import analyse
+from annotators.signals.curriculum import calibrate, stage
+from annotators.signals.dedupe import find_duplicates, signature
+from annotators.signals.frames import ClipFrames, load_clip
+from annotators.signals.quality import QualityParams, quality_flags
+from pks.config import load_config
+from pks.synth.art import Character, Palette, paint_world
+from pks.synth.damage import DAMAGE
+from pks.synth.shot import ShotSpec, render_shot
+
+CFG = load_config()
+
+
+def render(size=(384, 216), **kw):
+    spec = ShotSpec(**{**dict(n_frames=36, camera="static", camera_speed=0.0, cadence=2, deformation=0.0,
+                              subject_speed=0.0, subject_height=0.6, seed=3, location=5), **kw})
+    rng = np.random.default_rng(1)
+    return [f for f in render_shot(spec, size, Character.random(rng), Palette.random(rng))]
+
+
+def clip(frames, fps=24.0):
+    rgb = np.stack([cv2.resize(f, (192, 108), interpolation=cv2.INTER_AREA) for f in frames])
+    luma = {i: cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for i, f in enumerate(frames) if i % 2 == 0}
+    return ClipFrames(rgb, luma, fps)
+
+
+def pan_of_still_drawing(direction: int, n=30, speed=4):
+    """A painted background and a held drawing, the camera sliding over them on ones."""
+    world = paint_world(np.random.default_rng(2), 900, 260, Palette.random(np.random.default_rng(2)))
+    return [world[20:236, 200 + direction * speed * i:584 + direction * speed * i].copy() for i in range(n)]
+
+
+@pytest.mark.parametrize("direction, tag", [(1, "pan_right"), (-1, "pan_left")])
+def test_pure_pan_of_a_still_drawing(direction, tag):
+    out = analyse(clip(pan_of_still_drawing(direction)), CFG)
+    assert out["camera_motion"] == [tag]
+    assert out["deformation_score"] < 0.1 and out["smear_frames"] == 0
+    assert out["quality_flags"] == []
+    assert json.loads(out["signals"])["camera"]["pan_per_frame"] * direction < 0  # world slides the other way
+
+
+@pytest.mark.parametrize("cadence", [1, 2, 3])
+def test_cadence_with_camera_moving_on_ones(cadence):
+    out = analyse(clip(render(cadence=cadence, camera="pan_left", camera_speed=4.0, subject_speed=1.0,
+                              deformation=0.3)), CFG)
+    assert round(out["cadence"]) == cadence
+    assert out["held_ratio"] == pytest.approx(1 - 1 / cadence, abs=0.1)
+    assert out["camera_motion"] == ["pan_left"]
+
+
+@pytest.mark.parametrize("camera, tag", [("zoom_in", "zoom_in"), ("zoom_out", "zoom_out"), ("tilt_up", "tilt_up"),
+                                         ("shake", "shake"), ("static", "static")])
+def test_camera_tags(camera, tag):
+    speed = {"zoom_in": 0.4, "zoom_out": 0.4, "tilt_up": 3.0, "shake": 8.0, "static": 0.0}[camera]
+    out = analyse(clip(render(camera=camera, camera_speed=speed, n_frames=40)), CFG)
+    assert out["camera_motion"] == [tag]
+
+
+def test_deformation_rises_with_deformation_level():
+    scores = [analyse(clip(render(deformation=d, cadence=1, n_frames=40, subject_speed=2.0)), CFG)["deformation_score"]
+              for d in (0.0, 0.5, 1.0)]
+    assert scores[0] < scores[1] < scores[2]
+
+
+def test_rigid_slide_is_motion_not_deformation():
+    slide = analyse(clip(render(deformation=0.0, subject_speed=6.0, cadence=1)), CFG)
+    squash = analyse(clip(render(deformation=1.0, subject_speed=0.0, cadence=1)), CFG)
+    assert slide["motion_score"] > 0 and slide["deformation_score"] < squash["deformation_score"]
+
+
+def test_impact_frames_counted_and_not_flagged():
+    frames = render(flashes=[{"frame": 12, "length": 2, "kind": "invert"}, {"frame": 24, "length": 1, "kind": "white"}])
+    out = analyse(clip(frames), CFG)
+    assert out["impact_frames"] == 3
+    assert out["quality_flags"] == [] and round(out["cadence"]) == 2
+
+
+@pytest.mark.parametrize("kind, flag", [("interlaced", "interlaced"), ("block_corruption", "block_corruption"),
+                                        ("decoder_garbage", "decoder_garbage")])
+def test_damage_is_flagged(kind, flag):
+    frames = render(camera="pan_right", camera_speed=6.0, cadence=1, n_frames=30)
+    # Seed 1 loses a third of two frames; losses under ~20% of a frame are missed (BENCHMARKS.md).
+    DAMAGE[kind](frames, np.random.default_rng(1))
+    assert flag in analyse(clip(frames), CFG)["quality_flags"]
+
+
+def test_bars_black_frozen_short():
+    frames = render()
+    boxed = [f.copy() for f in frames]
+    for f in boxed:
+        f[:24], f[-24:] = 0, 0
+    assert "letterbox" in analyse(clip(boxed), CFG)["quality_flags"]
+    dark = [(f * 0.05).astype(np.uint8) for f in frames]
+    assert "near_black" in analyse(clip(dark), CFG)["quality_flags"]
+    still = [frames[0]] * 30
+    assert "frozen" in analyse(clip(still), CFG)["quality_flags"]
+    flags, _ = quality_flags(clip(frames[:5]).rgb, {}, [0.1] * 4, 24.0, QualityParams(), min_frames=12)
+    assert flags == ["too_short"]
+
+
+def test_near_duplicates_found_across_reencodes_not_across_shots(tmp_path):
+    a = render(seed=3, location=5)
+    b = render(seed=9, location=77, camera="pan_left", camera_speed=3.0)
+    reencoded = [cv2.GaussianBlur(cv2.resize(cv2.resize(f, (192, 108)), (384, 216)), (3, 3), 0) for f in a]
+    sigs = [("a", signature(clip(a).rgb)), ("b", signature(clip(b).rgb)), ("a2", signature(clip(reencoded).rgb))]
+    assert find_duplicates(sigs) == {"a2": "a"}
+
+
+def test_curriculum_stage_and_calibration():
+    cfg = {"deformation": [0.25, 0.5, 0.75], "motion_boost": None}
+    assert [stage(d, 0.0, cfg) for d in (0.1, 0.3, 0.6, 0.9)] == [0, 1, 2, 3]
+    assert stage(0.3, 0.5, {**cfg, "motion_boost": 0.1}) == 2 and stage(0.9, 0.5, {**cfg, "motion_boost": 0.1}) == 3
+    assert calibrate(list(np.linspace(0, 1, 101))) == [0.25, 0.5, 0.75]
+    with pytest.raises(ValueError):
+        calibrate([0.1, 0.2])
+
+
+def test_load_clip_reads_a_span(synth_videos):
+    path, truth = synth_videos[0]
+    s = truth["shots"][1]
+    c = load_clip(str(path), s["start_frame"], s["end_frame"], width=192)
+    assert len(c.rgb) == s["end_frame"] - s["start_frame"] and c.rgb.shape[2] == 192
+    assert set(c.luma) == set(range(0, len(c.rgb), 2))
