@@ -22,10 +22,12 @@ import numpy as np
 from scipy.stats import spearmanr
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from annotators.signals import analyse, load_clip  # noqa: E402
 from pks.config import load_config  # noqa: E402
 from pks.synth import synthesize  # noqa: E402
+from report import emit  # noqa: E402
 
 
 def shot_spans(truth: dict):
@@ -92,10 +94,7 @@ def main() -> None:
         f"| clean shots flagged | {fp:.3f} | - | <= 0.05 |",
         f"| source frames per second | {frames / seconds:.0f} | - | >= 300 |",
     ]
-    table = "\n".join(lines)
-    print(table)
-    if args.out:
-        Path(args.out).write_text(table + "\n")
+    emit(lines, args.out)
 
 
 if __name__ == "__main__":

@@ -19,10 +19,12 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from annotators.shots import Boundary, detect_video, get_detector  # noqa: E402
 from annotators.shots.metrics import Score, score  # noqa: E402
 from pks.synth import synthesize  # noqa: E402
+from report import emit  # noqa: E402
 
 
 def run_native_scenedetect(path: str, name: str) -> list[Boundary]:
@@ -88,10 +90,7 @@ def main() -> None:
             lines.append(f"| {name} | {found[0]} | {found[1]} |")
     except ImportError:
         pass
-    table = "\n".join(lines)
-    print(table)
-    if args.out:
-        Path(args.out).write_text(table + "\n")
+    emit(lines, args.out)
 
 
 if __name__ == "__main__":

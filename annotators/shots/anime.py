@@ -98,19 +98,22 @@ class AnimeDetector(ShotDetector):
 
     # ---- detection ----------------------------------------------------------------------
     def detect(self, frames: np.ndarray, fps: float) -> list[Boundary]:
-        n = len(frames)
-        if n < 3:
+        if len(frames) < 3:
             return []
+        z, jump, low, gradual = self.gradual(frames)
+        return self._merge(self._cuts(z, jump, low, gradual) + gradual, jump)
+
+    def gradual(self, frames: np.ndarray):
+        """Features, frame-to-frame changes, flat frames, and the fades and dissolves.
+        Returns (z, jump, low, gradual); jump[t] is the change between frames t-1 and t."""
+        n = len(frames)
         z, contrast, _ = self._features(frames)
         idx = np.arange(1, n)
-        jump = np.zeros(n, np.float32)  # jump[t]: distance between t-1 and t
+        jump = np.zeros(n, np.float32)
         jump[1:] = self._dist(z, idx - 1, idx)
         low = self._low_contrast(contrast)
         fades = self._fades(z, contrast, low)
-        dissolves = self._dissolves(z, jump, low, fades)
-        gradual = fades + dissolves
-        cuts = self._cuts(z, jump, low, gradual)
-        return self._merge(cuts + gradual, jump)
+        return z, jump, low, fades + self._dissolves(z, jump, low, fades)
 
     def _low_contrast(self, contrast: np.ndarray) -> np.ndarray:
         """Frames too flat for correlation to mean anything (black/white/flat fills)."""

@@ -84,14 +84,10 @@ class HybridDetector(ShotDetector):
 
     def detect(self, frames: np.ndarray, fps: float) -> list[Boundary]:
         a = self.anime
-        z, contrast, _ = a._features(frames)
         n = len(frames)
-        idx = np.arange(1, n)
-        jump = np.zeros(n, np.float32)
-        jump[1:] = a._dist(z, idx - 1, idx)
-        low = a._low_contrast(contrast)
-        fades = a._fades(z, contrast, low)
-        gradual = fades + a._dissolves(z, jump, low, fades)
+        if n < 3:
+            return []
+        z, jump, _, gradual = a.gradual(frames)
         covered = {f for b in gradual for f in range(b.span[0] - 1, b.span[1] + 1)}
         cuts = []
         for b in self.transnet.detect(frames, fps):
