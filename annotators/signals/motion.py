@@ -32,6 +32,8 @@ class MotionParams:
     held_fraction: float = 0.02  # share of changed pixels under which the drawing is held...
     held_relative: float = 0.35  # ...or under this share of the clip's typical drawing change
     foreground_px: float = 0.7  # residual flow (px) that marks a foreground point
+    open_px: int = 1  # changes thinner than 2 * open_px + 1 px are strokes, not drawing changes
+    region_grow: int = 2  # px the changed region is grown by to take in the subject's still parts
     smear_ratio: float = 1.5  # a smear differs from each neighbour this much more than they differ
     smear_min: float = 0.02  # ...and changes at least this share of the frame
     impact_change: float = 0.5  # share of pixels changed by an impact/flash frame
@@ -95,8 +97,11 @@ class MotionAnalyser:
             # Blur before comparing: sub-pixel resampling of outlines is not a new drawing.
             warped = cv2.GaussianBlur(cv2.warpAffine(a, M, (w, h), borderMode=cv2.BORDER_REPLICATE), (0, 0), 1.0)
             diff = np.abs(warped.astype(np.int16) - cv2.GaussianBlur(b, (0, 0), 1.0))
-            changed_mask = diff > p.held_diff
+            changed_mask = (diff > p.held_diff).astype(np.uint8)
             changed = float(changed_mask[m:-m, m:-m].mean())
+            if p.open_px:  # thin strokes (speed and focus lines redrawn over the frame) are not the subject
+                k = 2 * p.open_px + 1
+                changed_mask = cv2.morphologyEx(changed_mask, cv2.MORPH_OPEN, np.ones((k, k), np.uint8))
             pm = PairMotion(M=M, changed=changed, flow_mag=float(np.linalg.norm(flow, axis=2).mean()))
             if len(src) >= 12:
                 cam = src @ M[:, :2].T + M[:, 2]
@@ -106,7 +111,8 @@ class MotionAnalyser:
                     pm.fg_mag = float(np.linalg.norm(resid[fg], axis=1).mean())
                 # The deforming subject: every textured point near what changed, moving or not
                 # (a still torso anchors the fit, so a swinging limb is not read as a stretch).
-                region = cv2.dilate(changed_mask.astype(np.uint8), np.ones((9, 9), np.uint8))[yi[tex], xi[tex]] > 0
+                k = 2 * p.region_grow + 1
+                region = cv2.dilate(changed_mask, np.ones((k, k), np.uint8))[yi[tex], xi[tex]] > 0
                 if changed >= p.held_fraction and region.sum() >= 12:
                     pm.stretch, pm.area, pm.wobble = self._deformation(src[region], dst[region], M)
                     pm.deform = pm.stretch + pm.area + self.p.wobble_weight * pm.wobble
