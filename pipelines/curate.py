@@ -16,6 +16,8 @@ from pathlib import Path
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from annotators.caption.backends import make_backend
+from annotators.caption.captioner import caption_records
 from annotators.shots import get_detector, shots_from_boundaries
 from annotators.signals import analyse, load_clip
 from annotators.signals.dedupe import find_duplicates
@@ -111,6 +113,8 @@ def process_video(path: str, vid: str, out: Path, cfg: dict) -> list[ClipRecord]
             records = cut(got, records, out, cfg)
         if cfg["analyse"]["enabled"]:
             records = analyse_records(records, out, cfg)
+        if cfg["caption"]["captioner"] != "none":
+            records = caption_records(records, out, make_backend(cfg), cfg)
         return records
     except Exception as e:  # one bad video must not end the job; record why
         return [ClipRecord(video_id=vid, source_path=path, fps=got.avg_fps, width=got.width, height=got.height,
@@ -186,6 +190,22 @@ def restage(out: Path, cfg: dict) -> dict[int, int]:
     return per_stage
 
 
+def caption_run(out: Path, cfg: dict, progress=print) -> dict[str, int]:
+    """Caption (or finish captioning) an existing run in place, part by part; resumable."""
+    backend = make_backend(cfg)
+    progress(f"pks caption: captioner {backend.source}")
+    counts = {"captioned": 0, "errors": 0}
+    for p in sorted((out / "parts").glob("*.parquet")):
+        records = [ClipRecord.from_row(r) for r in pq.read_table(p, schema=SCHEMA).to_pylist()]
+        records = caption_records(records, out, backend, cfg)
+        write_part(out, p.stem, records)
+        counts["captioned"] += sum(r.status == "ok" and r.caption is not None for r in records)
+        counts["errors"] += sum(r.status == "error" and r.error.startswith("caption: ") for r in records)
+        progress(f"  {p.stem}: {counts['captioned']} captioned, {counts['errors']} caption errors so far")
+    build_manifest(out, cfg["analyse"].get("duplicate_bits", 10.0))
+    return counts
+
+
 def init_ray(cfg: dict) -> None:
     import ray
 
@@ -219,11 +239,15 @@ def run(input_spec: str, out: str | Path, cfg: dict | None = None, progress=prin
 
     cfg = cfg or load_config()
     get_detector(cfg["split"]["detector"], **(cfg["split"].get("params") or {}))  # fail fast on a bad name
+    backend = make_backend(cfg) if cfg["caption"]["captioner"] != "none" else None  # fail fast on bad settings
     out = Path(out).resolve()
     (out / "parts").mkdir(parents=True, exist_ok=True)
     (out / "clips").mkdir(exist_ok=True)
     paths = list_inputs(input_spec)
     todo, skipped = plan(paths, out, cfg["ingest"].get("dedupe", True))
+    if backend:
+        note = " (no endpoint/model configured: measured tags only, no narrative)" if backend.source == "signals" else ""
+        progress(f"pks curate: captioner {backend.source}{note}")
     progress(f"pks curate: {len(paths)} input(s), {skipped} already done or duplicate, {len(todo)} to process")
     t0 = time.perf_counter()
     done, frames = 0, 0

