@@ -1,7 +1,6 @@
 """Make the awkward inputs a curation job meets in the wild, from a clean synthetic video."""
 from __future__ import annotations
 
-import shutil
 from fractions import Fraction
 from pathlib import Path
 

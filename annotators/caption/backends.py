@@ -6,6 +6,7 @@ import asyncio
 import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from typing import Callable
 
 import taxonomy
 
@@ -14,7 +15,8 @@ import taxonomy
 class Job:
     record: object  # ClipRecord
     clip: str  # path of the clip video
-    messages: list | None = None  # chat messages (model backends)
+    build: Callable[[], list] | None = None  # makes the chat messages (model backends), lazily
+    messages: list | None = None  # the messages, once built
 
 
 @dataclass
@@ -86,6 +88,11 @@ class OpenAIBackend(Backend):
         import httpx
 
         url = self.endpoint.rstrip("/") + "/chat/completions"
+        if job.messages is None:  # built here, in a thread, so preparing overlaps requests in flight
+            try:
+                job.messages = await asyncio.to_thread(job.build)
+            except Exception as e:  # an unreadable clip is this clip's error
+                return Answer(error=f"cannot prepare prompt: {type(e).__name__}: {e}")
         last = ""
         for attempt in range(self.retries + 1):
             try:

@@ -55,10 +55,17 @@ def from_cache(entry: dict, tax, directory=taxonomy.loader.VERSIONS_DIR) -> dict
 
 
 def parse(text: str | None, tax) -> tuple[dict | None, str]:
+    """Validate an answer. A tag listed twice is repaired (kept once, in order): the schema
+    cannot forbid repeats, since xgrammar has no `uniqueItems`, and a repeat changes nothing."""
     if text is None:
         return None, "no answer"
     try:
-        return tax.validate(json.loads(text)), ""
+        data = json.loads(text)
+        if isinstance(data, dict):
+            for axis in taxonomy.TAG_AXES:
+                if isinstance(data.get(axis), list):
+                    data[axis] = list(dict.fromkeys(data[axis]))
+        return tax.validate(data), ""
     except json.JSONDecodeError as e:
         return None, f"not JSON ({e.msg} at {e.pos})"
     except taxonomy.CaptionError as e:
@@ -84,14 +91,11 @@ def caption_records(records: list, out: Path, backend: Backend, cfg: dict) -> li
             result[i] = dataclasses.replace(r, caption=cap, caption_source=source)
             continue
         clip = str(Path(out) / "clips" / f"{r.clip_id}.mp4")
-        msgs = None
+        build = None
         if backend.needs_frames:
-            try:
-                msgs = messages(sample_frames(clip, c["frames"], c["token_budget"]), r, tax.version)
-            except Exception as e:  # an unreadable clip is this clip's error, not the job's
-                result[i] = r.error_copy(f"{CAPTION_ERROR}cannot sample frames: {e}")
-                continue
-        pending[i] = Job(record=r, clip=clip, messages=msgs)
+            def build(clip=clip, r=r):
+                return messages(sample_frames(clip, c["frames"], c["token_budget"]), r, tax.version)
+        pending[i] = Job(record=r, clip=clip, build=build)
     reasons: dict[int, str] = {}
     for _ in range(1 + c["repairs"]):  # ask again (bounded) while answers are invalid
         if not pending:
