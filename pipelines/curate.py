@@ -13,6 +13,7 @@ import os
 import time
 from pathlib import Path
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
@@ -21,6 +22,7 @@ from annotators.caption.captioner import caption_records
 from annotators.shots import get_detector, shots_from_boundaries
 from annotators.signals import analyse, load_clip
 from annotators.signals.dedupe import find_duplicates
+from annotators.signals.embed import embedder, semantic_duplicates
 from pks.clips import write_clips
 from pks.config import load_config
 from pks.decode import decode_small
@@ -98,6 +100,13 @@ def analyse_records(records: list[ClipRecord], out: Path, cfg: dict) -> list[Cli
             frames = load_clip(r.source_path, r.start_frame, r.end_frame, cfg["analyse"]["width"], fps=r.fps)
         fields = analyse(frames, cfg)
         fields["quality_flags"] = sorted(set(r.quality_flags) | set(fields["quality_flags"]))
+        ce = cfg["analyse"]["clip_embeddings"]
+        if ce.get("checkpoint"):  # semantic embedding, kept beside the manifest for the duplicate search
+            vec = embedder(ce["arch"], str(ce["checkpoint"])).embed(frames.rgb)
+            (out / "embeddings").mkdir(exist_ok=True)
+            tmp = out / "embeddings" / f"{r.clip_id}.tmp.npy"
+            np.save(tmp, vec.astype(np.float32))
+            os.replace(tmp, out / "embeddings" / f"{r.clip_id}.npy")
         result.append(dataclasses.replace(r, **fields))
     return result
 
@@ -144,7 +153,7 @@ def ray_task(row: dict, out: str, cfg: dict) -> dict:
             "frames": max((r.end_frame for r in records), default=0), "seconds": time.perf_counter() - t0}
 
 
-def build_manifest(out: Path, duplicate_bits: float = 10.0) -> dict[str, int]:
+def build_manifest(out: Path, cfg: dict) -> dict[str, int]:
     """Stream all finished parts into OUT/manifest.parquet (atomically); count statuses and
     mark near-duplicates across videos. One part in memory at a time (plus a hash per clip),
     so memory does not grow with the length of the footage."""
@@ -153,7 +162,14 @@ def build_manifest(out: Path, duplicate_bits: float = 10.0) -> dict[str, int]:
     for p in parts:
         t = pq.read_table(p, columns=["clip_id", "phash", "status"]).to_pylist()
         sigs += [(r["clip_id"], r["phash"]) for r in t if r["status"] == "ok" and r["phash"]]
-    dupes = find_duplicates(sigs, duplicate_bits)
+    dupes = find_duplicates(sigs, cfg["analyse"]["duplicate_bits"])
+    emb = [(cid, out / "embeddings" / f"{cid}.npy") for cid, _ in sigs]
+    emb = [(cid, p) for cid, p in emb if p.exists()]
+    if emb:  # semantic near-duplicates (OpenCLIP) that the hashes did not already catch
+        vecs = np.stack([np.load(p) for _, p in emb])
+        similarity = cfg["analyse"]["clip_embeddings"]["similarity"]
+        for cid, other in semantic_duplicates([c for c, _ in emb], vecs, similarity).items():
+            dupes.setdefault(cid, other)
     tmp = out / "manifest.parquet.tmp"
     counts = {"ok": 0, "rejected": 0, "error": 0}
     with pq.ParquetWriter(tmp, SCHEMA) as writer:
@@ -186,7 +202,7 @@ def restage(out: Path, cfg: dict) -> dict[int, int]:
                 r.curriculum_stage = stage(r.deformation_score, r.motion_score, cfg["curriculum"])
                 per_stage[r.curriculum_stage] += 1
         write_part(out, p.stem, records)
-    build_manifest(out, cfg["analyse"].get("duplicate_bits", 10.0))
+    build_manifest(out, cfg)
     return per_stage
 
 
@@ -202,7 +218,7 @@ def caption_run(out: Path, cfg: dict, progress=print) -> dict[str, int]:
         counts["captioned"] += sum(r.status == "ok" and r.caption is not None for r in records)
         counts["errors"] += sum(r.status == "error" and r.error.startswith("caption: ") for r in records)
         progress(f"  {p.stem}: {counts['captioned']} captioned, {counts['errors']} caption errors so far")
-    build_manifest(out, cfg["analyse"].get("duplicate_bits", 10.0))
+    build_manifest(out, cfg)
     return counts
 
 
@@ -261,7 +277,7 @@ def run(input_spec: str, out: str | Path, cfg: dict | None = None, progress=prin
             what = f"{s['n_ok']} clip(s)" + (f", error: {s['error']}" if s["n_errors"] else "")
             progress(f"  [{done}/{len(todo)}] {Path(s['path']).name}: {what} ({s['seconds']:.1f}s)")
     elapsed = time.perf_counter() - t0
-    counts = build_manifest(out, cfg["analyse"].get("duplicate_bits", 10.0))
+    counts = build_manifest(out, cfg)
     return {"inputs": len(paths), "skipped": skipped, "processed": done, "records": sum(counts.values()),
             "ok": counts["ok"], "rejected": counts["rejected"], "errors": counts["error"],
             "source_frames_per_s": round(frames / elapsed, 1) if done else None,

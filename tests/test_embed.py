@@ -1,0 +1,37 @@
+"""OpenCLIP embeddings from a local checkpoint (random ViT-B-32 weights saved by the test)."""
+import numpy as np
+import pytest
+
+import support.tv_ops  # noqa: F401  (the PyPI torchvision is a CUDA build; see the module)
+from annotators.signals.embed import ClipEmbedder, semantic_duplicates
+from test_signals import clip, render
+
+
+@pytest.fixture(scope="module")
+def checkpoint(tmp_path_factory):
+    open_clip = pytest.importorskip("open_clip")
+    import torch
+
+    path = tmp_path_factory.mktemp("clip") / "vit_b32_random.pt"
+    torch.manual_seed(0)
+    torch.save(open_clip.create_model("ViT-B-32", pretrained=None).state_dict(), path)
+    return path
+
+
+def test_missing_checkpoint_is_refused_not_downloaded(tmp_path):
+    with pytest.raises(ValueError, match="never downloads"):
+        ClipEmbedder("ViT-B-32", tmp_path / "nope.pt")
+
+
+def test_reencoded_clip_is_closer_than_another_shot(checkpoint):
+    import cv2
+
+    e = ClipEmbedder("ViT-B-32", checkpoint)
+    a = render(seed=3, location=5)
+    b = render(seed=9, location=77, camera="pan_left", camera_speed=3.0)
+    a2 = [cv2.GaussianBlur(f, (5, 5), 0) for f in a]
+    va, vb, va2 = (e.embed(clip(x).rgb) for x in (a, b, a2))
+    assert np.linalg.norm(va) == pytest.approx(1.0, abs=1e-5)
+    assert float(va @ va2) > float(va @ vb)
+    threshold = (float(va @ va2) + float(va @ vb)) / 2
+    assert semantic_duplicates(["a", "b", "a2"], np.stack([va, vb, va2]), threshold) == {"a2": "a"}
