@@ -71,9 +71,8 @@ def plan_video(rng: np.random.Generator, n_shots: int, size: tuple[int, int],
             vfx.append("speed_lines")
         if rng.random() < 0.08:
             vfx.append("focus_lines")
-        if i > 0 and rng.random() < 0.3:
-            pass  # same location as the previous shot: reverse angle, harder cut
-        else:
+        same_place = i > 0 and rng.random() < 0.3  # a reverse angle in the same place: a harder cut
+        if not same_place:
             location = int(rng.integers(1 << 30))
         specs.append(ShotSpec(
             n_frames=n, camera=cam, camera_speed=float(speed),
