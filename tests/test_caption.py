@@ -20,11 +20,15 @@ from support.vllm_server import VLLM_PY, Server, build_tiny_vlm
 
 
 @pytest.fixture(scope="module")
-def server(tmp_path_factory):
+def model_dir(tmp_path_factory):
     if not VLLM_PY.exists():
         pytest.skip("no .venv-vllm (make vllm-env builds it; make test does)")
-    d = tmp_path_factory.mktemp("vlm")
-    s = Server(build_tiny_vlm(d / "model"), d / "server.log").start()
+    return build_tiny_vlm(tmp_path_factory.mktemp("vlm") / "model")
+
+
+@pytest.fixture(scope="module")
+def server(model_dir):
+    s = Server(model_dir, model_dir.parent / "server.log").start()
     yield s
     s.kill()
 
@@ -123,6 +127,22 @@ def test_taxonomy_bump_reuses_what_migrates_and_recaptions_the_rest(tmp_path):
     assert renamed["camera"] == ["handheld_shake"]
     retired = {**base, "vfx": ["sweat_tears"]}
     assert from_cache({"caption": retired, "taxonomy": 1}, tax2, tmp_path) is None  # loses a tag: recaption
+
+
+def test_transformers_backend_in_process_is_schema_valid(model_dir, curated, tmp_path):
+    pytest.importorskip("xgrammar")
+    import support.tv_ops  # noqa: F401  (the PyPI torchvision is a CUDA build; see the module)
+
+    shutil.copytree(curated / "clips", tmp_path / "clips")
+    recs = _records(curated)[:3]
+    cfg = load_config(None, {"caption.captioner": "transformers", "caption.model": str(model_dir)})
+    backend = make_backend(cfg)
+    assert backend.source == f"transformers:{model_dir}"
+    out = caption_records(recs, tmp_path, backend, cfg)
+    tax = taxonomy.load()
+    for r in out:  # a random model, constrained by xgrammar: valid, or cut at max_tokens and recorded
+        assert (r.status == "ok" and tax.validate(r.caption)) or "max_tokens" in r.error or "not JSON" in r.error
+    assert sum(r.status == "ok" for r in out) >= 1
 
 
 def test_make_backend_and_serve_vlm():

@@ -142,6 +142,87 @@ class SignalsBackend(Backend):
         return out
 
 
+@dataclass
+class TransformersBackend(Backend):
+    """A local Hugging Face vision-language model on one machine, decoding constrained to the
+    taxonomy's JSON Schema by xgrammar's logits processor (pip install 'pks[local]')."""
+    model_dir: str
+    schema: dict = field(default_factory=lambda: taxonomy.load().json_schema())
+    max_new_tokens: int = 512
+    temperature: float = 0.2
+    device: str | None = None  # None: cuda when available, else cpu
+    _loaded: tuple | None = field(default=None, repr=False, compare=False)
+
+    @property
+    def source(self) -> str:
+        return f"transformers:{self.model_dir}"
+
+    def _load(self):
+        if self._loaded is None:
+            import torch
+            import xgrammar as xgr
+            from transformers import AutoModelForImageTextToText, AutoProcessor
+
+            device = self.device or ("cuda" if torch.cuda.is_available() else "cpu")
+            processor = AutoProcessor.from_pretrained(self.model_dir)
+            model = AutoModelForImageTextToText.from_pretrained(self.model_dir).to(device).eval()
+            vocab = model.config.get_text_config().vocab_size
+            info = xgr.TokenizerInfo.from_huggingface(processor.tokenizer, vocab_size=vocab)
+            grammar = xgr.GrammarCompiler(info).compile_json_schema(json.dumps(self.schema))
+            self._loaded = (processor, model, grammar, device)
+        return self._loaded
+
+    def answer(self, jobs: list[Job]) -> list[Answer]:
+        import torch
+        import xgrammar as xgr
+
+        processor, model, grammar, device = self._load()
+        out = []
+        for job in jobs:
+            try:
+                msgs = job.messages if job.messages is not None else job.build()
+                job.messages = msgs
+                chat, images = _local_chat(msgs)
+                text = processor.apply_chat_template(chat, add_generation_prompt=True, tokenize=False)
+                inputs = processor(text=[text], images=images or None, return_tensors="pt").to(device)
+                with torch.inference_mode():
+                    sampling = {"do_sample": True, "temperature": self.temperature} if self.temperature > 0 \
+                        else {"do_sample": False}
+                    ids = model.generate(**inputs, max_new_tokens=self.max_new_tokens, **sampling,
+                                         logits_processor=[xgr.contrib.hf.LogitsProcessor(grammar)])
+                new = ids[0, inputs["input_ids"].shape[1]:]
+                answer = processor.decode(new, skip_special_tokens=True)
+                cut = len(new) >= self.max_new_tokens
+                out.append(Answer(text=answer, error="answer cut at max_tokens" if cut else None))
+            except Exception as e:  # one clip's failure is that clip's error
+                out.append(Answer(error=f"{type(e).__name__}: {e}"))
+        return out
+
+
+def _local_chat(messages: list) -> tuple[list, list]:
+    """OpenAI-style messages (images as data URLs) -> a chat for the HF processor + PIL images."""
+    import base64
+    import io
+
+    from PIL import Image
+
+    chat, images = [], []
+    for m in messages:
+        if isinstance(m["content"], str):
+            chat.append({"role": m["role"], "content": [{"type": "text", "text": m["content"]}]})
+            continue
+        parts = []
+        for part in m["content"]:
+            if part["type"] == "image_url":
+                raw = base64.b64decode(part["image_url"]["url"].split(",", 1)[1])
+                images.append(Image.open(io.BytesIO(raw)).convert("RGB"))
+                parts.append({"type": "image"})
+            else:
+                parts.append(part)
+        chat.append({"role": m["role"], "content": parts})
+    return chat, images
+
+
 def make_backend(cfg: dict) -> Backend:
     """The backend a job config asks for. 'auto' is openai when an endpoint and model are set,
     else signals."""
@@ -157,4 +238,9 @@ def make_backend(cfg: dict) -> Backend:
         return OpenAIBackend(endpoint=c["endpoint"], model=c["model"], concurrency=c["concurrency"],
                              timeout_s=c["timeout_s"], retries=c["retries"], max_tokens=c["max_tokens"],
                              temperature=c["temperature"], constrained=c.get("constrained", True))
-    raise ValueError(f"unknown captioner {name!r}; choose from auto, signals, openai")
+    if name == "transformers":
+        if not c.get("model"):
+            raise ValueError("captioner 'transformers' needs --model DIR (a local Hugging Face model folder)")
+        return TransformersBackend(model_dir=c["model"], max_new_tokens=c["max_tokens"],
+                                   temperature=c["temperature"])
+    raise ValueError(f"unknown captioner {name!r}; choose from auto, signals, openai, transformers")
