@@ -96,7 +96,9 @@ class OpenAIBackend(Backend):
         last = ""
         for attempt in range(self.retries + 1):
             try:
-                r = await client.post(url, json=self.body(job.messages))
+                # A deadline for the whole request: httpx's own timeouts are per phase (connect,
+                # each read), so a slow answer could otherwise outlive timeout_s.
+                r = await asyncio.wait_for(client.post(url, json=self.body(job.messages)), self.timeout_s)
                 if r.status_code >= 500:
                     raise _Retryable(f"HTTP {r.status_code}: {r.text[:200]}")
                 if r.status_code >= 400:
@@ -105,7 +107,7 @@ class OpenAIBackend(Backend):
                 if choice.get("finish_reason") == "length":
                     return Answer(text=choice["message"]["content"], error="answer cut at max_tokens")
                 return Answer(text=choice["message"]["content"])
-            except httpx.TimeoutException:
+            except (httpx.TimeoutException, asyncio.TimeoutError):
                 last = f"timed out after {self.timeout_s}s"
             except httpx.TransportError as e:
                 last = f"cannot reach {url}: {type(e).__name__}: {e}"
