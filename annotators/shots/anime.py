@@ -60,13 +60,13 @@ class AnimeDetector(ShotDetector):
         mean = flat.mean(1, keepdims=True)
         std = flat.std(1, keepdims=True)
         z = (flat - mean) / np.maximum(std, 1e-3)
-        self._blurred = x  # kept for camera alignment of the few dissolve candidates
-        return z, std[:, 0], mean[:, 0]
+        return z, std[:, 0], x  # x: the blurred frames, for camera alignment of dissolve candidates
 
-    def _aligned_dist(self, a: int, b: int) -> float:
+    @staticmethod
+    def _aligned_dist(blurred: np.ndarray, a: int, b: int) -> float:
         """Distance between frames a and b after undoing a camera move (shift and zoom)
         between them: small when a pan or zoom, not a dissolve, explains the change."""
-        fa, fb = self._blurred[a], self._blurred[b]
+        fa, fb = blurred[a], blurred[b]
         ga = cv2.cvtColor(fa, cv2.COLOR_RGB2GRAY)
         h, w = ga.shape
         best = np.inf
@@ -107,13 +107,13 @@ class AnimeDetector(ShotDetector):
         """Features, frame-to-frame changes, flat frames, and the fades and dissolves.
         Returns (z, jump, low, gradual); jump[t] is the change between frames t-1 and t."""
         n = len(frames)
-        z, contrast, _ = self._features(frames)
+        z, contrast, blurred = self._features(frames)
         idx = np.arange(1, n)
         jump = np.zeros(n, np.float32)
         jump[1:] = self._dist(z, idx - 1, idx)
         low = self._low_contrast(contrast)
         fades = self._fades(z, contrast, low)
-        return z, jump, low, fades + self._dissolves(z, jump, low, fades)
+        return z, jump, low, fades + self._dissolves(z, blurred, jump, low, fades)
 
     def _low_contrast(self, contrast: np.ndarray) -> np.ndarray:
         """Frames too flat for correlation to mean anything (black/white/flat fills)."""
@@ -179,7 +179,7 @@ class AnimeDetector(ShotDetector):
             t = e + 1
         return out
 
-    def _dissolves(self, z, jump, low, fades) -> list[Boundary]:
+    def _dissolves(self, z, blurred, jump, low, fades) -> list[Boundary]:
         """Blend test at several scales: z_t lies between z_{t-k} and z_{t+k}, which differ;
         no single step inside explains the change (that would be a cut or a redrawn effect)."""
         n = len(z)
@@ -223,7 +223,7 @@ class AnimeDetector(ShotDetector):
             # The shots on either side must differ, also once a camera move is undone.
             before, after = max(0, span[0] - 1), min(n - 1, span[1])
             if not covered[t:e + 1].any() and self._dist(z, [before], [after])[0] > self.dissolve_across \
-                    and self._aligned_dist(before, after) > self.dissolve_aligned:
+                    and self._aligned_dist(blurred, before, after) > self.dissolve_aligned:
                 out.append(Boundary(int((t + e + 1) // 2), "dissolve", span))
             t = e + 1
         return out
