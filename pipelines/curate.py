@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import json
 import os
 import time
 from pathlib import Path
@@ -18,12 +19,12 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from annotators.caption.backends import make_backend
-from annotators.caption.captioner import caption_records
+from annotators.caption.captioner import CAPTION_ERROR, caption_records
 from annotators.shots import get_detector, shots_from_boundaries
 from annotators.signals import analyse, load_clip
 from annotators.signals.dedupe import find_duplicates
 from annotators.signals.embed import embedder, semantic_duplicates
-from pks.clips import write_clips
+from pks.clips import clip_path, write_clips
 from pks.config import load_config
 from pks.decode import decode_small
 from pks.probe import ProbeError, VideoInfo, content_hash, list_inputs, probe
@@ -74,11 +75,11 @@ def split(info: VideoInfo, cfg: dict) -> list[ClipRecord]:
 def cut(info: VideoInfo, records: list[ClipRecord], out: Path, cfg: dict) -> list[ClipRecord]:
     """Write each ok record's clip; a clip that comes out short becomes an error record."""
     ok = [r for r in records if r.status == "ok"]
-    spans = [(r.start_frame, r.end_frame, out / "clips" / f"{r.clip_id}.mp4") for r in ok]
+    spans = [(r.start_frame, r.end_frame, clip_path(out, r.clip_id)) for r in ok]
     written = write_clips(info.path, spans, info.avg_fps, info.rotation, cfg["clips"]["crf"], cfg["clips"]["preset"])
     result = []
     for r in records:
-        path = out / "clips" / f"{r.clip_id}.mp4"
+        path = clip_path(out, r.clip_id)
         if r.status == "ok" and written.get(path, 0) != r.n_frames:
             r = r.error_copy(f"clip has {written.get(path, 0)} of {r.n_frames} frames")
             path.unlink(missing_ok=True)
@@ -93,7 +94,7 @@ def analyse_records(records: list[ClipRecord], out: Path, cfg: dict) -> list[Cli
         if r.status != "ok":
             result.append(r)
             continue
-        clip_file = out / "clips" / f"{r.clip_id}.mp4"
+        clip_file = clip_path(out, r.clip_id)
         if clip_file.exists():
             frames = load_clip(str(clip_file), width=cfg["analyse"]["width"], fps=r.fps)
         else:
@@ -111,6 +112,18 @@ def analyse_records(records: list[ClipRecord], out: Path, cfg: dict) -> list[Cli
     return result
 
 
+_BACKENDS: dict[str, object] = {}
+
+
+def worker_backend(cfg: dict):
+    """One caption backend per worker process and caption config: a local model loads once,
+    not once per video."""
+    key = json.dumps(cfg["caption"], sort_keys=True)
+    if key not in _BACKENDS:
+        _BACKENDS[key] = make_backend(cfg)
+    return _BACKENDS[key]
+
+
 def process_video(path: str, vid: str, out: Path, cfg: dict) -> list[ClipRecord]:
     """All stages for one video, as a plain function. Unexpected failures become error rows."""
     got = ingest(path, vid)
@@ -123,7 +136,7 @@ def process_video(path: str, vid: str, out: Path, cfg: dict) -> list[ClipRecord]
         if cfg["analyse"]["enabled"]:
             records = analyse_records(records, out, cfg)
         if cfg["caption"]["captioner"] != "none":
-            records = caption_records(records, out, make_backend(cfg), cfg)
+            records = caption_records(records, out, worker_backend(cfg), cfg)
         return records
     except Exception as e:  # one bad video must not end the job; record why
         return [ClipRecord(video_id=vid, source_path=path, fps=got.avg_fps, width=got.width, height=got.height,
@@ -189,20 +202,32 @@ def build_manifest(out: Path, cfg: dict) -> dict[str, int]:
     return counts
 
 
+def rewrite_parts(out: Path, cfg: dict, fn):
+    """Apply `fn` to each finished part's records, rewrite the part atomically, and yield the
+    new records; the manifest is rebuilt once every part is done."""
+    for p in sorted((out / "parts").glob("*.parquet")):
+        records = fn([ClipRecord.from_row(r) for r in pq.read_table(p, schema=SCHEMA).to_pylist()])
+        write_part(out, p.stem, records)
+        yield p.stem, records
+    build_manifest(out, cfg)
+
+
 def restage(out: Path, cfg: dict) -> dict[int, int]:
     """Recompute curriculum_stage of every record under new thresholds, part by part
     (atomically), then rebuild the manifest. Returns clips per stage (ok clips)."""
     from annotators.signals.curriculum import stage
 
-    per_stage = {k: 0 for k in range(4)}
-    for p in sorted((out / "parts").glob("*.parquet")):
-        records = [ClipRecord.from_row(r) for r in pq.read_table(p, schema=SCHEMA).to_pylist()]
+    def restaged(records):
         for r in records:
             if r.status == "ok" and r.deformation_score is not None:
                 r.curriculum_stage = stage(r.deformation_score, r.motion_score, cfg["curriculum"])
+        return records
+
+    per_stage = {k: 0 for k in range(4)}
+    for _, records in rewrite_parts(out, cfg, restaged):
+        for r in records:
+            if r.status == "ok" and r.deformation_score is not None:
                 per_stage[r.curriculum_stage] += 1
-        write_part(out, p.stem, records)
-    build_manifest(out, cfg)
     return per_stage
 
 
@@ -211,14 +236,10 @@ def caption_run(out: Path, cfg: dict, progress=print) -> dict[str, int]:
     backend = make_backend(cfg)
     progress(f"pks caption: captioner {backend.source}")
     counts = {"captioned": 0, "errors": 0}
-    for p in sorted((out / "parts").glob("*.parquet")):
-        records = [ClipRecord.from_row(r) for r in pq.read_table(p, schema=SCHEMA).to_pylist()]
-        records = caption_records(records, out, backend, cfg)
-        write_part(out, p.stem, records)
+    for stem, records in rewrite_parts(out, cfg, lambda rs: caption_records(rs, out, backend, cfg)):
         counts["captioned"] += sum(r.status == "ok" and r.caption is not None for r in records)
-        counts["errors"] += sum(r.status == "error" and r.error.startswith("caption: ") for r in records)
-        progress(f"  {p.stem}: {counts['captioned']} captioned, {counts['errors']} caption errors so far")
-    build_manifest(out, cfg)
+        counts["errors"] += sum(r.status == "error" and r.error.startswith(CAPTION_ERROR) for r in records)
+        progress(f"  {stem}: {counts['captioned']} captioned, {counts['errors']} caption errors so far")
     return counts
 
 

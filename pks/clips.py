@@ -16,6 +16,11 @@ from pks.decode import iter_decoded
 from pks.videoio import Mp4Writer
 
 
+def clip_path(out: str | Path, clip_id: str) -> Path:
+    """Where a run keeps a clip's video: OUT/clips/{clip_id}.mp4."""
+    return Path(out) / "clips" / f"{clip_id}.mp4"
+
+
 def _upright(rgb: np.ndarray, rotation: int) -> np.ndarray:
     """Apply the display rotation (degrees counter-clockwise, as in the display matrix)."""
     k = {90: 1, 180: 2, 270: 3}.get(rotation % 360, 0)

@@ -13,6 +13,7 @@ from pathlib import Path
 import taxonomy
 from annotators.caption.backends import Backend, Job
 from annotators.caption.prompt import PROMPT_VERSION, messages, sample_frames
+from pks.clips import clip_path
 
 CAPTION_ERROR = "caption: "  # prefix of errors this stage records (a rerun retries them)
 
@@ -90,7 +91,7 @@ def caption_records(records: list, out: Path, backend: Backend, cfg: dict) -> li
         if cap is not None:
             result[i] = dataclasses.replace(r, caption=cap, caption_source=source)
             continue
-        clip = str(Path(out) / "clips" / f"{r.clip_id}.mp4")
+        clip = str(clip_path(out, r.clip_id))
         build = None
         if backend.needs_frames:
             def build(clip=clip, r=r):
@@ -103,16 +104,17 @@ def caption_records(records: list, out: Path, backend: Backend, cfg: dict) -> li
         order = list(pending)
         answers = backend.answer([pending[i] for i in order])
         for i, ans in zip(order, answers):
-            cap, why = parse(ans.text, tax) if ans.text is not None else (None, ans.error or "no answer")
+            if ans.error and not ans.text:  # transport failure: the backend already retried
+                result[i] = result[i].error_copy(f"{CAPTION_ERROR}{ans.error}")
+                del pending[i]
+                continue
+            cap, why = parse(ans.text, tax)
             if cap is not None:
                 cache.put(cache_key(result[i], backend), cap, tax.version)
                 result[i] = dataclasses.replace(result[i], caption=cap, caption_source=source)
                 del pending[i]
             else:
-                reasons[i] = ans.error if ans.error and not ans.text else why
-                if ans.error and not ans.text:  # transport failure: the backend already retried
-                    result[i] = result[i].error_copy(f"{CAPTION_ERROR}{ans.error}")
-                    del pending[i]
+                reasons[i] = why
     for i in pending:
         result[i] = result[i].error_copy(f"{CAPTION_ERROR}invalid answer after {1 + c['repairs']} tries: {reasons[i]}")
     return result
