@@ -91,6 +91,11 @@ def test_damage_is_flagged(kind, flag):
     assert flag in analyse(clip(frames), CFG)["quality_flags"]
 
 
+def test_single_frame_clip_is_flagged_not_a_crash():
+    out = analyse(clip(render()[:1]), CFG)
+    assert out["quality_flags"] == ["too_short"] and out["camera_motion"] == ["static"]
+
+
 def test_bars_black_frozen_short():
     frames = render()
     boxed = [f.copy() for f in frames]

@@ -146,7 +146,8 @@ def summarise(res: MotionResult, p: MotionParams, cam: dict) -> dict:
     n = len(pairs) + 1
     if not pairs:
         return {"cadence": 1.0, "held_ratio": 0.0, "camera_motion": ["static"], "motion_score": 0.0,
-                "deformation_score": 0.0, "smear_frames": 0, "impact_frames": 0, "camera": {}}
+                "deformation_score": 0.0, "smear_frames": 0, "impact_frames": 0, "camera": {},
+                "deformation_raw": 0.0, "flow_magnitude": 0.0}
     changed = np.array([q.changed for q in pairs])
     impact = _impacts(changed, p.impact_change)
     # Impact frames are not drawings of the shot: leave them out of timing and deformation.
