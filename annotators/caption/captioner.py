@@ -114,7 +114,7 @@ def caption_records(records: list, out: Path, backend: Backend, cfg: dict) -> li
                 result[i] = dataclasses.replace(result[i], caption=cap, caption_source=source)
                 del pending[i]
             else:
-                reasons[i] = why
+                reasons[i] = f"{why}; {ans.error}" if ans.error else why  # e.g. cut at max_tokens
     for i in pending:
         result[i] = result[i].error_copy(f"{CAPTION_ERROR}invalid answer after {1 + c['repairs']} tries: {reasons[i]}")
     return result
