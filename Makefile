@@ -39,14 +39,20 @@ vllm-env: $(VLLM)/.installed
 test: install vllm-env
 	$(BIN)/python -m pytest -q
 
+# The whole job on synthesised footage: shots, clips, analysis, captions (the signals captioner:
+# no model runs here), curriculum shards; then the report.
 demo: install
-	$(BIN)/pks synth $(DEMO)/footage --videos 4 --seed 1
+	$(BIN)/pks synth $(DEMO)/footage --videos 6 --seed 1
 	$(BIN)/pks curate $(DEMO)/footage $(DEMO)/run
-	@echo "PKS demo done: footage in $(DEMO)/footage, manifest in $(DEMO)/run/manifest.parquet"
+	$(BIN)/pks report $(DEMO)/run
+	$(BIN)/pks stats $(DEMO)/run
+	@echo "PKS demo done: footage in $(DEMO)/footage, manifest in $(DEMO)/run/manifest.parquet,"
+	@echo "  shards in $(DEMO)/run/shards (index: $(DEMO)/run/shards/index.parquet), report in $(DEMO)/run/report.html"
 
 bench: install
 	$(BIN)/python benchmarks/shots.py
 	$(BIN)/python benchmarks/analysis.py
+	$(BIN)/python benchmarks/loader.py
 
 clean:
 	rm -rf $(VENV) $(VLLM) $(DEMO) .pytest_cache

