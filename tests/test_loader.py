@@ -44,6 +44,11 @@ def test_resume_from_a_step_and_workers_give_the_same_batches(sharded_run):
     dl = torch.utils.data.DataLoader(loader(sharded_run, steps=8, seed=5), batch_size=None, num_workers=2)
     assert ids(list(dl)) == ids(full)
     assert ids(list(loader(sharded_run, steps=8, seed=6))) != ids(full)
+    windows = list(loader(sharded_run, steps=8, seed=5, random_window=True))
+    assert ids(windows) == ids(full)  # same clips, other windows of the longer ones
+    assert any(not torch.equal(a["video"], b["video"]) for a, b in zip(windows, full))
+    resumed = list(loader(sharded_run, steps=4, seed=5, start_step=4, random_window=True))
+    assert all(torch.equal(a["video"], b["video"]) for a, b in zip(resumed, windows[4:]))
 
 
 def test_schedule_moves_the_mix_from_physical_to_extreme(tmp_path):
@@ -68,6 +73,8 @@ def test_decode_clip_samples_at_fps_and_pads_short_clips(sharded_run):
     assert frames.shape == (4, 32, 32, 3) and real == 4
     frames, real = decode_clip(data, rec["fps"], n + 5, rec["fps"], (32, 32))
     assert real == n and np.array_equal(frames[-1], frames[n - 1])
+    later, real = decode_clip(data, rec["fps"], 3, rec["fps"], (32, 32), start=2)
+    assert real == 3 and np.array_equal(later, frames[2:5])
     with pytest.raises(Exception):
         decode_clip(b"not a video", 24, 4, 8, (32, 32))
 

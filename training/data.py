@@ -49,14 +49,15 @@ def _unit(*parts) -> float:
     return int.from_bytes(h, "little") / 2 ** 64
 
 
-def decode_clip(data: bytes, src_fps: float, frames: int, fps: float, size: tuple[int, int]) -> tuple[np.ndarray, int]:
-    """mp4 bytes -> uint8 [frames, H, W, 3] sampled at `fps` from the clip's start, each frame
-    scaled to cover `size` (H, W) and centre-cropped. A clip shorter than the span repeats its
-    last frame; returns the frames and how many are real."""
+def decode_clip(data: bytes, src_fps: float, frames: int, fps: float, size: tuple[int, int],
+                start: int = 0) -> tuple[np.ndarray, int]:
+    """mp4 bytes -> uint8 [frames, H, W, 3] sampled at `fps` from frame `start` of the clip, each
+    frame scaled to cover `size` (H, W) and centre-cropped. A clip shorter than the span repeats
+    its last frame; returns the frames and how many are real."""
     import av
     import cv2
 
-    want = [round(j * src_fps / fps) for j in range(frames)]
+    want = [start + round(j * src_fps / fps) for j in range(frames)]
     h, w = size
     got: dict[int, np.ndarray] = {}
     with av.open(io.BytesIO(data)) as container:
@@ -99,7 +100,8 @@ class CurriculumLoader(torch.utils.data.IterableDataset):
     def __init__(self, root: str | Path, split: str = "train", schedule: Schedule | None = None,
                  frames: int = 16, fps: float = 8.0, size: tuple[int, int] = (256, 256), batch_size: int = 8,
                  seed: int = 0, start_step: int = 0, steps: int | None = None,
-                 taxonomy_version: int | None = None, rank: int | None = None, world_size: int | None = None):
+                 taxonomy_version: int | None = None, rank: int | None = None, world_size: int | None = None,
+                 random_window: bool = False):
         self.root = Path(root)
         index = pq.read_table(self.root / "index.parquet").to_pylist()
         index = [r for r in index if r["split"] == split]
@@ -116,6 +118,7 @@ class CurriculumLoader(torch.utils.data.IterableDataset):
         self.schedule = schedule or Schedule()
         self.frames, self.fps, self.size, self.batch_size = frames, fps, tuple(size), batch_size
         self.seed, self.start_step, self.steps = seed, start_step, steps
+        self.random_window = random_window  # a seeded random window of a longer clip, not its start
         self.tax = taxonomy.load(taxonomy_version)
         dist = torch.distributed.is_available() and torch.distributed.is_initialized()
         self.rank = rank if rank is not None else (torch.distributed.get_rank() if dist else 0)
@@ -172,14 +175,19 @@ class CurriculumLoader(torch.utils.data.IterableDataset):
             for i in range(step * self.batch_size, (step + 1) * self.batch_size):
                 raw = next(streams[self.stage_of(i)])
                 if mine:  # other workers' samples are read past, never decoded
-                    batch.append(self.sample(raw))
+                    batch.append(self.sample(raw, i))
             if mine:
                 yield self.collate(batch, step)
             step += 1
 
-    def sample(self, raw: dict) -> dict:
+    def sample(self, raw: dict, index: int = 0) -> dict:
         record = json.loads(raw["json"])
-        video, real = decode_clip(raw["mp4"], record["fps"], self.frames, self.fps, self.size)
+        start = 0
+        if self.random_window:  # drawn from (seed, sample index): resumes and workers agree
+            span = round((self.frames - 1) * record["fps"] / self.fps) + 1
+            spare = record["end_frame"] - record["start_frame"] - span
+            start = int(_unit(self.seed, "window", index) * (spare + 1)) if spare > 0 else 0
+        video, real = decode_clip(raw["mp4"], record["fps"], self.frames, self.fps, self.size, start)
         tags, shot = tag_targets(record.get("caption"), self.tax)
         return {"video": video, "real_frames": real, "text": (record.get("caption") or {}).get("narrative", ""),
                 "tags": tags, "shot": shot, "stage": record["curriculum_stage"], "record": record}
