@@ -12,7 +12,6 @@ finished shard whose members match the plan is kept as it is.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import json
 import os
 import tarfile
@@ -24,6 +23,7 @@ import pyarrow.parquet as pq
 
 from pks.clips import clip_path
 from pks.record import SCHEMA, ClipRecord
+from pks.seeded import unit
 
 SHARD_REJECT = "shard: "  # prefix of rejections this stage records (a rerun judges them again)
 SPLITS = ("train", "val")
@@ -70,16 +70,10 @@ def judge(records: list[ClipRecord], out: Path, sc: dict) -> list[ClipRecord]:
     return result
 
 
-def _unit(seed: int, *parts) -> float:
-    """A stable number in [0, 1) from the seed and the parts (same on every machine and run)."""
-    h = hashlib.blake2b(":".join(map(str, (seed, *parts))).encode(), digest_size=8).hexdigest()
-    return int(h, 16) / 2 ** 64
-
-
 def assign_splits(video_ids: list[str], seed: int, val_fraction: float) -> dict[str, str]:
     """Split by source video: a video's hash decides, so adding videos never moves old ones.
     With val_fraction > 0 and two or more videos, each split gets at least one video."""
-    u = {v: _unit(seed, "split", v) for v in sorted(set(video_ids))}
+    u = {v: unit(seed, "split", v) for v in sorted(set(video_ids))}
     split = {v: "val" if x < val_fraction else "train" for v, x in u.items()}
     if val_fraction > 0 and len(u) >= 2:
         if "val" not in split.values():
@@ -100,7 +94,7 @@ def plan(rows: list[dict], sc: dict) -> list[dict]:
     shards = []
     for (sp, stage), members in sorted(groups.items()):
         members.sort(key=lambda r: r["clip_id"])
-        rng = np.random.default_rng(int(_unit(sc["seed"], "order", sp, stage) * 2 ** 63))
+        rng = np.random.default_rng(int(unit(sc["seed"], "order", sp, stage) * 2 ** 63))
         packed: list[list[dict]] = [[]]
         size = 0
         for i in rng.permutation(len(members)):

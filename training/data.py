@@ -16,7 +16,6 @@ decoding, the samples that other workers' batches take.
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ import pyarrow.parquet as pq
 import torch
 
 import taxonomy
+from pks.seeded import unit
 
 N_STAGES = 4
 
@@ -42,11 +42,6 @@ class Schedule:
     def weights(self, step: int) -> np.ndarray:
         a = min(max(step / self.steps, 0.0), 1.0) if self.steps else 1.0
         return (1 - a) * np.asarray(self.start, float) + a * np.asarray(self.end, float)
-
-
-def _unit(*parts) -> float:
-    h = hashlib.blake2b(":".join(map(str, parts)).encode(), digest_size=8).digest()
-    return int.from_bytes(h, "little") / 2 ** 64
 
 
 def decode_clip(data: bytes, src_fps: float, frames: int, fps: float, size: tuple[int, int],
@@ -131,11 +126,11 @@ class CurriculumLoader(torch.utils.data.IterableDataset):
         if w.sum() <= 0:  # the schedule wants only empty stages: take what exists
             w = (self.sizes > 0).astype(float)
         c = np.cumsum(w / w.sum())
-        return int(min(np.searchsorted(c, _unit(self.seed, "mix", sample), side="right"), N_STAGES - 1))
+        return int(min(np.searchsorted(c, unit(self.seed, "mix", sample), side="right"), N_STAGES - 1))
 
     def shard_order(self, stage: int, epoch: int) -> list[tuple[str, int]]:
         shards = self.shards[stage]
-        rng = np.random.default_rng(int(_unit(self.seed, "epoch", stage, epoch) * 2 ** 63))
+        rng = np.random.default_rng(int(unit(self.seed, "epoch", stage, epoch) * 2 ** 63))
         return [shards[i] for i in rng.permutation(len(shards))]
 
     def _stream(self, stage: int, start: int):
@@ -186,7 +181,7 @@ class CurriculumLoader(torch.utils.data.IterableDataset):
         if self.random_window:  # drawn from (seed, sample index): resumes and workers agree
             span = round((self.frames - 1) * record["fps"] / self.fps) + 1
             spare = record["end_frame"] - record["start_frame"] - span
-            start = int(_unit(self.seed, "window", index) * (spare + 1)) if spare > 0 else 0
+            start = int(unit(self.seed, "window", index) * (spare + 1)) if spare > 0 else 0
         video, real = decode_clip(raw["mp4"], record["fps"], self.frames, self.fps, self.size, start)
         tags, shot = tag_targets(record.get("caption"), self.tax)
         return {"video": video, "real_frames": real, "text": (record.get("caption") or {}).get("narrative", ""),
