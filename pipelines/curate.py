@@ -28,7 +28,7 @@ from pks.clips import clip_path, write_clips
 from pks.config import load_config
 from pks.decode import decode_small
 from pks.probe import ProbeError, VideoInfo, content_hash, list_inputs, probe
-from pks.record import SCHEMA, ClipRecord, to_table
+from pks.record import SCHEMA, ClipRecord, read_parquet, write_parquet
 
 
 def video_key(path: str) -> str:
@@ -151,7 +151,7 @@ def write_part(out: Path, video_id: str, records: list[ClipRecord]) -> None:
     """Atomically write one video's records: readers see all of them or none."""
     final = part_path(out, video_id)
     tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}")
-    pq.write_table(to_table(records), tmp)
+    write_parquet(records, tmp)
     os.replace(tmp, final)
 
 
@@ -206,7 +206,7 @@ def rewrite_parts(out: Path, cfg: dict, fn):
     """Apply `fn` to each finished part's records, rewrite the part atomically, and yield the
     new records; the manifest is rebuilt once every part is done."""
     for p in sorted((out / "parts").glob("*.parquet")):
-        records = fn([ClipRecord.from_row(r) for r in pq.read_table(p, schema=SCHEMA).to_pylist()])
+        records = fn(read_parquet(p))
         write_part(out, p.stem, records)
         yield p.stem, records
     build_manifest(out, cfg)
@@ -253,7 +253,7 @@ def caption_run(out: Path, cfg: dict, progress=print) -> dict[str, int]:
     group: list[tuple[str, list[ClipRecord]]] = []
     parts = sorted((out / "parts").glob("*.parquet"))
     for n, p in enumerate(parts):
-        group.append((p.stem, [ClipRecord.from_row(r) for r in pq.read_table(p, schema=SCHEMA).to_pylist()]))
+        group.append((p.stem, read_parquet(p)))
         if sum(len(rs) for _, rs in group) < group_size and n + 1 < len(parts):
             continue
         captioned = iter(caption_records([r for _, rs in group for r in rs], out, backend, cfg))
