@@ -131,33 +131,35 @@ def members_of(tar: Path) -> list[str]:
         return list(dict.fromkeys(n.split(".", 1)[0] for n in t.getnames()))
 
 
-def write_shard(spec: dict, out: Path, manifest_rows: dict | None = None, thumb_width: int = 384) -> dict:
-    """Write one planned shard (a plain function; Ray wraps it). Keeps a finished shard that
-    already holds exactly the planned samples. Records come from the manifest rows given, or
-    are read from the manifest for the planned clip_ids."""
+def write_shard(spec: dict, out: Path, thumb_width: int = 384) -> dict:
+    """Write one planned shard (a plain function; Ray wraps it), its records read from the
+    manifest for the planned clip_ids."""
     import webdataset as wds
 
     final = shard_dir(out) / spec["name"]
     keys = [m["clip_id"] for m in spec["members"]]
-    if final.exists() and members_of(final) == keys:
-        return {"name": spec["name"], "written": False, "samples": len(keys)}
-    if manifest_rows is None:
-        table = pq.read_table(Path(out) / "manifest.parquet", schema=SCHEMA, filters=[("clip_id", "in", keys)])
-        manifest_rows = {r["clip_id"]: r for r in table.to_pylist()}
+    table = pq.read_table(Path(out) / "manifest.parquet", schema=SCHEMA, filters=[("clip_id", "in", keys)])
+    rows = {r["clip_id"]: r for r in table.to_pylist()}
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}")
     with wds.TarWriter(str(tmp)) as sink:
         for key in keys:
             clip = clip_path(out, key)
             sink.write({"__key__": key, "mp4": clip.read_bytes(),
-                        "json": json.dumps(manifest_rows[key], sort_keys=True).encode(),
+                        "json": json.dumps(rows[key], sort_keys=True).encode(),
                         "jpg": middle_frame_jpeg(clip, thumb_width)})
     os.replace(tmp, final)
-    return {"name": spec["name"], "written": True, "samples": len(keys)}
+    return {"name": spec["name"], "samples": len(keys)}
+
+
+def is_written(root: Path, spec: dict) -> bool:
+    """A finished shard that holds exactly the planned samples (a rerun keeps it)."""
+    tar = root / spec["name"]
+    return tar.exists() and members_of(tar) == [m["clip_id"] for m in spec["members"]]
 
 
 def _ray_write(spec: dict, out: str, thumb_width: int) -> dict:
-    return write_shard(spec, Path(out), thumb_width=thumb_width)
+    return write_shard(spec, Path(out), thumb_width)
 
 
 def shard_run(out: Path, cfg: dict, progress=print) -> dict:
@@ -181,8 +183,7 @@ def shard_run(out: Path, cfg: dict, progress=print) -> dict:
     root.mkdir(parents=True, exist_ok=True)
     for stale in root.rglob("*.tmp-*"):  # left by a killed run
         stale.unlink()
-    todo = [s for s in shards if not ((root / s["name"]).exists() and members_of(root / s["name"]) ==
-                                      [m["clip_id"] for m in s["members"]])]
+    todo = [s for s in shards if not is_written(root, s)]
     progress(f"pks shard: {len(rows)} clip(s) in {len(shards)} shard(s), {len(shards) - len(todo)} already written")
     if todo:
         init_ray(cfg)
