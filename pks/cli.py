@@ -33,6 +33,14 @@ def friendly(fn):
     return wrapper
 
 
+def need_manifest(out: Path) -> Path:
+    """OUT/manifest.parquet, or a one-line error when OUT holds no curated run."""
+    manifest = out / "manifest.parquet"
+    if not manifest.exists():
+        raise UserError(f"no manifest in {out} (run pks curate first)")
+    return manifest
+
+
 def _size(text: Optional[str]):
     if not text:
         return None
@@ -273,9 +281,7 @@ def calibrate(out: Path = typer.Argument(..., help="A curated output folder (wit
     from pipelines.curate import restage
     from pks.config import load_config
 
-    manifest = out / "manifest.parquet"
-    if not manifest.exists():
-        raise UserError(f"no manifest in {out} (run pks curate first)")
+    manifest = need_manifest(out)
     rows = pq.read_table(manifest, columns=["status", "deformation_score"]).to_pylist()
     thresholds = quartiles([r["deformation_score"] for r in rows if r["status"] == "ok"])
     typer.echo(f"curriculum.deformation: {thresholds}")
@@ -304,8 +310,7 @@ def shard(out: Path = typer.Argument(..., help="A curated output folder (with ma
     from pipelines.shard import shard_run
     from pks.config import load_config
 
-    if not (out / "manifest.parquet").exists():
-        raise UserError(f"no manifest in {out} (run pks curate first)")
+    need_manifest(out)
     cfg = load_config(config, {"shard.max_samples": max_samples, "shard.max_bytes": max_bytes,
                                "shard.val_fraction": val_fraction, "shard.seed": seed, "ray.num_cpus": num_cpus})
     typer.echo(json.dumps(shard_run(out, cfg, progress=lambda m: typer.echo(m, err=True))))
@@ -317,8 +322,7 @@ def stats(out: Path = typer.Argument(..., help="A curated output folder.")):
     """The run's numbers in the terminal: statuses and reasons, stages, shards, tags, histograms, throughput."""
     from pipelines.report import format_stats, run_stats
 
-    if not (out / "manifest.parquet").exists():
-        raise UserError(f"no manifest in {out} (run pks curate first)")
+    need_manifest(out)
     typer.echo(format_stats(run_stats(out)))
 
 
@@ -328,8 +332,7 @@ def report(out: Path = typer.Argument(..., help="A curated output folder.")):
     """Write OUT/report.html: the stats with plots and contact sheets per stage, self-contained."""
     from pipelines.report import write_report
 
-    if not (out / "manifest.parquet").exists():
-        raise UserError(f"no manifest in {out} (run pks curate first)")
+    need_manifest(out)
     typer.echo(str(write_report(out)))
 
 
