@@ -12,6 +12,7 @@ import hashlib
 import json
 import os
 import time
+import traceback
 from pathlib import Path
 
 import numpy as np
@@ -72,44 +73,83 @@ def split(info: VideoInfo, cfg: dict) -> list[ClipRecord]:
     return records
 
 
+def stage_error(stage: str, e: Exception) -> str:
+    """An error reason naming the stage, the exception and where it was raised (a bug's
+    location is what its reader needs first)."""
+    tb = traceback.extract_tb(e.__traceback__)
+    where = f" (at {Path(tb[-1].filename).name}:{tb[-1].lineno})" if tb else ""
+    return f"{stage}: {type(e).__name__}: {e}{where}"
+
+
 def cut(info: VideoInfo, records: list[ClipRecord], out: Path, cfg: dict) -> list[ClipRecord]:
-    """Write each ok record's clip; a clip that comes out short becomes an error record."""
-    ok = [r for r in records if r.status == "ok"]
-    spans = [(r.start_frame, r.end_frame, clip_path(out, r.clip_id)) for r in ok]
-    written = write_clips(info.path, spans, info.avg_fps, info.rotation, cfg["clips"]["crf"], cfg["clips"]["preset"])
+    """Write the clip of each ok record that has none yet; a clip that comes out short, or that
+    a failure left unwritten, becomes that record's error (the clips finished before it stay)."""
+    todo = {r.clip_id: r for r in records if r.status == "ok" and not clip_path(out, r.clip_id).exists()}
+    spans = [(r.start_frame, r.end_frame, clip_path(out, r.clip_id)) for r in todo.values()]
+    written: dict[Path, int] = {}
+    failure = ""
+    try:
+        write_clips(info.path, spans, info.avg_fps, info.rotation, cfg["clips"]["crf"], cfg["clips"]["preset"],
+                    written=written)
+    except Exception as e:  # noqa: BLE001 (recorded on the clips it left unwritten)
+        failure = stage_error("cut", e)
     result = []
     for r in records:
         path = clip_path(out, r.clip_id)
-        if r.status == "ok" and written.get(path, 0) != r.n_frames:
-            r = r.error_copy(f"clip has {written.get(path, 0)} of {r.n_frames} frames")
+        if r.clip_id in todo and written.get(path, 0) != r.n_frames:
+            why = failure if failure and not path.exists() else f"clip has {written.get(path, 0)} of {r.n_frames} frames"
+            r = r.error_copy(why)
             path.unlink(missing_ok=True)
         result.append(r)
     return result
 
 
+def analyse_one(r: ClipRecord, out: Path, cfg: dict) -> ClipRecord:
+    """The analysis fields of one ok record, from its clip file (or the source span)."""
+    clip_file = clip_path(out, r.clip_id)
+    if clip_file.exists():
+        frames = load_clip(str(clip_file), width=cfg["analyse"]["width"], fps=r.fps)
+    else:
+        frames = load_clip(r.source_path, r.start_frame, r.end_frame, cfg["analyse"]["width"], fps=r.fps)
+    fields = analyse(frames, cfg)
+    fields["quality_flags"] = sorted(set(r.quality_flags) | set(fields["quality_flags"]))
+    ce = cfg["analyse"]["clip_embeddings"]
+    if ce.get("checkpoint"):  # semantic embedding, kept beside the manifest for the duplicate search
+        vec = embedder(ce["arch"], str(ce["checkpoint"])).embed(frames.rgb)
+        (out / "embeddings").mkdir(exist_ok=True)
+        tmp = out / "embeddings" / f"{r.clip_id}.tmp.npy"
+        np.save(tmp, vec.astype(np.float32))
+        os.replace(tmp, out / "embeddings" / f"{r.clip_id}.npy")
+    return dataclasses.replace(r, **fields)
+
+
 def analyse_records(records: list[ClipRecord], out: Path, cfg: dict) -> list[ClipRecord]:
-    """Fill the analysis fields of every ok record, from its clip file (or the source span)."""
+    """Analyse every ok record that is not analysed yet; a failure is that clip's error only."""
     result = []
     for r in records:
-        if r.status != "ok":
-            result.append(r)
-            continue
-        clip_file = clip_path(out, r.clip_id)
-        if clip_file.exists():
-            frames = load_clip(str(clip_file), width=cfg["analyse"]["width"], fps=r.fps)
-        else:
-            frames = load_clip(r.source_path, r.start_frame, r.end_frame, cfg["analyse"]["width"], fps=r.fps)
-        fields = analyse(frames, cfg)
-        fields["quality_flags"] = sorted(set(r.quality_flags) | set(fields["quality_flags"]))
-        ce = cfg["analyse"]["clip_embeddings"]
-        if ce.get("checkpoint"):  # semantic embedding, kept beside the manifest for the duplicate search
-            vec = embedder(ce["arch"], str(ce["checkpoint"])).embed(frames.rgb)
-            (out / "embeddings").mkdir(exist_ok=True)
-            tmp = out / "embeddings" / f"{r.clip_id}.tmp.npy"
-            np.save(tmp, vec.astype(np.float32))
-            os.replace(tmp, out / "embeddings" / f"{r.clip_id}.npy")
-        result.append(dataclasses.replace(r, **fields))
+        if r.status == "ok" and r.curriculum_stage is None:
+            try:
+                r = analyse_one(r, out, cfg)
+            except Exception as e:  # noqa: BLE001 (one clip's failure must not take its video down)
+                r = r.error_copy(stage_error("analyse", e))
+        result.append(r)
     return result
+
+
+def caption_clips(records: list[ClipRecord], out: Path, cfg: dict) -> list[ClipRecord]:
+    """Caption ok records; if the stage fails as a whole, each clip is tried alone so the
+    failure lands on the clip that caused it."""
+    backend = worker_backend(cfg)
+    try:
+        return caption_records(records, out, backend, cfg)
+    except Exception:  # noqa: BLE001
+        result = []
+        for r in records:
+            try:
+                result += caption_records([r], out, backend, cfg)
+            except Exception as e:  # noqa: BLE001
+                result.append(r.error_copy(stage_error(CAPTION_ERROR.rstrip(": "), e)))
+        return result
 
 
 _BACKENDS: dict[str, object] = {}
@@ -124,23 +164,41 @@ def worker_backend(cfg: dict):
     return _BACKENDS[key]
 
 
-def process_video(path: str, vid: str, out: Path, cfg: dict) -> list[ClipRecord]:
-    """All stages for one video, as a plain function. Unexpected failures become error rows."""
+def retry_copy(r: ClipRecord) -> ClipRecord:
+    """A clip-level error record made ok again, so the stages that failed run once more."""
+    return dataclasses.replace(r, status="ok", error="")
+
+
+def clip_stages(info: VideoInfo, records: list[ClipRecord], out: Path, cfg: dict) -> list[ClipRecord]:
+    """Cut, analyse and caption `records` (the ok ones); each failure stays on its clip."""
+    if cfg["clips"]["write"]:
+        records = cut(info, records, out, cfg)
+    if cfg["analyse"]["enabled"]:
+        records = analyse_records(records, out, cfg)
+    if cfg["caption"]["captioner"] != "none" and not worker_backend(cfg).batch:
+        records = caption_clips(records, out, cfg)
+    return records
+
+
+def process_video(path: str, vid: str, out: Path, cfg: dict,
+                  previous: list[ClipRecord] | None = None) -> list[ClipRecord]:
+    """All stages for one video, as a plain function. `previous` holds the video's records from
+    an earlier run: its clip-level error records are retried and every other record is kept as
+    it is. Whole-video errors are only for whole-video causes (unreadable file, no frames, shot
+    detection failing); a stage failing on one clip becomes that clip's error record."""
     got = ingest(path, vid)
     if isinstance(got, ClipRecord):
         return [got]
+    if previous and not any(r.whole_video for r in previous if r.status == "error"):
+        retry = [i for i, r in enumerate(previous) if r.status == "error"]
+        redone = iter(clip_stages(got, [retry_copy(previous[i]) for i in retry], out, cfg))
+        return [next(redone) if i in retry else r for i, r in enumerate(previous)]
     try:
         records = split(got, cfg)
-        if cfg["clips"]["write"]:
-            records = cut(got, records, out, cfg)
-        if cfg["analyse"]["enabled"]:
-            records = analyse_records(records, out, cfg)
-        if cfg["caption"]["captioner"] != "none" and not worker_backend(cfg).batch:
-            records = caption_records(records, out, worker_backend(cfg), cfg)
-        return records
-    except Exception as e:  # one bad video must not end the job; record why
+    except Exception as e:  # noqa: BLE001 (shot detection reads the whole video: its failure is the video's)
         return [ClipRecord(video_id=vid, source_path=path, fps=got.avg_fps, width=got.width, height=got.height,
-                           status="error", error=f"{type(e).__name__}: {e}")]
+                           status="error", error=stage_error("split", e))]
+    return clip_stages(got, records, out, cfg)
 
 
 def part_path(out: Path, video_id: str) -> Path:
@@ -156,11 +214,15 @@ def write_part(out: Path, video_id: str, records: list[ClipRecord]) -> None:
 
 
 def ray_task(row: dict, out: str, cfg: dict) -> dict:
-    """The thin Ray wrapper: run one video, persist its part, return a one-line summary."""
+    """The thin Ray wrapper: run one video (or retry its errors), persist its part, return a
+    one-line summary."""
     t0 = time.perf_counter()
-    records = process_video(row["path"], row["video_id"], Path(out), cfg)
+    part = part_path(Path(out), row["video_id"])
+    previous = read_parquet(part) if row.get("retry") and part.exists() else None
+    records = process_video(row["path"], row["video_id"], Path(out), cfg, previous)
     write_part(Path(out), row["video_id"], records)
-    return {"path": row["path"], "video_id": row["video_id"], "n_records": len(records),
+    retried = sum(r.status == "error" for r in previous) if previous else 0
+    return {"path": row["path"], "video_id": row["video_id"], "n_records": len(records), "retried": retried,
             "n_ok": sum(r.status == "ok" for r in records), "n_errors": sum(r.status == "error" for r in records),
             "error": next((r.error for r in records if r.status == "error"), ""),
             "frames": max((r.end_frame for r in records), default=0), "seconds": time.perf_counter() - t0}
@@ -279,36 +341,55 @@ def init_ray(cfg: dict) -> None:
                  log_to_driver=False, configure_logging=True, logging_level="WARNING")
 
 
-def plan(paths: list[str], out: Path, dedupe: bool = True) -> tuple[list[dict], int]:
-    """Which inputs still need work: skip finished video_ids and duplicate content."""
-    done = {p.stem for p in (out / "parts").glob("*.parquet")}
+def plan(paths: list[str], out: Path, dedupe: bool = True, retry_errors: bool = True) -> tuple[list[dict], int]:
+    """Which inputs still need work: videos without a finished part, and (with retry_errors)
+    videos whose part holds error records; finished videos and duplicate content are skipped."""
+    parts = {p.stem: p for p in (out / "parts").glob("*.parquet")}
     todo, seen, skipped = [], set(), 0
     for p in paths:
         vid = video_key(p)
-        if vid in done or (dedupe and vid in seen):
+        retry = vid in parts and retry_errors and "error" in pq.read_table(parts[vid], columns=["status"]).column(
+            "status").to_pylist()
+        if (vid in parts and not retry) or (dedupe and vid in seen):
             skipped += 1
             continue
         seen.add(vid)
-        todo.append({"path": p, "video_id": vid})
+        todo.append({"path": p, "video_id": vid, "retry": retry})
     return todo, skipped
 
 
-def run(input_spec: str, out: str | Path, cfg: dict | None = None, progress=print) -> dict:
-    """Run the job. Returns counts: inputs, skipped (already done or duplicate), processed, records..."""
+def remove_orphan_clips(out: Path) -> int:
+    """Delete clip files that no record points to (left by a failed or killed video, or by an
+    earlier run of other settings), and the temporary files of killed writes."""
+    known = set()
+    for p in (out / "parts").glob("*.parquet"):
+        known.update(pq.read_table(p, columns=["clip_id"]).column("clip_id").to_pylist())
+    removed = 0
+    for f in (out / "clips").iterdir():
+        if f.name.endswith(".part") or (f.suffix == ".mp4" and f.stem not in known):
+            f.unlink(missing_ok=True)
+            removed += 1
+    return removed
+
+
+def run(input_spec: str, out: str | Path, cfg: dict | None = None, progress=print, retry_errors: bool = True) -> dict:
+    """Run the job. Returns counts: inputs, skipped (already done or duplicate), processed,
+    retried (videos whose error records were tried again), records..."""
     import ray
 
-    cfg = cfg or load_config()
-    get_detector(cfg["split"]["detector"], **(cfg["split"].get("params") or {}))  # fail fast on a bad name
-    backend = make_backend(cfg) if cfg["caption"]["captioner"] != "none" else None  # fail fast on bad settings
+    cfg = cfg or load_config()  # load_config validated it: nothing below fails on a config value
+    backend = make_backend(cfg) if cfg["caption"]["captioner"] != "none" else None
+    paths = list_inputs(input_spec)  # a bad input spec is a user error, before OUT is touched
     out = Path(out).resolve()
     (out / "parts").mkdir(parents=True, exist_ok=True)
     (out / "clips").mkdir(exist_ok=True)
-    paths = list_inputs(input_spec)
-    todo, skipped = plan(paths, out, cfg["ingest"].get("dedupe", True))
+    todo, skipped = plan(paths, out, cfg["ingest"].get("dedupe", True), retry_errors)
     if backend:
         note = " (no endpoint/model configured: measured tags only, no narrative)" if backend.source == "signals" else ""
         progress(f"pks curate: captioner {backend.source}{note}")
-    progress(f"pks curate: {len(paths)} input(s), {skipped} already done or duplicate, {len(todo)} to process")
+    retrying = sum(t["retry"] for t in todo)
+    progress(f"pks curate: {len(paths)} input(s), {skipped} already done or duplicate, {len(todo)} to process"
+             + (f" ({retrying} to retry their errors; --no-retry-errors skips them)" if retrying else ""))
     t0 = time.perf_counter()
     done, frames = 0, 0
     if todo:
@@ -318,14 +399,19 @@ def run(input_spec: str, out: str | Path, cfg: dict | None = None, progress=prin
         for s in ds.iter_rows():  # streamed: only one-line summaries reach the driver
             done += 1
             frames += s["frames"]
-            what = f"{s['n_ok']} clip(s)" + (f", error: {s['error']}" if s["n_errors"] else "")
+            what = (f"retried {s['retried']} error(s), " if s["retried"] else "") + f"{s['n_ok']} clip(s) ok"
+            what += f", {s['n_errors']} error(s), first: {s['error']}" if s["n_errors"] else ""
             progress(f"  [{done}/{len(todo)}] {Path(s['path']).name}: {what} ({s['seconds']:.1f}s)")
     elapsed = time.perf_counter() - t0
+    orphans = remove_orphan_clips(out)
+    if orphans:
+        progress(f"pks curate: removed {orphans} clip file(s) no record points to")
     if backend and backend.batch:  # after every video: one pass over the new clips (cached ones skip)
         init_ray(cfg)
         caption_run(out, cfg, progress)
     counts = build_manifest(out, cfg)
-    summary = {"inputs": len(paths), "skipped": skipped, "processed": done, "records": sum(counts.values()),
+    summary = {"inputs": len(paths), "skipped": skipped, "processed": done, "retried": retrying,
+               "records": sum(counts.values()),
                "ok": counts["ok"], "rejected": counts["rejected"], "errors": counts["error"],
                "source_frames_per_s": round(frames / elapsed, 1) if done else None,
                "manifest": str(out / "manifest.parquet")}
@@ -337,7 +423,7 @@ def run(input_spec: str, out: str | Path, cfg: dict | None = None, progress=prin
         t1 = time.perf_counter()
         summary["shards"] = shard_run(out, cfg, progress)
         log_run(out, {"job": "shard", "seconds": round(time.perf_counter() - t1, 2),
-                      "samples": summary["shards"]["samples"]})
+                      **{k: summary["shards"][k] for k in ("samples", "kept", "new", "rewritten", "removed")}})
         summary.update(status_counts(out))
     return summary
 

@@ -15,6 +15,7 @@ import numpy as np
 import pyarrow.parquet as pq
 
 import taxonomy
+from pks.errors import UserError
 
 COLUMNS = ["clip_id", "video_id", "status", "error", "quality_flags", "camera_motion", "cadence",
            "deformation_score", "curriculum_stage", "caption", "caption_source", "end_frame", "start_frame"]
@@ -32,7 +33,7 @@ def run_stats(out: Path) -> dict:
     """Every number of the report, from OUT/manifest.parquet, shards/index.parquet, runs.jsonl."""
     out = Path(out)
     if not (out / "manifest.parquet").exists():
-        raise FileNotFoundError(f"no manifest in {out} (run pks curate first)")
+        raise UserError(f"no manifest in {out} (run pks curate first)")
     rows = pq.read_table(out / "manifest.parquet", columns=COLUMNS).to_pylist()
     ok = [r for r in rows if r["status"] == "ok"]
     tax = taxonomy.load()

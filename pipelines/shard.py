@@ -6,15 +6,23 @@ with key = clip_id. Which clips go in: status ok, a clip file, a curriculum stag
 configured reject flags (and a caption when required); the rest are marked `rejected` in the
 manifest with the reason. Splits are by source video, never by clip. The plan (which sample in
 which shard) is a pure function of the manifest and the config, so a rerun after a kill writes
-the same shards: a shard is written under a temporary name and renamed when complete, and a
-finished shard whose members match the plan is kept as it is.
+the same shards: a shard is written under a temporary name and renamed when complete.
+
+A shard is kept only when it holds exactly what the plan says, with the current records and
+clip bytes: each planned sample carries a fingerprint (its record's JSON and its clip's hash),
+each shard the hash of its samples' fingerprints, written into the tar itself as a PAX global
+header (readers of the tar never see it as a sample). A changed caption, stage, flag or
+judge_score rewrites the shard that holds the clip, and no other.
 """
 from __future__ import annotations
 
 import dataclasses
+import hashlib
+import io
 import json
 import os
 import tarfile
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -22,14 +30,18 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pks.clips import clip_path
+from pks.errors import UserError
 from pks.record import SCHEMA, ClipRecord
 from pks.seeded import unit
 
 SHARD_REJECT = "shard: "  # prefix of rejections this stage records (a rerun judges them again)
 SPLITS = ("train", "val")
+FORMAT = "pks-shard-1"  # bump when the sample layout changes: every shard is then rewritten
+FINGERPRINT = "pks.fingerprint"  # the PAX global header that carries a shard's fingerprint
 INDEX_SCHEMA = pa.schema([("clip_id", pa.string()), ("video_id", pa.string()), ("split", pa.string()),
                           ("stage", pa.int32()), ("shard", pa.string()), ("position", pa.int32()),
-                          ("clip_bytes", pa.int64())])
+                          ("clip_bytes", pa.int64()), ("clip_mtime_ns", pa.int64()), ("clip_hash", pa.string()),
+                          ("record_hash", pa.string())])
 
 
 def shard_dir(out: Path) -> Path:
@@ -125,45 +137,129 @@ def middle_frame_jpeg(path: Path, width: int) -> bytes:
     return buf.tobytes()
 
 
+def digest(*parts: bytes | str) -> str:
+    """BLAKE2b-128 of the parts, each closed by a NUL so ('ab', 'c') and ('a', 'bc') differ."""
+    h = hashlib.blake2b(digest_size=16)
+    for p in parts:
+        h.update(p.encode() if isinstance(p, str) else p)
+        h.update(b"\0")
+    return h.hexdigest()
+
+
+def file_hash(path: Path, chunk: int = 1 << 20) -> str:
+    """BLAKE2b-128 of a file's bytes, read in chunks."""
+    h = hashlib.blake2b(digest_size=16)
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
+
+
+def samples(out: Path, previous: dict[str, dict]) -> list[dict]:
+    """The ok rows of the manifest as planned samples: clip_id, video_id, curriculum_stage,
+    the record's JSON (exactly what the shard will hold), clip size and hash, and fingerprints.
+    A clip's hash is reused from the previous index while its size and mtime are unchanged
+    (as git's index does), so a rerun does not read every clip again."""
+    rows = []
+    for r in pq.read_table(Path(out) / "manifest.parquet", schema=SCHEMA).to_pylist():
+        if r["status"] != "ok":
+            continue
+        clip = clip_path(out, r["clip_id"])
+        st = clip.stat()
+        old = previous.get(r["clip_id"])
+        same = old and old["clip_bytes"] == st.st_size and old["clip_mtime_ns"] == st.st_mtime_ns
+        clip_hash = old["clip_hash"] if same and old["clip_hash"] else file_hash(clip)
+        record = json.dumps(r, sort_keys=True)
+        record_hash = digest(record)
+        rows.append({"clip_id": r["clip_id"], "video_id": r["video_id"], "curriculum_stage": r["curriculum_stage"],
+                     "record": record, "record_hash": record_hash, "clip_bytes": st.st_size,
+                     "clip_mtime_ns": st.st_mtime_ns, "clip_hash": clip_hash,
+                     "fingerprint": digest(r["clip_id"], record_hash, clip_hash)})
+    return rows
+
+
+def shard_fingerprint(spec: dict, thumb_width: int) -> str:
+    """What a shard must hold: its samples in order, with their content, in this format."""
+    return digest(FORMAT, str(thumb_width), *(m["fingerprint"] for m in spec["members"]))
+
+
 def members_of(tar: Path) -> list[str]:
     """The sample keys of a finished shard, in order (reads tar headers only)."""
     with tarfile.open(tar) as t:
         return list(dict.fromkeys(n.split(".", 1)[0] for n in t.getnames()))
 
 
-def write_shard(spec: dict, out: Path, thumb_width: int = 384) -> dict:
-    """Write one planned shard (a plain function; Ray wraps it), its records read from the
-    manifest for the planned clip_ids."""
-    import webdataset as wds
+def written_fingerprint(tar: Path) -> str:
+    """The fingerprint a finished shard was written with ('' if none): its first header only."""
+    try:
+        with tarfile.open(tar) as t:
+            return t.pax_headers.get(FINGERPRINT, "")
+    except (tarfile.TarError, OSError):
+        return ""
 
+
+def write_shard(spec: dict, out: Path, thumb_width: int = 384) -> dict:
+    """Write one planned shard (a plain function; Ray wraps it) with the records the plan
+    carries. Written with tarfile itself rather than webdataset's TarWriter, which cannot add
+    the PAX global header that holds the fingerprint; the samples are plain WebDataset members."""
     final = shard_dir(out) / spec["name"]
-    keys = [m["clip_id"] for m in spec["members"]]
-    table = pq.read_table(Path(out) / "manifest.parquet", schema=SCHEMA, filters=[("clip_id", "in", keys)])
-    rows = {r["clip_id"]: r for r in table.to_pylist()}
     final.parent.mkdir(parents=True, exist_ok=True)
     tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}")
-    with wds.TarWriter(str(tmp)) as sink:
-        for key in keys:
-            clip = clip_path(out, key)
-            sink.write({"__key__": key, "mp4": clip.read_bytes(),
-                        "json": json.dumps(rows[key], sort_keys=True).encode(),
-                        "jpg": middle_frame_jpeg(clip, thumb_width)})
+    with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT,
+                      pax_headers={FINGERPRINT: spec["fingerprint"]}) as tar:
+        for m in spec["members"]:
+            clip = clip_path(out, m["clip_id"])
+            data = clip.read_bytes()
+            if hashlib.blake2b(data, digest_size=16).hexdigest() != m["clip_hash"]:
+                raise RuntimeError(f"{clip} changed after the shard plan was made; run pks shard again")
+            for ext, payload in (("mp4", data), ("json", m["record"].encode()),
+                                 ("jpg", middle_frame_jpeg(clip, thumb_width))):
+                info = tarfile.TarInfo(f"{m['clip_id']}.{ext}")
+                info.size, info.mode, info.mtime = len(payload), 0o444, 0  # same bytes on every rerun
+                tar.addfile(info, io.BytesIO(payload))
     os.replace(tmp, final)
-    return {"name": spec["name"], "samples": len(keys)}
+    return {"name": spec["name"], "samples": len(spec["members"]), "why": spec["why"]}
 
 
-def is_written(root: Path, spec: dict) -> bool:
-    """A finished shard that holds exactly the planned samples (a rerun keeps it)."""
+def why_rewrite(root: Path, spec: dict, previous: dict[str, dict]) -> str:
+    """'' when the finished shard is exactly the planned one; else why it must be (re)written."""
     tar = root / spec["name"]
-    return tar.exists() and members_of(tar) == [m["clip_id"] for m in spec["members"]]
+    if not tar.exists():
+        return "new"
+    fingerprint = written_fingerprint(tar)
+    if fingerprint == spec["fingerprint"]:
+        return ""
+    if not fingerprint:
+        return "no fingerprint (torn, or written by an older PKS)"
+    keys = [m["clip_id"] for m in spec["members"]]
+    if members_of(tar) != keys:
+        return "other samples"
+    old = [previous.get(k) or {} for k in keys]
+    if any(o.get("record_hash") != m["record_hash"] for o, m in zip(old, spec["members"])):
+        return "records changed"
+    if any(o.get("clip_hash") != m["clip_hash"] for o, m in zip(old, spec["members"])):
+        return "clips changed"
+    return "format or thumbnail settings changed"
 
 
 def _ray_write(spec: dict, out: str, thumb_width: int) -> dict:
     return write_shard(spec, Path(out), thumb_width)
 
 
+def read_index(root: Path) -> dict[str, dict]:
+    """The previous index by clip_id ({} when there is none, or one from before fingerprints)."""
+    path = root / "index.parquet"
+    if not path.exists():
+        return {}
+    table = pq.read_table(path)
+    if "clip_hash" not in table.column_names:
+        return {}
+    return {r["clip_id"]: r for r in table.to_pylist()}
+
+
 def shard_run(out: Path, cfg: dict, progress=print) -> dict:
-    """Judge, plan and write the shards of a finished run; then the index. Resumable."""
+    """Judge, plan and write the shards of a finished run; then the index. Resumable; keeps
+    every shard that already holds exactly its planned samples and content."""
     import ray
 
     from pipelines.curate import init_ray, rewrite_parts
@@ -171,37 +267,47 @@ def shard_run(out: Path, cfg: dict, progress=print) -> dict:
     out = Path(out).resolve()
     sc = cfg["shard"]
     if not (out / "parts").is_dir():
-        raise FileNotFoundError(f"no curated run in {out} (run pks curate first)")
+        raise UserError(f"no curated run in {out} (run pks curate first)")
     for _ in rewrite_parts(out, cfg, lambda rs: judge(rs, out, sc)):  # rejections land in the manifest
         pass
-    cols = ["clip_id", "video_id", "curriculum_stage", "status"]
-    rows = [r for r in pq.read_table(out / "manifest.parquet", columns=cols).to_pylist() if r["status"] == "ok"]
-    for r in rows:
-        r["clip_bytes"] = clip_path(out, r["clip_id"]).stat().st_size
-    shards = plan(rows, sc)
     root = shard_dir(out)
     root.mkdir(parents=True, exist_ok=True)
+    previous = read_index(root)
+    rows = samples(out, previous)
+    shards = plan(rows, sc)
+    for s in shards:
+        s["fingerprint"] = shard_fingerprint(s, sc["thumb_width"])
     for stale in root.rglob("*.tmp-*"):  # left by a killed run
         stale.unlink()
-    todo = [s for s in shards if not is_written(root, s)]
-    progress(f"pks shard: {len(rows)} clip(s) in {len(shards)} shard(s), {len(shards) - len(todo)} already written")
+    for s in shards:
+        s["why"] = why_rewrite(root, s, previous)
+    todo = [s for s in shards if s["why"]]
+    why = dict(Counter(s["why"] for s in todo))
+    progress(f"pks shard: {len(rows)} clip(s) in {len(shards)} shard(s): {len(shards) - len(todo)} kept, "
+             f"{len(todo)} to write" + (f" ({', '.join(f'{n} {w}' for w, n in why.items())})" if todo else ""))
     if todo:
         init_ray(cfg)
         ds = ray.data.from_items(todo, override_num_blocks=len(todo))
         ds = ds.map(_ray_write, fn_kwargs={"out": str(out), "thumb_width": sc["thumb_width"]}, num_cpus=1)
         for i, s in enumerate(ds.iter_rows(), 1):
-            progress(f"  [{i}/{len(todo)}] {s['name']}: {s['samples']} sample(s)")
+            progress(f"  [{i}/{len(todo)}] {s['name']}: {s['samples']} sample(s) ({s['why']})")
     planned = {s["name"] for s in shards}
+    removed = 0
     for tar in root.rglob("*.tar"):  # shards of an earlier plan that this one does not have
         if str(tar.relative_to(root)) not in planned:
             tar.unlink()
+            removed += 1
+    if removed:
+        progress(f"pks shard: removed {removed} shard(s) the plan no longer has")
     index = [{"clip_id": m["clip_id"], "video_id": m["video_id"], "split": s["split"], "stage": s["stage"],
-              "shard": s["name"], "position": i, "clip_bytes": m["clip_bytes"]}
+              "shard": s["name"], "position": i, **{k: m[k] for k in ("clip_bytes", "clip_mtime_ns", "clip_hash",
+                                                                         "record_hash")}}
              for s in shards for i, m in enumerate(s["members"])]
     tmp = root / "index.parquet.tmp"
     pq.write_table(pa.Table.from_pylist(index, schema=INDEX_SCHEMA), tmp)
     os.replace(tmp, root / "index.parquet")
     per = {f"{sp}/stage-{k}": sum(1 for x in index if (x["split"], x["stage"]) == (sp, k))
            for sp in SPLITS for k in range(4)}
-    return {"shards": len(shards), "written": len(todo), "samples": len(index),
+    return {"shards": len(shards), "kept": len(shards) - len(todo), "new": why.pop("new", 0),
+            "rewritten": sum(why.values()), "removed": removed, "why": why, "samples": len(index),
             "per_split_stage": {k: v for k, v in per.items() if v}, "index": str(root / "index.parquet")}

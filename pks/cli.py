@@ -9,25 +9,23 @@ from typing import Optional
 
 import typer
 
+from pks.errors import UserError
+
 app = typer.Typer(help="PKS: anime-native video curation, captioning and curriculum sharding.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 tax_app = typer.Typer(help="Inspect the taxonomy and validate captions against it.", no_args_is_help=True)
 app.add_typer(tax_app, name="taxonomy")
 
 
-class UserError(Exception):
-    """A mistake in what the user asked for: reported in one line, no traceback."""
-
-
 def friendly(fn):
-    """Turn expected failures into `pks: error: ...` and exit code 2."""
-    from taxonomy import CaptionError, TaxonomyError
+    """A user mistake (UserError) becomes `pks: error: ...` on stderr and exit code 2. Anything
+    else is a bug and keeps its traceback."""
 
     @functools.wraps(fn)
     def wrapper(*a, **kw):
         try:
             return fn(*a, **kw)
-        except (UserError, FileNotFoundError, NotADirectoryError, TaxonomyError, CaptionError, ValueError) as e:
+        except UserError as e:
             typer.echo(f"pks: error: {e}", err=True)
             raise typer.Exit(2)
     return wrapper
@@ -39,6 +37,15 @@ def need_manifest(out: Path) -> Path:
     if not manifest.exists():
         raise UserError(f"no manifest in {out} (run pks curate first)")
     return manifest
+
+
+def load_taxonomy(version: Optional[int]):
+    """The taxonomy the user named (a version that is not shipped is their mistake)."""
+    import taxonomy
+
+    if version is not None and version not in taxonomy.available_versions():
+        raise UserError(f"no taxonomy v{version}; shipped: {taxonomy.available_versions()}")
+    return taxonomy.load(version)
 
 
 def _size(text: Optional[str]):
@@ -84,9 +91,7 @@ def synth(out: Path = typer.Argument(..., help="Folder to write videos and truth
 def tax_show(axis: Optional[str] = typer.Option(None, help="Only this axis."),
              version: Optional[int] = typer.Option(None, help="Taxonomy version (default: newest).")):
     """Print the taxonomy: every tag with its definition."""
-    import taxonomy
-
-    tax = taxonomy.load(version)
+    tax = load_taxonomy(version)
     if axis and axis not in tax.axes:
         raise UserError(f"no axis {axis!r}; axes are {list(tax.axes)}")
     typer.echo(f"PKS taxonomy v{tax.version}")
@@ -103,9 +108,7 @@ def tax_show(axis: Optional[str] = typer.Option(None, help="Only this axis."),
 @friendly
 def tax_schema(version: Optional[int] = typer.Option(None, help="Taxonomy version (default: newest).")):
     """Print the caption JSON Schema generated from the taxonomy."""
-    import taxonomy
-
-    typer.echo(json.dumps(taxonomy.load(version).json_schema(), indent=2))
+    typer.echo(json.dumps(load_taxonomy(version).json_schema(), indent=2))
 
 
 @tax_app.command("validate")
@@ -115,7 +118,7 @@ def tax_validate(file: Path = typer.Argument(..., help="A caption JSON object, a
     """Validate captions against the taxonomy; exit 1 if any is invalid."""
     import taxonomy
 
-    tax = taxonomy.load(version)
+    tax = load_taxonomy(version)
     if not file.exists():
         raise UserError(f"no such file: {file}")
     text = file.read_text()
@@ -179,7 +182,10 @@ def shots(video: Path = typer.Argument(..., help="A video file."),
         probe(video, video_id="-")
     except ProbeError as e:
         raise UserError(f"{video}: {e}") from None
-    det = get_detector(detector)
+    try:
+        det = get_detector(detector)
+    except ValueError as e:
+        raise UserError(str(e)) from None
     bounds, frames = detect_video(str(video), det)
     shots_ = shots_from_boundaries(bounds, len(frames.rgb), frames.fps, min_shot_s, max_shot_s, trim_frames)
     doc = {"video": str(video), "fps": frames.fps, "n_frames": len(frames.rgb), "detector": detector,
@@ -206,7 +212,9 @@ def curate(input: str = typer.Argument(..., help="Folder, glob, list file (.txt)
            endpoint: Optional[str] = typer.Option(None, help="OpenAI-compatible VLM server, e.g. http://host:8000/v1."),
            model: Optional[str] = typer.Option(None, help="Served model name (openai) or model folder (vllm, transformers)."),
            address: Optional[str] = typer.Option(None, help="Ray cluster address (default: local, or RAY_ADDRESS)."),
-           num_cpus: Optional[int] = typer.Option(None, help="Local Ray CPUs.")):
+           num_cpus: Optional[int] = typer.Option(None, help="Local Ray CPUs."),
+           retry_errors: bool = typer.Option(True, "--retry-errors/--no-retry-errors",
+                                             help="Retry the error records of finished videos (the failed clips only).")):
     """Run the curation job on Ray Data: ingest, split into shots, cut clips, write OUT/manifest.parquet."""
     from pipelines.curate import run
     from pks.config import load_config
@@ -216,7 +224,7 @@ def curate(input: str = typer.Argument(..., help="Folder, glob, list file (.txt)
                                "clips.write": False if no_clips else None, "caption.captioner": captioner,
                                "shard.enabled": False if no_shard else None,
                                "caption.endpoint": endpoint, "caption.model": model})
-    summary = run(input, out, cfg, progress=lambda m: typer.echo(m, err=True))
+    summary = run(input, out, cfg, progress=lambda m: typer.echo(m, err=True), retry_errors=retry_errors)
     typer.echo(json.dumps(summary))
 
 
@@ -283,7 +291,10 @@ def calibrate(out: Path = typer.Argument(..., help="A curated output folder (wit
 
     manifest = need_manifest(out)
     rows = pq.read_table(manifest, columns=["status", "deformation_score"]).to_pylist()
-    thresholds = quartiles([r["deformation_score"] for r in rows if r["status"] == "ok"])
+    try:
+        thresholds = quartiles([r["deformation_score"] for r in rows if r["status"] == "ok"])
+    except ValueError as e:  # too few analysed clips in this run
+        raise UserError(f"{out}: {e}") from None
     typer.echo(f"curriculum.deformation: {thresholds}")
     if config:
         doc = (yaml.safe_load(config.read_text()) or {}) if config.exists() else {}

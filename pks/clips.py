@@ -28,10 +28,11 @@ def _upright(rgb: np.ndarray, rotation: int) -> np.ndarray:
 
 
 def write_clips(source: str, spans: list[tuple[int, int, Path]], fps: float, rotation: int = 0,
-                crf: int = 18, preset: str = "veryfast") -> dict[Path, int]:
-    """Write each (start, end, path) span of `source`. Returns frames written per path."""
+                crf: int = 18, preset: str = "veryfast", written: dict[Path, int] | None = None) -> dict[Path, int]:
+    """Write each (start, end, path) span of `source`. Returns frames written per path; pass
+    `written` to see them also when a failure ends the pass (finished clips stay)."""
     spans = sorted(spans)
-    written: dict[Path, int] = {}
+    written = {} if written is None else written
     open_: dict[Path, tuple[Mp4Writer, Path, int]] = {}  # path -> (writer, temp path, end)
     k = 0  # index of the next span to open
     try:

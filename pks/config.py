@@ -1,13 +1,27 @@
-"""Job configuration: a YAML file of parameters, with CLI flags layered on top."""
+"""Job configuration: a YAML file of parameters, with CLI flags layered on top, checked as a
+whole before any work starts (a typo found after an hour of decoding costs the hour)."""
 from __future__ import annotations
 
 import copy
+import os
+import difflib
 from pathlib import Path
 from typing import Any
 
 import yaml
 
+from pks.errors import ConfigError
+
 DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "pipelines" / "configs" / "curate.yaml"
+
+# Keys whose default is null: the type a value must have when one is given.
+NULLABLE = {"ray.address": str, "ray.num_cpus": int, "analyse.clip_embeddings.checkpoint": str,
+            "curriculum.motion_boost": float, "caption.endpoint": str, "caption.model": str,
+            "caption.taxonomy_version": int}
+# Free-form mappings: their keys are checked by the component they configure.
+OPEN = {"split.params", "analyse.motion", "analyse.quality", "caption.vllm.engine_kwargs"}
+X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",
+                "placebo")
 
 
 def _merge(base: dict, over: dict) -> dict:
@@ -20,25 +34,29 @@ def _merge(base: dict, over: dict) -> dict:
     return out
 
 
+def defaults() -> dict:
+    with open(DEFAULT_CONFIG) as f:
+        return yaml.safe_load(f)
+
+
 def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None = None) -> dict:
-    """The default job config, updated by `path` (a YAML file) and then by `overrides`.
+    """The default job config, updated by `path` (a YAML file) and then by `overrides`, then
+    validated (ConfigError, one line, on the first value that cannot work).
 
     Overrides use dotted keys for nested values ({"split.detector": "anime"}); None values
     mean "not given" and leave the config alone.
     """
-    with open(DEFAULT_CONFIG) as f:
-        cfg = yaml.safe_load(f)
+    cfg = defaults()
     if path is not None:
         p = Path(path)
-        if not p.exists():
-            raise FileNotFoundError(f"config file not found: {p}")
-        with open(p) as f:
-            user = yaml.safe_load(f) or {}
+        if not p.is_file():
+            raise ConfigError(f"config file not found: {p}")
+        try:
+            user = yaml.safe_load(p.read_text()) or {}
+        except yaml.YAMLError as e:
+            raise ConfigError(f"config {p} is not valid YAML: {str(e).splitlines()[0]}") from None
         if not isinstance(user, dict):
-            raise ValueError(f"config {p} must be a YAML mapping")
-        unknown = sorted(set(user) - set(cfg))
-        if unknown:
-            raise ValueError(f"config {p}: unknown section(s) {unknown}; known: {sorted(cfg)}")
+            raise ConfigError(f"config {p} must be a YAML mapping")
         cfg = _merge(cfg, user)
     for dotted, v in (overrides or {}).items():
         if v is None:
@@ -48,4 +66,102 @@ def load_config(path: str | Path | None = None, overrides: dict[str, Any] | None
         for k in parents:
             node = node.setdefault(k, {})
         node[leaf] = v
+    validate(cfg)
     return cfg
+
+
+def _check_shape(cfg: dict, ref: dict, prefix: str = "") -> None:
+    """Every key known, every value of the default's type (ints pass for floats)."""
+    for k, v in cfg.items():
+        key = f"{prefix}{k}"
+        if k not in ref:
+            near = difflib.get_close_matches(str(k), list(ref), n=1)
+            hint = f" (did you mean {prefix}{near[0]}?)" if near else f"; known: {', '.join(sorted(ref))}"
+            raise ConfigError(f"unknown config key {key}{hint}")
+        want = NULLABLE.get(key) or type(ref[k])
+        if v is None and (key in NULLABLE or ref[k] is None):
+            continue
+        ok = isinstance(v, want) and not (isinstance(v, bool) and want is not bool)
+        if want is float and isinstance(v, int) and not isinstance(v, bool):
+            ok = True
+        if not ok:
+            raise ConfigError(f"config {key} must be {want.__name__}, got {v!r}")
+        if isinstance(v, dict) and key not in OPEN:
+            _check_shape(v, ref[k], key + ".")
+
+
+def validate(cfg: dict) -> None:
+    """Raise ConfigError for the first value that cannot work: unknown keys (typos), wrong
+    types, out-of-range thresholds, missing model files, unknown detectors or captioners."""
+    _check_shape(cfg, defaults())
+
+    def need(ok: bool, key: str, what: str) -> None:
+        if not ok:
+            node = cfg
+            for k in key.split("."):
+                node = node[k]
+            raise ConfigError(f"config {key} {what}, got {node!r}")
+
+    need(cfg["ray"]["num_cpus"] is None or cfg["ray"]["num_cpus"] >= 1, "ray.num_cpus", "must be at least 1")
+    sp = cfg["split"]
+    need(sp["min_shot_s"] >= 0, "split.min_shot_s", "must be >= 0")
+    need(sp["max_shot_s"] > sp["min_shot_s"], "split.max_shot_s", "must exceed split.min_shot_s")
+    need(sp["trim_frames"] >= 0, "split.trim_frames", "must be >= 0")
+    from annotators.shots import get_detector
+    try:
+        get_detector(sp["detector"], **sp["params"])
+    except (ValueError, TypeError) as e:
+        raise ConfigError(f"config split: {e}") from None
+    need(0 <= cfg["clips"]["crf"] <= 51, "clips.crf", "must be 0..51")
+    need(cfg["clips"]["preset"] in X264_PRESETS, "clips.preset", f"must be one of {', '.join(X264_PRESETS)}")
+    a = cfg["analyse"]
+    need(a["width"] >= 32 and a["width"] % 2 == 0, "analyse.width", "must be an even number >= 32")
+    need(a["min_frames"] >= 0, "analyse.min_frames", "must be >= 0")
+    for k, v in a["camera"].items():
+        need(v > 0, f"analyse.camera.{k}", "must be > 0")
+    need(0 <= a["duplicate_bits"] <= 64, "analyse.duplicate_bits", "must be 0..64")
+    from annotators.signals import MotionParams, QualityParams, params
+    for key, cls in (("motion", MotionParams), ("quality", QualityParams)):
+        try:
+            params(cls, a[key])
+        except (ValueError, TypeError) as e:
+            raise ConfigError(f"config analyse.{key}: {e}") from None
+    ce = a["clip_embeddings"]
+    need(0 < ce["similarity"] <= 1, "analyse.clip_embeddings.similarity", "must be in (0, 1]")
+    if ce["checkpoint"]:
+        need(Path(ce["checkpoint"]).is_file(), "analyse.clip_embeddings.checkpoint",
+             "must be an existing local checkpoint file (PKS never downloads weights)")
+        try:
+            import open_clip
+        except ImportError:
+            raise ConfigError("config analyse.clip_embeddings needs open_clip (pip install 'pks[clip]')") from None
+        need(ce["arch"] in open_clip.list_models(), "analyse.clip_embeddings.arch", "is not an OpenCLIP model")
+    cu = cfg["curriculum"]["deformation"]
+    need(len(cu) == 3 and all(isinstance(t, (int, float)) and 0 <= t <= 1 for t in cu) and cu == sorted(cu),
+         "curriculum.deformation", "must be 3 ascending thresholds in [0, 1]")
+    mb = cfg["curriculum"]["motion_boost"]
+    need(mb is None or mb >= 0, "curriculum.motion_boost", "must be >= 0 or null")
+    sh = cfg["shard"]
+    from pks.record import QUALITY_FLAGS
+    need(set(sh["reject_flags"]) <= set(QUALITY_FLAGS), "shard.reject_flags",
+         f"must be quality flags ({', '.join(QUALITY_FLAGS)})")
+    need(sh["max_samples"] >= 1, "shard.max_samples", "must be at least 1")
+    need(sh["max_bytes"] >= 1, "shard.max_bytes", "must be at least 1")
+    need(0 <= sh["val_fraction"] < 1, "shard.val_fraction", "must be in [0, 1)")
+    need(sh["thumb_width"] >= 16, "shard.thumb_width", "must be at least 16")
+    c = cfg["caption"]
+    for key, low in (("frames", 1), ("token_budget", 1), ("concurrency", 1), ("retries", 0), ("repairs", 0),
+                     ("max_tokens", 1)):
+        need(c[key] >= low, f"caption.{key}", f"must be at least {low}")
+    need(c["timeout_s"] > 0, "caption.timeout_s", "must be > 0")
+    need(c["temperature"] >= 0, "caption.temperature", "must be >= 0")
+    import taxonomy
+    need(c["taxonomy_version"] is None or c["taxonomy_version"] in taxonomy.available_versions(),
+         "caption.taxonomy_version", f"must be a shipped version {taxonomy.available_versions()}")
+    if c["captioner"] != "none":
+        from annotators.caption.backends import make_backend
+        make_backend(cfg)  # raises ConfigError for a missing endpoint or model
+        local = not (cfg["ray"]["address"] or os.environ.get("RAY_ADDRESS"))
+        if c["captioner"] in ("vllm", "transformers") and local:  # on a cluster only the workers may see it
+            need(Path(c["model"], "config.json").is_file(), "caption.model",
+                 "must be a local model folder with a config.json (PKS never downloads weights)")

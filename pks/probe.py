@@ -9,6 +9,8 @@ from pathlib import Path
 import av
 import numpy as np
 
+from pks.errors import UserError
+
 VIDEO_EXTS = {".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".flv", ".wmv"}
 
 
@@ -119,5 +121,5 @@ def list_inputs(spec: str) -> list[str]:
         return [str(p)]
     matches = sorted(globlib.glob(spec, recursive=True))
     if not matches:
-        raise FileNotFoundError(f"no input matches {spec!r}")
+        raise UserError(f"no input matches {spec!r}")
     return [m for m in matches if Path(m).is_file()]

@@ -15,6 +15,9 @@ import pyarrow.parquet as pq
 
 STATUSES = ("ok", "rejected", "error")
 TRANSITIONS = ("start", "cut", "fade", "dissolve")
+# Failures, never art: what analysis may flag and shard.reject_flags may keep out.
+QUALITY_FLAGS = ("decode_error", "interlaced", "block_corruption", "decoder_garbage", "frozen", "near_black",
+                 "letterbox", "pillarbox", "too_short", "duplicate")
 
 
 def empty_caption() -> dict:
@@ -95,6 +98,11 @@ class ClipRecord:
     def error_copy(self, reason: str) -> "ClipRecord":
         """This record turned into an error row, keeping where it came from."""
         return dataclasses.replace(self, status="error", error=reason)
+
+    @property
+    def whole_video(self) -> bool:
+        """An error row that stands for the whole video (it has no frame span)."""
+        return self.n_frames == 0
 
 
 def clip_id(video_id: str, start_frame: int, end_frame: int) -> str:

@@ -41,3 +41,52 @@ def test_validate_reports_each_bad_caption(tmp_path):
 def test_taxonomy_show_prints_definitions():
     r = pks("taxonomy", "show", "--axis", "vfx")
     assert r.returncode == 0 and "anger_vein" in r.stdout and "[camera]" not in r.stdout
+
+
+@pytest.mark.parametrize("args, message", [
+    (("shard", "/tmp/pks-no-run"), "no manifest in /tmp/pks-no-run"),
+    (("shots", "/no/such.mp4"), "no such file"),
+    (("taxonomy", "show", "--version", "99"), "no taxonomy v99"),
+    (("caption", "/tmp", "--captioner", "openai"), "no curated run in /tmp"),
+])
+def test_more_user_mistakes_are_one_line(args, message):
+    r = pks(*args)
+    assert r.returncode == 2 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+@pytest.mark.parametrize("yaml_text, message", [
+    ("shard:\n  max_samplez: 3\n", "unknown config key shard.max_samplez (did you mean shard.max_samples?)"),
+    ("shard:\n  val_fraction: 1.5\n", "config shard.val_fraction must be in [0, 1), got 1.5"),
+    ("curriculum:\n  deformation: [0.5, 0.2, 0.9]\n", "must be 3 ascending thresholds"),
+    ("split:\n  detector: animee\n", "unknown detector 'animee'"),
+    ("analyse:\n  motion: {gird: 3}\n", "unknown MotionParams field(s) ['gird']"),
+    ("clips:\n  crf: high\n", "config clips.crf must be int, got 'high'"),
+    ("caption:\n  captioner: transformers\n  model: /no/model\n", "must be a local model folder"),
+    ("shard: [\n", "is not valid YAML"),
+])
+def test_config_values_are_checked_before_any_work(tmp_path, yaml_text, message):
+    cfg = tmp_path / "job.yaml"
+    cfg.write_text(yaml_text)
+    r = pks("curate", str(tmp_path / "in"), str(tmp_path / "out"), "--config", str(cfg))  # read before inputs
+    assert r.returncode == 2 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+
+
+def test_a_bug_keeps_its_traceback_and_a_user_error_does_not(capsys):
+    import typer
+
+    from pks.cli import friendly
+    from pks.errors import ConfigError
+
+    @friendly
+    def buggy():
+        raise ValueError("internal invariant broken")
+
+    @friendly
+    def mistaken():
+        raise ConfigError("config x must be y")
+
+    with pytest.raises(ValueError, match="internal invariant"):
+        buggy()
+    with pytest.raises(typer.Exit) as e:
+        mistaken()
+    assert e.value.exit_code == 2 and capsys.readouterr().err == "pks: error: config x must be y\n"

@@ -1,3 +1,5 @@
+import dataclasses
+import json
 import shutil
 import subprocess
 import sys
@@ -10,6 +12,7 @@ import pytest
 from badfiles import _encode, _frames, make_bad_inputs
 from pipelines.curate import run
 from pks.config import load_config
+from pks.record import read_parquet
 from pks.synth import synthesize_video
 from support.procs import kill_9_when
 
@@ -116,3 +119,101 @@ def test_kill_9_then_rerun_resumes_without_duplicates(inputs, tmp_path):
         assert x["status"] == "ok" or x["error"].startswith("shard: quality flags"), x["error"]
         assert len(decord.VideoReader(str(out / "clips" / f"{x['clip_id']}.mp4"))) == x["end_frame"] - x["start_frame"]
     assert not list((out / "clips").glob("*.part"))
+
+
+def test_a_failing_clip_stays_on_its_clip_and_only_it_is_retried(synth_videos, tmp_path, monkeypatch):
+    """A stage error on one clip is that clip's error record; the video's other clips stay ok;
+    once the cause is fixed the rerun analyses that one clip and nothing else."""
+    import pipelines.curate as curate
+
+    out = tmp_path / "out"
+    (out / "parts").mkdir(parents=True)
+    (out / "clips").mkdir()
+    cfg = load_config(None, {"shard.enabled": False})
+    path = str(synth_videos[0][0])
+    vid = curate.video_key(path)
+    real, calls = curate.analyse, []
+
+    def flaky(frames, cfg):
+        calls.append(len(frames.rgb))
+        if len(calls) == 2:
+            raise RuntimeError("injected")
+        return real(frames, cfg)
+
+    monkeypatch.setattr(curate, "analyse", flaky)
+    curate.ray_task({"path": path, "video_id": vid}, str(out), cfg)  # the Ray task's body, in process
+    first = read_parquet(curate.part_path(out, vid))
+    assert len(first) == len(calls) >= 3
+    (bad,) = [r for r in first if r.status == "error"]
+    assert bad.error.startswith("analyse: RuntimeError: injected (at test_curate.py:") and bad.n_frames > 0
+    assert all(r.curriculum_stage is not None for r in first if r.status == "ok")
+    assert (out / "clips" / f"{bad.clip_id}.mp4").exists()  # cut fine: kept for the retry
+    (todo,), _ = curate.plan([path], out)
+    assert todo["retry"] and curate.plan([path], out, retry_errors=False) == ([], 1)
+    mtimes = {p.name: p.stat().st_mtime_ns for p in (out / "clips").iterdir()}
+    calls.clear()
+    monkeypatch.setattr(curate, "analyse", lambda frames, cfg: calls.append(1) or real(frames, cfg))  # fixed
+    s = curate.ray_task(todo, str(out), cfg)
+    assert len(calls) == 1 and s["retried"] == 1 and s["n_ok"] == len(first)
+    second = read_parquet(curate.part_path(out, vid))
+    for a, b in zip(first, second):
+        assert b == a if a.status == "ok" else (b.status == "ok" and b.curriculum_stage is not None)
+    assert {p.name: p.stat().st_mtime_ns for p in (out / "clips").iterdir()} == mtimes  # nothing re-cut
+    assert curate.plan([path], out) == ([], 1)
+
+
+def test_a_failing_shot_detection_is_the_whole_videos_error(synth_videos, tmp_path, monkeypatch):
+    import pipelines.curate as curate
+
+    def broken(info, cfg):
+        raise MemoryError("detector ran out")
+
+    monkeypatch.setattr(curate, "split", broken)
+    (rec,) = curate.process_video(str(synth_videos[1][0]), "v" * 16, tmp_path, load_config())
+    assert rec.status == "error" and rec.whole_video and rec.error.startswith("split: MemoryError: detector ran out")
+
+
+def test_rerun_retries_error_records_through_ray_and_removes_orphan_clips(ray_local, synth_videos, tmp_path):
+    """As a failed clip leaves it: the CLI skips it with --no-retry-errors, retries it by
+    default (through the Ray job), and clip files no record points to are removed."""
+    from pipelines.curate import part_path, video_key, write_part
+
+    (tmp_path / "in").mkdir()
+    src = tmp_path / "in" / synth_videos[2][0].name
+    shutil.copy(synth_videos[2][0], src)
+    out = tmp_path / "out"
+    cfg = load_config(None, {"shard.enabled": False})
+    run(str(tmp_path / "in"), out, cfg, progress=lambda m: None)
+    vid = video_key(str(src))
+    good = read_parquet(part_path(out, vid))
+    failed = [dataclasses.replace(r, cadence=None, held_ratio=None, camera_motion=[], motion_score=None,
+                                  deformation_score=None, smear_frames=None, impact_frames=None,
+                                  curriculum_stage=None, phash="", signals="", caption=None, caption_source="",
+                                  status="error", error="analyse: RuntimeError: boom") if i == 1 else r
+              for i, r in enumerate(good)]
+    write_part(out, vid, failed)
+    orphan = out / "clips" / f"{vid}_000000_000003.mp4"
+    orphan.write_bytes(b"left by a killed run")
+    (out / "clips" / f"{good[0].clip_id}.mp4.part").write_bytes(b"torn")
+    cmd = [sys.executable, "-m", "pks.cli", "curate", str(tmp_path / "in"), str(out), "--no-shard", "--num-cpus", "1"]
+    r = subprocess.run(cmd + ["--no-retry-errors"], capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0 and json.loads(r.stdout)["processed"] == 0, r.stderr[-2000:]
+    assert read_parquet(part_path(out, vid))[1].status == "error"
+    r = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr[-2000:]
+    s = json.loads(r.stdout)
+    assert (s["processed"], s["retried"], s["errors"]) == (1, 1, 0) and "retried 1 error(s)" in r.stderr
+    assert read_parquet(part_path(out, vid)) == good
+    assert not orphan.exists() and not list((out / "clips").glob("*.part"))
+    assert sorted(p.stem for p in (out / "clips").glob("*.mp4")) == sorted(x.clip_id for x in good if x.status == "ok")
+
+
+def test_a_bad_config_value_stops_before_any_work(synth_videos, tmp_path):
+    cfg = tmp_path / "job.yaml"
+    cfg.write_text("analyse:\n  clip_embeddings:\n    checkpoint: /models/open_clip_vit_b32.bin\n")
+    r = subprocess.run([sys.executable, "-m", "pks.cli", "curate", str(synth_videos[0][0].parent),
+                        str(tmp_path / "out"), "--config", str(cfg)], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "Traceback" not in r.stderr
+    assert r.stderr.strip() == ("pks: error: config analyse.clip_embeddings.checkpoint must be an existing local "
+                                "checkpoint file (PKS never downloads weights), got '/models/open_clip_vit_b32.bin'")
+    assert not (tmp_path / "out").exists()

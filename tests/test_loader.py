@@ -75,8 +75,10 @@ def test_decode_clip_samples_at_fps_and_pads_short_clips(sharded_run):
     assert real == n and np.array_equal(frames[-1], frames[n - 1])
     later, real = decode_clip(data, rec["fps"], 3, rec["fps"], (32, 32), start=2)
     assert real == 3 and np.array_equal(later, frames[2:5])
-    with pytest.raises(Exception):
+    with pytest.raises(ValueError, match="cannot decode the clip"):
         decode_clip(b"not a video", 24, 4, 8, (32, 32))
+    with pytest.raises(ValueError, match="cannot decode the clip"):
+        decode_clip(data[: len(data) // 8], rec["fps"], 4, rec["fps"], (32, 32))
 
 
 def test_tag_targets_of_uncaptioned_clip():

@@ -55,19 +55,23 @@ def decode_clip(data: bytes, src_fps: float, frames: int, fps: float, size: tupl
     want = [start + round(j * src_fps / fps) for j in range(frames)]
     h, w = size
     got: dict[int, np.ndarray] = {}
-    with av.open(io.BytesIO(data)) as container:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        for i, frame in enumerate(container.decode(stream)):
-            if i > want[-1]:
-                break
-            if i in want:
-                rgb = frame.to_ndarray(format="rgb24")
-                s = max(h / rgb.shape[0], w / rgb.shape[1])
-                rgb = cv2.resize(rgb, (max(w, round(rgb.shape[1] * s)), max(h, round(rgb.shape[0] * s))),
-                                 interpolation=cv2.INTER_AREA)
-                y, x = (rgb.shape[0] - h) // 2, (rgb.shape[1] - w) // 2
-                got[i] = rgb[y:y + h, x:x + w]
+    try:
+        with av.open(io.BytesIO(data)) as container:
+            stream = container.streams.video[0]
+            stream.thread_type = "AUTO"
+            for i, frame in enumerate(container.decode(stream)):
+                if i > want[-1]:
+                    break
+                if i in want:
+                    rgb = frame.to_ndarray(format="rgb24")
+                    s = max(h / rgb.shape[0], w / rgb.shape[1])
+                    rgb = cv2.resize(rgb, (max(w, round(rgb.shape[1] * s)), max(h, round(rgb.shape[0] * s))),
+                                     interpolation=cv2.INTER_AREA)
+                    y, x = (rgb.shape[0] - h) // 2, (rgb.shape[1] - w) // 2
+                    got[i] = rgb[y:y + h, x:x + w]
+    except (av.error.FFmpegError, IndexError) as e:  # not a video, or no video stream
+        if not got:
+            raise ValueError(f"cannot decode the clip: {e}") from None
     if not got:
         raise ValueError("no decodable frames in the clip")
     real = sum(1 for i in want if i in got)

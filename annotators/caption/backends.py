@@ -10,6 +10,7 @@ from functools import lru_cache, partial
 from typing import Callable
 
 import taxonomy
+from pks.errors import ConfigError
 
 
 @dataclass
@@ -318,13 +319,13 @@ def make_backend(cfg: dict) -> Backend:
         return SignalsBackend()
     if name == "openai":
         if not (c.get("endpoint") and c.get("model")):
-            raise ValueError("captioner 'openai' needs --endpoint URL and --model NAME")
+            raise ConfigError("captioner 'openai' needs --endpoint URL and --model NAME")
         return OpenAIBackend(endpoint=c["endpoint"], model=c["model"], concurrency=c["concurrency"],
                              timeout_s=c["timeout_s"], retries=c["retries"], max_tokens=c["max_tokens"],
                              temperature=c["temperature"], constrained=c.get("constrained", True))
     if name == "vllm":
         if not c.get("model"):
-            raise ValueError("captioner 'vllm' needs --model (a model folder the Ray workers can read)")
+            raise ConfigError("captioner 'vllm' needs --model (a model folder the Ray workers can read)")
         v = c.get("vllm") or {}
         return VLLMBackend(model=c["model"], engine_kwargs=dict(v.get("engine_kwargs") or {}),
                            replicas=v.get("replicas", 1), batch_size=v.get("batch_size", 16),
@@ -332,7 +333,7 @@ def make_backend(cfg: dict) -> Backend:
                            temperature=c["temperature"])
     if name == "transformers":
         if not c.get("model"):
-            raise ValueError("captioner 'transformers' needs --model DIR (a local Hugging Face model folder)")
+            raise ConfigError("captioner 'transformers' needs --model DIR (a local Hugging Face model folder)")
         return TransformersBackend(model_dir=c["model"], max_new_tokens=c["max_tokens"],
                                    temperature=c["temperature"])
-    raise ValueError(f"unknown captioner {name!r}; choose from auto, signals, openai, vllm, transformers")
+    raise ConfigError(f"unknown captioner {name!r}; choose from auto, signals, openai, vllm, transformers")

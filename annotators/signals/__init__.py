@@ -12,7 +12,8 @@ from annotators.signals.motion import MotionAnalyser, MotionParams, summarise
 from annotators.signals.quality import QualityParams, quality_flags
 
 
-def _params(cls, overrides: dict | None):
+def params(cls, overrides: dict | None):
+    """`cls` with the config's overrides; an unknown field name is a ValueError."""
     known = {f.name for f in fields(cls)}
     bad = set(overrides or {}) - known
     if bad:
@@ -25,11 +26,11 @@ def analyse(clip: ClipFrames, cfg: dict) -> dict:
     deformation_score, smear_frames, impact_frames, quality_flags, curriculum_stage, phash,
     and `signals` (JSON with the measurements behind them)."""
     a = cfg["analyse"]
-    mp = _params(MotionParams, a.get("motion"))
+    mp = params(MotionParams, a.get("motion"))
     res = MotionAnalyser(mp).run(clip.rgb)
     out = summarise(res, mp, a["camera"])
     flags, qstats = quality_flags(clip.rgb, clip.luma, [q.changed for q in res.pairs], clip.fps,
-                                  _params(QualityParams, a.get("quality")), a.get("min_frames", 0),
+                                  params(QualityParams, a.get("quality")), a.get("min_frames", 0),
                                   [q.flow_mag for q in res.pairs])
     details = {"camera": out.pop("camera"), "deformation_raw": out.pop("deformation_raw"),
                "flow_magnitude": out.pop("flow_magnitude"), "quality": qstats}
@@ -40,4 +41,4 @@ def analyse(clip: ClipFrames, cfg: dict) -> dict:
     return out
 
 
-__all__ = ["ClipFrames", "analyse", "load_clip"]
+__all__ = ["ClipFrames", "MotionParams", "QualityParams", "analyse", "load_clip", "params"]

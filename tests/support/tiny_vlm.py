@@ -36,6 +36,30 @@ def _corpus() -> list[str]:
     return lines + ['{"narrative": "A girl runs.", "style": ["cel_tv"], "camera": ["static"], "shot": "wide"}'] * 20
 
 
+CLOSERS = set('"]},')
+
+
+def make_terse(model, tokenizer) -> None:
+    """Bias the random model toward the tokens that end a JSON value (quote, brackets, comma)
+    and toward end-of-answer, so that answers constrained to the caption schema finish in a few
+    dozen tokens instead of wandering in a free string until max_tokens. The bias rides on one
+    residual dimension held constant: every token embedding sets it, no layer writes to it, and
+    the final norm keeps it positive, so lm_head's column for it acts as a logit bias."""
+    import torch
+
+    lm = model.model.language_model
+    with torch.no_grad():
+        lm.embed_tokens.weight[:, 0] = 1.0
+        for layer in lm.layers:
+            layer.self_attn.o_proj.weight[0, :] = 0
+            layer.mlp.down_proj.weight[0, :] = 0
+        model.lm_head.weight[:, 0] = 0
+        for tid in range(len(tokenizer)):
+            text = tokenizer.decode([tid])
+            if (text and set(text) <= CLOSERS) or tid == tokenizer.eos_token_id:
+                model.lm_head.weight[tid, 0] = 4.0
+
+
 def build(out: str | Path) -> Path:
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -68,6 +92,7 @@ def build(out: str | Path) -> Path:
     )
     torch.manual_seed(0)
     model = Qwen2VLForConditionalGeneration(config).eval()
+    make_terse(model, fast)
     model.generation_config.eos_token_id = ids["<|im_end|>"]
     model.generation_config.pad_token_id = ids["<|endoftext|>"]
     model.save_pretrained(out)

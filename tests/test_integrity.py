@@ -1,0 +1,119 @@
+"""Shards always hold the manifest's current records: an audit-style edit rewrites the shard
+that holds the clip and nothing else; calibration, require_caption and remote listing."""
+import json
+import shutil
+import subprocess
+import sys
+
+import fsspec
+import numpy as np
+import pytest
+import yaml
+
+from pipelines.shard import shard_run
+from pks.config import load_config
+from pks.probe import list_inputs
+
+from support.runs import assert_shards_match_manifest, edit, manifest, shard_records, stamps
+
+CFG = load_config(None, {"shard.max_samples": 3, "shard.val_fraction": 0.3})  # as the sharded_run fixture
+
+
+def quiet(out, cfg=CFG):
+    return shard_run(out, cfg, progress=lambda m: None)
+
+
+@pytest.fixture
+def run(sharded_run, tmp_path):
+    shutil.copytree(sharded_run, tmp_path / "run")
+    return tmp_path / "run"
+
+
+def test_a_rerun_keeps_every_shard(run):
+    before = stamps(run)
+    s = quiet(run)
+    assert (s["kept"], s["new"], s["rewritten"], s["removed"]) == (s["shards"], 0, 0, 0)
+    assert stamps(run) == before
+
+
+def test_audit_edits_rewrite_the_shards_that_hold_them_and_no_other(run):
+    got = assert_shards_match_manifest(run)
+    before = stamps(run)
+    ok = sorted(got)
+    # 1. A caption correction: only the shard holding that clip is rewritten.
+    target = ok[0]
+    cap = {**got[target][1]["caption"], "narrative": "she winds up and throws", "vfx": ["speed_lines"]}
+    edit(run, CFG, {target: {"caption": cap, "caption_source": "human:alice"}})
+    s = quiet(run)
+    assert (s["rewritten"], s["why"], s["new"], s["removed"]) == (1, {"records changed": 1}, 0, 0)
+    after = stamps(run)
+    assert {k for k in after if after[k] != before[k]} == {got[target][0]}
+    assert shard_records(run)[target][1]["caption"] == cap
+    # 2. A stage change and a failure flag: only the two affected (split, stage) groups repack.
+    got = assert_shards_match_manifest(run)
+    mover = next(k for k in ok if got[k][1]["curriculum_stage"] != 3)
+    flagged = next(k for k in ok if k != mover)
+    groups = {got[mover][0].rsplit("/", 1)[0], got[mover][0].split("/")[0] + "/stage-3",
+              got[flagged][0].rsplit("/", 1)[0]}
+    before = stamps(run)
+    edit(run, CFG, {mover: {"curriculum_stage": 3},
+                    flagged: {"quality_flags": sorted(set(got[flagged][1]["quality_flags"]) | {"interlaced"})}})
+    s = quiet(run)
+    got = assert_shards_match_manifest(run)
+    assert got[mover][0].split("/")[1] == "stage-3"
+    assert flagged not in got
+    assert next(r for r in manifest(run) if r["clip_id"] == flagged)["error"] == "shard: quality flags interlaced"
+    after = stamps(run)
+    changed = {k for k in set(before) | set(after) if before.get(k) != after.get(k)}
+    assert changed and all(k.rsplit("/", 1)[0] in groups for k in changed)
+    untouched = [k for k in before if k.rsplit("/", 1)[0] not in groups]
+    assert untouched and all(after[k] == before[k] for k in untouched)
+    assert s["kept"] == len(after) - s["new"] - s["rewritten"] >= len(untouched)
+
+
+def test_a_changed_clip_file_rewrites_its_shard(run):
+    got = shard_records(run)
+    key = sorted(got)[1]
+    clip = run / "clips" / f"{key}.mp4"
+    data = clip.read_bytes()
+    clip.write_bytes(data[:-16] + bytes(16))  # same size; new content (and mtime)
+    s = quiet(run)
+    assert (s["rewritten"], s["why"]) == (1, {"clips changed": 1})
+
+
+def test_require_caption_keeps_uncaptioned_clips_out(run):
+    key = sorted(shard_records(run))[0]
+    edit(run, CFG, {key: {"caption": None, "caption_source": ""}})
+    s = quiet(run, load_config(None, {**{"shard.max_samples": 3, "shard.val_fraction": 0.3},
+                                      "shard.require_caption": True}))
+    row = next(r for r in manifest(run) if r["clip_id"] == key)
+    assert (row["status"], row["error"]) == ("rejected", "shard: no caption")
+    assert key not in assert_shards_match_manifest(run) and s["rewritten"] >= 1
+    quiet(run)  # the default config takes it back in (without a caption)
+    assert key in assert_shards_match_manifest(run)
+
+
+def test_calibrate_restages_the_run_and_the_shards_follow(run, tmp_path):
+    cfg_file = tmp_path / "job.yaml"
+    r = subprocess.run([sys.executable, "-m", "pks.cli", "calibrate", str(run), "--config", str(cfg_file)],
+                       capture_output=True, text=True)
+    assert r.returncode == 0, r.stderr
+    ok = [x for x in manifest(run) if x["status"] == "ok"]
+    deform = [x["deformation_score"] for x in ok]
+    want = [round(float(q), 4) for q in np.quantile(deform, (0.25, 0.5, 0.75))]
+    assert yaml.safe_load(cfg_file.read_text())["curriculum"]["deformation"] == want
+    for x in ok:  # every ok clip re-staged against the quartiles (no motion boost by default)
+        assert x["curriculum_stage"] == sum(x["deformation_score"] >= t for t in want)
+    assert len({x["curriculum_stage"] for x in ok}) >= 3  # quartiles spread the run over the stages
+    quiet(run)
+    got = assert_shards_match_manifest(run)
+    assert all(path.split("/")[1] == f"stage-{rec['curriculum_stage']}" for path, rec in got.values())
+
+
+def test_remote_input_listing_finds_videos_under_a_url():
+    fs = fsspec.filesystem("memory")
+    for name in ("raw/ep1.mp4", "raw/season2/ep2.MKV", "raw/notes.txt", "raw/cover.jpg"):
+        fs.pipe(f"/pks-test/{name}", b"x")
+    assert list_inputs("memory://pks-test/raw") == ["memory:///pks-test/raw/ep1.mp4",
+                                                    "memory:///pks-test/raw/season2/ep2.MKV"]
+    assert list_inputs("memory://pks-test/raw/*.mp4") == ["memory:///pks-test/raw/ep1.mp4"]
