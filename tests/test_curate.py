@@ -96,8 +96,10 @@ def test_curate_accounts_for_every_input_with_exact_clips(ray_local, inputs, tmp
     (rot,) = [r for r in ok if Path(r["source_path"]).name == "rotated.mp4"][:1]
     assert (rot["width"], rot["height"]) == (180, 320)
     assert not list((out / "clips").glob("*.part")) and not list((out / "parts").glob("*.tmp*"))
-    again = run(str(inputs), out, cfg, progress=lambda m: None)
+    again = run(str(inputs), out, cfg, progress=lambda m: None, retry_errors=False)
     assert again["processed"] == 0 and manifest(out) == rows
+    again = run(str(inputs), out, cfg, progress=lambda m: None)  # by default the unreadable files are tried again
+    assert again["processed"] == again["retried"] == len(EXPECTED_ERRORS) and manifest(out) == rows
 
 
 def test_kill_9_then_rerun_resumes_without_duplicates(inputs, tmp_path):
