@@ -14,9 +14,15 @@ $(BIN)/python:
 
 # torch first, by exact version (the local CPU wheel), then everything else under the same
 # pin: without the constraint a dependency asks for a newer torch and pulls GBs of CUDA wheels.
-$(STAMP): $(BIN)/python pyproject.toml constraints.txt
+# The PyPI torchvision (pulled in by open_clip) is a CUDA build; beside the CPU torch its import
+# fails, and transformers imports it for every model. Where that happens, its op schemas are
+# registered at interpreter start (tests/support/tv_ops.py via a .pth), as for $(VLLM).
+$(STAMP): $(BIN)/python pyproject.toml constraints.txt tests/support/tv_ops.py
 	$(BIN)/pip install -q torch==2.13.0
 	$(BIN)/pip install -q -c constraints.txt -e ".[dev]"
+	site=$$($(BIN)/python -c "import site; print(site.getsitepackages()[0])"); rm -f $$site/pks_tv_ops.pth; \
+	  if ! $(BIN)/python -c "import torchvision" 2>/dev/null; then \
+	    cp tests/support/tv_ops.py $$site/pks_tv_ops.py && echo "import pks_tv_ops" > $$site/pks_tv_ops.pth; fi
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -44,10 +50,14 @@ test: install vllm-env
 demo: install
 	$(BIN)/pks synth $(DEMO)/footage --videos 6 --seed 1
 	$(BIN)/pks curate $(DEMO)/footage $(DEMO)/run
+	rm -rf $(DEMO)/train
+	$(BIN)/pks train $(DEMO)/run --config tiny --steps 150 --out $(DEMO)/train
+	$(BIN)/pks generate $(DEMO)/train --tags camera=pan_left,stage=1 --seed 0 --out $(DEMO)/run/generated/pan_left.mp4
 	$(BIN)/pks report $(DEMO)/run
 	$(BIN)/pks stats $(DEMO)/run
 	@echo "PKS demo done: footage in $(DEMO)/footage, manifest in $(DEMO)/run/manifest.parquet,"
-	@echo "  shards in $(DEMO)/run/shards (index: $(DEMO)/run/shards/index.parquet), report in $(DEMO)/run/report.html"
+	@echo "  shards in $(DEMO)/run/shards (index: $(DEMO)/run/shards/index.parquet), report in $(DEMO)/run/report.html,"
+	@echo "  a 150-step generator run in $(DEMO)/train and its sample in $(DEMO)/run/generated/"
 
 bench: install
 	$(BIN)/python benchmarks/shots.py

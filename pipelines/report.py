@@ -173,6 +173,21 @@ def contact_sheets(out: Path, per_stage: int = 12, width: int = 160) -> dict[int
     return sheets
 
 
+def filmstrip(clip: Path, n: int = 8, height: int = 96) -> str:
+    """n evenly spaced frames of a (generated) clip side by side, as a PNG data URL."""
+    import av
+    import cv2
+
+    with av.open(str(clip)) as c:
+        frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    pick = [frames[i] for i in np.linspace(0, len(frames) - 1, min(n, len(frames))).round().astype(int)]
+    scale = height / pick[0].shape[0]
+    strip = np.hstack([cv2.resize(f, (round(f.shape[1] * scale), height), interpolation=cv2.INTER_NEAREST)
+                       for f in pick])
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(strip, cv2.COLOR_RGB2BGR))
+    return "data:image/png;base64," + base64.b64encode(buf.tobytes()).decode()
+
+
 def write_report(out: Path) -> Path:
     """OUT/report.html: self-contained (no external files or scripts)."""
     import matplotlib
@@ -201,6 +216,17 @@ def write_report(out: Path) -> Path:
     parts.append("</div><h2>Contact sheets</h2>")
     for stage, src in contact_sheets(out).items():
         parts.append(f'<h3>stage {stage}</h3><img class="sheet" src="{src}">')
+    generated = sorted((out / "generated").glob("*.mp4")) if (out / "generated").is_dir() else []
+    if generated:
+        parts.append("<h2>Generated clips</h2>")
+    for clip in generated:
+        meta = clip.with_suffix(".json")
+        what = json.loads(meta.read_text()) if meta.exists() else {}
+        request = ", ".join(f"{a}={'+'.join(v)}" for a, v in (what.get("tags") or {}).items())
+        request += "".join(f", {k}={what[k]}" for k in ("shot", "stage") if what.get(k) is not None)
+        parts.append(f"<h3>{esc(clip.name)}: {esc(request or 'no tags')}"
+                     f"{esc(' / ' + what['narrative']) if what.get('narrative') else ''}</h3>"
+                     f'<img class="sheet" src="{filmstrip(clip)}">')
     page = ("<!doctype html><html><head><meta charset='utf-8'><title>PKS report</title><style>"
             "body{font-family:sans-serif;margin:2em}pre{background:#f4f4f4;padding:1em}"
             ".grid img{max-width:48%;margin:0.5%}.sheet{max-width:100%}</style></head><body>"

@@ -202,23 +202,30 @@ def write_shard(spec: dict, out: Path, thumb_width: int = 384) -> dict:
     """Write one planned shard (a plain function; Ray wraps it) with the records the plan
     carries. Written with tarfile itself rather than webdataset's TarWriter, which cannot add
     the PAX global header that holds the fingerprint; the samples are plain WebDataset members."""
-    final = shard_dir(out) / spec["name"]
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}")
-    with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT,
-                      pax_headers={FINGERPRINT: spec["fingerprint"]}) as tar:
+    def samples():
         for m in spec["members"]:
             clip = clip_path(out, m["clip_id"])
             data = clip.read_bytes()
             if hashlib.blake2b(data, digest_size=16).hexdigest() != m["clip_hash"]:
                 raise RuntimeError(f"{clip} changed after the shard plan was made; run pks shard again")
-            for ext, payload in (("mp4", data), ("json", m["record"].encode()),
-                                 ("jpg", middle_frame_jpeg(clip, thumb_width))):
-                info = tarfile.TarInfo(f"{m['clip_id']}.{ext}")
+            yield m["clip_id"], {"mp4": data, "json": m["record"].encode(), "jpg": middle_frame_jpeg(clip, thumb_width)}
+
+    write_tar(shard_dir(out) / spec["name"], spec["fingerprint"], samples())
+    return {"name": spec["name"], "samples": len(spec["members"]), "why": spec["why"]}
+
+
+def write_tar(final: Path, fingerprint: str, samples) -> None:
+    """A WebDataset tar of (key, {ext: bytes}) samples with the fingerprint in a PAX global
+    header, written under a temporary name and renamed when complete."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}")
+    with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT, pax_headers={FINGERPRINT: fingerprint}) as tar:
+        for key, members in samples:
+            for ext, payload in members.items():
+                info = tarfile.TarInfo(f"{key}.{ext}")
                 info.size, info.mode, info.mtime = len(payload), 0o444, 0  # same bytes on every rerun
                 tar.addfile(info, io.BytesIO(payload))
     os.replace(tmp, final)
-    return {"name": spec["name"], "samples": len(spec["members"]), "why": spec["why"]}
 
 
 def why_rewrite(root: Path, spec: dict, previous: dict[str, dict]) -> str:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import functools
 import json
+import os
 import sys
 from pathlib import Path
 from typing import Optional
@@ -345,6 +346,62 @@ def report(out: Path = typer.Argument(..., help="A curated output folder.")):
 
     need_manifest(out)
     typer.echo(str(write_report(out)))
+
+
+@app.command()
+@friendly
+def train(source: str = typer.Argument(..., help="A curate OUT folder or its shards/ (or `encode`, see below)."),
+          second: Optional[str] = typer.Argument(None, help="With `encode`: the shards to encode."),
+          config: str = typer.Option("tiny", help="tiny | small | base (training/configs/) or a YAML file."),
+          steps: Optional[int] = typer.Option(None, min=1, help="Training steps (train.steps)."),
+          out: Path = typer.Option(..., help="The run folder (config, checkpoints, metrics.jsonl), or the latent "
+                                             "shards folder with `encode`."),
+          resume: bool = typer.Option(False, help="Continue the run in --out from its newest checkpoint."),
+          batch_size: Optional[int] = typer.Option(None, min=1, help="Global batch size (data.batch_size)."),
+          no_tag_channel: bool = typer.Option(False, "--no-tag-channel",
+                                              help="Ablation: fold the tags into the narrative instead."),
+          ray_workers: Optional[int] = typer.Option(None, min=1, help="Train on Ray with this many workers."),
+          gpu: bool = typer.Option(False, help="With --ray-workers: one GPU per worker.")):
+    """Train the dual-channel generator on curriculum shards: `pks train SHARDS_OR_OUT --config tiny
+    --steps N --out RUN [--resume]`. Under torchrun it runs data parallel (DDP, or FSDP2 with
+    train.parallel: fsdp). `pks train encode SHARDS --config C --out LATENTS` precomputes VAE
+    latents and text embeddings into latent shards that `pks train LATENTS ...` reads."""
+    from training.train import load_train_config, train as run_train, train_ray
+
+    cfg = load_train_config(config, {"train.steps": steps, "data.batch_size": batch_size,
+                                     "tag_channel": False if no_tag_channel else None})
+    if source == "encode":
+        from training.encode import encode_shards
+
+        if not second:
+            raise UserError("usage: pks train encode SHARDS_OR_OUT --config C --out LATENTS")
+        typer.echo(json.dumps(encode_shards(second, out, cfg, progress=lambda m: typer.echo(m, err=True))))
+        return
+    if second:
+        raise UserError(f"unexpected argument {second!r} (only `pks train encode` takes two)")
+    if ray_workers:
+        typer.echo(json.dumps(train_ray(source, out, cfg, ray_workers, gpu, resume)))
+        return
+    metrics = run_train(source, out, cfg, resume=resume)
+    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one summary
+        typer.echo(json.dumps(metrics))
+
+
+@app.command()
+@friendly
+def generate(run: Path = typer.Argument(..., help="A training run folder."),
+             tags: str = typer.Option("", help="axis=tag,... e.g. camera=pan_left,motion=combat_dash,shot=wide,stage=2"),
+             narrative: str = typer.Option("", help="What happens (empty: tags only)."),
+             seed: int = typer.Option(0),
+             out: Path = typer.Option(Path("clip.mp4"), help="The mp4 to write."),
+             steps: Optional[int] = typer.Option(None, min=1, help="Sampler steps (sample.steps)."),
+             guidance_tags: Optional[float] = typer.Option(None, help="Tag guidance scale."),
+             guidance_text: Optional[float] = typer.Option(None, help="Narrative guidance scale.")):
+    """Generate one clip from a trained run's EMA weights (Euler flow sampler, two guidance scales)."""
+    from training.sample import generate as gen
+
+    typer.echo(json.dumps(gen(run, out, tags, narrative, seed, steps=steps, guidance_tags=guidance_tags,
+                              guidance_text=guidance_text)))
 
 
 def main() -> None:

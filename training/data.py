@@ -100,7 +100,7 @@ class CurriculumLoader(torch.utils.data.IterableDataset):
                  frames: int = 16, fps: float = 8.0, size: tuple[int, int] = (256, 256), batch_size: int = 8,
                  seed: int = 0, start_step: int = 0, steps: int | None = None,
                  taxonomy_version: int | None = None, rank: int | None = None, world_size: int | None = None,
-                 random_window: bool = False):
+                 random_window: bool = False, split_batches: bool = False):
         self.root = Path(root)
         index = pq.read_table(self.root / "index.parquet").to_pylist()
         index = [r for r in index if r["split"] == split]
@@ -118,6 +118,10 @@ class CurriculumLoader(torch.utils.data.IterableDataset):
         self.frames, self.fps, self.size, self.batch_size = frames, fps, tuple(size), batch_size
         self.seed, self.start_step, self.steps = seed, start_step, steps
         self.random_window = random_window  # a seeded random window of a longer clip, not its start
+        # split_batches: every rank reads each batch and decodes its own slice (batch_size / ranks
+        # samples), so a step's global batch is the same on any number of ranks (data parallel
+        # training); otherwise ranks take whole, disjoint batches of the stream.
+        self.split_batches = split_batches
         self.tax = taxonomy.load(taxonomy_version)
         dist = torch.distributed.is_available() and torch.distributed.is_initialized()
         self.rank = rank if rank is not None else (torch.distributed.get_rank() if dist else 0)
@@ -160,8 +164,16 @@ class CurriculumLoader(torch.utils.data.IterableDataset):
     def __iter__(self):
         info = torch.utils.data.get_worker_info()
         worker, workers = (info.id, info.num_workers) if info else (0, 1)
-        # Each (rank, worker) builds every n-th batch; ranks see disjoint batches of one stream.
+        # Each (rank, worker) builds every n-th batch; ranks see disjoint batches of one stream
+        # (or, with split_batches, each rank its slice of every batch).
         me, n = self.rank * workers + worker, self.world_size * workers
+        lo, hi = 0, self.batch_size
+        if self.split_batches:
+            if self.batch_size % self.world_size:
+                raise ValueError(f"batch_size {self.batch_size} does not split over {self.world_size} ranks")
+            me, n = worker, workers
+            per = self.batch_size // self.world_size
+            lo, hi = self.rank * per, (self.rank + 1) * per
         first = self.start_step * self.batch_size
         consumed = np.zeros(N_STAGES, int)
         for i in range(first):  # replay the mix to resume: draws only, no data read
@@ -173,7 +185,7 @@ class CurriculumLoader(torch.utils.data.IterableDataset):
             batch = []
             for i in range(step * self.batch_size, (step + 1) * self.batch_size):
                 raw = next(streams[self.stage_of(i)])
-                if mine:  # other workers' samples are read past, never decoded
+                if mine and lo <= i - step * self.batch_size < hi:  # others' samples: read past, not decoded
                     batch.append(self.sample(raw, i))
             if mine:
                 yield self.collate(batch, step)
@@ -188,18 +200,27 @@ class CurriculumLoader(torch.utils.data.IterableDataset):
             start = int(unit(self.seed, "window", index) * (spare + 1)) if spare > 0 else 0
         video, real = decode_clip(raw["mp4"], record["fps"], self.frames, self.fps, self.size, start)
         tags, shot = tag_targets(record.get("caption"), self.tax)
-        return {"video": video, "real_frames": real, "text": (record.get("caption") or {}).get("narrative", ""),
+        return {"index": index, "video": video, "real_frames": real,
+                "text": (record.get("caption") or {}).get("narrative", ""),
                 "tags": tags, "shot": shot, "stage": record["curriculum_stage"], "record": record}
 
     @staticmethod
     def collate(samples: list[dict], step: int) -> dict:
         return {
-            "step": step,
+            **collate_conditions(samples, step),
             "video": torch.from_numpy(np.stack([s["video"] for s in samples])).permute(0, 1, 4, 2, 3).contiguous(),
             "real_frames": torch.tensor([s["real_frames"] for s in samples]),
-            "text": [s["text"] for s in samples],
-            "tags": {a: torch.from_numpy(np.stack([s["tags"][a] for s in samples])) for a in taxonomy.TAG_AXES},
-            "shot": torch.tensor([s["shot"] for s in samples]),
-            "stage": torch.tensor([s["stage"] for s in samples]),
-            "records": [s["record"] for s in samples],
         }
+
+
+def collate_conditions(samples: list[dict], step: int) -> dict:
+    """What every batch carries besides its pixels or latents."""
+    return {
+        "step": step,
+        "index": torch.tensor([s["index"] for s in samples]),  # place in the stream: seeds per-sample draws
+        "text": [s["text"] for s in samples],
+        "tags": {a: torch.from_numpy(np.stack([s["tags"][a] for s in samples])) for a in taxonomy.TAG_AXES},
+        "shot": torch.tensor([s["shot"] for s in samples]),
+        "stage": torch.tensor([s["stage"] for s in samples]),
+        "records": [s["record"] for s in samples],
+    }

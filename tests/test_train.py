@@ -1,0 +1,238 @@
+"""The bundled generator: model structure, the trainer (exact resume after kill -9, DDP and
+FSDP2 on 2 CPU processes equal one process, Ray Train), latent shards and `pks generate`."""
+import json
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import av
+import pytest
+import torch
+import yaml
+
+import taxonomy
+from training.model import MODELS, DiTConfig, TagEncoder, VideoDiT, flops_per_step
+from training.text import TextEncoder
+from training.tiny import build_text_encoder
+from training.train import CONFIG_DIR, draws, load_train_config
+
+from support.procs import kill_9_when
+
+TAX = taxonomy.load()
+TINY = DiTConfig(in_channels=3, patch=(2, 4, 4), dim=64, depth=2, heads=2, text_dim=32)
+
+
+def inputs(b=2, shape=(3, 8, 16, 16), text_dim=32):
+    tags = {a: torch.zeros(b, len(TAX.axes[a].ids)) for a in taxonomy.TAG_AXES}
+    tags["camera"][0, TAX.index("camera", "pan_left")] = 1
+    return dict(x=torch.randn(b, *shape), t=torch.rand(b), text=torch.randn(b, 5, text_dim),
+                text_mask=torch.tensor([[True] * 5, [True] * 2 + [False] * 3]), tags=tags,
+                known=torch.ones(b, 4, dtype=torch.bool), shot=torch.tensor([0, -1]), stage=torch.tensor([2, -1]))
+
+
+def test_shapes_and_adaln_zero_identity_at_init():
+    torch.manual_seed(0)
+    model = VideoDiT(TINY, TAX)
+    inp = inputs()
+    out = model(**inp)
+    assert out.shape == inp["x"].shape and torch.count_nonzero(out) == 0  # zero-initialised final layer
+    block = model.blocks[0]
+    tokens = torch.randn(2, 32, 64)
+    c = torch.randn(2, 64)
+    assert torch.equal(block(tokens, c, torch.randn(2, 5, 64), inp["text_mask"], None), tokens)  # gates are 0
+    for p in model.parameters():  # once trained (any nonzero modulation), blocks stop being the identity
+        torch.nn.init.normal_(p, std=0.02)
+    assert not torch.allclose(block(tokens, c, torch.randn(2, 5, 64), inp["text_mask"], None), tokens)
+    with pytest.raises(ValueError, match="not divisible by the patch"):
+        model(**{**inp, "x": torch.randn(2, 3, 7, 16, 16)})
+
+
+def test_tag_encoder_keeps_the_field_value_structure():
+    torch.manual_seed(0)
+    enc = TagEncoder(TAX, 32)
+    n = {a: len(TAX.axes[a].ids) for a in taxonomy.TAG_AXES}
+
+    def fields(axis=None, index=None, known=True, shot=-1, stage=-1):
+        tags = {a: torch.zeros(1, n[a]) for a in taxonomy.TAG_AXES}
+        if axis:
+            tags[axis][0, index] = 1
+        return enc.fields_of(tags, torch.full((1, 4), known), torch.tensor([shot]), torch.tensor([stage]))[0]
+
+    # The same tag id (row 0) under two axes: different vectors (each axis has its own table and field).
+    style, motion = taxonomy.TAG_AXES.index("style"), taxonomy.TAG_AXES.index("motion")
+    assert not torch.allclose(fields("style", 0)[style], fields("motion", 0)[motion])
+    # Multi-label: two tags pool to the mean of their single-tag vectors.
+    tags = {a: torch.zeros(1, n[a]) for a in taxonomy.TAG_AXES}
+    tags["vfx"][0, [1, 4]] = 1
+    both = enc.fields_of(tags, torch.ones(1, 4, dtype=torch.bool), torch.tensor([-1]), torch.tensor([-1]))[0]
+    vfx = taxonomy.TAG_AXES.index("vfx")
+    assert torch.allclose(both[vfx], (fields("vfx", 1)[vfx] + fields("vfx", 4)[vfx]) / 2, atol=1e-6)
+    # A known axis with no tag ("none") differs from an unlabelled one ("unknown").
+    assert not torch.allclose(fields(known=True)[style], fields(known=False)[style])
+    # Shot and stage are fields of their own; the mixed vector changes with each.
+    assert not torch.allclose(fields(shot=0)[4], fields(shot=-1)[4])
+    assert not torch.allclose(fields(stage=3)[5], fields(stage=0)[5])
+    assert enc.fields_of(tags, torch.ones(1, 4, dtype=torch.bool), torch.tensor([0]), torch.tensor([1])).shape == (1, 6, 32)
+
+
+def test_guidance_dropout_is_independent_per_axis_and_for_the_narrative():
+    cfg = load_train_config("tiny", {"train.drop_tags": 0.2, "train.drop_text": 0.3})
+    ds = [draws(0, i, (1,), cfg) for i in range(4000)]
+    axes = torch.stack([d["drop_axes"] for d in ds]).float()
+    text = torch.tensor([d["drop_text"] for d in ds]).float()
+    assert torch.allclose(axes.mean(0), torch.full((4,), 0.2), atol=0.025)
+    assert abs(text.mean() - 0.3) < 0.025
+    assert abs((axes[:, 0] * text).mean() - 0.2 * 0.3) < 0.015  # independent of each other
+    assert abs((axes[:, 0] * axes[:, 1]).mean() - 0.04) < 0.012
+    assert draws(0, 7, (2, 3), cfg)["noise"].equal(draws(0, 7, (2, 3), cfg)["noise"])  # a pure function
+
+
+def test_text_states_are_cached_per_narrative(tmp_path):
+    enc = TextEncoder(build_text_encoder(tmp_path / "te", d_model=32))
+    a = enc.states(["a girl runs", "", "a girl runs"])
+    assert enc.encoded == 2 and torch.equal(a[0], a[2]) and a[1].shape[0] < a[0].shape[0]
+    enc.states(["a girl runs", ""])
+    assert enc.encoded == 2  # nothing encoded twice
+    states, mask = enc(["a girl runs", ""])
+    assert states.shape[:2] == mask.shape and mask.sum(1).tolist() == [a[0].shape[0], a[1].shape[0]]
+
+
+def test_configs_and_the_base_model_on_the_meta_device():
+    assert {p.stem for p in CONFIG_DIR.glob("*.yaml")} == {"tiny", "small", "base"}
+    for name in ("tiny", "small", "base"):
+        assert load_train_config(name)["model"] == name
+    with torch.device("meta"):
+        base = VideoDiT(MODELS["base"], TAX)
+    params = sum(p.numel() for p in base.parameters())
+    assert 1.0e9 < params < 2.0e9  # sized like the 1-2B open video DiTs
+    tokens = 21 * 30 * 52  # 81 frames of 480x832 through the Wan VAE, patch (1, 2, 2)
+    flops = flops_per_step(MODELS["base"], tokens, 512, 1)
+    assert 2 * 3 * params * tokens < flops < 3 * 2 * 3 * params * tokens  # weights + attention over 33k tokens
+
+
+@pytest.fixture(scope="module")
+def small_cfg(tmp_path_factory):
+    """The tiny config made smaller still: 8 frames of 16x16, 4 clips a step, a log line a step."""
+    cfg = yaml.safe_load((CONFIG_DIR / "tiny.yaml").read_text())
+    cfg["data"].update(frames=8, size=[16, 16], batch_size=4)
+    cfg["train"].update(steps=6, log_every=1, ckpt_every=2, warmup=2)
+    cfg["sample"]["steps"] = 4
+    path = tmp_path_factory.mktemp("cfg") / "small.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    return path
+
+
+def pks(*args, **kw):
+    return subprocess.run([sys.executable, "-m", "pks.cli", *map(str, args)], capture_output=True, text=True,
+                          timeout=600, **kw)
+
+
+def losses(run: Path) -> list[tuple[int, float]]:
+    return [(m["step"], m["loss"]) for m in map(json.loads, (run / "metrics.jsonl").read_text().splitlines())]
+
+
+@pytest.fixture(scope="module")
+def trained(sharded_run, small_cfg, tmp_path_factory):
+    run = tmp_path_factory.mktemp("train") / "run"
+    r = pks("train", sharded_run, "--config", small_cfg, "--out", run)
+    assert r.returncode == 0, r.stderr[-3000:]
+    return run
+
+
+def test_a_run_logs_every_step_checkpoints_and_refuses_to_overwrite(trained, sharded_run, small_cfg):
+    assert [s for s, _ in losses(trained)] == [1, 2, 3, 4, 5, 6]
+    assert [p.name for p in sorted((trained / "checkpoints").iterdir())] == ["step-00000004", "step-00000006"]
+    m = json.loads((trained / "metrics.jsonl").read_text().splitlines()[-1])
+    assert m["stage_loss"] and m["steps_per_s"] > 0 and m["tokens_per_s"] > 0
+    assert list((trained / "tensorboard").iterdir())
+    r = pks("train", sharded_run, "--config", small_cfg, "--out", trained)
+    assert r.returncode == 2 and "pass --resume" in r.stderr
+
+
+def test_kill_9_then_resume_reproduces_the_uninterrupted_losses(trained, sharded_run, small_cfg, tmp_path):
+    run = tmp_path / "run"
+    cmd = [sys.executable, "-m", "pks.cli", "train", str(sharded_run), "--config", str(small_cfg), "--out", str(run)]
+    kill_9_when(cmd, lambda: (run / "checkpoints" / "step-00000002").is_dir() and len(losses(run)) >= 3, poll=0.01)
+    assert (run / "checkpoints" / "step-00000002").is_dir() and not (run / "checkpoints" / "step-00000006").exists()
+    torn = run / "checkpoints" / "step-00000004.tmp"  # as a kill during a checkpoint write leaves it
+    torn.mkdir(exist_ok=True)
+    (torn / "state.pt").write_bytes(b"half a checkpoint")
+    r = pks("train", sharded_run, "--config", small_cfg, "--out", run, "--resume")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert losses(run) == losses(trained)  # bit for bit, each step once
+    assert not torn.exists()
+
+
+def test_ddp_and_fsdp_on_two_processes_equal_one_process(trained, sharded_run, small_cfg, tmp_path):
+    torchrun = Path(sys.executable).parent / "torchrun"
+    fsdp_cfg = tmp_path / "fsdp.yaml"
+    cfg = yaml.safe_load(small_cfg.read_text())
+    cfg["train"]["parallel"] = "fsdp"
+    fsdp_cfg.write_text(yaml.safe_dump(cfg))
+    for name, config in (("ddp", small_cfg), ("fsdp", fsdp_cfg)):
+        run = tmp_path / name
+        r = subprocess.run([str(torchrun), "--nproc_per_node", "2", "-m", "pks.cli", "train", str(sharded_run),
+                            "--config", str(config), "--out", str(run)], capture_output=True, text=True, timeout=600)
+        assert r.returncode == 0, r.stderr[-3000:]
+        got, want = losses(run), losses(trained)
+        assert [s for s, _ in got] == [s for s, _ in want]
+        assert all(abs(a - b) <= 1e-5 * abs(b) for (_, a), (_, b) in zip(got, want)), (name, got, want)
+        ema = torch.load(run / "checkpoints" / "step-00000006" / "ema.pt")
+        ref = torch.load(trained / "checkpoints" / "step-00000006" / "ema.pt")
+        assert ema.keys() == ref.keys() and all(torch.allclose(ema[k], ref[k], atol=1e-5) for k in ref)
+    meta = json.loads((tmp_path / "fsdp" / "checkpoints" / "step-00000006" / "meta.json").read_text())
+    assert meta["sharded"] and (tmp_path / "fsdp" / "checkpoints" / "step-00000006" / "state").is_dir()
+
+
+def test_ray_train_with_two_workers(trained, sharded_run, small_cfg, tmp_path):
+    r = pks("train", sharded_run, "--config", small_cfg, "--out", tmp_path / "run", "--ray-workers", "2",
+            env={**os.environ, "RAY_ADDRESS": "local"})
+    assert r.returncode == 0, r.stderr[-3000:]
+    got, want = losses(tmp_path / "run"), losses(trained)
+    assert all(abs(a - b) <= 1e-5 * abs(b) for (_, a), (_, b) in zip(got, want)) and len(got) == len(want)
+
+
+def test_latent_shards_train_the_same_stream(sharded_run, small_cfg, tmp_path):
+    r = pks("train", "encode", sharded_run, "--config", small_cfg, "--out", tmp_path / "latents")
+    assert r.returncode == 0, r.stderr[-3000:]
+    first = json.loads(r.stdout)
+    assert first["written"] == first["shards"] > 0
+    assert first["text_encoded"] == 1  # signals captions: every narrative is the empty one, encoded once
+    again = json.loads(pks("train", "encode", sharded_run, "--config", small_cfg, "--out", tmp_path / "latents").stdout)
+    assert again["kept"] == first["shards"] and again["written"] == 0
+    r = pks("train", tmp_path / "latents", "--config", small_cfg, "--out", tmp_path / "run")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert [s for s, _ in losses(tmp_path / "run")] == [1, 2, 3, 4, 5, 6]
+
+
+def decoded(path):
+    with av.open(str(path)) as c:
+        return [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+
+
+def test_generate_writes_the_requested_clip_and_refuses_bad_tags(trained, sharded_run, tmp_path):
+    out = tmp_path / "clip.mp4"
+    r = pks("generate", trained, "--tags", "camera=pan_left,motion=combat_dash,stage=2", "--narrative", "a dash",
+            "--seed", "3", "--out", out)
+    assert r.returncode == 0, r.stderr[-3000:]
+    meta = json.loads(r.stdout)
+    frames = decoded(out)  # PyAV: decord misreads frames this small
+    assert len(frames) == 8 and frames[0].shape == (16, 16, 3) and meta["checkpoint_step"] == 6
+    again = tmp_path / "again.mp4"
+    pks("generate", trained, "--tags", "camera=pan_left,motion=combat_dash,stage=2", "--narrative", "a dash",
+        "--seed", "3", "--out", again)
+    assert all((a == b).all() for a, b in zip(decoded(again), frames))  # seeded
+    report_run = tmp_path / "curated"  # the report shows generated clips under OUT/generated/
+    shutil.copytree(sharded_run, report_run)
+    pks("generate", trained, "--tags", "camera=tilt_up,shot=wide", "--out", report_run / "generated" / "tilt.mp4")
+    assert pks("report", report_run).returncode == 0
+    page = (report_run / "report.html").read_text()
+    assert "<h2>Generated clips</h2>" in page and "tilt.mp4: camera=tilt_up, shot=wide" in page
+    for tags, message in (("camera=pan_lft", "unknown tag 'pan_lft' on axis camera; valid: static, pan_left"),
+                          ("cam=pan_left", "unknown axis 'cam'; axes: style, motion, camera, vfx, shot, stage"),
+                          ("stage=7", "stage must be 0..3")):
+        r = pks("generate", trained, "--tags", tags, "--out", tmp_path / "x.mp4")
+        assert r.returncode == 2 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+

@@ -1,0 +1,466 @@
+"""`pks train`: the dual-channel DiT on curriculum shards, in a loop as plain as nanoGPT's.
+
+    pks train OUT/shards --config tiny --steps 200 --out RUN        # one process (CPU or GPU)
+    torchrun --nproc_per_node 8 -m pks.cli train ... --out RUN      # DDP, or FSDP2 with train.parallel: fsdp
+    pks train ... --ray-workers 16 --gpu                             # Ray Train on the curation cluster
+
+Rectified flow: x_t = (1 - t) x_0 + t noise, the model predicts the velocity noise - x_0;
+t is logit-normal with a resolution shift. AdamW, warmup + cosine, gradient clipping, EMA,
+bf16 autocast on GPU, optional activation checkpointing and torch.compile.
+
+Every random draw of a sample (its timestep, noise and guidance dropout) is seeded by the
+sample's place in the stream, and the stream itself is a pure function of the seed, so a run
+resumed from a checkpoint, or spread over any number of ranks, computes exactly the same
+steps. Checkpoints are directories written under a temporary name and renamed when complete.
+"""
+from __future__ import annotations
+
+import copy
+import io
+import json
+import math
+import os
+import shutil
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.distributed as dist
+import yaml
+
+import taxonomy
+from pks.errors import UserError
+from pks.seeded import unit
+from training.data import CurriculumLoader, Schedule
+from training.model import MODELS, VideoDiT, flops_per_step
+from training.text import pad_states
+from training.vae import latent_space
+
+CONFIG_DIR = Path(__file__).parent / "configs"
+CKPT = "step-{:08d}"
+PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense tensor-core peaks
+
+
+# ---- configuration ----------------------------------------------------------------------
+def load_train_config(name: str | Path, overrides: dict | None = None) -> dict:
+    """A config from training/configs/{name}.yaml or a YAML file, with dotted overrides."""
+    path = CONFIG_DIR / f"{name}.yaml"
+    if not path.is_file():
+        path = Path(name)
+    if not path.is_file():
+        names = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
+        raise UserError(f"no training config {str(name)!r}: name one of {names}, or a YAML file")
+    cfg = yaml.safe_load(path.read_text())
+    for dotted, v in (overrides or {}).items():
+        if v is None:
+            continue
+        node = cfg
+        *parents, leaf = dotted.split(".")
+        for k in parents:
+            node = node[k]
+        if leaf not in node:
+            raise UserError(f"unknown training config key {dotted}")
+        node[leaf] = v
+    if cfg["model"] not in MODELS:
+        raise UserError(f"training config model must be one of {', '.join(MODELS)}, got {cfg['model']!r}")
+    if cfg["data"]["batch_size"] < 1 or cfg["train"]["steps"] < 1:
+        raise UserError("training config needs data.batch_size >= 1 and train.steps >= 1")
+    return cfg
+
+
+def shards_root(source: str | Path) -> Path:
+    """OUT/shards of a curate run, or a shards folder (raw or latent) itself."""
+    source = Path(source)
+    for root in (source / "shards", source):
+        if (root / "index.parquet").is_file():
+            return root
+    raise UserError(f"no shards in {source} (give a curate OUT folder or its shards/ folder; run pks shard first)")
+
+
+# ---- conditioning -------------------------------------------------------------------------
+def known_axes(record: dict) -> list[bool]:
+    """Which tag axes a clip's caption actually labels: none without a caption; camera and vfx
+    for the model-free `signals` captioner (style and motion are not measurable); all for a VLM
+    or a human. An unlabelled axis is 'unknown' to the tag encoder, not 'empty'."""
+    cap = record.get("caption")
+    if not cap:
+        return [False] * len(taxonomy.TAG_AXES)
+    if (record.get("caption_source") or "").startswith("signals"):
+        return [a in ("camera", "vfx") for a in taxonomy.TAG_AXES]
+    return [True] * len(taxonomy.TAG_AXES)
+
+
+def fold_tags(text: str, tags: dict[str, list[str]], shot: str | None, stage: int | None) -> str:
+    """The text-only ablation: tags written into the narrative instead of the tag channel."""
+    parts = [f"{a}: {', '.join(v)}" for a, v in tags.items() if v]
+    parts += [f"shot: {shot}"] if shot else []
+    parts += [f"stage {stage}"] if stage is not None else []
+    return f"{text} [{'; '.join(parts)}]" if parts else text
+
+
+def tag_lists(tags: dict[str, torch.Tensor], i: int, tax) -> dict[str, list[str]]:
+    return {a: [tax.axes[a].ids[j] for j in torch.nonzero(tags[a][i]).flatten().tolist()] for a in taxonomy.TAG_AXES}
+
+
+def draws(seed: int, index: int, latent_shape: tuple, cfg: dict) -> dict:
+    """Everything random about one sample, from its place in the stream: timestep, noise and
+    guidance dropout. Counter-based, so resume and any rank count give the same draws."""
+    g = torch.Generator().manual_seed(int(unit(seed, "sample", index) * 2 ** 62))
+    tc = cfg["train"]
+    t = torch.sigmoid(tc["logit_mean"] + tc["logit_std"] * torch.randn((), generator=g))
+    s = tc["shift"]
+    t = s * t / (1 + (s - 1) * t)  # resolution shift: more noise for more tokens (SD3)
+    noise = torch.randn(latent_shape, generator=g)
+    drop = torch.rand(len(taxonomy.TAG_AXES) + 3, generator=g)
+    return {"t": t, "noise": noise, "drop_axes": drop[:4] < tc["drop_tags"], "drop_shot": bool(drop[4] < tc["drop_tags"]),
+            "drop_stage": bool(drop[5] < tc["drop_tags"]), "drop_text": bool(drop[6] < tc["drop_text"])}
+
+
+def conditions(batch: dict, samples: list[dict], tax, tag_channel: bool) -> dict:
+    """The model's conditioning for a batch, guidance dropout applied: tag multi-hots, known
+    axes, shot and stage (-1 unknown), and the narratives to encode."""
+    n = len(batch["records"])
+    known = torch.tensor([known_axes(r) for r in batch["records"]])
+    unspecified = tax.axes[taxonomy.SHOT_AXIS].ids.index("unspecified") if "unspecified" in tax.axes[
+        taxonomy.SHOT_AXIS].ids else -2
+    shot = torch.where(batch["shot"] == unspecified, -1, batch["shot"])
+    stage = batch["stage"].clone()
+    texts = list(batch["text"])
+    for i, d in enumerate(samples):
+        known[i] &= ~d["drop_axes"]
+        if d["drop_shot"]:
+            shot[i] = -1
+        if d["drop_stage"]:
+            stage[i] = -1
+        if d["drop_text"]:
+            texts[i] = ""
+    if not tag_channel:  # ablation: the tags only as words in the narrative
+        for i in range(n):
+            lists = {a: v for a, v in tag_lists(batch["tags"], i, tax).items() if known[i, taxonomy.TAG_AXES.index(a)]}
+            shot_name = tax.axes[taxonomy.SHOT_AXIS].ids[shot[i]] if shot[i] >= 0 else None
+            texts[i] = fold_tags(texts[i], lists, shot_name, int(stage[i]) if stage[i] >= 0 else None)
+        known[:] = False
+        shot[:], stage[:] = -1, -1
+    return {"tags": batch["tags"], "known": known, "shot": shot, "stage": stage, "texts": texts}
+
+
+# ---- parts -------------------------------------------------------------------------------
+def text_encoder_path(cfg: dict, run: Path) -> Path:
+    """The configured T5-family folder, or a tiny random UMT5 built once into RUN/."""
+    te = cfg["text_encoder"]
+    if te.get("path"):
+        return Path(te["path"])
+    path = run / "text_encoder"
+    if not (path / "config.json").is_file():
+        from training.tiny import build_text_encoder
+
+        tmp = run / "text_encoder.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        build_text_encoder(tmp, d_model=te["tiny_dim"], seed=cfg["train"]["seed"])
+        os.replace(tmp, path)
+    return path
+
+
+def build_model(cfg: dict, tax=None) -> VideoDiT:
+    torch.manual_seed(cfg["train"]["seed"])
+    return VideoDiT(MODELS[cfg["model"]], tax)
+
+
+def lr_at(step: int, tc: dict) -> float:
+    """Linear warmup, then cosine from lr down to min_lr at the last step."""
+    if step < tc["warmup"]:
+        return tc["lr"] * (step + 1) / tc["warmup"]
+    a = min(1.0, (step - tc["warmup"]) / max(1, tc["steps"] - tc["warmup"]))
+    return tc["min_lr"] + 0.5 * (tc["lr"] - tc["min_lr"]) * (1 + math.cos(math.pi * a))
+
+
+# ---- checkpoints -------------------------------------------------------------------------
+def checkpoints(run: Path) -> list[Path]:
+    """Finished checkpoints, oldest first (a temporary directory left by a kill is not one)."""
+    d = run / "checkpoints"
+    return sorted(p for p in d.glob("step-*") if p.is_dir() and p.name[5:].isdigit()) if d.is_dir() else []
+
+
+def save_checkpoint(run: Path, step: int, model, ema: dict, opt, sharded: bool, rank: int, keep: int) -> None:
+    """RUN/checkpoints/step-N/: state (one file, or torch.distributed.checkpoint shards), the EMA
+    weights in full for sampling, meta.json. Written under a temporary name, renamed when whole."""
+    final = run / "checkpoints" / CKPT.format(step)
+    tmp = final.with_name(final.name + ".tmp")
+    if rank == 0:
+        shutil.rmtree(tmp, ignore_errors=True)
+        tmp.mkdir(parents=True)
+    if sharded:
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import get_state_dict
+
+        dist.barrier()
+        msd, osd = get_state_dict(model, opt)
+        dcp.save({"model": msd, "optimizer": osd, "ema": ema}, checkpoint_id=str(tmp / "state"))
+        full = {k: (v.full_tensor() if hasattr(v, "full_tensor") else v).cpu() for k, v in ema.items()}  # collective
+    else:
+        full = {k: v.cpu() for k, v in ema.items()}
+        if rank == 0:
+            torch.save({"model": unwrap(model).state_dict(), "optimizer": opt.state_dict()}, tmp / "state.pt")
+    if rank == 0:
+        torch.save(full, tmp / "ema.pt")
+        (tmp / "meta.json").write_text(json.dumps({"step": step, "sharded": sharded,
+                                                   "rng": torch.get_rng_state().tolist()}))
+        os.replace(tmp, final)
+        for old in checkpoints(run)[:-keep]:
+            shutil.rmtree(old, ignore_errors=True)
+    if dist.is_initialized():
+        dist.barrier()
+
+
+def load_checkpoint(path: Path, model, ema: dict, opt) -> int:
+    meta = json.loads((path / "meta.json").read_text())
+    if meta["sharded"]:
+        import torch.distributed.checkpoint as dcp
+        from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+
+        msd, osd = get_state_dict(model, opt)
+        state = {"model": msd, "optimizer": osd, "ema": ema}
+        dcp.load(state, checkpoint_id=str(path / "state"))
+        set_state_dict(model, opt, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
+    else:
+        state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
+        unwrap(model).load_state_dict(state["model"])
+        opt.load_state_dict(state["optimizer"])
+        saved = torch.load(path / "ema.pt", map_location="cpu", weights_only=True)
+        for k, v in ema.items():
+            v.copy_(saved[k])
+    torch.set_rng_state(torch.tensor(meta["rng"], dtype=torch.uint8))
+    return meta["step"]
+
+
+def iter_raw(root: Path):
+    """Raw samples of the first shard of a shards folder (to read a sample's shapes)."""
+    import pyarrow.parquet as pq
+    import webdataset as wds
+
+    first = pq.read_table(root / "index.parquet", columns=["shard"]).column("shard")[0].as_py()
+    return iter(wds.WebDataset(str(root / first), shardshuffle=False, empty_check=False))
+
+
+def unwrap(model):
+    model = getattr(model, "_orig_mod", model)  # torch.compile
+    return getattr(model, "module", model)  # DDP
+
+
+# ---- the loop ----------------------------------------------------------------------------
+def setup_distributed() -> tuple[int, int, torch.device]:
+    """Rank, world size and device: torchrun's environment, Ray Train's process group, or one
+    process."""
+    if not dist.is_initialized() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
+        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
+    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
+    if torch.cuda.is_available():
+        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
+        torch.cuda.set_device(device)
+    else:
+        device = torch.device("cpu")
+    return rank, world, device
+
+
+def train(source: str | Path, run: str | Path, cfg: dict, resume: bool = False, progress: bool = True) -> dict:
+    """Train (or resume) a run. Returns the last logged metrics."""
+    rank, world, device = setup_distributed()
+    run = Path(run)
+    root = shards_root(source)
+    latents = (root / "encode.json").is_file()  # latent shards from `pks train encode`
+    if latents:
+        enc = json.loads((root / "encode.json").read_text())
+        if not cfg.get("tag_channel", True):
+            raise UserError("the text-only ablation folds tags into the narrative: train it on raw shards")
+        cfg = copy.deepcopy(cfg)  # the data and encoders are the ones the latents were made with
+        cfg["latent"], cfg["text_encoder"]["path"] = enc["latent"], enc["text_encoder"]
+        cfg["data"].update(frames=enc["frames"], fps=enc["fps"], size=enc["size"])
+    tc, dc = cfg["train"], cfg["data"]
+    if rank == 0:
+        run.mkdir(parents=True, exist_ok=True)
+        if checkpoints(run) and not resume:
+            raise UserError(f"{run} already holds a run; pass --resume to continue it, or choose another --out")
+        for stale in (run / "checkpoints").glob("*.tmp") if (run / "checkpoints").is_dir() else []:
+            shutil.rmtree(stale)  # a checkpoint a kill interrupted
+        (run / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    if dist.is_initialized():
+        dist.barrier()
+    tax = taxonomy.load()
+    from training.text import TextEncoder
+
+    if latents:  # no VAE or text encoder in memory: their outputs are in the shards
+        from training.encode import EMPTY_TEXT
+
+        text_encoder, space = None, None
+        empty_text = torch.from_numpy(np.load(root / EMPTY_TEXT).astype(np.float32))
+        text_dim = empty_text.shape[-1]
+        latent_shape = tuple(np.load(io.BytesIO(next(iter_raw(root)).get("latent.npy"))).shape)
+    else:
+        te_path = text_encoder_path(cfg, run) if rank == 0 else None
+        if dist.is_initialized():
+            holder = [te_path]
+            dist.broadcast_object_list(holder, src=0)
+            te_path = holder[0]
+        text_encoder = TextEncoder(te_path, cfg["text_encoder"]["max_length"], device)
+        text_dim = text_encoder.dim
+        space = latent_space(cfg, device)
+        latent_shape = space.latent_shape(dc["frames"], tuple(dc["size"]))
+
+    model = build_model(cfg, tax).to(device)
+    if model.cfg.text_dim != text_dim:
+        raise UserError(f"model {cfg['model']} reads text states of width {model.cfg.text_dim}, "
+                        f"the text encoder gives {text_dim}")
+    model.grad_checkpointing = tc["grad_checkpointing"]
+    sharded = world > 1 and tc["parallel"] == "fsdp"
+    if sharded:
+        from torch.distributed.device_mesh import init_device_mesh
+        from torch.distributed.fsdp import fully_shard
+
+        mesh = init_device_mesh(device.type, (world,))
+        for block in model.blocks:
+            fully_shard(block, mesh=mesh)
+        fully_shard(model, mesh=mesh)
+    ema = {k: v.detach().clone() for k, v in model.named_parameters()}
+    decay_params = [p for n, p in model.named_parameters() if p.dim() >= 2]
+    other_params = [p for n, p in model.named_parameters() if p.dim() < 2]
+    opt = torch.optim.AdamW([{"params": decay_params, "weight_decay": tc["weight_decay"]},
+                             {"params": other_params, "weight_decay": 0.0}], lr=tc["lr"], betas=tuple(tc["betas"]))
+    start = 0
+    if resume and checkpoints(run):
+        start = load_checkpoint(checkpoints(run)[-1], model, ema, opt)
+    if world > 1 and not sharded:
+        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+    if tc["compile"]:
+        model = torch.compile(model)
+    metrics_path = run / "metrics.jsonl"
+    if rank == 0 and metrics_path.exists():  # drop lines a killed run logged after its last checkpoint
+        lines = [ln for ln in metrics_path.read_text().splitlines() if ln and json.loads(ln)["step"] <= start]
+        metrics_path.write_text("".join(ln + "\n" for ln in lines))
+
+    sched = dc["schedule"]
+    from training.encode import LatentLoader
+
+    loader = (LatentLoader if latents else CurriculumLoader)(root, frames=dc["frames"], fps=dc["fps"], size=tuple(dc["size"]),
+                              batch_size=dc["batch_size"], seed=tc["seed"], start_step=start, steps=tc["steps"] - start,
+                              schedule=Schedule(tuple(sched["start"]), tuple(sched["end"]), sched["steps"]),
+                              random_window=dc["random_window"], rank=rank, world_size=world, split_batches=True)
+    batches = torch.utils.data.DataLoader(loader, batch_size=None, num_workers=dc["workers"])
+    tokens = math.prod(latent_shape[1:]) // math.prod(model_cfg(model).patch)
+    flops = flops_per_step(model_cfg(model), tokens, cfg["text_encoder"]["max_length"], dc["batch_size"])
+    peak = next((v for k, v in PEAK_BF16_FLOPS.items() if device.type == "cuda" and k in torch.cuda.get_device_name(device)), None)
+    writer = None
+    if rank == 0:
+        try:
+            from torch.utils.tensorboard import SummaryWriter
+            writer = SummaryWriter(str(run / "tensorboard"))
+        except ImportError:  # tensorboard is optional
+            writer = None
+    bar = None
+    if rank == 0 and progress:
+        from tqdm import tqdm
+        bar = tqdm(total=tc["steps"], initial=start, desc="pks train", unit="step", dynamic_ncols=True)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and tc["bf16"])
+    last, window = {}, {"loss": 0.0, "n": 0, "stage": np.zeros((4, 2)), "t0": time.perf_counter()}
+    model.train()
+    for batch in batches:
+        step = batch["step"]
+        for g in opt.param_groups:
+            g["lr"] = lr_at(step, tc)
+        samples = [draws(tc["seed"], int(i), latent_shape, cfg) for i in batch["index"]]
+        cond = conditions(batch, samples, tax, cfg.get("tag_channel", True))
+        if latents:
+            x0 = batch["latent"].to(device)
+            states = [empty_text if d["drop_text"] else s for d, s in zip(samples, batch["text_states"])]
+        else:
+            x0 = space.encode(batch["video"]).to(device)
+            states = text_encoder.states(cond["texts"])
+        noise = torch.stack([d["noise"] for d in samples]).to(device)
+        t = torch.stack([d["t"] for d in samples]).to(device)
+        tt = t.view(-1, 1, 1, 1, 1)
+        xt, target = (1 - tt) * x0 + tt * noise, noise - x0
+        text, mask = pad_states(states)
+        with autocast:
+            pred = model(xt, t, text.to(device), mask.to(device), {a: v.to(device) for a, v in cond["tags"].items()},
+                         cond["known"].to(device), cond["shot"].to(device), cond["stage"].to(device))
+        per_sample = ((pred.float() - target) ** 2).mean(dim=(1, 2, 3, 4))
+        loss = per_sample.mean()
+        opt.zero_grad(set_to_none=True)
+        loss.backward()
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc["grad_clip"])
+        opt.step()
+        with torch.no_grad():
+            for k, p in model.named_parameters():
+                ema[k.removeprefix("_orig_mod.").removeprefix("module.")].lerp_(p.detach(), 1 - tc["ema_decay"])
+        # Loss per curriculum stage, summed over ranks for the log.
+        st = np.zeros((4, 2))
+        for s, v in zip(batch["stage"].tolist(), per_sample.detach().cpu().tolist()):
+            st[s] += (v, 1)
+        window["loss"] += loss.item() * len(per_sample)
+        window["n"] += len(per_sample)
+        window["stage"] += st
+        done = step + 1
+        if done % tc["log_every"] == 0 or done == tc["steps"]:
+            stats = torch.tensor([window["loss"], window["n"], *window["stage"].ravel()], dtype=torch.float64)
+            if dist.is_initialized():
+                dist.all_reduce(stats)
+            dt = time.perf_counter() - window["t0"]
+            steps_done = window["n"] * world / dc["batch_size"]
+            stage = stats[2:].view(4, 2)
+            last = {"step": done, "loss": float(stats[0] / stats[1]), "lr": lr_at(step, tc),
+                    "grad_norm": float(norm), "stage_loss": {str(k): float(stage[k, 0] / stage[k, 1])
+                                                             for k in range(4) if stage[k, 1]},
+                    "steps_per_s": steps_done / dt, "tokens_per_s": steps_done * dc["batch_size"] * tokens / dt,
+                    "tflops": steps_done * flops / dt / 1e12}
+            if peak:
+                last["mfu"] = steps_done * flops / dt / (peak * world)
+            if device.type == "cuda":
+                last["peak_memory_gb"] = torch.cuda.max_memory_allocated(device) / 2 ** 30
+            if rank == 0:
+                with open(metrics_path, "a") as f:
+                    f.write(json.dumps(last) + "\n")
+                if writer:
+                    for k, v in last.items():
+                        if isinstance(v, dict):
+                            writer.add_scalars(k, v, done)
+                        elif k != "step":
+                            writer.add_scalar(k, v, done)
+            window = {"loss": 0.0, "n": 0, "stage": np.zeros((4, 2)), "t0": time.perf_counter()}
+        if bar:
+            bar.update(1)
+            if last:
+                bar.set_postfix(loss=f"{last['loss']:.4f}", steps_s=f"{last['steps_per_s']:.2f}")
+        if done % tc["ckpt_every"] == 0 or done == tc["steps"]:
+            save_checkpoint(run, done, model, ema, opt, sharded, rank, tc["keep_ckpts"])
+    if bar:
+        bar.close()
+    if writer:
+        writer.close()
+    return last
+
+
+def model_cfg(model):
+    return unwrap(model).cfg
+
+
+def train_ray(source: str | Path, run: str | Path, cfg: dict, workers: int, use_gpu: bool, resume: bool) -> dict:
+    """The same loop on a Ray cluster through Ray Train's TorchTrainer: one worker per GPU (or
+    CPU process), the process group set up by Ray; RUN must be on storage every node sees."""
+    from ray.train import RunConfig, ScalingConfig
+    from ray.train.torch import TorchTrainer
+
+    run = Path(run).resolve()
+
+    def loop(config):
+        from ray import train as ray_train
+
+        metrics = train(config["source"], config["run"], config["cfg"], config["resume"], progress=False)
+        ray_train.report(metrics)
+
+    trainer = TorchTrainer(loop, train_loop_config={"source": str(Path(source).resolve()), "run": str(run),
+                                                    "cfg": copy.deepcopy(cfg), "resume": resume},
+                           scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu),
+                           run_config=RunConfig(name="pks-train", storage_path=str(run / "ray")))
+    trainer.fit()
+    lines = (run / "metrics.jsonl").read_text().splitlines()
+    return json.loads(lines[-1]) if lines else {}

@@ -1,0 +1,72 @@
+"""The generator's latent space: a video VAE through `diffusers` (AutoencoderKLWan from a local
+folder: 4x temporal and 8x spatial compression), or plain pixels for the smallest CPU run.
+
+Both map uint8 video [B, T, 3, H, W] to float latents [B, C, T', H', W'] and back. Wan's
+latents are normalised with the mean and std in its config, so the DiT sees unit scale.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+
+class PixelSpace:
+    """No compression: pixels scaled to [-1, 1]. Fine for tiny runs, where a random VAE could
+    not reconstruct anything."""
+    channels, time_stride, space_stride = 3, 1, 1
+    name = "pixel"
+
+    def latent_shape(self, frames: int, size: tuple[int, int]) -> tuple[int, int, int, int]:
+        return self.channels, frames, size[0], size[1]
+
+    def encode(self, video: torch.Tensor) -> torch.Tensor:
+        return video.permute(0, 2, 1, 3, 4).float() / 127.5 - 1.0
+
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        return ((z.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 1, 3, 4)
+
+
+class WanVAE:
+    """diffusers' AutoencoderKLWan, frozen. Clips need 1 + 4k frames and sides divisible by 8."""
+    time_stride, space_stride = 4, 8
+
+    def __init__(self, path: str | Path, device: str | torch.device = "cpu", dtype=torch.float32):
+        from diffusers import AutoencoderKLWan
+
+        path = Path(path)
+        if not (path / "config.json").is_file():
+            raise FileNotFoundError(f"no VAE in {path} (a local AutoencoderKLWan folder; PKS never downloads)")
+        self.vae = AutoencoderKLWan.from_pretrained(path, torch_dtype=dtype).to(device).eval().requires_grad_(False)
+        cfg = self.vae.config
+        self.channels = cfg.z_dim
+        self.mean = torch.tensor(cfg.latents_mean, device=device).view(1, -1, 1, 1, 1)
+        self.std = torch.tensor(cfg.latents_std, device=device).view(1, -1, 1, 1, 1)
+        self.device, self.dtype, self.name = device, dtype, f"wan:{path}"
+
+    def latent_shape(self, frames: int, size: tuple[int, int]) -> tuple[int, int, int, int]:
+        if (frames - 1) % self.time_stride or size[0] % self.space_stride or size[1] % self.space_stride:
+            raise ValueError(f"the Wan VAE needs 1 + 4k frames and sides divisible by 8, got {frames} x {size}")
+        return self.channels, (frames - 1) // 4 + 1, size[0] // 8, size[1] // 8
+
+    @torch.no_grad()
+    def encode(self, video: torch.Tensor) -> torch.Tensor:
+        x = video.to(self.device).permute(0, 2, 1, 3, 4).to(self.dtype) / 127.5 - 1.0
+        z = self.vae.encode(x).latent_dist.mean
+        return ((z - self.mean) / self.std).float()
+
+    @torch.no_grad()
+    def decode(self, z: torch.Tensor) -> torch.Tensor:
+        x = self.vae.decode((z.to(self.device) * self.std + self.mean).to(self.dtype)).sample
+        return ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 1, 3, 4).cpu()
+
+
+def latent_space(cfg: dict, device="cpu") -> PixelSpace | WanVAE:
+    lat = cfg["latent"]
+    if lat["kind"] == "pixel":
+        return PixelSpace()
+    if lat["kind"] == "wan":
+        if not lat.get("path"):
+            raise ValueError("latent.kind wan needs latent.path (a local AutoencoderKLWan folder)")
+        return WanVAE(lat["path"], device)
+    raise ValueError(f"latent.kind must be pixel or wan, got {lat['kind']!r}")
