@@ -190,8 +190,8 @@ def process_video(path: str, vid: str, out: Path, cfg: dict,
     if isinstance(got, ClipRecord):
         return [got]
     if previous and not any(r.whole_video for r in previous if r.status == "error"):
-        retry = [i for i, r in enumerate(previous) if r.status == "error"]
-        redone = iter(clip_stages(got, [retry_copy(previous[i]) for i in retry], out, cfg))
+        retry = {i for i, r in enumerate(previous) if r.status == "error"}
+        redone = iter(clip_stages(got, [retry_copy(previous[i]) for i in sorted(retry)], out, cfg))
         return [next(redone) if i in retry else r for i, r in enumerate(previous)]
     try:
         records = split(got, cfg)
