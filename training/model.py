@@ -67,6 +67,15 @@ def rope_angles(grid: tuple[int, int, int], head_dim: int, theta: float = 10000.
     return angles.reshape(t * h * w, head_dim // 2).float()
 
 
+def sincos_3d(grid: tuple[int, int, int], dim: int) -> torch.Tensor:
+    """Fixed absolute position embeddings [T*H*W, dim] (DiT's sin-cos, factorised over t, h, w
+    with the same split as the rotary angles). RoPE alone makes the network translation-
+    equivariant, so a token cannot tell where in the frame it is; small models need that to lay
+    out a picture from noise."""
+    angles = rope_angles(grid, dim)  # [N, dim/2]
+    return torch.cat([angles.sin(), angles.cos()], dim=-1)
+
+
 def apply_rope(x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
     """Rotate consecutive pairs of x [B, heads, N, head_dim] by the angles [N, head_dim/2]."""
     cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
@@ -229,6 +238,7 @@ class VideoDiT(nn.Module):
             raise ValueError(f"latent size {(T, H, W)} is not divisible by the patch {self.cfg.patch}")
         grid = (T // pt, H // ph, W // pw)
         tokens = self.patchify(x).flatten(2).transpose(1, 2)  # [B, N, D]
+        tokens = tokens + sincos_3d(grid, self.cfg.dim).to(tokens.device, tokens.dtype)
         angles = rope_angles(grid, self.cfg.dim // self.cfg.heads, self.cfg.rope_theta).to(x.device)
         cond = self.condition(t, tags, known, shot, stage)
         context = self.text_proj(text)
