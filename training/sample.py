@@ -88,10 +88,7 @@ def sample(model, text_encoder, space, cfg: dict, tags: dict[str, list[str]], na
     if not cfg.get("tag_channel", True):  # the ablation reads its tags as words
         narrative = fold_tags(narrative, tags, shot, stage)
         known[:], shot_i[:], stage_i[:] = False, -1, -1
-        texts = ["", "", narrative]
-    else:
-        texts = ["", "", narrative]  # none, tags only, tags + narrative
-    text, mask = pad_states(text_encoder.states(texts))
+    text, mask = pad_states(text_encoder.states(["", "", narrative]))  # none, tags only, tags + narrative
     text, mask = text.to(device), mask.to(device)
     g = torch.Generator().manual_seed(seed)
     x = torch.randn((1, *shape), generator=g).to(device)
