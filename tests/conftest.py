@@ -2,11 +2,28 @@
 from __future__ import annotations
 
 import json
+import os
+import sys
 from pathlib import Path
 
 import pytest
 
 from pks.synth import synthesize
+
+# A Ray Data job that stops moving fails in minutes, not after Ray's default 30 (CI once hung there).
+os.environ.setdefault("RAY_DATA_EXECUTION_NO_PROGRESS_TIMEOUT_S", "300")
+
+
+@pytest.fixture(autouse=True)
+def no_ray_left_running():
+    """Each test starts from no Ray in this process. `shard_run` and `run` start Ray when none
+    is up and leave it running, as Ray Data does; one such cluster living on through later
+    tests (DataLoader workers forked from this process, drivers killed with -9) once left
+    every later task waiting forever on CI. A fresh cluster per test costs ~2 s."""
+    yield
+    ray = sys.modules.get("ray")
+    if ray is not None and ray.is_initialized():
+        ray.shutdown()
 
 
 @pytest.fixture(scope="session")

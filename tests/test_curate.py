@@ -24,7 +24,7 @@ EXPECTED_ERRORS = {
 }
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def ray_local():
     ray = pytest.importorskip("ray")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
