@@ -69,10 +69,15 @@ def synth(out: Path = typer.Argument(..., help="Folder to write videos and truth
           shots: Optional[int] = typer.Option(None, min=1, help="Shots per video (default: 6-10, random)."),
           size: Optional[str] = typer.Option(None, help="Frame size WxH (default: varied per video)."),
           fps: Optional[str] = typer.Option(None, help="Frame rate, e.g. 24, 24000/1001 (default: varied)."),
-          crf: Optional[int] = typer.Option(None, min=0, max=51, help="x264 quality (default: varied 16-30).")):
-    """Synthesise cel-shaded anime footage with ground-truth JSON beside each mp4."""
+          crf: Optional[int] = typer.Option(None, min=0, max=51, help="x264 quality (default: varied 16-30)."),
+          family: str = typer.Option("cel", help="Footage family: cel (flat cel shading) or painted (painted "
+                                                 "backgrounds, grain, mattes, title cards; rendered independently).")):
+    """Synthesise anime footage with ground-truth JSON beside each mp4."""
     from pks.synth import synthesize
+    from pks.synth.video import FAMILIES
 
+    if family not in FAMILIES:
+        raise UserError(f"--family must be one of {', '.join(FAMILIES)}, got {family!r}")
     if fps is not None:
         try:
             from fractions import Fraction
@@ -80,7 +85,7 @@ def synth(out: Path = typer.Argument(..., help="Folder to write videos and truth
                 raise ValueError
         except (ValueError, ZeroDivisionError):
             raise UserError(f"--fps must be a positive number or fraction, got {fps!r}") from None
-    paths = synthesize(out, videos, seed=seed, n_shots=shots, size=_size(size), fps=fps, crf=crf)
+    paths = synthesize(out, videos, seed=seed, n_shots=shots, size=_size(size), fps=fps, crf=crf, family=family)
     for p in paths:
         t = json.loads(p.with_suffix(".json").read_text())
         typer.echo(f"{p}  {t['width']}x{t['height']} @ {t['fps_fraction']} fps, {t['n_frames']} frames, "

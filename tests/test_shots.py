@@ -56,6 +56,51 @@ def test_fade_through_black_is_one_fade(a, b):
     assert found[0].span[0] <= len(a) <= found[0].span[1]
 
 
+def black(n):
+    return np.zeros((n, 36, 64, 3), np.uint8)
+
+
+def card(n):
+    """A title on near-black, as title cards and eyecatches are."""
+    img = np.full((36, 64, 3), 8, np.uint8)
+    cv2.putText(img, "EP 7", (14, 22), cv2.FONT_HERSHEY_SIMPLEX, 0.35, (225, 222, 210), 1, cv2.LINE_AA)
+    return np.repeat(img[None], n, 0)
+
+
+def faded(frames, out=True):
+    L = len(frames)
+    k = [(1 - (j + 1) / (L + 1)) if out else (j + 1) / (L + 1) for j in range(L)]
+    return (frames * np.array(k)[:, None, None, None]).astype(np.uint8)
+
+
+@pytest.mark.parametrize("between", ["black", "card", "fade_to_black_and_back", "black_to_same_scene"])
+def test_no_clip_holds_black_or_card_frames(a, b, between):
+    """Cuts to and from black and title cards, fades to black and back (also into the same
+    scene) are boundaries whose span covers every black or card frame."""
+    second = a if between == "black_to_same_scene" else b
+    if between == "black":
+        gap = black(10)
+    elif between == "card":
+        gap = card(14)
+    else:
+        gap = np.concatenate([faded(a[-8:]), black(4), faded(second[:8], out=False)])
+    first = a[:-8] if between.startswith(("fade", "black_to")) else a
+    if between == "black_to_same_scene":
+        gap = black(6)
+    frames = np.concatenate([first, gap, second[8:] if between.startswith("fade") else second])
+    found = AnimeDetector().detect(frames, 24.0)
+    assert len(found) == 1 and found[0].span, found
+    shots = shots_from_boundaries(found, len(frames), 24.0)
+    dark = {i for i, f in enumerate(frames) if f.mean() < 20}
+    assert len(shots) == 2 and not any(s.start_frame <= i < s.end_frame for s in shots for i in dark)
+
+
+def test_black_at_the_start_and_end_belongs_to_no_clip(a):
+    frames = np.concatenate([card(12), a, black(9)])
+    shots = shots_from_boundaries(AnimeDetector().detect(frames, 24.0), len(frames), 24.0)
+    assert [(s.start_frame, s.end_frame) for s in shots] == [(12, 12 + len(a))]
+
+
 def test_dissolve_is_one_dissolve():
     a = shot(4, camera="static", cadence=3, deformation=0.1)
     b = shot(5, camera="static", cadence=2, deformation=0.1)

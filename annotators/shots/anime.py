@@ -36,6 +36,8 @@ class AnimeDetector(ShotDetector):
     quantile: float = 40.0  # the tile-change percentile that measures a frame change
     cut_threshold: float = 0.35  # minimum distance of a cut
     ratio: float = 1.9  # a cut's jump over the local baseline of drawing changes
+    quiet_cut: float = 0.1  # a smaller jump is a cut too where it stands out this much more...
+    quiet_ratio: float = 6.0  # ...over the baseline: a cut within one place, to a new framing
     window: int = 12  # frames either side for the baseline
     baseline_percentile: float = 90.0  # of the neighbours' jumps: the size of a drawing change
     flash_lookahead: int = 6  # frames after a jump in which the shot may come back
@@ -49,6 +51,10 @@ class AnimeDetector(ShotDetector):
     dissolve_across: float = 0.6  # change between the frames just outside the span
     dissolve_aligned: float = 0.7  # ...and what remains of it after undoing a camera move
     min_gap: int = 6  # boundaries closer than this are one boundary
+    dark_luma: float = 32.0  # a blank frame: mean luma under this (video black decodes at 16-24)...
+    dark_bright_share: float = 0.1  # ...with at most this share of it brighter than 80 (title text)
+    blank_max_flash: int = 2  # blank runs this short are flashes when the shot comes back
+    ramp_max: int = 30  # frames a fade into or out of a blank run may take
 
     # ---- features -----------------------------------------------------------------------
     def _features(self, frames: np.ndarray):
@@ -100,8 +106,30 @@ class AnimeDetector(ShotDetector):
     def detect(self, frames: np.ndarray, fps: float) -> list[Boundary]:
         if len(frames) < 3:
             return []
+        frames = self._unmatted(frames)
         z, jump, low, gradual = self.gradual(frames)
         return self._merge(self._cuts(z, jump, low, gradual) + gradual, jump)
+
+    def _unmatted(self, frames: np.ndarray) -> np.ndarray:
+        """The picture without letterbox or pillarbox bars (rows or columns dark in nearly
+        every frame), stretched back to `frame_size`: bars are the same in every shot, and
+        left in they would dilute every change."""
+        grey = frames.astype(np.float32).mean(-1)
+        rows = np.percentile(grey.max(2), 98, axis=0) < self.dark_luma
+        cols = np.percentile(grey.max(1), 98, axis=0) < self.dark_luma
+
+        def inner(dark):
+            a, b = 0, len(dark)
+            while a < b and dark[a]:
+                a += 1
+            while b > a and dark[b - 1]:
+                b -= 1
+            return a, b
+
+        (t, b), (l, r) = inner(rows), inner(cols)
+        if (t, b, l, r) == (0, len(rows), 0, len(cols)) or b - t < len(rows) // 3 or r - l < len(cols) // 3:
+            return frames
+        return np.stack([cv2.resize(f[t:b, l:r], self.frame_size, interpolation=cv2.INTER_LINEAR) for f in frames])
 
     def gradual(self, frames: np.ndarray):
         """Features, frame-to-frame changes, flat frames, and the fades and dissolves.
@@ -112,13 +140,57 @@ class AnimeDetector(ShotDetector):
         jump = np.zeros(n, np.float32)
         jump[1:] = self._dist(z, idx - 1, idx)
         low = self._low_contrast(contrast)
-        fades = self._fades(z, contrast, low)
+        blank = self._blank_runs(frames, z, contrast, low)
+        covered = np.zeros(n, bool)
+        for b in blank:
+            covered[b.span[0]:b.span[1]] = True
+        fades = [f for f in self._fades(z, contrast, low) if not covered[f.span[0]:f.span[1]].any()] + blank
         return z, jump, low, fades + self._dissolves(z, blurred, jump, low, fades)
+
+    def _blank_runs(self, frames: np.ndarray, z, contrast, low) -> list[Boundary]:
+        """Black frames, title cards on black and flat frames between shots: a boundary whose
+        span covers the run and the fades into and out of it, so no clip holds them. Cuts to
+        black, fades to black and back (even into the same scene) and cards all end a shot;
+        only a run of 1-2 frames after which the shot comes back is a flash, not a boundary."""
+        n = len(frames)
+        luma = frames.astype(np.float32).mean(-1).reshape(n, -1)
+        dark = (luma.mean(1) < self.dark_luma) & ((luma > 80).mean(1) <= self.dark_bright_share)
+        blank = dark | low
+        out, t = [], 0
+        while t < n:
+            if not blank[t]:
+                t += 1
+                continue
+            e = t
+            while e + 1 < n and blank[e + 1]:
+                e += 1
+            a, b = t, e + 1  # the run [a, b)
+            t = b
+            if a == 0 and b == n:
+                break
+            if b - a <= self.blank_max_flash and 0 < a and b < n \
+                    and self._comes_back(z, a, max(float(self._dist(z, [a - 1], [a])[0]), self.cut_threshold)):
+                continue  # a white flash or a flat impact frame inside the shot
+            lo = a
+            while lo > 0 and a - lo < self.ramp_max and self._faded(contrast, lo - 1, -1):
+                lo -= 1  # fading out into the run
+            hi = b
+            while hi < n and hi - b < self.ramp_max and self._faded(contrast, hi, 1):
+                hi += 1  # fading in out of it
+            out.append(Boundary(int(min(b, n - 1)) if a > 0 else int(a), "fade", (int(lo), int(hi))))
+        return out
 
     def _low_contrast(self, contrast: np.ndarray) -> np.ndarray:
         """Frames too flat for correlation to mean anything (black/white/flat fills)."""
         ref = np.percentile(contrast, 75) if len(contrast) else 1.0
         return contrast < max(3.0, 0.08 * ref)
+
+    @staticmethod
+    def _faded(contrast, t: int, away: int) -> bool:
+        """Frame t is part of a fade toward the blank run on its other side: its contrast is
+        clearly under that of the frames further away, which rise toward the shot's own."""
+        ref = contrast[t + away:t + away * 9:away] if away > 0 else contrast[max(0, t - 8):t][::-1]
+        return len(ref) > 0 and contrast[t] < 0.92 * float(np.median(ref)) and contrast[t] < ref[0]
 
     def _cuts(self, z, jump, low, gradual) -> list[Boundary]:
         n = len(jump)
@@ -126,11 +198,12 @@ class AnimeDetector(ShotDetector):
         for b in gradual:
             inside[max(0, b.span[0] - 1):b.span[1] + 1] = True
         cuts = []
-        cand = np.nonzero((jump > self.cut_threshold) & ~low & ~np.roll(low, 1) & ~inside)[0]
+        cand = np.nonzero((jump > self.quiet_cut) & ~low & ~np.roll(low, 1) & ~inside)[0]
         for t in cand:
             neigh = np.r_[jump[max(1, t - self.window):t], jump[t + 1:t + self.window + 1]]
             base = float(np.percentile(neigh, self.baseline_percentile)) if len(neigh) else 0.0
-            if jump[t] < self.ratio * base or self._comes_back(z, t, jump[t]):
+            ratio = self.ratio if jump[t] > self.cut_threshold else self.quiet_ratio
+            if jump[t] < ratio * base or self._comes_back(z, t, jump[t]):
                 continue
             cuts.append(Boundary(int(t), "cut"))
         return cuts

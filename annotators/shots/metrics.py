@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from annotators.shots.base import Boundary
+from annotators.shots.base import Boundary, shots_from_boundaries
 
 CUT_TOLERANCE = 2  # a hard cut counts within +-2 frames
 
@@ -17,11 +17,14 @@ class Score:
     gradual_found: int = 0
     flashes_total: int = 0
     flash_false_cuts: int = 0
+    clips: int = 0
+    leaky_clips: int = 0  # clips holding more than CUT_TOLERANCE frames of a transition or card
     false_frames: list[int] = field(default_factory=list)
     missed_frames: list[int] = field(default_factory=list)
 
     def __iadd__(self, o: "Score") -> "Score":
-        for k in ("tp", "fp", "fn", "gradual_total", "gradual_found", "flashes_total", "flash_false_cuts"):
+        for k in ("tp", "fp", "fn", "gradual_total", "gradual_found", "flashes_total", "flash_false_cuts", "clips",
+                  "leaky_clips"):
             setattr(self, k, getattr(self, k) + getattr(o, k))
         self.false_frames += o.false_frames
         self.missed_frames += o.missed_frames
@@ -51,8 +54,14 @@ def _window(t: dict) -> tuple[int, int]:
 def score(detected: list[Boundary], truth: dict) -> Score:
     """Greedy one-to-one matching: each true boundary takes the nearest unmatched detection
     inside its window. A detection inside an impact flash (or up to 2 frames after it)
-    that matches nothing is a false cut on a flash."""
+    that matches nothing is a false cut on a flash. The clips these boundaries make are
+    checked too: a clip holding blended, faded or card frames is leaky."""
     s = Score()
+    between = [t["span"] for t in truth["boundaries"] if t["type"] != "cut"]
+    for clip in shots_from_boundaries(detected, truth["n_frames"], truth["fps"]):
+        s.clips += 1
+        inside = sum(max(0, min(clip.end_frame, b) - max(clip.start_frame, a)) for a, b in between)
+        s.leaky_clips += inside > CUT_TOLERANCE
     free = sorted(b.frame for b in detected)
     for t in truth["boundaries"]:
         lo, hi = _window(t)

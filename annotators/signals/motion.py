@@ -25,6 +25,7 @@ IDENTITY = np.float32([[1, 0, 0], [0, 1, 0]])
 
 @dataclass
 class MotionParams:
+    despeckle: int = 5  # median filter size applied before everything (0: off); see MotionAnalyser.run
     texture: float = 20.0  # Sobel magnitude above which flow is trusted
     grid: int = 3  # sample every `grid` px
     ransac_px: float = 0.7
@@ -77,6 +78,11 @@ class MotionAnalyser:
     def run(self, rgb: np.ndarray) -> MotionResult:
         p = self.p
         gray = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in rgb]
+        # Screen effects redrawn every frame (thin speed and focus lines, particles) are
+        # thinner than the median filter at analysis width: gone before flow is computed, so
+        # the camera is fitted to the world. Held drawings and deformation are judged on the
+        # unfiltered frames, where small drawing changes survive.
+        seen = [cv2.medianBlur(g, p.despeckle) for g in gray] if p.despeckle else gray
         out = MotionResult(width=rgb.shape[2] if len(rgb) else 0, height=rgb.shape[1] if len(rgb) else 0, gray=gray)
         if len(gray) < 2:
             return out
@@ -85,9 +91,9 @@ class MotionAnalyser:
         pts = np.stack([xs.ravel(), ys.ravel()], 1).astype(np.float32)
         xi, yi = pts[:, 0].astype(int), pts[:, 1].astype(int)
         m = 6  # border left out of comparisons (warping replicates it)
-        for a, b in zip(gray, gray[1:]):
-            flow = self.dis.calc(a, b, None)
-            tex = (np.abs(cv2.Sobel(a, cv2.CV_32F, 1, 0)) + np.abs(cv2.Sobel(a, cv2.CV_32F, 0, 1)))[yi, xi] > p.texture
+        for (a, b), (fa, fb) in zip(zip(gray, gray[1:]), zip(seen, seen[1:])):
+            flow = self.dis.calc(fa, fb, None)
+            tex = (np.abs(cv2.Sobel(fa, cv2.CV_32F, 1, 0)) + np.abs(cv2.Sobel(fa, cv2.CV_32F, 0, 1)))[yi, xi] > p.texture
             src = pts[tex]
             dst = src + flow[yi[tex], xi[tex]]
             M = None

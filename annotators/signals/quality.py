@@ -12,9 +12,9 @@ MB = 16
 
 @dataclass
 class QualityParams:
-    comb: float = 0.02  # share of combing pixels (vertical zig-zag) in an interlaced frame
+    comb: float = 0.004  # share of combing teeth (see combing) in an interlaced frame; 1 px lines give < 0.0012
     comb_frames: float = 0.3  # share of sampled frames that must comb
-    block_ratio: float = 2.6  # edge energy on the 16-px grid over elsewhere, in a corrupt frame
+    block_ratio: float = 3.0  # edge energy on the 16-px grid over elsewhere, in a corrupt frame
     block_jump: float = 1.8  # ...and over the clip's own median (compression is steady, corruption bursts)
     garbage_flat: float = 0.25  # extra share of dead (flat) blocks over the frames around
     bar_luma: float = 20.0  # letterbox bars: darker than this...
@@ -25,28 +25,58 @@ class QualityParams:
     frozen_flow: float = 0.05  # ...and mean flow (px) under which the camera does not move either
 
 
-def combing(y: np.ndarray, t: float = 12.0) -> float:
-    """Share of pixels that differ from both vertical neighbours in the same direction by > t:
-    the teeth that two fields from different times leave at moving edges."""
+def combing(y: np.ndarray, prev: np.ndarray | None = None, t: float = 12.0, rows: int = 5) -> float:
+    """Share of pixels where two fields from different times leave teeth: the vertical second
+    difference alternates in sign over `rows` consecutive rows (a moving edge seen in both
+    fields). Line art differs: a 1 px line bends the profile over 3 rows only, a thicker one
+    not at all. Where `prev` (an earlier frame) is given, teeth count only where the picture
+    changed since: combing follows motion, while drawn scan lines and hatching stay put."""
     y = y.astype(np.int16)
-    up, mid, down = y[:-2], y[1:-1], y[2:]
-    a, b = mid - up, mid - down
-    return float(((a > t) & (b > t) | (a < -t) & (b < -t)).mean())
+    d = 2 * y[1:-1] - y[:-2] - y[2:]
+    sign = np.where(d > t, 1, np.where(d < -t, -1, 0)).astype(np.int8)
+    alt = (sign[:-1] != 0) & (sign[:-1] == -sign[1:])  # rows r and r+1 bend opposite ways
+    teeth = alt[:len(alt) - rows + 2].copy()
+    for k in range(1, rows - 1):
+        teeth &= alt[k:len(alt) - rows + 2 + k]
+    if not teeth.size:
+        return 0.0
+    if prev is None:
+        return float(teeth.mean())
+    moved = (np.abs(y - prev.astype(np.int16)) > t)[1:1 + len(teeth)]
+    on_moving = float(teeth[moved].mean()) if moved.any() else 0.0
+    on_still = float(teeth[~moved].mean()) if (~moved).any() else 0.0
+    # Teeth as dense where nothing moved are drawn (scan lines, hatching), not combing.
+    return float((teeth & moved).mean()) * max(0.0, 1.0 - on_still / max(on_moving, 1e-9))
 
 
-def grid_ratio(y: np.ndarray) -> float:
-    """Mean step across 16-px block edges over the mean step elsewhere (both directions)."""
+def grid_ratio(y: np.ndarray, tile: int = 64, floor: float = 2.0) -> float:
+    """Mean step across 16-px block edges over the mean step elsewhere, for the whole frame
+    (both directions together) and for its 64-px tiles (the smaller of the two directions:
+    blocks have edges both ways, a drawn line only one). The frame's value is the larger of
+    the whole frame's ratio and the 90th percentile of the tiles', so damage over a part of
+    the frame counts. `floor` keeps flat frames and tiles (a white flash, a flat fill), where faint
+    compression edges are all there is, quiet."""
     y = y.astype(np.float32)
-    dx = np.abs(np.diff(y, axis=1))
-    dy = np.abs(np.diff(y, axis=0))
-    on_x = dx[:, MB - 1::MB].mean()
-    on_y = dy[MB - 1::MB, :].mean()
-    mask_x = np.ones(dx.shape[1], bool)
-    mask_x[MB - 1::MB] = False
-    mask_y = np.ones(dy.shape[0], bool)
-    mask_y[MB - 1::MB] = False
-    off = 0.5 * (dx[:, mask_x].mean() + dy[mask_y].mean())
-    return float(0.5 * (on_x + on_y) / max(off, 1e-3))
+    dx = np.abs(np.diff(y, axis=1))[:-1]
+    dy = np.abs(np.diff(y, axis=0))[:, :-1]
+    ratios = []
+    for d, axis in ((dx, 1), (dy, 0)):
+        on = np.zeros(d.shape[axis], bool)
+        on[MB - 1::MB] = True
+        on = on[None] if axis == 1 else on[:, None]
+        on = np.broadcast_to(on, d.shape)
+        ratios.append((d[on].mean(), d[~on].mean(), d * on, d * ~on, on))
+    whole = 0.5 * (ratios[0][0] + ratios[1][0]) / max(0.5 * (ratios[0][1] + ratios[1][1]), floor / 2)
+    H, W = (dx.shape[0] // tile) * tile, (dx.shape[1] // tile) * tile
+    if not H or not W:
+        return float(whole)
+
+    def sums(a):
+        return a[:H, :W].reshape(H // tile, tile, W // tile, tile).sum((1, 3))
+
+    per_dir = [(sums(on_e) / sums(on.astype(np.float32))) / np.maximum(sums(off_e) / sums((~on).astype(np.float32)), floor)
+               for _, _, on_e, off_e, on in ratios]
+    return float(max(whole, np.percentile(np.minimum(*per_dir), 90)))
 
 
 def dead_blocks(rgb: np.ndarray, k: int = 8) -> float:
@@ -57,13 +87,25 @@ def dead_blocks(rgb: np.ndarray, k: int = 8) -> float:
     return float((spread.max(-1) <= 1).mean())
 
 
-def top_intact(rgb: np.ndarray, i: int, others: set, tol: float = 20.0) -> bool:
-    """The top third of frame i matches a nearby frame not in `others` (the other suspects):
-    lost slices spare the top of a frame, while an impact frame or a flash changes all of it."""
+def repeated_rows(rgb: np.ndarray) -> float:
+    """Share of rows equal to the row above across the whole width: the last good row of a
+    lost slice smeared down the frame in vertical streaks."""
+    d = np.abs(np.diff(rgb.astype(np.int16), axis=0)).max(axis=(1, 2))
+    return float((d <= 4).mean())  # (compression leaves a few levels of noise on the streaks)
+
+
+def intact_part(rgb: np.ndarray, i: int, others: set, tol: float = 20.0) -> bool:
+    """The top or the bottom third of frame i matches a nearby frame not in `others` (the
+    other suspects) while the other third does not: lost data spares part of a frame, while
+    an impact frame or a flash changes all of it."""
     h = rgb.shape[1] // 3
-    top = rgb[i, :h].astype(np.int16)
-    near = [j for j in (i - 1, i + 1, i - 2, i + 2, i - 3, i + 3) if 0 <= j < len(rgb) and j not in others]
-    return any(float(np.abs(top - rgb[j, :h]).mean()) < tol for j in near[:2])
+    near = [j for j in (i - 1, i + 1, i - 2, i + 2, i - 3, i + 3) if 0 <= j < len(rgb) and j not in others][:2]
+    for j in near:
+        top, bottom = (float(np.abs(rgb[i, part].astype(np.int16) - rgb[j, part]).mean())
+                       for part in (slice(0, h), slice(rgb.shape[1] - h, None)))
+        if min(top, bottom) < tol and max(top, bottom) > 1.6 * min(top, bottom) + 4.0:
+            return True
+    return False
 
 
 def quality_flags(rgb: np.ndarray, luma: dict[int, np.ndarray], changed: list[float], fps: float,
@@ -79,26 +121,31 @@ def quality_flags(rgb: np.ndarray, luma: dict[int, np.ndarray], changed: list[fl
     if n == 0:
         return flags, stats
     ys = [luma[k] for k in sorted(luma)]
-    comb = np.array([combing(y) for y in ys]) if ys else np.zeros(0)
+    before = ys[-1:] + ys[:-1] if len(ys) > 1 else [None]  # each frame against the one sampled before (the first: the last)
+    comb = np.array([combing(y, b) for y, b in zip(ys, before)]) if ys else np.zeros(0)
     stats["combing"] = round(float(np.median(comb)), 4) if len(comb) else 0.0
     if len(comb) and (comb > p.comb).mean() >= p.comb_frames:
         flags.append("interlaced")
-    grid = np.array([grid_ratio(y) for y in ys]) if ys else np.zeros(0)
+    # Flat frames (flashes, fades, cards) show nothing but faint compression edges: not judged.
+    # (Judged by the centre, so black bars around a flash do not count as detail.)
+    grid = np.array([grid_ratio(y) for y in ys if y[y.shape[0] // 4:-y.shape[0] // 4, y.shape[1] // 4:-y.shape[1] // 4].std() >= 6]) \
+        if ys else np.zeros(0)
     if len(grid):
         med = float(np.median(grid))
         stats["grid_max"] = round(float(grid.max()), 3)
         if grid.max() > p.block_ratio and grid.max() > p.block_jump * med:
             flags.append("block_corruption")
-    # Lost data flattens many blocks for 1-3 frames: a spike over the frames around it.
-    dead = np.array([dead_blocks(f) for f in rgb])
+    # Lost data flattens many blocks (or smears one row down) for 1-3 frames: a spike over the
+    # frames around it.
+    dead = np.array([max(dead_blocks(f), repeated_rows(f)) for f in rgb])
     local = np.array([np.median(dead[max(0, i - 6):i + 7]) for i in range(n)])
     stats["dead_spike"] = round(float((dead - local).max()), 3)
     suspects = set(np.nonzero(dead - local > p.garbage_flat)[0].tolist())
     if suspects:
         third = rgb[:, : rgb.shape[1] // 3].astype(np.int16)
         steady = float(np.median(np.abs(np.diff(third, axis=0)).mean(axis=(1, 2, 3)))) if n > 1 else 0.0
-        tol = max(20.0, 2.0 * steady)  # what the top of a frame changes by anyway (camera moves)
-    if suspects and any(top_intact(rgb, i, suspects, tol) for i in suspects):
+        tol = max(8.0, 2.0 * steady)  # what part of a frame changes by anyway (camera moves); a flash changes more
+    if suspects and any(intact_part(rgb, i, suspects, tol) for i in suspects):
         flags.append("decoder_garbage")
     grey = rgb.mean(-1)
     mean_luma = float(grey.mean())

@@ -1,215 +1,153 @@
 """Compose synthetic shots into an H.264 video with a ground-truth JSON beside it.
 
-Shots are joined by hard cuts, fades (to/from black or white) and dissolves. Frame rate,
-size, codec quality, cadence, camera, deformation, flashes and damage all vary per video and
-shot, so nothing tuned on one video carries over for free.
+A footage family (cel.py, painted.py) plans and renders the shots; this module joins them
+with hard cuts, fades (to/from black or white, optionally holding the colour), dissolves and
+cards (black or a title on near-black, cut or faded into the next shot), and writes the
+truth: every boundary with the span of frames that belong to no shot, every shot with what
+the renderer knows about it. Frame rate, size, quality, cadence, camera, deformation, flashes
+and damage all vary per video and shot, so nothing tuned on one video carries over for free.
 """
 from __future__ import annotations
 
 import json
-from dataclasses import asdict
 from pathlib import Path
 
+import cv2
 import numpy as np
 
-from pks.synth.art import Character, Palette, paint_world
-from pks.synth.damage import DAMAGE
-from pks.synth.shot import VIEW_RANGE, ShotSpec, render_shot, world_size
+from pks.synth import cel, painted
 from pks.videoio import Mp4Writer, as_rate
 
-SIZES = [(640, 360), (480, 270), (854, 480), (640, 480), (512, 288)]
-RATES = ["24000/1001", "24", "30000/1001"]
-CAMERA_P = {"static": .2, "pan_left": .12, "pan_right": .12, "tilt_up": .08, "tilt_down": .08,
-            "zoom_in": .12, "zoom_out": .1, "shake": .18}
-TRANSITION_P = {"cut": .55, "fade": .2, "dissolve": .25}
+FAMILIES = {"cel": cel, "painted": painted}
 
 
-def _pick(rng, table: dict):
-    keys = list(table)
-    return keys[int(rng.choice(len(keys), p=np.array(list(table.values())) / sum(table.values())))]
+def _fade(frame: np.ndarray, colour: int, a: float) -> np.ndarray:
+    """`frame` blended toward a flat colour by a (0: frame, 1: colour)."""
+    return (frame * (1 - a) + colour * a).astype(np.uint8)
 
 
-def plan_video(rng: np.random.Generator, n_shots: int, size: tuple[int, int],
-               shot_frames: tuple[int, int] = (40, 110), damage_p: float = 0.18, flash_p: float = 0.35):
-    """Random shot specs and the transitions into each (the first is 'start')."""
-    w, _ = size
-    k = w / 640.0  # speeds scale with frame width
-    transitions = []
-    for i in range(n_shots):
-        if i == 0:
-            transitions.append({"type": "start"})
-            continue
-        t = _pick(rng, TRANSITION_P)
-        if t == "fade":
-            transitions.append({"type": "fade", "out": int(rng.integers(6, 15)), "in": int(rng.integers(6, 15)),
-                                "colour": "white" if rng.random() < 0.25 else "black"})
-        elif t == "dissolve":
-            transitions.append({"type": "dissolve", "length": int(rng.integers(8, 21))})
-        else:
-            transitions.append({"type": "cut"})
-    specs, damages = [], []
-    location = 0
-    for i in range(n_shots):
-        gin = transitions[i]
-        gout = transitions[i + 1] if i + 1 < n_shots else {"type": "end"}
-        lead = gin.get("in", gin.get("length", 0))
-        tail = gout.get("out", gout.get("length", 0))
-        n = int(rng.integers(*shot_frames)) + lead + tail
-        cam = _pick(rng, CAMERA_P)
-        speed = {"zoom_in": rng.uniform(0.15, 0.5), "zoom_out": rng.uniform(0.15, 0.5),
-                 "shake": rng.uniform(3, 10) * k, "static": 0.0}.get(cam, rng.uniform(1.0, 10.0) * k)
-        flashes = []
-        if rng.random() < flash_p:
-            lo, hi = lead + 8, n - tail - 8
-            for f in sorted(rng.choice(np.arange(lo, hi), size=min(int(rng.integers(1, 3)), hi - lo), replace=False)):
-                if not flashes or f > flashes[-1]["frame"] + flashes[-1]["length"] + 4:
-                    flashes.append({"frame": int(f), "length": int(rng.integers(1, 3)),
-                                    "kind": "white" if rng.random() < 0.5 else "invert"})
-        subject_speed = float(rng.choice([0.0, rng.uniform(0.5, 2.0), rng.uniform(3.0, 8.0)])) * k
-        vfx = []
-        if rng.random() < (0.35 if subject_speed > 2.5 * k else 0.06):
-            vfx.append("speed_lines")
-        if rng.random() < 0.08:
-            vfx.append("focus_lines")
-        same_place = i > 0 and rng.random() < 0.3  # a reverse angle in the same place: a harder cut
-        if not same_place:
-            location = int(rng.integers(1 << 30))
-        specs.append(ShotSpec(
-            n_frames=n, camera=cam, camera_speed=float(speed),
-            cadence=int(rng.choice([1, 2, 3], p=[0.25, 0.45, 0.3])),
-            deformation=round(float(rng.uniform(0, 1)), 2), subject_speed=subject_speed,
-            subject_height=float(rng.uniform(0.35, 0.85)), vfx=vfx, flashes=flashes,
-            location=location, view=(float(rng.uniform(-VIEW_RANGE, VIEW_RANGE)), float(rng.uniform(-0.5, 0.5) * VIEW_RANGE)),
-            seed=int(rng.integers(1 << 30))))
-        damages.append(_pick(rng, {k2: 1 for k2 in DAMAGE}) if rng.random() < damage_p else None)
-    return specs, transitions, damages
-
-
-def choose_format(rng: np.random.Generator) -> dict:
-    """Per-video size, frame rate, x264 quality and shot count."""
-    return {"size": SIZES[int(rng.integers(len(SIZES)))], "fps": RATES[int(rng.integers(len(RATES)))],
-            "crf": int(rng.integers(16, 31)), "n_shots": int(rng.integers(6, 11))}
-
-
-def synthesize_video(path: str | Path, seed: int, n_shots: int | None = None,
-                     size: tuple[int, int] | None = None, fps: str | None = None,
-                     crf: int | None = None, shot_frames: tuple[int, int] = (40, 110),
-                     damage_p: float = 0.18, flash_p: float = 0.35) -> dict:
-    """Render one video to `path` (mp4) and its truth to `path.with_suffix('.json')`."""
-    path = Path(path)
-    rng = np.random.default_rng(seed)
-    fmt = choose_format(rng)
-    size, fps = size or fmt["size"], fps or fmt["fps"]
-    crf = int(crf if crf is not None else fmt["crf"])
-    n_shots = n_shots or fmt["n_shots"]
+def card_frame(size: tuple[int, int], text: str | None, seed: int) -> np.ndarray:
+    """A black card, or a title in light type on near-black (as title cards and eyecatches are)."""
     w, h = size
-    specs, transitions, damages = plan_video(rng, n_shots, size, shot_frames, damage_p, flash_p)
-    cast = [Character.random(rng) for _ in range(2)]
-    palettes: dict[int, Palette] = {}
-    loc_size: dict[int, tuple[int, int]] = {}
-    for spec in specs:
-        ws = world_size(spec, w, h)
-        old = loc_size.get(spec.location, (0, 0))
-        loc_size[spec.location] = (max(old[0], ws[0]), max(old[1], ws[1]))
-    worlds: dict[int, np.ndarray] = {}
+    img = np.full((h, w, 3), 8 if text else 0, np.uint8)
+    if text:
+        scale = w / 640.0
+        (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_DUPLEX, 1.1 * scale, 2)
+        rng = np.random.default_rng(seed)
+        org = (int((w - tw) / 2 + rng.uniform(-0.1, 0.1) * w), int(h / 2 + th / 2 + rng.uniform(-0.15, 0.15) * h))
+        cv2.putText(img, text, org, cv2.FONT_HERSHEY_DUPLEX, 1.1 * scale, (225, 222, 210), max(1, int(2 * scale)),
+                    cv2.LINE_AA)
+    return img
 
+
+def compose(path: Path, fps, size: tuple[int, int], crf: int, transitions: list[dict], shots) -> tuple[list, list, int]:
+    """Write the shots joined by their transitions; returns (boundaries, shots' truth, frames)."""
+    w, h = size
     shots_truth, boundaries = [], []
     pending_tail: list[np.ndarray] = []  # previous shot's frames held back for a dissolve
     g = 0  # global index of the next frame to be written
     with Mp4Writer(path, fps, w, h, crf=crf) as out:
-        for i, spec in enumerate(specs):
-            pal = palettes.setdefault(spec.location, Palette.random(np.random.default_rng(spec.location)))
-            if spec.location not in worlds:  # painted once, big enough for every shot there
-                worlds = {spec.location: paint_world(np.random.default_rng(spec.location), *loc_size[spec.location], pal)}
-            world = worlds[spec.location]
-            gen = render_shot(spec, size, cast[i % 2], pal, world)  # alternate, as in shot/reverse-shot
-            frames = []
-            while True:
-                try:
-                    frames.append(next(gen))
-                except StopIteration as stop:
-                    st = stop.value
-                    break
-            failure = None
-            if damages[i]:
-                hit = DAMAGE[damages[i]](frames, np.random.default_rng(spec.seed + 1))
-                failure = {"kind": damages[i], "frames": hit}
-            tin, tout = transitions[i], transitions[i + 1] if i + 1 < len(specs) else {"type": "end"}
-            start_g = g  # global index of this shot's frame 0
-            # Incoming transition.
+        for i, (frames, info) in enumerate(shots):
+            tin, tout = transitions[i], transitions[i + 1] if i + 1 < len(transitions) else {"type": "end"}
+            prev_end = g
             if tin["type"] == "dissolve":
                 L = tin["length"]
                 for j in range(L):
                     a = (j + 1) / (L + 1)
                     frames[j] = (pending_tail[j] * (1 - a) + frames[j] * a).astype(np.uint8)
                 cut_at = g + L // 2
+                prev_end = cut_at
                 boundaries.append({"frame": cut_at, "type": "dissolve", "span": [g, g + L]})
             elif tin["type"] == "fade":
-                L = tin["in"]
                 colour = 255 if tin["colour"] == "white" else 0
+                for _ in range(tin.get("hold", 0)):  # the colour held between the shots
+                    out.write(np.full((h, w, 3), colour, np.uint8))
+                    g += 1
+                L = tin["in"]
                 for j in range(L):
-                    a = (j + 1) / (L + 1)
-                    frames[j] = (frames[j] * a + colour * (1 - a)).astype(np.uint8)
+                    frames[j] = _fade(frames[j], colour, 1 - (j + 1) / (L + 1))
                 cut_at = g
                 boundaries.append({"frame": cut_at, "type": "fade", "colour": tin["colour"],
-                                   "span": [g - tin["_out"], g + L]})
+                                   "span": [prev_end - tin["_out"], g + L]})
+            elif tin["type"] == "card":  # cut to black or a title card, then cut or fade into the shot
+                card = card_frame(size, tin.get("text"), i)
+                for _ in range(tin["length"]):
+                    out.write(card)
+                    g += 1
+                L = tin.get("in", 0)
+                for j in range(L):
+                    frames[j] = _fade(frames[j], 0, 1 - (j + 1) / (L + 1))
+                cut_at = g
+                boundaries.append({"frame": cut_at, "type": "card", "title": bool(tin.get("text")),
+                                   "span": [prev_end - tin.get("_out", 0), g + max(L, 1)]})
             elif tin["type"] == "cut":
                 cut_at = g
                 boundaries.append({"frame": cut_at, "type": "cut", "span": [g, g + 1]})
             else:
                 cut_at = 0
             if shots_truth:
-                shots_truth[-1]["end_frame"] = cut_at
+                shots_truth[-1]["end_frame"] = prev_end if tin["type"] in ("fade", "card") else cut_at
             # Outgoing transition: fade the tail now; hold a dissolve's tail back.
             hold = 0
-            if tout["type"] == "fade":
+            if tout["type"] in ("fade", "card") and tout.get("out"):
                 L = tout["out"]
-                colour = 255 if tout["colour"] == "white" else 0
+                colour = 255 if tout.get("colour") == "white" else 0
                 for j in range(L):
-                    a = (j + 1) / (L + 1)
-                    frames[-L + j] = (frames[-L + j] * (1 - a) + colour * a).astype(np.uint8)
+                    frames[-L + j] = _fade(frames[-L + j], colour, (j + 1) / (L + 1))
                 tout["_out"] = L
             elif tout["type"] == "dissolve":
                 hold = tout["length"]
+            start_g = g  # global index of this shot's frame 0
             for f in frames[:len(frames) - hold]:
                 out.write(f)
             pending_tail = frames[len(frames) - hold:] if hold else []
             g += len(frames) - hold
             rel = lambda fr: [start_g + int(x) for x in fr]  # noqa: E731
             shots_truth.append({
-                "index": i, "start_frame": cut_at, "end_frame": None,
-                "transition_in": tin["type"],
-                "camera": spec.camera, "camera_speed": round(spec.camera_speed, 4),
-                "cadence": spec.cadence, "deformation": spec.deformation,
-                "subject_speed": round(spec.subject_speed, 3), "subject_height": round(spec.subject_height, 3),
-                "vfx": spec.vfx, "location": spec.location,
-                "flashes": [{"frame": start_g + f["frame"], "length": f["length"], "kind": f["kind"]}
-                            for f in spec.flashes],
-                "failures": [{"kind": failure["kind"], "frames": rel(failure["frames"])}] if failure else [],
-                "smear_frames": rel(st.smear_frames), "chibi_frames": rel(st.chibi_frames),
-                "spec": {k: v for k, v in asdict(spec).items() if k in ("n_frames", "seed")},
+                "index": i, "start_frame": cut_at, "end_frame": None, "transition_in": tin["type"], **info,
+                "flashes": [{**f, "frame": start_g + f["frame"]} for f in info["flashes"]],
+                "failures": [{**f, "frames": rel(f["frames"])} for f in info["failures"]],
+                "smear_frames": rel(info["smear_frames"]), "chibi_frames": rel(info["chibi_frames"]),
             })
         n_frames = out.count
     shots_truth[-1]["end_frame"] = n_frames
     for t in transitions:
         t.pop("_out", None)
+    return boundaries, shots_truth, n_frames
+
+
+def synthesize_video(path: str | Path, seed: int, n_shots: int | None = None,
+                     size: tuple[int, int] | None = None, fps: str | None = None,
+                     crf: int | None = None, shot_frames: tuple[int, int] = (40, 110),
+                     damage_p: float = 0.18, flash_p: float = 0.35, family: str = "cel") -> dict:
+    """Render one video of a footage family to `path` (mp4) and its truth to `path.with_suffix('.json')`."""
+    path = Path(path)
+    fam = FAMILIES[family]
+    rng = np.random.default_rng(seed)
+    fmt = fam.choose_format(rng)
+    fmt["size"], fmt["fps"] = size or fmt["size"], fps or fmt["fps"]
+    crf = int(crf if crf is not None else fmt["crf"])
+    transitions, shots = fam.render_video(rng, fmt, n_shots or fmt["n_shots"], shot_frames, damage_p, flash_p)
+    boundaries, shots_truth, n_frames = compose(path, fmt["fps"], fmt["size"], crf, transitions, shots)
+    w, h = fmt["size"]
     truth = {
-        "video": path.name, "seed": seed, "fps": float(as_rate(fps)), "fps_fraction": str(as_rate(fps)),
-        "width": w, "height": h, "crf": crf, "n_frames": n_frames,
+        "video": path.name, "seed": seed, "family": family, "fps": float(as_rate(fmt["fps"])),
+        "fps_fraction": str(as_rate(fmt["fps"])), "width": w, "height": h, "crf": crf, "n_frames": n_frames,
+        **{k: fmt[k] for k in ("matte", "grain") if k in fmt},
         "boundaries": boundaries, "shots": shots_truth,
     }
     path.with_suffix(".json").write_text(json.dumps(truth, indent=1))
     return truth
 
 
-def synthesize(out_dir: str | Path, videos: int, seed: int = 0, **kw) -> list[Path]:
-    """Write `videos` synthetic videos (and truth files) into `out_dir`; returns the mp4 paths."""
+def synthesize(out_dir: str | Path, videos: int, seed: int = 0, family: str = "cel", **kw) -> list[Path]:
+    """Write `videos` synthetic videos (and truth files) of a footage family into `out_dir`."""
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     seeds = np.random.SeedSequence(seed).generate_state(videos)
     paths = []
     for i, s in enumerate(seeds):
-        p = out_dir / f"anime_{seed}_{i:03d}.mp4"
-        synthesize_video(p, int(s), **kw)
+        p = out_dir / (f"anime_{seed}_{i:03d}.mp4" if family == "cel" else f"{family}_{seed}_{i:03d}.mp4")
+        synthesize_video(p, int(s), family=family, **kw)
         paths.append(p)
     return paths
