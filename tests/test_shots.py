@@ -101,6 +101,21 @@ def test_black_at_the_start_and_end_belongs_to_no_clip(a):
     assert [(s.start_frame, s.end_frame) for s in shots] == [(12, 12 + len(a))]
 
 
+@pytest.mark.parametrize("seed", [21, 24, 27])  # cards and fades, letterboxed (21, 24) and not (27)
+def test_painted_footage_with_cards_is_cut_without_card_frames_in_clips(tmp_path, seed):
+    """The second footage family end to end (encoded, decoded): every card boundary found,
+    and no clip holds card or black frames."""
+    from pks.synth import synthesize_video
+
+    t = synthesize_video(tmp_path / "v.mp4", seed, family="painted", n_shots=5, size=(320, 180),
+                         shot_frames=(24, 40), damage_p=0)
+    found, _ = detect_video(str(tmp_path / "v.mp4"), get_detector("anime"))
+    cards = [b["span"] for b in t["boundaries"] if b["type"] == "card"]
+    assert cards and all(any(a <= f.frame <= b for f in found) for a, b in cards), (found, cards)
+    for clip in shots_from_boundaries(found, t["n_frames"], t["fps"]):
+        assert sum(max(0, min(clip.end_frame, b) - max(clip.start_frame, a)) for a, b in cards) <= 2, (clip, cards)
+
+
 def test_dissolve_is_one_dissolve():
     a = shot(4, camera="static", cadence=3, deformation=0.1)
     b = shot(5, camera="static", cadence=2, deformation=0.1)
