@@ -54,44 +54,47 @@ def grid_ratio(y: np.ndarray, tile: int = 64, floor: float = 2.0) -> float:
     (both directions together) and for its 64-px tiles (the smaller of the two directions:
     blocks have edges both ways, a drawn line only one). The frame's value is the larger of
     the whole frame's ratio and the 90th percentile of the tiles', so damage over a part of
-    the frame counts. `floor` keeps flat frames and tiles (a white flash, a flat fill), where faint
-    compression edges are all there is, quiet."""
+    the frame counts. `floor` keeps flat frames and tiles (a white flash, a flat fill), where
+    faint compression edges are all there is, quiet."""
     y = y.astype(np.float32)
-    dx = np.abs(np.diff(y, axis=1))[:-1]
-    dy = np.abs(np.diff(y, axis=0))[:, :-1]
-    ratios = []
-    for d, axis in ((dx, 1), (dy, 0)):
-        on = np.zeros(d.shape[axis], bool)
-        on[MB - 1::MB] = True
-        on = on[None] if axis == 1 else on[:, None]
-        on = np.broadcast_to(on, d.shape)
-        ratios.append((d[on].mean(), d[~on].mean(), d * on, d * ~on, on))
-    whole = 0.5 * (ratios[0][0] + ratios[1][0]) / max(0.5 * (ratios[0][1] + ratios[1][1]), floor / 2)
-    H, W = (dx.shape[0] // tile) * tile, (dx.shape[1] // tile) * tile
+    H, W = (y.shape[0] - 1) // tile * tile, (y.shape[1] - 1) // tile * tile
     if not H or not W:
+        H, W = y.shape[0] - 1, y.shape[1] - 1
+        tile = 0
+    dx = np.abs(y[:H, 1:W + 1] - y[:H, :W])  # step from column c to c + 1
+    dy = np.abs(y[1:H + 1, :W] - y[:H, :W])
+    on_x, on_y = dx[:, MB - 1::MB], dy[MB - 1::MB]  # steps across block edges
+    n_on_x, n_on_y = on_x.size, on_y.size
+    whole_on = (on_x.sum() + on_y.sum()) / (n_on_x + n_on_y)
+    whole_off = (dx.sum() + dy.sum() - on_x.sum() - on_y.sum()) / (dx.size + dy.size - n_on_x - n_on_y)
+    whole = whole_on / max(whole_off, floor / 2)
+    if not tile:
         return float(whole)
+    th, tw, k = H // tile, W // tile, tile // MB
 
-    def sums(a):
-        return a[:H, :W].reshape(H // tile, tile, W // tile, tile).sum((1, 3))
+    def ratio(d, on, per_tile_on):
+        total = d.reshape(th, tile, tw, tile).sum((1, 3))
+        edges = on.reshape(th, -1, tw, on.shape[1] // tw).sum((1, 3))
+        n_off = tile * tile - per_tile_on
+        return (edges / per_tile_on) / np.maximum((total - edges) / n_off, floor)
 
-    per_dir = [(sums(on_e) / sums(on.astype(np.float32))) / np.maximum(sums(off_e) / sums((~on).astype(np.float32)), floor)
-               for _, _, on_e, off_e, on in ratios]
-    return float(max(whole, np.percentile(np.minimum(*per_dir), 90)))
-
-
-def dead_blocks(rgb: np.ndarray, k: int = 8) -> float:
-    """Share of k x k blocks that are perfectly flat in every channel (lost data)."""
-    h, w = (rgb.shape[0] // k) * k, (rgb.shape[1] // k) * k
-    b = rgb[:h, :w].reshape(h // k, k, w // k, k, 3)
-    spread = b.max(axis=(1, 3)).astype(np.int16) - b.min(axis=(1, 3))
-    return float((spread.max(-1) <= 1).mean())
+    tiles = np.minimum(ratio(dx, on_x, tile * k), ratio(dy, on_y, tile * k))
+    return float(max(whole, np.percentile(tiles, 90)))
 
 
-def repeated_rows(rgb: np.ndarray) -> float:
-    """Share of rows equal to the row above across the whole width: the last good row of a
-    lost slice smeared down the frame in vertical streaks."""
-    d = np.abs(np.diff(rgb.astype(np.int16), axis=0)).max(axis=(1, 2))
-    return float((d <= 4).mean())  # (compression leaves a few levels of noise on the streaks)
+def dead_blocks(rgb: np.ndarray, k: int = 8) -> np.ndarray:
+    """Per frame of [N, h, w, 3]: share of k x k blocks perfectly flat in every channel (lost data)."""
+    n, h, w = rgb.shape[0], (rgb.shape[1] // k) * k, (rgb.shape[2] // k) * k
+    b = rgb[:, :h, :w].reshape(n, h // k, k, w // k, k, 3)
+    spread = b.max(axis=(2, 4)).astype(np.int16) - b.min(axis=(2, 4))
+    return (spread.max(-1) <= 1).mean(axis=(1, 2))
+
+
+def repeated_rows(rgb: np.ndarray) -> np.ndarray:
+    """Per frame of [N, h, w, 3]: share of rows equal to the row above across the whole width
+    (the last good row of a lost slice smeared down the frame in vertical streaks)."""
+    d = np.abs(np.diff(rgb.astype(np.int16), axis=1)).max(axis=(2, 3))
+    return (d <= 4).mean(axis=1)  # (compression leaves a few levels of noise on the streaks)
 
 
 def intact_part(rgb: np.ndarray, i: int, others: set, tol: float = 20.0) -> bool:
@@ -137,7 +140,7 @@ def quality_flags(rgb: np.ndarray, luma: dict[int, np.ndarray], changed: list[fl
             flags.append("block_corruption")
     # Lost data flattens many blocks (or smears one row down) for 1-3 frames: a spike over the
     # frames around it.
-    dead = np.array([max(dead_blocks(f), repeated_rows(f)) for f in rgb])
+    dead = np.maximum(dead_blocks(rgb), repeated_rows(rgb))
     local = np.array([np.median(dead[max(0, i - 6):i + 7]) for i in range(n)])
     stats["dead_spike"] = round(float((dead - local).max()), 3)
     suspects = set(np.nonzero(dead - local > p.garbage_flat)[0].tolist())
