@@ -31,7 +31,7 @@ from pks.config import load_config  # noqa: E402
 from pks.synth import synthesize  # noqa: E402
 from report import emit  # noqa: E402
 
-DEFECTS = {"interlaced", "block_corruption", "decoder_garbage", "frozen"}  # what no animator draws
+DEFECTS = {"interlaced", "block_corruption", "decoder_garbage", "frozen", "multi_shot"}  # what no animator draws
 
 
 def shot_spans(truth: dict):

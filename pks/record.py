@@ -17,7 +17,7 @@ STATUSES = ("ok", "rejected", "error")
 TRANSITIONS = ("start", "cut", "fade", "dissolve")
 # Failures, never art: what analysis may flag and shard.reject_flags may keep out.
 QUALITY_FLAGS = ("decode_error", "interlaced", "block_corruption", "decoder_garbage", "frozen", "near_black",
-                 "letterbox", "pillarbox", "too_short", "duplicate")
+                 "letterbox", "pillarbox", "too_short", "duplicate", "multi_shot")
 
 
 def empty_caption() -> dict:

@@ -114,6 +114,39 @@ def test_line_art_that_looks_like_combing_is_not_flagged(art):
     assert "interlaced" not in flags and "block_corruption" not in flags
 
 
+def test_smears_and_multiples_are_not_block_corruption_or_garbage():
+    """The most deformed drawings either family makes (stretched smears, multiple-image
+    smears, chibi shifts) are art: no failure flag."""
+    frames = render(deformation=1.0, cadence=1, subject_speed=6.0, n_frames=36)
+    rng = np.random.default_rng(4)
+    world = painted.paint_backdrop(np.random.default_rng(2), 900, 900)
+    multiples, smears, _ = painted.render_shot(rng, 36, (384, 216), world, painted.Mascot(rng), "pan_left", 3.0, 1,
+                                               1.0, 6.0, 0.7, {}, [])
+    assert smears  # the painted render drew multiple-image smears
+    for shot in (frames, multiples):
+        flags = analyse(clip(shot), CFG)["quality_flags"]
+        assert not {"block_corruption", "decoder_garbage", "interlaced", "frozen"} & set(flags), flags
+
+
+def test_held_drawing_with_grain_under_a_slow_pan_is_not_frozen():
+    """A drawing held for the whole shot while the camera creeps (and grain flickers) is a
+    held drawing, not a frozen video."""
+    rng = np.random.default_rng(0)
+    base = pan_of_still_drawing(1, n=30, speed=1)
+    frames = [np.clip(f + rng.normal(0, 3, f.shape[:2])[..., None], 0, 255).astype(np.uint8) for f in base]
+    out = analyse(clip(frames), CFG)
+    assert "frozen" not in out["quality_flags"] and out["camera_motion"] == ["pan_right"]
+
+
+def test_a_missed_cut_inside_a_clip_is_flagged_not_deformation():
+    a = render(seed=3, location=5, deformation=0.0, n_frames=24)
+    b = render(seed=9, location=77, camera="pan_left", camera_speed=3.0, deformation=0.0, n_frames=24)
+    one = analyse(clip(a), CFG)
+    two = analyse(clip(a + b), CFG)
+    assert "multi_shot" in two["quality_flags"] and "multi_shot" not in one["quality_flags"]
+    assert two["deformation_score"] < 0.3  # the cut itself is not counted as deformation
+
+
 def test_single_frame_clip_is_flagged_not_a_crash():
     out = analyse(clip(render()[:1]), CFG)
     assert out["quality_flags"] == ["too_short"] and out["camera_motion"] == ["static"]

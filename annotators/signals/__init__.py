@@ -34,6 +34,8 @@ def analyse(clip: ClipFrames, cfg: dict) -> dict:
                                   [q.flow_mag for q in res.pairs])
     details = {"camera": out.pop("camera"), "deformation_raw": out.pop("deformation_raw"),
                "flow_magnitude": out.pop("flow_magnitude"), "quality": qstats}
+    if out.pop("scene_changes"):  # two shots in one clip: never deformation, never training data
+        flags.append("multi_shot")
     out["quality_flags"] = flags
     out["curriculum_stage"] = stage(out["deformation_score"], out["motion_score"], cfg["curriculum"])
     out["phash"] = signature(clip.rgb)

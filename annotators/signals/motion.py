@@ -87,7 +87,10 @@ class MotionAnalyser:
         if len(gray) < 2:
             return out
         h, w = gray[0].shape
-        ys, xs = np.mgrid[4:h - 4:p.grid, 4:w - 4:p.grid]
+        (top, bottom), (left, right) = _picture(np.stack(gray))
+        # Flow is sampled inside the picture only: the edge of a letterbox or pillarbox bar is
+        # strong texture that never moves, and would pull the camera fit toward a zoom.
+        ys, xs = np.mgrid[top + 4:bottom - 4:p.grid, left + 4:right - 4:p.grid]
         pts = np.stack([xs.ravel(), ys.ravel()], 1).astype(np.float32)
         xi, yi = pts[:, 0].astype(int), pts[:, 1].astype(int)
         m = 6  # border left out of comparisons (warping replicates it)
@@ -138,6 +141,17 @@ class MotionAnalyser:
         return stretch, area, resid
 
 
+def _picture(gray: np.ndarray, dark: float = 30.0) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(top, bottom), (left, right) of the picture inside letterbox/pillarbox bars: rows and
+    columns dark in every frame are bars (the whole frame when none is found, or the rest is small)."""
+    def inner(profile):
+        lit = np.nonzero(profile >= dark)[0]
+        if not len(lit) or lit[-1] + 1 - lit[0] < len(profile) // 2:
+            return 0, len(profile)
+        return int(lit[0]), int(lit[-1]) + 1
+    return inner(gray.max(axis=(0, 2))), inner(gray.max(axis=(0, 1)))
+
+
 def camera_terms(M: np.ndarray, w: int, h: int) -> tuple[float, float, float, float]:
     """(tx, ty) of the frame centre in frame widths, log scale and rotation (rad) of a model."""
     c = np.array([w / 2, h / 2], np.float32)
@@ -152,12 +166,16 @@ def summarise(res: MotionResult, p: MotionParams, cam: dict) -> dict:
     n = len(pairs) + 1
     if not pairs:
         return {"cadence": 1.0, "held_ratio": 0.0, "camera_motion": ["static"], "motion_score": 0.0,
-                "deformation_score": 0.0, "smear_frames": 0, "impact_frames": 0, "camera": {},
+                "deformation_score": 0.0, "smear_frames": 0, "impact_frames": 0, "scene_changes": 0, "camera": {},
                 "deformation_raw": 0.0, "flow_magnitude": 0.0}
     changed = np.array([q.changed for q in pairs])
     impact = _impacts(changed, p.impact_change)
+    # A change as big as an impact that does not come back is a cut the shot detector missed:
+    # the clip holds two shots. Counted (the caller flags the clip) and kept out of deformation.
+    cuts = [i for i in range(len(pairs)) if changed[i] >= p.impact_change and i not in impact and i + 1 not in impact
+            and _changed_between(res, i, min(len(pairs), i + 4), p) >= p.impact_change]
     # Impact frames are not drawings of the shot: leave them out of timing and deformation.
-    normal = [i for i in range(len(pairs)) if i not in impact and i + 1 not in impact]
+    normal = [i for i in range(len(pairs)) if i not in impact and i + 1 not in impact and i not in cuts]
     typical = float(np.percentile(changed[normal], 80)) if normal else 0.0
     held_thr = min(p.held_fraction, max(0.002, p.held_relative * typical))
     held = np.array([changed[i] < held_thr for i in normal], bool)
@@ -174,7 +192,7 @@ def summarise(res: MotionResult, p: MotionParams, cam: dict) -> dict:
         "cadence": round(cadence, 3), "held_ratio": round(held_ratio, 4), "camera_motion": tags,
         "motion_score": round(float(np.mean([q.fg_mag for q in pairs])) / max(1, res.width), 6),
         "deformation_score": round(1.0 - math.exp(-raw / p.deformation_scale), 4),
-        "smear_frames": smear_frames, "impact_frames": len(impact),
+        "smear_frames": smear_frames, "impact_frames": len(impact), "scene_changes": len(cuts),
         "camera": stats, "deformation_raw": round(raw, 4),
         "flow_magnitude": round(float(np.mean([q.flow_mag for q in pairs])) / max(1, res.width), 6),
     }
