@@ -16,6 +16,10 @@ Why the usual detectors fail on anime and what this one does instead:
   a frame in a dissolve lies on the line between the frames k before and k after (it is
   their mix), while those two are different shots. Effects redrawn every drawing (focus
   lines) are off that line. The test needs only frame correlations, so it is vectorised.
+- Black, flat and title-on-black frames between shots (cuts to black, cards, eyecatches, fades
+  to black and back) are one boundary whose span covers them and their fades: no clip holds
+  them, and a clip never spans two shots through a black card. Letterbox and pillarbox bars
+  are cropped first: identical in every shot, they would dilute every change.
 """
 from __future__ import annotations
 
@@ -189,7 +193,7 @@ class AnimeDetector(ShotDetector):
     def _faded(contrast, t: int, away: int) -> bool:
         """Frame t is part of a fade toward the blank run on its other side: its contrast is
         clearly under that of the frames further away, which rise toward the shot's own."""
-        ref = contrast[t + away:t + away * 9:away] if away > 0 else contrast[max(0, t - 8):t][::-1]
+        ref = contrast[t + 1:t + 9] if away > 0 else contrast[max(0, t - 8):t][::-1]  # nearest first
         return len(ref) > 0 and contrast[t] < 0.92 * float(np.median(ref)) and contrast[t] < ref[0]
 
     def _cuts(self, z, jump, low, gradual) -> list[Boundary]:

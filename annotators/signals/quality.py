@@ -97,6 +97,14 @@ def repeated_rows(rgb: np.ndarray) -> np.ndarray:
     return (d <= 4).mean(axis=1)  # (compression leaves a few levels of noise on the streaks)
 
 
+def has_detail(y: np.ndarray, min_std: float = 6.0) -> bool:
+    """The centre of the frame varies. Flat frames (flashes, fades, cards) show nothing but
+    faint compression edges, so they are not judged for block edges; the centre, so that
+    black bars around a white flash do not count as detail."""
+    h, w = y.shape[:2]
+    return float(y[h // 4:h - h // 4, w // 4:w - w // 4].std()) >= min_std
+
+
 def intact_part(rgb: np.ndarray, i: int, others: set, tol: float = 20.0) -> bool:
     """The top or the bottom third of frame i matches a nearby frame not in `others` (the
     other suspects) while the other third does not: lost data spares part of a frame, while
@@ -129,10 +137,7 @@ def quality_flags(rgb: np.ndarray, luma: dict[int, np.ndarray], changed: list[fl
     stats["combing"] = round(float(np.median(comb)), 4) if len(comb) else 0.0
     if len(comb) and (comb > p.comb).mean() >= p.comb_frames:
         flags.append("interlaced")
-    # Flat frames (flashes, fades, cards) show nothing but faint compression edges: not judged.
-    # (Judged by the centre, so black bars around a flash do not count as detail.)
-    grid = np.array([grid_ratio(y) for y in ys if y[y.shape[0] // 4:-y.shape[0] // 4, y.shape[1] // 4:-y.shape[1] // 4].std() >= 6]) \
-        if ys else np.zeros(0)
+    grid = np.array([grid_ratio(y) for y in ys if has_detail(y)])
     if len(grid):
         med = float(np.median(grid))
         stats["grid_max"] = round(float(grid.max()), 3)
