@@ -69,7 +69,8 @@ def test_flagged_clips_are_rejected_with_reason_and_judged_again(sharded_run, tm
     shutil.copytree(sharded_run, out)
     rejected = [r for r in manifest(out) if r["error"].startswith("shard: ")]
     assert rejected and all(r["status"] == "rejected" and "quality flags" in r["error"] for r in rejected)
-    assert all(set(r["quality_flags"]) & {"block_corruption", "interlaced", "decoder_garbage"} for r in rejected)
+    assert all(set(r["quality_flags"]) & {"block_corruption", "interlaced", "decoder_garbage"} for r in rejected), \
+        [(r["clip_id"], r["quality_flags"]) for r in rejected]
     before = len(samples(out))
     cfg = load_config(None, {"shard.max_samples": 3, "shard.val_fraction": 0.3, "shard.reject_flags": []})
     s = shard_run(out, cfg, progress=lambda m: None)

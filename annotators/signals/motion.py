@@ -172,8 +172,10 @@ def summarise(res: MotionResult, p: MotionParams, cam: dict) -> dict:
     impact = _impacts(changed, p.impact_change)
     # A change as big as an impact that does not come back is a cut the shot detector missed:
     # the clip holds two shots. Counted (the caller flags the clip) and kept out of deformation.
-    cuts = [i for i in range(len(pairs)) if changed[i] >= p.impact_change and i not in impact and i + 1 not in impact
-            and _changed_between(res, i, min(len(pairs), i + 4), p) >= p.impact_change]
+    # Only where frames on both sides can show it: a flash on a clip's first or last frames
+    # looks the same as a cut there.
+    cuts = [i for i in range(2, len(pairs) - 2) if changed[i] >= p.impact_change and i not in impact
+            and i + 1 not in impact and _changed_between(res, i - 1, i + 3, p) >= p.impact_change]
     # Impact frames are not drawings of the shot: leave them out of timing and deformation.
     normal = [i for i in range(len(pairs)) if i not in impact and i + 1 not in impact and i not in cuts]
     typical = float(np.percentile(changed[normal], 80)) if normal else 0.0
