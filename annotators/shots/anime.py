@@ -31,6 +31,12 @@ import numpy as np
 from annotators.shots.base import Boundary, ShotDetector
 
 
+def runs(mask: np.ndarray) -> list[tuple[int, int]]:
+    """The runs [start, end) of True in a 1-D boolean array."""
+    edges = np.diff(np.r_[0, mask.astype(np.int8), 0])
+    return list(zip(np.nonzero(edges == 1)[0].tolist(), np.nonzero(edges == -1)[0].tolist()))
+
+
 @dataclass
 class AnimeDetector(ShotDetector):
     name: str = "anime"
@@ -160,16 +166,8 @@ class AnimeDetector(ShotDetector):
         luma = frames.astype(np.float32).mean(-1).reshape(n, -1)
         dark = (luma.mean(1) < self.dark_luma) & ((luma > 80).mean(1) <= self.dark_bright_share)
         blank = dark | low
-        out, t = [], 0
-        while t < n:
-            if not blank[t]:
-                t += 1
-                continue
-            e = t
-            while e + 1 < n and blank[e + 1]:
-                e += 1
-            a, b = t, e + 1  # the run [a, b)
-            t = b
+        out = []
+        for a, b in runs(blank):
             if a == 0 and b == n:
                 break
             if b - a <= self.blank_max_flash and 0 < a and b < n \
@@ -287,14 +285,8 @@ class AnimeDetector(ShotDetector):
         for f in fades:
             covered[f.span[0]:f.span[1]] = True
         out = []
-        t = 0
-        while t < n:
-            if not hit[t]:
-                t += 1
-                continue
-            e = t
-            while e + 1 < n and hit[e + 1]:
-                e += 1
+        for t, end in runs(hit):
+            e = end - 1
             k = int(reach[t:e + 1].max())
             span = (max(0, t - k + 1), min(n, e + k))
             # The shots on either side must differ, also once a camera move is undone.
@@ -302,7 +294,6 @@ class AnimeDetector(ShotDetector):
             if not covered[t:e + 1].any() and self._dist(z, [before], [after])[0] > self.dissolve_across \
                     and self._aligned_dist(blurred, before, after) > self.dissolve_aligned:
                 out.append(Boundary(int((t + e + 1) // 2), "dissolve", span))
-            t = e + 1
         return out
 
     def _merge(self, bounds: list[Boundary], jump) -> list[Boundary]:
