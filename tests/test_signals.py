@@ -76,6 +76,24 @@ def test_rigid_slide_is_motion_not_deformation():
     assert slide["motion_score"] > 0 and slide["deformation_score"] < squash["deformation_score"]
 
 
+def test_rigid_pieces_are_not_deformation_what_they_leave_is():
+    """A torso sliding while an arm swings about the shoulder is two rigid pieces: nothing left.
+    A squash-and-stretch or a wobble of the same points is left unexplained by any rigid piece."""
+    rng = np.random.default_rng(0)
+    torso = rng.uniform([40, 30], [60, 80], (80, 2)).astype(np.float32)
+    arm = rng.uniform([60, 35], [90, 40], (40, 2)).astype(np.float32)
+    t = np.float32([3, -1])
+    c, s = np.cos(0.5), np.sin(0.5)
+    swung = (arm - [60, 37]) @ np.float32([[c, s], [-s, c]]) + [60, 37] + t
+    from annotators.signals.motion import MotionAnalyser
+    share = MotionAnalyser()._nonrigid_share
+    pts = np.vstack([torso, arm])
+    assert share(pts, np.vstack([torso + t, swung])) < 0.05
+    squashed = (pts - [60, 80]) * np.float32([1.3, 1 / 1.3]) + [60, 80]
+    wobbled = pts + np.stack([5 * np.sin(pts[:, 1] / 4), np.zeros(len(pts))], 1).astype(np.float32)
+    assert share(pts, squashed) > 0.3 and share(pts, wobbled) > 0.15
+
+
 def test_impact_frames_counted_and_not_flagged():
     frames = render(flashes=[{"frame": 12, "length": 2, "kind": "invert"}, {"frame": 24, "length": 1, "kind": "white"}])
     out = analyse(clip(frames), CFG)

@@ -6,11 +6,13 @@ of the camera fitted to it. Then:
 
 - held drawing: the frame equals the previous one once the camera move is undone;
 - camera: the per-frame models, about the frame centre, aggregated into taxonomy tags;
-- foreground: flow the camera does not explain. At each new drawing an affine fit of the
-  foreground's flow separates what is rigid (translation, rotation, uniform scale - a
-  character sliding, a limb swinging) from what is not: anisotropic stretch and shear
-  (squash-and-stretch, smears), area change, and what no affine explains (wobble). Only the
-  non-rigid part is deformation, so a fast pan or a rigid slide scores near zero.
+- foreground: flow the camera does not explain. At each new drawing the foreground's flow is
+  split into what is rigid and what is not. An affine fit gives anisotropic stretch and shear
+  (squash-and-stretch, smears) and area change; then up to `rigid_parts` rigid pieces
+  (translation, rotation, uniform scale: a body sliding, a head turning, a limb swinging) are
+  peeled off one after another, and the share of the foreground that none of them explains is
+  the non-rigid rest (wobble, melting, a new pose). Only the non-rigid part is deformation, so
+  a fast pan, a rigid slide or an arm swing scores near zero.
 """
 from __future__ import annotations
 
@@ -38,9 +40,11 @@ class MotionParams:
     smear_ratio: float = 1.5  # a smear differs from each neighbour this much more than they differ
     smear_min: float = 0.02  # ...and changes at least this share of the frame
     impact_change: float = 0.5  # share of pixels changed by an impact/flash frame
-    wobble_weight: float = 40.0  # weight of the non-affine residual in the raw deformation
-    smear_weight: float = 1.0  # weight of the share of smear frames in the raw deformation
-    deformation_scale: float = 0.8  # raw deformation giving score 1 - 1/e (median clip ~0.5)
+    rigid_parts: int = 3  # rigid pieces peeled off the foreground before measuring the rest
+    part_px: float = 1.0  # flow error (px) within which a point moves with a rigid piece
+    nonrigid_weight: float = 0.8  # weight of the unexplained foreground share in the raw deformation
+    smear_weight: float = 0.5  # weight of the share of smear frames in the raw deformation
+    deformation_scale: float = 0.5  # raw deformation giving score 1 - 1/e (median clip ~0.5)
 
 
 @dataclass
@@ -52,7 +56,7 @@ class PairMotion:
     deform: float | None = None  # non-rigid deformation of the foreground at a new drawing
     stretch: float = 0.0  # log axis ratio of the foreground affine
     area: float = 0.0  # |log area change| of the foreground affine
-    wobble: float = 0.0  # what no affine explains, over the foreground's size
+    nonrigid: float = 0.0  # share of the foreground that no rigid piece explains
 
 
 @dataclass
@@ -118,13 +122,13 @@ class MotionAnalyser:
                 fg = np.linalg.norm(resid, axis=1) > p.foreground_px
                 if fg.any():
                     pm.fg_mag = float(np.linalg.norm(resid[fg], axis=1).mean())
-                # The deforming subject: every textured point near what changed, moving or not
-                # (a still torso anchors the fit, so a swinging limb is not read as a stretch).
+                # The deforming subject: textured points near what changed that the camera does
+                # not explain (points of the background beside it would pull the fits to identity).
                 k = 2 * p.region_grow + 1
-                region = cv2.dilate(changed_mask, np.ones((k, k), np.uint8))[yi[tex], xi[tex]] > 0
+                region = (cv2.dilate(changed_mask, np.ones((k, k), np.uint8))[yi[tex], xi[tex]] > 0) & fg
                 if changed >= p.held_fraction and region.sum() >= 12:
-                    pm.stretch, pm.area, pm.wobble = self._deformation(src[region], dst[region], M)
-                    pm.deform = pm.stretch + pm.area + self.p.wobble_weight * pm.wobble
+                    pm.stretch, pm.area, pm.nonrigid = self._deformation(src[region], dst[region], M)
+                    pm.deform = pm.stretch + pm.area + p.nonrigid_weight * pm.nonrigid
             out.pairs.append(pm)
         return out
 
@@ -136,9 +140,21 @@ class MotionAnalyser:
         if A is None:
             return 0.0, 0.0, 0.0
         stretch, area = _affine_parts(A[:, :2])
-        extent = math.sqrt(max(1.0, float(np.prod(src.max(0) - src.min(0) + 1))))
-        resid = float(np.median(np.linalg.norm(d - (src @ A[:, :2].T + A[:, 2]), axis=1))) / extent
-        return stretch, area, resid
+        return stretch, area, self._nonrigid_share(src, d)
+
+    def _nonrigid_share(self, src: np.ndarray, dst: np.ndarray) -> float:
+        """Share of point moves src -> dst that none of up to `rigid_parts` rigid pieces explains:
+        the largest piece (a RANSAC similarity) is taken out, then the largest of what is left..."""
+        left = np.ones(len(src), bool)
+        for _ in range(self.p.rigid_parts):
+            if left.sum() < 6:  # too few points left to be a piece: what remains is non-rigid
+                break
+            S, _ = cv2.estimateAffinePartial2D(src[left], dst[left], method=cv2.RANSAC,
+                                               ransacReprojThreshold=self.p.part_px)
+            if S is None:
+                break
+            left &= np.linalg.norm(dst - (src @ S[:, :2].T + S[:, 2]), axis=1) > self.p.part_px
+        return float(left.mean())
 
 
 def _picture(gray: np.ndarray, dark: float = 30.0) -> tuple[tuple[int, int], tuple[int, int]]:
