@@ -56,6 +56,18 @@ def test_cadence_with_camera_moving_on_ones(cadence):
     assert out["camera_motion"] == ["pan_left"]
 
 
+@pytest.mark.parametrize("cadence", [2, 3])
+def test_cadence_through_effects_redrawn_every_frame_and_a_held_start(cadence):
+    """Particles redrawn on ones over a character on 2s or 3s change every frame; the drawings
+    still stand out. The first 8 frames repeat the first drawing (a held start)."""
+    frames = render(cadence=cadence, camera="pan_left", camera_speed=2.0, subject_speed=3.0, deformation=0.3,
+                    n_frames=40)
+    frames = [frames[0].copy() for _ in range(8)] + frames[8:]
+    for i, f in enumerate(frames):
+        painted.particles(f, np.random.default_rng(i))
+    assert round(analyse(clip(frames), CFG)["cadence"]) == cadence
+
+
 @pytest.mark.parametrize("camera, tag", [("zoom_in", "zoom_in"), ("zoom_out", "zoom_out"), ("tilt_up", "tilt_up"),
                                          ("shake", "shake"), ("static", "static")])
 def test_camera_tags(camera, tag):

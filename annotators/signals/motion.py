@@ -34,6 +34,9 @@ class MotionParams:
     held_diff: int = 25  # grey levels: a pixel changed
     held_fraction: float = 0.02  # share of changed pixels under which the drawing is held...
     held_relative: float = 0.35  # ...or under this share of the clip's typical drawing change
+    cadence_contrast: float = 1.3  # a new drawing changes this much more than the held frames after it...
+    cadence_fit: float = 0.67  # ...in this share of the runs, for a shot to be read as steadily on 2s, 3s or 4s
+    cadence_windows: int = 4  # runs needed to say so
     foreground_px: float = 0.7  # residual flow (px) that marks a foreground point
     open_px: int = 1  # changes thinner than 2 * open_px + 1 px are strokes, not drawing changes
     region_grow: int = 2  # px the changed region is grown by to take in the subject's still parts
@@ -198,7 +201,7 @@ def summarise(res: MotionResult, p: MotionParams, cam: dict) -> dict:
     held_thr = min(p.held_fraction, max(0.002, p.held_relative * typical))
     held = np.array([changed[i] < held_thr for i in normal], bool)
     held_ratio = float(held.mean()) if len(held) else 0.0
-    cadence = float(1.0 / max(1.0 - held_ratio, 1.0 / 3.5))
+    cadence = _steady_cadence(changed, set(normal), held_thr, p) or float(1.0 / max(1.0 - held_ratio, 1.0 / 3.5))
     terms = np.array([camera_terms(q.M, res.width, res.height) for q in pairs])
     tags, stats = camera_tags(terms[normal] if normal else terms, cam)
     deforms = [pairs[i].deform for i in normal if pairs[i].deform is not None]
@@ -214,6 +217,26 @@ def summarise(res: MotionResult, p: MotionParams, cam: dict) -> dict:
         "camera": stats, "deformation_raw": round(raw, 4),
         "flow_magnitude": round(float(np.mean([q.flow_mag for q in pairs])) / max(1, res.width), 6),
     }
+
+
+def _steady_cadence(changed: np.ndarray, normal: set[int], held_thr: float, p: MotionParams) -> float | None:
+    """The cadence c of a shot animated steadily on c's: in nearly every run of c frames where
+    something stands out from the floor of held frames, it is the first frame that changes, and
+    clearly more than the others. That holds where effects redrawn every frame or a moving
+    camera keep every frame from being held. None when no c in 2..4 fits (then the share of
+    held frames gives the cadence, which also covers mixed timing)."""
+    for c in range(2, 5):
+        for phase in range(c):
+            runs = [changed[s:s + c] for s in range(phase, len(changed) - c + 1, c)
+                    if all(i in normal for i in range(s, s + c))]  # impact frames say nothing about timing
+            if len(runs) < p.cadence_windows:
+                continue
+            floor = float(np.median([r[1:] for r in runs]))  # held frames, effects and all
+            runs = [r for r in runs if r.max() >= max(held_thr, p.cadence_contrast * floor)]  # not a held stretch
+            fits = sum(bool(r[0] > p.cadence_contrast * r[1:].max()) for r in runs)
+            if len(runs) >= p.cadence_windows and fits >= p.cadence_fit * len(runs):
+                return float(c)
+    return None
 
 
 def _changed_between(res: MotionResult, a: int, b: int, p: MotionParams) -> float:
