@@ -76,6 +76,18 @@ def test_camera_tags(camera, tag):
     assert out["camera_motion"] == [tag]
 
 
+def test_a_tilt_with_a_small_scale_error_is_not_a_zoom():
+    """Flow over sparse texture (a sky) is biased low, so a fast tilt's camera fit carries a
+    small scale term; a zoom beside a pan or tilt must stand out from that."""
+    from annotators.signals.motion import camera_tags
+    cam = CFG["analyse"]["camera"]
+    n = 30
+    tilt = np.column_stack([np.zeros(n), np.full(n, 0.007), np.full(n, -0.0016), np.zeros(n)])
+    zoom = np.column_stack([np.zeros(n), np.full(n, 0.001), np.full(n, -0.0016), np.zeros(n)])
+    assert camera_tags(tilt, cam)[0] == ["tilt_up"]
+    assert camera_tags(zoom, cam)[0] == ["tilt_up", "zoom_out"]
+
+
 def test_deformation_rises_with_deformation_level():
     scores = [analyse(clip(render(deformation=d, cadence=1, n_frames=40, subject_speed=2.0)), CFG)["deformation_score"]
               for d in (0.0, 0.5, 1.0)]

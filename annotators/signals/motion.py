@@ -299,7 +299,9 @@ def camera_tags(terms: np.ndarray, cam: dict) -> tuple[list[str], dict]:
             tags.append("pan_left" if mx > 0 else "pan_right")  # background moves right: view goes left
         if abs(my) > cam["pan"] and abs(my) >= 0.5 * abs(mx):
             tags.append("tilt_up" if my > 0 else "tilt_down")
-    if abs(zoom) > cam["zoom"] and steady_zoom:
+    # A translation's flow carries a small scale error (flow is biased low where texture is
+    # sparse, as in a sky), so a zoom beside a pan or tilt must also exceed a share of it.
+    if abs(zoom) > cam["zoom"] + cam["zoom_per_pan"] * math.hypot(mx, my) and steady_zoom:
         tags.append("zoom_in" if zoom > 0 else "zoom_out")
     if abs(roll) > cam["roll"]:
         tags.append("roll")
