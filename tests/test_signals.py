@@ -134,6 +134,21 @@ def test_damage_is_flagged(kind, flag):
     assert flag in analyse(clip(frames), CFG)["quality_flags"]
 
 
+@pytest.mark.parametrize("bars", [False, True])
+def test_one_frame_with_a_lost_slice_is_flagged_in_a_flat_tilting_shot(bars):
+    """One frame loses its lower 40% (green, noise blocks) while the camera tilts over flat
+    cel fills (where flat blocks are normal, so they do not stand out): the rows that differ
+    from both neighbours across the whole picture do. Also inside pillarbox bars."""
+    frames = render(camera="tilt_up", camera_speed=3.0, cadence=2, n_frames=30)
+    f = frames[13]
+    f[int(0.6 * f.shape[0]):] = (0, 135, 0)
+    f[-32:-16, 40:120] = np.random.default_rng(0).integers(0, 256, (16, 80, 3), dtype=np.uint8)
+    if bars:
+        frames = [np.pad(x, ((0, 0), (48, 48), (0, 0))) for x in frames]
+    out = analyse(clip(frames), CFG)
+    assert "decoder_garbage" in out["quality_flags"]
+
+
 @pytest.mark.parametrize("field_order", ["odd_late", "even_late"])
 def test_interlace_flagged_in_either_field_order_also_with_only_the_subject_moving(field_order):
     frames = render(camera="static", cadence=1, n_frames=30, subject_speed=4.0)

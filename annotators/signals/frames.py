@@ -45,3 +45,15 @@ def load_clip(path: str, start: int = 0, end: int | None = None, width: int = 19
     n, h, w, _ = arr.shape
     rgb = cv2.cvtColor(arr.reshape(n * h, w, 3), cv2.COLOR_YUV2RGB).reshape(n, h, w, 3)
     return ClipFrames(rgb, luma, fps)
+
+
+def picture_box(gray: np.ndarray, dark: float = 30.0) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(top, bottom), (left, right) of the picture inside letterbox/pillarbox bars of [N, h, w]
+    frames: rows and columns dark in every frame are bars (the whole frame when none is found,
+    or when the rest is small)."""
+    def inner(profile):
+        lit = np.nonzero(profile >= dark)[0]
+        if not len(lit) or lit[-1] + 1 - lit[0] < len(profile) // 2:
+            return 0, len(profile)
+        return int(lit[0]), int(lit[-1]) + 1
+    return inner(gray.max(axis=(0, 2))), inner(gray.max(axis=(0, 1)))

@@ -22,6 +22,8 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
+from annotators.signals.frames import picture_box
+
 IDENTITY = np.float32([[1, 0, 0], [0, 1, 0]])
 
 
@@ -94,7 +96,7 @@ class MotionAnalyser:
         if len(gray) < 2:
             return out
         h, w = gray[0].shape
-        (top, bottom), (left, right) = _picture(np.stack(gray))
+        (top, bottom), (left, right) = picture_box(np.stack(gray))
         # Flow is sampled inside the picture only: the edge of a letterbox or pillarbox bar is
         # strong texture that never moves, and would pull the camera fit toward a zoom.
         ys, xs = np.mgrid[top + 4:bottom - 4:p.grid, left + 4:right - 4:p.grid]
@@ -158,17 +160,6 @@ class MotionAnalyser:
                 break
             left &= np.linalg.norm(dst - (src @ S[:, :2].T + S[:, 2]), axis=1) > self.p.part_px
         return float(left.mean())
-
-
-def _picture(gray: np.ndarray, dark: float = 30.0) -> tuple[tuple[int, int], tuple[int, int]]:
-    """(top, bottom), (left, right) of the picture inside letterbox/pillarbox bars: rows and
-    columns dark in every frame are bars (the whole frame when none is found, or the rest is small)."""
-    def inner(profile):
-        lit = np.nonzero(profile >= dark)[0]
-        if not len(lit) or lit[-1] + 1 - lit[0] < len(profile) // 2:
-            return 0, len(profile)
-        return int(lit[0]), int(lit[-1]) + 1
-    return inner(gray.max(axis=(0, 2))), inner(gray.max(axis=(0, 1)))
 
 
 def camera_terms(M: np.ndarray, w: int, h: int) -> tuple[float, float, float, float]:

@@ -7,6 +7,8 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from annotators.signals.frames import picture_box
+
 MB = 16
 
 
@@ -17,6 +19,7 @@ class QualityParams:
     block_ratio: float = 3.0  # edge energy on the 16-px grid over elsewhere, in a corrupt frame
     block_jump: float = 1.8  # ...and over the clip's own median (compression is steady, corruption bursts)
     garbage_flat: float = 0.25  # extra share of dead (flat) blocks over the frames around
+    garbage_band: float = 0.15  # share of the height lost at the top or bottom for one frame (see lost_band)
     bar_luma: float = 20.0  # letterbox bars: darker than this...
     bar_std: float = 4.0  # ...and this flat
     bar_min: float = 0.04  # ...over at least this share of the height (width) on both sides
@@ -97,6 +100,23 @@ def repeated_rows(rgb: np.ndarray) -> np.ndarray:
     return (d <= 4).mean(axis=1)  # (compression leaves a few levels of noise on the streaks)
 
 
+def lost_band(rgb: np.ndarray, diff: int = 40, row_share: float = 0.8) -> np.ndarray:
+    """Per frame of [N, h, w, 3]: the share of the height, from the top or the bottom edge, whose
+    rows differ across nearly the whole width from both the frame before and the frame after
+    (a slice lost for one frame and refilled with anything: flat colour, streaks, noise). Drawn
+    motion changes a subject's part of a row, and a flash or a cut the whole frame."""
+    if len(rgb) < 3:
+        return np.zeros(len(rgb))
+    (top, bottom), (left, right) = picture_box(rgb.max(-1))  # inside any bars, which never change
+    x = rgb[:, top:bottom, left:right].astype(np.int16)
+    out = np.zeros(len(rgb))
+    for i in range(1, len(rgb) - 1):
+        both = (np.abs(x[i] - x[i - 1]).max(-1) > diff) & (np.abs(x[i] - x[i + 1]).max(-1) > diff)
+        lost = both.mean(1) > row_share
+        out[i] = max(_run(lost), _run(lost[::-1])) / len(lost)
+    return out
+
+
 def has_detail(y: np.ndarray, min_std: float = 6.0) -> bool:
     """The centre of the frame varies. Flat frames (flashes, fades, cards) show nothing but
     faint compression edges, so they are not judged for block edges; the centre, so that
@@ -108,13 +128,22 @@ def has_detail(y: np.ndarray, min_std: float = 6.0) -> bool:
 def intact_part(rgb: np.ndarray, i: int, others: set, tol: float = 20.0) -> bool:
     """The top or the bottom third of frame i matches a nearby frame not in `others` (the
     other suspects) while the other third does not: lost data spares part of a frame, while
-    an impact frame or a flash changes all of it."""
+    an impact frame or a flash changes all of it. "Matches" allows for a moving camera: no
+    more change than `tol`, or than that third shows between the good frames either side."""
     h = rgb.shape[1] // 3
-    near = [j for j in (i - 1, i + 1, i - 2, i + 2, i - 3, i + 3) if 0 <= j < len(rgb) and j not in others][:2]
-    for j in near:
-        top, bottom = (float(np.abs(rgb[i, part].astype(np.int16) - rgb[j, part]).mean())
-                       for part in (slice(0, h), slice(rgb.shape[1] - h, None)))
-        if min(top, bottom) < tol and max(top, bottom) > 1.6 * min(top, bottom) + 4.0:
+    parts = (slice(0, h), slice(rgb.shape[1] - h, None))
+
+    def change(a, b):
+        return [float(np.abs(rgb[a, part].astype(np.int16) - rgb[b, part]).mean()) for part in parts]
+
+    good = [j for j in (i - 1, i + 1, i - 2, i + 2, i - 3, i + 3) if 0 <= j < len(rgb) and j not in others]
+    before, after = [j for j in good if j < i][:1], [j for j in good if j > i][:1]
+    across = change(before[0], after[0]) if before and after else [0.0, 0.0]
+    for j in good[:2]:
+        ch = change(i, j)
+        q = int(np.argmin(ch))  # the third that may be intact
+        calm = ch[q] < max(tol, 1.2 * across[q])  # (the encoder may blur an intact part: a 3x contrast also counts)
+        if ch[1 - q] > (1.6 if calm else 3.0) * ch[q] + 4.0:
             return True
     return False
 
@@ -149,6 +178,9 @@ def quality_flags(rgb: np.ndarray, luma: dict[int, np.ndarray], changed: list[fl
     local = np.array([np.median(dead[max(0, i - 6):i + 7]) for i in range(n)])
     stats["dead_spike"] = round(float((dead - local).max()), 3)
     suspects = set(np.nonzero(dead - local > p.garbage_flat)[0].tolist())
+    band = lost_band(rgb)
+    stats["lost_band"] = round(float(band.max()), 3) if n else 0.0
+    suspects |= set(np.nonzero((band >= p.garbage_band) & (band <= 1 - p.garbage_band))[0].tolist())
     if suspects:
         third = rgb[:, : rgb.shape[1] // 3].astype(np.int16)
         steady = float(np.median(np.abs(np.diff(third, axis=0)).mean(axis=(1, 2, 3)))) if n > 1 else 0.0
@@ -178,9 +210,9 @@ def quality_flags(rgb: np.ndarray, luma: dict[int, np.ndarray], changed: list[fl
 
 def _bars(dark: np.ndarray, min_len: float) -> bool:
     """Dark runs of at least min_len at both ends of a row/column profile."""
-    def run(x):
-        k = 0
-        while k < len(x) and x[k]:
-            k += 1
-        return k
-    return run(dark) >= min_len and run(dark[::-1]) >= min_len
+    return _run(dark) >= min_len and _run(dark[::-1]) >= min_len
+
+
+def _run(x: np.ndarray) -> int:
+    """Length of the run of True at the start of x."""
+    return len(x) if x.all() else int(np.argmin(x))
