@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+import cv2
 import numpy as np
 
 from annotators.signals.frames import picture_box
@@ -102,18 +103,29 @@ def repeated_rows(rgb: np.ndarray) -> np.ndarray:
 
 def lost_band(rgb: np.ndarray, diff: int = 40, row_share: float = 0.8) -> np.ndarray:
     """Per frame of [N, h, w, 3]: the share of the height, from the top or the bottom edge, whose
-    rows differ across nearly the whole width from both the frame before and the frame after
-    (a slice lost for one frame and refilled with anything: flat colour, streaks, noise). Drawn
-    motion changes a subject's part of a row, and a flash or a cut the whole frame."""
+    rows differ across nearly the whole width from both the frame before and the frame after,
+    while those two agree there (a slice lost for one frame and refilled with anything: flat
+    colour, streaks, noise). Drawn motion changes a subject's part of a row, a flash or a cut
+    the whole frame, and effects redrawn every frame (speed lines) differ between the
+    neighbours too."""
     if len(rgb) < 3:
         return np.zeros(len(rgb))
-    (top, bottom), (left, right) = picture_box(rgb.max(-1))  # inside any bars, which never change
-    x = rgb[:, top:bottom, left:right].astype(np.int16)
-    out = np.zeros(len(rgb))
-    for i in range(1, len(rgb) - 1):
-        both = (np.abs(x[i] - x[i - 1]).max(-1) > diff) & (np.abs(x[i] - x[i + 1]).max(-1) > diff)
-        lost = both.mean(1) > row_share
-        out[i] = max(_run(lost), _run(lost[::-1])) / len(lost)
+    x = rgb[:, ::2, ::2]  # every other row and column is plenty
+    (top, bottom), (left, right) = picture_box(x.max(-1))  # inside any bars, which never change
+    x = np.ascontiguousarray(x[:, top:bottom, left:right])
+    n, h, w = x.shape[:3]
+    flat = x.reshape(n, h * w * 3)
+
+    def differ(a, b):  # in any channel (green garbage can match a picture's brightness)
+        return (cv2.absdiff(a, b) > diff).reshape(-1, h, w, 3).any(-1)
+    lost = (differ(flat[1:-1], flat[:-2]) & differ(flat[1:-1], flat[2:])).mean(2) > row_share
+    moved = differ(flat[:-2], flat[2:]).mean(2)  # per row: the neighbours differ from each other
+    out = np.zeros(n)
+    for i in range(n - 2):
+        for rows, m in ((lost[i], moved[i]), (lost[i, ::-1], moved[i, ::-1])):  # from the top, from the bottom
+            k = _run(rows)
+            if k and m[:k].mean() < 0.5:
+                out[i + 1] = max(out[i + 1], k / h)
     return out
 
 
