@@ -6,7 +6,7 @@ STAMP   := $(VENV)/.installed
 DEMO    ?= demo
 
 VLLM    := .venv-vllm
-.PHONY: install vllm-env test demo bench clean
+.PHONY: install vllm-env browser test demo bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -42,7 +42,14 @@ $(VLLM)/.installed: constraints.txt tests/support/tv_ops.py pyproject.toml
 
 vllm-env: $(VLLM)/.installed
 
-test: install vllm-env
+# The audit workbench's browser test drives Debian's Chromium through Playwright (never
+# `playwright install`: it downloads a browser). Installed here when missing and possible.
+browser:
+	@command -v chromium >/dev/null || { command -v apt-get >/dev/null && [ "$$(id -u)" = 0 ] && \
+	  { apt-get install -y -q chromium >/dev/null 2>&1 || { apt-get update -q >/dev/null && apt-get install -y -q chromium >/dev/null; }; }; } \
+	  || echo "chromium not installed: the browser test will be skipped"
+
+test: install vllm-env browser
 	$(BIN)/python -m pytest -q
 
 # The whole job on synthesised footage: shots, clips, analysis, captions (the signals captioner:

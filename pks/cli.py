@@ -16,6 +16,9 @@ app = typer.Typer(help="PKS: anime-native video curation, captioning and curricu
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 tax_app = typer.Typer(help="Inspect the taxonomy and validate captions against it.", no_args_is_help=True)
 app.add_typer(tax_app, name="taxonomy")
+audit_app = typer.Typer(help="The annotators' audit workbench: users, agreement, corrections back into the run.",
+                        no_args_is_help=True)
+app.add_typer(audit_app, name="audit")
 
 
 def friendly(fn):
@@ -407,6 +410,89 @@ def generate(run: Path = typer.Argument(..., help="A training run folder."),
 
     typer.echo(json.dumps(gen(run, out, tags, narrative, seed, steps=steps, guidance_tags=guidance_tags,
                               guidance_text=guidance_text)))
+
+
+@audit_app.command("add-user")
+@friendly
+def audit_add_user(out: Path = typer.Argument(..., help="A curated output folder."),
+                   name: str = typer.Argument(..., help="Login name."),
+                   role: str = typer.Option("annotator", help="annotator (labels) or lead (adjudicates, manages gold)")):
+    """Create an audit user in OUT/audit/audit.db and print their login token."""
+    from annotators.audit.store import Store
+
+    need_manifest(out)
+    store = Store(out)
+    try:
+        typer.echo(store.add_user(name, role))
+    finally:
+        store.close()
+
+
+@audit_app.command("serve")
+@friendly
+def audit_serve(out: Path = typer.Argument(..., help="A curated output folder (manifest.parquet and clips/)."),
+                host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
+                port: int = typer.Option(8765, help="Port."),
+                overlap: int = typer.Option(2, help="Annotators per clip (agreement needs 2 or more)."),
+                strategy: str = typer.Option("uncertain", help="uncertain | stratified | random"),
+                gold_rate: float = typer.Option(0.1, help="Share of each annotator's clips that are gold clips.")):
+    """Serve the audit workbench (log in with a token from pks audit add-user)."""
+    from annotators.audit.queue import QueueConfig
+    from annotators.audit.web import create_app
+
+    need_manifest(out)
+    try:
+        queue = QueueConfig(overlap=overlap, strategy=strategy, gold_rate=gold_rate)
+    except ValueError as e:
+        raise UserError(str(e)) from None
+    import uvicorn
+
+    typer.echo(f"pks audit: http://{host}:{port}/ (Ctrl-C stops)")
+    uvicorn.run(create_app(out, queue), host=host, port=port, log_level="warning")
+
+
+@audit_app.command("stats")
+@friendly
+def audit_stats(out: Path = typer.Argument(..., help="A curated output folder with an audit."),
+                as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON.")):
+    """Agreement per axis and tag (Cohen's kappa, Krippendorff's alpha), model vs human per tag,
+    most confused tags, accuracy on gold clips."""
+    from annotators.audit.stats import audit_stats as compute, format_stats
+    from annotators.audit.store import Store
+
+    need_manifest(out)
+    if not (out / "audit" / "audit.db").exists():
+        raise UserError(f"no audit in {out} (start with pks audit add-user)")
+    store = Store(out)
+    try:
+        s = compute(out, store, load_taxonomy(None))
+    finally:
+        store.close()
+    typer.echo(json.dumps(s, indent=1, default=str) if as_json else format_stats(s))
+
+
+@audit_app.command("apply")
+@friendly
+def audit_apply(out: Path = typer.Argument(..., help="A curated output folder with an audit."),
+                config: Optional[Path] = typer.Option(None, help="Job config YAML.")):
+    """Write adjudicated labels into the run's parts and manifest (caption_source human:LEAD);
+    clips adjudicated as failures become rejected. Then rerun pks shard."""
+    from annotators.audit.apply import apply_adjudications
+    from annotators.audit.store import Store
+    from pks.config import load_config
+
+    need_manifest(out)
+    if not (out / "audit" / "audit.db").exists():
+        raise UserError(f"no audit in {out} (start with pks audit add-user)")
+    store = Store(out)
+    try:
+        counts = apply_adjudications(out, load_config(config), store)
+    finally:
+        store.close()
+    typer.echo(f"captions written: {counts['captions']}, clips rejected as failures: {counts['rejected']}, "
+               f"already applied: {counts['unchanged']}")
+    if counts["captions"] or counts["rejected"]:
+        typer.echo(f"rerun `pks shard {out}` to rewrite the shards")
 
 
 def main() -> None:

@@ -15,6 +15,7 @@ from annotators.caption.backends import Backend, Job
 from annotators.caption.prompt import PROMPT_VERSION, messages, sample_frames
 from pks.clips import clip_path
 
+HUMAN = "human:"  # caption_source prefix of captions written by `pks audit apply`
 CAPTION_ERROR = "caption: "  # prefix of errors this stage records (a rerun retries them)
 
 
@@ -84,7 +85,7 @@ def caption_records(records: list, out: Path, backend: Backend, cfg: dict) -> li
     for i, r in enumerate(result):
         if r.status == "error" and r.error.startswith(CAPTION_ERROR):  # retry what failed last time
             r = result[i] = dataclasses.replace(r, status="ok", error="")
-        if r.status != "ok":
+        if r.status != "ok" or r.caption_source.startswith(HUMAN):  # people's labels are never overwritten
             continue
         entry = cache.get(cache_key(r, backend))
         cap = from_cache(entry, tax) if entry else None
@@ -98,7 +99,7 @@ def caption_records(records: list, out: Path, backend: Backend, cfg: dict) -> li
                 return messages(sample_frames(clip, c["frames"], c["token_budget"]), r, tax.version)
         pending[i] = Job(record=r, clip=clip, build=build)
     reasons: dict[int, str] = {}
-    for _ in range(1 + c["repairs"]):  # ask again (bounded) while answers are invalid
+    for attempt in range(1 + c["repairs"]):  # ask again (bounded) while answers are invalid
         if not pending:
             break
         order = list(pending)
@@ -111,7 +112,9 @@ def caption_records(records: list, out: Path, backend: Backend, cfg: dict) -> li
             cap, why = parse(ans.text, tax)
             if cap is not None:
                 cache.put(cache_key(result[i], backend), cap, tax.version)
-                result[i] = dataclasses.replace(result[i], caption=cap, caption_source=source)
+                # Re-asks are recorded: the audit queue shows clips the model struggled with first.
+                result[i] = dataclasses.replace(result[i], caption=cap,
+                                                caption_source=source + (f"|reasks={attempt}" if attempt else ""))
                 del pending[i]
             else:
                 reasons[i] = f"{why}; {ans.error}" if ans.error else why  # e.g. cut at max_tokens

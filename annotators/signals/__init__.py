@@ -33,7 +33,8 @@ def analyse(clip: ClipFrames, cfg: dict) -> dict:
                                   params(QualityParams, a.get("quality")), a.get("min_frames", 0),
                                   [q.flow_mag for q in res.pairs])
     details = {"camera": out.pop("camera"), "deformation_raw": out.pop("deformation_raw"),
-               "flow_magnitude": out.pop("flow_magnitude"), "quality": qstats}
+               "flow_magnitude": out.pop("flow_magnitude"), "quality": qstats,
+               "smear_at": out.pop("smear_at"), "impact_at": out.pop("impact_at")}  # frame markers for the audit
     if out.pop("scene_changes"):  # two shots in one clip: never deformation, never training data
         flags.append("multi_shot")
     out["quality_flags"] = flags

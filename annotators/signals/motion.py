@@ -177,7 +177,7 @@ def summarise(res: MotionResult, p: MotionParams, cam: dict) -> dict:
     if not pairs:
         return {"cadence": 1.0, "held_ratio": 0.0, "camera_motion": ["static"], "motion_score": 0.0,
                 "deformation_score": 0.0, "smear_frames": 0, "impact_frames": 0, "scene_changes": 0, "camera": {},
-                "deformation_raw": 0.0, "flow_magnitude": 0.0}
+                "deformation_raw": 0.0, "flow_magnitude": 0.0, "smear_at": [], "impact_at": []}
     changed = np.array([q.changed for q in pairs])
     impact = _impacts(changed, p.impact_change)
     # A change as big as an impact that does not come back is a cut the shot detector missed:
@@ -198,7 +198,8 @@ def summarise(res: MotionResult, p: MotionParams, cam: dict) -> dict:
     deforms = [pairs[i].deform for i in normal if pairs[i].deform is not None]
     raw = float(np.mean(deforms)) if deforms else 0.0
     starts = [i + 1 for i in normal if changed[i] >= held_thr]  # frames where a new drawing appears
-    smear_frames = _smears(res, starts, impact, p)
+    smear_at = _smears(res, starts, impact, p)
+    smear_frames = len(smear_at)
     raw += p.smear_weight * smear_frames / n  # smears are deformation too: the most extreme kind
     return {
         "cadence": round(cadence, 3), "held_ratio": round(held_ratio, 4), "camera_motion": tags,
@@ -207,6 +208,7 @@ def summarise(res: MotionResult, p: MotionParams, cam: dict) -> dict:
         "smear_frames": smear_frames, "impact_frames": len(impact), "scene_changes": len(cuts),
         "camera": stats, "deformation_raw": round(raw, 4),
         "flow_magnitude": round(float(np.mean([q.flow_mag for q in pairs])) / max(1, res.width), 6),
+        "smear_at": smear_at, "impact_at": sorted(impact),
     }
 
 
@@ -243,10 +245,10 @@ def _changed_between(res: MotionResult, a: int, b: int, p: MotionParams) -> floa
     return float((diff > p.held_diff).mean())
 
 
-def _smears(res: MotionResult, starts: list[int], impact: set[int], p: MotionParams) -> int:
+def _smears(res: MotionResult, starts: list[int], impact: set[int], p: MotionParams) -> list[int]:
     """Frames showing a smear drawing: one that neither neighbouring drawing explains, while
     the neighbours explain each other (the pose before and after a smear are close)."""
-    frames = 0
+    frames = []
     for k in range(1, len(starts) - 1):
         s, e = starts[k], starts[k + 1]  # the drawing held over [s, e)
         if s in impact or (e - 1) in impact:
@@ -255,7 +257,7 @@ def _smears(res: MotionResult, starts: list[int], impact: set[int], p: MotionPar
         out_of = res.pairs[e - 1].changed
         across = _changed_between(res, s - 1, e, p)
         if min(into, out_of) > p.smear_ratio * across and min(into, out_of) > p.smear_min:
-            frames += e - s
+            frames += range(s, e)
     return frames
 
 

@@ -1,0 +1,154 @@
+"""OUT/audit/audit.db: users and their annotations, in SQLite.
+
+Annotations are append-only (triggers refuse UPDATE and DELETE): a correction is a newer row,
+so the history of who said what stays for agreement statistics and audits of the audit.
+WAL with synchronous=FULL: a submission is on disk when `submit` returns, so a killed server
+loses nothing it acknowledged, and readers never block the writer.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import secrets
+import sqlite3
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+from pks.errors import UserError
+
+ROLES = ("annotator", "lead")
+# label: an annotator's answer; adjudication: a lead's final answer for a clip (what `pks
+# audit apply` writes back); gold: a known answer that queues mix in to measure annotators.
+KINDS = ("label", "adjudication", "gold")
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS users (
+    name TEXT PRIMARY KEY,
+    role TEXT NOT NULL CHECK (role IN ('annotator', 'lead')),
+    token_sha256 TEXT NOT NULL UNIQUE,
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS annotations (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    clip_id TEXT NOT NULL,
+    user TEXT NOT NULL REFERENCES users(name),
+    kind TEXT NOT NULL CHECK (kind IN ('label', 'adjudication', 'gold')),
+    mode TEXT NOT NULL DEFAULT '',
+    labels TEXT NOT NULL,
+    failure INTEGER NOT NULL DEFAULT 0,
+    reasons TEXT NOT NULL DEFAULT '[]',
+    created REAL NOT NULL
+);
+CREATE TABLE IF NOT EXISTS sessions (
+    id_sha256 TEXT PRIMARY KEY,
+    user TEXT NOT NULL REFERENCES users(name),
+    csrf TEXT NOT NULL,
+    created REAL NOT NULL
+);
+CREATE INDEX IF NOT EXISTS annotations_clip ON annotations (clip_id, kind);
+CREATE TRIGGER IF NOT EXISTS annotations_no_update BEFORE UPDATE ON annotations
+BEGIN SELECT RAISE(ABORT, 'annotations are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS annotations_no_delete BEFORE DELETE ON annotations
+BEGIN SELECT RAISE(ABORT, 'annotations are append-only'); END;
+"""
+
+
+@dataclass(frozen=True)
+class Annotation:
+    id: int
+    clip_id: str
+    user: str
+    kind: str
+    mode: str
+    labels: dict  # a caption in canonical form (taxonomy.validate)
+    failure: bool  # "this is a failure, not art"
+    reasons: list[str]
+    created: float
+
+
+def _digest(token: str) -> str:
+    return hashlib.sha256(token.encode()).hexdigest()
+
+
+class Store:
+    def __init__(self, out: str | Path):
+        self.path = Path(out) / "audit" / "audit.db"
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        # One connection per Store; the web app opens one per request thread.
+        self.db = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.execute("PRAGMA foreign_keys=ON")
+        self.db.executescript(SCHEMA)
+
+    def close(self) -> None:
+        self.db.close()
+
+    # ---- people -------------------------------------------------------------------------
+    def add_user(self, name: str, role: str) -> str:
+        """Create a user; returns the login token (only its hash is stored)."""
+        if role not in ROLES:
+            raise UserError(f"role must be one of {', '.join(ROLES)}, got {role!r}")
+        if not name or not name.replace("_", "").replace("-", "").replace(".", "").isalnum():
+            raise UserError(f"user name {name!r}: letters, digits, '.', '_' and '-' only")
+        token = secrets.token_urlsafe(24)
+        try:
+            self.db.execute("INSERT INTO users VALUES (?, ?, ?, ?)", (name, role, _digest(token), time.time()))
+        except sqlite3.IntegrityError:
+            raise UserError(f"user {name!r} already exists") from None
+        return token
+
+    def user(self, token: str) -> tuple[str, str] | None:
+        """(name, role) of the user with this token, or None."""
+        row = self.db.execute("SELECT name, role FROM users WHERE token_sha256 = ?", (_digest(token),)).fetchone()
+        return (row[0], row[1]) if row else None
+
+    def new_session(self, user: str) -> tuple[str, str]:
+        """(session id for the cookie, CSRF token for forms) of a fresh login."""
+        sid, csrf = secrets.token_urlsafe(32), secrets.token_urlsafe(24)
+        self.db.execute("INSERT INTO sessions VALUES (?, ?, ?, ?)", (_digest(sid), user, csrf, time.time()))
+        return sid, csrf
+
+    def session(self, sid: str, max_age: float = 7 * 86400) -> tuple[str, str, str] | None:
+        """(user, role, csrf) of a live session, or None."""
+        row = self.db.execute(
+            "SELECT s.user, u.role, s.csrf FROM sessions s JOIN users u ON u.name = s.user "
+            "WHERE s.id_sha256 = ? AND s.created > ?", (_digest(sid), time.time() - max_age)).fetchone()
+        return (row[0], row[1], row[2]) if row else None
+
+    def end_session(self, sid: str) -> None:
+        self.db.execute("DELETE FROM sessions WHERE id_sha256 = ?", (_digest(sid),))
+
+    def users(self) -> dict[str, str]:
+        return dict(self.db.execute("SELECT name, role FROM users ORDER BY name").fetchall())
+
+    # ---- annotations --------------------------------------------------------------------
+    def submit(self, clip_id: str, user: str, labels: dict, *, kind: str = "label", mode: str = "",
+               failure: bool = False, reasons: list[str] | tuple = ()) -> int:
+        """Append one annotation (labels already validated against the taxonomy); durable on return."""
+        if kind not in KINDS:
+            raise ValueError(f"kind must be one of {KINDS}")
+        cur = self.db.execute(
+            "INSERT INTO annotations (clip_id, user, kind, mode, labels, failure, reasons, created) "
+            "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (clip_id, user, kind, mode, json.dumps(labels, sort_keys=True), int(failure),
+             json.dumps(list(reasons)), time.time()))
+        return int(cur.lastrowid)
+
+    def history(self, kind: str | None = None) -> list[Annotation]:
+        q = "SELECT id, clip_id, user, kind, mode, labels, failure, reasons, created FROM annotations"
+        rows = self.db.execute(q + (" WHERE kind = ?" if kind else "") + " ORDER BY id", (kind,) if kind else ())
+        return [Annotation(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), bool(r[6]), json.loads(r[7]), r[8])
+                for r in rows]
+
+    def latest(self, kind: str = "label") -> dict[str, dict[str, Annotation]]:
+        """{clip_id: {user: their newest annotation of this kind}}."""
+        out: dict[str, dict[str, Annotation]] = {}
+        for a in self.history(kind):
+            out.setdefault(a.clip_id, {})[a.user] = a
+        return out
+
+    def final(self, kind: str) -> dict[str, Annotation]:
+        """{clip_id: the newest annotation of this kind by anyone} (adjudications, gold)."""
+        return {a.clip_id: a for a in self.history(kind)}

@@ -1,0 +1,95 @@
+"""The workbench in a real browser (Debian's Chromium driven by Playwright): log in, step
+frames exactly, label a clip with the keyboard, see it saved, blind mode hides the model."""
+import os
+import shutil
+import socket
+import threading
+import time
+from pathlib import Path
+
+import pytest
+import uvicorn
+
+from annotators.audit.queue import QueueConfig
+from annotators.audit.store import Store
+from annotators.audit.web import create_app
+from audit_support import GREY0, GREY_STEP, make_run
+from pks.decode import iter_decoded
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (make test installs it)")
+ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+
+
+@pytest.fixture
+def server(tmp_path):
+    ids = make_run(tmp_path, n_clips=3, frames=24, narrative="a girl runs")
+    token = Store(tmp_path).add_user("ann", "annotator")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    srv = uvicorn.Server(uvicorn.Config(create_app(tmp_path, QueueConfig(overlap=1, gold_rate=0.0)),
+                                        host="127.0.0.1", port=port, log_level="warning"))
+    t = threading.Thread(target=srv.run, daemon=True)
+    t.start()
+    while not srv.started:
+        time.sleep(0.05)
+    yield tmp_path, ids, token, f"http://127.0.0.1:{port}"
+    srv.should_exit = True
+    t.join(10)
+
+
+def shown_frame(page) -> tuple[int, int]:
+    """(the frame number the page shows, the frame the video element actually presents,
+    read from the grey level of its centre pixel)."""
+    page.wait_for_function("() => { const v = document.querySelector('video#clip'); return !v.seeking && v.readyState >= 2; }")
+    page.wait_for_timeout(150)  # let the frame callback run for the presented frame
+    grey = page.evaluate("""() => {
+        const v = document.querySelector('video#clip'), c = document.createElement('canvas');
+        c.width = v.videoWidth; c.height = v.videoHeight;
+        const g = c.getContext('2d'); g.drawImage(v, 0, 0);
+        return g.getImageData(c.width >> 1, c.height >> 1, 1, 1).data[1]; }""")
+    return int(page.inner_text("#frame")), round((grey - GREY0) / GREY_STEP)
+
+
+def test_login_step_frames_label_with_keys(server):
+    from playwright.sync_api import sync_playwright
+
+    out, ids, token, url = server
+    decoded = {i: int(f.to_ndarray(format="rgb24")[48, 64, 1]) for i, f, _ in iter_decoded(str(out / "clips" / f"{ids[0]}.mp4"))}
+    with sync_playwright() as pw:
+        browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
+        page = browser.new_page()
+        page.goto(url + "/")
+        assert page.url.endswith("/login")
+        page.fill("input[name=token]", token)
+        page.click("button")
+        page.wait_for_selector("video#clip")
+        clip = page.get_attribute("input[name=clip_id]", "value")
+        assert "a girl runs" not in page.content()  # blind: the model caption is not on the page
+        assert shown_frame(page) == (0, 0)
+        for _ in range(7):
+            page.keyboard.press(".")
+        assert shown_frame(page) == (7, 7)
+        page.keyboard.press(",")
+        page.keyboard.press(",")
+        label, presented = shown_frame(page)
+        assert label == presented == 5
+        assert round((decoded[5] - GREY0) / GREY_STEP) == 5  # the decoder agrees on frame 5
+        for _ in range(30):  # past the end: stays on the last frame
+            page.keyboard.press(".")
+        assert shown_frame(page) == (23, 23)
+        page.keyboard.press("e")  # camera axis
+        page.keyboard.press("1")  # its first tag: static
+        page.keyboard.press("Shift+Digit3")  # its 13th tag: shake
+        page.keyboard.press("t")  # shot size
+        page.keyboard.press("2")  # wide
+        page.keyboard.press("Enter")
+        page.wait_for_selector("#reveal")
+        assert "a girl runs" in page.inner_text("#reveal")  # revealed after submitting
+        nxt = page.get_attribute("input[name=clip_id]", "value")
+        assert nxt != clip and page.url.endswith("/")  # the next clip, without a page load
+        page.screenshot(path=str(Path(os.environ.get("PKS_SCREENSHOTS", out)) / "audit.png"), full_page=True)
+        browser.close()
+    saved = Store(out).latest()[clip]["ann"]
+    assert saved.labels["camera"] == ["static", "shake"] and saved.labels["shot"] == "wide" and saved.mode == "blind"
