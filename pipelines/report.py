@@ -213,7 +213,17 @@ def write_report(out: Path) -> Path:
     for axis, counts in s["tags"].items():
         if counts:
             parts.append(f'<img src="{_bar(f"Tags: {axis}", counts, "#8a5fbf")}">')
-    parts.append("</div><h2>Contact sheets</h2>")
+    parts.append("</div>")
+    if (out / "audit" / "audit.db").exists():  # the annotators' audit (pks audit)
+        from annotators.audit.stats import audit_stats, format_stats as audit_text
+        from annotators.audit.store import Store
+
+        store = Store(out)
+        try:
+            parts.append(f"<h2>Audit</h2><pre>{esc(audit_text(audit_stats(out, store, taxonomy.load())))}</pre>")
+        finally:
+            store.close()
+    parts.append("<h2>Contact sheets</h2>")
     for stage, src in contact_sheets(out).items():
         parts.append(f'<h3>stage {stage}</h3><img class="sheet" src="{src}">')
     generated = sorted((out / "generated").glob("*.mp4")) if (out / "generated").is_dir() else []

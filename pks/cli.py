@@ -451,6 +451,44 @@ def audit_serve(out: Path = typer.Argument(..., help="A curated output folder (m
     uvicorn.run(create_app(out, queue), host=host, port=port, log_level="warning")
 
 
+@audit_app.command("export")
+@friendly
+def audit_export(out: Path = typer.Argument(..., help="A curated output folder."),
+                 format: str = typer.Option("label-studio", "--format", help="label-studio"),
+                 dest: Optional[Path] = typer.Option(None, "--out", help="Folder for config.xml and tasks.json "
+                                                     "(default OUT/audit/label-studio)."),
+                 video_prefix: str = typer.Option("/data/local-files/?d=clips/",
+                                                  help="How Label Studio reaches OUT/clips/ (URL prefix).")):
+    """Label Studio tasks (model captions as predictions) and a labelling config from the taxonomy."""
+    from annotators.audit.labelstudio import export
+
+    need_manifest(out)
+    if format != "label-studio":
+        raise UserError(f"--format: only label-studio is supported, got {format!r}")
+    dest = dest or out / "audit" / "label-studio"
+    n = export(out, dest, load_taxonomy(None), video_prefix)
+    typer.echo(f"{n} tasks -> {dest / 'tasks.json'}; labelling config -> {dest / 'config.xml'}")
+
+
+@audit_app.command("import")
+@friendly
+def audit_import(out: Path = typer.Argument(..., help="A curated output folder."),
+                 file: Path = typer.Argument(..., help="A Label Studio JSON export.")):
+    """Label Studio annotations into the audit store (as labels by ls-NAME users)."""
+    from annotators.audit.labelstudio import import_
+    from annotators.audit.store import Store
+
+    need_manifest(out)
+    if not file.exists():
+        raise UserError(f"no such file: {file}")
+    store = Store(out)
+    try:
+        counts = import_(out, file, store, load_taxonomy(None))
+    finally:
+        store.close()
+    typer.echo(", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in counts.items()))
+
+
 @audit_app.command("stats")
 @friendly
 def audit_stats(out: Path = typer.Argument(..., help="A curated output folder with an audit."),

@@ -200,3 +200,48 @@ def test_audit_cli(run_out):
     assert r.exit_code == 0 and "0 labels on 0 clips" in r.stdout
     r = runner.invoke(app, ["audit", "stats", str(out / "nowhere")])
     assert r.exit_code == 2 and r.stderr.count("\n") == 1
+
+
+def test_label_studio_export_and_import_round_trip(tmp_path):
+    import xml.etree.ElementTree as ET
+
+    from annotators.audit.labelstudio import FAILURE, export, import_
+    from audit_support import make_run
+
+    ids = make_run(tmp_path, n_clips=2)
+    n = export(tmp_path, tmp_path / "ls", TAX)
+    tasks = json.loads((tmp_path / "ls" / "tasks.json").read_text())
+    config = ET.fromstring((tmp_path / "ls" / "config.xml").read_text())  # well-formed XML
+    assert n == 2 and {t["data"]["clip_id"] for t in tasks} == set(ids)
+    choices = {c.get("name"): [x.get("value") for x in c] for c in config.iter("Choices")}
+    assert choices["camera"] == TAX.axes["camera"].ids and choices["failure"] == [FAILURE]
+    assert {"from_name": "camera", "to_name": "video", "type": "choices", "value": {"choices": ["shake"]}} \
+        in tasks[0]["predictions"][0]["result"]
+    # what Label Studio exports: the tasks with annotations added (one valid, one with a bad tag)
+    tasks[0]["annotations"] = [{"completed_by": {"email": "kim@studio.jp"}, "result": [
+        {"from_name": "camera", "type": "choices", "value": {"choices": ["pan_left"]}},
+        {"from_name": "shot", "type": "choices", "value": {"choices": ["wide"]}},
+        {"from_name": "failure", "type": "choices", "value": {"choices": [FAILURE]}}]}]
+    tasks[1]["annotations"] = [{"completed_by": 7, "result": [
+        {"from_name": "camera", "type": "choices", "value": {"choices": ["warp_drive"]}}]}]
+    (tmp_path / "export.json").write_text(json.dumps(tasks))
+    s = Store(tmp_path)
+    assert import_(tmp_path, tmp_path / "export.json", s, TAX) == {"imported": 1, "unknown_clip": 0, "invalid": 1}
+    got = s.latest()[tasks[0]["data"]["clip_id"]]["ls-kim"]
+    assert got.labels["camera"] == ["pan_left"] and got.labels["shot"] == "wide" and got.failure
+    (tmp_path / "bad.json").write_text("{not json")
+    with pytest.raises(UserError):
+        import_(tmp_path, tmp_path / "bad.json", s, TAX)
+
+
+def test_run_report_gains_an_audit_section(tmp_path):
+    from audit_support import make_run
+    from pipelines.report import write_report
+
+    ids = make_run(tmp_path, n_clips=2)
+    s = Store(tmp_path)
+    for user in ("ann", "bob"):
+        s.add_user(user, "annotator")
+        s.submit(ids[0], user, caption(camera=["static"]))
+    page = write_report(tmp_path).read_text()
+    assert "<h2>Audit</h2>" in page and "2 labels on 1 clips by 2 annotators" in page

@@ -96,3 +96,11 @@ def test_label_saved_next_clip_and_reveal(served):
     assert lead.post("/submit", data={"clip_id": first, "csrf": lcsrf, "shot": "wide", "kind": "adjudication",
                                       "failure": "on", "reason": "tearing"}).status_code == 200
     assert Store(out).final("adjudication")[first].failure
+
+
+def test_stats_page(served):
+    out, ids, tokens, app = served
+    Store(out).submit(ids[0], "ann", {"narrative": "", "style": [], "motion": [], "camera": ["static"], "vfx": [],
+                                      "shot": "wide"})
+    c, _ = login(app, tokens["lee"])
+    assert "1 labels on 1 clips by 1 annotators" in c.get("/stats").text

@@ -99,6 +99,11 @@ class Store:
             raise UserError(f"user {name!r} already exists") from None
         return token
 
+    def ensure_user(self, name: str, role: str) -> None:
+        """A user who labels elsewhere (imported annotations): no token anyone knows."""
+        if not self.db.execute("SELECT 1 FROM users WHERE name = ?", (name,)).fetchone():
+            self.add_user(name, role)
+
     def user(self, token: str) -> tuple[str, str] | None:
         """(name, role) of the user with this token, or None."""
         row = self.db.execute("SELECT name, role FROM users WHERE token_sha256 = ?", (_digest(token),)).fetchone()
