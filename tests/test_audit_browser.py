@@ -7,6 +7,7 @@ import threading
 import time
 from pathlib import Path
 
+import cv2
 import pytest
 import uvicorn
 
@@ -56,7 +57,6 @@ def test_login_step_frames_label_with_keys(server):
     from playwright.sync_api import sync_playwright
 
     out, ids, token, url = server
-    decoded = {i: int(f.to_ndarray(format="rgb24")[48, 64, 1]) for i, f, _ in iter_decoded(str(out / "clips" / f"{ids[0]}.mp4"))}
     with sync_playwright() as pw:
         browser = pw.chromium.launch(executable_path=CHROMIUM, args=ARGS, headless=True)
         page = browser.new_page()
@@ -66,6 +66,7 @@ def test_login_step_frames_label_with_keys(server):
         page.click("button")
         page.wait_for_selector("video#clip")
         clip = page.get_attribute("input[name=clip_id]", "value")
+        decoded = {i: int(f.to_ndarray(format="rgb24")[48, 64, 1]) for i, f, _ in iter_decoded(str(out / "clips" / f"{clip}.mp4"))}
         assert "a girl runs" not in page.content()  # blind: the model caption is not on the page
         assert shown_frame(page) == (0, 0)
         for _ in range(7):
@@ -75,7 +76,15 @@ def test_login_step_frames_label_with_keys(server):
         page.keyboard.press(",")
         label, presented = shown_frame(page)
         assert label == presented == 5
-        assert round((decoded[5] - GREY0) / GREY_STEP) == 5  # the decoder agrees on frame 5
+        assert round((decoded[5] - GREY0) / GREY_STEP) == 5  # PyAV agrees on frame 5...
+        cap = cv2.VideoCapture(str(out / "clips" / f"{clip}.mp4"))
+        cap.set(cv2.CAP_PROP_POS_FRAMES, 5)
+        assert round((int(cap.read()[1][48, 64, 1]) - GREY0) / GREY_STEP) == 5  # ...and so does OpenCV
+        page.keyboard.press("s")
+        page.keyboard.press("l")
+        assert page.evaluate("() => { const v = document.querySelector('video#clip'); return [v.playbackRate, v.loop]; }") == [0.25, True]
+        nxt_src = page.get_attribute("video.prefetch", "src")
+        assert nxt_src.startswith("/media/") and not nxt_src.endswith(clip)  # the next clip is already loading
         for _ in range(30):  # past the end: stays on the last frame
             page.keyboard.press(".")
         assert shown_frame(page) == (23, 23)

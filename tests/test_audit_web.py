@@ -104,3 +104,59 @@ def test_stats_page(served):
                                       "shot": "wide"})
     c, _ = login(app, tokens["lee"])
     assert "1 labels on 1 clips by 1 annotators" in c.get("/stats").text
+
+
+def test_leads_see_open_disagreements(served):
+    out, ids, tokens, app = served
+    s = Store(out)
+    base = {"narrative": "", "style": [], "motion": [], "vfx": [], "shot": "wide"}
+    s.submit(ids[0], "ann", {**base, "camera": ["static"]})
+    s.submit(ids[0], "lee", {**base, "camera": ["shake"]})
+    s.submit(ids[1], "ann", {**base, "camera": ["static"]})
+    s.submit(ids[1], "lee", {**base, "camera": ["static"]})
+    ann, _ = login(app, tokens["ann"])
+    assert ann.get("/disagreements").status_code == 403
+    lead, csrf = login(app, tokens["lee"])
+    page = lead.get("/disagreements").text
+    assert ids[0] in page and ids[1] not in page
+    lead.post("/submit", data={"clip_id": ids[0], "csrf": csrf, "camera": "shake", "shot": "wide", "kind": "adjudication"})
+    assert ids[0] not in lead.get("/disagreements").text
+
+
+def test_kill_9_of_the_server_loses_no_acknowledged_submission(tmp_path):
+    """`pks audit serve` in its own process; every submission it answered 200 to is in the
+    database after SIGKILL."""
+    import socket
+    import subprocess
+    import sys
+    import time
+
+    import httpx
+
+    ids = make_run(tmp_path)
+    token = Store(tmp_path).add_user("ann", "annotator")
+    with socket.socket() as sk:
+        sk.bind(("127.0.0.1", 0))
+        port = sk.getsockname()[1]
+    proc = subprocess.Popen([sys.executable, "-m", "pks.cli", "audit", "serve", str(tmp_path), "--port", str(port)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        base = f"http://127.0.0.1:{port}"
+        for _ in range(200):
+            try:
+                httpx.get(base + "/login")
+                break
+            except httpx.TransportError:
+                time.sleep(0.1)
+        c = httpx.Client(base_url=base)
+        c.post("/login", data={"token": token})
+        csrf = re.search(r'"X-CSRF-Token": "([^"]+)"', c.get("/").text).group(1)
+        acked = 0
+        for clip in ids:
+            r = c.post("/submit", data={"clip_id": clip, "csrf": csrf, "camera": "static", "shot": "wide"})
+            acked += r.status_code == 200
+    finally:
+        proc.kill()  # SIGKILL
+        proc.wait()
+    assert acked == len(ids)
+    assert sorted(a.clip_id for a in Store(tmp_path).history()) == sorted(ids)

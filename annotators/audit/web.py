@@ -218,6 +218,19 @@ def create_app(out: str | Path, queue: QueueConfig | None = None, max_body: int 
             os.replace(tmp, cache)
         return FileResponse(cache, media_type="image/jpeg")
 
+    @app.get("/disagreements", response_class=HTMLResponse)
+    def disagreements(request: Request):
+        """For leads: clips whose annotators disagree and that no one has adjudicated yet."""
+        user = who(request)
+        if user[1] != "lead":
+            raise HTTPException(403, "leads only")
+        final = store().final("adjudication")
+        def answers(per):
+            return {(json.dumps(a.labels, sort_keys=True), a.failure) for a in per.values()}
+        open_ = [(c, per) for c, per in sorted(store().latest("label").items())
+                 if c not in final and len(answers(per)) > 1]
+        return templates.TemplateResponse(request, "disagreements.html", {"user": user, "open": open_, "axes": TAG_AXES})
+
     @app.get("/stats", response_class=HTMLResponse)
     def stats_page(request: Request):
         user = who(request)
