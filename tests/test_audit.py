@@ -63,6 +63,12 @@ def test_agreement_per_tag_and_axis_and_model_vs_human():
     assert ag["per_tag"]["camera/static"]["kappa"] == pytest.approx(1.0)
     assert math.isnan(ag["per_axis"]["shot"]["alpha"])  # everyone gave one and the same shot size: undefined
     assert 0 < ag["per_axis"]["camera"]["alpha"] < 1
+    # the pair over every tag decision: 4 clips x all tags, two decisions differ (pan, tilt on c4)
+    n = 4 * sum(len(TAX.axes[a].ids) for a in ("style", "motion", "camera", "vfx"))
+    yes_a, yes_b = 4, 4  # each said exactly one camera tag per clip
+    po = (n - 2) / n
+    pe = (yes_a * yes_b + (n - yes_a) * (n - yes_b)) / n ** 2
+    assert ag["pairs"]["ann ~ bob"] == pytest.approx({"kappa": (po - pe) / (1 - pe), "clips": 4})
     model = {"c1": caption(camera=[pan]), "c2": caption(camera=[pan]), "c3": caption(camera=[tilt])}
     human = {"c1": caption(camera=[pan]), "c2": caption(camera=["static"]), "c3": caption(camera=[pan])}
     mh = model_vs_human(model, human, TAX)

@@ -96,7 +96,13 @@ def agreement(labels: dict[str, dict[str, dict]], tax: Taxonomy) -> dict:
                     kappas.append(cohen_kappa([x for x, _ in both], [y for _, y in both]))
             kappas = [k for k in kappas if not math.isnan(k)]
             per_axis[axis]["kappa"] = float(np.mean(kappas)) if kappas else math.nan
-    return {"annotators": len(users), "clips": len(clips), "per_tag": per_tag, "per_axis": per_axis}
+    pairs = {}  # each pair of annotators: kappa over every yes/no tag decision on the clips both labelled
+    for u, v in itertools.combinations(users, 2):
+        both = [c for c in clips if u in labels[c] and v in labels[c]]
+        a = [_decisions(labels[c][u], ax, t) for c in both for ax in TAG_AXES for t in tax.axes[ax].ids]
+        b = [_decisions(labels[c][v], ax, t) for c in both for ax in TAG_AXES for t in tax.axes[ax].ids]
+        pairs[f"{u} ~ {v}"] = {"kappa": cohen_kappa(a, b), "clips": len(both)}
+    return {"annotators": len(users), "clips": len(clips), "per_tag": per_tag, "per_axis": per_axis, "pairs": pairs}
 
 
 def model_vs_human(model: dict[str, dict], human: dict[str, dict], tax: Taxonomy, top: int = 10) -> dict:

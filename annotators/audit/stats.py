@@ -40,6 +40,9 @@ def format_stats(s: dict) -> str:
              "", "agreement per axis (Krippendorff's alpha; shot: also mean pairwise Cohen's kappa):"]
     for axis, v in ag["per_axis"].items():
         lines.append(f"  {axis:8s} alpha {_f(v['alpha'])}" + (f"  kappa {_f(v['kappa'])}" if "kappa" in v else ""))
+    if ag["pairs"]:
+        lines.append("pairs of annotators (Cohen's kappa over all tag decisions, clips in common):")
+        lines += [f"  {pair}: {_f(v['kappa'])} on {v['clips']}" for pair, v in ag["pairs"].items()]
     lines.append("agreement per tag (mean pairwise kappa, alpha):")
     for tag, v in ag["per_tag"].items():
         if not (math.isnan(v["kappa"]) and math.isnan(v["alpha"])):
