@@ -1,0 +1,219 @@
+"""The Judge: a reward model that scores a clip in [0, 1], 1 for clean footage (extreme art
+included), 0 for failure.
+
+Frames (and their frame-to-frame differences, where boiling and tearing show) go through a
+small per-frame CNN; a temporal head reads the features and how they change; PKS's own
+signals (deformation, cadence, smear and impact rates, quality statistics) join before the
+last layer, so the Judge knows a smear was measured as a smear. Training data comes from
+curation runs: `ok` clips of every stage are positives, on purpose including stage 2-3;
+failure-flagged clips and failure augmentations of ok clips (`training.failures`) are
+negatives, each augmented copy paired with its art clip. Train / validation split by source
+video. Everything here runs on a CPU.
+"""
+from __future__ import annotations
+
+import json
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pyarrow.parquet as pq
+import torch
+from torch import nn
+
+from annotators.signals import ClipFrames, analyse, load_clip
+from pks.seeded import unit
+from training.failures import FAILURES
+
+DEFECTS = ("interlaced", "block_corruption", "decoder_garbage", "frozen", "multi_shot")  # failures, never art
+SIGNALS = ("deformation_score", "cadence", "held_ratio", "smear_rate", "impact_rate", "motion_score",
+           "combing", "grid_max", "dead_spike", "lost_band")
+
+
+@dataclass
+class JudgeConfig:
+    frames: int = 8  # sampled evenly over the clip
+    size: int = 64  # frames are resized to size x size
+    width: int = 24  # CNN channels (first layer)
+    val_fraction: float = 0.25  # of source videos
+    augment: float = 1.0  # augmented failure copies per ok clip
+    seed: int = 0
+    epochs: int = 30
+    batch: int = 16
+    lr: float = 2e-3
+    analysis_width: int = 192
+
+
+def signal_vector(out: dict, n_frames: int) -> list[float]:
+    """The PKS signals the Judge reads, from `analyse`'s record fields."""
+    q = json.loads(out["signals"]).get("quality", {})
+    n = max(1, n_frames)
+    return [out["deformation_score"], min(out["cadence"], 4.0), out["held_ratio"], out["smear_frames"] / n,
+            out["impact_frames"] / n, 100.0 * out["motion_score"], 100.0 * q.get("combing", 0.0),
+            q.get("grid_max", 0.0), q.get("dead_spike", 0.0), q.get("lost_band", 0.0)]
+
+
+def clip_example(rgb: np.ndarray, fps: float, cfg: JudgeConfig, acfg: dict) -> tuple[np.ndarray, list[float]]:
+    """(frames [T, 6, size, size] float32: RGB and its change since the previous sample, signals)
+    for one clip given as analysis-width RGB frames."""
+    luma = {i: cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for i, f in enumerate(rgb) if i % 2 == 0}
+    sig = signal_vector(analyse(ClipFrames(rgb, luma, fps), acfg), len(rgb))
+    idx = np.linspace(0, len(rgb) - 1, cfg.frames).round().astype(int)
+    small = np.stack([cv2.resize(rgb[i], (cfg.size, cfg.size), interpolation=cv2.INTER_AREA) for i in idx])
+    x = small.astype(np.float32) / 255.0
+    prev = np.stack([cv2.resize(rgb[max(0, i - 1)], (cfg.size, cfg.size), interpolation=cv2.INTER_AREA) for i in idx])
+    d = x - prev.astype(np.float32) / 255.0  # what changed since the frame before: boiling, tearing, ghosts
+    return np.concatenate([x, d], axis=-1).transpose(0, 3, 1, 2), sig
+
+
+@dataclass
+class Examples:
+    frames: list = field(default_factory=list)
+    signals: list = field(default_factory=list)
+    labels: list = field(default_factory=list)  # 1 clean, 0 failure
+    kinds: list = field(default_factory=list)  # "ok", "flagged:<flag>" or "aug:<failure>"
+    videos: list = field(default_factory=list)  # source video, for the split
+    deformation: list = field(default_factory=list)  # measured deformation of the (source) clip
+    pair: list = field(default_factory=list)  # index of the art clip an augmented copy was made from
+
+    def add(self, frames, signals, label, kind, video, deformation, pair=-1):
+        for k, v in zip(("frames", "signals", "labels", "kinds", "videos", "deformation", "pair"),
+                        (frames, signals, label, kind, video, deformation, pair)):
+            getattr(self, k).append(v)
+
+    def subset(self, keep) -> "Examples":
+        out = Examples()
+        for i in keep:
+            out.add(*(getattr(self, k)[i] for k in ("frames", "signals", "labels", "kinds", "videos", "deformation", "pair")))
+        return out
+
+
+def collect(outs: list[Path], cfg: JudgeConfig, acfg: dict, progress=lambda *_: None) -> Examples:
+    """Examples from curation runs: ok clips, their failure copies, flagged clips."""
+    ex = Examples()
+    rng = np.random.default_rng(cfg.seed)
+    kinds = sorted(FAILURES)
+    for out in map(Path, outs):
+        rows = pq.read_table(out / "manifest.parquet",
+                             columns=["clip_id", "video_id", "status", "quality_flags", "fps"]).to_pylist()
+        for r in rows:
+            path = out / "clips" / f"{r['clip_id']}.mp4"
+            flags = set(r["quality_flags"] or []) & set(DEFECTS)
+            if r["status"] == "error" or not path.exists() or (r["status"] != "ok" and not flags):
+                continue
+            rgb = load_clip(str(path), width=cfg.analysis_width, luma_every=1 << 30).rgb
+            if len(rgb) < 4:
+                continue
+            frames, sig = clip_example(rgb, r["fps"], cfg, acfg)
+            video = r["video_id"]  # a content hash: the same video lands on the same side in every run
+            if flags:
+                ex.add(frames, sig, 0, f"flagged:{sorted(flags)[0]}", video, sig[0])
+                continue
+            art = len(ex.labels)
+            ex.add(frames, sig, 1, "ok", video, sig[0])
+            for k in range(int(cfg.augment) + (rng.random() < cfg.augment % 1)):
+                kind = kinds[int(rng.integers(len(kinds)))]
+                bad = FAILURES[kind](rgb, rng)
+                f2, s2 = clip_example(bad, r["fps"], cfg, acfg)
+                ex.add(f2, s2, 0, f"aug:{kind}", video, sig[0], art)
+        progress(f"judge: {len(ex.labels)} examples from {out}")
+    return ex
+
+
+def split(ex: Examples, cfg: JudgeConfig) -> tuple[Examples, Examples]:
+    """By source video: a video's clips (and their copies) are all train or all validation."""
+    u = {v: unit(cfg.seed, "judge-split", v) for v in set(ex.videos)}
+    held = {v for v, x in u.items() if x < cfg.val_fraction}
+    if not held and cfg.val_fraction > 0 and len(u) >= 2:
+        held = {min(u, key=u.get)}  # at least one validation video
+    val = [i for i, v in enumerate(ex.videos) if v in held]
+    train = sorted(set(range(len(ex.labels))) - set(val))
+    return ex.subset(train), ex.subset(val)
+
+
+class Judge(nn.Module):
+    def __init__(self, cfg: JudgeConfig, n_signals: int = len(SIGNALS)):
+        super().__init__()
+        w = cfg.width
+        self.cfg = cfg
+
+        def block(a, b):
+            return nn.Sequential(nn.Conv2d(a, b, 3, stride=2, padding=1), nn.GroupNorm(4, b), nn.GELU())
+        self.frame = nn.Sequential(block(6, w), block(w, 2 * w), block(2 * w, 2 * w), block(2 * w, 4 * w),
+                                   nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        self.temporal = nn.Sequential(nn.Conv1d(8 * w, 4 * w, 3, padding=1), nn.GELU(),
+                                      nn.Conv1d(4 * w, 4 * w, 3, padding=1), nn.GELU())
+        self.head = nn.Sequential(nn.Linear(8 * w + n_signals, 4 * w), nn.GELU(), nn.Linear(4 * w, 1))
+        self.register_buffer("sig_mean", torch.zeros(n_signals))
+        self.register_buffer("sig_std", torch.ones(n_signals))
+
+    def forward(self, frames: torch.Tensor, signals: torch.Tensor) -> torch.Tensor:
+        """frames [B, T, 6, H, W], signals [B, S] -> logits [B] (sigmoid: the score)."""
+        b, t = frames.shape[:2]
+        f = self.frame(frames.flatten(0, 1)).view(b, t, -1)
+        change = f - torch.cat([f[:, :1], f[:, :-1]], 1)  # how the features move between samples
+        h = self.temporal(torch.cat([f, change], -1).transpose(1, 2))
+        pooled = torch.cat([h.mean(-1), h.amax(-1)], -1)
+        return self.head(torch.cat([pooled, (signals - self.sig_mean) / self.sig_std], -1)).squeeze(-1)
+
+
+def _tensors(ex: Examples):
+    return (torch.from_numpy(np.stack(ex.frames)), torch.tensor(ex.signals, dtype=torch.float32),
+            torch.tensor(ex.labels, dtype=torch.float32))
+
+
+def auc(labels, scores) -> float:
+    """Area under the ROC curve (rank statistic; ties count half)."""
+    labels, scores = np.asarray(labels), np.asarray(scores, dtype=float)
+    pos, neg = scores[labels == 1], scores[labels == 0]
+    if not len(pos) or not len(neg):
+        return math.nan
+    return float(((pos[:, None] > neg[None]) + 0.5 * (pos[:, None] == neg[None])).mean())
+
+
+def train(train_ex: Examples, val_ex: Examples | None, cfg: JudgeConfig, progress=print) -> Judge:
+    torch.manual_seed(cfg.seed)
+    model = Judge(cfg)
+    x, s, y = _tensors(train_ex)
+    model.sig_mean.copy_(s.mean(0))
+    model.sig_std.copy_(s.std(0).clamp_min(1e-3))
+    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
+    # Balanced: each batch weighs clean and failure examples equally.
+    w = torch.where(y == 1, 0.5 / y.sum().clamp_min(1), 0.5 / (1 - y).sum().clamp_min(1))
+    g = torch.Generator().manual_seed(cfg.seed)
+    steps = max(1, len(y) // cfg.batch)
+    for epoch in range(cfg.epochs):
+        model.train()
+        total = 0.0
+        for _ in range(steps):
+            i = torch.multinomial(w, cfg.batch, replacement=True, generator=g)
+            loss = nn.functional.binary_cross_entropy_with_logits(model(x[i], s[i]), y[i])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            total += loss.item()
+        msg = f"judge epoch {epoch + 1}/{cfg.epochs}: loss {total / steps:.4f}"
+        if val_ex is not None and val_ex.labels and (epoch + 1) % 5 == 0:
+            msg += f", validation AUC {auc(val_ex.labels, score(model, val_ex)):.3f}"
+        progress(msg)
+    return model.eval()
+
+
+@torch.no_grad()
+def score(model: Judge, ex: Examples, batch: int = 64) -> list[float]:
+    model.eval()
+    x, s, _ = _tensors(ex)
+    return [float(v) for k in range(0, len(x), batch) for v in torch.sigmoid(model(x[k:k + batch], s[k:k + batch]))]
+
+
+def save(model: Judge, path: Path) -> None:
+    torch.save({"config": asdict(model.cfg), "state_dict": model.state_dict(), "signals": SIGNALS}, path)
+
+
+def load(path: Path) -> Judge:
+    blob = torch.load(path, map_location="cpu", weights_only=True)
+    model = Judge(JudgeConfig(**blob["config"]), len(blob["signals"]))
+    model.load_state_dict(blob["state_dict"])
+    return model.eval()
