@@ -60,6 +60,8 @@ def rejection(r: ClipRecord, out: Path, sc: dict) -> str:
         return f"{SHARD_REJECT}quality flags {', '.join(bad)}"
     if r.curriculum_stage is None:
         return f"{SHARD_REJECT}not analysed (no curriculum stage)"
+    if sc["min_judge_score"] is not None and r.judge_score is not None and r.judge_score < sc["min_judge_score"]:
+        return f"{SHARD_REJECT}judge score {r.judge_score:.3f} below {sc['min_judge_score']}"
     if sc["require_caption"] and not r.caption:
         return f"{SHARD_REJECT}no caption"
     if not clip_path(out, r.clip_id).exists():

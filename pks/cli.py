@@ -16,6 +16,8 @@ app = typer.Typer(help="PKS: anime-native video curation, captioning and curricu
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 tax_app = typer.Typer(help="Inspect the taxonomy and validate captions against it.", no_args_is_help=True)
 app.add_typer(tax_app, name="taxonomy")
+judge_app = typer.Typer(help="The Judge: a reward model that tells art from failure.", no_args_is_help=True)
+app.add_typer(judge_app, name="judge")
 audit_app = typer.Typer(help="The annotators' audit workbench: users, agreement, corrections back into the run.",
                         no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
@@ -410,6 +412,49 @@ def generate(run: Path = typer.Argument(..., help="A training run folder."),
 
     typer.echo(json.dumps(gen(run, out, tags, narrative, seed, steps=steps, guidance_tags=guidance_tags,
                               guidance_text=guidance_text)))
+
+
+@judge_app.command("train")
+@friendly
+def judge_train(outs: list[Path] = typer.Argument(..., help="Curated output folders (manifest.parquet, clips/)."),
+                dest: Path = typer.Option(..., "--out", help="Where to write the Judge (e.g. judge.pt)."),
+                epochs: int = typer.Option(30, help="Passes over the training examples."),
+                config: Optional[Path] = typer.Option(None, help="Job config YAML (its analyse section).")):
+    """Train the Judge on curated runs: ok clips (every stage) against flagged clips and failure
+    copies; validation on held-out source videos."""
+    from pks.config import load_config
+    from training.judge import JudgeConfig, auc, collect, save, score, split, train
+
+    for out in outs:
+        need_manifest(out)
+    cfg = JudgeConfig(epochs=epochs)
+    ex = collect(outs, cfg, load_config(config), progress=typer.echo)
+    if len(set(ex.labels)) < 2:
+        raise UserError("the runs hold no usable clips (need ok clips with clip files)")
+    tr, va = split(ex, cfg)
+    model = train(tr, va if va.labels else None, cfg, progress=typer.echo)
+    save(model, dest)
+    if va.labels:
+        typer.echo(f"validation AUC {auc(va.labels, score(model, va)):.3f} on {len(va.labels)} examples "
+                   f"from {len(set(va.videos))} held-out videos")
+    typer.echo(f"judge -> {dest}")
+
+
+@judge_app.command("score")
+@friendly
+def judge_score(out: Path = typer.Argument(..., help="A curated output folder."),
+                judge: Path = typer.Option(..., help="A Judge from pks judge train."),
+                config: Optional[Path] = typer.Option(None, help="Job config YAML.")):
+    """Write judge_score into every analysed record (parts and manifest); then shard.min_judge_score
+    can keep low scorers out of the shards (rerun pks shard)."""
+    from pks.config import load_config
+    from training.judge import load, score_run
+
+    need_manifest(out)
+    if not judge.exists():
+        raise UserError(f"no such Judge file: {judge}")
+    counts = score_run(out, load(judge), load_config(config), progress=typer.echo)
+    typer.echo(f"scored {counts['scored']} clips ({counts['skipped']} without analysis or clip file)")
 
 
 @audit_app.command("add-user")

@@ -17,7 +17,7 @@ DEFAULT_CONFIG = Path(__file__).resolve().parent.parent / "pipelines" / "configs
 # Keys whose default is null: the type a value must have when one is given.
 NULLABLE = {"ray.address": str, "ray.num_cpus": int, "analyse.clip_embeddings.checkpoint": str,
             "curriculum.motion_boost": float, "caption.endpoint": str, "caption.model": str,
-            "caption.taxonomy_version": int}
+            "caption.taxonomy_version": int, "shard.min_judge_score": float}
 # Free-form mappings: their keys are checked by the component they configure.
 OPEN = {"split.params", "analyse.motion", "analyse.quality", "caption.vllm.engine_kwargs"}
 X264_PRESETS = ("ultrafast", "superfast", "veryfast", "faster", "fast", "medium", "slow", "slower", "veryslow",

@@ -43,6 +43,7 @@ class ClipRecord:
     impact_frames: int | None = None
     quality_flags: list[str] = field(default_factory=list)
     curriculum_stage: int | None = None
+    judge_score: float | None = None  # the Judge's 1 clean .. 0 failure (`pks judge score`)
     phash: str = ""  # perceptual-hash signature of sampled frames (near-duplicate search)
     duplicate_of: str = ""  # clip_id of the earlier clip this one nearly repeats
     signals: str = ""  # JSON: the measurements behind the analysis fields (magnitudes, stats)
@@ -136,6 +137,7 @@ SCHEMA = pa.schema([
     ("impact_frames", pa.int32()),
     ("quality_flags", _tags),
     ("curriculum_stage", pa.int8()),
+    ("judge_score", pa.float64()),
     ("phash", pa.string()),
     ("duplicate_of", pa.string()),
     ("signals", pa.string()),

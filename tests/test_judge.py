@@ -34,3 +34,33 @@ def test_judge_shapes_and_signal_normalisation():
     m.sig_mean.fill_(1.0)
     out = m(torch.zeros(3, 4, 6, 32, 32), torch.ones(3, 10))
     assert out.shape == (3,) and torch.isfinite(out).all()
+
+
+def test_judge_score_lands_in_parts_and_manifest_and_survives_reruns(tmp_path):
+    from typer.testing import CliRunner
+
+    from judge_support import judge_run
+    from pipelines.curate import restage
+    from pipelines.shard import rejection
+    from pks.cli import app
+    from pks.record import read_parquet
+    from training.judge import score_run
+
+    out = judge_run(tmp_path / "run", videos=2, shots=2)
+    r = CliRunner().invoke(app, ["judge", "train", str(out), "--out", str(tmp_path / "judge.pt"), "--epochs", "2"])
+    assert r.exit_code == 0 and "validation AUC" in r.stdout and (tmp_path / "judge.pt").exists()
+    r = CliRunner().invoke(app, ["judge", "score", str(out), "--judge", str(tmp_path / "judge.pt")])
+    assert r.exit_code == 0 and "scored 4 clips" in r.stdout
+    first = {x.clip_id: x.judge_score for x in read_parquet(out / "manifest.parquet")}
+    assert len(first) == 4 and all(0.0 <= v <= 1.0 for v in first.values())
+    parts = {x.clip_id: x.judge_score for p in (out / "parts").glob("*.parquet") for x in read_parquet(p)}
+    assert parts == first
+    assert score_run(out, load(tmp_path / "judge.pt"), load_config(), progress=lambda *_: None)["scored"] == 4
+    restage(out, load_config())  # another stage rewriting the parts keeps the scores
+    assert {x.clip_id: x.judge_score for x in read_parquet(out / "manifest.parquet")} == first
+    rec = read_parquet(out / "manifest.parquet")[0]
+    sc = {**load_config()["shard"], "min_judge_score": rec.judge_score + 0.01}
+    assert "judge score" in rejection(rec, out, sc)
+    assert rejection(rec, out, {**sc, "min_judge_score": None}) == ""
+    r = CliRunner().invoke(app, ["judge", "score", str(out), "--judge", str(tmp_path / "nope.pt")])
+    assert r.exit_code == 2 and "no such Judge file" in r.stderr

@@ -113,7 +113,7 @@ def collect(outs: list[Path], cfg: JudgeConfig, acfg: dict, progress=lambda *_: 
                 continue
             art = len(ex.labels)
             ex.add(frames, sig, 1, "ok", video, sig[0])
-            for k in range(int(cfg.augment) + (rng.random() < cfg.augment % 1)):
+            for _ in range(int(cfg.augment) + (rng.random() < cfg.augment % 1)):
                 kind = kinds[int(rng.integers(len(kinds)))]
                 bad = FAILURES[kind](rgb, rng)
                 f2, s2 = clip_example(bad, r["fps"], cfg, acfg)
@@ -217,3 +217,38 @@ def load(path: Path) -> Judge:
     model = Judge(JudgeConfig(**blob["config"]), len(blob["signals"]))
     model.load_state_dict(blob["state_dict"])
     return model.eval()
+
+
+def score_run(out: Path, model: Judge, cfg: dict, progress=print) -> dict[str, int]:
+    """Write judge_score into every analysed record with a clip file (parts, then manifest),
+    part by part and atomically; rerunning rescores the same clips to the same values."""
+    import dataclasses
+
+    from pipelines.curate import rewrite_parts
+
+    out = Path(out)
+    jc, counts = model.cfg, {"scored": 0, "skipped": 0}
+
+    def scored(records):
+        result = []
+        for r in records:
+            path = out / "clips" / f"{r.clip_id}.mp4"
+            if r.status == "error" or r.deformation_score is None or not path.exists():
+                counts["skipped"] += 1
+                result.append(r)
+                continue
+            rgb = load_clip(str(path), width=jc.analysis_width, luma_every=1 << 30).rgb
+            if len(rgb) < 2:
+                counts["skipped"] += 1
+                result.append(r)
+                continue
+            frames, sig = clip_example(rgb, r.fps, jc, cfg)
+            ex = Examples()
+            ex.add(frames, sig, 1, "", r.video_id, sig[0])
+            result.append(dataclasses.replace(r, judge_score=round(score(model, ex)[0], 4)))
+            counts["scored"] += 1
+        return result
+
+    for stem, _ in rewrite_parts(out, cfg, scored):
+        progress(f"judge: {stem}: {counts['scored']} clips scored so far")
+    return counts
