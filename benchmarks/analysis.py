@@ -28,10 +28,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from annotators.signals import analyse, load_clip  # noqa: E402
 from pks.config import load_config  # noqa: E402
+from pks.record import DEFECT_FLAGS  # noqa: E402
 from pks.synth import synthesize  # noqa: E402
 from report import emit  # noqa: E402
 
-DEFECTS = {"interlaced", "block_corruption", "decoder_garbage", "frozen", "multi_shot"}  # what no animator draws
+DEFECTS = set(DEFECT_FLAGS)  # what no animator draws
 
 
 def shot_spans(truth: dict):

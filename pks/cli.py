@@ -455,6 +455,8 @@ def judge_score(out: Path = typer.Argument(..., help="A curated output folder.")
         raise UserError(f"no such Judge file: {judge}")
     counts = score_run(out, load(judge), load_config(config), progress=typer.echo)
     typer.echo(f"scored {counts['scored']} clips ({counts['skipped']} without analysis or clip file)")
+    if counts["scored"]:
+        typer.echo(f"rerun `pks shard {out}` to rewrite the shards")  # their records hold the old JSON
 
 
 @audit_app.command("add-user")

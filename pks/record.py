@@ -18,6 +18,9 @@ TRANSITIONS = ("start", "cut", "fade", "dissolve")
 # Failures, never art: what analysis may flag and shard.reject_flags may keep out.
 QUALITY_FLAGS = ("decode_error", "interlaced", "block_corruption", "decoder_garbage", "frozen", "near_black",
                  "letterbox", "pillarbox", "too_short", "duplicate", "multi_shot")
+# The flags that mean broken footage (no animator draws them), as opposed to formats
+# (letterbox), length or duplicates: what benchmarks count as defects and the Judge learns from.
+DEFECT_FLAGS = ("interlaced", "block_corruption", "decoder_garbage", "frozen", "multi_shot")
 
 
 def empty_caption() -> dict:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 
 import cv2
@@ -24,10 +24,10 @@ import torch
 from torch import nn
 
 from annotators.signals import ClipFrames, analyse, load_clip
+from pks.record import DEFECT_FLAGS
 from pks.seeded import unit
 from training.failures import FAILURES
 
-DEFECTS = ("interlaced", "block_corruption", "decoder_garbage", "frozen", "multi_shot")  # failures, never art
 SIGNALS = ("deformation_score", "cadence", "held_ratio", "smear_rate", "impact_rate", "motion_score",
            "combing", "grid_max", "dead_spike", "lost_band")
 
@@ -79,14 +79,13 @@ class Examples:
     pair: list = field(default_factory=list)  # index of the art clip an augmented copy was made from
 
     def add(self, frames, signals, label, kind, video, deformation, pair=-1):
-        for k, v in zip(("frames", "signals", "labels", "kinds", "videos", "deformation", "pair"),
-                        (frames, signals, label, kind, video, deformation, pair)):
-            getattr(self, k).append(v)
+        for f, v in zip(fields(self), (frames, signals, label, kind, video, deformation, pair)):
+            getattr(self, f.name).append(v)
 
     def subset(self, keep) -> "Examples":
         out = Examples()
         for i in keep:
-            out.add(*(getattr(self, k)[i] for k in ("frames", "signals", "labels", "kinds", "videos", "deformation", "pair")))
+            out.add(*(getattr(self, f.name)[i] for f in fields(self)))
         return out
 
 
@@ -100,7 +99,7 @@ def collect(outs: list[Path], cfg: JudgeConfig, acfg: dict, progress=lambda *_: 
                              columns=["clip_id", "video_id", "status", "quality_flags", "fps"]).to_pylist()
         for r in rows:
             path = out / "clips" / f"{r['clip_id']}.mp4"
-            flags = set(r["quality_flags"] or []) & set(DEFECTS)
+            flags = set(r["quality_flags"] or []) & set(DEFECT_FLAGS)
             if r["status"] == "error" or not path.exists() or (r["status"] != "ok" and not flags):
                 continue
             rgb = load_clip(str(path), width=cfg.analysis_width, luma_every=1 << 30).rgb

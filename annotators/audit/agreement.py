@@ -62,6 +62,18 @@ def human_reference(labels_by_user: dict[str, dict], adjudicated: dict | None, t
     return out
 
 
+def _mean_pairwise_kappa(rows: dict[str, list]) -> float:
+    """Mean Cohen's kappa over pairs of raters with at least 2 items in common (None: not
+    rated); pairs where kappa is undefined are left out."""
+    kappas = []
+    for u, v in itertools.combinations(sorted(rows), 2):
+        both = [(x, y) for x, y in zip(rows[u], rows[v]) if x is not None and y is not None]
+        if len(both) >= 2:
+            kappas.append(cohen_kappa([x for x, _ in both], [y for _, y in both]))
+    kappas = [k for k in kappas if not math.isnan(k)]
+    return float(np.mean(kappas)) if kappas else math.nan
+
+
 def agreement(labels: dict[str, dict[str, dict]], tax: Taxonomy) -> dict:
     """labels: {clip_id: {user: caption}}. Per tag and per axis: kappa and alpha."""
     users = sorted({u for per in labels.values() for u in per})
@@ -77,25 +89,12 @@ def agreement(labels: dict[str, dict[str, dict]], tax: Taxonomy) -> dict:
                 axis_rows[u] += rows[u]
             if tag is None:
                 continue
-            kappas = []
-            for u, v in itertools.combinations(users, 2):
-                both = [(x, y) for x, y in zip(rows[u], rows[v]) if x is not None and y is not None]
-                if len(both) >= 2:
-                    kappas.append(cohen_kappa([x for x, _ in both], [y for _, y in both]))
-            kappas = [k for k in kappas if not math.isnan(k)]
-            per_tag[f"{axis}/{tag}"] = {"kappa": float(np.mean(kappas)) if kappas else math.nan,
-                                        "alpha": alpha(list(rows.values()))}
+            per_tag[f"{axis}/{tag}"] = {"kappa": _mean_pairwise_kappa(rows), "alpha": alpha(list(rows.values()))}
         codes = {t: i for i, t in enumerate(tax.axes[SHOT_AXIS].ids)}
         matrix = [[codes.get(v, v) if axis == SHOT_AXIS and v is not None else v for v in axis_rows[u]] for u in users]
         per_axis[axis] = {"alpha": alpha(matrix)}
         if axis == SHOT_AXIS:
-            kappas = []
-            for u, v in itertools.combinations(users, 2):
-                both = [(x, y) for x, y in zip(axis_rows[u], axis_rows[v]) if x is not None and y is not None]
-                if len(both) >= 2:
-                    kappas.append(cohen_kappa([x for x, _ in both], [y for _, y in both]))
-            kappas = [k for k in kappas if not math.isnan(k)]
-            per_axis[axis]["kappa"] = float(np.mean(kappas)) if kappas else math.nan
+            per_axis[axis]["kappa"] = _mean_pairwise_kappa(axis_rows)
     pairs = {}  # each pair of annotators: kappa over every yes/no tag decision on the clips both labelled
     for u, v in itertools.combinations(users, 2):
         both = [c for c in clips if u in labels[c] and v in labels[c]]

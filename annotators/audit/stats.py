@@ -14,7 +14,8 @@ from taxonomy.loader import Taxonomy
 
 
 def audit_stats(out: Path, store: Store, tax: Taxonomy) -> dict:
-    labels = {c: {u: a.labels for u, a in per.items()} for c, per in store.latest("label").items()}
+    latest = store.latest("label")
+    labels = {c: {u: a.labels for u, a in per.items()} for c, per in latest.items()}
     adjudicated = {c: a.labels for c, a in store.final("adjudication").items()}
     gold = {c: a.labels for c, a in store.final("gold").items()}
     rows = pq.read_table(Path(out) / "manifest.parquet", columns=["clip_id", "caption", "caption_source"]).to_pylist()
@@ -22,7 +23,7 @@ def audit_stats(out: Path, store: Store, tax: Taxonomy) -> dict:
              if r["caption"] and not (r["caption_source"] or "").startswith(HUMAN)}
     human = {c: human_reference(labels.get(c, {}), adjudicated.get(c), tax)
              for c in set(labels) | set(adjudicated) if c not in gold}
-    failures = sum(a.failure for per in store.latest("label").values() for a in per.values())
+    failures = sum(a.failure for per in latest.values() for a in per.values())
     return {"labels": sum(len(v) for v in labels.values()), "clips_labelled": len(labels),
             "adjudicated": len(adjudicated), "failure_marks": failures,
             "agreement": agreement({c: v for c, v in labels.items() if c not in gold}, tax),

@@ -112,17 +112,19 @@ def create_app(out: str | Path, queue: QueueConfig | None = None, max_body: int 
             raise HTTPException(403, "bad or missing CSRF token")
         return user, form
 
-    def done() -> dict[str, set[str]]:
-        return {c: set(per) for c, per in store().latest("label").items()}
-
     def panel(request: Request, user, clip_id: str | None, mode: str, reveal: dict | None = None):
+        """The clip page for clip_id, or for the next clip in the user's queue when it is None."""
         rs = rows()
+        latest = store().latest("label")
+        done = {c: set(per) for c, per in latest.items()}
+        upcoming = next_clips(list(rs.values()), done, set(store().final("gold")), user[0], queue, n=2)
+        if clip_id is None:
+            clip_id = upcoming[0] if upcoming else None
         r = rs.get(clip_id) if clip_id else None
-        upcoming = next_clips(list(rs.values()), done(), set(store().final("gold")), user[0], queue, n=2)
         signals = json.loads(r["signals"] or "{}") if r else {}
         others = {}
         if r and user[1] == "lead":
-            others = {u: a.labels for u, a in store().latest("label").get(clip_id, {}).items()}
+            others = {u: a.labels for u, a in latest.get(clip_id, {}).items()}
         return templates.TemplateResponse(request, "clip.html", {
             "r": r, "user": user, "mode": mode, "tax": tax, "axes": (*TAG_AXES,), "shot_axis": SHOT_AXIS,
             "signals": signals, "reveal": reveal, "reasons": FAILURE_REASONS, "others": others,
@@ -156,18 +158,12 @@ def create_app(out: str | Path, queue: QueueConfig | None = None, max_body: int 
 
     @app.get("/", response_class=HTMLResponse)
     def home(request: Request, mode: str = "blind"):
-        user = who(request)
-        picks = next_clips(list(rows().values()), done(), set(store().final("gold")), user[0], queue)
-        return templates.TemplateResponse(request, "queue.html", {
-            "user": user, "mode": mode, "first": picks[0] if picks else None})
+        return templates.TemplateResponse(request, "queue.html", {"user": who(request), "mode": mode})
 
     @app.get("/panel", response_class=HTMLResponse)
     def next_panel(request: Request, mode: str = "blind", clip: str | None = None):
         user = who(request)
-        if clip is None:
-            picks = next_clips(list(rows().values()), done(), set(store().final("gold")), user[0], queue)
-            clip = picks[0] if picks else None
-        elif clip not in rows():
+        if clip is not None and clip not in rows():
             raise HTTPException(404, "no such clip")
         return panel(request, user, clip, mode if mode in ("blind", "review") else "blind")
 
@@ -193,8 +189,7 @@ def create_app(out: str | Path, queue: QueueConfig | None = None, max_body: int 
         mode = str(form.get("mode", "blind"))
         store().submit(clip_id, user[0], labels, kind=kind, mode=mode, failure=failure, reasons=reasons)
         reveal = {"clip_id": clip_id, "yours": labels, "model": r["caption"], "failure": failure}
-        picks = next_clips(list(rows().values()), done(), set(store().final("gold")), user[0], queue)
-        return panel(request, user, picks[0] if picks else None, mode, reveal)
+        return panel(request, user, None, mode, reveal)
 
     @app.get("/media/{clip_id}")
     def media(request: Request, clip_id: str):
