@@ -21,6 +21,7 @@ COLUMNS = ["clip_id", "video_id", "status", "error", "quality_flags", "camera_mo
            "deformation_score", "curriculum_stage", "caption", "caption_source", "end_frame", "start_frame"]
 DEFORMATION_BINS = np.linspace(0, 1, 11)
 CADENCE_BINS = np.array([0.5, 1.5, 2.5, 3.5, 4.5, 8.5])
+JUDGE_BINS = np.linspace(0, 1, 11)
 
 
 def reason(error: str) -> str:
@@ -34,7 +35,8 @@ def run_stats(out: Path) -> dict:
     out = Path(out)
     if not (out / "manifest.parquet").exists():
         raise UserError(f"no manifest in {out} (run pks curate first)")
-    rows = pq.read_table(out / "manifest.parquet", columns=COLUMNS).to_pylist()
+    names = pq.read_schema(out / "manifest.parquet").names
+    rows = pq.read_table(out / "manifest.parquet", columns=COLUMNS + ["judge_score"] * ("judge_score" in names)).to_pylist()
     ok = [r for r in rows if r["status"] == "ok"]
     tax = taxonomy.load()
     tags = {a: Counter() for a in (*taxonomy.TAG_AXES, "shot")}
@@ -60,6 +62,13 @@ def run_stats(out: Path) -> dict:
         "cadence_hist": np.histogram(cadence, CADENCE_BINS)[0].tolist(),
         "ok_frames": sum(r["end_frame"] - r["start_frame"] for r in ok),
     }
+    judged = [r["judge_score"] for r in rows if r.get("judge_score") is not None]
+    if judged:  # pks judge score ran: every analysed clip, ok or not
+        stats["judge"] = {"scored": len(judged), "hist": np.histogram(judged, JUDGE_BINS)[0].tolist(),
+                          "median": float(np.median(judged)),
+                          "by_status": {st: round(float(np.mean([r["judge_score"] for r in rows if r["status"] == st
+                                                                and r.get("judge_score") is not None])), 3)
+                                        for st in sorted({r["status"] for r in rows if r.get("judge_score") is not None})}}
     index = out / "shards" / "index.parquet"
     if index.exists():
         idx = pq.read_table(index).to_pylist()
@@ -95,6 +104,11 @@ def format_stats(s: dict) -> str:
                                              for i, n in enumerate(s["deformation_hist"])))
     labels = ["1", "2", "3", "4", "5-8"]
     lines.append("cadence (frames per drawing): " + "  ".join(f"{lab}: {n}" for lab, n in zip(labels, s["cadence_hist"])))
+    if "judge" in s:
+        j = s["judge"]
+        lines.append(f"judge score ({j['scored']} clips, median {j['median']:.2f}; mean by status: "
+                     + ", ".join(f"{k} {v:.2f}" for k, v in j["by_status"].items()) + "): "
+                     + "  ".join(f"{JUDGE_BINS[i]:.1f}-{JUDGE_BINS[i + 1]:.1f}: {n}" for i, n in enumerate(j["hist"])))
     for r in s["runs"]:
         rate = f", {r['source_frames_per_s']} source frames/s" if r.get("source_frames_per_s") else ""
         what = f"{r.get('videos', 0)} video(s)" if r["job"] == "curate" else f"{r.get('samples', 0)} sample(s)"
@@ -162,14 +176,43 @@ def contact_sheets(out: Path, per_stage: int = 12, width: int = 160) -> dict[int
                 if clip_path(out, r["clip_id"]).exists():
                     data = middle_frame_jpeg(clip_path(out, r["clip_id"]), width)
                     thumbs.setdefault(k, []).append(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR))
+    return {stage: _sheet(imgs, width) for stage, imgs in sorted(thumbs.items())}
+
+
+def _sheet(images: list[np.ndarray], width: int, captions: list[str] | None = None) -> str:
+    """BGR thumbnails in a grid of 6 per row (each captioned when given), as a PNG data URL."""
+    import cv2
+
+    h = round(width * 9 / 16)
+    tiles = [cv2.resize(i, (width, h), interpolation=cv2.INTER_AREA) for i in images]
+    for tile, text in zip(tiles, captions or []):
+        cv2.rectangle(tile, (0, h - 16), (width, h), (0, 0, 0), -1)
+        cv2.putText(tile, text, (3, h - 4), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
+    tiles += [np.full_like(tiles[0], 255)] * (-len(tiles) % 6)
+    grid = np.vstack([np.hstack(tiles[i:i + 6]) for i in range(0, len(tiles), 6)])
+    ok, buf = cv2.imencode(".png", grid)
+    return "data:image/png;base64," + base64.b64encode(buf.tobytes()).decode()
+
+
+def judge_sheets(out: Path, n: int = 12, width: int = 160) -> dict[str, str]:
+    """The n lowest and n highest judge_score clips (with a clip file), middle frames captioned
+    with score, status and stage: where the Judge and the curation disagree shows here first."""
+    import cv2
+
+    from pipelines.shard import middle_frame_jpeg
+    from pks.clips import clip_path
+
+    rows = pq.read_table(out / "manifest.parquet",
+                         columns=["clip_id", "status", "curriculum_stage", "judge_score"]).to_pylist()
+    rows = sorted((r for r in rows if r["judge_score"] is not None and clip_path(out, r["clip_id"]).exists()),
+                  key=lambda r: r["judge_score"])
     sheets = {}
-    for stage, imgs in sorted(thumbs.items()):
-        h = round(width * 9 / 16)
-        tiles = [cv2.resize(i, (width, h), interpolation=cv2.INTER_AREA) for i in imgs]
-        tiles += [np.full_like(tiles[0], 255)] * (-len(tiles) % 6)
-        grid = np.vstack([np.hstack(tiles[i:i + 6]) for i in range(0, len(tiles), 6)])
-        ok, buf = cv2.imencode(".png", grid)
-        sheets[stage] = "data:image/png;base64," + base64.b64encode(buf.tobytes()).decode()
+    for name, pick in (("lowest", rows[:n]), ("highest", rows[::-1][:n])):
+        if pick:
+            imgs = [cv2.imdecode(np.frombuffer(middle_frame_jpeg(clip_path(out, r["clip_id"]), width), np.uint8),
+                                 cv2.IMREAD_COLOR) for r in pick]
+            sheets[name] = _sheet(imgs, width, [f"{r['judge_score']:.2f} {r['status']} s{r['curriculum_stage']}"
+                                                for r in pick])
     return sheets
 
 
@@ -208,6 +251,8 @@ def write_report(out: Path) -> Path:
     labels = [f"{a:.1f}" for a in DEFORMATION_BINS[:-1]]
     parts.append(f'<img src="{_hist("Deformation score (ok clips)", s["deformation_hist"], labels)}">')
     parts.append(f'<img src="{_hist("Cadence, frames per drawing", s["cadence_hist"], ["1", "2", "3", "4", "5-8"])}">')
+    if "judge" in s:
+        parts.append(f'<img src="{_hist("Judge score (every analysed clip)", s["judge"]["hist"], [f"{a:.1f}" for a in JUDGE_BINS[:-1]])}">')
     if s["camera_mix"]:
         parts.append(f'<img src="{_bar("Camera motion mix", s["camera_mix"])}">')
     for axis, counts in s["tags"].items():
@@ -226,6 +271,9 @@ def write_report(out: Path) -> Path:
     parts.append("<h2>Contact sheets</h2>")
     for stage, src in contact_sheets(out).items():
         parts.append(f'<h3>stage {stage}</h3><img class="sheet" src="{src}">')
+    if "judge" in s:
+        for name, src in judge_sheets(out).items():
+            parts.append(f'<h3>Judge: {name} scores</h3><img class="sheet" src="{src}">')
     generated = sorted((out / "generated").glob("*.mp4")) if (out / "generated").is_dir() else []
     if generated:
         parts.append("<h2>Generated clips</h2>")

@@ -371,13 +371,35 @@ def train(source: str = typer.Argument(..., help="A curate OUT folder or its sha
           no_tag_channel: bool = typer.Option(False, "--no-tag-channel",
                                               help="Ablation: fold the tags into the narrative instead."),
           ray_workers: Optional[int] = typer.Option(None, min=1, help="Train on Ray with this many workers."),
-          gpu: bool = typer.Option(False, help="With --ray-workers: one GPU per worker.")):
+          gpu: bool = typer.Option(False, help="With --ray-workers: one GPU per worker."),
+          stage: str = typer.Option("sft", help="sft (flow matching) or dpo (the preference stage, from --init)."),
+          init: Optional[Path] = typer.Option(None, help="With --stage dpo: the trained run to start from."),
+          judge: Optional[Path] = typer.Option(None, help="With --stage dpo: the Judge that ranks samples.")):
     """Train the dual-channel generator on curriculum shards: `pks train SHARDS_OR_OUT --config tiny
     --steps N --out RUN [--resume]`. Under torchrun it runs data parallel (DDP, or FSDP2 with
     train.parallel: fsdp). `pks train encode SHARDS --config C --out LATENTS` precomputes VAE
-    latents and text embeddings into latent shards that `pks train LATENTS ...` reads."""
+    latents and text embeddings into latent shards that `pks train LATENTS ...` reads.
+    `pks train SHARDS --stage dpo --init RUN --judge judge.pt --steps N --out RUN_DPO` runs the
+    preference stage (Diffusion-DPO; its settings are the config's `dpo` section)."""
     from training.train import load_train_config, train as run_train, train_ray
 
+    if stage not in ("sft", "dpo"):
+        raise UserError(f"--stage must be sft or dpo, got {stage!r}")
+    if stage == "dpo":
+        from training.dpo import dpo_config, train_dpo
+
+        if init is None:
+            raise UserError("--stage dpo needs --init RUN (a pks train run to start from)")
+        if ray_workers or second or no_tag_channel:
+            raise UserError("--stage dpo runs in one process on raw shards (no --ray-workers, encode or ablation)")
+        base = load_train_config(config).get("dpo")
+        if not base:
+            raise UserError(f"training config {config} has no dpo section (see training/configs/tiny.yaml)")
+        dpo = dpo_config(base, {"steps": steps, "batch": batch_size})
+        typer.echo(json.dumps(train_dpo(source, init, judge, out, dpo, resume=resume)))
+        return
+    if init or judge:
+        raise UserError("--init and --judge belong to --stage dpo")
     cfg = load_train_config(config, {"train.steps": steps, "data.batch_size": batch_size,
                                      "tag_channel": False if no_tag_channel else None})
     if source == "encode":
@@ -419,7 +441,9 @@ def generate(run: Path = typer.Argument(..., help="A training run folder."),
 def judge_train(outs: list[Path] = typer.Argument(..., help="Curated output folders (manifest.parquet, clips/)."),
                 dest: Path = typer.Option(..., "--out", help="Where to write the Judge (e.g. judge.pt)."),
                 epochs: int = typer.Option(30, help="Passes over the training examples."),
-                config: Optional[Path] = typer.Option(None, help="Job config YAML (its analyse section).")):
+                config: Optional[Path] = typer.Option(None, help="Job config YAML (its analyse section)."),
+                backbone: str = typer.Option("cnn", help="cnn, or a local OpenCLIP folder (open_clip_config.json "
+                                                         "and weights) whose frozen image tower embeds the frames.")):
     """Train the Judge on curated runs: ok clips (every stage) against flagged clips and failure
     copies; validation on held-out source videos."""
     from pks.config import load_config
@@ -427,7 +451,9 @@ def judge_train(outs: list[Path] = typer.Argument(..., help="Curated output fold
 
     for out in outs:
         need_manifest(out)
-    cfg = JudgeConfig(epochs=epochs)
+    if backbone != "cnn" and not (Path(backbone) / "open_clip_config.json").is_file():
+        raise UserError(f"--backbone must be cnn or an OpenCLIP folder with open_clip_config.json, got {backbone}")
+    cfg = JudgeConfig(epochs=epochs, backbone=backbone if backbone == "cnn" else str(Path(backbone).resolve()))
     ex = collect(outs, cfg, load_config(config), progress=typer.echo)
     if len(set(ex.labels)) < 2:
         raise UserError("the runs hold no usable clips (need ok clips with clip files)")

@@ -58,9 +58,56 @@ def test_judge_score_lands_in_parts_and_manifest_and_survives_reruns(tmp_path):
     assert score_run(out, load(tmp_path / "judge.pt"), load_config(), progress=lambda *_: None)["scored"] == 4
     restage(out, load_config())  # another stage rewriting the parts keeps the scores
     assert {x.clip_id: x.judge_score for x in read_parquet(out / "manifest.parquet")} == first
+
+    from pipelines.report import format_stats, run_stats, write_report
+
+    s = run_stats(out)  # the report: histogram, and the lowest and highest scorers side by side
+    assert s["judge"]["scored"] == 4 and sum(s["judge"]["hist"]) == 4 and "judge score (4 clips" in format_stats(s)
+    page = write_report(out).read_text()
+    assert "Judge: lowest scores" in page and "Judge: highest scores" in page
     rec = read_parquet(out / "manifest.parquet")[0]
     sc = {**load_config()["shard"], "min_judge_score": rec.judge_score + 0.01}
     assert "judge score" in rejection(rec, out, sc)
     assert rejection(rec, out, {**sc, "min_judge_score": None}) == ""
     r = CliRunner().invoke(app, ["judge", "score", str(out), "--judge", str(tmp_path / "nope.pt")])
     assert r.exit_code == 2 and "no such Judge file" in r.stderr
+
+
+def tiny_openclip(folder):
+    """An OpenCLIP folder as the hub ships one (config + weights), tiny and random: built here."""
+    import json
+
+    import open_clip
+
+    folder.mkdir()
+    (folder / "open_clip_config.json").write_text(json.dumps({
+        "model_cfg": {"embed_dim": 32, "vision_cfg": {"image_size": 32, "layers": 1, "width": 64, "patch_size": 8,
+                                                      "head_width": 32},
+                      "text_cfg": {"context_length": 16, "vocab_size": 1000, "width": 32, "heads": 2, "layers": 1}},
+        "preprocess_cfg": {"mean": [0.48, 0.46, 0.41], "std": [0.27, 0.26, 0.28]}}))
+    torch.manual_seed(3)
+    model = open_clip.create_model(f"local-dir:{folder}")
+    torch.save(model.state_dict(), folder / "open_clip_pytorch_model.bin")
+    return folder, model.visual
+
+
+def test_an_openclip_backbone_from_a_local_folder_is_frozen_and_not_saved_in_the_judge(tmp_path):
+    from typer.testing import CliRunner
+
+    from judge_support import judge_run
+    from pks.cli import app
+
+    folder, visual = tiny_openclip(tmp_path / "clip")
+    m = Judge(JudgeConfig(width=8, size=32, frames=4, backbone=str(folder)))
+    assert all(torch.equal(a, b) for a, b in zip(m.frame.tower.state_dict().values(), visual.state_dict().values()))
+    out = judge_run(tmp_path / "run", videos=2, shots=2)
+    r = CliRunner().invoke(app, ["judge", "train", str(out), "--out", str(tmp_path / "judge.pt"), "--epochs", "2",
+                                 "--backbone", str(folder)])
+    assert r.exit_code == 0, r.stdout
+    blob = torch.load(tmp_path / "judge.pt", weights_only=True)
+    assert blob["config"]["backbone"] == str(folder.resolve()) and not any("tower" in k for k in blob["state_dict"])
+    judge = load(tmp_path / "judge.pt")  # the tower comes back from the folder, untouched by training
+    assert all(torch.equal(a, b) for a, b in zip(judge.frame.tower.state_dict().values(), visual.state_dict().values()))
+    assert torch.equal(judge.frame.proj.weight, blob["state_dict"]["frame.proj.weight"])  # the trained projection
+    r = CliRunner().invoke(app, ["judge", "train", str(out), "--out", str(tmp_path / "j2.pt"), "--backbone", str(tmp_path)])
+    assert r.exit_code == 2 and "OpenCLIP folder" in r.output

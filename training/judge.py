@@ -2,7 +2,8 @@
 included), 0 for failure.
 
 Frames (and their frame-to-frame differences, where boiling and tearing show) go through a
-small per-frame CNN; a temporal head reads the features and how they change; PKS's own
+small per-frame CNN, or the frozen image tower of an OpenCLIP model from a local folder
+(`JudgeConfig.backbone`); a temporal head reads the features and how they change; PKS's own
 signals (deformation, cadence, smear and impact rates, quality statistics) join before the
 last layer, so the Judge knows a smear was measured as a smear. Training data comes from
 curation runs: `ok` clips of every stage are positives, on purpose including stage 2-3;
@@ -44,6 +45,9 @@ class JudgeConfig:
     batch: int = 16
     lr: float = 2e-3
     analysis_width: int = 192
+    # "cnn" (trained from scratch, runs anywhere) or a local OpenCLIP folder (open_clip_config.json
+    # and weights, as on the hub): its image tower, frozen, embeds the frames instead.
+    backbone: str = "cnn"
 
 
 def signal_vector(out: dict, n_frames: int) -> list[float]:
@@ -77,9 +81,10 @@ class Examples:
     videos: list = field(default_factory=list)  # source video, for the split
     deformation: list = field(default_factory=list)  # measured deformation of the (source) clip
     pair: list = field(default_factory=list)  # index of the art clip an augmented copy was made from
+    extra: list = field(default_factory=list)  # collect's `extra(rgb)` per example (a benchmark's baseline)
 
-    def add(self, frames, signals, label, kind, video, deformation, pair=-1):
-        for f, v in zip(fields(self), (frames, signals, label, kind, video, deformation, pair)):
+    def add(self, frames, signals, label, kind, video, deformation, pair=-1, extra=None):
+        for f, v in zip(fields(self), (frames, signals, label, kind, video, deformation, pair, extra)):
             getattr(self, f.name).append(v)
 
     def subset(self, keep) -> "Examples":
@@ -89,8 +94,10 @@ class Examples:
         return out
 
 
-def collect(outs: list[Path], cfg: JudgeConfig, acfg: dict, progress=lambda *_: None) -> Examples:
-    """Examples from curation runs: ok clips, their failure copies, flagged clips."""
+def collect(outs: list[Path], cfg: JudgeConfig, acfg: dict, progress=lambda *_: None, extra=None) -> Examples:
+    """Examples from curation runs: ok clips, their failure copies, flagged clips. `extra(rgb)`,
+    when given, is computed on every example's analysis-width frames (baseline rewards)."""
+    measure = extra or (lambda _: None)
     ex = Examples()
     rng = np.random.default_rng(cfg.seed)
     kinds = sorted(FAILURES)
@@ -108,15 +115,15 @@ def collect(outs: list[Path], cfg: JudgeConfig, acfg: dict, progress=lambda *_: 
             frames, sig = clip_example(rgb, r["fps"], cfg, acfg)
             video = r["video_id"]  # a content hash: the same video lands on the same side in every run
             if flags:
-                ex.add(frames, sig, 0, f"flagged:{sorted(flags)[0]}", video, sig[0])
+                ex.add(frames, sig, 0, f"flagged:{sorted(flags)[0]}", video, sig[0], extra=measure(rgb))
                 continue
             art = len(ex.labels)
-            ex.add(frames, sig, 1, "ok", video, sig[0])
+            ex.add(frames, sig, 1, "ok", video, sig[0], extra=measure(rgb))
             for _ in range(int(cfg.augment) + (rng.random() < cfg.augment % 1)):
                 kind = kinds[int(rng.integers(len(kinds)))]
                 bad = FAILURES[kind](rgb, rng)
                 f2, s2 = clip_example(bad, r["fps"], cfg, acfg)
-                ex.add(f2, s2, 0, f"aug:{kind}", video, sig[0], art)
+                ex.add(f2, s2, 0, f"aug:{kind}", video, sig[0], art, measure(bad))
         progress(f"judge: {len(ex.labels)} examples from {out}")
     return ex
 
@@ -132,6 +139,37 @@ def split(ex: Examples, cfg: JudgeConfig) -> tuple[Examples, Examples]:
     return ex.subset(train), ex.subset(val)
 
 
+class OpenClipFrames(nn.Module):
+    """A frozen OpenCLIP image tower from a local folder (`local-dir:` in open_clip's terms; no
+    download), projected to the Judge's feature width. It reads the RGB half of the input; its
+    weights are not part of a saved Judge (the folder is named in the Judge's config)."""
+
+    def __init__(self, folder: str, width: int):
+        super().__init__()
+        import open_clip
+
+        if not (Path(folder) / "open_clip_config.json").is_file():
+            raise FileNotFoundError(f"{folder} is not an OpenCLIP folder (no open_clip_config.json)")
+        model = open_clip.create_model(f"local-dir:{folder}")
+        self.tower = model.visual.eval().requires_grad_(False)
+        size = self.tower.image_size
+        self.size = tuple(size) if isinstance(size, (tuple, list)) else (size, size)
+        self.register_buffer("mean", torch.tensor(self.tower.preprocess_cfg["mean"]).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(self.tower.preprocess_cfg["std"]).view(1, 3, 1, 1), persistent=False)
+        self.proj = nn.Linear(self.tower.output_dim, width)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rgb = nn.functional.interpolate(x[:, :3], size=self.size, mode="bilinear", align_corners=False)
+        with torch.no_grad():
+            feats = self.tower((rgb - self.mean) / self.std)
+        return self.proj(feats.float())
+
+    def train(self, mode: bool = True):
+        super().train(mode)
+        self.tower.eval()  # frozen, dropout and norms included
+        return self
+
+
 class Judge(nn.Module):
     def __init__(self, cfg: JudgeConfig, n_signals: int = len(SIGNALS)):
         super().__init__()
@@ -140,8 +178,11 @@ class Judge(nn.Module):
 
         def block(a, b):
             return nn.Sequential(nn.Conv2d(a, b, 3, stride=2, padding=1), nn.GroupNorm(4, b), nn.GELU())
-        self.frame = nn.Sequential(block(6, w), block(w, 2 * w), block(2 * w, 2 * w), block(2 * w, 4 * w),
-                                   nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        if cfg.backbone == "cnn":
+            self.frame = nn.Sequential(block(6, w), block(w, 2 * w), block(2 * w, 2 * w), block(2 * w, 4 * w),
+                                       nn.AdaptiveAvgPool2d(1), nn.Flatten())
+        else:
+            self.frame = OpenClipFrames(cfg.backbone, 4 * w)
         self.temporal = nn.Sequential(nn.Conv1d(8 * w, 4 * w, 3, padding=1), nn.GELU(),
                                       nn.Conv1d(4 * w, 4 * w, 3, padding=1), nn.GELU())
         self.head = nn.Sequential(nn.Linear(8 * w + n_signals, 4 * w), nn.GELU(), nn.Linear(4 * w, 1))
@@ -176,9 +217,10 @@ def train(train_ex: Examples, val_ex: Examples | None, cfg: JudgeConfig, progres
     torch.manual_seed(cfg.seed)
     model = Judge(cfg)
     x, s, y = _tensors(train_ex)
+    params = [p for p in model.parameters() if p.requires_grad]
     model.sig_mean.copy_(s.mean(0))
     model.sig_std.copy_(s.std(0).clamp_min(1e-3))
-    opt = torch.optim.AdamW(model.parameters(), lr=cfg.lr, weight_decay=1e-4)
+    opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-4)
     # Balanced: each batch weighs clean and failure examples equally.
     w = torch.where(y == 1, 0.5 / y.sum().clamp_min(1), 0.5 / (1 - y).sum().clamp_min(1))
     g = torch.Generator().manual_seed(cfg.seed)
@@ -207,14 +249,35 @@ def score(model: Judge, ex: Examples, batch: int = 64) -> list[float]:
     return [float(v) for k in range(0, len(x), batch) for v in torch.sigmoid(model(x[k:k + batch], s[k:k + batch]))]
 
 
+def judge_frames(model: Judge, rgb: np.ndarray, fps: float, acfg: dict) -> tuple[float, float]:
+    """(score, measured deformation) of one clip given as uint8 [T, H, W, 3] frames of any size
+    (a generated clip is resized to the analysis width first, as a curated one is)."""
+    h, w = rgb.shape[1:3]
+    width = model.cfg.analysis_width
+    if w != width:
+        size = (width, max(2, round(h * width / w / 2) * 2))
+        rgb = np.stack([cv2.resize(f, size, interpolation=cv2.INTER_AREA if w > width else cv2.INTER_LINEAR)
+                        for f in rgb])
+    frames, sig = clip_example(rgb, fps, model.cfg, acfg)
+    ex = Examples()
+    ex.add(frames, sig, 1, "", "", sig[0])
+    return score(model, ex)[0], sig[0]
+
+
+FROZEN = "frame.tower."  # an OpenCLIP backbone's weights: in its own folder, not in the Judge file
+
+
 def save(model: Judge, path: Path) -> None:
-    torch.save({"config": asdict(model.cfg), "state_dict": model.state_dict(), "signals": SIGNALS}, path)
+    state = {k: v for k, v in model.state_dict().items() if not k.startswith(FROZEN)}
+    torch.save({"config": asdict(model.cfg), "state_dict": state, "signals": SIGNALS}, path)
 
 
 def load(path: Path) -> Judge:
     blob = torch.load(path, map_location="cpu", weights_only=True)
     model = Judge(JudgeConfig(**blob["config"]), len(blob["signals"]))
-    model.load_state_dict(blob["state_dict"])
+    missing, unexpected = model.load_state_dict(blob["state_dict"], strict=False)
+    if unexpected or any(not k.startswith(FROZEN) for k in missing):
+        raise ValueError(f"{path} does not fit its Judge config: missing {missing[:3]}, unexpected {unexpected[:3]}")
     return model.eval()
 
 
@@ -241,10 +304,7 @@ def score_run(out: Path, model: Judge, cfg: dict, progress=print) -> dict[str, i
                 counts["skipped"] += 1
                 result.append(r)
                 continue
-            frames, sig = clip_example(rgb, r.fps, jc, cfg)
-            ex = Examples()
-            ex.add(frames, sig, 1, "", r.video_id, sig[0])
-            result.append(dataclasses.replace(r, judge_score=round(score(model, ex)[0], 4)))
+            result.append(dataclasses.replace(r, judge_score=round(judge_frames(model, rgb, r.fps, cfg)[0], 4)))
             counts["scored"] += 1
         return result
 
