@@ -66,19 +66,21 @@ def evaluate(run: Path, judge, acfg: dict, samples: int, work: Path) -> dict:
     from training.sample import load_run, sample
 
     cfg, tax, model, text, space, _ = load_run(run)
-    scores, hits, stages, deform = [], [], [], []
+    scores, logits, hits, stages, deform = [], [], [], [], []
     for cam in CAMERA:
         for stage in range(4):
             for seed in range(samples):
                 video = sample(model, text, space, cfg, {"camera": [cam]}, "", None, stage, 500 + seed, tax=tax)
                 frames = video.permute(0, 2, 3, 1).numpy()
-                scores.append(judge_frames(judge, frames, cfg["data"]["fps"], acfg)[0])
+                score, logit, _ = judge_frames(judge, frames, cfg["data"]["fps"], acfg)
+                scores.append(score)
+                logits.append(logit)
                 got = measure(frames, cfg["data"]["fps"], work / "gen.mp4", acfg)
                 hits.append(cam in got["camera_motion"])
                 stages.append(stage)
                 deform.append(got["deformation_score"])
     per_stage = [float(np.mean([d for s, d in zip(stages, deform) if s == k])) for k in range(4)]
-    return {"judge": float(np.mean(scores)), "per_stage": per_stage, "camera": float(np.mean(hits)),
+    return {"judge": float(np.mean(scores)), "logit": float(np.mean(logits)), "per_stage": per_stage, "camera": float(np.mean(hits)),
             "spearman": spearman(stages, deform), "n": len(scores)}
 
 
@@ -89,7 +91,7 @@ def main() -> None:
     ap.add_argument("--init-steps", type=int, default=500)
     ap.add_argument("--steps", type=int, default=150)
     ap.add_argument("--sweep-steps", type=int, default=60)
-    ap.add_argument("--betas", default="250,2500,25000")
+    ap.add_argument("--betas", default="250,2500,25000,100000")
     ap.add_argument("--samples", type=int, default=2)
     ap.add_argument("--work", default=None)
     ap.add_argument("--out", default=None)
@@ -134,18 +136,19 @@ def main() -> None:
              f"{args.sweep_steps} steps:", "", "| beta | implicit accuracy | clean-clip velocity error vs reference |",
              "|---|---|---|"]
     lines += [f"| {b:g}{' (chosen)' if b == beta else ''} | {r['acc']:.3f} | {r['fit_rise']:+.1%} |" for b, r in sweep.items()]
-    lines += ["", "| generator | mean Judge score | deformation, requested stage 0 / 1 / 2 / 3 | stage vs deformation "
-              "(Spearman) | camera adherence | clips |", "|---|---|---|---|---|---|"]
+    lines += ["", "| generator | mean Judge score | mean Judge logit | deformation, requested stage 0 / 1 / 2 / 3 | stage vs deformation "
+              "(Spearman) | camera adherence | clips |", "|---|---|---|---|---|---|---|"]
     for name, r in rows.items():
-        lines.append(f"| {name} | {r['judge']:.3f} | " + " / ".join(f"{d:.3f}" for d in r["per_stage"])
+        lines.append(f"| {name} | {r['judge']:.3g} | {r['logit']:.2f} | " + " / ".join(f"{d:.3f}" for d in r["per_stage"])
                      + f" | {r['spearman']:.2f} | {r['camera']:.2f} | {r['n']} |")
     rounds = []  # each metrics line repeats its round's figures until the next round
     for m in online:
-        key = json.dumps([m["online_judge_mean"], m["online_pairs"], m["online_winner_less_deformed"]])
+        key = json.dumps([round(m["online_judge_logit_mean"], 2), m["online_pairs"],
+                          round(m["online_winner_less_deformed"], 2)])
         if not rounds or rounds[-1][1] != key:
             rounds.append((m["step"], key))
     if rounds:
-        lines += ["", "Online rounds (step: Judge mean of the policy's own samples, pairs found, share of pairs whose "
+        lines += ["", "Online rounds (step: mean Judge logit of the policy's own samples, pairs found, share of pairs whose "
                   "winner measured less deformation): " + "; ".join(f"{s}: {k}" for s, k in rounds)]
     emit(lines, args.out)
     print(f"work folder: {work}", file=sys.stderr)

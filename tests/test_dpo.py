@@ -60,6 +60,8 @@ def test_dpo_loss_rewards_fitting_the_preferred_sample_better_than_the_reference
     assert loss.item() < math.log(2) and stats["implicit_acc"] == 1.0 and stats["margin"] > 0
     worse, stats = dpo_loss(target_w + 0.1, target_l + 0.05, ref_w, ref_l, target_w, target_l, beta=2500)
     assert worse.item() > math.log(2) and stats["implicit_acc"] == 0.0
+    held, stats = dpo_loss(target_w + 0.1, target_l + 0.05, ref_w, ref_l, target_w, target_l, beta=2500, sft_weight=2.0)
+    assert math.isclose(held.item(), worse.item() + 2.0 * 0.01, rel_tol=1e-5) and math.isclose(stats["fit_w"], 0.01, rel_tol=1e-4)
 
 
 def test_failure_copies_follow_the_sample_index():

@@ -14,7 +14,8 @@ the loss is Diffusion-DPO's with the flow-matching velocity in place of the nois
 - offline: a training clip (every curriculum stage, extreme art included) against a failure
   copy of itself (`training.failures`): the stage runs without sampling;
 - online: K samples per prompt (tags, shot, stage and narrative of a validation caption) from
-  the current policy, scored by the Judge, best against worst when they differ by a margin.
+  the current policy, ranked by the Judge's logit, best against worst when the logits differ
+  by at least `margin`.
   Pairs never cross prompts, so never the requested curriculum stage: whole-clip preferences
   drift toward low-motion clips (DenseDPO, 2025), and a pair that preferred a calmer stage 0
   clip over a stage 3 one would teach exactly that. The share of online pairs whose winner
@@ -50,18 +51,21 @@ PAIR_MODES = ("offline", "online", "mixed")
 ONLINE_INDEX = 1 << 40  # stream indices of online pairs' draws (noise, t): never an offline sample's
 
 
-def dpo_loss(pol_w, pol_l, ref_w, ref_l, target_w, target_l, beta: float) -> tuple[torch.Tensor, dict]:
+def dpo_loss(pol_w, pol_l, ref_w, ref_l, target_w, target_l, beta: float,
+             sft_weight: float = 0.0) -> tuple[torch.Tensor, dict]:
     """Diffusion-DPO on velocities. Returns the loss and its diagnostics: implicit accuracy (the
     share of pairs whose preferred sample the policy now fits better, relative to the reference)
     and the mean implicit reward margin, and the velocity error on the preferred clips, the
-    policy's and the reference's."""
+    policy's and the reference's. DPO alone can lower both clips' likelihood as long as the
+    rejected one falls faster; `sft_weight` adds the flow-matching loss on the preferred clips
+    (as RPO / DPO-Positive do) to hold their fit."""
     def err(pred, target):
         return ((pred.float() - target) ** 2).mean(dim=tuple(range(1, target.dim())))
 
     fit_w, ref_fit_w = err(pol_w, target_w), err(ref_w, target_w)
     d = (fit_w - ref_fit_w) - (err(pol_l, target_l) - err(ref_l, target_l))
     inside = -0.5 * beta * d
-    return -F.logsigmoid(inside).mean(), {"implicit_acc": float((inside.detach() > 0).float().mean()),
+    return -F.logsigmoid(inside).mean() + sft_weight * fit_w.mean(), {"implicit_acc": float((inside.detach() > 0).float().mean()),
                                           "margin": float(inside.detach().mean()),
                                           # how well the preferred clips are still fitted: drift shows here
                                           "fit_w": float(fit_w.detach().mean()), "ref_fit_w": float(ref_fit_w.mean())}
@@ -126,7 +130,7 @@ def online_pairs(model, text_encoder, space, cfg: dict, prompts: list[dict], jud
     from training.sample import sample
 
     dc, pc = cfg["dpo"], cfg["data"]
-    pairs, scores, less = [], [], []
+    pairs, scores, logits_seen, less = [], [], [], []
     was = model.training
     model.eval()
     for i, p in enumerate(prompts):
@@ -135,15 +139,19 @@ def online_pairs(model, text_encoder, space, cfg: dict, prompts: list[dict], jud
             seed = int(unit(cfg["train"]["seed"], "dpo-online", round_, i, k) * 2 ** 31)
             video = sample(model, text_encoder, space, cfg, p["tags"], p["narrative"], p["shot"], p["stage"], seed,
                            steps=dc["sample_steps"], tax=tax).cpu()  # uint8 [T, 3, H, W], beside the loader's
-            s, deform = judge_frames(judge, video.permute(0, 2, 3, 1).numpy(), pc["fps"], acfg)
-            got.append((s, deform, video))
-        scores += [g[0] for g in got]
+            s, logit, deform = judge_frames(judge, video.permute(0, 2, 3, 1).numpy(), pc["fps"], acfg)
+            got.append((logit, deform, video, s))
+        scores += [g[3] for g in got]
+        logits_seen += [g[0] for g in got]
+        # Ranked by logit: a young generator's samples all score near 0, and the logits still
+        # tell its better samples from its worse.
         best, worst = max(got, key=lambda g: g[0]), min(got, key=lambda g: g[0])
         if best[0] - worst[0] >= dc["margin"]:
             pairs.append({"prompt": p, "w": best[2], "l": worst[2]})
             less.append(best[1] < worst[1])
     model.train(was)
-    return pairs, {"judge_mean": float(np.mean(scores)) if scores else float("nan"), "pairs": len(pairs),
+    return pairs, {"judge_mean": float(np.mean(scores)) if scores else float("nan"),
+                   "judge_logit_mean": float(np.mean(logits_seen)) if logits_seen else float("nan"), "pairs": len(pairs),
                    "winner_less_deformed": float(np.mean(less)) if less else float("nan")}
 
 
@@ -173,7 +181,8 @@ def pair_loss(policy, reference, text_encoder, space, cfg: dict, cond_parts: lis
     with torch.no_grad():
         ref = reference(x, *args)
     n = len(indices)
-    return dpo_loss(pred[:n], pred[n:], ref[:n], ref[n:], target[:n], target[n:], cfg["dpo"]["beta"])
+    return dpo_loss(pred[:n], pred[n:], ref[:n], ref[n:], target[:n], target[n:], cfg["dpo"]["beta"],
+                    cfg["dpo"].get("sft_weight", 0.0))
 
 
 def offline_pairs(batch: dict, cfg: dict, tax, latent_shape) -> tuple[dict, list, list, list[int]]:
@@ -194,8 +203,8 @@ def dpo_config(cfg: dict, overrides: dict) -> dict:
             dc[k] = v
     if dc["pairs"] not in PAIR_MODES:
         raise UserError(f"dpo.pairs must be one of {', '.join(PAIR_MODES)}, got {dc['pairs']!r}")
-    if dc["beta"] <= 0 or dc["batch"] < 1 or dc["steps"] < 1 or dc["k"] < 2:
-        raise UserError("dpo needs beta > 0, batch >= 1, steps >= 1 and k >= 2")
+    if dc["beta"] <= 0 or dc["batch"] < 1 or dc["steps"] < 1 or dc["k"] < 2 or dc.get("sft_weight", 0) < 0:
+        raise UserError("dpo needs beta > 0, batch >= 1, steps >= 1, k >= 2 and sft_weight >= 0")
     return dc
 
 

@@ -243,15 +243,17 @@ def train(train_ex: Examples, val_ex: Examples | None, cfg: JudgeConfig, progres
 
 
 @torch.no_grad()
-def score(model: Judge, ex: Examples, batch: int = 64) -> list[float]:
+def score(model: Judge, ex: Examples, batch: int = 64, logits: bool = False) -> list[float]:
+    """Scores in [0, 1], or the logits behind them (they still rank where scores saturate)."""
     model.eval()
     x, s, _ = _tensors(ex)
-    return [float(v) for k in range(0, len(x), batch) for v in torch.sigmoid(model(x[k:k + batch], s[k:k + batch]))]
+    out = torch.cat([model(x[k:k + batch], s[k:k + batch]) for k in range(0, len(x), batch)])
+    return [float(v) for v in (out if logits else torch.sigmoid(out))]
 
 
-def judge_frames(model: Judge, rgb: np.ndarray, fps: float, acfg: dict) -> tuple[float, float]:
-    """(score, measured deformation) of one clip given as uint8 [T, H, W, 3] frames of any size
-    (a generated clip is resized to the analysis width first, as a curated one is)."""
+def judge_frames(model: Judge, rgb: np.ndarray, fps: float, acfg: dict) -> tuple[float, float, float]:
+    """(score, its logit, measured deformation) of one clip given as uint8 [T, H, W, 3] frames
+    of any size (a generated clip is resized to the analysis width first, as a curated one is)."""
     h, w = rgb.shape[1:3]
     width = model.cfg.analysis_width
     if w != width:
@@ -261,7 +263,8 @@ def judge_frames(model: Judge, rgb: np.ndarray, fps: float, acfg: dict) -> tuple
     frames, sig = clip_example(rgb, fps, model.cfg, acfg)
     ex = Examples()
     ex.add(frames, sig, 1, "", "", sig[0])
-    return score(model, ex)[0], sig[0]
+    logit = score(model, ex, logits=True)[0]
+    return float(torch.sigmoid(torch.tensor(logit))), logit, sig[0]
 
 
 FROZEN = "frame.tower."  # an OpenCLIP backbone's weights: in its own folder, not in the Judge file
