@@ -40,7 +40,7 @@ import yaml
 import taxonomy
 from pks.errors import UserError
 from pks.seeded import unit
-from training.data import CurriculumLoader, Schedule, tag_targets
+from training.data import CurriculumLoader, Schedule
 from training.failures import FAILURES
 from training.text import TextEncoder, pad_states
 from training.train import (build_model, checkpoints, conditions, draws, known_axes, load_checkpoint,
@@ -65,10 +65,10 @@ def dpo_loss(pol_w, pol_l, ref_w, ref_l, target_w, target_l, beta: float,
     fit_w, ref_fit_w = err(pol_w, target_w), err(ref_w, target_w)
     d = (fit_w - ref_fit_w) - (err(pol_l, target_l) - err(ref_l, target_l))
     inside = -0.5 * beta * d
-    return -F.logsigmoid(inside).mean() + sft_weight * fit_w.mean(), {"implicit_acc": float((inside.detach() > 0).float().mean()),
-                                          "margin": float(inside.detach().mean()),
-                                          # how well the preferred clips are still fitted: drift shows here
-                                          "fit_w": float(fit_w.detach().mean()), "ref_fit_w": float(ref_fit_w.mean())}
+    loss = -F.logsigmoid(inside).mean() + sft_weight * fit_w.mean()
+    return loss, {"implicit_acc": float((inside.detach() > 0).float().mean()), "margin": float(inside.detach().mean()),
+                  # how well the preferred clips are still fitted: drift shows here
+                  "fit_w": float(fit_w.detach().mean()), "ref_fit_w": float(ref_fit_w.mean())}
 
 
 def failure_copy(video: torch.Tensor, seed: int, index: int) -> tuple[torch.Tensor, str]:
