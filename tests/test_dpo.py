@@ -90,12 +90,22 @@ def dpo_cfg(tmp_path_factory):
     return path
 
 
-def test_a_tiny_dpo_run_end_to_end(sharded_run, dpo_cfg, tmp_path):
-    from training.judge import Judge, JudgeConfig, save
-
-    init, run, judge = tmp_path / "init", tmp_path / "dpo", tmp_path / "judge.pt"
+@pytest.fixture(scope="module")
+def init_run(sharded_run, dpo_cfg, tmp_path_factory):
+    init = tmp_path_factory.mktemp("dpo-init") / "init"
     r = pks("train", sharded_run, "--config", dpo_cfg, "--out", init)
     assert r.returncode == 0, r.stderr[-3000:]
+    return init
+
+
+def metrics(run) -> list[dict]:
+    return [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+
+
+def test_a_tiny_dpo_run_end_to_end(sharded_run, dpo_cfg, init_run, tmp_path):
+    from training.judge import Judge, JudgeConfig, save
+
+    init, run, judge = init_run, tmp_path / "dpo", tmp_path / "judge.pt"
     torch.manual_seed(0)
     save(Judge(JudgeConfig(width=8, size=32, frames=4)), judge)  # untrained: it only has to rank
 
@@ -106,7 +116,7 @@ def test_a_tiny_dpo_run_end_to_end(sharded_run, dpo_cfg, tmp_path):
 
     r = pks("train", sharded_run, "--stage", "dpo", "--config", dpo_cfg, "--init", init, "--judge", judge, "--out", run)
     assert r.returncode == 0, r.stderr[-3000:]
-    lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
+    lines = metrics(run)
     assert [m["step"] for m in lines] == [1, 2, 3, 4]
     assert all(math.isfinite(m["loss"]) and m["pairs_offline"] == 1 for m in lines)
     assert lines[0]["online_pairs"] == 2 and 0.0 <= lines[0]["online_judge_mean"] <= 1.0
@@ -120,3 +130,21 @@ def test_a_tiny_dpo_run_end_to_end(sharded_run, dpo_cfg, tmp_path):
     assert r.returncode == 0 and (tmp_path / "clip.mp4").stat().st_size > 0, r.stderr[-3000:]
     r = pks("train", sharded_run, "--stage", "dpo", "--config", dpo_cfg, "--init", init, "--judge", judge, "--out", run)
     assert r.returncode == 2 and "pass --resume" in r.stderr
+
+
+def test_kill_9_then_resume_reproduces_the_uninterrupted_dpo_run(sharded_run, dpo_cfg, init_run, tmp_path):
+    from support.procs import kill_9_when
+
+    cfg = yaml.safe_load(dpo_cfg.read_text())
+    cfg["dpo"].update(pairs="offline", steps=6)  # offline pairs replay exactly (online ones are resampled)
+    path = tmp_path / "offline.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    whole, run = tmp_path / "whole", tmp_path / "run"
+    args = ["train", sharded_run, "--stage", "dpo", "--config", path, "--init", init_run]
+    assert pks(*args, "--out", whole).returncode == 0
+    kill_9_when([sys.executable, "-m", "pks.cli", *map(str, args), "--out", str(run)],
+                lambda: (run / "checkpoints" / "step-00000002").is_dir() and len(metrics(run)) >= 3, poll=0.005)
+    assert not (run / "checkpoints" / "step-00000006").exists()
+    r = pks(*args, "--out", run, "--resume")
+    assert r.returncode == 0, r.stderr[-3000:]
+    assert [(m["step"], m["loss"]) for m in metrics(run)] == [(m["step"], m["loss"]) for m in metrics(whole)]
