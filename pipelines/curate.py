@@ -341,13 +341,48 @@ def init_ray(cfg: dict) -> None:
                  log_to_driver=False, configure_logging=True, logging_level="WARNING")
 
 
+INPUT_KEYS = "input_keys.jsonl"  # OUT/: path, size, mtime_ns -> video_id, from earlier runs
+
+
+def video_keys(paths: list[str], out: Path) -> dict[str, str]:
+    """The video_id of every input, reusing an earlier run's content hash while a file's size and
+    mtime are unchanged (as git's index does), so a rerun hashes only new or changed files."""
+    cache_path = out / INPUT_KEYS
+    cache, text = {}, cache_path.read_text() if cache_path.exists() else ""
+    if text:
+        for line in text.splitlines():
+            try:
+                e = json.loads(line)
+                cache[e["path"]] = e
+            except (ValueError, KeyError):
+                continue  # a line torn by a kill: that file is hashed again
+    keys, fresh = {}, []
+    for p in paths:
+        try:
+            st = os.stat(p)
+        except OSError:
+            keys[p] = video_key(p)  # unreadable: a key from its path, nothing to cache
+            continue
+        e = cache.get(p)
+        if e and e["size"] == st.st_size and e["mtime_ns"] == st.st_mtime_ns:
+            keys[p] = e["video_id"]
+            continue
+        keys[p] = video_key(p)
+        fresh.append({"path": p, "size": st.st_size, "mtime_ns": st.st_mtime_ns, "video_id": keys[p]})
+    if fresh:
+        with open(cache_path, "a") as f:  # appended: later lines win when read back
+            f.write("\n" * (bool(text) and not text.endswith("\n")) + "".join(json.dumps(e) + "\n" for e in fresh))
+    return keys
+
+
 def plan(paths: list[str], out: Path, dedupe: bool = True, retry_errors: bool = True) -> tuple[list[dict], int]:
     """Which inputs still need work: videos without a finished part, and (with retry_errors)
     videos whose part holds error records; finished videos and duplicate content are skipped."""
     parts = {p.stem: p for p in (out / "parts").glob("*.parquet")}
+    keys = video_keys(paths, out)
     todo, seen, skipped = [], set(), 0
     for p in paths:
-        vid = video_key(p)
+        vid = keys[p]
         retry = vid in parts and retry_errors and "error" in pq.read_table(parts[vid], columns=["status"]).column(
             "status").to_pylist()
         if (vid in parts and not retry) or (dedupe and vid in seen):

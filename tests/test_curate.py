@@ -1,5 +1,6 @@
 import dataclasses
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -219,3 +220,32 @@ def test_a_bad_config_value_stops_before_any_work(synth_videos, tmp_path):
     assert r.stderr.strip() == ("pks: error: config analyse.clip_embeddings.checkpoint must be an existing local "
                                 "checkpoint file (PKS never downloads weights), got '/models/open_clip_vit_b32.bin'")
     assert not (tmp_path / "out").exists()
+
+
+def test_a_rerun_hashes_only_new_or_changed_inputs(tmp_path, monkeypatch):
+    from pipelines import curate
+
+    a, b = tmp_path / "a.mp4", tmp_path / "b.mp4"
+    a.write_bytes(b"x" * 100)
+    b.write_bytes(b"y" * 100)
+    out = tmp_path / "out"
+    out.mkdir()
+    hashed, real = [], curate.content_hash
+    monkeypatch.setattr(curate, "content_hash", lambda p: hashed.append(Path(p).name) or real(p))
+    paths = [str(a), str(b)]
+    first = curate.video_keys(paths, out)
+    assert sorted(hashed) == ["a.mp4", "b.mp4"] and first[str(a)] != first[str(b)]
+    hashed.clear()
+    assert curate.video_keys(paths, out) == first and hashed == []  # nothing read again
+    b.write_bytes(b"z" * 100)
+    os.utime(b, ns=(10 ** 9, 10 ** 9))  # same size, other content and mtime
+    again = curate.video_keys(paths, out)
+    assert hashed == ["b.mp4"] and again[str(a)] == first[str(a)] and again[str(b)] == real(b) != first[str(b)]
+    with open(out / curate.INPUT_KEYS, "a") as f:
+        f.write('{"path": "torn by a ki')  # a kill mid-line
+    c = tmp_path / "c.mp4"
+    c.write_bytes(b"c" * 10)
+    hashed.clear()
+    assert curate.video_keys(paths + [str(c)], out) == {**again, str(c): real(c)} and hashed == ["c.mp4"]
+    hashed.clear()
+    assert curate.video_keys(paths + [str(c)], out)[str(c)] == real(c) and hashed == []  # c's line survived the torn one
