@@ -62,13 +62,15 @@ def run_stats(out: Path) -> dict:
         "cadence_hist": np.histogram(cadence, CADENCE_BINS)[0].tolist(),
         "ok_frames": sum(r["end_frame"] - r["start_frame"] for r in ok),
     }
-    judged = [r["judge_score"] for r in rows if r.get("judge_score") is not None]
-    if judged:  # pks judge score ran: every analysed clip, ok or not
+    by_status: dict[str, list[float]] = {}
+    for r in rows:
+        if r.get("judge_score") is not None:
+            by_status.setdefault(r["status"], []).append(r["judge_score"])
+    if by_status:  # pks judge score ran: every analysed clip, ok or not
+        judged = [v for vs in by_status.values() for v in vs]
         stats["judge"] = {"scored": len(judged), "hist": np.histogram(judged, JUDGE_BINS)[0].tolist(),
                           "median": float(np.median(judged)),
-                          "by_status": {st: round(float(np.mean([r["judge_score"] for r in rows if r["status"] == st
-                                                                and r.get("judge_score") is not None])), 3)
-                                        for st in sorted({r["status"] for r in rows if r.get("judge_score") is not None})}}
+                          "by_status": {st: round(float(np.mean(vs)), 3) for st, vs in sorted(by_status.items())}}
     index = out / "shards" / "index.parquet"
     if index.exists():
         idx = pq.read_table(index).to_pylist()

@@ -44,7 +44,7 @@ from training.data import CurriculumLoader, Schedule
 from training.failures import FAILURES
 from training.text import TextEncoder, pad_states
 from training.train import (build_model, checkpoints, conditions, draws, known_axes, load_checkpoint,
-                            save_checkpoint, shards_root, text_encoder_path)
+                            remove_torn_checkpoints, save_checkpoint, shards_root, text_encoder_path, trim_metrics)
 from training.vae import latent_space
 
 PAIR_MODES = ("offline", "online", "mixed")
@@ -235,8 +235,7 @@ def train_dpo(source: str | Path, init: str | Path, judge_path: str | Path | Non
     if not cfg["text_encoder"].get("path") and not (out / "text_encoder").is_dir():
         shutil.copytree(text_encoder_path(cfg, init), out / "text_encoder")  # the tiny one RUN built
     (out / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
-    for stale in (out / "checkpoints").glob("*.tmp") if (out / "checkpoints").is_dir() else []:
-        shutil.rmtree(stale)
+    remove_torn_checkpoints(out)
 
     tax = taxonomy.load()
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -251,9 +250,7 @@ def train_dpo(source: str | Path, init: str | Path, judge_path: str | Path | Non
     opt = torch.optim.AdamW(policy.parameters(), lr=dc["lr"], weight_decay=0.0)
     start = load_checkpoint(checkpoints(out)[-1], policy, ema, opt) if resume and checkpoints(out) else 0
     metrics_path = out / "metrics.jsonl"
-    if metrics_path.exists():  # lines a killed run logged after its last checkpoint
-        lines = [ln for ln in metrics_path.read_text().splitlines() if ln and json.loads(ln)["step"] <= start]
-        metrics_path.write_text("".join(ln + "\n" for ln in lines))
+    trim_metrics(metrics_path, start)
 
     n_online = {"offline": 0, "online": dc["batch"], "mixed": dc["batch"] // 2}[dc["pairs"]]
     n_offline = dc["batch"] - n_online
@@ -273,7 +270,7 @@ def train_dpo(source: str | Path, init: str | Path, judge_path: str | Path | Non
     prompts = prompts_from(root, dc["prompts"], tc["seed"], tax) if n_online else []
     if n_online and not prompts:
         raise UserError(f"no captioned clips in {root} to prompt the online pairs with")
-    pool, pool_stats, round_ = [], {}, -1
+    pool, pool_stats = [], {}
     bar = None
     if progress:
         from tqdm import tqdm
@@ -288,8 +285,8 @@ def train_dpo(source: str | Path, init: str | Path, judge_path: str | Path | Non
             cond_parts.append(cond)
         if n_online:
             if (step - start) % dc["refresh"] == 0:
-                round_ = step // dc["refresh"]
-                pool, pool_stats = online_pairs(policy, text_encoder, space, cfg, prompts, judge, acfg, round_, tax)
+                pool, pool_stats = online_pairs(policy, text_encoder, space, cfg, prompts, judge, acfg,
+                                                step // dc["refresh"], tax)
                 pool_stats = {f"online_{k}": v for k, v in pool_stats.items()}
             if pool:
                 order = np.random.default_rng(int(unit(tc["seed"], "dpo-pool", step) * 2 ** 62)).permutation(len(pool))

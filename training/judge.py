@@ -25,6 +25,7 @@ import torch
 from torch import nn
 
 from annotators.signals import ClipFrames, analyse, load_clip
+from pks.clips import clip_path
 from pks.record import DEFECT_FLAGS
 from pks.seeded import unit
 from training.failures import FAILURES
@@ -105,7 +106,7 @@ def collect(outs: list[Path], cfg: JudgeConfig, acfg: dict, progress=lambda *_: 
         rows = pq.read_table(out / "manifest.parquet",
                              columns=["clip_id", "video_id", "status", "quality_flags", "fps"]).to_pylist()
         for r in rows:
-            path = out / "clips" / f"{r['clip_id']}.mp4"
+            path = clip_path(out, r["clip_id"])
             flags = set(r["quality_flags"] or []) & set(DEFECT_FLAGS)
             if r["status"] == "error" or not path.exists() or (r["status"] != "ok" and not flags):
                 continue
@@ -297,7 +298,7 @@ def score_run(out: Path, model: Judge, cfg: dict, progress=print) -> dict[str, i
     def scored(records):
         result = []
         for r in records:
-            path = out / "clips" / f"{r.clip_id}.mp4"
+            path = clip_path(out, r.clip_id)
             if r.status == "error" or r.deformation_score is None or not path.exists():
                 counts["skipped"] += 1
                 result.append(r)

@@ -234,6 +234,19 @@ def load_checkpoint(path: Path, model, ema: dict, opt) -> int:
     return meta["step"]
 
 
+def remove_torn_checkpoints(run: Path) -> None:
+    """Delete checkpoint directories a kill left half written (never renamed to step-N)."""
+    for stale in (run / "checkpoints").glob("*.tmp") if (run / "checkpoints").is_dir() else []:
+        shutil.rmtree(stale)
+
+
+def trim_metrics(path: Path, step: int) -> None:
+    """Drop the lines a killed run logged after the checkpoint it resumes from (step)."""
+    if path.exists():
+        lines = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
+        path.write_text("".join(ln + "\n" for ln in lines))
+
+
 def iter_raw(root: Path):
     """Raw samples of the first shard of a shards folder (to read a sample's shapes)."""
     import pyarrow.parquet as pq
@@ -281,8 +294,7 @@ def train(source: str | Path, run: str | Path, cfg: dict, resume: bool = False, 
         run.mkdir(parents=True, exist_ok=True)
         if checkpoints(run) and not resume:
             raise UserError(f"{run} already holds a run; pass --resume to continue it, or choose another --out")
-        for stale in (run / "checkpoints").glob("*.tmp") if (run / "checkpoints").is_dir() else []:
-            shutil.rmtree(stale)  # a checkpoint a kill interrupted
+        remove_torn_checkpoints(run)
         (run / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     if dist.is_initialized():
         dist.barrier()
@@ -334,9 +346,8 @@ def train(source: str | Path, run: str | Path, cfg: dict, resume: bool = False, 
     if tc["compile"]:
         model = torch.compile(model)
     metrics_path = run / "metrics.jsonl"
-    if rank == 0 and metrics_path.exists():  # drop lines a killed run logged after its last checkpoint
-        lines = [ln for ln in metrics_path.read_text().splitlines() if ln and json.loads(ln)["step"] <= start]
-        metrics_path.write_text("".join(ln + "\n" for ln in lines))
+    if rank == 0:
+        trim_metrics(metrics_path, start)
 
     sched = dc["schedule"]
     from training.encode import LatentLoader
