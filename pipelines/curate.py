@@ -13,6 +13,7 @@ import json
 import os
 import time
 import traceback
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -208,7 +209,8 @@ def part_path(out: Path, video_id: str) -> Path:
 def write_part(out: Path, video_id: str, records: list[ClipRecord]) -> None:
     """Atomically write one video's records: readers see all of them or none."""
     final = part_path(out, video_id)
-    tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}")
+    tmp = final.with_name(f"{final.name}.tmp-{uuid.uuid4().hex}")  # unique across hosts: a retried
+    # task may run while the attempt it replaces, on a node taken for dead, is still writing
     write_parquet(records, tmp)
     os.replace(tmp, final)
 
@@ -430,7 +432,14 @@ def run(input_spec: str, out: str | Path, cfg: dict | None = None, progress=prin
     if todo:
         init_ray(cfg)
         ds = ray.data.from_items(todo, override_num_blocks=len(todo))
-        ds = ds.map(ray_task, fn_kwargs={"out": str(out), "cfg": cfg}, num_cpus=1)
+        # Retries on purpose. A task lost with its worker or node (a raylet killed, a preempted
+        # machine) runs again elsewhere, a few times, not forever (Ray Data's default) so a video
+        # that keeps killing its worker ends the job instead of hanging it. The retry is
+        # idempotent: the part is replaced atomically, present clips are kept, stray clip files
+        # are removed at the end. An exception raised by ray_task is not retried: per-clip
+        # failures are records already, so one escaping is a bug that would fail the same way.
+        ds = ds.map(ray_task, fn_kwargs={"out": str(out), "cfg": cfg}, num_cpus=1,
+                    max_retries=3, retry_exceptions=False)
         for s in ds.iter_rows():  # streamed: only one-line summaries reach the driver
             done += 1
             frames += s["frames"]

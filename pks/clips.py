@@ -3,11 +3,14 @@
 One sequential decode of the source feeds every clip's writer, so the cost is one decode
 plus the encodes, and clip i holds exactly frames [start, end) of the source (the same frame
 numbering the detectors saw, gaps from corrupt data included). Each clip is written under a
-temporary name and renamed when complete.
+temporary name of its own and renamed when complete: a retried task can overlap the attempt
+it replaces (a node taken for dead keeps running its tasks for a while), and two writers of
+one clip must not share a file.
 """
 from __future__ import annotations
 
 import os
+import uuid
 from pathlib import Path
 
 import numpy as np
@@ -39,7 +42,7 @@ def write_clips(source: str, spans: list[tuple[int, int, Path]], fps: float, rot
         for i, frame, _ in iter_decoded(source):
             while k < len(spans) and spans[k][0] <= i:
                 s, e, path = spans[k]
-                tmp = path.with_name(path.name + ".part")
+                tmp = path.with_name(f"{path.name}.{uuid.uuid4().hex[:12]}.part")  # one per writer (see above)
                 h, w = frame.height, frame.width
                 if rotation % 180 == 90:
                     w, h = h, w
