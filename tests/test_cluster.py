@@ -171,14 +171,17 @@ def test_worker_node_killed_mid_job(cluster, footage, tmp_path):
     job = subprocess.Popen([sys.executable, "-m", "pks.cli", "curate", str(footage), str(out), "--no-shard",
                             "--address", cluster["address"]], env=cluster["env"],
                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-    deadline, running = time.time() + 120, []
-    while not running and job.poll() is None and time.time() < deadline:
-        running = [t for t in titles(raylet.children()) if t.startswith("ray::Map")]
-        time.sleep(0.05)
-    assert running, "no video task ever ran on the worker node"
-    os.kill(raylet.pid, signal.SIGKILL)
-    finished_at_kill = len(list((out / "parts").glob("*.parquet")))
-    stdout, stderr = job.communicate(timeout=300)
+    try:
+        deadline, running = time.time() + 120, []
+        while not running and job.poll() is None and time.time() < deadline:
+            running = [t for t in titles(raylet.children()) if t.startswith("ray::Map")]
+            time.sleep(0.05)
+        assert running, "no video task ever ran on the worker node"
+        os.kill(raylet.pid, signal.SIGKILL)
+        finished_at_kill = len(list((out / "parts").glob("*.parquet")))
+        stdout, stderr = job.communicate(timeout=300)
+    finally:
+        job.kill()
     assert job.returncode == 0, stderr[-3000:]
     assert finished_at_kill < 6, "the kill should land mid-job"
     assert "the node it was running on is dead" in stdout + stderr  # Ray's word: a task was lost and retried
