@@ -174,7 +174,7 @@ class CurriculumLoader(torch.utils.data.IterableDataset):
         self.phase = [Fraction(unit(self.seed, "phase", k)) for k in range(N_STAGES)]
         self._chunks: dict[int, tuple] = {}  # small caches of the plan (per process)
         self._epochs: dict[tuple[int, int], tuple] = {}
-        self._scanned: dict[str, dict[str, tuple[int, int]]] = {}  # shards whose index ranges were wrong
+        self._scanned: dict[str, dict[str, tuple[int, int]]] = {}  # ranges from tar headers, where the index has none
 
     # ---- the plan: a pure function of (seed, position), O(1) per position -------------------
     def _normalised(self, weights) -> list[Fraction]:
