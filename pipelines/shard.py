@@ -192,6 +192,11 @@ def members_of(tar: Path) -> list[str]:
         return list(dict.fromkeys(n.split(".", 1)[0] for n in t.getnames()))
 
 
+def member_end(m: tarfile.TarInfo) -> int:
+    """Where a tar member's data ends, padded to the tar's block size."""
+    return m.offset_data + -(-m.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+
+
 def sample_ranges(tar: Path) -> dict[str, tuple[int, int]]:
     """Each sample's byte range in a finished shard, its headers included: key -> (offset,
     length). Reads the tar headers only (tarfile seeks past the members' data)."""
@@ -200,8 +205,7 @@ def sample_ranges(tar: Path) -> dict[str, tuple[int, int]]:
         for m in t:
             key = m.name.split(".", 1)[0]
             start = ranges[key][0] if key in ranges else m.offset
-            end = m.offset_data + -(-m.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
-            ranges[key] = (start, end - start)
+            ranges[key] = (start, member_end(m) - start)
     return ranges
 
 

@@ -36,7 +36,7 @@ import pyarrow.parquet as pq
 import torch
 
 import taxonomy
-from pipelines.shard import sample_ranges
+from pipelines.shard import member_end, sample_ranges
 from pks.seeded import unit
 
 N_STAGES = 4
@@ -77,7 +77,7 @@ def tar_sample(data: bytes, key: str) -> dict:
                 if name != key or not m.isfile():
                     raise ValueError(f"{m.name} is not a member of sample {key}")
                 raw[ext] = t.extractfile(m).read()
-                end = m.offset_data + -(-m.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+                end = member_end(m)
     except tarfile.TarError as e:
         raise ValueError(f"not sample {key}: {e}") from None
     if len(raw) == 1 or end != len(data):
