@@ -1,5 +1,6 @@
 """`pks shard`: OUT/manifest.parquet -> WebDataset tars per split and curriculum stage, plus
-OUT/shards/index.parquet (clip_id -> shard, split, stage).
+OUT/shards/index.parquet (clip_id -> shard, split, stage, and the sample's byte range in its
+tar, headers included, so a reader fetches one sample with one range read).
 
 A sample is `{key}.mp4` (the clip), `{key}.json` (its record), `{key}.jpg` (middle frame),
 with key = clip_id. Which clips go in: status ok, a clip file, a curriculum stage, none of the
@@ -41,7 +42,7 @@ FINGERPRINT = "pks.fingerprint"  # the PAX global header that carries a shard's 
 INDEX_SCHEMA = pa.schema([("clip_id", pa.string()), ("video_id", pa.string()), ("split", pa.string()),
                           ("stage", pa.int32()), ("shard", pa.string()), ("position", pa.int32()),
                           ("clip_bytes", pa.int64()), ("clip_mtime_ns", pa.int64()), ("clip_hash", pa.string()),
-                          ("record_hash", pa.string())])
+                          ("record_hash", pa.string()), ("offset", pa.int64()), ("length", pa.int64())])
 
 
 def shard_dir(out: Path) -> Path:
@@ -191,6 +192,23 @@ def members_of(tar: Path) -> list[str]:
         return list(dict.fromkeys(n.split(".", 1)[0] for n in t.getnames()))
 
 
+def member_end(m: tarfile.TarInfo) -> int:
+    """Where a tar member's data ends, padded to the tar's block size."""
+    return m.offset_data + -(-m.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
+
+
+def sample_ranges(tar: Path) -> dict[str, tuple[int, int]]:
+    """Each sample's byte range in a finished shard, its headers included: key -> (offset,
+    length). Reads the tar headers only (tarfile seeks past the members' data)."""
+    ranges: dict[str, tuple[int, int]] = {}
+    with tarfile.open(tar, "r:") as t:
+        for m in t:
+            key = m.name.split(".", 1)[0]
+            start = ranges[key][0] if key in ranges else m.offset
+            ranges[key] = (start, member_end(m) - start)
+    return ranges
+
+
 def written_fingerprint(tar: Path) -> str:
     """The fingerprint a finished shard was written with ('' if none): its first header only."""
     try:
@@ -308,9 +326,11 @@ def shard_run(out: Path, cfg: dict, progress=print) -> dict:
             removed += 1
     if removed:
         progress(f"pks shard: removed {removed} shard(s) the plan no longer has")
+    ranges = {s["name"]: sample_ranges(root / s["name"]) for s in shards}  # kept shards too: headers only
     index = [{"clip_id": m["clip_id"], "video_id": m["video_id"], "split": s["split"], "stage": s["stage"],
               "shard": s["name"], "position": i, **{k: m[k] for k in ("clip_bytes", "clip_mtime_ns", "clip_hash",
-                                                                         "record_hash")}}
+                                                                         "record_hash")},
+              **dict(zip(("offset", "length"), ranges[s["name"]][m["clip_id"]]))}
              for s in shards for i, m in enumerate(s["members"])]
     tmp = root / "index.parquet.tmp"
     pq.write_table(pa.Table.from_pylist(index, schema=INDEX_SCHEMA), tmp)

@@ -1,12 +1,18 @@
 """The trainer's data module over real shards: tensors, tags from the taxonomy, the stage
-schedule, exact resume and identical batches with DataLoader workers."""
+schedule, exact resume and identical batches with DataLoader workers, each sample read once."""
+import os
+import shutil
+from collections import Counter
+
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 import pytest
 import torch
 
 import taxonomy
+import training.data
 from training.data import CurriculumLoader, Schedule, decode_clip, tag_targets
 
 
@@ -63,6 +69,84 @@ def test_schedule_moves_the_mix_from_physical_to_extreme(tmp_path):
     assert abs(early[0] - 1000) < 120 and abs(early[1] - 1000) < 120 and early[2:].sum() < 20
     assert late[3] == 2000  # the empty stage's weight goes to the others
     assert np.allclose(sched.weights(50), [0.25, 0.25, 0.25, 0.25])
+    # Across the ramp, each stage's draws are its 0th, 1st, 2nd, ... in stream order: every
+    # epoch of a stage takes each of its samples once, though no position counts the earlier ones.
+    lo = CurriculumLoader(tmp_path / "shards", schedule=sched, batch_size=10, seed=3)
+    draws = [lo.draw(i) for i in range(3000)]
+    for k in (0, 1, 3):
+        assert [n for s, n in draws if s == k] == list(range(sum(s == k for s, _ in draws)))
+    assert {lo.place(i)[1] for i in range(3000)} == {"s0.tar", "s1.tar", "s3.tar"}
+
+
+def logged_reads(monkeypatch, log):
+    """Count every range the loader reads from a shard file (also in forked DataLoader workers)."""
+    real = training.data.read_range
+
+    def counted(path, offset, length):
+        data = real(path, offset, length)
+        fd = os.open(log, os.O_WRONLY | os.O_APPEND | os.O_CREAT)
+        os.write(fd, f"{path} {offset} {len(data)}\n".encode())  # one short append: atomic
+        os.close(fd)
+        return data
+
+    monkeypatch.setattr(training.data, "read_range", counted)
+    return lambda: Counter(tuple(line.split()) for line in log.read_text().splitlines()) if log.exists() else Counter()
+
+
+def test_four_workers_read_each_sample_once_and_give_the_same_batches(sharded_run, tmp_path, monkeypatch):
+    reads = logged_reads(monkeypatch, tmp_path / "reads.log")
+    plain = list(loader(sharded_run, steps=8, seed=5))
+    index = {(r["shard"], r["clip_id"]): r for r in pq.read_table(sharded_run / "shards" / "index.parquet").to_pylist()}
+    lo = loader(sharded_run, seed=5)
+    consumed = Counter()  # the ranges of the samples the 8 batches hold: each read once, nothing else
+    for i in range(8 * 3):
+        _, shard, _ = lo.place(i)
+        r = index[shard, lo.key_of(i)]
+        consumed[str(sharded_run / "shards" / shard), str(r["offset"]), str(r["length"])] += 1
+    assert reads() == consumed
+    (tmp_path / "reads.log").unlink()
+    dl = torch.utils.data.DataLoader(loader(sharded_run, steps=8, seed=5), batch_size=None, num_workers=4)
+    batches = list(dl)
+    assert reads() == consumed  # 4 workers read what one process reads: each sample once
+    assert ids(batches) == ids(plain) and [b["step"] for b in batches] == list(range(8))
+    assert all(torch.equal(a["video"], b["video"]) for a, b in zip(batches, plain))
+    # Ranks: disjoint whole batches, or with split_batches each its slice of every batch.
+    ranks = [list(loader(sharded_run, steps=8, seed=5, rank=r, world_size=2)) for r in (0, 1)]
+    assert ids(ranks[0]) == ids(plain[0::2]) and ids(ranks[1]) == ids(plain[1::2])
+    halves = [list(loader(sharded_run, steps=2, seed=5, batch_size=4, rank=r, world_size=2, split_batches=True))
+              for r in (0, 1)]
+    whole = list(loader(sharded_run, steps=2, seed=5, batch_size=4))
+    assert [a + b for a, b in zip(ids(halves[0]), ids(halves[1]))] == ids(whole)
+
+
+def test_resume_at_any_step_is_computed_not_replayed(sharded_run):
+    step = 10 ** 6
+    lo = loader(sharded_run, seed=7)
+    resumed = list(loader(sharded_run, seed=7, start_step=step, steps=2))
+    assert [b["step"] for b in resumed] == [step, step + 1]
+    assert ids(resumed) == [[lo.key_of(i) for i in range(s * 3, s * 3 + 3)] for s in (step, step + 1)]
+    assert [b["stage"].tolist() for b in resumed] == [[lo.stage_of(i) for i in range(s * 3, s * 3 + 3)]
+                                                     for s in (step, step + 1)]
+    earlier = list(loader(sharded_run, seed=7, start_step=step - 2, steps=4))
+    assert ids(earlier[2:]) == ids(resumed)
+    assert all(torch.equal(a["video"], b["video"]) for a, b in zip(earlier[2:], resumed))
+
+
+def test_index_without_or_with_wrong_offsets_reads_the_same_samples(sharded_run, tmp_path):
+    """Offsets are found from the tar headers where the index has none (an older index) or
+    wrong ones (latent shards copy their source's index)."""
+    want = list(loader(sharded_run, steps=4, seed=5))
+    table = pq.read_table(sharded_run / "shards" / "index.parquet")
+    for name, fix in (("none", lambda t: t.drop_columns(["offset", "length"])),
+                      ("wrong", lambda t: t.set_column(t.schema.get_field_index("offset"), "offset",
+                                                       pc.add(t.column("offset"), 512)))):
+        root = tmp_path / name
+        shutil.copytree(sharded_run / "shards", root)
+        pq.write_table(fix(table), root / "index.parquet")
+        got = list(CurriculumLoader(root, **{"frames": 6, "fps": 12, "size": (48, 80), "batch_size": 3},
+                                    steps=4, seed=5))
+        assert ids(got) == ids(want)
+        assert all(torch.equal(a["video"], b["video"]) for a, b in zip(got, want))
 
 
 def test_decode_clip_samples_at_fps_and_pads_short_clips(sharded_run):

@@ -1,8 +1,10 @@
 """Curriculum shards: every ok clip exactly once, splits by video, rejections recorded,
 readable with webdataset and Ray Data, and a kill mid-write followed by a rerun gives the same
 samples."""
+import io
 import json
 import os
+import tarfile
 import shutil
 import subprocess
 import sys
@@ -52,6 +54,14 @@ def test_every_ok_clip_once_with_record_clip_and_thumbnail(sharded_run):
     index = pq.read_table(out / "shards" / "index.parquet").to_pylist()
     assert sorted((r["clip_id"], r["shard"]) for r in index) == sorted(
         (k, os.path.relpath(s["__url__"], out / "shards")) for k, *_, s in got)
+    for r in index:  # each sample's byte range holds exactly its members: one range read fetches it
+        with open(out / "shards" / r["shard"], "rb") as f:
+            f.seek(r["offset"])
+            chunk = f.read(r["length"])
+        with tarfile.open(fileobj=io.BytesIO(chunk), mode="r:") as t:
+            members = {m.name: t.extractfile(m).read() for m in t}
+        assert sorted(members) == [f"{r['clip_id']}.{e}" for e in ("jpg", "json", "mp4")]
+        assert members[f"{r['clip_id']}.mp4"] == (out / "clips" / f"{r['clip_id']}.mp4").read_bytes()
     key = got[0][0]
     assert len(decord.VideoReader(str(out / "clips" / f"{key}.mp4"))) == ok[key]["end_frame"] - ok[key]["start_frame"]
 

@@ -5,20 +5,30 @@ tag ids per axis and clip records. Usable alone:
     for batch in torch.utils.data.DataLoader(loader, batch_size=None, num_workers=4):
         batch["video"]  # uint8 [B, T, 3, H, W]; batch["text"], batch["tags"], batch["shot"], batch["records"]
 
-Which stage each sample comes from is drawn per sample from the schedule's weights at its
-training step (near-physical first, extreme later), with a counter-based hash of (seed,
-sample), so the whole stream is a pure function of the seed: `start_step` resumes it exactly,
-and any number of DataLoader workers yields the same batches in the same order (worker w
-builds batches w, w+W, ...; the DataLoader interleaves them in order). Under
-torch.distributed, ranks take disjoint batches of the same stream the same way. Within a stage the
-shards are read with webdataset in a seeded order per epoch; a worker skips, without
-decoding, the samples that other workers' batches take.
+The stream is a pure function of the seed, and where its i-th sample comes from is computed
+in O(1) from (seed, i), never by replaying the stream (`place`):
+- the stage: stream positions come in chunks of PLAN_CHUNK; each stage's draws before a chunk
+  are its expected count under the schedule (near-physical first, extreme later), summed in
+  closed form and rounded with a seeded phase, so every chunk holds each stage's share to
+  within one sample, in a seeded order. A stage's k-th draw is thus known without counting.
+- the sample: draw k of a stage is sample k mod n of its epoch k // n, the stage's shards in a
+  seeded order per epoch, each shard's samples in tar order.
+So `start_step` resumes at once, and each (rank, DataLoader worker) builds only its own
+batches (worker w of W: batches w, w+W, ...; the DataLoader interleaves them in order; ranks
+take disjoint batches, or with split_batches each its slice of every batch), reading only
+those samples: one byte-range read per sample, at the offset that index.parquet records (a
+range read works the same on object storage). Bytes read do not grow with workers x ranks.
 """
 from __future__ import annotations
 
 import io
+import itertools
 import json
+import math
+import tarfile
+from bisect import bisect_right
 from dataclasses import dataclass
+from fractions import Fraction
 from pathlib import Path
 
 import numpy as np
@@ -26,15 +36,18 @@ import pyarrow.parquet as pq
 import torch
 
 import taxonomy
+from pipelines.shard import member_end, sample_ranges
 from pks.seeded import unit
 
 N_STAGES = 4
+PLAN_CHUNK = 256  # stream positions per chunk of the stage plan: a chunk holds each stage's share +-1
 
 
 @dataclass
 class Schedule:
     """Stage mixing weights per training step: linear from `start` to `end` over `steps`,
-    then `end`. Stages without samples get weight 0 (the rest renormalised)."""
+    then `end`. The loader gives stages without samples weight 0 (`start` and `end` each
+    renormalised over the rest)."""
     start: tuple[float, ...] = (0.7, 0.2, 0.1, 0.0)
     end: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4)
     steps: int = 10_000
@@ -42,6 +55,34 @@ class Schedule:
     def weights(self, step: int) -> np.ndarray:
         a = min(max(step / self.steps, 0.0), 1.0) if self.steps else 1.0
         return (1 - a) * np.asarray(self.start, float) + a * np.asarray(self.end, float)
+
+
+def read_range(path: Path, offset: int, length: int) -> bytes:
+    """Bytes [offset, offset + length) of a shard: the loader reads shards only through here,
+    one range per sample (an object store serves byte ranges the same way, e.g. via fsspec)."""
+    with open(path, "rb") as f:
+        f.seek(offset)
+        return f.read(length)
+
+
+def tar_sample(data: bytes, key: str) -> dict:
+    """One sample's members ({ext: bytes, "__key__": key}) from its byte range of a tar.
+    ValueError unless the range holds exactly that sample's members, so a stale index (or one
+    copied from other tars) is caught, not read as garbage."""
+    raw, end = {"__key__": key}, 0
+    try:
+        with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as t:
+            for m in t:
+                name, _, ext = m.name.partition(".")
+                if name != key or not m.isfile():
+                    raise ValueError(f"{m.name} is not a member of sample {key}")
+                raw[ext] = t.extractfile(m).read()
+                end = member_end(m)
+    except tarfile.TarError as e:
+        raise ValueError(f"not sample {key}: {e}") from None
+    if len(raw) == 1 or end != len(data):
+        raise ValueError(f"the range of sample {key} holds {len(data)} bytes, its members {end}")
+    return raw
 
 
 def decode_clip(data: bytes, src_fps: float, frames: int, fps: float, size: tuple[int, int],
@@ -103,17 +144,18 @@ class CurriculumLoader(torch.utils.data.IterableDataset):
                  random_window: bool = False, split_batches: bool = False):
         self.root = Path(root)
         index = pq.read_table(self.root / "index.parquet").to_pylist()
-        index = [r for r in index if r["split"] == split]
+        index = sorted((r for r in index if r["split"] == split), key=lambda r: (r["shard"], r["position"]))
         if not index:
             raise ValueError(f"no {split!r} samples in {self.root / 'index.parquet'}")
-        # Per stage: its shards (path, sample count) in index order.
-        self.shards: dict[int, list[tuple[str, int]]] = {}
+        # Per stage its shards; per shard its samples in tar order: (key, byte offset, length),
+        # the range None where the index predates recorded offsets (found from the tar headers).
+        self.shards: dict[int, list[str]] = {}
+        self.members: dict[str, list[tuple[str, int | None, int | None]]] = {}
         for r in index:
-            lst = self.shards.setdefault(r["stage"], [])
-            if not lst or lst[-1][0] != r["shard"]:
-                lst.append((r["shard"], 0))
-            lst[-1] = (lst[-1][0], lst[-1][1] + 1)
-        self.sizes = np.array([sum(n for _, n in self.shards.get(k, [])) for k in range(N_STAGES)])
+            if r["shard"] not in self.members:
+                self.shards.setdefault(r["stage"], []).append(r["shard"])
+            self.members.setdefault(r["shard"], []).append((r["clip_id"], r.get("offset"), r.get("length")))
+        self.sizes = np.array([sum(len(self.members[s]) for s in self.shards.get(k, [])) for k in range(N_STAGES)])
         self.schedule = schedule or Schedule()
         self.frames, self.fps, self.size, self.batch_size = frames, fps, tuple(size), batch_size
         self.seed, self.start_step, self.steps = seed, start_step, steps
@@ -126,39 +168,107 @@ class CurriculumLoader(torch.utils.data.IterableDataset):
         dist = torch.distributed.is_available() and torch.distributed.is_initialized()
         self.rank = rank if rank is not None else (torch.distributed.get_rank() if dist else 0)
         self.world_size = world_size if world_size is not None else (torch.distributed.get_world_size() if dist else 1)
+        # Exact rational weights, so the plan is the same on every machine and never rounds
+        # a stage's cumulative count backwards.
+        self.mix = [self._normalised(w) for w in (self.schedule.start, self.schedule.end)]
+        self.phase = [Fraction(unit(self.seed, "phase", k)) for k in range(N_STAGES)]
+        self._chunks: dict[int, tuple] = {}  # small caches of the plan (per process)
+        self._epochs: dict[tuple[int, int], tuple] = {}
+        self._scanned: dict[str, dict[str, tuple[int, int]]] = {}  # ranges from tar headers, where the index has none
 
-    # ---- the plan: a pure function of the seed -------------------------------------------
-    def stage_of(self, sample: int) -> int:
-        """The stage of the sample-th sample of the stream (its step is sample // batch_size)."""
-        w = self.schedule.weights(sample // self.batch_size) * (self.sizes > 0)
-        if w.sum() <= 0:  # the schedule wants only empty stages: take what exists
-            w = (self.sizes > 0).astype(float)
-        c = np.cumsum(w / w.sum())
-        return int(min(np.searchsorted(c, unit(self.seed, "mix", sample), side="right"), N_STAGES - 1))
+    # ---- the plan: a pure function of (seed, position), O(1) per position -------------------
+    def _normalised(self, weights) -> list[Fraction]:
+        w = [Fraction(str(float(x))) if self.sizes[k] else Fraction(0) for k, x in enumerate(weights)]
+        if sum(w) <= 0:  # the schedule wants only empty stages: take what exists
+            w = [Fraction(int(n > 0)) for n in self.sizes]
+        return [x / sum(w) for x in w]
 
-    def shard_order(self, stage: int, epoch: int) -> list[tuple[str, int]]:
+    def expected(self, x: int) -> list[Fraction]:
+        """Expected draws of each stage among the first x stream positions: the weights of
+        each position's step (linear from start to end over schedule.steps), summed in closed
+        form."""
+        (steps, (start, end)), (t, r) = (self.schedule.steps, self.mix), divmod(x, self.batch_size)
+        if steps <= 0:
+            ramp, a = Fraction(t), Fraction(1)  # ramp: sum of a(step) over the steps before t
+        elif t <= steps + 1:
+            ramp, a = Fraction(t * (t - 1), 2 * steps), min(Fraction(t, steps), Fraction(1))
+        else:
+            ramp, a = Fraction(steps + 1, 2) + t - steps - 1, Fraction(1)
+        return [self.batch_size * (t * s + (e - s) * ramp) + r * (s + (e - s) * a) for s, e in zip(start, end)]
+
+    def _drawn(self, x: int) -> list[int]:
+        """Draws of each stage before mass point x (the seeded phase rounds the expectation)."""
+        return [math.floor(c + u) for c, u in zip(self.expected(x), self.phase)]
+
+    def _chunk(self, c: int) -> tuple[int, np.ndarray, np.ndarray]:
+        """Chunk c of the stream: its first position, the stage of each of its positions and
+        which draw of that stage each is."""
+        if c not in self._chunks:
+            lo, hi = self._drawn(c * PLAN_CHUNK), self._drawn((c + 1) * PLAN_CHUNK)
+            stages = np.repeat(np.arange(N_STAGES), np.subtract(hi, lo))
+            stages = stages[np.random.default_rng(int(unit(self.seed, "chunk", c) * 2 ** 63)).permutation(len(stages))]
+            nth, seen = np.empty(len(stages), np.int64), list(lo)
+            for o, k in enumerate(stages):
+                nth[o], seen[k] = seen[k], seen[k] + 1
+            if len(self._chunks) > 16:
+                self._chunks.clear()
+            self._chunks[c] = (sum(lo), stages, nth)
+        return self._chunks[c]
+
+    def draw(self, i: int) -> tuple[int, int]:
+        """(stage, k): the i-th sample of the stream is the stage's k-th draw."""
+        c = i // PLAN_CHUNK  # a chunk starts within N_STAGES positions of c * PLAN_CHUNK
+        while True:
+            first, stages, nth = self._chunk(c)
+            if i < first:
+                c -= 1
+            elif i >= first + len(stages):
+                c += 1
+            else:
+                return int(stages[i - first]), int(nth[i - first])
+
+    def stage_of(self, i: int) -> int:
+        """The stage of the i-th sample of the stream (its step is i // batch_size)."""
+        return self.draw(i)[0]
+
+    def shard_order(self, stage: int, epoch: int) -> list[str]:
         shards = self.shards[stage]
         rng = np.random.default_rng(int(unit(self.seed, "epoch", stage, epoch) * 2 ** 63))
         return [shards[i] for i in rng.permutation(len(shards))]
 
-    def _stream(self, stage: int, start: int):
-        """Raw samples of one stage from its start-th sample on, epoch after epoch."""
-        import webdataset as wds
+    def place(self, i: int) -> tuple[int, str, int]:
+        """Where the i-th sample of the stream comes from: (stage, shard, position in the shard)."""
+        stage, k = self.draw(i)
+        epoch, j = divmod(k, int(self.sizes[stage]))
+        if (stage, epoch) not in self._epochs:
+            if len(self._epochs) > 16:
+                self._epochs.clear()
+            order = self.shard_order(stage, epoch)
+            self._epochs[stage, epoch] = order, np.cumsum([len(self.members[s]) for s in order]).tolist()
+        order, ends = self._epochs[stage, epoch]
+        n = bisect_right(ends, j)
+        return stage, order[n], j - (ends[n - 1] if n else 0)
 
-        epoch, skip = divmod(start, int(self.sizes[stage]))
-        while True:
-            urls = []
-            for path, n in self.shard_order(stage, epoch):
-                if skip >= n and not urls:
-                    skip -= n
-                    continue
-                urls.append(str(self.root / path))
-            ds = wds.WebDataset(urls, shardshuffle=False, empty_check=False, nodesplitter=None,
-                                workersplitter=None)
-            for i, sample in enumerate(ds):
-                if i >= skip:
-                    yield sample
-            epoch, skip = epoch + 1, 0
+    def key_of(self, i: int) -> str:
+        """The key (clip_id) of the i-th sample of the stream."""
+        _, shard, pos = self.place(i)
+        return self.members[shard][pos][0]
+
+    def read(self, shard: str, pos: int) -> dict:
+        """The raw members of a shard's pos-th sample: one range read at the index's offset.
+        Where the index has none, or a wrong one (latent shards copy their source's index), the
+        shard's tar headers are read once per process and give the ranges."""
+        key, offset, length = self.members[shard][pos]
+        path = self.root / shard
+        ranges = self._scanned.get(shard)
+        if ranges is None and offset is not None:
+            try:
+                return tar_sample(read_range(path, offset, length), key)
+            except ValueError:
+                pass
+        if ranges is None:
+            ranges = self._scanned[shard] = sample_ranges(path)
+        return tar_sample(read_range(path, *ranges[key]), key)
 
     # ---- iteration -------------------------------------------------------------------------
     def __iter__(self):
@@ -174,22 +284,12 @@ class CurriculumLoader(torch.utils.data.IterableDataset):
             me, n = worker, workers
             per = self.batch_size // self.world_size
             lo, hi = self.rank * per, (self.rank + 1) * per
-        first = self.start_step * self.batch_size
-        consumed = np.zeros(N_STAGES, int)
-        for i in range(first):  # replay the mix to resume: draws only, no data read
-            consumed[self.stage_of(i)] += 1
-        streams = {k: self._stream(k, int(consumed[k])) for k in range(N_STAGES) if self.sizes[k]}
-        step = self.start_step
-        while self.steps is None or step < self.start_step + self.steps:
-            mine = (step - self.start_step) % n == me
-            batch = []
-            for i in range(step * self.batch_size, (step + 1) * self.batch_size):
-                raw = next(streams[self.stage_of(i)])
-                if mine and lo <= i - step * self.batch_size < hi:  # others' samples: read past, not decoded
-                    batch.append(self.sample(raw, i))
-            if mine:
-                yield self.collate(batch, step)
-            step += 1
+        for step in itertools.count(self.start_step + me, n):
+            if self.steps is not None and step >= self.start_step + self.steps:
+                return
+            first = step * self.batch_size
+            yield self.collate([self.sample(self.read(*self.place(i)[1:]), i)
+                                for i in range(first + lo, first + hi)], step)
 
     def sample(self, raw: dict, index: int = 0) -> dict:
         record = json.loads(raw["json"])
