@@ -8,11 +8,13 @@ import sys
 from pathlib import Path
 
 import av
+import pyarrow.parquet as pq
 import pytest
 import torch
 import yaml
 
 import taxonomy
+from training.data import tar_sample
 from training.model import MODELS, DiTConfig, TagEncoder, VideoDiT, flops_per_step
 from training.text import TextEncoder
 from training.tiny import build_text_encoder
@@ -202,6 +204,10 @@ def test_latent_shards_train_the_same_stream(sharded_run, small_cfg, tmp_path):
     assert first["text_encoded"] == 1  # signals captions: every narrative is the empty one, encoded once
     again = json.loads(pks("train", "encode", sharded_run, "--config", small_cfg, "--out", tmp_path / "latents").stdout)
     assert again["kept"] == first["shards"] and again["written"] == 0
+    for row in pq.read_table(tmp_path / "latents" / "index.parquet").to_pylist():  # ranges into the latent tars
+        with open(tmp_path / "latents" / row["shard"], "rb") as f:
+            f.seek(row["offset"])
+            assert set(tar_sample(f.read(row["length"]), row["clip_id"])) == {"__key__", "latent.npy", "text.npy", "json"}
     r = pks("train", tmp_path / "latents", "--config", small_cfg, "--out", tmp_path / "run")
     assert r.returncode == 0, r.stderr[-3000:]
     assert [s for s, _ in losses(tmp_path / "run")] == [1, 2, 3, 4, 5, 6]

@@ -12,14 +12,15 @@ from __future__ import annotations
 
 import io
 import json
-import shutil
 from pathlib import Path
 
 import numpy as np
 import pyarrow.parquet as pq
 import torch
 
-from pipelines.shard import digest, write_tar, written_fingerprint
+import pyarrow as pa
+
+from pipelines.shard import digest, sample_ranges, write_tar, written_fingerprint
 from training.data import CurriculumLoader, collate_conditions, decode_clip, tag_targets
 from training.text import TextEncoder
 from training.train import shards_root, text_encoder_path
@@ -68,10 +69,20 @@ def encode_shards(source: str | Path, out: str | Path, cfg: dict, progress=print
         written += 1
         progress(f"  {name}: encoded")
     np.save(out / EMPTY_TEXT, text.states([""])[0].numpy().astype(np.float16))
-    shutil.copyfile(root / "index.parquet", out / "index.parquet")
+    pq.write_table(latent_index(index, out), out / "index.parquet")
     (out / "encode.json").write_text(json.dumps(settings, indent=1))
     return {"shards": len(shards), "kept": kept, "written": written, "samples": index.num_rows, "out": str(out),
             "text_encoded": text.encoded}
+
+
+def latent_index(index: pa.Table, out: Path) -> pa.Table:
+    """The source index with each sample's byte range in its latent shard (the loader reads
+    one range per sample; the source's ranges point into the video tars)."""
+    rows = index.to_pylist()
+    ranges = {name: sample_ranges(out / name) for name in {r["shard"] for r in rows}}
+    for r in rows:
+        r["offset"], r["length"] = ranges[r["shard"]][r["clip_id"]]
+    return pa.Table.from_pylist(rows, schema=index.schema)
 
 
 class LatentLoader(CurriculumLoader):
