@@ -244,6 +244,7 @@ def ray_task(row: dict, out: str | Store, cfg: dict) -> dict:
     retry = row.get("retry") and out.exists(part_key(row["video_id"]))
     previous = read_part(out, row["video_id"]) if retry else None
     with staged(out, row["path"]) as (work, source):  # clips are in OUT when this block ends
+        (work / "clips").mkdir(exist_ok=True)  # a scratch folder standing for a remote OUT starts empty
         records = process_video(source, row["video_id"], work, cfg, with_source(previous, source))
     records = with_source(records, row["path"])
     write_part(out, row["video_id"], records)
