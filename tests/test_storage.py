@@ -138,6 +138,14 @@ def test_s3_round_trip_gives_the_local_runs_records_clips_and_shards(s3, footage
     assert after.keys() == before.keys()
     assert {k: v for k, v in after.items() if "/clips/" in k or k.endswith(".tar")} == {
         k: v for k, v in before.items() if "/clips/" in k or k.endswith(".tar")}
+    # pks shard alone, with the endpoint and keys in --storage-options instead of the environment.
+    bare = {k: v for k, v in env.items() if not k.startswith("AWS_")}
+    options = {"endpoint_url": env["AWS_ENDPOINT_URL"], "key": "pks-test", "secret": "pks-test"}
+    r = pks(bare, "shard", "s3://out-bucket/run", "--config", str(config), "--num-cpus", "1",
+            "--storage-options", json.dumps(options))
+    assert r.returncode == 0, r.stderr[-3000:]
+    shards = json.loads(r.stdout)
+    assert shards["kept"] == shards["shards"] == again["shards"]["shards"] and shards["removed"] == 0
 
 
 def test_kill_9_on_s3_then_rerun_resumes_without_duplicates(s3, footage, tmp_path):
