@@ -45,9 +45,10 @@ STORAGE_OPTIONS_HELP = ("fsspec options for an object-store OUT (and inputs of i
 def local_out(out: Path | str) -> Path:
     """OUT for the commands that work on a local folder only: a URL is a one-line error (a
     Path argument has already folded s3://b/x into s3:/b/x)."""
-    if re.match(r"^[A-Za-z][A-Za-z0-9+.-]*:/", str(out)):
-        raise UserError(f"this command needs a local OUT folder, got {out} (pks curate and pks shard work on "
-                        "object storage; copy the run down first, e.g. aws s3 sync)")
+    url = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*):/+(.*)", str(out))
+    if url:
+        raise UserError(f"this command needs a local OUT folder, got {url[1]}://{url[2]} (pks curate and pks shard "
+                        "work on object storage; copy the run down first, e.g. aws s3 sync)")
     return Path(out)
 
 
