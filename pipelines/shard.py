@@ -14,6 +14,9 @@ clip bytes: each planned sample carries a fingerprint (its record's JSON and its
 each shard the hash of its samples' fingerprints, written into the tar itself as a PAX global
 header (readers of the tar never see it as a sample). A changed caption, stage, flag or
 judge_score rewrites the shard that holds the clip, and no other.
+
+OUT may be an object-store URL (pks.store): a shard is then written locally and uploaded whole
+(one PUT), the index last.
 """
 from __future__ import annotations
 
@@ -21,7 +24,6 @@ import dataclasses
 import hashlib
 import io
 import json
-import os
 import tarfile
 from collections import Counter
 from pathlib import Path
@@ -30,10 +32,10 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from pks.clips import clip_path
 from pks.errors import UserError
 from pks.record import SCHEMA, ClipRecord
 from pks.seeded import unit
+from pks.store import Store, as_store
 
 SHARD_REJECT = "shard: "  # prefix of rejections this stage records (a rerun judges them again)
 SPLITS = ("train", "val")
@@ -45,8 +47,9 @@ INDEX_SCHEMA = pa.schema([("clip_id", pa.string()), ("video_id", pa.string()), (
                           ("record_hash", pa.string()), ("offset", pa.int64()), ("length", pa.int64())])
 
 
-def shard_dir(out: Path) -> Path:
-    return Path(out) / "shards"
+def clip_key(clip_id: str) -> str:
+    """A clip's key in OUT (pks.clips.clip_path is the same file in a local OUT)."""
+    return f"clips/{clip_id}.mp4"
 
 
 def shard_name(split: str, stage: int, n: int) -> str:
@@ -54,7 +57,7 @@ def shard_name(split: str, stage: int, n: int) -> str:
     return f"{split}/stage-{stage}/shard-{n:06d}.tar"
 
 
-def rejection(r: ClipRecord, out: Path, sc: dict) -> str:
+def rejection(r: ClipRecord, out: Path | Store, sc: dict) -> str:
     """Why an ok record stays out of the shards ('' when it goes in)."""
     bad = sorted(set(r.quality_flags) & set(sc["reject_flags"]))
     if bad:
@@ -65,12 +68,12 @@ def rejection(r: ClipRecord, out: Path, sc: dict) -> str:
         return f"{SHARD_REJECT}judge score {r.judge_score:.3f} below {sc['min_judge_score']}"
     if sc["require_caption"] and not r.caption:
         return f"{SHARD_REJECT}no caption"
-    if not clip_path(out, r.clip_id).exists():
+    if not as_store(out).exists(clip_key(r.clip_id)):
         return f"{SHARD_REJECT}no clip file"
     return ""
 
 
-def judge(records: list[ClipRecord], out: Path, sc: dict) -> list[ClipRecord]:
+def judge(records: list[ClipRecord], out: Path | Store, sc: dict) -> list[ClipRecord]:
     """Mark ok records that stay out as rejected (with why); earlier shard rejections are judged
     again, so a changed config takes them back in."""
     result = []
@@ -124,12 +127,12 @@ def plan(rows: list[dict], sc: dict) -> list[dict]:
     return shards
 
 
-def middle_frame_jpeg(path: Path, width: int) -> bytes:
-    """The clip's middle frame as a JPEG at most `width` pixels wide."""
+def middle_frame_jpeg(path: Path | io.BytesIO, width: int) -> bytes:
+    """The clip's middle frame (of a file, or of its bytes) as a JPEG at most `width` pixels wide."""
     import cv2
     import decord
 
-    vr = decord.VideoReader(str(path))
+    vr = decord.VideoReader(path if isinstance(path, io.BytesIO) else str(path))
     rgb = vr[len(vr) // 2].asnumpy()
     h, w = rgb.shape[:2]
     if w > width:
@@ -149,34 +152,34 @@ def digest(*parts: bytes | str) -> str:
     return h.hexdigest()
 
 
-def file_hash(path: Path, chunk: int = 1 << 20) -> str:
+def file_hash(out: Store, rel: str, chunk: int = 1 << 20) -> str:
     """BLAKE2b-128 of a file's bytes, read in chunks."""
     h = hashlib.blake2b(digest_size=16)
-    with open(path, "rb") as f:
+    with out.open(rel) as f:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
 
 
-def samples(out: Path, previous: dict[str, dict]) -> list[dict]:
+def samples(out: Store, previous: dict[str, dict]) -> list[dict]:
     """The ok rows of the manifest as planned samples: clip_id, video_id, curriculum_stage,
     the record's JSON (exactly what the shard will hold), clip size and hash, and fingerprints.
     A clip's hash is reused from the previous index while its size and mtime are unchanged
     (as git's index does), so a rerun does not read every clip again."""
     rows = []
-    for r in pq.read_table(Path(out) / "manifest.parquet", schema=SCHEMA).to_pylist():
+    clips = out.stats("clips")  # one listing, not one request per clip
+    for r in out.read_table("manifest.parquet", schema=SCHEMA).to_pylist():
         if r["status"] != "ok":
             continue
-        clip = clip_path(out, r["clip_id"])
-        st = clip.stat()
+        size, mtime = clips[f"{r['clip_id']}.mp4"]
         old = previous.get(r["clip_id"])
-        same = old and old["clip_bytes"] == st.st_size and old["clip_mtime_ns"] == st.st_mtime_ns
-        clip_hash = old["clip_hash"] if same and old["clip_hash"] else file_hash(clip)
+        same = old and old["clip_bytes"] == size and old["clip_mtime_ns"] == mtime
+        clip_hash = old["clip_hash"] if same and old["clip_hash"] else file_hash(out, clip_key(r["clip_id"]))
         record = json.dumps(r, sort_keys=True)
         record_hash = digest(record)
         rows.append({"clip_id": r["clip_id"], "video_id": r["video_id"], "curriculum_stage": r["curriculum_stage"],
-                     "record": record, "record_hash": record_hash, "clip_bytes": st.st_size,
-                     "clip_mtime_ns": st.st_mtime_ns, "clip_hash": clip_hash,
+                     "record": record, "record_hash": record_hash, "clip_bytes": size,
+                     "clip_mtime_ns": mtime, "clip_hash": clip_hash,
                      "fingerprint": digest(r["clip_id"], record_hash, clip_hash)})
     return rows
 
@@ -186,9 +189,9 @@ def shard_fingerprint(spec: dict, thumb_width: int) -> str:
     return digest(FORMAT, str(thumb_width), *(m["fingerprint"] for m in spec["members"]))
 
 
-def members_of(tar: Path) -> list[str]:
-    """The sample keys of a finished shard, in order (reads tar headers only)."""
-    with tarfile.open(tar) as t:
+def members_of(tar: Path | io.IOBase) -> list[str]:
+    """The sample keys of a finished shard (a path or an open file), in order (reads tar headers only)."""
+    with tar_reader(tar) as t:
         return list(dict.fromkeys(n.split(".", 1)[0] for n in t.getnames()))
 
 
@@ -197,11 +200,12 @@ def member_end(m: tarfile.TarInfo) -> int:
     return m.offset_data + -(-m.size // tarfile.BLOCKSIZE) * tarfile.BLOCKSIZE
 
 
-def sample_ranges(tar: Path) -> dict[str, tuple[int, int]]:
-    """Each sample's byte range in a finished shard, its headers included: key -> (offset,
-    length). Reads the tar headers only (tarfile seeks past the members' data)."""
+def sample_ranges(tar: Path | io.IOBase) -> dict[str, tuple[int, int]]:
+    """Each sample's byte range in a finished shard (a path or an open file), its headers
+    included: key -> (offset, length). Reads the tar headers only (tarfile seeks past the
+    members' data)."""
     ranges: dict[str, tuple[int, int]] = {}
-    with tarfile.open(tar, "r:") as t:
+    with tar_reader(tar) as t:
         for m in t:
             key = m.name.split(".", 1)[0]
             start = ranges[key][0] if key in ranges else m.offset
@@ -209,57 +213,66 @@ def sample_ranges(tar: Path) -> dict[str, tuple[int, int]]:
     return ranges
 
 
-def written_fingerprint(tar: Path) -> str:
-    """The fingerprint a finished shard was written with ('' if none): its first header only."""
+def tar_reader(tar: Path | io.IOBase) -> tarfile.TarFile:
+    return tarfile.open(tar) if isinstance(tar, (str, Path)) else tarfile.open(fileobj=tar)
+
+
+def written_fingerprint(tar: Path | io.IOBase) -> str:
+    """The fingerprint a finished shard (a path or an open file) was written with ('' if none):
+    its first header only."""
     try:
-        with tarfile.open(tar) as t:
+        with tar_reader(tar) as t:
             return t.pax_headers.get(FINGERPRINT, "")
     except (tarfile.TarError, OSError):
         return ""
 
 
-def write_shard(spec: dict, out: Path, thumb_width: int = 384) -> dict:
+def write_shard(spec: dict, out: Store, thumb_width: int = 384) -> dict:
     """Write one planned shard (a plain function; Ray wraps it) with the records the plan
     carries. Written with tarfile itself rather than webdataset's TarWriter, which cannot add
     the PAX global header that holds the fingerprint; the samples are plain WebDataset members."""
     def samples():
         for m in spec["members"]:
-            clip = clip_path(out, m["clip_id"])
-            data = clip.read_bytes()
+            clip = clip_key(m["clip_id"])
+            data = out.read_bytes(clip)
             if hashlib.blake2b(data, digest_size=16).hexdigest() != m["clip_hash"]:
-                raise RuntimeError(f"{clip} changed after the shard plan was made; run pks shard again")
-            yield m["clip_id"], {"mp4": data, "json": m["record"].encode(), "jpg": middle_frame_jpeg(clip, thumb_width)}
+                raise RuntimeError(f"{out.url(clip)} changed after the shard plan was made; run pks shard again")
+            thumb = middle_frame_jpeg(Path(out.path(clip)) if out.local else io.BytesIO(data), thumb_width)
+            yield m["clip_id"], {"mp4": data, "json": m["record"].encode(), "jpg": thumb}
 
-    write_tar(shard_dir(out) / spec["name"], spec["fingerprint"], samples())
+    write_tar(f"shards/{spec['name']}", spec["fingerprint"], samples(), out)
     return {"name": spec["name"], "samples": len(spec["members"]), "why": spec["why"]}
 
 
-def write_tar(final: Path, fingerprint: str, samples) -> None:
+def write_tar(final: Path | str, fingerprint: str, samples, out: Store | None = None) -> None:
     """A WebDataset tar of (key, {ext: bytes}) samples with the fingerprint in a PAX global
-    header, written under a temporary name and renamed when complete."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f"{final.name}.tmp-{os.getpid()}")
-    with tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT, pax_headers={FINGERPRINT: fingerprint}) as tar:
+    header, at a path (or a key of `out`), written under a temporary name and renamed (or
+    uploaded whole) when complete."""
+    out, final = (out, str(final)) if out else (as_store(Path(final).parent), Path(final).name)
+    with out.writing(final) as tmp, tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT,
+                                                 pax_headers={FINGERPRINT: fingerprint}) as tar:
         for key, members in samples:
             for ext, payload in members.items():
                 info = tarfile.TarInfo(f"{key}.{ext}")
                 info.size, info.mode, info.mtime = len(payload), 0o444, 0  # same bytes on every rerun
                 tar.addfile(info, io.BytesIO(payload))
-    os.replace(tmp, final)
 
 
-def why_rewrite(root: Path, spec: dict, previous: dict[str, dict]) -> str:
+def why_rewrite(out: Store, spec: dict, previous: dict[str, dict]) -> str:
     """'' when the finished shard is exactly the planned one; else why it must be (re)written."""
-    tar = root / spec["name"]
-    if not tar.exists():
+    tar = f"shards/{spec['name']}"
+    if not out.exists(tar):
         return "new"
-    fingerprint = written_fingerprint(tar)
+    with out.open(tar) as f:
+        fingerprint = written_fingerprint(f)
     if fingerprint == spec["fingerprint"]:
         return ""
     if not fingerprint:
         return "no fingerprint (torn, or written by an older PKS)"
     keys = [m["clip_id"] for m in spec["members"]]
-    if members_of(tar) != keys:
+    with out.open(tar) as f:
+        members = members_of(f)
+    if members != keys:
         return "other samples"
     old = [previous.get(k) or {} for k in keys]
     if any(o.get("record_hash") != m["record_hash"] for o, m in zip(old, spec["members"])):
@@ -269,45 +282,44 @@ def why_rewrite(root: Path, spec: dict, previous: dict[str, dict]) -> str:
     return "format or thumbnail settings changed"
 
 
-def _ray_write(spec: dict, out: str, thumb_width: int) -> dict:
-    return write_shard(spec, Path(out), thumb_width)
+def _ray_write(spec: dict, out: Store, thumb_width: int) -> dict:
+    return write_shard(spec, out, thumb_width)
 
 
-def read_index(root: Path) -> dict[str, dict]:
+def read_index(out: Store) -> dict[str, dict]:
     """The previous index by clip_id ({} when there is none, or one from before fingerprints)."""
-    path = root / "index.parquet"
-    if not path.exists():
+    if not out.exists("shards/index.parquet"):
         return {}
-    table = pq.read_table(path)
+    table = out.read_table("shards/index.parquet")
     if "clip_hash" not in table.column_names:
         return {}
     return {r["clip_id"]: r for r in table.to_pylist()}
 
 
-def shard_run(out: Path, cfg: dict, progress=print) -> dict:
+def shard_run(out: Path | Store, cfg: dict, progress=print) -> dict:
     """Judge, plan and write the shards of a finished run; then the index. Resumable; keeps
     every shard that already holds exactly its planned samples and content."""
     import ray
 
     from pipelines.curate import init_ray, rewrite_parts
 
-    out = Path(out).resolve()
+    out = as_store(out)
     sc = cfg["shard"]
-    if not (out / "parts").is_dir():
-        raise UserError(f"no curated run in {out} (run pks curate first)")
+    if not (Path(out.path("parts")).is_dir() if out.local else out.list("parts")):
+        raise UserError(f"no curated run in {out.url()} (run pks curate first)")
     for _ in rewrite_parts(out, cfg, lambda rs: judge(rs, out, sc)):  # rejections land in the manifest
         pass
-    root = shard_dir(out)
-    root.mkdir(parents=True, exist_ok=True)
-    previous = read_index(root)
+    previous = read_index(out)
     rows = samples(out, previous)
     shards = plan(rows, sc)
     for s in shards:
         s["fingerprint"] = shard_fingerprint(s, sc["thumb_width"])
-    for stale in root.rglob("*.tmp-*"):  # left by a killed run
-        stale.unlink()
+    existing = out.find("shards")
+    for stale in existing:  # left by a killed run (an object store never holds one: no partial PUT)
+        if ".tmp-" in Path(stale).name:
+            out.remove(stale)
     for s in shards:
-        s["why"] = why_rewrite(root, s, previous)
+        s["why"] = why_rewrite(out, s, previous)
     todo = [s for s in shards if s["why"]]
     why = dict(Counter(s["why"] for s in todo))
     progress(f"pks shard: {len(rows)} clip(s) in {len(shards)} shard(s): {len(shards) - len(todo)} kept, "
@@ -315,28 +327,30 @@ def shard_run(out: Path, cfg: dict, progress=print) -> dict:
     if todo:
         init_ray(cfg)
         ds = ray.data.from_items(todo, override_num_blocks=len(todo))
-        ds = ds.map(_ray_write, fn_kwargs={"out": str(out), "thumb_width": sc["thumb_width"]}, num_cpus=1)
+        ds = ds.map(_ray_write, fn_kwargs={"out": out, "thumb_width": sc["thumb_width"]}, num_cpus=1)
         for i, s in enumerate(ds.iter_rows(), 1):
             progress(f"  [{i}/{len(todo)}] {s['name']}: {s['samples']} sample(s) ({s['why']})")
     planned = {s["name"] for s in shards}
     removed = 0
-    for tar in root.rglob("*.tar"):  # shards of an earlier plan that this one does not have
-        if str(tar.relative_to(root)) not in planned:
-            tar.unlink()
+    for tar in existing:  # shards of an earlier plan that this one does not have
+        if tar.endswith(".tar") and tar.removeprefix("shards/") not in planned:
+            out.remove(tar)
             removed += 1
     if removed:
         progress(f"pks shard: removed {removed} shard(s) the plan no longer has")
-    ranges = {s["name"]: sample_ranges(root / s["name"]) for s in shards}  # kept shards too: headers only
+    ranges = {}
+    for s in shards:  # kept shards too: headers only
+        with out.open(f"shards/{s['name']}") as f:
+            ranges[s["name"]] = sample_ranges(f)
     index = [{"clip_id": m["clip_id"], "video_id": m["video_id"], "split": s["split"], "stage": s["stage"],
               "shard": s["name"], "position": i, **{k: m[k] for k in ("clip_bytes", "clip_mtime_ns", "clip_hash",
                                                                          "record_hash")},
               **dict(zip(("offset", "length"), ranges[s["name"]][m["clip_id"]]))}
              for s in shards for i, m in enumerate(s["members"])]
-    tmp = root / "index.parquet.tmp"
-    pq.write_table(pa.Table.from_pylist(index, schema=INDEX_SCHEMA), tmp)
-    os.replace(tmp, root / "index.parquet")
+    with out.writing("shards/index.parquet") as tmp:
+        pq.write_table(pa.Table.from_pylist(index, schema=INDEX_SCHEMA), tmp)
     per = {f"{sp}/stage-{k}": sum(1 for x in index if (x["split"], x["stage"]) == (sp, k))
            for sp in SPLITS for k in range(4)}
     return {"shards": len(shards), "kept": len(shards) - len(todo), "new": why.pop("new", 0),
             "rewritten": sum(why.values()), "removed": removed, "why": why, "samples": len(index),
-            "per_split_stage": {k: v for k, v in per.items() if v}, "index": str(root / "index.parquet")}
+            "per_split_stage": {k: v for k, v in per.items() if v}, "index": out.url("shards/index.parquet")}

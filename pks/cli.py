@@ -4,6 +4,7 @@ from __future__ import annotations
 import functools
 import json
 import os
+import re
 import sys
 from pathlib import Path
 from typing import Optional
@@ -37,9 +38,23 @@ def friendly(fn):
     return wrapper
 
 
+STORAGE_OPTIONS_HELP = ("fsspec options for an object-store OUT (and inputs of its protocol), as JSON, e.g. "
+                        "'{\"endpoint_url\": \"http://host:9000\"}'; default: the client's environment (AWS_*).")
+
+
+def local_out(out: Path | str) -> Path:
+    """OUT for the commands that work on a local folder only: a URL is a one-line error (a
+    Path argument has already folded s3://b/x into s3:/b/x)."""
+    url = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*):/+(.*)", str(out))
+    if url:
+        raise UserError(f"this command needs a local OUT folder, got {url[1]}://{url[2]} (pks curate and pks shard "
+                        "work on object storage; copy the run down first, e.g. aws s3 sync)")
+    return Path(out)
+
+
 def need_manifest(out: Path) -> Path:
     """OUT/manifest.parquet, or a one-line error when OUT holds no curated run."""
-    manifest = out / "manifest.parquet"
+    manifest = local_out(out) / "manifest.parquet"
     if not manifest.exists():
         raise UserError(f"no manifest in {out} (run pks curate first)")
     return manifest
@@ -212,7 +227,8 @@ def shots(video: Path = typer.Argument(..., help="A video file."),
 @app.command()
 @friendly
 def curate(input: str = typer.Argument(..., help="Folder, glob, list file (.txt) or fsspec URL of videos."),
-           out: Path = typer.Argument(..., help="Output folder (manifest.parquet, clips/, parts/)."),
+           out: str = typer.Argument(..., help="Output folder or object-store URL, e.g. s3://bucket/run "
+                                                "(manifest.parquet, clips/, parts/)."),
            config: Optional[Path] = typer.Option(None, help="Job config YAML (see pipelines/configs/curate.yaml)."),
            detector: Optional[str] = typer.Option(None, help="Shot detector (overrides split.detector)."),
            min_shot_s: Optional[float] = typer.Option(None, help="Overrides split.min_shot_s."),
@@ -225,17 +241,20 @@ def curate(input: str = typer.Argument(..., help="Folder, glob, list file (.txt)
            address: Optional[str] = typer.Option(None, help="Ray cluster address (default: local, or RAY_ADDRESS)."),
            num_cpus: Optional[int] = typer.Option(None, help="Local Ray CPUs."),
            retry_errors: bool = typer.Option(True, "--retry-errors/--no-retry-errors",
-                                             help="Retry the error records of finished videos (the failed clips only).")):
+                                             help="Retry the error records of finished videos (the failed clips only)."),
+           storage_options: Optional[str] = typer.Option(None, help=STORAGE_OPTIONS_HELP)):
     """Run the curation job on Ray Data: ingest, split into shots, cut clips, write OUT/manifest.parquet."""
     from pipelines.curate import run
     from pks.config import load_config
+    from pks.store import parse_options
 
     cfg = load_config(config, {"ray.address": address, "ray.num_cpus": num_cpus, "split.detector": detector,
                                "split.min_shot_s": min_shot_s, "split.max_shot_s": max_shot_s,
                                "clips.write": False if no_clips else None, "caption.captioner": captioner,
                                "shard.enabled": False if no_shard else None,
                                "caption.endpoint": endpoint, "caption.model": model})
-    summary = run(input, out, cfg, progress=lambda m: typer.echo(m, err=True), retry_errors=retry_errors)
+    summary = run(input, out, cfg, progress=lambda m: typer.echo(m, err=True), retry_errors=retry_errors,
+                  storage_options=parse_options(storage_options))
     typer.echo(json.dumps(summary))
 
 
@@ -251,7 +270,7 @@ def caption(out: Path = typer.Argument(..., help="A curated output folder (with 
     from pipelines.curate import caption_run
     from pks.config import load_config
 
-    if not (out / "parts").is_dir():
+    if not (local_out(out) / "parts").is_dir():
         raise UserError(f"no curated run in {out} (run pks curate first)")
     cfg = load_config(config, {"caption.captioner": captioner, "caption.endpoint": endpoint,
                                "caption.model": model, "caption.concurrency": concurrency})
@@ -321,21 +340,28 @@ def calibrate(out: Path = typer.Argument(..., help="A curated output folder (wit
 
 @app.command()
 @friendly
-def shard(out: Path = typer.Argument(..., help="A curated output folder (with manifest.parquet and clips/)."),
+def shard(out: str = typer.Argument(..., help="A curated output folder or object-store URL (with manifest.parquet "
+                                           "and clips/)."),
           config: Optional[Path] = typer.Option(None, help="Job config YAML (the shard section)."),
           max_samples: Optional[int] = typer.Option(None, help="Samples per shard (shard.max_samples)."),
           max_bytes: Optional[int] = typer.Option(None, help="Clip bytes per shard (shard.max_bytes)."),
           val_fraction: Optional[float] = typer.Option(None, help="Share of source videos held out."),
           seed: Optional[int] = typer.Option(None, help="Split and shuffle seed."),
-          num_cpus: Optional[int] = typer.Option(None, help="Local Ray CPUs.")):
+          num_cpus: Optional[int] = typer.Option(None, help="Local Ray CPUs."),
+          storage_options: Optional[str] = typer.Option(None, help=STORAGE_OPTIONS_HELP)):
     """Write OUT/shards/{split}/stage-{k}/shard-NNNNNN.tar and OUT/shards/index.parquet (resumable)."""
     from pipelines.shard import shard_run
     from pks.config import load_config
+    from pks.store import as_store, parse_options, storage_errors
 
-    need_manifest(out)
+    store = as_store(out, parse_options(storage_options))
+    with storage_errors(out):
+        found = store.exists("manifest.parquet")
+    if not found:
+        raise UserError(f"no manifest in {out} (run pks curate first)")
     cfg = load_config(config, {"shard.max_samples": max_samples, "shard.max_bytes": max_bytes,
                                "shard.val_fraction": val_fraction, "shard.seed": seed, "ray.num_cpus": num_cpus})
-    typer.echo(json.dumps(shard_run(out, cfg, progress=lambda m: typer.echo(m, err=True))))
+    typer.echo(json.dumps(shard_run(store, cfg, progress=lambda m: typer.echo(m, err=True))))
 
 
 @app.command()
@@ -385,6 +411,9 @@ def train(source: str = typer.Argument(..., help="A curate OUT folder or its sha
 
     if stage not in ("sft", "dpo"):
         raise UserError(f"--stage must be sft or dpo, got {stage!r}")
+    for where in (source, second, out):
+        if where:
+            local_out(where)
     if stage == "dpo":
         from training.dpo import dpo_config, train_dpo
 

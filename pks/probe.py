@@ -1,15 +1,18 @@
 """Ingest: find input videos, hash them, and probe container and stream with PyAV."""
 from __future__ import annotations
 
+import contextlib
 import glob as globlib
 import hashlib
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import BinaryIO
 
 import av
 import numpy as np
 
 from pks.errors import UserError
+from pks.store import is_url, storage_errors
 
 VIDEO_EXTS = {".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".flv", ".wmv"}
 
@@ -38,10 +41,11 @@ class VideoInfo:
         return asdict(self)
 
 
-def content_hash(path: str | Path, chunk: int = 1 << 20) -> str:
-    """First 16 hex digits of BLAKE2b over the bytes: identical files share a video_id."""
+def content_hash(path: str | Path | BinaryIO, chunk: int = 1 << 20) -> str:
+    """First 16 hex digits of BLAKE2b over the bytes (of a file, or of an open binary file):
+    identical files share a video_id."""
     h = hashlib.blake2b(digest_size=8)
-    with open(path, "rb") as f:
+    with open(path, "rb") if isinstance(path, (str, Path)) else contextlib.nullcontext(path) as f:
         while block := f.read(chunk):
             h.update(block)
     return h.hexdigest()
@@ -99,15 +103,19 @@ def probe(path: str | Path, video_id: str | None = None) -> VideoInfo:
                          vfr=vfr, n_frames=len(ts), duration=duration)
 
 
-def list_inputs(spec: str) -> list[str]:
+def list_inputs(spec: str, storage_options: dict | None = None) -> list[str]:
     """Expand an input spec: a folder (recursive, video extensions), a glob, a list file
-    (one path per line, `#` comments), a single file, or an fsspec URL (s3://, gs://, ...)."""
-    if "://" in spec and not spec.startswith("file://"):
-        import fsspec  # only remote inputs need it
+    (one path per line, `#` comments), a single file, or an fsspec URL (s3://, gs://, http(s)://
+    of one file, a prefix or a glob)."""
+    if is_url(spec):
+        with storage_errors(spec):  # a missing client, bucket or credentials: one line
+            import fsspec
 
-        fs, _, paths = fsspec.get_fs_token_paths(spec)
-        if len(paths) == 1 and fs.isdir(paths[0]):
-            paths = [p for p in fs.find(paths[0]) if Path(p).suffix.lower() in VIDEO_EXTS]
+            fs, _, paths = fsspec.get_fs_token_paths(spec, storage_options=storage_options)
+            if len(paths) == 1 and not fs.isfile(paths[0]):  # a file first: HTTP's isdir reads the page
+                paths = [p for p in fs.find(paths[0]) if Path(p).suffix.lower() in VIDEO_EXTS]
+        if not paths:
+            raise UserError(f"no input matches {spec!r}")
         proto = spec.split("://", 1)[0]
         return sorted(f"{proto}://{p}" if "://" not in p else p for p in paths)
     spec = spec.removeprefix("file://")

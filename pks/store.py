@@ -1,0 +1,312 @@
+"""Where a run keeps its files: a local folder or an object-store URL (s3://, gs://, ...), through
+fsspec. Paths inside a store are relative keys ("parts/x.parquet"). A local folder keeps plain
+file semantics (a write goes to a temporary name in the same folder, then os.replace); an object
+store has no rename, but one PUT of a whole object is atomic, so a write goes to a local temporary
+file and is uploaded once complete. A reader therefore never sees a partial file or object.
+
+Object-store clients come with extras (pip install 'pks[s3]', 'pks[http]'); endpoint and
+credentials come from the client's own environment (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID,
+AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION, AWS_PROFILE for s3) or from storage options (fsspec
+keyword arguments, `--storage-options` JSON on the CLI), which apply to OUT's protocol and to
+inputs of the same protocol.
+"""
+from __future__ import annotations
+
+import contextlib
+import functools
+import json
+import os
+import shutil
+import tempfile
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterator
+
+import pyarrow.parquet as pq
+
+from pks.errors import UserError
+
+EXTRAS = {"s3": "pks[s3]", "s3a": "pks[s3]", "http": "pks[http]", "https": "pks[http]",
+          "gs": "gcsfs", "gcs": "gcsfs", "az": "adlfs", "abfs": "adlfs"}
+
+
+def is_url(spec: str | Path) -> bool:
+    """An fsspec URL other than a plain local file (file:// is a local path)."""
+    s = str(spec)
+    return "://" in s and not s.startswith("file://")
+
+
+def protocol(spec: str | Path) -> str:
+    return str(spec).split("://", 1)[0] if is_url(spec) else "file"
+
+
+def user_error(where: str, e: BaseException) -> UserError:
+    """One line for what goes wrong reaching a store: a missing client, an unknown protocol, a
+    missing bucket, refused credentials, an unreachable endpoint."""
+    proto = protocol(where)
+    if isinstance(e, ImportError):
+        return UserError(f"{where}: {proto}:// needs a client that is not installed: pip install '{EXTRAS.get(proto, proto)}'")
+    if isinstance(e, ValueError) and "protocol" in str(e).lower():
+        return UserError(f"{where}: unknown storage protocol {proto!r}")
+    if isinstance(e, FileNotFoundError):
+        return UserError(f"{where}: no such bucket or path ({first_line(e)})")
+    if isinstance(e, PermissionError):
+        return UserError(f"{where}: access denied, check the credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY "
+                         f"or --storage-options): {first_line(e)}")
+    return UserError(f"{where}: cannot reach the store ({type(e).__name__}: {first_line(e)})")
+
+
+def first_line(e: BaseException) -> str:
+    return (str(e).strip().splitlines() or [""])[0]
+
+
+@contextlib.contextmanager
+def storage_errors(where: str):
+    """Store failures as one-line user errors (for the driver's early checks)."""
+    try:
+        yield
+    except UserError:
+        raise
+    except Exception as e:  # noqa: BLE001 (every client raises its own types; all mean "cannot use this store")
+        raise user_error(where, e) from None
+
+
+def filesystem(url: str, options: dict | None = None):
+    """The fsspec filesystem for `url` and the path inside it. Listings are never cached: the
+    driver lists parts that workers wrote after its previous listing."""
+    import fsspec
+
+    opts = dict(options or {})
+    if protocol(url) in ("s3", "s3a"):
+        opts.setdefault("use_listings_cache", False)
+    fs, path = fsspec.core.url_to_fs(url, **opts)
+    return fs, path
+
+
+@dataclass(frozen=True)
+class Store:
+    """OUT: a local folder (root is its absolute path) or an object-store prefix (root is a URL).
+    Picklable, so Ray tasks get it as an argument (its storage options travel with it)."""
+
+    root: str
+    options: dict = field(default_factory=dict, hash=False, compare=False)
+
+    @property
+    def local(self) -> bool:
+        return not is_url(self.root)
+
+    @functools.cached_property
+    def _fs(self):
+        return filesystem(self.root, self.options)
+
+    @property
+    def fs(self):
+        return self._fs[0]
+
+    def path(self, rel: str = "") -> str:
+        """The full path of a key: a local path, or the filesystem's path (bucket/prefix/key)."""
+        if self.local:
+            return os.path.join(self.root, rel) if rel else self.root
+        base = self._fs[1].rstrip("/")
+        return f"{base}/{rel}" if rel else base
+
+    def url(self, rel: str = "") -> str:
+        """A key as the user would name it (a local path or a URL)."""
+        return self.path(rel) if self.local else (f"{self.root}/{rel}" if rel else self.root)
+
+    def check(self) -> None:
+        """Fail early, in one line, when OUT cannot be written: a small probe object is written
+        and removed (a missing bucket, refused credentials or an unreachable endpoint show here)."""
+        if self.local:
+            Path(self.root).mkdir(parents=True, exist_ok=True)
+            return
+        with storage_errors(self.root):
+            probe = self.path(".pks-write-check")
+            self.fs.pipe_file(probe, b"")
+            self.fs.rm_file(probe)
+
+    def exists(self, rel: str) -> bool:
+        return os.path.exists(self.path(rel)) if self.local else self.fs.exists(self.path(rel))
+
+    def list(self, rel: str) -> list[str]:
+        """Names of the files directly in a folder (sorted; [] when there is none)."""
+        return sorted(self.stats(rel))
+
+    def stats(self, rel: str) -> dict[str, tuple[int, int]]:
+        """{name: (size, mtime_ns)} of the files directly in a folder, from one listing. On an
+        object store mtime is the object's LastModified (whole seconds on S3)."""
+        if self.local:
+            try:
+                with os.scandir(self.path(rel)) as it:
+                    return {e.name: (st.st_size, st.st_mtime_ns) for e in it if e.is_file()
+                            for st in (e.stat(),)}
+            except FileNotFoundError:
+                return {}
+        try:
+            entries = self.fs.ls(self.path(rel), detail=True)
+        except FileNotFoundError:
+            return {}
+        return {e["name"].rstrip("/").rsplit("/", 1)[-1]: (int(e["size"]), mtime_ns(e))
+                for e in entries if e["type"] == "file"}
+
+    def find(self, rel: str) -> list[str]:
+        """Keys (relative to the root) of every file under a folder, sorted."""
+        if self.local:
+            base = Path(self.path(rel))
+            return sorted(str(p.relative_to(self.root)) for p in base.rglob("*") if p.is_file())
+        base = self.path()
+        return sorted(p[len(base) + 1:] for p in self.fs.find(self.path(rel)))
+
+    def open(self, rel: str, mode: str = "rb"):
+        return open(self.path(rel), mode) if self.local else self.fs.open(self.path(rel), mode)
+
+    def read_bytes(self, rel: str) -> bytes:
+        return Path(self.path(rel)).read_bytes() if self.local else self.fs.cat_file(self.path(rel))
+
+    def read_table(self, rel: str, **kw):
+        if self.local:
+            return pq.read_table(self.path(rel), **kw)
+        with self.open(rel) as f:
+            return pq.read_table(f, **kw)
+
+    @contextlib.contextmanager
+    def writing(self, rel: str) -> Iterator[Path]:
+        """Write a file at `rel` atomically: yields a local path to write; when the block ends
+        without an error the file appears at `rel` whole (rename locally, one upload on an
+        object store), else it is removed and `rel` is untouched."""
+        if self.local:
+            final = Path(self.path(rel))
+            final.parent.mkdir(parents=True, exist_ok=True)
+            tmp = final.with_name(f"{final.name}.tmp-{uuid.uuid4().hex}")  # unique across hosts: a retried
+            # task may run while the attempt it replaces, on a node taken for dead, is still writing
+        else:
+            tmpdir = tempfile.mkdtemp(prefix="pks-put-")
+            tmp = Path(tmpdir) / Path(rel).name
+        try:
+            yield tmp
+            if self.local:
+                os.replace(tmp, final)
+            else:
+                self.fs.put_file(str(tmp), self.path(rel))
+        finally:
+            if self.local:
+                tmp.unlink(missing_ok=True)
+            else:
+                shutil.rmtree(tmpdir, ignore_errors=True)
+
+    def write_bytes(self, rel: str, data: bytes) -> None:
+        with self.writing(rel) as tmp:
+            tmp.write_bytes(data)
+
+    def append_text(self, rel: str, text: str) -> None:
+        """Append to a small text file. An object cannot be appended to: it is rewritten whole
+        (one PUT), so a reader sees the old or the new text, never a torn one."""
+        if self.local:
+            with open(self.path(rel), "a") as f:
+                f.write(text)
+            return
+        old = self.read_bytes(rel).decode() if self.exists(rel) else ""
+        self.write_bytes(rel, (old + text).encode())
+
+    def remove(self, rel: str) -> None:
+        if self.local:
+            Path(self.path(rel)).unlink(missing_ok=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                self.fs.rm_file(self.path(rel))
+
+    def upload_tree(self, folder: Path) -> None:
+        """Upload every file under a local folder to the same keys (one PUT per object)."""
+        for p in sorted(folder.rglob("*")):
+            if p.is_file():
+                self.fs.put_file(str(p), self.path(str(p.relative_to(folder))))
+
+
+def mtime_ns(info: dict) -> int:
+    """An object's modification time in ns from an fsspec info dict (0 when it has none)."""
+    t = info.get("LastModified") or info.get("mtime") or info.get("updated")
+    if t is None:
+        return 0
+    if hasattr(t, "timestamp"):
+        return int(t.timestamp()) * 10 ** 9 + t.microsecond * 1000
+    return int(float(t) * 1e9)
+
+
+def as_store(out: "str | Path | Store", options: dict | None = None) -> Store:
+    """A Store for OUT: itself, or a local folder (resolved), or a URL (with its options)."""
+    if isinstance(out, Store):
+        return out
+    if is_url(out):
+        return Store(str(out).rstrip("/"), dict(options or {}))
+    return Store(str(Path(str(out).removeprefix("file://")).resolve()))
+
+
+def parse_options(text: str | None) -> dict:
+    """--storage-options: a JSON object of fsspec keyword arguments."""
+    if not text:
+        return {}
+    try:
+        opts = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise UserError(f"--storage-options must be a JSON object: {e.msg}") from None
+    if not isinstance(opts, dict):
+        raise UserError("--storage-options must be a JSON object, e.g. '{\"anon\": false}'")
+    return opts
+
+
+def input_options(store: Store | None, path: str) -> dict:
+    """The storage options for an input URL: OUT's, when the input uses OUT's protocol."""
+    return store.options if store is not None and protocol(path) == protocol(store.root) else {}
+
+
+def open_input(path: str, store: Store | None = None):
+    """Open an input video (a local path or a URL) for reading bytes."""
+    if not is_url(path):
+        return open(path.removeprefix("file://"), "rb")
+    fs, p = filesystem(path, input_options(store, path))
+    return fs.open(p, "rb")
+
+
+def input_stamp(path: str, store: Store | None = None) -> dict:
+    """What cheaply tells a changed input from an unchanged one: size and mtime_ns of a local
+    file, size and version (ETag, else its modification time) of a remote object. OSError when
+    it cannot be read."""
+    if not is_url(path):
+        st = os.stat(path)
+        return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
+    fs, p = filesystem(path, input_options(store, path))
+    try:
+        info = fs.info(p)
+    except OSError:
+        raise
+    except Exception as e:  # noqa: BLE001 (HTTP and cloud clients raise their own types)
+        raise OSError(str(e)) from None
+    version = info.get("ETag") or info.get("LastModified") or info.get("Last-Modified") or info.get("mtime")
+    return {"size": info.get("size"), "version": str(version or "")}
+
+
+@contextlib.contextmanager
+def staged(out: Store, source: str) -> Iterator[tuple[Path, str]]:
+    """What a worker reads and writes for one video: (a local folder standing for OUT, a local
+    path of the source). Local OUT and input: OUT itself and the input, nothing copied. A
+    remote input is downloaded into a scratch folder (PyAV seeks; the download is removed
+    after). A remote OUT: the worker writes into a scratch folder whose files are uploaded when
+    the block ends without an error (clips, embeddings, caption cache), so the caller writes
+    the video's part after it: the part, its commit, never names an object that is missing."""
+    with contextlib.ExitStack() as stack:
+        scratch = None
+        if is_url(source) or not out.local:
+            scratch = Path(stack.enter_context(tempfile.TemporaryDirectory(prefix="pks-work-")))
+        local_src = source
+        if is_url(source):
+            fs, p = filesystem(source, input_options(out, source))
+            local_src = str(scratch / "input" / (Path(p).name or "video"))
+            Path(local_src).parent.mkdir()
+            with contextlib.suppress(OSError):  # unreadable now: ingest records the video's error
+                fs.get_file(p, local_src)
+        work = Path(out.root) if out.local else scratch / "out"
+        work.mkdir(exist_ok=True)
+        yield work, local_src
+        if not out.local:
+            out.upload_tree(work)
