@@ -22,10 +22,10 @@ import pyarrow.parquet as pq
 from annotators.caption.backends import make_backend
 from annotators.caption.captioner import CAPTION_ERROR, caption_records
 from annotators.shots import get_detector, shots_from_boundaries
-from annotators.signals import analyse, load_clip
+from annotators.signals import analyse
 from annotators.signals.dedupe import find_duplicates
 from annotators.signals.embed import embedder, semantic_duplicates
-from pks.clips import clip_path, write_clips
+from pipelines.clipwork import clip_pass
 from pks.config import load_config
 from pks.decode import decode_small
 from pks.probe import ProbeError, VideoInfo, content_hash, list_inputs, probe
@@ -81,36 +81,8 @@ def stage_error(stage: str, e: Exception) -> str:
     return f"{stage}: {type(e).__name__}: {e}{where}"
 
 
-def cut(info: VideoInfo, records: list[ClipRecord], out: Path, cfg: dict) -> list[ClipRecord]:
-    """Write the clip of each ok record that has none yet; a clip that comes out short, or that
-    a failure left unwritten, becomes that record's error (the clips finished before it stay)."""
-    todo = {r.clip_id: r for r in records if r.status == "ok" and not clip_path(out, r.clip_id).exists()}
-    spans = [(r.start_frame, r.end_frame, clip_path(out, r.clip_id)) for r in todo.values()]
-    written: dict[Path, int] = {}
-    failure = ""
-    try:
-        write_clips(info.path, spans, info.avg_fps, info.rotation, cfg["clips"]["crf"], cfg["clips"]["preset"],
-                    written=written)
-    except Exception as e:  # noqa: BLE001 (recorded on the clips it left unwritten)
-        failure = stage_error("cut", e)
-    result = []
-    for r in records:
-        path = clip_path(out, r.clip_id)
-        if r.clip_id in todo and written.get(path, 0) != r.n_frames:
-            why = failure if failure and not path.exists() else f"clip has {written.get(path, 0)} of {r.n_frames} frames"
-            r = r.error_copy(why)
-            path.unlink(missing_ok=True)
-        result.append(r)
-    return result
-
-
-def analyse_one(r: ClipRecord, out: Path, cfg: dict) -> ClipRecord:
-    """The analysis fields of one ok record, from its clip file (or the source span)."""
-    clip_file = clip_path(out, r.clip_id)
-    if clip_file.exists():
-        frames = load_clip(str(clip_file), width=cfg["analyse"]["width"], fps=r.fps)
-    else:
-        frames = load_clip(r.source_path, r.start_frame, r.end_frame, cfg["analyse"]["width"], fps=r.fps)
+def analyse_one(r: ClipRecord, frames, out: Path, cfg: dict) -> ClipRecord:
+    """The analysis fields of one ok record, from its frames (pipelines.clipwork decodes them)."""
     fields = analyse(frames, cfg)
     fields["quality_flags"] = sorted(set(r.quality_flags) | set(fields["quality_flags"]))
     ce = cfg["analyse"]["clip_embeddings"]
@@ -121,19 +93,6 @@ def analyse_one(r: ClipRecord, out: Path, cfg: dict) -> ClipRecord:
         np.save(tmp, vec.astype(np.float32))
         os.replace(tmp, out / "embeddings" / f"{r.clip_id}.npy")
     return dataclasses.replace(r, **fields)
-
-
-def analyse_records(records: list[ClipRecord], out: Path, cfg: dict) -> list[ClipRecord]:
-    """Analyse every ok record that is not analysed yet; a failure is that clip's error only."""
-    result = []
-    for r in records:
-        if r.status == "ok" and r.curriculum_stage is None:
-            try:
-                r = analyse_one(r, out, cfg)
-            except Exception as e:  # noqa: BLE001 (one clip's failure must not take its video down)
-                r = r.error_copy(stage_error("analyse", e))
-        result.append(r)
-    return result
 
 
 def caption_clips(records: list[ClipRecord], out: Path, cfg: dict) -> list[ClipRecord]:
@@ -169,12 +128,12 @@ def retry_copy(r: ClipRecord) -> ClipRecord:
     return dataclasses.replace(r, status="ok", error="")
 
 
-def clip_stages(info: VideoInfo, records: list[ClipRecord], out: Path, cfg: dict) -> list[ClipRecord]:
-    """Cut, analyse and caption `records` (the ok ones); each failure stays on its clip."""
-    if cfg["clips"]["write"]:
-        records = cut(info, records, out, cfg)
-    if cfg["analyse"]["enabled"]:
-        records = analyse_records(records, out, cfg)
+def clip_stages(info: VideoInfo, records: list[ClipRecord], out: Path, cfg: dict, grid=None) -> list[ClipRecord]:
+    """Cut, analyse and caption `records` (the ok ones); each failure stays on its clip. Cut
+    and analysis share one decode of the records' span (seeking to it with a `grid`, see
+    pks.seek)."""
+    records = clip_pass(info.path, info.rotation, records, out, cfg,
+                        lambda r, frames: analyse_one(r, frames, out, cfg), grid)
     if cfg["caption"]["captioner"] != "none" and not worker_backend(cfg).batch:
         records = caption_clips(records, out, cfg)
     return records
