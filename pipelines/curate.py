@@ -1,8 +1,10 @@
 """`pks curate`: the Ray Data job from raw footage to OUT/manifest.parquet and OUT/clips/.
 
-One video is one unit of work: ingest (probe) -> split (shot detection) -> clip records ->
-clips cut to mp4. The worker writes the video's records to OUT/parts/{video_id}.parquet under
-a temporary name and renames it when complete, so a rerun (or a resume after kill -9) skips
+A video up to split.segment_s long is one unit of work: ingest (probe) -> split (shot
+detection) -> clip records -> clips cut to mp4 and analysed from one decode. A longer one is
+split into segments detected in parallel and groups of shots cut in parallel
+(pipelines/segments.py). Either way a video's records go to OUT/parts/{video_id}.parquet under
+a temporary name, renamed when complete, so a rerun (or a resume after kill -9) skips
 finished videos and never duplicates a record; the manifest is rebuilt from the parts.
 """
 from __future__ import annotations
@@ -21,11 +23,12 @@ import pyarrow.parquet as pq
 
 from annotators.caption.backends import make_backend
 from annotators.caption.captioner import CAPTION_ERROR, caption_records
-from annotators.shots import get_detector, shots_from_boundaries
+from annotators.shots import get_detector
 from annotators.signals import analyse
 from annotators.signals.dedupe import find_duplicates
 from annotators.signals.embed import embedder, semantic_duplicates
 from pipelines.clipwork import clip_pass
+from pipelines.segments import clip_records, run_videos
 from pks.config import load_config
 from pks.decode import decode_small
 from pks.probe import ProbeError, VideoInfo, content_hash, list_inputs, probe
@@ -55,22 +58,8 @@ def split(info: VideoInfo, cfg: dict) -> list[ClipRecord]:
     sc = cfg["split"]
     detector = get_detector(sc["detector"], **(sc.get("params") or {}))
     frames = decode_small(info.path, detector.frame_size)
-    n = len(frames.rgb)
-    if n == 0:
-        return [ClipRecord(video_id=info.video_id, source_path=info.path, fps=info.avg_fps, width=info.width,
-                           height=info.height, status="error", error="no decodable frames")]
-    shots = shots_from_boundaries(detector.detect(frames.rgb, info.avg_fps), n, info.avg_fps,
-                                  sc["min_shot_s"], sc["max_shot_s"], sc["trim_frames"])
-    base = dict(video_id=info.video_id, source_path=info.path, fps=info.avg_fps, width=info.width, height=info.height)
-    if not shots:
-        return [ClipRecord(**base, end_frame=n, status="rejected",
-                           error=f"no shot of at least {sc['min_shot_s']}s", quality_flags=["too_short"])]
-    records = []
-    for s in shots:
-        flags = ["decode_error"] if frames.filled[s.start_frame:s.end_frame].any() else []
-        records.append(ClipRecord(**base, start_frame=s.start_frame, end_frame=s.end_frame,
-                                  transition_in=s.transition_in, quality_flags=flags))
-    return records
+    boundaries = detector.detect(frames.rgb, info.avg_fps) if len(frames.rgb) else []
+    return clip_records(info, boundaries, len(frames.rgb), frames.filled, sc)
 
 
 def stage_error(stage: str, e: Exception) -> str:
@@ -369,8 +358,6 @@ def remove_orphan_clips(out: Path) -> int:
 def run(input_spec: str, out: str | Path, cfg: dict | None = None, progress=print, retry_errors: bool = True) -> dict:
     """Run the job. Returns counts: inputs, skipped (already done or duplicate), processed,
     retried (videos whose error records were tried again), records..."""
-    import ray
-
     cfg = cfg or load_config()  # load_config validated it: nothing below fails on a config value
     backend = make_backend(cfg) if cfg["caption"]["captioner"] != "none" else None
     paths = list_inputs(input_spec)  # a bad input spec is a user error, before OUT is touched
@@ -388,13 +375,12 @@ def run(input_spec: str, out: str | Path, cfg: dict | None = None, progress=prin
     done, frames = 0, 0
     if todo:
         init_ray(cfg)
-        ds = ray.data.from_items(todo, override_num_blocks=len(todo))
-        ds = ds.map(ray_task, fn_kwargs={"out": str(out), "cfg": cfg}, num_cpus=1)
-        for s in ds.iter_rows():  # streamed: only one-line summaries reach the driver
+        for s in run_videos(todo, out, cfg):  # streamed: only summaries (and a long video's records) reach the driver
             done += 1
             frames += s["frames"]
             what = (f"retried {s['retried']} error(s), " if s["retried"] else "") + f"{s['n_ok']} clip(s) ok"
             what += f", {s['n_errors']} error(s), first: {s['error']}" if s["n_errors"] else ""
+            what += f", in {s['segments']} segments" if s.get("segments") else ""
             progress(f"  [{done}/{len(todo)}] {Path(s['path']).name}: {what} ({s['seconds']:.1f}s)")
     elapsed = time.perf_counter() - t0
     orphans = remove_orphan_clips(out)
