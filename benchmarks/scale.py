@@ -148,9 +148,10 @@ def main() -> None:
     ap.add_argument("--segment-s", type=float, default=30.0)
     ap.add_argument("--cpus", type=int, default=2)
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "pks-scale")
-    ap.add_argument("--skip", default="", help="comma list of parts to skip: one_core,write,rss")
+    ap.add_argument("--parts", default="speed,one_core,write,rss",
+                    help="what to measure (comma list): speed (decode, write false), one_core, write, rss")
     a = ap.parse_args()
-    skip = set(filter(None, a.skip.split(",")))
+    parts = set(filter(None, a.parts.split(",")))
     a.work.mkdir(parents=True, exist_ok=True)
     long = remux_copies(a.video, a.copies, a.work / f"long-{a.copies}x.mp4")
     base = {"shard.enabled": False, "split.segment_s": a.segment_s}
@@ -158,23 +159,24 @@ def main() -> None:
     write = load_config(None, base)
     rows = []
     load_before = subprocess.run(["uptime"], capture_output=True, text=True).stdout.strip()
-    dec = decode_fps(long)
-    rows.append(("PyAV decode, 1 thread (frames/s)", f"{dec:.0f}", ""))
-    fps2, _ = curate(long, nowrite, a.cpus, a.work, "nowrite")
-    rows.append((f"curate, clips.write false, {a.cpus} cores (source frames/s)", f"{fps2:.1f}",
-                 f"{fps2 / dec:.2f}x decode (target >= 0.4x)"))
-    if "one_core" not in skip:
+    if parts & {"speed", "one_core"}:
+        dec = decode_fps(long)
+        rows.append(("PyAV decode, 1 thread (frames/s)", f"{dec:.0f}", ""))
+        fps2, _ = curate(long, nowrite, a.cpus, a.work, "nowrite")
+        rows.append((f"curate, clips.write false, {a.cpus} cores (source frames/s)", f"{fps2:.1f}",
+                     f"{fps2 / dec:.2f}x decode (target >= 0.4x)"))
+    if "one_core" in parts:
         fps1, _ = curate(long, nowrite, 1, a.work, "nowrite1")
         rows.append(("curate, clips.write false, 1 core (source frames/s)", f"{fps1:.1f}",
                      f"{a.cpus} cores / 1 core = {fps2 / fps1:.2f}x (target >= 1.7x)"))
-    if "write" not in skip:
+    if "write" in parts:
         enc = encode_fps(long, write)
         rows.append((f"encode only, {pick_encoder(write['clips']['encoder'])} {write['clips']['preset']} "
                      f"(frames/s)", f"{enc:.1f}", ""))
         fpsw, _ = curate(long, write, a.cpus, a.work, "write")
         rows.append((f"curate, clips written full size, {a.cpus} cores (source frames/s)", f"{fpsw:.1f}",
                      f"{fpsw / enc:.2f}x encode only (target >= 0.7x)"))
-    if "rss" not in skip:
+    if "rss" in parts:
         from pks.synth import synthesize_video
 
         short = a.work / "small-2min.mp4"

@@ -66,7 +66,7 @@ def iter_range(path: str, start: int = 0, end: int | None = None, grid: Grid | N
     videos whose every position some earlier range decode has seen (see pipelines/segments.py)."""
     if end is not None and end <= start:
         return
-    if grid is None or start == 0:
+    if grid is None:
         yield from _from_zero(path, start, end, fast)
         return
     end = grid.n_frames if end is None else min(end, grid.n_frames)
