@@ -114,7 +114,7 @@ def validate(cfg: dict) -> None:
         raise ConfigError(f"config split: {e}") from None
     need(0 <= cfg["clips"]["crf"] <= 51, "clips.crf", "must be 0..51")
     need(sp["segment_s"] > 0, "split.segment_s", "must be > 0")
-    need(0 <= sp["overlap_s"] < sp["segment_s"], "split.overlap_s", "must be >= 0 and under split.segment_s")
+    need(sp["overlap_s"] >= 0, "split.overlap_s", "must be >= 0")
     need(cfg["clips"]["max_height"] == 0 or cfg["clips"]["max_height"] >= 16, "clips.max_height",
          "must be 0 (source size) or at least 16")
     from pks.videoio import ENCODERS
