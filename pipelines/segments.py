@@ -24,6 +24,7 @@ import time
 from collections import defaultdict
 from pathlib import Path
 
+import cv2
 import numpy as np
 
 from annotators.shots import Boundary, get_detector, shots_from_boundaries
@@ -73,8 +74,6 @@ def detect_segment(path: str, core: tuple[int, int], grid: Grid, fps: float, sc:
         return {"boundaries": [], "filled": [], "end": 0, "irregular": True}
     if end - lo != len(yuv):
         return {"boundaries": [], "filled": [], "end": 0, "irregular": True}
-    import cv2
-
     if yuv:
         arr = np.stack(yuv)
         n, h, w, _ = arr.shape
