@@ -1,8 +1,10 @@
 """`pks curate`: the Ray Data job from raw footage to OUT/manifest.parquet and OUT/clips/.
 
-One video is one unit of work: ingest (probe) -> split (shot detection) -> clip records ->
-clips cut to mp4. The worker writes the video's records to OUT/parts/{video_id}.parquet under
-a temporary name and renames it when complete, so a rerun (or a resume after kill -9) skips
+A video up to split.segment_s long is one unit of work: ingest (probe) -> split (shot
+detection) -> clip records -> clips cut to mp4 and analysed from one decode. A longer one is
+split into segments detected in parallel and groups of shots cut in parallel
+(pipelines/segments.py). Either way a video's records go to OUT/parts/{video_id}.parquet under
+a temporary name, renamed when complete, so a rerun (or a resume after kill -9) skips
 finished videos and never duplicates a record; the manifest is rebuilt from the parts.
 OUT may be an object-store URL (pks.store): there the worker writes into a scratch folder,
 uploads the clips, then the part (one PUT, the video's commit).
@@ -25,11 +27,12 @@ import pyarrow.parquet as pq
 
 from annotators.caption.backends import make_backend
 from annotators.caption.captioner import CAPTION_ERROR, caption_records
-from annotators.shots import get_detector, shots_from_boundaries
-from annotators.signals import analyse, load_clip
+from annotators.shots import get_detector
+from annotators.signals import analyse
 from annotators.signals.dedupe import find_duplicates
 from annotators.signals.embed import embedder, semantic_duplicates
-from pks.clips import clip_path, write_clips
+from pipelines.clipwork import clip_pass
+from pipelines.segments import clip_records, run_videos
 from pks.config import load_config
 from pks.decode import decode_small
 from pks.errors import UserError
@@ -67,22 +70,8 @@ def split(info: VideoInfo, cfg: dict) -> list[ClipRecord]:
     sc = cfg["split"]
     detector = get_detector(sc["detector"], **(sc.get("params") or {}))
     frames = decode_small(info.path, detector.frame_size)
-    n = len(frames.rgb)
-    if n == 0:
-        return [ClipRecord(video_id=info.video_id, source_path=info.path, fps=info.avg_fps, width=info.width,
-                           height=info.height, status="error", error="no decodable frames")]
-    shots = shots_from_boundaries(detector.detect(frames.rgb, info.avg_fps), n, info.avg_fps,
-                                  sc["min_shot_s"], sc["max_shot_s"], sc["trim_frames"])
-    base = dict(video_id=info.video_id, source_path=info.path, fps=info.avg_fps, width=info.width, height=info.height)
-    if not shots:
-        return [ClipRecord(**base, end_frame=n, status="rejected",
-                           error=f"no shot of at least {sc['min_shot_s']}s", quality_flags=["too_short"])]
-    records = []
-    for s in shots:
-        flags = ["decode_error"] if frames.filled[s.start_frame:s.end_frame].any() else []
-        records.append(ClipRecord(**base, start_frame=s.start_frame, end_frame=s.end_frame,
-                                  transition_in=s.transition_in, quality_flags=flags))
-    return records
+    boundaries = detector.detect(frames.rgb, info.avg_fps) if len(frames.rgb) else []
+    return clip_records(info, boundaries, len(frames.rgb), frames.filled, sc)
 
 
 def stage_error(stage: str, e: Exception) -> str:
@@ -93,36 +82,8 @@ def stage_error(stage: str, e: Exception) -> str:
     return f"{stage}: {type(e).__name__}: {e}{where}"
 
 
-def cut(info: VideoInfo, records: list[ClipRecord], out: Path, cfg: dict) -> list[ClipRecord]:
-    """Write the clip of each ok record that has none yet; a clip that comes out short, or that
-    a failure left unwritten, becomes that record's error (the clips finished before it stay)."""
-    todo = {r.clip_id: r for r in records if r.status == "ok" and not clip_path(out, r.clip_id).exists()}
-    spans = [(r.start_frame, r.end_frame, clip_path(out, r.clip_id)) for r in todo.values()]
-    written: dict[Path, int] = {}
-    failure = ""
-    try:
-        write_clips(info.path, spans, info.avg_fps, info.rotation, cfg["clips"]["crf"], cfg["clips"]["preset"],
-                    written=written)
-    except Exception as e:  # noqa: BLE001 (recorded on the clips it left unwritten)
-        failure = stage_error("cut", e)
-    result = []
-    for r in records:
-        path = clip_path(out, r.clip_id)
-        if r.clip_id in todo and written.get(path, 0) != r.n_frames:
-            why = failure if failure and not path.exists() else f"clip has {written.get(path, 0)} of {r.n_frames} frames"
-            r = r.error_copy(why)
-            path.unlink(missing_ok=True)
-        result.append(r)
-    return result
-
-
-def analyse_one(r: ClipRecord, out: Path, cfg: dict) -> ClipRecord:
-    """The analysis fields of one ok record, from its clip file (or the source span)."""
-    clip_file = clip_path(out, r.clip_id)
-    if clip_file.exists():
-        frames = load_clip(str(clip_file), width=cfg["analyse"]["width"], fps=r.fps)
-    else:
-        frames = load_clip(r.source_path, r.start_frame, r.end_frame, cfg["analyse"]["width"], fps=r.fps)
+def analyse_one(r: ClipRecord, frames, out: Path, cfg: dict) -> ClipRecord:
+    """The analysis fields of one ok record, from its frames (pipelines.clipwork decodes them)."""
     fields = analyse(frames, cfg)
     fields["quality_flags"] = sorted(set(r.quality_flags) | set(fields["quality_flags"]))
     ce = cfg["analyse"]["clip_embeddings"]
@@ -133,19 +94,6 @@ def analyse_one(r: ClipRecord, out: Path, cfg: dict) -> ClipRecord:
         np.save(tmp, vec.astype(np.float32))
         os.replace(tmp, out / "embeddings" / f"{r.clip_id}.npy")
     return dataclasses.replace(r, **fields)
-
-
-def analyse_records(records: list[ClipRecord], out: Path, cfg: dict) -> list[ClipRecord]:
-    """Analyse every ok record that is not analysed yet; a failure is that clip's error only."""
-    result = []
-    for r in records:
-        if r.status == "ok" and r.curriculum_stage is None:
-            try:
-                r = analyse_one(r, out, cfg)
-            except Exception as e:  # noqa: BLE001 (one clip's failure must not take its video down)
-                r = r.error_copy(stage_error("analyse", e))
-        result.append(r)
-    return result
 
 
 def caption_clips(records: list[ClipRecord], out: Path, cfg: dict) -> list[ClipRecord]:
@@ -181,12 +129,12 @@ def retry_copy(r: ClipRecord) -> ClipRecord:
     return dataclasses.replace(r, status="ok", error="")
 
 
-def clip_stages(info: VideoInfo, records: list[ClipRecord], out: Path, cfg: dict) -> list[ClipRecord]:
-    """Cut, analyse and caption `records` (the ok ones); each failure stays on its clip."""
-    if cfg["clips"]["write"]:
-        records = cut(info, records, out, cfg)
-    if cfg["analyse"]["enabled"]:
-        records = analyse_records(records, out, cfg)
+def clip_stages(info: VideoInfo, records: list[ClipRecord], out: Path, cfg: dict, grid=None) -> list[ClipRecord]:
+    """Cut, analyse and caption `records` (the ok ones); each failure stays on its clip. Cut
+    and analysis share one decode of the records' span (seeking to it with a `grid`, see
+    pks.seek)."""
+    records = clip_pass(info.path, info.rotation, records, out, cfg,
+                        lambda r, frames: analyse_one(r, frames, out, cfg), grid)
     if cfg["caption"]["captioner"] != "none" and not worker_backend(cfg).batch:
         records = caption_clips(records, out, cfg)
     return records
@@ -465,8 +413,6 @@ def run(input_spec: str, out: str | Path, cfg: dict | None = None, progress=prin
     """Run the job. Returns counts: inputs, skipped (already done or duplicate), processed,
     retried (videos whose error records were tried again), records... OUT may be a local
     folder or an object-store URL; `storage_options` are fsspec options for OUT's protocol."""
-    import ray
-
     cfg = cfg or load_config()  # load_config validated it: nothing below fails on a config value
     backend = make_backend(cfg) if cfg["caption"]["captioner"] != "none" else None
     out = as_store(out, storage_options)
@@ -490,20 +436,12 @@ def run(input_spec: str, out: str | Path, cfg: dict | None = None, progress=prin
     done, frames = 0, 0
     if todo:
         init_ray(cfg)
-        ds = ray.data.from_items(todo, override_num_blocks=len(todo))
-        # Retries on purpose. A task lost with its worker or node (a raylet killed, a preempted
-        # machine) runs again elsewhere, a few times, not forever (Ray Data's default) so a video
-        # that keeps killing its worker ends the job instead of hanging it. The retry is
-        # idempotent: the part is replaced atomically, present clips are kept, stray clip files
-        # are removed at the end. An exception raised by ray_task is not retried: per-clip
-        # failures are records already, so one escaping is a bug that would fail the same way.
-        ds = ds.map(ray_task, fn_kwargs={"out": out, "cfg": cfg}, num_cpus=1,
-                    max_retries=3, retry_exceptions=False)
-        for s in ds.iter_rows():  # streamed: only one-line summaries reach the driver
+        for s in run_videos(todo, out, cfg):  # streamed: only summaries (and a long video's records) reach the driver
             done += 1
             frames += s["frames"]
             what = (f"retried {s['retried']} error(s), " if s["retried"] else "") + f"{s['n_ok']} clip(s) ok"
             what += f", {s['n_errors']} error(s), first: {s['error']}" if s["n_errors"] else ""
+            what += f", in {s['segments']} segments" if s.get("segments") else ""
             progress(f"  [{done}/{len(todo)}] {Path(s['path']).name}: {what} ({s['seconds']:.1f}s)")
     elapsed = time.perf_counter() - t0
     orphans = remove_orphan_clips(out)

@@ -113,6 +113,13 @@ def validate(cfg: dict) -> None:
     except (ValueError, TypeError) as e:
         raise ConfigError(f"config split: {e}") from None
     need(0 <= cfg["clips"]["crf"] <= 51, "clips.crf", "must be 0..51")
+    need(sp["segment_s"] > 0, "split.segment_s", "must be > 0")
+    need(sp["overlap_s"] >= 0, "split.overlap_s", "must be >= 0")
+    need(cfg["clips"]["max_height"] == 0 or cfg["clips"]["max_height"] >= 16, "clips.max_height",
+         "must be 0 (source size) or at least 16")
+    from pks.videoio import ENCODERS
+    need(cfg["clips"]["encoder"] in ENCODERS, "clips.encoder", f"must be one of {', '.join(ENCODERS)}")
+    need(cfg["clips"]["threads"] >= 0, "clips.threads", "must be >= 0")
     need(cfg["clips"]["preset"] in X264_PRESETS, "clips.preset", f"must be one of {', '.join(X264_PRESETS)}")
     a = cfg["analyse"]
     need(a["width"] >= 32 and a["width"] % 2 == 0, "analyse.width", "must be an even number >= 32")

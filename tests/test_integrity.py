@@ -1,6 +1,5 @@
 """Shards always hold the manifest's current records: an audit-style edit rewrites the shard
 that holds the clip and nothing else; calibration, require_caption and remote listing."""
-import json
 import shutil
 import subprocess
 import sys

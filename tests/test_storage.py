@@ -60,14 +60,6 @@ def comparable(rows):
     return [{**r, "source_path": os.path.basename(r["source_path"])} for r in rows]
 
 
-# Measured from the clip file: they follow its bytes. libx264 does not always give the same bytes
-# for the same frames from one run to the next (two local runs differ the same way), so for a clip
-# whose bytes differ these may differ too; every other field must be equal.
-FROM_CLIP = {"cadence", "held_ratio", "camera_motion", "motion_score", "deformation_score", "smear_frames",
-             "impact_frames", "quality_flags", "curriculum_stage", "phash", "duplicate_of", "signals", "caption",
-             "status", "error"}
-
-
 def samples(tars):
     """{key: {ext: bytes}} over shards given as {name: read()}, records cut as in `comparable`."""
     got = {}
@@ -99,27 +91,26 @@ def test_s3_round_trip_gives_the_local_runs_records_clips_and_shards(s3, footage
     assert sorted(os.path.basename(k) for k in fs.ls("out-bucket/run/clips")) == clips
     same = {name[:-4] for name in clips
             if fs.cat_file(f"out-bucket/run/clips/{name}") == (sharded_run / "clips" / name).read_bytes()}
-    assert len(same) >= 0.75 * len(clips), f"only {len(same)} of {len(clips)} clips are the same bytes"
-    # The records, in the same order: byte for byte (source_path aside) where the clip is the same.
+    # The records, in the same order, byte for byte (source_path aside): analysis reads the
+    # decoded source, not the clip file, whose bytes libx264 does not always repeat run to run.
     assert [x["clip_id"] for x in remote] == [x["clip_id"] for x in local]
     for x, y in zip(comparable(remote), comparable(local)):
-        if x["clip_id"] in same:
-            assert json.dumps(x, default=str) == json.dumps(y, default=str)
-        else:
-            assert {k: v for k, v in x.items() if k not in FROM_CLIP} == {k: v for k, v in y.items() if k not in FROM_CLIP}
+        assert json.dumps(x, default=str) == json.dumps(y, default=str)
     # The shards: every sample in the same split; clip, record and thumbnail equal where the clip is.
     tars = {str(p.relative_to(sharded_run / "shards")): p.read_bytes for p in (sharded_run / "shards").rglob("*.tar")}
     want = samples(tars)
     got = samples({k: functools.partial(fs.cat_file, k) for k in fs.find("out-bucket/run/shards") if k.endswith(".tar")})
     assert got.keys() == want.keys() and len(got) == sum(x["status"] == "ok" for x in local)
-    for key in same & got.keys():
-        assert got[key] == want[key], key
+    for key in got:  # the record always; the clip and its thumbnail where the clip's bytes are the same
+        assert got[key]["json"] == want[key]["json"], key
+        if key in same:
+            assert got[key] == want[key], key
     with fs.open("out-bucket/run/shards/index.parquet") as f:
         index = {x["clip_id"]: x for x in pq.read_table(f).to_pylist()}
     local_index = {x["clip_id"]: x for x in pq.read_table(sharded_run / "shards" / "index.parquet").to_pylist()}
     assert index.keys() == local_index.keys()
     for k, x in index.items():
-        cols = ("video_id", "split") + (("stage", "clip_bytes", "clip_hash") if k in same else ())
+        cols = ("video_id", "split", "stage") + (("clip_bytes", "clip_hash") if k in same else ())
         assert {c: x[c] for c in cols} == {c: local_index[k][c] for c in cols}
     if len(same) == len(clips):  # then the plan is the same too: the same shards, byte for byte in content
         assert sorted(k.split("/shards/", 1)[1] for k in fs.find("out-bucket/run/shards") if k.endswith(".tar")) \

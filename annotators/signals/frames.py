@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import cv2
 import numpy as np
 
-from pks.decode import _plane, iter_decoded
+from pks.decode import _plane
 
 
 @dataclass
@@ -22,29 +22,53 @@ class ClipFrames:
                           self.fps)
 
 
-def load_clip(path: str, start: int = 0, end: int | None = None, width: int = 192, luma_every: int = 2,
-              fps: float = 0.0) -> ClipFrames:
-    small, luma = [], {}
-    for i, frame, _ in iter_decoded(path):
-        if i < start:
-            continue
-        if end is not None and i >= end:
-            break
+class ClipCollector:
+    """Collects a clip's analysis frames one decoded frame at a time, so one decode of a source
+    span can feed analysis beside other consumers (the clip writers). `rotation` (degrees
+    counter-clockwise, as in the display matrix) turns the frames upright, as clips are."""
+
+    def __init__(self, width: int = 192, luma_every: int = 2, fps: float = 0.0, rotation: int = 0):
+        self.width, self.luma_every, self.fps = width, luma_every, fps
+        self.turns = {90: 1, 180: 2, 270: 3}.get(rotation % 360, 0)
+        self.small: list[np.ndarray] = []
+        self.luma: dict[int, np.ndarray] = {}
+
+    def add(self, frame) -> None:
         if frame.format.name not in ("yuv420p", "yuvj420p"):
             frame = frame.reformat(format="yuv420p")
-        y = _plane(frame.planes[0])
-        k = i - start
-        if k % luma_every == 0:
-            luma[k] = y.copy()
-        h = max(2, int(round(frame.height * width / frame.width / 2)) * 2)
-        planes = [cv2.resize(_plane(p), (width, h), interpolation=cv2.INTER_AREA) for p in frame.planes[:3]]
-        small.append(np.dstack(planes))
-    if not small:
-        return ClipFrames(np.zeros((0, 2, width, 3), np.uint8), luma, fps)
-    arr = np.stack(small)
-    n, h, w, _ = arr.shape
-    rgb = cv2.cvtColor(arr.reshape(n * h, w, 3), cv2.COLOR_YUV2RGB).reshape(n, h, w, 3)
-    return ClipFrames(rgb, luma, fps)
+        k = len(self.small)
+        if k % self.luma_every == 0:
+            self.luma[k] = np.rot90(_plane(frame.planes[0]), self.turns).copy()  # (the decoder reuses its buffers)
+        fw, fh = (frame.height, frame.width) if self.turns % 2 else (frame.width, frame.height)
+        h = max(2, int(round(fh * self.width / fw / 2)) * 2)
+        size = (h, self.width) if self.turns % 2 else (self.width, h)  # resized before turning
+        planes = [cv2.resize(_plane(p), size, interpolation=cv2.INTER_AREA) for p in frame.planes[:3]]
+        self.small.append(np.rot90(np.dstack(planes), self.turns))
+
+    def frames(self) -> ClipFrames:
+        if not self.small:
+            return ClipFrames(np.zeros((0, 2, self.width, 3), np.uint8), self.luma, self.fps)
+        arr = np.stack(self.small)
+        n, h, w, _ = arr.shape
+        rgb = cv2.cvtColor(arr.reshape(n * h, w, 3), cv2.COLOR_YUV2RGB).reshape(n, h, w, 3)
+        return ClipFrames(rgb, self.luma, self.fps)
+
+
+def load_clip(path: str, start: int = 0, end: int | None = None, width: int = 192, luma_every: int = 2,
+              fps: float = 0.0, grid=None) -> ClipFrames:
+    """Frames [start, end) of `path` for analysis. With a `grid` (pks.seek.frame_grid) it seeks
+    to the keyframe before `start` instead of decoding from frame 0."""
+    from pks.seek import Irregular, iter_range
+
+    try:
+        c = ClipCollector(width, luma_every, fps)
+        for _, frame, _ in iter_range(path, start, end, grid):
+            c.add(frame)
+    except Irregular:
+        c = ClipCollector(width, luma_every, fps)
+        for _, frame, _ in iter_range(path, start, end):
+            c.add(frame)
+    return c.frames()
 
 
 def picture_box(gray: np.ndarray, dark: float = 30.0) -> tuple[tuple[int, int], tuple[int, int]]:

@@ -1,0 +1,160 @@
+"""Long videos in segments: seeking is frame-exact, segment detection reconciles to the whole
+video's boundaries (edges inside shots and on cuts), a segmented run gives the unsegmented
+run's records and frame-exact clips, memory is windowed, and the clip options work."""
+import hashlib
+import decord
+import pytest
+
+from badfiles import _encode, _frames, make_bad_inputs
+from pipelines import clipwork, segments
+from pipelines.curate import process_video, run, video_key
+from pks.config import load_config
+from pks.decode import decode_small, iter_decoded
+from pks.errors import ConfigError
+from pks.probe import probe
+from pks.record import read_parquet
+from pks.seek import Irregular, frame_grid, iter_range
+from pks.synth import synthesize_video
+from annotators.shots import get_detector
+
+
+@pytest.fixture(scope="module")
+def long_video(tmp_path_factory):
+    """~15 s of 320x180 footage, 8 shots (cuts, dissolves, fades), B-frames, a keyframe every 24."""
+    d = tmp_path_factory.mktemp("long")
+    truth = synthesize_video(d / "src.mp4", 11, n_shots=8, size=(320, 180), fps="24", shot_frames=(30, 60))
+    _encode(d / "long.mp4", _frames(d / "src.mp4"), options={"g": "24", "bf": "3", "crf": "18"})
+    return d / "long.mp4", truth
+
+
+@pytest.fixture(scope="module")
+def corrupt(tmp_path_factory, long_video):
+    d = tmp_path_factory.mktemp("bad")
+    return make_bad_inputs(long_video[0], d)["corrupt_middle"]
+
+
+def digest(frame):
+    return hashlib.md5(frame.to_ndarray(format="rgb24").tobytes()).hexdigest()
+
+
+def test_seeking_gives_iter_decodeds_frames_or_says_it_cannot(long_video, corrupt):
+    path, _ = long_video
+    ref = [(i, digest(f), gap) for i, f, gap in iter_decoded(str(path))]
+    grid = frame_grid(str(path))
+    assert grid and grid.n_frames == len(ref)
+    for s, e in ((0, 5), (1, 9), (23, 25), (100, 161), (len(ref) - 3, len(ref) + 5)):
+        assert [(i, digest(f), gap) for i, f, gap in iter_range(str(path), s, e, grid)] == ref[s:e]
+    # Corrupt data that loses frames without a decode error: seeking past the hole is refused.
+    ref = [(i, digest(f)) for i, f, _ in iter_decoded(str(corrupt))]
+    grid = frame_grid(str(corrupt))
+    assert grid.n_frames > len(ref)  # frames lost: timestamps alone would misnumber what follows
+    with pytest.raises(Irregular):
+        for s in range(1, grid.n_frames, 24):
+            list(iter_range(str(corrupt), s, s + 30, grid))
+    assert frame_grid(str(path.with_name("src.mp4"))) is not None
+
+
+def test_segments_reconcile_to_the_whole_videos_boundaries(long_video, monkeypatch):
+    path, truth = long_video
+    sc = {**load_config()["split"], "overlap_s": 2.0}
+    det = get_detector("anime")
+    small = decode_small(str(path), det.frame_size)
+    whole = [(b.frame, b.kind, list(b.span) if b.span else None) for b in det.detect(small.rgb, 24.0)]
+    assert len(whole) >= 6
+    n = len(small.rgb)
+    cut = next(b["frame"] for b in truth["boundaries"] if b["type"] == "cut")
+    inside = next(s for s in truth["shots"] if s["start_frame"] > cut)
+    mid = (inside["start_frame"] + inside["end_frame"]) // 2
+    windows = []
+    real = segments.get_detector
+
+    def recording(*a, **k):
+        d = real(*a, **k)
+        detect = d.detect
+        d.detect = lambda frames, fps: windows.append(len(frames)) or detect(frames, fps)
+        return d
+
+    monkeypatch.setattr(segments, "get_detector", recording)
+    grid = frame_grid(str(path))
+    for cores in ([(0, cut), (cut, mid), (mid, n)],  # edges on a cut and inside a shot
+                  segments.plan_segments(n, 24.0, 1.3)):  # many short segments
+        results = [segments.detect_segment(str(path), c, grid, 24.0, sc) for c in cores]
+        bounds, got_n, filled = segments.merge_segments(results)
+        assert got_n == n and not filled.any()
+        assert [(b.frame, b.kind, list(b.span) if b.span else None) for b in bounds] == whole, cores
+        # Memory is windowed: no detector call saw more than its core plus the overlap either side.
+        assert max(windows) <= max(e - s for s, e in cores) + 2 * 48
+        windows.clear()
+
+
+def test_a_segmented_run_gives_the_unsegmented_records_and_exact_clips(long_video, corrupt, tmp_path):
+    ray = pytest.importorskip("ray")
+    src = tmp_path / "in"
+    src.mkdir()
+    for p in (long_video[0], corrupt):
+        (src / p.name).write_bytes(p.read_bytes())
+    cfg = load_config(None, {"split.segment_s": 2.5, "split.overlap_s": 2.0, "shard.enabled": False})
+    whole = {p.name: process_video(str(p), video_key(str(p)), tmp_path / "whole", {**cfg, "clips": {
+        **cfg["clips"], "write": False}}) for p in src.iterdir()}
+    msgs = []
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        out = tmp_path / "out"
+        s = run(str(src), out, cfg, progress=msgs.append)
+    finally:
+        ray.shutdown()
+    assert s["processed"] == 2 and s["errors"] == 0
+    k = len(segments.plan_segments(frame_grid(str(long_video[0])).n_frames, 24.0, 2.5))
+    assert k >= 5 and any("long.mp4" in m and f"in {k} segments" in m for m in msgs), msgs
+    assert not any("corrupt_middle" in m and "segments" in m for m in msgs)  # sent back to the one-task path
+    for p in src.iterdir():
+        got = read_parquet(out / "parts" / f"{video_key(str(p))}.parquet")
+        if p.name == corrupt.name:  # how a decoder conceals corrupt data varies; the spans must not
+            assert [(r.clip_id, r.status) for r in got] == [(r.clip_id, r.status) for r in whole[p.name]]
+            assert all(len(decord.VideoReader(str(out / "clips" / f"{r.clip_id}.mp4"))) == r.n_frames
+                       for r in got if r.status == "ok")
+            continue
+        assert got == whole[p.name]  # spans, ids, analysis: identical
+        for r in got:
+            if r.status == "ok":
+                assert len(decord.VideoReader(str(out / "clips" / f"{r.clip_id}.mp4"))) == r.n_frames
+
+
+def test_clip_pass_analyses_each_clip_when_it_ends_and_cuts_to_max_height(long_video, tmp_path, monkeypatch):
+    path, _ = long_video
+    out = tmp_path / "out"
+    (out / "clips").mkdir(parents=True)
+    cfg = load_config(None, {"clips.max_height": 120, "clips.encoder": "auto", "clips.threads": 1})
+    records = segments.clip_records(probe(str(path), "v" * 16),
+                                    *_whole_boundaries(path), cfg["split"])
+    position = []
+    real = clipwork.iter_range
+
+    def watched(*a, **k):
+        for item in real(*a, **k):
+            position.append(item[0])
+            yield item
+
+    monkeypatch.setattr(clipwork, "iter_range", watched)
+    analysed = []
+
+    def analyse_one(r, frames):
+        assert position[-1] == r.end_frame - 1 and len(frames.rgb) == r.n_frames  # analysed as its last frame is in
+        analysed.append(r.clip_id)
+        return r
+
+    got = clipwork.clip_pass(str(path), 0, records, out, cfg, analyse_one, frame_grid(str(path)))
+    ok = [r for r in got if r.status == "ok"]
+    assert len(ok) >= 6 and analysed == [r.clip_id for r in ok]
+    for r in ok:
+        vr = decord.VideoReader(str(out / "clips" / f"{r.clip_id}.mp4"))
+        assert len(vr) == r.n_frames and vr[0].shape[:2] == (120, 214)  # 320x180 scaled, even sizes
+    assert clipwork.clip_size(1080, 1920, 90, 720) == (1280, 720) and clipwork.clip_size(321, 181, 0) == (320, 180)
+    with pytest.raises(ConfigError):
+        load_config(None, {"clips.encoder": "x265"})
+
+
+def _whole_boundaries(path):
+    det = get_detector("anime")
+    small = decode_small(str(path), det.frame_size)
+    return det.detect(small.rgb, 24.0), len(small.rgb), small.filled
