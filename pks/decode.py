@@ -6,6 +6,7 @@ filter is skipped by default (a deblocking pass that changes nothing a detector 
 """
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass
 
 import av
@@ -42,30 +43,47 @@ def iter_decoded(path: str, fast: bool = False):
     filled=True), so frame indices stay aligned with the source's frame count. Only after a
     decode error: irregular timestamps alone (variable frame rate) are not gaps.
     """
+    with open_stream(path, fast) as (container, stream):
+        step = None
+        if stream.average_rate and stream.time_base:
+            step = 1.0 / (float(stream.average_rate) * float(stream.time_base))  # pts ticks per frame
+        i, last, last_pts = 0, None, None
+        for frame, broken in decoded_frames(container, stream):
+            if broken and step and last is not None and frame.pts is not None and last_pts is not None:
+                missing = int(round((frame.pts - last_pts) / step)) - 1
+                for _ in range(max(0, missing)):
+                    yield i, last, True
+                    i += 1
+            yield i, frame, False
+            i += 1
+            last, last_pts = frame, frame.pts
+
+
+@contextlib.contextmanager
+def open_stream(path: str, fast: bool = False):
+    """(container, its first video stream) set up for decoding: threaded, and with `fast`
+    the loop filter skipped."""
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
         if fast:
             stream.codec_context.options = {"skip_loop_filter": "all"}
-        step = None
-        if stream.average_rate and stream.time_base:
-            step = 1.0 / (float(stream.average_rate) * float(stream.time_base))  # pts ticks per frame
-        i, last, last_pts, broken = 0, None, None, False
-        for packet in container.demux(stream):
-            try:
-                frames = packet.decode()
-            except av.error.FFmpegError:
-                broken = True
-                continue
-            for frame in frames:
-                if broken and step and last is not None and frame.pts is not None and last_pts is not None:
-                    missing = int(round((frame.pts - last_pts) / step)) - 1
-                    for _ in range(max(0, missing)):
-                        yield i, last, True
-                        i += 1
-                yield i, frame, False
-                i += 1
-                last, last_pts, broken = frame, frame.pts, False
+        yield container, stream
+
+
+def decoded_frames(container, stream):
+    """Yield (frame, a corrupt packet was skipped just before it) for every decoded frame: a
+    packet that fails to decode is skipped, not the end of the video."""
+    broken = False
+    for packet in container.demux(stream):
+        try:
+            frames = packet.decode()
+        except av.error.FFmpegError:
+            broken = True
+            continue
+        for frame in frames:
+            yield frame, broken
+            broken = False
 
 
 def iter_frames(path: str, size: tuple[int, int], fast: bool = True):

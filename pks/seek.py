@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import av
 import numpy as np
 
-from pks.decode import iter_decoded
+from pks.decode import decoded_frames, iter_decoded, open_stream
 
 
 @dataclass(frozen=True)
@@ -99,22 +99,13 @@ def _from_zero(path, start, end, fast):
 def _decode_after_seek(path, start, grid, fast):
     """(index from pts, frame, a decode error came before it) for every frame decoded after
     seeking to the keyframe before `start`."""
-    with av.open(str(path)) as container:
-        stream = container.streams.video[0]
-        stream.thread_type = "AUTO"
-        if fast:
-            stream.codec_context.options = {"skip_loop_filter": "all"}
+    with open_stream(path, fast) as (container, stream):
         # A few frames early: mp4 seeks by decode time, which B-frames put before display time.
         container.seek(int(grid.pts0 + max(0, start - 4) * grid.step), stream=stream, backward=True, any_frame=False)
-        broken = False
-        for packet in container.demux(stream):
-            try:
-                frames = packet.decode()
-            except av.error.FFmpegError:
-                broken = True
+        pending = False  # a corrupt packet was skipped since the last frame yielded
+        for frame, broken in decoded_frames(container, stream):
+            pending = pending or broken
+            if frame.pts is None:
                 continue
-            for frame in frames:
-                if frame.pts is None:
-                    continue
-                yield int(round((frame.pts - grid.pts0) / grid.step)), frame, broken
-                broken = False
+            yield int(round((frame.pts - grid.pts0) / grid.step)), frame, pending
+            pending = False
