@@ -1,19 +1,28 @@
 """Tag adherence of the bundled generator, judged by PKS's own analysers.
 
-    python benchmarks/train.py [--videos 16] [--seed 2028] [--steps 1500] [--samples 2]
+    python benchmarks/train.py [--families cel,painted] [--videos 8] [--seed 2029] [--steps 2000]
+                               [--config tiny] [--samples 2] [--no-ablation] [--figures DIR]
 
-Synthesises footage (a seed used nowhere else), curates it with the `signals` captioner (camera
-tags measured from the clips), trains the `tiny` config twice with the same steps and data:
-the dual-channel model and the text-only ablation (tags folded into the narrative, the tag
-channel left 'unknown'). Then generates clips for 5 camera tags x 4 curriculum stages x
---samples seeds with each, and measures every clip with `annotators.signals.analyse`:
-camera adherence (the requested tag among the measured ones), Spearman of requested stage vs
-measured deformation, impact frames found when requested. The ceiling is the same measure on
-the training clips themselves, at the size and frame count the model sees.
+Synthesises footage of each family (a seed nothing was tuned on), curates it with the `signals`
+captioner (camera tags measured from the clips), trains the config twice with the same steps and
+data: the dual-channel model and the text-only ablation (tags folded into the narrative, the tag
+channel left 'unknown'). Then generates clips for 5 camera tags x 4 curriculum stages x --samples
+seeds with each, and measures every clip with `annotators.signals.analyse`, as a curated clip is:
+- camera adherence: the requested tag among the measured camera tags (chance 0.2);
+- Spearman of requested stage vs measured deformation;
+- defects: the share of samples carrying any quality flag of the project's own analysis;
+- flicker: mean absolute change between consecutive frames (levels of 255), the symptom of a
+  model that has not learnt to draw (patch noise that changes every frame);
+- tag effect / seed effect: mean absolute difference between clips of one seed under different
+  camera tags, over that between two seeds of one tag (0: the tags change nothing).
+The ceiling row is the same measure on the training clips themselves, at the size, frame count
+and fps the model sees. --figures writes a contact sheet (one row per camera tag) and the loss
+curves as PNGs.
 """
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import subprocess
 import sys
@@ -57,6 +66,10 @@ def spearman(a, b) -> float:
     return float(spearmanr(a, b).statistic) if len(set(a)) > 1 and len(set(b)) > 1 else float("nan")
 
 
+def flicker(frames: np.ndarray) -> float:
+    return float(np.abs(np.diff(frames.astype(np.int16), axis=0)).mean())
+
+
 def ceiling(run: Path, tcfg: dict, cfg: dict, work: Path) -> dict:
     """The measure on training clips at the model's frames, fps and size, against their labels."""
     import pyarrow.parquet as pq
@@ -66,83 +79,140 @@ def ceiling(run: Path, tcfg: dict, cfg: dict, work: Path) -> dict:
 
     dc = tcfg["data"]
     index = pq.read_table(run / "shards" / "index.parquet").to_pylist()
-    hits, stages, deform = [], [], []
+    hits, stages, deform, flags, flick = [], [], [], [], []
     for s in wds.WebDataset(sorted({str(run / "shards" / r["shard"]) for r in index}), shardshuffle=False,
                             empty_check=False):
         rec = json.loads(s["json"])
         label = [t for t in rec["camera_motion"] if t in CAMERA]
-        if len(label) != 1:
-            continue
-        video, real = decode_clip(s["mp4"], rec["fps"], dc["frames"], dc["fps"], tuple(dc["size"]))
-        if real < dc["frames"]:
+        video = decode_clip(s["mp4"], rec["fps"], dc["frames"], dc["fps"], tuple(dc["size"]))
+        if len(label) != 1 or len(video) < dc["frames"]:
             continue
         got = measure(video, dc["fps"], work / "ceiling.mp4", cfg)
         hits.append((label[0], label[0] in got["camera_motion"]))
         stages.append(rec["curriculum_stage"])
         deform.append(got["deformation_score"])
-    return {"hits": hits, "spearman": spearman(stages, deform), "impact": None}
+        flags.append(bool(got["quality_flags"]))
+        flick.append(flicker(video))
+    return {"hits": hits, "spearman": spearman(stages, deform), "impact": None, "flags": flags, "flicker": flick}
 
 
-def generated(run_dir: Path, tcfg: dict, cfg: dict, samples: int, work: Path) -> dict:
+def generated(run_dir: Path, cfg: dict, samples: int, work: Path) -> dict:
     from training.sample import load_run, sample
 
     mcfg, tax, model, text, space, _ = load_run(run_dir)
-    hits, stages, deform, impact = [], [], [], []
+    hits, stages, deform, impact, flags, flick, clips = [], [], [], [], [], [], {}
     for cam in CAMERA:
         for stage in range(4):
             for seed in range(samples):
                 video = sample(model, text, space, mcfg, {"camera": [cam]}, "", None, stage, seed, tax=tax)
-                got = measure(video.permute(0, 2, 3, 1).numpy(), mcfg["data"]["fps"], work / "gen.mp4", cfg)
+                frames = video.permute(0, 2, 3, 1).numpy()
+                got = measure(frames, mcfg["data"]["fps"], work / "gen.mp4", cfg)
                 hits.append((cam, cam in got["camera_motion"]))
                 stages.append(stage)
                 deform.append(got["deformation_score"])
+                flags.append(bool(got["quality_flags"]))
+                flick.append(flicker(frames))
+                clips[cam, stage, seed] = frames
     for seed in range(samples * 2):  # impact frames asked for, and not
         for want in (True, False):
             tags = {"camera": ["static"], "vfx": ["impact_frame"] if want else []}
             video = sample(model, text, space, mcfg, tags, "", None, None, 100 + seed, tax=tax)
             got = measure(video.permute(0, 2, 3, 1).numpy(), mcfg["data"]["fps"], work / "gen.mp4", cfg)
             impact.append((want, got["impact_frames"] > 0))
-    return {"hits": hits, "spearman": spearman(stages, deform), "impact": impact}
+    diff = lambda a, b: float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean())  # noqa: E731
+    by_tag = [diff(clips[a, st, sd], clips[b, st, sd]) for a, b in itertools.combinations(CAMERA, 2)
+              for st in range(4) for sd in range(samples)]
+    by_seed = [diff(clips[c, st, a], clips[c, st, b]) for c in CAMERA for st in range(4)
+               for a, b in itertools.combinations(range(samples), 2)]
+    return {"hits": hits, "spearman": spearman(stages, deform), "impact": impact, "flags": flags, "flicker": flick,
+            "tag_vs_seed": (np.mean(by_tag), np.mean(by_seed)) if by_seed else None, "clips": clips}
+
+
+def contact_sheet(clips: dict, path: Path, every: int = 3) -> None:
+    """One row per camera tag (stage 1, seed 0): every `every`-th frame, 3x upscaled."""
+    import cv2
+
+    rows = []
+    for cam in CAMERA:
+        frames = clips[cam, 1, 0][::every]
+        row = np.concatenate([np.pad(f, ((2, 2), (2, 2), (0, 0)), constant_values=255) for f in frames], axis=1)
+        label = np.full((row.shape[0], 90, 3), 255, np.uint8)
+        cv2.putText(label, cam, (2, row.shape[0] // 2 + 4), cv2.FONT_HERSHEY_SIMPLEX, 0.3, (0, 0, 0), 1)
+        rows.append(np.concatenate([label, row], axis=1))
+    sheet = np.concatenate(rows, axis=0)
+    sheet = cv2.resize(sheet, (sheet.shape[1] * 3, sheet.shape[0] * 3), interpolation=cv2.INTER_NEAREST)
+    cv2.imwrite(str(path), cv2.cvtColor(sheet, cv2.COLOR_RGB2BGR))
+
+
+def loss_curves(runs: dict[str, Path], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 3.2))
+    for name, run in runs.items():
+        lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines() if x.strip()]
+        ax.plot([m["step"] for m in lines], [m["loss"] for m in lines], label=name)
+    ax.set_xlabel("step")
+    ax.set_ylabel("flow-matching loss (velocity MSE)")
+    ax.set_yscale("log")
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
 
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--videos", type=int, default=16)
-    ap.add_argument("--seed", type=int, default=2028)
-    ap.add_argument("--steps", type=int, default=1500)
+    ap.add_argument("--families", default="cel,painted", help="footage families, comma-separated")
+    ap.add_argument("--videos", type=int, default=8, help="videos per family")
+    ap.add_argument("--seed", type=int, default=2029)
+    ap.add_argument("--steps", type=int, default=2000)
+    ap.add_argument("--config", default="tiny", help="training config name or YAML file")
     ap.add_argument("--samples", type=int, default=2)
+    ap.add_argument("--no-ablation", action="store_true", help="train and measure the dual-channel model only")
     ap.add_argument("--work", default=None)
+    ap.add_argument("--figures", default=None, help="write the contact sheet and loss curves (PNG) here")
     ap.add_argument("--out", default=None, help="also write the table here")
     args = ap.parse_args()
     from pks.config import load_config
     from training.train import load_train_config
 
     cfg = load_config()
-    tcfg = load_train_config("tiny")
+    config = str(Path(args.config).resolve()) if Path(args.config).is_file() else args.config
+    tcfg = load_train_config(config)
     work = Path(args.work or tempfile.mkdtemp(prefix="pks-train-bench-"))
     t0 = time.perf_counter()
+    families = args.families.split(",")
     if not (work / "run" / "shards" / "index.parquet").exists():
-        pks("synth", work / "footage", "--videos", args.videos, "--seed", args.seed, "--size", "320x180")
-        pks("curate", work / "footage", work / "run", "--captioner", "signals")
+        for family in families:
+            pks("synth", work / "footage" / family, "--videos", args.videos, "--seed", args.seed, "--size", "320x180",
+                "--family", family)
+        pks("curate", f"{work / 'footage'}/*/*.mp4", work / "run", "--captioner", "signals")
     prep = time.perf_counter() - t0
-    results, times, loss = {}, {}, {}
-    for name, extra in (("dual-channel", []), ("text-only ablation", ["--no-tag-channel"])):
-        run = work / name.split()[0]
+    results, times, runs = {}, {}, {}
+    models = [("dual-channel", [])] + ([] if args.no_ablation else [("text-only ablation", ["--no-tag-channel"])])
+    for name, extra in models:
+        run = runs[name] = work / name.split()[0]
         if not (run / "checkpoints").exists():
             t = time.perf_counter()
-            pks("train", work / "run", "--config", "tiny", "--steps", args.steps, "--out", run, *extra)
+            pks("train", work / "run", "--config", config, "--steps", args.steps, "--out", run, *extra)
             times[name] = time.perf_counter() - t
-        lines = [json.loads(x) for x in (run / "metrics.jsonl").read_text().splitlines()]
-        loss[name] = (lines[0]["loss"], lines[-1]["loss"])
-        results[name] = generated(run, tcfg, cfg, args.samples, work)
+        results[name] = generated(run, cfg, args.samples, work)
     results["training clips (ceiling)"] = ceiling(work / "run", tcfg, cfg, work)
+    if args.figures:
+        Path(args.figures).mkdir(parents=True, exist_ok=True)
+        contact_sheet(results["dual-channel"]["clips"], Path(args.figures) / "train_samples.png")
+        loss_curves(runs, Path(args.figures) / "train_loss.png")
 
-    lines = [f"{args.videos} videos (seed {args.seed}, 320x180), prep {prep:.0f}s; tiny config, {args.steps} steps, "
-             f"batch {tcfg['data']['batch_size']}, {tcfg['data']['frames']} frames of {tcfg['data']['size']} "
-             f"at {tcfg['data']['fps']} fps", "",
+    dc = tcfg["data"]
+    lines = [f"{args.videos} videos per family ({', '.join(families)}; seed {args.seed}, 320x180), prep {prep:.0f}s; "
+             f"config {Path(args.config).stem}, {args.steps} steps, batch {dc['batch_size']}, {dc['frames']} frames "
+             f"of {dc['size']} at {dc['fps']} fps", "",
              "| clips | camera adherence | " + " | ".join(CAMERA) + " | stage vs deformation (Spearman) | "
-             "impact frames found when asked / not asked | loss first -> last | train minutes |",
-             "|---" * (6 + len(CAMERA)) + "|"]
+             "impact frames found when asked / not asked | with a defect flag | flicker (levels) | "
+             "tag effect / seed effect | loss first -> last | train minutes |",
+             "|---" * (10 + len(CAMERA)) + "|"]
     for name, r in results.items():
         per = {c: [h for t, h in r["hits"] if t == c] for c in CAMERA}
         rate = np.mean([h for _, h in r["hits"]]) if r["hits"] else float("nan")
@@ -151,11 +221,16 @@ def main() -> None:
             asked = [f for w, f in r["impact"] if w]
             not_asked = [f for w, f in r["impact"] if not w]
             imp = f"{sum(asked)}/{len(asked)} / {sum(not_asked)}/{len(not_asked)}"
-        lo = f"{loss[name][0]:.3f} -> {loss[name][1]:.3f}" if name in loss else "-"
+        lo = "-"
+        if name in runs:
+            m = [json.loads(x) for x in (runs[name] / "metrics.jsonl").read_text().splitlines() if x.strip()]
+            lo = f"{m[0]['loss']:.3f} -> {m[-1]['loss']:.3f}"
         mins = f"{times[name] / 60:.1f}" if name in times else "-"
+        tvs = f"{r['tag_vs_seed'][0]:.1f} / {r['tag_vs_seed'][1]:.1f}" if r.get("tag_vs_seed") else "-"
         lines.append(f"| {name} (n={len(r['hits'])}) | {rate:.2f} | "
                      + " | ".join(f"{np.mean(v):.2f}" if v else "-" for v in per.values())
-                     + f" | {r['spearman']:.2f} | {imp} | {lo} | {mins} |")
+                     + f" | {r['spearman']:.2f} | {imp} | {np.mean(r['flags']):.2f} | {np.mean(r['flicker']):.1f} | "
+                     f"{tvs} | {lo} | {mins} |")
     emit(lines, args.out)
     print(f"work folder: {work}", file=sys.stderr)
 

@@ -233,6 +233,24 @@ def filmstrip(clip: Path, n: int = 8, height: int = 96) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.tobytes()).decode()
 
 
+def measured(clip: Path) -> str:
+    """What the signal analysers read in a generated clip: camera, deformation (its stage), flags."""
+    import av
+
+    from annotators.signals import analyse, load_clip
+    from pks.config import load_config
+
+    cfg = load_config()
+    try:
+        with av.open(str(clip)) as c:
+            fps = float(c.streams.video[0].average_rate)
+        got = analyse(load_clip(str(clip), width=cfg["analyse"]["width"], fps=fps), cfg)
+    except Exception as e:  # a clip the analysers cannot read is reported, not fatal to the report
+        return f"cannot analyse ({e})"
+    return (f"camera={'+'.join(got['camera_motion']) or 'none'}, deformation {got['deformation_score']:.2f} "
+            f"(stage {got['curriculum_stage']}), flags: {', '.join(got['quality_flags']) or 'none'}")
+
+
 def write_report(out: Path) -> Path:
     """OUT/report.html: self-contained (no external files or scripts)."""
     import matplotlib
@@ -278,14 +296,17 @@ def write_report(out: Path) -> Path:
             parts.append(f'<h3>Judge: {name} scores</h3><img class="sheet" src="{src}">')
     generated = sorted((out / "generated").glob("*.mp4")) if (out / "generated").is_dir() else []
     if generated:
-        parts.append("<h2>Generated clips</h2>")
+        parts.append("<h2>Generated clips</h2><p>Each clip as asked, and as PKS's own analysers read it "
+                     "(the same analysis a curated clip gets).</p>")
     for clip in generated:
         meta = clip.with_suffix(".json")
         what = json.loads(meta.read_text()) if meta.exists() else {}
         request = ", ".join(f"{a}={'+'.join(v)}" for a, v in (what.get("tags") or {}).items())
         request += "".join(f", {k}={what[k]}" for k in ("shot", "stage") if what.get(k) is not None)
+        got = measured(clip)
         parts.append(f"<h3>{esc(clip.name)}: {esc(request or 'no tags')}"
                      f"{esc(' / ' + what['narrative']) if what.get('narrative') else ''}</h3>"
+                     f"<p>measured: {esc(got)}</p>"
                      f'<img class="sheet" src="{filmstrip(clip)}">')
     page = ("<!doctype html><html><head><meta charset='utf-8'><title>PKS report</title><style>"
             "body{font-family:sans-serif;margin:2em}pre{background:#f4f4f4;padding:1em}"

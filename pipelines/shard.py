@@ -44,7 +44,8 @@ FINGERPRINT = "pks.fingerprint"  # the PAX global header that carries a shard's 
 INDEX_SCHEMA = pa.schema([("clip_id", pa.string()), ("video_id", pa.string()), ("split", pa.string()),
                           ("stage", pa.int32()), ("shard", pa.string()), ("position", pa.int32()),
                           ("clip_bytes", pa.int64()), ("clip_mtime_ns", pa.int64()), ("clip_hash", pa.string()),
-                          ("record_hash", pa.string()), ("offset", pa.int64()), ("length", pa.int64())])
+                          ("record_hash", pa.string()), ("offset", pa.int64()), ("length", pa.int64()),
+                          ("frames", pa.int64()), ("fps", pa.float64())])  # the clip's length: the loader's windows
 
 
 def clip_key(clip_id: str) -> str:
@@ -180,6 +181,7 @@ def samples(out: Store, previous: dict[str, dict]) -> list[dict]:
         rows.append({"clip_id": r["clip_id"], "video_id": r["video_id"], "curriculum_stage": r["curriculum_stage"],
                      "record": record, "record_hash": record_hash, "clip_bytes": size,
                      "clip_mtime_ns": mtime, "clip_hash": clip_hash,
+                     "frames": r["end_frame"] - r["start_frame"], "fps": r["fps"],
                      "fingerprint": digest(r["clip_id"], record_hash, clip_hash)})
     return rows
 
@@ -344,7 +346,7 @@ def shard_run(out: Path | Store, cfg: dict, progress=print) -> dict:
             ranges[s["name"]] = sample_ranges(f)
     index = [{"clip_id": m["clip_id"], "video_id": m["video_id"], "split": s["split"], "stage": s["stage"],
               "shard": s["name"], "position": i, **{k: m[k] for k in ("clip_bytes", "clip_mtime_ns", "clip_hash",
-                                                                         "record_hash")},
+                                                                         "record_hash", "frames", "fps")},
               **dict(zip(("offset", "length"), ranges[s["name"]][m["clip_id"]]))}
              for s in shards for i, m in enumerate(s["members"])]
     with out.writing("shards/index.parquet") as tmp:

@@ -69,6 +69,23 @@ def load_taxonomy(version: Optional[int]):
     return taxonomy.load(version)
 
 
+def torch_device(name: Optional[str]):
+    """--device: None (the GPU when there is one), or a torch device that exists here."""
+    if name is None:
+        return None
+    import torch
+
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"--device must be cpu, cuda or cuda:N, got {name!r}") from None
+    if device.type == "cuda" and not (torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count()):
+        raise UserError(f"--device {name}: no such GPU here")
+    if device.type not in ("cpu", "cuda"):
+        raise UserError(f"--device must be cpu, cuda or cuda:N, got {name!r}")
+    return device
+
+
 def _size(text: Optional[str]):
     if not text:
         return None
@@ -400,7 +417,9 @@ def train(source: str = typer.Argument(..., help="A curate OUT folder or its sha
           gpu: bool = typer.Option(False, help="With --ray-workers: one GPU per worker."),
           stage: str = typer.Option("sft", help="sft (flow matching) or dpo (the preference stage, from --init)."),
           init: Optional[Path] = typer.Option(None, help="With --stage dpo: the trained run to start from."),
-          judge: Optional[Path] = typer.Option(None, help="With --stage dpo: the Judge that ranks samples.")):
+          judge: Optional[Path] = typer.Option(None, help="With --stage dpo: the Judge that ranks samples."),
+          device: Optional[str] = typer.Option(None, help="With `encode`: cpu, cuda, cuda:N (default: the GPU "
+                                                         "when there is one).")):
     """Train the dual-channel generator on curriculum shards: `pks train SHARDS_OR_OUT --config tiny
     --steps N --out RUN [--resume]`. Under torchrun it runs data parallel (DDP, or FSDP2 with
     train.parallel: fsdp). `pks train encode SHARDS --config C --out LATENTS` precomputes VAE
@@ -436,7 +455,8 @@ def train(source: str = typer.Argument(..., help="A curate OUT folder or its sha
 
         if not second:
             raise UserError("usage: pks train encode SHARDS_OR_OUT --config C --out LATENTS")
-        typer.echo(json.dumps(encode_shards(second, out, cfg, progress=lambda m: typer.echo(m, err=True))))
+        typer.echo(json.dumps(encode_shards(second, out, cfg, progress=lambda m: typer.echo(m, err=True),
+                                            device=torch_device(device))))
         return
     if second:
         raise UserError(f"unexpected argument {second!r} (only `pks train encode` takes two)")
@@ -457,12 +477,14 @@ def generate(run: Path = typer.Argument(..., help="A training run folder."),
              out: Path = typer.Option(Path("clip.mp4"), help="The mp4 to write."),
              steps: Optional[int] = typer.Option(None, min=1, help="Sampler steps (sample.steps)."),
              guidance_tags: Optional[float] = typer.Option(None, help="Tag guidance scale."),
-             guidance_text: Optional[float] = typer.Option(None, help="Narrative guidance scale.")):
+             guidance_text: Optional[float] = typer.Option(None, help="Narrative guidance scale."),
+             device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:N (default: the GPU when there "
+                                                             "is one).")):
     """Generate one clip from a trained run's EMA weights (Euler flow sampler, two guidance scales)."""
     from training.sample import generate as gen
 
-    typer.echo(json.dumps(gen(run, out, tags, narrative, seed, steps=steps, guidance_tags=guidance_tags,
-                              guidance_text=guidance_text)))
+    typer.echo(json.dumps(gen(run, out, tags, narrative, seed, device=torch_device(device), steps=steps,
+                              guidance_tags=guidance_tags, guidance_text=guidance_text)))
 
 
 @judge_app.command("train")

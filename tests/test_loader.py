@@ -55,11 +55,14 @@ def test_resume_from_a_step_and_workers_give_the_same_batches(sharded_run):
     assert any(not torch.equal(a["video"], b["video"]) for a, b in zip(windows, full))
     resumed = list(loader(sharded_run, steps=4, seed=5, start_step=4, random_window=True))
     assert all(torch.equal(a["video"], b["video"]) for a, b in zip(resumed, windows[4:]))
+    cached = loader(sharded_run, steps=8, seed=5, random_window=True, cache_mb=64)
+    assert all(torch.equal(a["video"], b["video"]) for a, b in zip(cached, windows))  # the cache changes nothing
+    assert cached._decoded and cached._cached == sum(v.nbytes for v in cached._decoded.values())
 
 
 def test_schedule_moves_the_mix_from_physical_to_extreme(tmp_path):
     rows = [{"clip_id": f"c{k}_{i}", "video_id": "v", "split": "train", "stage": k, "shard": f"s{k}.tar",
-             "position": i, "clip_bytes": 1} for k in (0, 1, 3) for i in range(5)]  # stage 2 has no clips
+             "position": i, "clip_bytes": 1, "frames": 100, "fps": 24.0} for k in (0, 1, 3) for i in range(5)]  # stage 2: none
     (tmp_path / "shards").mkdir()
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "shards" / "index.parquet")
     sched = Schedule(start=(0.5, 0.5, 0, 0), end=(0, 0, 0.5, 0.5), steps=100)
@@ -149,20 +152,43 @@ def test_index_without_or_with_wrong_offsets_reads_the_same_samples(sharded_run,
         assert all(torch.equal(a["video"], b["video"]) for a, b in zip(got, want))
 
 
-def test_decode_clip_samples_at_fps_and_pads_short_clips(sharded_run):
+def test_decode_clip_samples_at_fps_and_never_pads(sharded_run):
     rec = pq.read_table(sharded_run / "manifest.parquet").to_pylist()[0]
     data = (sharded_run / "clips" / f"{rec['clip_id']}.mp4").read_bytes()
     n = rec["end_frame"] - rec["start_frame"]
-    frames, real = decode_clip(data, rec["fps"], 4, rec["fps"] / 2, (32, 32))  # every other frame
-    assert frames.shape == (4, 32, 32, 3) and real == 4
-    frames, real = decode_clip(data, rec["fps"], n + 5, rec["fps"], (32, 32))
-    assert real == n and np.array_equal(frames[-1], frames[n - 1])
-    later, real = decode_clip(data, rec["fps"], 3, rec["fps"], (32, 32), start=2)
-    assert real == 3 and np.array_equal(later, frames[2:5])
+    frames = decode_clip(data, rec["fps"], 4, rec["fps"] / 2, (32, 32))  # every other frame
+    assert frames.shape == (4, 32, 32, 3)
+    frames = decode_clip(data, rec["fps"], n + 5, rec["fps"], (32, 32))
+    assert len(frames) == n  # the clip's own frames only: no repeated last frame
+    later = decode_clip(data, rec["fps"], 3, rec["fps"], (32, 32), start=2)
+    assert np.array_equal(later, frames[2:5])
     with pytest.raises(ValueError, match="cannot decode the clip"):
         decode_clip(b"not a video", 24, 4, 8, (32, 32))
     with pytest.raises(ValueError, match="cannot decode the clip"):
         decode_clip(data[: len(data) // 8], rec["fps"], 4, rec["fps"], (32, 32))
+
+
+def test_every_window_lies_inside_real_frames(sharded_run):
+    """A window longer than some clips: those clips stay out of the stream (counted), and every
+    window of the others, random ones included, is made of distinct real frames, never a held
+    last frame (the synthetic shots move in every frame)."""
+    from training.data import span
+
+    rows = [r for r in pq.read_table(sharded_run / "shards" / "index.parquet").to_pylist() if r["split"] == "train"]
+    lengths = sorted(r["frames"] for r in rows)
+    frames = (lengths[len(lengths) // 2] - 1) // 2 + 1  # at half the source rate: longer than half the clips
+    fps = rows[0]["fps"] / 2
+    short = sum(1 for r in rows if r["frames"] < span(frames, fps, r["fps"]))
+    assert 0 < short < len(rows)
+    for random_window in (False, True):
+        ld = loader(sharded_run, frames=frames, fps=fps, size=(32, 56), steps=6, random_window=random_window)
+        assert ld.left_out == short and ld.sizes.sum() == len(rows) - short
+        for b in ld:
+            for video, rec in zip(b["video"], b["records"]):
+                assert rec["end_frame"] - rec["start_frame"] >= span(frames, fps, rec["fps"])
+                assert all((video[i] != video[i + 1]).any() for i in range(frames - 1)), rec["clip_id"]
+    with pytest.raises(ValueError, match="holds 400 frames"):
+        loader(sharded_run, frames=400)
 
 
 def test_tag_targets_of_uncaptioned_clip():

@@ -2,6 +2,7 @@
 FSDP2 on 2 CPU processes equal one process, Ray Train), latent shards and `pks generate`."""
 import json
 import os
+import re
 import shutil
 import subprocess
 import sys
@@ -14,6 +15,7 @@ import torch
 import yaml
 
 import taxonomy
+from pks.errors import UserError
 from training.data import tar_sample
 from training.model import MODELS, DiTConfig, TagEncoder, VideoDiT, flops_per_step
 from training.text import TextEncoder
@@ -49,6 +51,33 @@ def test_shapes_and_adaln_zero_identity_at_init():
     assert not torch.allclose(block(tokens, c, torch.randn(2, 5, 64), inp["text_mask"], None), tokens)
     with pytest.raises(ValueError, match="not divisible by the patch"):
         model(**{**inp, "x": torch.randn(2, 3, 7, 16, 16)})
+
+
+def test_output_parameterisations_at_init_and_the_ema_warm_up():
+    """At initialisation (network output 0): `velocity` predicts 0 (samples stay noise), `x0`
+    predicts a black clip, `precond` is the best linear denoiser, which leaves a nearly clean
+    input as it is (x0 = x_t - t v -> x_t as t -> 0) and predicts the data's mean (0) from pure noise."""
+    from dataclasses import replace
+
+    from training.train import ema_decay_at
+
+    torch.manual_seed(0)
+    inp = inputs()
+    for t in (0.02, 0.5, 1.0):
+        inp["t"] = torch.full((2,), t)
+        kept = (1 - t) * 0.25 / ((1 - t) ** 2 * 0.25 + t ** 2)  # E[x0 | x_t] / x_t for data of std 0.5
+        x0_of = {}
+        for pred in ("velocity", "x0", "precond"):
+            model = VideoDiT(replace(TINY, prediction=pred), TAX)
+            x0_of[pred] = inp["x"] - t * model(**inp)  # the clean clip the model implies
+        assert torch.equal(x0_of["velocity"], inp["x"])
+        clipped = 1 - t / max(t, 0.05)  # below t = 0.05 the division is clipped (X0_MIN_T)
+        assert torch.allclose(x0_of["x0"], clipped * inp["x"], atol=1e-5)
+        assert torch.allclose(x0_of["precond"], kept * inp["x"], atol=1e-5), t
+    with pytest.raises(ValueError, match="prediction must be"):
+        from training.model import model_config
+        model_config("tiny", {"prediction": "eps"})
+    assert ema_decay_at(0, 0.995) == 0.1 and ema_decay_at(90, 0.995) == 0.91 and ema_decay_at(5000, 0.995) == 0.995
 
 
 def test_tag_encoder_keeps_the_field_value_structure():
@@ -236,12 +265,56 @@ def test_generate_writes_the_requested_clip_and_refuses_bad_tags(trained, sharde
     assert pks("report", report_run).returncode == 0
     page = (report_run / "report.html").read_text()
     assert "<h2>Generated clips</h2>" in page and "tilt.mp4: camera=tilt_up, shot=wide" in page
+    assert re.search(r"measured: camera=[a-z_+]+, deformation \d\.\d\d \(stage \d\), flags: ", page)
     for tags, message in (("camera=pan_lft", "unknown tag 'pan_lft' on axis camera; valid: static, pan_left"),
                           ("cam=pan_left", "unknown axis 'cam'; axes: style, motion, camera, vfx, shot, stage"),
                           ("stage=7", "stage must be 0..3")):
         r = pks("generate", trained, "--tags", tags, "--out", tmp_path / "x.mp4")
         assert r.returncode == 2 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
 
+
+def test_a_run_keeps_its_taxonomy_version_through_a_taxonomy_bump(trained, tmp_path, monkeypatch):
+    """RUN/config.yaml and every checkpoint carry the taxonomy version; generating from the run
+    after a newer taxonomy ships (a tag added in front: other table sizes and tag rows) uses the
+    run's version, not the newest."""
+    import training.sample
+
+    assert yaml.safe_load((trained / "config.yaml").read_text())["taxonomy_version"] == 1
+    for ckpt in (trained / "checkpoints").iterdir():
+        assert json.loads((ckpt / "meta.json").read_text())["taxonomy_version"] == 1
+    v1 = taxonomy.load(1)
+    bumped = yaml.safe_load(Path(taxonomy.loader.VERSIONS_DIR, "v1.yaml").read_text())
+    bumped["version"] = 2
+    bumped["axes"]["camera"]["tags"].insert(0, {"id": "crane_up", "definition": "The camera rises."})
+    v2 = taxonomy.Taxonomy.from_dict(bumped)
+    monkeypatch.setattr(taxonomy, "load", lambda version=None, directory=None: v1 if version == 1 else v2)
+    made = training.sample.generate(trained, tmp_path / "clip.mp4", "camera=pan_left", seed=1)
+    assert made["tags"] == {"camera": ["pan_left"]} and len(decoded(tmp_path / "clip.mp4")) == 8
+    with pytest.raises(UserError, match="unknown tag 'crane_up'"):  # the run's vocabulary, not the newest
+        training.sample.generate(trained, tmp_path / "x.mp4", "camera=crane_up")
+
+
+def test_generate_writes_whole_clips_only_and_devices_are_checked(trained, sharded_run, tmp_path, monkeypatch):
+    import pks.videoio
+    import training.sample
+
+    def broken(self, frame):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(pks.videoio.Mp4Writer, "write", broken)
+    with pytest.raises(OSError, match="disk full"):
+        training.sample.generate(trained, tmp_path / "clip.mp4", "camera=pan_left")
+    assert list(tmp_path.iterdir()) == []  # neither a half clip nor a temporary file
+    r = pks("generate", trained, "--device", "cpu", "--out", tmp_path / "cpu.mp4")
+    assert r.returncode == 0 and len(decoded(tmp_path / "cpu.mp4")) == 8, r.stderr[-2000:]
+    if not torch.cuda.is_available():
+        r = pks("generate", trained, "--device", "cuda", "--out", tmp_path / "gpu.mp4")
+        assert r.returncode == 2 and "no such GPU here" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+        r = pks("train", "encode", sharded_run, "--config", CONFIG_DIR / "tiny.yaml", "--out", tmp_path / "lat",
+                "--device", "cuda")
+        assert r.returncode == 2 and "no such GPU here" in r.stderr, r.stderr
+    r = pks("generate", trained, "--device", "abacus", "--out", tmp_path / "x.mp4")
+    assert r.returncode == 2 and "--device must be cpu, cuda or cuda:N" in r.stderr, r.stderr
 
 
 def test_a_model_that_memorised_one_clip_samples_that_clip():

@@ -85,25 +85,39 @@ def tar_sample(data: bytes, key: str) -> dict:
     return raw
 
 
+def span(frames: int, fps: float, src_fps: float) -> int:
+    """Source frames a window of `frames` frames at `fps` covers in a clip shot at `src_fps`."""
+    return round((frames - 1) * src_fps / fps) + 1
+
+
 def decode_clip(data: bytes, src_fps: float, frames: int, fps: float, size: tuple[int, int],
-                start: int = 0) -> tuple[np.ndarray, int]:
-    """mp4 bytes -> uint8 [frames, H, W, 3] sampled at `fps` from frame `start` of the clip, each
-    frame scaled to cover `size` (H, W) and centre-cropped. A clip shorter than the span repeats
-    its last frame; returns the frames and how many are real."""
+                start: int = 0) -> np.ndarray:
+    """mp4 bytes -> uint8 [n, H, W, 3] sampled at `fps` from frame `start` of the clip, each
+    frame scaled to cover `size` (H, W) and centre-cropped: n = `frames` when the clip holds the
+    whole window, fewer when it ends early (never padded: a repeated frame would teach the model
+    a freeze that the footage does not have)."""
+    want = [start + round(j * src_fps / fps) for j in range(frames)]
+    got = decode_frames(data, size, set(want))
+    return np.stack([got[i] for i in want if i in got])
+
+
+def decode_frames(data: bytes, size: tuple[int, int], wanted: set[int] | None = None) -> dict[int, np.ndarray]:
+    """mp4 bytes -> {frame number: uint8 [H, W, 3]} for the wanted frames (all when None), each
+    scaled to cover `size` (H, W) and centre-cropped."""
     import av
     import cv2
 
-    want = [start + round(j * src_fps / fps) for j in range(frames)]
     h, w = size
+    last = max(wanted) if wanted else None
     got: dict[int, np.ndarray] = {}
     try:
         with av.open(io.BytesIO(data)) as container:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
             for i, frame in enumerate(container.decode(stream)):
-                if i > want[-1]:
+                if last is not None and i > last:
                     break
-                if i in want:
+                if wanted is None or i in wanted:
                     rgb = frame.to_ndarray(format="rgb24")
                     s = max(h / rgb.shape[0], w / rgb.shape[1])
                     rgb = cv2.resize(rgb, (max(w, round(rgb.shape[1] * s)), max(h, round(rgb.shape[0] * s))),
@@ -115,9 +129,7 @@ def decode_clip(data: bytes, src_fps: float, frames: int, fps: float, size: tupl
             raise ValueError(f"cannot decode the clip: {e}") from None
     if not got:
         raise ValueError("no decodable frames in the clip")
-    real = sum(1 for i in want if i in got)
-    last = got[max(got)]
-    return np.stack([got.get(i, last) for i in want]), real
+    return got
 
 
 def tag_targets(caption: dict | None, tax) -> tuple[dict[str, np.ndarray], int]:
@@ -141,12 +153,21 @@ class CurriculumLoader(torch.utils.data.IterableDataset):
                  frames: int = 16, fps: float = 8.0, size: tuple[int, int] = (256, 256), batch_size: int = 8,
                  seed: int = 0, start_step: int = 0, steps: int | None = None,
                  taxonomy_version: int | None = None, rank: int | None = None, world_size: int | None = None,
-                 random_window: bool = False, split_batches: bool = False):
+                 random_window: bool = False, split_batches: bool = False, cache_mb: float = 0):
         self.root = Path(root)
         index = pq.read_table(self.root / "index.parquet").to_pylist()
         index = sorted((r for r in index if r["split"] == split), key=lambda r: (r["shard"], r["position"]))
         if not index:
             raise ValueError(f"no {split!r} samples in {self.root / 'index.parquet'}")
+        if "fps" not in index[0]:
+            raise ValueError(f"{self.root / 'index.parquet'} predates clip lengths in the index: run pks shard again")
+        # Only clips that hold the whole window enter the stream (every window lies inside real
+        # frames); how many were left out is `left_out`.
+        fits = [r["frames"] >= span(frames, fps, r["fps"]) for r in index]
+        self.left_out = fits.count(False)
+        index = [r for r, ok in zip(index, fits) if ok]
+        if not index:
+            raise ValueError(f"no {split!r} clip in {self.root} holds {frames} frames at {fps} fps")
         # Per stage its shards; per shard its samples in tar order: (key, byte offset, length),
         # the range None where the index predates recorded offsets (found from the tar headers).
         self.shards: dict[int, list[str]] = {}
@@ -160,6 +181,10 @@ class CurriculumLoader(torch.utils.data.IterableDataset):
         self.frames, self.fps, self.size, self.batch_size = frames, fps, tuple(size), batch_size
         self.seed, self.start_step, self.steps = seed, start_step, steps
         self.random_window = random_window  # a seeded random window of a longer clip, not its start
+        # Clips decoded once at the target size and kept (per process, up to cache_mb): a small
+        # run draws each clip many times, and decoding from frame 0 to a random window costs
+        # more than a tiny model's step. Batches are the same with and without the cache.
+        self.cache_bytes, self._decoded, self._cached = cache_mb * 2 ** 20, {}, 0
         # split_batches: every rank reads each batch and decodes its own slice (batch_size / ranks
         # samples), so a step's global batch is the same on any number of ranks (data parallel
         # training); otherwise ranks take whole, disjoint batches of the stream.
@@ -295,21 +320,36 @@ class CurriculumLoader(torch.utils.data.IterableDataset):
         record = json.loads(raw["json"])
         start = 0
         if self.random_window:  # drawn from (seed, sample index): resumes and workers agree
-            span = round((self.frames - 1) * record["fps"] / self.fps) + 1
-            spare = record["end_frame"] - record["start_frame"] - span
+            spare = record["end_frame"] - record["start_frame"] - span(self.frames, self.fps, record["fps"])
             start = int(unit(self.seed, "window", index) * (spare + 1)) if spare > 0 else 0
-        video, real = decode_clip(raw["mp4"], record["fps"], self.frames, self.fps, self.size, start)
+        video = self._window(raw, record["fps"], start)
+        if len(video) < self.frames:  # the record promised the frames; the clip file lacks them
+            raise ValueError(f"clip {raw['__key__']} decodes {len(video)} of the {self.frames} frames its record promises")
         tags, shot = tag_targets(record.get("caption"), self.tax)
-        return {"index": index, "video": video, "real_frames": real,
+        return {"index": index, "video": video,
                 "text": (record.get("caption") or {}).get("narrative", ""),
                 "tags": tags, "shot": shot, "stage": record["curriculum_stage"], "record": record}
+
+    def _window(self, raw: dict, src_fps: float, start: int) -> np.ndarray:
+        key = raw["__key__"]
+        if key not in self._decoded:
+            if self.cache_bytes <= 0:
+                return decode_clip(raw["mp4"], src_fps, self.frames, self.fps, self.size, start)
+            got = decode_frames(raw["mp4"], self.size)
+            size = len(got) * self.size[0] * self.size[1] * 3
+            if list(got) != list(range(len(got))) or self._cached + size > self.cache_bytes:  # a hole, or full
+                return decode_clip(raw["mp4"], src_fps, self.frames, self.fps, self.size, start)
+            self._decoded[key] = np.stack(list(got.values()))
+            self._cached += size
+        frames = self._decoded[key]
+        want = [start + round(j * src_fps / self.fps) for j in range(self.frames)]
+        return frames[[i for i in want if i < len(frames)]]
 
     @staticmethod
     def collate(samples: list[dict], step: int) -> dict:
         return {
             **collate_conditions(samples, step),
             "video": torch.from_numpy(np.stack([s["video"] for s in samples])).permute(0, 1, 4, 2, 3).contiguous(),
-            "real_frames": torch.tensor([s["real_frames"] for s in samples]),
         }
 
 

@@ -43,8 +43,9 @@ from pks.seeded import unit
 from training.data import CurriculumLoader, Schedule
 from training.failures import FAILURES
 from training.text import TextEncoder, pad_states
-from training.train import (build_model, checkpoints, conditions, draws, known_axes, load_checkpoint,
-                            remove_torn_checkpoints, save_checkpoint, shards_root, text_encoder_path, trim_metrics)
+from training.train import (build_model, checkpoints, conditions, default_device, draws, known_axes,
+                            load_checkpoint, remove_torn_checkpoints, run_taxonomy, save_checkpoint, shards_root,
+                            text_encoder_path, trim_metrics)
 from training.vae import latent_space
 
 PAIR_MODES = ("offline", "online", "mixed")
@@ -230,6 +231,7 @@ def train_dpo(source: str | Path, init: str | Path, judge_path: str | Path | Non
     if not cfg.get("tag_channel", True):
         raise UserError(f"{init} is the text-only ablation: the preference stage runs on the dual-channel model")
     cfg["dpo"] = {**dpo, "init": str(init.resolve())}
+    cfg["taxonomy_version"] = run_taxonomy(cfg).version  # the starting run's (v1 before versions were recorded)
     acfg = acfg or load_config()
     out.mkdir(parents=True, exist_ok=True)
     if not cfg["text_encoder"].get("path") and not (out / "text_encoder").is_dir():
@@ -237,8 +239,8 @@ def train_dpo(source: str | Path, init: str | Path, judge_path: str | Path | Non
     (out / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     remove_torn_checkpoints(out)
 
-    tax = taxonomy.load()
-    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    tax = run_taxonomy(cfg)
+    device = default_device()
     text_encoder = TextEncoder(text_encoder_path(cfg, out), cfg["text_encoder"]["max_length"], device)
     space = latent_space(cfg, device)
     tc, dc, data = cfg["train"], cfg["dpo"], cfg["data"]
@@ -261,7 +263,8 @@ def train_dpo(source: str | Path, init: str | Path, judge_path: str | Path | Non
                                         batch_size=n_offline, seed=tc["seed"] + 1, start_step=start,
                                         steps=dc["steps"] - start, random_window=data["random_window"],
                                         # the stages as evenly as the data allows: art of every level is a winner
-                                        schedule=Schedule((0.25,) * 4, (0.25,) * 4, sched["steps"])))
+                                        schedule=Schedule((0.25,) * 4, (0.25,) * 4, sched["steps"]),
+                                        taxonomy_version=cfg["taxonomy_version"]))
     judge = None
     if judge_path:
         from training.judge import load
@@ -319,7 +322,8 @@ def train_dpo(source: str | Path, init: str | Path, judge_path: str | Path | Non
                 f.write(json.dumps(last) + "\n")
             window = {"loss": 0.0, "acc": 0.0, "margin": 0.0, "n": 0, "t0": time.perf_counter()}
         if done % tc["ckpt_every"] == 0 or done == dc["steps"]:
-            save_checkpoint(out, done, policy, ema, opt, sharded=False, rank=0, keep=tc["keep_ckpts"])
+            save_checkpoint(out, done, policy, ema, opt, sharded=False, rank=0, keep=tc["keep_ckpts"],
+                            meta={"taxonomy_version": cfg["taxonomy_version"]})
         if bar:
             bar.update(1)
             bar.set_postfix(last and {"loss": last["loss"], "acc": last["implicit_acc"]})

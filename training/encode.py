@@ -23,7 +23,7 @@ import pyarrow as pa
 from pipelines.shard import digest, sample_ranges, write_tar, written_fingerprint
 from training.data import CurriculumLoader, collate_conditions, decode_clip, tag_targets
 from training.text import TextEncoder
-from training.train import shards_root, text_encoder_path
+from training.train import default_device, shards_root, text_encoder_path
 from training.vae import latent_space
 
 EMPTY_TEXT = "empty_text.npy"  # the states of "" (guidance dropout of the narrative)
@@ -35,14 +35,17 @@ def npy(a: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def encode_shards(source: str | Path, out: str | Path, cfg: dict, progress=print) -> dict:
+def encode_shards(source: str | Path, out: str | Path, cfg: dict, progress=print,
+                  device: str | torch.device | None = None) -> dict:
+    """Encode a run's shards into latent shards at `out` (device: default the GPU when there is one)."""
     import webdataset as wds
 
     root, out = shards_root(source), Path(out)
     out.mkdir(parents=True, exist_ok=True)
     te_path = text_encoder_path(cfg, out)
-    text = TextEncoder(te_path, cfg["text_encoder"]["max_length"])
-    space = latent_space(cfg)
+    device = torch.device(device or default_device())
+    text = TextEncoder(te_path, cfg["text_encoder"]["max_length"], device)
+    space = latent_space(cfg, device)
     dc = cfg["data"]
     settings = {"latent": cfg["latent"], "text_encoder": str(te_path.resolve()), "frames": dc["frames"],
                 "fps": dc["fps"], "size": list(dc["size"]), "max_length": cfg["text_encoder"]["max_length"]}
@@ -58,17 +61,19 @@ def encode_shards(source: str | Path, out: str | Path, cfg: dict, progress=print
         def samples(name=name):
             for s in wds.WebDataset(str(root / name), shardshuffle=False, empty_check=False):
                 record = json.loads(s["json"])
-                video, _ = decode_clip(s["mp4"], record["fps"], dc["frames"], dc["fps"], tuple(dc["size"]))
-                latent = space.encode(torch.from_numpy(video).permute(0, 3, 1, 2)[None])[0]
+                video = decode_clip(s["mp4"], record["fps"], dc["frames"], dc["fps"], tuple(dc["size"]))
+                if len(video) < dc["frames"]:  # shorter than the window: out of the stream (never padded)
+                    continue
+                latent = space.encode(torch.from_numpy(video).permute(0, 3, 1, 2)[None].to(device))[0].cpu()
                 narrative = (record.get("caption") or {}).get("narrative", "")
-                (states,) = text.states([narrative])
+                (states,) = (s.cpu() for s in text.states([narrative]))
                 yield s["__key__"], {"latent.npy": npy(latent.numpy().astype(np.float16)),
                                      "text.npy": npy(states.numpy().astype(np.float16)), "json": s["json"]}
 
         write_tar(out / name, fingerprint, samples())
         written += 1
         progress(f"  {name}: encoded")
-    np.save(out / EMPTY_TEXT, text.states([""])[0].numpy().astype(np.float16))
+    np.save(out / EMPTY_TEXT, text.states([""])[0].cpu().numpy().astype(np.float16))
     pq.write_table(latent_index(index, out), out / "index.parquet")
     (out / "encode.json").write_text(json.dumps(settings, indent=1))
     return {"shards": len(shards), "kept": kept, "written": written, "samples": index.num_rows, "out": str(out),
@@ -77,9 +82,11 @@ def encode_shards(source: str | Path, out: str | Path, cfg: dict, progress=print
 
 def latent_index(index: pa.Table, out: Path) -> pa.Table:
     """The source index with each sample's byte range in its latent shard (the loader reads
-    one range per sample; the source's ranges point into the video tars)."""
+    one range per sample; the source's ranges point into the video tars), less the clips too
+    short for the window, which have no latent."""
     rows = index.to_pylist()
     ranges = {name: sample_ranges(out / name) for name in {r["shard"] for r in rows}}
+    rows = [r for r in rows if r["clip_id"] in ranges[r["shard"]]]
     for r in rows:
         r["offset"], r["length"] = ranges[r["shard"]][r["clip_id"]]
     return pa.Table.from_pylist(rows, schema=index.schema)

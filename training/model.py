@@ -6,7 +6,18 @@ facebookresearch/DiT `models.py`, with Wan 2.x's 3D rotary embeddings and cross-
     tags      -> TagEncoder (field-value structure) + timestep -> AdaLN-Zero    (channel 2)
               modulation of self-attention, cross-attention and MLP in every block
 
-The model predicts the flow-matching velocity (noise - data) at time t in [0, 1].
+The model returns the flow-matching velocity (noise - data) at time t in [0, 1]. With
+`prediction: x0` the network itself predicts the clean clip and the velocity is derived from it
+(v = (x_t - x0) / t), as in "Back to Basics: Let Denoising Generative Models Denoise" (JiT): a
+narrow network (the tiny config: width 128 for 96-value pixel patches) cannot carry noise through
+to its output, but it can draw a clean clip, which lies on a much smaller manifold; trained on the
+same velocity loss, so nothing else in the trainer, sampler or DPO changes. With `prediction:
+precond` the output is EDM's preconditioning (Karras et al. 2022) worked out for rectified flow:
+for data of standard deviation s, x_t = (1 - t) x0 + t n has variance V = (1 - t)^2 s^2 + t^2, the
+best linear guess of the velocity is c_skip x_t with c_skip = (t - (1 - t) s^2) / V and what it
+leaves has standard deviation c_out = s / sqrt(V). The network reads x_t / sqrt(V) (unit scale) and
+predicts only that residual: v = c_skip x_t + c_out F. At initialisation (F = 0) the model is
+already the optimal linear denoiser, so nothing has to learn to carry the noise through.
 """
 from __future__ import annotations
 
@@ -33,17 +44,41 @@ class DiTConfig:
     mlp_ratio: float = 4.0
     text_dim: int = 4096  # the text encoder's hidden size (umt5-xxl: 4096)
     rope_theta: float = 10000.0
+    prediction: str = "velocity"  # velocity | x0 | precond (see the module doc)
+    sigma_data: float = 0.5  # precond: the data's standard deviation (pixels in [-1, 1]: about 0.5)
 
     def to_dict(self) -> dict:
         return asdict(self)
 
 
-# The registry: sizes by name (DiT-style). `base` is sized like the 1-2B open video DiTs.
+# The registry: sizes by name (DiT-style). `base` is sized like the 1-2B open video DiTs. A
+# training config's `arch` section overrides fields of its entry (recorded in RUN/config.yaml).
 MODELS = {
     "tiny": DiTConfig(in_channels=3, patch=(2, 4, 4), dim=128, depth=4, heads=4, text_dim=64),
     "small": DiTConfig(in_channels=16, patch=(1, 2, 2), dim=1024, depth=16, heads=16, text_dim=4096),
     "base": DiTConfig(in_channels=16, patch=(1, 2, 2), dim=1536, depth=28, heads=12, text_dim=4096),
 }
+
+
+# Below this t the derived velocity (x_t - x0) / t would amplify the network's error without
+# bound; JiT clips the same division at 0.05. The sampler's last step (t = 1/steps) still lands
+# within 0.05 - t of the noise of x0.
+X0_MIN_T = 0.05
+
+
+def model_config(name: str, arch: dict | None = None) -> DiTConfig:
+    """A registry entry with a training config's `arch` overrides (lists become tuples)."""
+    from dataclasses import fields, replace
+
+    if name not in MODELS:
+        raise ValueError(f"model must be one of {', '.join(MODELS)}, got {name!r}")
+    arch = dict(arch or {})
+    unknown = sorted(set(arch) - {f.name for f in fields(DiTConfig)})
+    if unknown:
+        raise ValueError(f"unknown arch keys {unknown}")
+    if arch.get("prediction", "velocity") not in ("velocity", "x0", "precond"):
+        raise ValueError(f"arch.prediction must be velocity, x0 or precond, got {arch['prediction']!r}")
+    return replace(MODELS[name], **{k: tuple(v) if isinstance(v, list) else v for k, v in arch.items()})
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -237,7 +272,13 @@ class VideoDiT(nn.Module):
         if T % pt or H % ph or W % pw:
             raise ValueError(f"latent size {(T, H, W)} is not divisible by the patch {self.cfg.patch}")
         grid = (T // pt, H // ph, W // pw)
-        tokens = self.patchify(x).flatten(2).transpose(1, 2)  # [B, N, D]
+        tt = t.view(-1, 1, 1, 1, 1).to(x.dtype)
+        if self.cfg.prediction == "precond":
+            s2 = self.cfg.sigma_data ** 2
+            var = (1 - tt) ** 2 * s2 + tt ** 2
+            c_skip, c_out = (tt - (1 - tt) * s2) / var, self.cfg.sigma_data * var.rsqrt()
+        tokens = self.patchify(x * var.rsqrt() if self.cfg.prediction == "precond" else x)
+        tokens = tokens.flatten(2).transpose(1, 2)  # [B, N, D]
         tokens = tokens + sincos_3d(grid, self.cfg.dim).to(tokens.device, tokens.dtype)
         angles = rope_angles(grid, self.cfg.dim // self.cfg.heads, self.cfg.rope_theta).to(x.device)
         cond = self.condition(t, tags, known, shot, stage)
@@ -248,8 +289,12 @@ class VideoDiT(nn.Module):
             else:
                 tokens = block(tokens, cond, context, text_mask, angles)
         out = self.final(tokens, cond)  # [B, N, pt*ph*pw*C]
-        out = out.view(b, *grid, pt, ph, pw, c).permute(0, 7, 1, 4, 2, 5, 3, 6)
-        return out.reshape(b, c, T, H, W)
+        out = out.view(b, *grid, pt, ph, pw, c).permute(0, 7, 1, 4, 2, 5, 3, 6).reshape(b, c, T, H, W)
+        if self.cfg.prediction == "x0":  # the network drew the clean clip: its velocity
+            return (x - out) / tt.clamp(min=X0_MIN_T)
+        if self.cfg.prediction == "precond":
+            return c_skip * x + c_out * out
+        return out
 
 
 def flops_per_step(cfg: DiTConfig, tokens: int, text_tokens: int, batch: int) -> float:

@@ -8,6 +8,7 @@ where `-` is the dropped condition the model learned in training (unknown tags, 
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 
 import torch
@@ -17,7 +18,7 @@ import taxonomy
 from pks.errors import UserError
 from training.model import N_STAGES
 from training.text import TextEncoder, pad_states
-from training.train import build_model, checkpoints, fold_tags, text_encoder_path
+from training.train import build_model, checkpoints, default_device, fold_tags, run_taxonomy, text_encoder_path
 from training.vae import latent_space
 
 EXTRA_FIELDS = ("shot", "stage")
@@ -49,14 +50,16 @@ def parse_tags(spec: str, tax) -> tuple[dict[str, list[str]], str | None, int | 
     return tags, shot, stage
 
 
-def load_run(run: str | Path, device="cpu"):
-    """A run's config, EMA model, text encoder and latent space (from its newest checkpoint)."""
+def load_run(run: str | Path, device: str | torch.device | None = None):
+    """A run's config, EMA model, text encoder and latent space (from its newest checkpoint), with
+    the taxonomy the run was trained with. device: default the GPU when there is one."""
+    device = torch.device(device or default_device())
     run = Path(run)
     done = checkpoints(run)
     if not (run / "config.yaml").is_file() or not done:
         raise UserError(f"no trained run in {run} (no checkpoint yet; run pks train first)")
     cfg = yaml.safe_load((run / "config.yaml").read_text())
-    tax = taxonomy.load()
+    tax = run_taxonomy(cfg)
     model = build_model(cfg, tax)
     model.load_state_dict(torch.load(done[-1] / "ema.pt", map_location="cpu", weights_only=True))
     model.to(device).eval()
@@ -70,7 +73,7 @@ def sample(model, text_encoder, space, cfg: dict, tags: dict[str, list[str]], na
            guidance_tags: float | None = None, guidance_text: float | None = None, frames: int | None = None,
            size: tuple[int, int] | None = None, tax=None) -> torch.Tensor:
     """One clip, uint8 [T, 3, H, W]. Axes not given are 'unknown' (the model chooses)."""
-    tax = tax or taxonomy.load()
+    tax = tax or run_taxonomy(cfg)
     sc, dc = cfg["sample"], cfg["data"]
     steps = steps or sc["steps"]
     g_tags = sc["guidance_tags"] if guidance_tags is None else guidance_tags
@@ -105,19 +108,31 @@ def sample(model, text_encoder, space, cfg: dict, tags: dict[str, list[str]], na
 
 
 def generate(run: str | Path, out: str | Path, tags_spec: str = "", narrative: str = "", seed: int = 0,
-             **kw) -> dict:
-    """Write one generated clip to `out` (mp4). Returns what was made."""
+             device: str | None = None, **kw) -> dict:
+    """Write one generated clip to `out` (mp4; under a temporary name, renamed when whole).
+    Returns what was made."""
     from pks.videoio import Mp4Writer
 
-    Path(out).parent.mkdir(parents=True, exist_ok=True)
-    tags, shot, stage = parse_tags(tags_spec, taxonomy.load())  # a typo fails before any model loads
-    cfg, tax, model, text, space, step = load_run(run)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    run = Path(run)
+    cfg_path = run / "config.yaml"
+    cfg = yaml.safe_load(cfg_path.read_text()) if cfg_path.is_file() else {}
+    tags, shot, stage = parse_tags(tags_spec, run_taxonomy(cfg))  # a typo fails before any model loads
+    cfg, tax, model, text, space, step = load_run(run, device)
     video = sample(model, text, space, cfg, tags, narrative, shot, stage, seed, tax=tax, **kw)
     t, _, h, w = video.shape
-    writer = Mp4Writer(out, cfg["data"]["fps"], w, h, crf=12)
-    for frame in video.permute(0, 2, 3, 1).numpy():
-        writer.write(frame)
-    writer.close()
+    tmp = out.with_name(f".{out.stem}.{os.getpid()}.tmp{out.suffix}")  # a killed run leaves no half clip at out
+    try:
+        writer = Mp4Writer(tmp, cfg["data"]["fps"], w, h, crf=12, fmt="mp4")
+        try:
+            for frame in video.permute(0, 2, 3, 1).numpy():
+                writer.write(frame)
+        finally:
+            writer.close()
+        os.replace(tmp, out)
+    finally:
+        tmp.unlink(missing_ok=True)
     made = {"out": str(out), "frames": t, "size": [h, w], "fps": cfg["data"]["fps"], "checkpoint_step": step,
             "run": str(run), "tags": tags, "shot": shot, "stage": stage, "narrative": narrative, "seed": seed}
     Path(out).with_suffix(".json").write_text(json.dumps(made, indent=1))  # what was asked (the report shows it)

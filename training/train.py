@@ -21,6 +21,7 @@ import json
 import math
 import os
 import shutil
+import sys
 import time
 from pathlib import Path
 
@@ -33,7 +34,7 @@ import taxonomy
 from pks.errors import UserError
 from pks.seeded import unit
 from training.data import CurriculumLoader, Schedule
-from training.model import MODELS, VideoDiT, flops_per_step
+from training.model import VideoDiT, flops_per_step, model_config
 from training.text import pad_states
 from training.vae import latent_space
 
@@ -62,8 +63,10 @@ def load_train_config(name: str | Path, overrides: dict | None = None) -> dict:
         if leaf not in node:
             raise UserError(f"unknown training config key {dotted}")
         node[leaf] = v
-    if cfg["model"] not in MODELS:
-        raise UserError(f"training config model must be one of {', '.join(MODELS)}, got {cfg['model']!r}")
+    try:
+        model_config(cfg["model"], cfg.get("arch"))
+    except ValueError as e:
+        raise UserError(f"training config: {e}") from None
     if cfg["data"]["batch_size"] < 1 or cfg["train"]["steps"] < 1:
         raise UserError("training config needs data.batch_size >= 1 and train.steps >= 1")
     return cfg
@@ -164,7 +167,29 @@ def text_encoder_path(cfg: dict, run: Path) -> Path:
 
 def build_model(cfg: dict, tax=None) -> VideoDiT:
     torch.manual_seed(cfg["train"]["seed"])
-    return VideoDiT(MODELS[cfg["model"]], tax)
+    return VideoDiT(model_config(cfg["model"], cfg.get("arch")), tax or run_taxonomy(cfg))
+
+
+def run_taxonomy(cfg: dict):
+    """The taxonomy a run was trained with (its tables are sized by it, its tags named by it):
+    the version in its config; a run from before versions were recorded used v1, the only one."""
+    return taxonomy.load(cfg.get("taxonomy_version", 1))
+
+
+def pin_taxonomy(cfg: dict, run: Path) -> dict:
+    """The config with its taxonomy version fixed: the one a resumed run already has, else the
+    config's own, else the newest (recorded in RUN/config.yaml and every checkpoint)."""
+    saved = run / "config.yaml"
+    version = yaml.safe_load(saved.read_text()).get("taxonomy_version") if saved.is_file() else None
+    version = version or cfg.get("taxonomy_version") or taxonomy.load().version
+    return {**cfg, "taxonomy_version": int(version)}
+
+
+def ema_decay_at(step: int, decay: float) -> float:
+    """EMA warm-up: an average over at most the steps taken so far (decay (1 + k) / (10 + k) early
+    on), so the EMA of a short run is not mostly its random initialisation (0.995 after 150 steps
+    still weighs the init 0.47)."""
+    return min(decay, (1 + step) / (10 + step))
 
 
 def lr_at(step: int, tc: dict) -> float:
@@ -182,9 +207,11 @@ def checkpoints(run: Path) -> list[Path]:
     return sorted(p for p in d.glob("step-*") if p.is_dir() and p.name[5:].isdigit()) if d.is_dir() else []
 
 
-def save_checkpoint(run: Path, step: int, model, ema: dict, opt, sharded: bool, rank: int, keep: int) -> None:
+def save_checkpoint(run: Path, step: int, model, ema: dict, opt, sharded: bool, rank: int, keep: int,
+                    meta: dict | None = None) -> None:
     """RUN/checkpoints/step-N/: state (one file, or torch.distributed.checkpoint shards), the EMA
-    weights in full for sampling, meta.json. Written under a temporary name, renamed when whole."""
+    weights in full for sampling, meta.json (with `meta`: e.g. the taxonomy version). Written
+    under a temporary name, renamed when whole."""
     final = run / "checkpoints" / CKPT.format(step)
     tmp = final.with_name(final.name + ".tmp")
     if rank == 0:
@@ -204,7 +231,7 @@ def save_checkpoint(run: Path, step: int, model, ema: dict, opt, sharded: bool, 
             torch.save({"model": unwrap(model).state_dict(), "optimizer": opt.state_dict()}, tmp / "state.pt")
     if rank == 0:
         torch.save(full, tmp / "ema.pt")
-        (tmp / "meta.json").write_text(json.dumps({"step": step, "sharded": sharded,
+        (tmp / "meta.json").write_text(json.dumps({"step": step, "sharded": sharded, **(meta or {}),
                                                    "rng": torch.get_rng_state().tolist()}))
         os.replace(tmp, final)
         for old in checkpoints(run)[:-keep]:
@@ -262,6 +289,11 @@ def unwrap(model):
 
 
 # ---- the loop ----------------------------------------------------------------------------
+def default_device() -> torch.device:
+    """The GPU when there is one, else the CPU."""
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
 def setup_distributed() -> tuple[int, int, torch.device]:
     """Rank, world size and device: torchrun's environment, Ray Train's process group, or one
     process."""
@@ -289,6 +321,7 @@ def train(source: str | Path, run: str | Path, cfg: dict, resume: bool = False, 
         cfg = copy.deepcopy(cfg)  # the data and encoders are the ones the latents were made with
         cfg["latent"], cfg["text_encoder"]["path"] = enc["latent"], enc["text_encoder"]
         cfg["data"].update(frames=enc["frames"], fps=enc["fps"], size=enc["size"])
+    cfg = pin_taxonomy(cfg, run)
     tc, dc = cfg["train"], cfg["data"]
     if rank == 0:
         run.mkdir(parents=True, exist_ok=True)
@@ -298,7 +331,7 @@ def train(source: str | Path, run: str | Path, cfg: dict, resume: bool = False, 
         (run / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
     if dist.is_initialized():
         dist.barrier()
-    tax = taxonomy.load()
+    tax = run_taxonomy(cfg)
     from training.text import TextEncoder
 
     if latents:  # no VAE or text encoder in memory: their outputs are in the shards
@@ -355,7 +388,11 @@ def train(source: str | Path, run: str | Path, cfg: dict, resume: bool = False, 
     loader = (LatentLoader if latents else CurriculumLoader)(root, frames=dc["frames"], fps=dc["fps"], size=tuple(dc["size"]),
                               batch_size=dc["batch_size"], seed=tc["seed"], start_step=start, steps=tc["steps"] - start,
                               schedule=Schedule(tuple(sched["start"]), tuple(sched["end"]), sched["steps"]),
-                              random_window=dc["random_window"], rank=rank, world_size=world, split_batches=True)
+                              random_window=dc["random_window"], rank=rank, world_size=world, split_batches=True,
+                              taxonomy_version=cfg["taxonomy_version"], cache_mb=dc.get("cache_mb", 0))
+    if rank == 0 and progress and loader.left_out:
+        print(f"pks train: {loader.left_out} of {loader.left_out + int(loader.sizes.sum())} clips are shorter than "
+              f"{dc['frames']} frames at {dc['fps']} fps and stay out of the stream", file=sys.stderr)
     batches = torch.utils.data.DataLoader(loader, batch_size=None, num_workers=dc["workers"])
     tokens = math.prod(latent_shape[1:]) // math.prod(model_cfg(model).patch)
     flops = flops_per_step(model_cfg(model), tokens, cfg["text_encoder"]["max_length"], dc["batch_size"])
@@ -401,8 +438,9 @@ def train(source: str | Path, run: str | Path, cfg: dict, resume: bool = False, 
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc["grad_clip"])
         opt.step()
         with torch.no_grad():
+            decay = ema_decay_at(step, tc["ema_decay"])
             for k, p in model.named_parameters():
-                ema[k.removeprefix("_orig_mod.").removeprefix("module.")].lerp_(p.detach(), 1 - tc["ema_decay"])
+                ema[k.removeprefix("_orig_mod.").removeprefix("module.")].lerp_(p.detach(), 1 - decay)
         # Loss per curriculum stage, summed over ranks for the log.
         st = np.zeros((4, 2))
         for s, v in zip(batch["stage"].tolist(), per_sample.detach().cpu().tolist()):
@@ -442,7 +480,8 @@ def train(source: str | Path, run: str | Path, cfg: dict, resume: bool = False, 
             if last:
                 bar.set_postfix(loss=f"{last['loss']:.4f}", steps_s=f"{last['steps_per_s']:.2f}")
         if done % tc["ckpt_every"] == 0 or done == tc["steps"]:
-            save_checkpoint(run, done, model, ema, opt, sharded, rank, tc["keep_ckpts"])
+            save_checkpoint(run, done, model, ema, opt, sharded, rank, tc["keep_ckpts"],
+                            {"taxonomy_version": cfg["taxonomy_version"]})
     if bar:
         bar.close()
     if writer:
