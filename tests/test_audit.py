@@ -92,6 +92,9 @@ def test_users_tokens_and_append_only_history(tmp_path):
     s.submit("c1", "ann", caption(camera=["shake"]))  # a correction is a newer row
     assert s.latest()["c1"]["ann"].labels["camera"] == ["shake"]
     assert len(s.history()) == 2
+    s.submit("c2", "ann", caption(), kind="gold")
+    assert s.annotators() == {"c1": {"ann"}} and s.annotators("gold") == {"c2": {"ann"}}
+    assert s.latest(clip_id="c2") == {} and [a.clip_id for a in s.history(clip_id="c2")] == ["c2"]
     for sql in ("UPDATE annotations SET labels = '{}'", "DELETE FROM annotations"):
         with pytest.raises(sqlite3.DatabaseError, match="append-only"):
             s.db.execute(sql)

@@ -179,17 +179,29 @@ class Store:
              json.dumps(list(reasons)), time.time()))
         return int(cur.lastrowid)
 
-    def history(self, kind: str | None = None) -> list[Annotation]:
-        q = "SELECT id, clip_id, user, kind, mode, labels, failure, reasons, created FROM annotations"
-        rows = self.db.execute(q + (" WHERE kind = ?" if kind else "") + " ORDER BY id", (kind,) if kind else ())
+    def history(self, kind: str | None = None, clip_id: str | None = None) -> list[Annotation]:
+        """Annotations in the order they were made (of one kind, on one clip, when given)."""
+        where = {"kind = ?": kind, "clip_id = ?": clip_id}
+        where = {k: v for k, v in where.items() if v is not None}
+        rows = self.db.execute(
+            "SELECT id, clip_id, user, kind, mode, labels, failure, reasons, created FROM annotations"
+            + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id", tuple(where.values()))
         return [Annotation(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), bool(r[6]), json.loads(r[7]), r[8])
                 for r in rows]
 
-    def latest(self, kind: str = "label") -> dict[str, dict[str, Annotation]]:
-        """{clip_id: {user: their newest annotation of this kind}}."""
+    def latest(self, kind: str = "label", clip_id: str | None = None) -> dict[str, dict[str, Annotation]]:
+        """{clip_id: {user: their newest annotation of this kind}} (on one clip, when given)."""
         out: dict[str, dict[str, Annotation]] = {}
-        for a in self.history(kind):
+        for a in self.history(kind, clip_id):
             out.setdefault(a.clip_id, {})[a.user] = a
+        return out
+
+    def annotators(self, kind: str = "label") -> dict[str, set[str]]:
+        """{clip_id: users with an annotation of this kind}: what a queue needs on every request,
+        without reading (and parsing) every label ever given."""
+        out: dict[str, set[str]] = {}
+        for clip_id, user in self.db.execute("SELECT DISTINCT clip_id, user FROM annotations WHERE kind = ?", (kind,)):
+            out.setdefault(clip_id, set()).add(user)
         return out
 
     def final(self, kind: str) -> dict[str, Annotation]:

@@ -193,16 +193,15 @@ def create_app(out: str | Path, queue: QueueConfig | None = None, max_body: int 
     def panel(request: Request, user, clip_id: str | None, mode: str, reveal: dict | None = None):
         """The clip page for clip_id, or for the next clip in the user's queue when it is None."""
         rs = rows()
-        latest = store().latest("label")
-        done = {c: set(per) for c, per in latest.items()}
-        upcoming = next_clips(list(rs.values()), done, set(store().final("gold")), user[0], queue, n=2)
+        done = store().annotators("label")
+        upcoming = next_clips(list(rs.values()), done, set(store().annotators("gold")), user[0], queue, n=2)
         if clip_id is None:
             clip_id = upcoming[0] if upcoming else None
         r = rs.get(clip_id) if clip_id else None
         signals = json.loads(r["signals"] or "{}") if r else {}
         others = {}
         if r and user[1] == "lead":
-            others = {u: a.labels for u, a in latest.get(clip_id, {}).items()}
+            others = {u: a.labels for u, a in store().latest("label", clip_id).get(clip_id, {}).items()}
         return templates.TemplateResponse(request, "clip.html", {
             "r": r, "user": user, "mode": mode, "tax": tax, "axes": (*TAG_AXES,), "shot_axis": SHOT_AXIS,
             "signals": signals, "reveal": reveal, "reasons": FAILURE_REASONS, "others": others,
