@@ -60,6 +60,13 @@ def need_manifest(out: Path) -> Path:
     return manifest
 
 
+def need_audit(out: Path) -> None:
+    """A one-line error when OUT holds no curated run or no audit yet."""
+    need_manifest(out)
+    if not (out / "audit" / "audit.db").exists():
+        raise UserError(f"no audit in {out} (start with pks audit add-user)")
+
+
 def load_taxonomy(version: Optional[int]):
     """The taxonomy the user named (a version that is not shipped is their mistake)."""
     import taxonomy
@@ -559,8 +566,11 @@ def audit_serve(out: Path = typer.Argument(..., help="A curated output folder (m
                 port: int = typer.Option(8765, help="Port."),
                 overlap: int = typer.Option(2, help="Annotators per clip (agreement needs 2 or more)."),
                 strategy: str = typer.Option("uncertain", help="uncertain | stratified | random"),
-                gold_rate: float = typer.Option(0.1, help="Share of each annotator's clips that are gold clips.")):
-    """Serve the audit workbench (log in with a token from pks audit add-user)."""
+                gold_rate: float = typer.Option(0.1, help="Share of each annotator's clips that are gold clips."),
+                idle_hours: float = typer.Option(12.0, help="A session ends after this many hours without a "
+                                                 "request (and 7 days after login in any case).")):
+    """Serve the audit workbench (log in with a token from pks audit add-user). Off loopback
+    the session cookie is Secure: put the server behind TLS."""
     from annotators.audit.queue import QueueConfig
     from annotators.audit.web import create_app
 
@@ -572,7 +582,25 @@ def audit_serve(out: Path = typer.Argument(..., help="A curated output folder (m
     import uvicorn
 
     typer.echo(f"pks audit: http://{host}:{port}/ (Ctrl-C stops)")
-    uvicorn.run(create_app(out, queue), host=host, port=port, log_level="warning")
+    uvicorn.run(create_app(out, queue, host=host, session_idle=idle_hours * 3600), host=host, port=port,
+                log_level="warning")
+
+
+@audit_app.command("revoke")
+@friendly
+def audit_revoke(out: Path = typer.Argument(..., help="A curated output folder with an audit."),
+                 name: str = typer.Argument(..., help="The user to lock out.")):
+    """Lock a user out at once: their token stops working and their sessions end (running
+    servers included)."""
+    from annotators.audit.store import Store
+
+    need_audit(out)
+    store = Store(out)
+    try:
+        n = store.revoke(name)
+    finally:
+        store.close()
+    typer.echo(f"revoked {name}: their token no longer logs in; {n} open session(s) ended")
 
 
 @audit_app.command("export")
@@ -622,9 +650,7 @@ def audit_stats(out: Path = typer.Argument(..., help="A curated output folder wi
     from annotators.audit.stats import audit_stats as compute, format_stats
     from annotators.audit.store import Store
 
-    need_manifest(out)
-    if not (out / "audit" / "audit.db").exists():
-        raise UserError(f"no audit in {out} (start with pks audit add-user)")
+    need_audit(out)
     store = Store(out)
     try:
         s = compute(out, store, load_taxonomy(None))
@@ -643,9 +669,7 @@ def audit_apply(out: Path = typer.Argument(..., help="A curated output folder wi
     from annotators.audit.store import Store
     from pks.config import load_config
 
-    need_manifest(out)
-    if not (out / "audit" / "audit.db").exists():
-        raise UserError(f"no audit in {out} (start with pks audit add-user)")
+    need_audit(out)
     store = Store(out)
     try:
         counts = apply_adjudications(out, load_config(config), store)

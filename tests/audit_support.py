@@ -1,12 +1,25 @@
 """A small curated run for the audit workbench: clips whose frame i is a flat grey of level
-GREY0 + GREY_STEP * i, so a browser can tell which decoded frame it shows from one pixel."""
+GREY0 + GREY_STEP * i, so a browser can tell which decoded frame it shows from one pixel.
+And the workbench on a real server on loopback (in a thread, or `pks audit serve` in its own
+process), with annotators who submit as fast as it answers (the load test and
+benchmarks/audit_load.py)."""
 from __future__ import annotations
 
+import math
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+from contextlib import contextmanager
 from fractions import Fraction
 from pathlib import Path
 
 import av
+import httpx
 import numpy as np
+import uvicorn
 
 import taxonomy
 from pipelines.curate import build_manifest, write_part
@@ -49,3 +62,103 @@ def make_run(out: Path, n_clips: int = 4, frames: int = 24, narrative: str = "a 
     write_part(out, "v1", recs)
     build_manifest(out, load_config())
     return [r.clip_id for r in recs]
+
+
+# ---- a real server on loopback ----------------------------------------------------------
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def login_as(client: httpx.Client, token: str) -> str:
+    """Log `client` (an httpx or a FastAPI test client) in; returns the session's CSRF token."""
+    r = client.post("/login", data={"token": token}, follow_redirects=False)
+    assert r.status_code == 303, r.status_code
+    return re.search(r'"X-CSRF-Token": "([^"]+)"', client.get("/").text).group(1)
+
+
+@contextmanager
+def thread_server(app):
+    """Serve `app` with uvicorn on a free loopback port in a thread of this process; yields its URL."""
+    port = free_port()
+    srv = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    t = threading.Thread(target=srv.run, daemon=True)
+    t.start()
+    deadline = time.monotonic() + 30
+    while not srv.started:
+        assert t.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        srv.should_exit = True
+        t.join(10)
+
+
+@contextmanager
+def cli_server(out: Path, *args: str):
+    """`pks audit serve OUT ARGS` in its own process on a free loopback port; yields (URL,
+    process). SIGKILLed on the way out, if it still runs."""
+    port = free_port()
+    root = Path(__file__).resolve().parent.parent  # `-m pks.cli` from this checkout
+    proc = subprocess.Popen([sys.executable, "-m", "pks.cli", "audit", "serve", str(out), "--port", str(port), *args],
+                            cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                httpx.get(base + "/login")
+                break
+            except httpx.TransportError:
+                assert proc.poll() is None and time.monotonic() < deadline, "pks audit serve did not start"
+                time.sleep(0.1)
+        yield base, proc
+    finally:
+        proc.kill()
+        proc.wait()
+
+
+def load(base: str, tokens: list[str], ids: list[str], seconds: float) -> dict:
+    """One thread per token, each logged in as its own annotator, submitting a label on the
+    next of `ids` as soon as the last one was answered, for `seconds`. Returns the count of
+    submissions answered 200, the other statuses (or errors) and every latency (s), sorted."""
+    deadline = time.monotonic() + seconds
+    acked, failed, latencies = [0], [], []
+    lock = threading.Lock()
+
+    def annotator(k: int, token: str) -> None:
+        with httpx.Client(base_url=base, timeout=60) as c:
+            try:
+                csrf = login_as(c, token)
+            except (AssertionError, httpx.HTTPError) as e:
+                with lock:
+                    failed.append(f"login: {e!r}")
+                return
+            i = k
+            while time.monotonic() < deadline:
+                form = {"clip_id": ids[i % len(ids)], "csrf": csrf, "camera": "static", "shot": "wide", "mode": "blind"}
+                t0 = time.perf_counter()
+                try:
+                    status = c.post("/submit", data=form).status_code
+                except httpx.HTTPError as e:
+                    status = repr(e)
+                dt = time.perf_counter() - t0
+                with lock:
+                    latencies.append(dt)
+                    if status == 200:
+                        acked[0] += 1
+                    else:
+                        failed.append(status)
+                i += 1
+
+    threads = [threading.Thread(target=annotator, args=(k, t)) for k, t in enumerate(tokens)]
+    [t.start() for t in threads]
+    [t.join() for t in threads]
+    return {"acked": acked[0], "failed": failed, "latencies": sorted(latencies)}
+
+
+def percentile(sorted_values: list[float], q: float) -> float:
+    """Nearest-rank percentile (q in 0..1) of a sorted list."""
+    return sorted_values[max(0, math.ceil(q * len(sorted_values)) - 1)] if sorted_values else float("nan")

@@ -92,10 +92,30 @@ def test_users_tokens_and_append_only_history(tmp_path):
     s.submit("c1", "ann", caption(camera=["shake"]))  # a correction is a newer row
     assert s.latest()["c1"]["ann"].labels["camera"] == ["shake"]
     assert len(s.history()) == 2
+    s.submit("c2", "ann", caption(), kind="gold")
+    assert s.annotators() == {"c1": {"ann"}} and s.annotators("gold") == {"c2": {"ann"}}
+    assert s.latest(clip_id="c2") == {} and [a.clip_id for a in s.history(clip_id="c2")] == ["c2"]
     for sql in ("UPDATE annotations SET labels = '{}'", "DELETE FROM annotations"):
         with pytest.raises(sqlite3.DatabaseError, match="append-only"):
             s.db.execute(sql)
     assert s.db.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+
+
+def test_sessions_idle_out_and_a_store_from_before_idle_timeouts_still_opens(tmp_path):
+    old = tmp_path / "audit" / "audit.db"
+    old.parent.mkdir()
+    db = sqlite3.connect(old)
+    db.executescript("CREATE TABLE users (name TEXT PRIMARY KEY, role TEXT NOT NULL, token_sha256 TEXT NOT NULL "
+                     "UNIQUE, created REAL NOT NULL); CREATE TABLE sessions (id_sha256 TEXT PRIMARY KEY, user TEXT "
+                     "NOT NULL, csrf TEXT NOT NULL, created REAL NOT NULL); "
+                     "INSERT INTO users VALUES ('ann', 'annotator', 'x', 0); "
+                     "INSERT INTO sessions VALUES ('y', 'ann', 'z', strftime('%s', 'now'));")
+    db.close()
+    s = Store(tmp_path)
+    assert s.purge_sessions() == 1  # the old session counts as idle
+    sid, csrf = s.new_session("ann")
+    assert s.session(sid) == ("ann", "annotator", csrf)
+    assert s.session(sid, idle=0) is None and s.purge_sessions(idle=0) == 1 and s.session(sid) is None
 
 
 def test_two_annotators_submitting_at_once_lose_nothing(tmp_path):

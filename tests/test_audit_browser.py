@@ -2,19 +2,15 @@
 frames exactly, label a clip with the keyboard, see it saved, blind mode hides the model."""
 import os
 import shutil
-import socket
-import threading
-import time
 from pathlib import Path
 
 import cv2
 import pytest
-import uvicorn
 
 from annotators.audit.queue import QueueConfig
 from annotators.audit.store import Store
 from annotators.audit.web import create_app
-from audit_support import GREY0, GREY_STEP, make_run
+from audit_support import GREY0, GREY_STEP, make_run, thread_server
 from pks.decode import iter_decoded
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
@@ -26,18 +22,8 @@ ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--d
 def server(tmp_path):
     ids = make_run(tmp_path, n_clips=3, frames=24, narrative="a girl runs")
     token = Store(tmp_path).add_user("ann", "annotator")
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    srv = uvicorn.Server(uvicorn.Config(create_app(tmp_path, QueueConfig(overlap=1, gold_rate=0.0)),
-                                        host="127.0.0.1", port=port, log_level="warning"))
-    t = threading.Thread(target=srv.run, daemon=True)
-    t.start()
-    while not srv.started:
-        time.sleep(0.05)
-    yield tmp_path, ids, token, f"http://127.0.0.1:{port}"
-    srv.should_exit = True
-    t.join(10)
+    with thread_server(create_app(tmp_path, QueueConfig(overlap=1, gold_rate=0.0))) as url:
+        yield tmp_path, ids, token, url
 
 
 def shown_frame(page) -> tuple[int, int]:

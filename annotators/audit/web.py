@@ -6,31 +6,50 @@ Jinja2 escapes every text it shows (narratives are model output); clips are serv
 looked up in the manifest, never by a path from the request; bodies over `max_body` bytes are
 refused before they are read. Submissions go straight to SQLite (WAL, synchronous=FULL), so
 what the server acknowledged survives a kill -9.
+
+Handlers are plain `def`s: FastAPI runs them in its threadpool, so a slow request (an fsync, a
+manifest reload, a filmstrip decode) holds one worker thread, never the event loop that every
+other request goes through. Only the request body is read on the loop (`read_form`, real async
+I/O). Each worker thread has its own SQLite connection (a connection is not shared between
+threads; WAL lets readers run beside the one writer, and writers wait on the busy timeout).
+
+Sessions: an absolute and an idle timeout (store.SESSION_MAX_AGE, SESSION_IDLE), looked up in
+the database on every request (so `pks audit revoke` holds at once); the cookie is `Secure`
+unless the server only listens on loopback; login attempts are limited per client address.
 """
 from __future__ import annotations
 
+import ipaddress
 import json
 import os
+import secrets
 import threading
+import time
+from collections import deque
 from pathlib import Path
+from typing import Literal, get_args
 
 import av
 import cv2
 import numpy as np
 import pyarrow.parquet as pq
-from fastapi import FastAPI, HTTPException, Request
+from fastapi import Depends, FastAPI, HTTPException, Request
 from fastapi.responses import FileResponse, HTMLResponse, RedirectResponse, Response
 from fastapi.staticfiles import StaticFiles
 from fastapi.templating import Jinja2Templates
+from starlette.datastructures import FormData
 
 import taxonomy
 from annotators.audit.queue import QueueConfig, next_clips
 from annotators.audit.stats import audit_stats, format_stats
-from annotators.audit.store import Store
+from annotators.audit.store import SESSION_IDLE, SESSION_MAX_AGE, Store
 from taxonomy.loader import CaptionError, SHOT_AXIS, TAG_AXES
 
 HERE = Path(__file__).parent
 COOKIE = "pks_audit"
+Mode = Literal["blind", "review"]  # blind: the model caption stays hidden until you save
+MODES = get_args(Mode)
+LOGIN_ATTEMPTS = (10, 60.0)  # per client address: at most 10 in any 60 s
 FAILURE_REASONS = ("texture boiling", "melting or warping", "identity drift", "tearing", "ghosting / frame blending",
                    "frozen", "block noise", "other")
 COLUMNS = ["clip_id", "status", "fps", "start_frame", "end_frame", "caption", "caption_source", "camera_motion",
@@ -40,36 +59,89 @@ COLUMNS = ["clip_id", "status", "fps", "start_frame", "end_frame", "caption", "c
 
 class BodyLimit:
     """ASGI middleware: refuse request bodies over `limit` bytes (by Content-Length, and
-    bodies sent without one) before the app reads them."""
+    bodies sent without one or with a malformed one) before the app reads them."""
 
     def __init__(self, app, limit: int):
         self.app, self.limit = app, limit
 
     async def __call__(self, scope, receive, send):
         if scope["type"] == "http" and scope["method"] in ("POST", "PUT", "PATCH"):
-            headers = dict(scope["headers"])
-            length = headers.get(b"content-length")
-            if length is None or int(length) > self.limit:
-                status = 411 if length is None else 413
-                await send({"type": "http.response.start", "status": status, "headers": [(b"content-type", b"text/plain")]})
-                await send({"type": "http.response.body", "body": b"request body too large" if status == 413 else b"length required"})
+            refusal = self.refusal(dict(scope["headers"]).get(b"content-length"))
+            if refusal:
+                await send({"type": "http.response.start", "status": refusal[0],
+                            "headers": [(b"content-type", b"text/plain")]})
+                await send({"type": "http.response.body", "body": refusal[1]})
                 return
         await self.app(scope, receive, send)
+
+    def refusal(self, length: bytes | None) -> tuple[int, bytes] | None:
+        if length is None:
+            return 411, b"length required"
+        if not length.isdigit():  # int() would raise (a 500) or take "-1" and " 1_0 "
+            return 400, b"malformed content-length"
+        if int(length) > self.limit:
+            return 413, b"request body too large"
+        return None
+
+
+class SlidingWindow:
+    """At most `n` events in any `window` seconds per key (login attempts per client address)."""
+
+    def __init__(self, n: int, window: float):
+        self.n, self.window = n, window
+        self.events: dict[str, deque] = {}
+        self.lock = threading.Lock()  # handlers run on several threads
+
+    def allow(self, key: str) -> bool:
+        now = time.monotonic()
+        with self.lock:
+            if len(self.events) > 10_000:  # forget quiet clients, so many addresses cannot grow this forever
+                self.events = {k: q for k, q in self.events.items() if q[-1] > now - self.window}
+            q = self.events.setdefault(key, deque())
+            while q and q[0] <= now - self.window:
+                q.popleft()
+            if len(q) >= self.n:
+                return False
+            q.append(now)
+            return True
+
+
+def loopback(host: str) -> bool:
+    """Whether a server bound to `host` only takes connections from this machine."""
+    if host == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False  # a host name: it may resolve to a public address
+
+
+async def read_form(request: Request) -> FormData:
+    """The POST body, read on the event loop (async I/O) so that the plain-`def` handlers, in
+    worker threads, never wait on a slow client."""
+    return await request.form()
 
 
 class Auth(Exception):
     pass
 
 
-def create_app(out: str | Path, queue: QueueConfig | None = None, max_body: int = 64 * 1024) -> FastAPI:
+def create_app(out: str | Path, queue: QueueConfig | None = None, max_body: int = 64 * 1024, host: str = "127.0.0.1",
+               session_idle: float = SESSION_IDLE, login_attempts: tuple[int, float] = LOGIN_ATTEMPTS) -> FastAPI:
+    """`host`: the interface the server binds to (off loopback, cookies are Secure: serve it
+    behind TLS); `session_idle`: seconds without a request that end a session."""
     out = Path(out)
     tax = taxonomy.load()
     queue = queue or QueueConfig()
     local = threading.local()
     manifest: dict = {"mtime": None, "rows": {}}
     lock = threading.Lock()
+    attempts = SlidingWindow(*login_attempts)
+    s = Store(out)
+    s.purge_sessions(idle=session_idle)
+    s.close()
 
-    def store() -> Store:  # one SQLite connection per server thread
+    def store() -> Store:  # one SQLite connection per worker thread: connections are not shared
         if getattr(local, "store", None) is None:
             local.store = Store(out)
         return local.store
@@ -98,33 +170,38 @@ def create_app(out: str | Path, queue: QueueConfig | None = None, max_body: int 
 
     def who(request: Request) -> tuple[str, str, str]:
         sid = request.cookies.get(COOKIE)
-        s = store().session(sid) if sid else None
+        s = store().session(sid, idle=session_idle) if sid else None
         if s is None:
             raise Auth()
         return s
 
-    async def checked(request: Request) -> tuple[tuple[str, str, str], dict]:
-        """(user, role, csrf) and the form, for a POST whose CSRF token matches the session's."""
+    def checked(request: Request, form: FormData) -> tuple[str, str, str]:
+        """(user, role, csrf) for a POST whose CSRF token matches the session's."""
         user = who(request)
-        form = await request.form()
         token = request.headers.get("x-csrf-token") or form.get("csrf")
-        if token != user[2]:
+        # constant time, so response timing tells nothing about how much of a guess was right;
+        # bytes, as compare_digest refuses non-ASCII str (and a form field may be a file)
+        if not isinstance(token, str) or not secrets.compare_digest(token.encode(), user[2].encode()):
             raise HTTPException(403, "bad or missing CSRF token")
-        return user, form
+        return user
+
+    def cookie_secure(request: Request) -> bool:
+        # off loopback the session id crosses a network: only over TLS. On loopback too when a
+        # trusted proxy says the browser used https (uvicorn reads X-Forwarded-Proto).
+        return not loopback(host) or request.url.scheme == "https"
 
     def panel(request: Request, user, clip_id: str | None, mode: str, reveal: dict | None = None):
         """The clip page for clip_id, or for the next clip in the user's queue when it is None."""
         rs = rows()
-        latest = store().latest("label")
-        done = {c: set(per) for c, per in latest.items()}
-        upcoming = next_clips(list(rs.values()), done, set(store().final("gold")), user[0], queue, n=2)
+        done = store().annotators("label")
+        upcoming = next_clips(list(rs.values()), done, set(store().annotators("gold")), user[0], queue, n=2)
         if clip_id is None:
             clip_id = upcoming[0] if upcoming else None
         r = rs.get(clip_id) if clip_id else None
         signals = json.loads(r["signals"] or "{}") if r else {}
         others = {}
         if r and user[1] == "lead":
-            others = {u: a.labels for u, a in latest.get(clip_id, {}).items()}
+            others = {u: a.labels for u, a in store().latest("label", clip_id).get(clip_id, {}).items()}
         return templates.TemplateResponse(request, "clip.html", {
             "r": r, "user": user, "mode": mode, "tax": tax, "axes": (*TAG_AXES,), "shot_axis": SHOT_AXIS,
             "signals": signals, "reveal": reveal, "reasons": FAILURE_REASONS, "others": others,
@@ -138,38 +215,42 @@ def create_app(out: str | Path, queue: QueueConfig | None = None, max_body: int 
         return templates.TemplateResponse(request, "login.html", {"error": None})
 
     @app.post("/login")
-    async def login(request: Request):
-        form = await request.form()
+    def login(request: Request, form: FormData = Depends(read_form)):
+        if not attempts.allow(request.client.host if request.client else ""):
+            return templates.TemplateResponse(request, "login.html", {"error": "too many attempts: wait a minute"},
+                                              status_code=429, headers={"Retry-After": str(round(attempts.window))})
         user = store().user(str(form.get("token", "")))
         if user is None:
             return templates.TemplateResponse(request, "login.html", {"error": "unknown token"}, status_code=401)
+        store().purge_sessions(idle=session_idle)  # logins are rare: a good time to drop dead rows
         sid, _ = store().new_session(user[0])
         resp = RedirectResponse("/", status_code=303)
-        resp.set_cookie(COOKIE, sid, httponly=True, samesite="strict", max_age=7 * 86400)
+        resp.set_cookie(COOKIE, sid, httponly=True, samesite="strict", secure=cookie_secure(request),
+                        max_age=SESSION_MAX_AGE)
         return resp
 
     @app.post("/logout")
-    async def logout(request: Request):
-        await checked(request)
+    def logout(request: Request, form: FormData = Depends(read_form)):
+        checked(request, form)
         store().end_session(request.cookies.get(COOKIE, ""))
         resp = RedirectResponse("/login", status_code=303)
-        resp.delete_cookie(COOKIE)
+        resp.delete_cookie(COOKIE, httponly=True, samesite="strict", secure=cookie_secure(request))
         return resp
 
     @app.get("/", response_class=HTMLResponse)
-    def home(request: Request, mode: str = "blind"):
+    def home(request: Request, mode: Mode = "blind"):
         return templates.TemplateResponse(request, "queue.html", {"user": who(request), "mode": mode})
 
     @app.get("/panel", response_class=HTMLResponse)
-    def next_panel(request: Request, mode: str = "blind", clip: str | None = None):
+    def next_panel(request: Request, mode: Mode = "blind", clip: str | None = None):
         user = who(request)
         if clip is not None and clip not in rows():
             raise HTTPException(404, "no such clip")
-        return panel(request, user, clip, mode if mode in ("blind", "review") else "blind")
+        return panel(request, user, clip, mode)
 
     @app.post("/submit", response_class=HTMLResponse)
-    async def submit(request: Request):
-        user, form = await checked(request)
+    def submit(request: Request, form: FormData = Depends(read_form)):
+        user = checked(request, form)
         clip_id = str(form.get("clip_id", ""))
         r = rows().get(clip_id)
         if r is None:
@@ -187,6 +268,8 @@ def create_app(out: str | Path, queue: QueueConfig | None = None, max_body: int 
         failure = form.get("failure") == "on"
         reasons = [str(x) for x in form.getlist("reason") if str(x) in FAILURE_REASONS]
         mode = str(form.get("mode", "blind"))
+        if mode not in MODES:
+            raise HTTPException(422, f"mode must be one of {', '.join(MODES)}")
         store().submit(clip_id, user[0], labels, kind=kind, mode=mode, failure=failure, reasons=reasons)
         reveal = {"clip_id": clip_id, "yours": labels, "model": r["caption"], "failure": failure}
         return panel(request, user, None, mode, reveal)
