@@ -188,7 +188,7 @@ def main() -> None:
         for family in families:
             pks("synth", work / "footage" / family, "--videos", args.videos, "--seed", args.seed, "--size", "320x180",
                 "--family", family)
-        pks("curate", f"{work / 'footage'}/*/*.mp4", work / "run", "--captioner", "signals")
+        pks("curate", work / "footage", work / "run", "--captioner", "signals")  # both families' folders
     prep = time.perf_counter() - t0
     results, times, runs = {}, {}, {}
     models = [("dual-channel", [])] + ([] if args.no_ablation else [("text-only ablation", ["--no-tag-channel"])])

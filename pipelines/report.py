@@ -79,6 +79,9 @@ def run_stats(out: Path) -> dict:
             "per_split_stage": dict(sorted(Counter(f"{r['split']}/stage-{r['stage']}" for r in idx).items())),
             "videos_per_split": {s: len({r["video_id"] for r in idx if r["split"] == s}) for s in ("train", "val")},
             "bytes": sum(r["clip_bytes"] for r in idx)}
+        from pipelines.shard import stale_samples
+
+        stats["shards"]["stale"] = stale_samples(out)[0]
     runs = out / "runs.jsonl"
     stats["runs"] = [json.loads(line) for line in runs.read_text().splitlines() if line.strip()] if runs.exists() else []
     return stats
@@ -96,6 +99,8 @@ def format_stats(s: dict) -> str:
         lines.append(f"shards: {sh['shards']} holding {sh['samples']} sample(s), {sh['bytes'] / 1e6:.1f} MB; "
                      + "  ".join(f"{k}: {v}" for k, v in sh["per_split_stage"].items())
                      + f"; videos train {sh['videos_per_split']['train']}, val {sh['videos_per_split']['val']}")
+        if sh.get("stale"):
+            lines.append(f"  stale: {sh['stale']} sample(s) no longer match the manifest: run pks shard")
     lines.append("quality flags: " + (", ".join(f"{k} {v}" for k, v in s["quality_flags"].items()) or "none"))
     lines.append("camera motion: " + (", ".join(f"{k} {v}" for k, v in s["camera_mix"].items()) or "none"))
     for axis, counts in s["tags"].items():

@@ -288,6 +288,18 @@ def _ray_write(spec: dict, out: Store, thumb_width: int) -> dict:
     return write_shard(spec, out, thumb_width)
 
 
+def stale_samples(out) -> tuple[int, int]:
+    """(stale, sharded) for OUT's shards against its manifest: a sample is stale when its record
+    changed after `pks shard` wrote it (a caption, an audit correction, a Judge score, a
+    re-stage) or its clip is no longer ok; an ok clip that no shard holds counts too."""
+    out = as_store(out)
+    held = {r["clip_id"]: r["record_hash"]
+            for r in out.read_table("shards/index.parquet", columns=["clip_id", "record_hash"]).to_pylist()}
+    current = {r["clip_id"]: digest(json.dumps(r, sort_keys=True))  # as samples() hashes a record
+               for r in out.read_table("manifest.parquet", schema=SCHEMA).to_pylist() if r["status"] == "ok"}
+    return sum(current.get(c) != h for c, h in held.items()) + sum(c not in held for c in current), len(held)
+
+
 def read_index(out: Store) -> dict[str, dict]:
     """The previous index by clip_id ({} when there is none, or one from before fingerprints)."""
     if not out.exists("shards/index.parquet"):

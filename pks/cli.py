@@ -425,6 +425,8 @@ def train(source: str = typer.Argument(..., help="A curate OUT folder or its sha
           stage: str = typer.Option("sft", help="sft (flow matching) or dpo (the preference stage, from --init)."),
           init: Optional[Path] = typer.Option(None, help="With --stage dpo: the trained run to start from."),
           judge: Optional[Path] = typer.Option(None, help="With --stage dpo: the Judge that ranks samples."),
+          allow_stale: bool = typer.Option(False, "--allow-stale", help="Train on shards whose records changed "
+                                                                        "after pks shard (default: refuse them)."),
           device: Optional[str] = typer.Option(None, help="With `encode`: cpu, cuda, cuda:N (default: the GPU "
                                                          "when there is one).")):
     """Train the dual-channel generator on curriculum shards: `pks train SHARDS_OR_OUT --config tiny
@@ -468,9 +470,9 @@ def train(source: str = typer.Argument(..., help="A curate OUT folder or its sha
     if second:
         raise UserError(f"unexpected argument {second!r} (only `pks train encode` takes two)")
     if ray_workers:
-        typer.echo(json.dumps(train_ray(source, out, cfg, ray_workers, gpu, resume)))
+        typer.echo(json.dumps(train_ray(source, out, cfg, ray_workers, gpu, resume, allow_stale)))
         return
-    metrics = run_train(source, out, cfg, resume=resume)
+    metrics = run_train(source, out, cfg, resume=resume, allow_stale=allow_stale)
     if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one summary
         typer.echo(json.dumps(metrics))
 

@@ -194,3 +194,43 @@ def test_every_window_lies_inside_real_frames(sharded_run):
 def test_tag_targets_of_uncaptioned_clip():
     tags, shot = tag_targets(None, taxonomy.load())
     assert shot == -1 and all(v.sum() == 0 for v in tags.values())
+
+
+def test_stale_shards_are_refused_until_pks_shard_runs(sharded_run, tmp_path):
+    """A record changed after pks shard (as pks caption, an audit or a Judge score do) makes the
+    shards stale: the loader and pks train refuse them in one line naming the command, pks stats
+    counts them, --allow-stale overrides, and pks shard makes them current again."""
+    import subprocess
+    import sys
+
+    from pipelines.shard import stale_samples
+    from pks.record import SCHEMA
+
+    out = tmp_path / "out"
+    shutil.copytree(sharded_run, out)
+    rows = pq.read_table(out / "manifest.parquet", schema=SCHEMA).to_pylist()
+    ok = next(r for r in rows if r["status"] == "ok")
+    ok["caption"] = {**ok["caption"], "narrative": "corrected by an annotator"}
+    pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), out / "manifest.parquet")
+    assert stale_samples(out) == (1, len(pq.read_table(out / "shards" / "index.parquet")))
+    with pytest.raises(ValueError, match=f"1 sample\\(s\\) of .* no longer match .*run pks shard {out}"):
+        loader(out)
+    assert next(iter(loader(out, steps=1, allow_stale=True)))["video"].shape[0] == 3
+
+    def pks(*args):
+        return subprocess.run([sys.executable, "-m", "pks.cli", *map(str, args)], capture_output=True, text=True,
+                              timeout=600)
+
+    r = pks("train", out, "--config", "tiny", "--steps", "1", "--out", tmp_path / "run")
+    assert r.returncode == 2 and "no longer match" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert "stale: 1 sample(s) no longer match the manifest: run pks shard" in pks("stats", out).stdout
+    parts = out / "parts"  # the parts are the truth pks shard rebuilds the manifest from: change them too
+    for part in parts.glob("*.parquet"):
+        table = pq.read_table(part, schema=SCHEMA).to_pylist()
+        for r in table:
+            if r["clip_id"] == ok["clip_id"]:
+                r["caption"] = ok["caption"]
+        pq.write_table(pa.Table.from_pylist(table, schema=SCHEMA), part)
+    assert pks("shard", out).returncode == 0
+    assert stale_samples(out) == (0, len(pq.read_table(out / "shards" / "index.parquet")))
+    assert "stale" not in pks("stats", out).stdout

@@ -36,7 +36,7 @@ import pyarrow.parquet as pq
 import torch
 
 import taxonomy
-from pipelines.shard import member_end, sample_ranges
+from pipelines.shard import member_end, sample_ranges, stale_samples
 from pks.seeded import unit
 
 N_STAGES = 4
@@ -153,12 +153,19 @@ class CurriculumLoader(torch.utils.data.IterableDataset):
                  frames: int = 16, fps: float = 8.0, size: tuple[int, int] = (256, 256), batch_size: int = 8,
                  seed: int = 0, start_step: int = 0, steps: int | None = None,
                  taxonomy_version: int | None = None, rank: int | None = None, world_size: int | None = None,
-                 random_window: bool = False, split_batches: bool = False, cache_mb: float = 0):
+                 random_window: bool = False, split_batches: bool = False, cache_mb: float = 0,
+                 allow_stale: bool = False):
         self.root = Path(root)
         index = pq.read_table(self.root / "index.parquet").to_pylist()
         index = sorted((r for r in index if r["split"] == split), key=lambda r: (r["shard"], r["position"]))
         if not index:
             raise ValueError(f"no {split!r} samples in {self.root / 'index.parquet'}")
+        out = self.root.parent
+        if self.root.name == "shards" and (out / "manifest.parquet").is_file() and not allow_stale:
+            stale, held = stale_samples(out)  # records changed after pks shard: train on what the manifest says
+            if stale:
+                raise ValueError(f"{stale} sample(s) of {self.root} no longer match {out / 'manifest.parquet'} "
+                                 f"({held} sharded): run pks shard {out} (or pass --allow-stale)")
         if "fps" not in index[0]:
             raise ValueError(f"{self.root / 'index.parquet'} predates clip lengths in the index: run pks shard again")
         # Only clips that hold the whole window enter the stream (every window lies inside real

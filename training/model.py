@@ -154,8 +154,11 @@ class TagEncoder(nn.Module):
         self.stage = nn.Embedding(N_STAGES + 1, dim)
         self.fields = nn.Embedding(len(self.axes) + 2, dim)
         self.mix = nn.Sequential(nn.Linear(dim * (len(self.axes) + 2), dim), nn.SiLU(), nn.Linear(dim, dim))
+        # Unit-scale rows (nn.Embedding's own default), not DiT's 0.02: at 0.02 two camera tags
+        # moved the conditioning vector by 0.1% of its size (the timestep embedding grows to ~2 in
+        # the first hundred steps), so a short run learnt to ignore the tags (issue 21's diagnosis).
         for e in (*self.values.values(), self.shot, self.stage, self.fields):
-            nn.init.normal_(e.weight, std=0.02)
+            nn.init.normal_(e.weight, std=1.0)
 
     def fields_of(self, tags: dict[str, torch.Tensor], known: torch.Tensor, shot: torch.Tensor,
                   stage: torch.Tensor) -> torch.Tensor:

@@ -308,8 +308,10 @@ def setup_distributed() -> tuple[int, int, torch.device]:
     return rank, world, device
 
 
-def train(source: str | Path, run: str | Path, cfg: dict, resume: bool = False, progress: bool = True) -> dict:
-    """Train (or resume) a run. Returns the last logged metrics."""
+def train(source: str | Path, run: str | Path, cfg: dict, resume: bool = False, progress: bool = True,
+          allow_stale: bool = False) -> dict:
+    """Train (or resume) a run. Returns the last logged metrics. Shards whose records no longer
+    match their run's manifest are refused unless allow_stale."""
     rank, world, device = setup_distributed()
     run = Path(run)
     root = shards_root(source)
@@ -385,11 +387,15 @@ def train(source: str | Path, run: str | Path, cfg: dict, resume: bool = False, 
     sched = dc["schedule"]
     from training.encode import LatentLoader
 
-    loader = (LatentLoader if latents else CurriculumLoader)(root, frames=dc["frames"], fps=dc["fps"], size=tuple(dc["size"]),
-                              batch_size=dc["batch_size"], seed=tc["seed"], start_step=start, steps=tc["steps"] - start,
-                              schedule=Schedule(tuple(sched["start"]), tuple(sched["end"]), sched["steps"]),
-                              random_window=dc["random_window"], rank=rank, world_size=world, split_batches=True,
-                              taxonomy_version=cfg["taxonomy_version"], cache_mb=dc.get("cache_mb", 0))
+    try:
+        loader = (LatentLoader if latents else CurriculumLoader)(
+            root, frames=dc["frames"], fps=dc["fps"], size=tuple(dc["size"]), batch_size=dc["batch_size"],
+            seed=tc["seed"], start_step=start, steps=tc["steps"] - start,
+            schedule=Schedule(tuple(sched["start"]), tuple(sched["end"]), sched["steps"]),
+            random_window=dc["random_window"], rank=rank, world_size=world, split_batches=True,
+            taxonomy_version=cfg["taxonomy_version"], cache_mb=dc.get("cache_mb", 0), allow_stale=allow_stale)
+    except ValueError as e:  # stale shards, an old index, no clip long enough: the user's to fix
+        raise UserError(str(e)) from None
     if rank == 0 and progress and loader.left_out:
         print(f"pks train: {loader.left_out} of {loader.left_out + int(loader.sizes.sum())} clips are shorter than "
               f"{dc['frames']} frames at {dc['fps']} fps and stay out of the stream", file=sys.stderr)
@@ -493,7 +499,8 @@ def model_cfg(model):
     return unwrap(model).cfg
 
 
-def train_ray(source: str | Path, run: str | Path, cfg: dict, workers: int, use_gpu: bool, resume: bool) -> dict:
+def train_ray(source: str | Path, run: str | Path, cfg: dict, workers: int, use_gpu: bool, resume: bool,
+              allow_stale: bool = False) -> dict:
     """The same loop on a Ray cluster through Ray Train's TorchTrainer: one worker per GPU (or
     CPU process), the process group set up by Ray; RUN must be on storage every node sees."""
     from ray.train import RunConfig, ScalingConfig
@@ -504,11 +511,13 @@ def train_ray(source: str | Path, run: str | Path, cfg: dict, workers: int, use_
     def loop(config):
         from ray import train as ray_train
 
-        metrics = train(config["source"], config["run"], config["cfg"], config["resume"], progress=False)
+        metrics = train(config["source"], config["run"], config["cfg"], config["resume"], progress=False,
+                        allow_stale=config["allow_stale"])
         ray_train.report(metrics)
 
     trainer = TorchTrainer(loop, train_loop_config={"source": str(Path(source).resolve()), "run": str(run),
-                                                    "cfg": copy.deepcopy(cfg), "resume": resume},
+                                                    "cfg": copy.deepcopy(cfg), "resume": resume,
+                                                    "allow_stale": allow_stale},
                            scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu),
                            run_config=RunConfig(name="pks-train", storage_path=str(run / "ray")))
     trainer.fit()
