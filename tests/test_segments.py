@@ -169,6 +169,24 @@ def test_clip_pass_analyses_each_clip_when_it_ends_and_cuts_to_max_height(long_v
         load_config(None, {"clips.encoder": "x265"})
 
 
+def test_a_failure_in_the_decode_retry_is_the_clips_error(long_video, tmp_path, monkeypatch):
+    path, _ = long_video
+    out = tmp_path / "out"
+    (out / "clips").mkdir(parents=True)
+    cfg = load_config()
+    records = segments.clip_records(probe(str(path), "v" * 16), *_whole_boundaries(path), cfg["split"])
+
+    def failing(path, start, end, grid=None, fast=False):  # the seek untrustworthy, then the decode from 0 fails
+        raise Irregular("seek landed past start") if grid else OSError("disk gone")
+        yield
+
+    monkeypatch.setattr(clipwork, "iter_range", failing)
+    got = clipwork.clip_pass(str(path), 0, records, out, cfg, lambda r, frames: r, frame_grid(str(path)))
+    assert len(got) == len(records) >= 6
+    assert all(r.status == "error" and "OSError: disk gone" in r.error for r in got)
+    assert not list((out / "clips").iterdir())
+
+
 def _whole_boundaries(path):
     det = get_detector("anime")
     small = decode_small(str(path), det.frame_size)
