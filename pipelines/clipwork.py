@@ -85,11 +85,12 @@ def clip_pass(path: str, rotation: int, records: list[ClipRecord], out: Path, cf
     work = sorted((r for r in records if r.clip_id in to_write | to_analyse), key=lambda r: r.start_frame)
     done: dict[str, ClipRecord] = {}
     try:
-        _decode_pass(path, rotation, work, to_write, to_analyse, out, cfg, analyse_one, grid, done)
-    except Irregular:  # timestamps cannot be trusted here: the unfinished clips again, from frame 0
-        _decode_pass(path, rotation, [r for r in work if r.clip_id not in done], to_write, to_analyse, out, cfg,
-                     analyse_one, None, done)
-    except Exception as e:  # noqa: BLE001 (recorded on the clips it left unfinished)
+        try:
+            _decode_pass(path, rotation, work, to_write, to_analyse, out, cfg, analyse_one, grid, done)
+        except Irregular:  # timestamps cannot be trusted here: the unfinished clips again, from frame 0
+            _decode_pass(path, rotation, [r for r in work if r.clip_id not in done], to_write, to_analyse, out, cfg,
+                         analyse_one, None, done)
+    except Exception as e:  # noqa: BLE001 (recorded on the clips it left unfinished, the retry's failure too)
         failure = e
         for r in work:
             if r.clip_id not in done:

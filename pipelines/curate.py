@@ -33,6 +33,7 @@ from annotators.signals.dedupe import find_duplicates
 from annotators.signals.embed import embedder, semantic_duplicates
 from pipelines.clipwork import clip_pass
 from pipelines.segments import clip_records, run_videos
+from pipelines.shard import SHARD_REJECT
 from pks.config import load_config
 from pks.decode import decode_small
 from pks.errors import UserError
@@ -208,16 +209,18 @@ def parts_of(out: Store) -> list[str]:
     return [f"parts/{n}" for n in out.list("parts") if n.endswith(".parquet")]
 
 
-def build_manifest(out: Path | Store, cfg: dict) -> dict[str, int]:
-    """Stream all finished parts into OUT/manifest.parquet (atomically); count statuses and
-    mark near-duplicates across videos. One part in memory at a time (plus a hash per clip),
-    so memory does not grow with the length of the footage."""
+def duplicates(out: Path | Store, cfg: dict, parts: list[str] | None = None) -> dict[str, str]:
+    """{clip_id: the clip kept of its near-duplicate group} for every clip that nearly repeats
+    another; the group's earliest clip_id (smallest video_id, then start_frame) is the one kept.
+    Searched over ok clips and the shard stage's rejections (which it judges again), so a
+    duplicate the shard stage rejected stays one. A part at a time (plus a hash per clip)."""
     out = as_store(out)
-    parts = parts_of(out)
     sigs = []
-    for p in parts:
-        t = out.read_table(p, columns=["clip_id", "phash", "status"]).to_pylist()
-        sigs += [(r["clip_id"], r["phash"]) for r in t if r["status"] == "ok" and r["phash"]]
+    for p in parts_of(out) if parts is None else parts:
+        t = out.read_table(p, columns=["clip_id", "phash", "status", "error"]).to_pylist()
+        sigs += [(r["clip_id"], r["phash"]) for r in t if r["phash"] and (
+            r["status"] == "ok" or r["error"].startswith(SHARD_REJECT))]
+    sigs.sort()  # both searches point each duplicate at an earlier clip: the earliest is kept
     dupes = find_duplicates(sigs, cfg["analyse"]["duplicate_bits"])
     have = set(out.list("embeddings"))
     emb = [(cid, f"embeddings/{cid}.npy") for cid, _ in sigs if f"{cid}.npy" in have]
@@ -226,6 +229,22 @@ def build_manifest(out: Path | Store, cfg: dict) -> dict[str, int]:
         similarity = cfg["analyse"]["clip_embeddings"]["similarity"]
         for cid, other in semantic_duplicates([c for c, _ in emb], vecs, similarity).items():
             dupes.setdefault(cid, other)
+
+    def kept(cid: str) -> str:  # a semantic match can point at a hash duplicate: follow it to the group's first
+        while cid in dupes:
+            cid = dupes[cid]
+        return cid
+
+    return {cid: kept(cid) for cid in dupes}
+
+
+def build_manifest(out: Path | Store, cfg: dict) -> dict[str, int]:
+    """Stream all finished parts into OUT/manifest.parquet (atomically); count statuses and
+    mark near-duplicates across videos (`duplicate`, duplicate_of the clip kept of the group).
+    One part in memory at a time, so memory does not grow with the length of the footage."""
+    out = as_store(out)
+    parts = parts_of(out)
+    dupes = duplicates(out, cfg, parts)
     counts = {"ok": 0, "rejected": 0, "error": 0}
     with out.writing("manifest.parquet") as tmp, pq.ParquetWriter(tmp, SCHEMA) as writer:
         for p in parts:

@@ -58,8 +58,11 @@ def shard_name(split: str, stage: int, n: int) -> str:
     return f"{split}/stage-{stage}/shard-{n:06d}.tar"
 
 
-def rejection(r: ClipRecord, out: Path | Store, sc: dict) -> str:
-    """Why an ok record stays out of the shards ('' when it goes in)."""
+def rejection(r: ClipRecord, out: Path | Store, sc: dict, kept: str = "") -> str:
+    """Why an ok record stays out of the shards ('' when it goes in); `kept` is the clip kept of
+    its near-duplicate group when that is another clip."""
+    if kept and "duplicate" in sc["reject_flags"]:
+        return f"{SHARD_REJECT}duplicate of {kept}"
     bad = sorted(set(r.quality_flags) & set(sc["reject_flags"]))
     if bad:
         return f"{SHARD_REJECT}quality flags {', '.join(bad)}"
@@ -74,39 +77,64 @@ def rejection(r: ClipRecord, out: Path | Store, sc: dict) -> str:
     return ""
 
 
-def judge(records: list[ClipRecord], out: Path | Store, sc: dict) -> list[ClipRecord]:
+def judge(records: list[ClipRecord], out: Path | Store, sc: dict,
+          kept: dict[str, str] | None = None) -> list[ClipRecord]:
     """Mark ok records that stay out as rejected (with why); earlier shard rejections are judged
-    again, so a changed config takes them back in."""
+    again, so a changed config takes them back in. `kept` ({clip_id: the clip kept of its
+    near-duplicate group}, pipelines.curate.duplicates) keeps one clip of each group: the
+    duplicate flag lives in the manifest only, not in these records."""
+    kept = kept or {}
     result = []
     for r in records:
         if r.status == "rejected" and r.error.startswith(SHARD_REJECT):
             r = dataclasses.replace(r, status="ok", error="")
         if r.status == "ok":
-            why = rejection(r, out, sc)
+            why = rejection(r, out, sc, kept.get(r.clip_id, ""))
             if why:
                 r = dataclasses.replace(r, status="rejected", error=why)
         result.append(r)
     return result
 
 
-def assign_splits(video_ids: list[str], seed: int, val_fraction: float) -> dict[str, str]:
-    """Split by source video: a video's hash decides, so adding videos never moves old ones.
-    With val_fraction > 0 and two or more videos, each split gets at least one video."""
-    u = {v: unit(seed, "split", v) for v in sorted(set(video_ids))}
+def video_of(clip_id: str) -> str:
+    """The video_id in a clip_id ({video_id}_{start_frame:06d}_{end_frame:06d})."""
+    return clip_id.rsplit("_", 2)[0]
+
+
+def assign_splits(video_ids: list[str], seed: int, val_fraction: float,
+                  kept: dict[str, str] | None = None) -> dict[str, str]:
+    """Split by source video: a video's hash decides, so adding videos never moves old ones
+    (unless it joins their near-duplicate group with a smaller id). With val_fraction > 0 and
+    two or more videos, each split gets at least one video. Videos that share a near-duplicate
+    group (`kept`, as judge takes it) are one unit, which the smallest video_id among them
+    decides (the kept clip's video), so a copy of a training video never lands in val."""
+    lead = {v: v for v in video_ids}
+    for dup, first in (kept or {}).items():  # union-find over videos, the smallest id leads
+        a, b = _lead(lead, video_of(dup)), _lead(lead, video_of(first))
+        lead[max(a, b)] = min(a, b)
+    units = {v: _lead(lead, v) for v in sorted(set(video_ids))}
+    u = {v: unit(seed, "split", v) for v in sorted(set(units.values()))}
     split = {v: "val" if x < val_fraction else "train" for v, x in u.items()}
     if val_fraction > 0 and len(u) >= 2:
         if "val" not in split.values():
             split[min(u, key=u.get)] = "val"
         if "train" not in split.values():
             split[max(u, key=u.get)] = "train"
-    return split
+    return {v: split[units[v]] for v in units}
 
 
-def plan(rows: list[dict], sc: dict) -> list[dict]:
+def _lead(lead: dict[str, str], v: str) -> str:
+    """The video that decides v's split (v itself until a duplicate group joins it to another)."""
+    while lead.setdefault(v, v) != v:
+        v = lead[v]
+    return v
+
+
+def plan(rows: list[dict], sc: dict, kept: dict[str, str] | None = None) -> list[dict]:
     """Shards to write: [{name, split, stage, members}], members being rows with clip_id,
     video_id and clip_bytes. Within a split and stage the clips are shuffled with the seed (so
     clips of one video spread across shards), then packed up to max_samples and max_bytes."""
-    split = assign_splits([r["video_id"] for r in rows], sc["seed"], sc["val_fraction"])
+    split = assign_splits([r["video_id"] for r in rows], sc["seed"], sc["val_fraction"], kept)
     groups: dict[tuple[str, int], list[dict]] = {}
     for r in rows:
         groups.setdefault((split[r["video_id"]], r["curriculum_stage"]), []).append(r)
@@ -315,17 +343,18 @@ def shard_run(out: Path | Store, cfg: dict, progress=print) -> dict:
     every shard that already holds exactly its planned samples and content."""
     import ray
 
-    from pipelines.curate import init_ray, rewrite_parts
+    from pipelines.curate import duplicates, init_ray, rewrite_parts
 
     out = as_store(out)
     sc = cfg["shard"]
     if not (Path(out.path("parts")).is_dir() if out.local else out.list("parts")):
         raise UserError(f"no curated run in {out.url()} (run pks curate first)")
-    for _ in rewrite_parts(out, cfg, lambda rs: judge(rs, out, sc)):  # rejections land in the manifest
+    kept = duplicates(out, cfg)  # from the parts: the manifest may predate them
+    for _ in rewrite_parts(out, cfg, lambda rs: judge(rs, out, sc, kept)):  # rejections land in the manifest
         pass
     previous = read_index(out)
     rows = samples(out, previous)
-    shards = plan(rows, sc)
+    shards = plan(rows, sc, kept)
     for s in shards:
         s["fingerprint"] = shard_fingerprint(s, sc["thumb_width"])
     existing = out.find("shards")

@@ -36,7 +36,7 @@ def _small_yuv(frame: av.VideoFrame, size: tuple[int, int]) -> np.ndarray:
 
 
 def iter_decoded(path: str, fast: bool = False):
-    """Yield (index, av.VideoFrame) for every frame position of the video.
+    """Yield (index, av.VideoFrame, filled) for every frame position of the video.
 
     A corrupt packet does not end the video: it is skipped, and where the timestamps after it
     show frames are missing, the last good frame is repeated at their positions (yielded with
@@ -49,14 +49,15 @@ def iter_decoded(path: str, fast: bool = False):
             step = 1.0 / (float(stream.average_rate) * float(stream.time_base))  # pts ticks per frame
         i, last, last_pts = 0, None, None
         for frame, broken in decoded_frames(container, stream):
-            if broken and step and last is not None and frame.pts is not None and last_pts is not None:
-                missing = int(round((frame.pts - last_pts) / step)) - 1
+            pts = frame.pts  # read before yielding: a consumer may restamp the frame (a clip writer does)
+            if broken and step and last is not None and pts is not None and last_pts is not None:
+                missing = int(round((pts - last_pts) / step)) - 1
                 for _ in range(max(0, missing)):
                     yield i, last, True
                     i += 1
             yield i, frame, False
             i += 1
-            last, last_pts = frame, frame.pts
+            last, last_pts = frame, pts
 
 
 @contextlib.contextmanager
@@ -72,18 +73,29 @@ def open_stream(path: str, fast: bool = False):
 
 
 def decoded_frames(container, stream):
-    """Yield (frame, a corrupt packet was skipped just before it) for every decoded frame: a
-    packet that fails to decode is skipped, not the end of the video."""
-    broken = False
+    """Yield (frame, a frame lost to a corrupt packet may be missing just before it) for every
+    decoded frame: a packet that fails to decode is skipped, not the end of the video.
+
+    The failure is reported when the packet is sent, but frames come out later, in display
+    order (B-frames reorder, frame threads hold a few packets each), so the gap the lost frame
+    leaves can show several frames after the error. The flag is therefore held until a frame
+    passes the highest timestamp sent when the packet failed (the lost frame's is no higher);
+    without packet timestamps it is held for the next frame only."""
+    sent = None  # highest pts sent to the decoder so far
+    until = None  # while set: a lost frame may still show as a gap, up to this pts
     for packet in container.demux(stream):
+        if packet.pts is not None:
+            sent = packet.pts if sent is None else max(sent, packet.pts)
         try:
             frames = packet.decode()
         except av.error.FFmpegError:
-            broken = True
+            until = float("-inf") if sent is None else sent
             continue
         for frame in frames:
-            yield frame, broken
-            broken = False
+            pts = frame.pts  # read before yielding: a consumer may restamp the frame
+            yield frame, until is not None
+            if until is not None and (pts is None or pts > until):
+                until = None
 
 
 def iter_frames(path: str, size: tuple[int, int], fast: bool = True):

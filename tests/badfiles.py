@@ -72,6 +72,34 @@ def make_bad_inputs(src: Path, out: Path) -> dict[str, Path]:
     return p
 
 
+def corrupt_packets(src: Path, dst: Path, at: tuple[float, ...] = (0.3, 0.5, 0.7), nbytes: int = 32) -> list[int]:
+    """Remux `src` to `dst` (nothing re-encoded) with the first `nbytes` of a few non-key packets
+    overwritten (at these fractions of the stream), so the decoder rejects those packets as real
+    damage does. Returns the pts of the packets corrupted."""
+    with av.open(str(src)) as c:
+        packets = [(p.pts, p.is_keyframe) for p in c.demux(c.streams.video[0]) if p.size]
+    targets = set()
+    for f in at:
+        k = int(f * len(packets))
+        while packets[k][1]:
+            k += 1
+        targets.add(packets[k][0])
+    with av.open(str(src)) as c, av.open(str(dst), "w") as o:
+        stream = o.add_stream_from_template(c.streams.video[0])
+        for p in c.demux(c.streams.video[0]):
+            if not p.size:
+                continue
+            if p.pts in targets:
+                data = bytearray(bytes(p))
+                data[:nbytes] = b"\xff" * nbytes
+                q = av.Packet(bytes(data))
+                q.pts, q.dts, q.time_base = p.pts, p.dts, p.time_base
+                p = q
+            p.stream = stream
+            o.mux(p)
+    return sorted(targets)
+
+
 if __name__ == "__main__":
     import sys
 

@@ -7,6 +7,7 @@ import pytest
 
 from badfiles import _encode, _frames, make_bad_inputs
 from pipelines import clipwork, segments
+from pks import seek
 from pipelines.curate import process_video, run, video_key
 from pks.config import load_config
 from pks.decode import decode_small, iter_decoded
@@ -37,21 +38,34 @@ def digest(frame):
     return hashlib.md5(frame.to_ndarray(format="rgb24").tobytes()).hexdigest()
 
 
-def test_seeking_gives_iter_decodeds_frames_or_says_it_cannot(long_video, corrupt):
+def test_seeking_gives_iter_decodeds_frames(long_video, corrupt):
     path, _ = long_video
     ref = [(i, digest(f), gap) for i, f, gap in iter_decoded(str(path))]
     grid = frame_grid(str(path))
     assert grid and grid.n_frames == len(ref)
     for s, e in ((0, 5), (1, 9), (23, 25), (100, 161), (len(ref) - 3, len(ref) + 5)):
         assert [(i, digest(f), gap) for i, f, gap in iter_range(str(path), s, e, grid)] == ref[s:e]
-    # Corrupt data that loses frames without a decode error: seeking past the hole is refused.
-    ref = [(i, digest(f)) for i, f, _ in iter_decoded(str(corrupt))]
+    # Frames lost to decode errors: seeking numbers and fills them as decoding from frame 0 does
+    # (only the pixels the decoder conceals may differ: they depend on what it decoded before).
+    ref = [(i, gap) for i, _, gap in iter_decoded(str(corrupt))]
     grid = frame_grid(str(corrupt))
-    assert grid.n_frames > len(ref)  # frames lost: timestamps alone would misnumber what follows
-    with pytest.raises(Irregular):
-        for s in range(1, grid.n_frames, 24):
-            list(iter_range(str(corrupt), s, s + 30, grid))
+    assert grid.n_frames == len(ref) and any(gap for _, gap in ref)
+    for s in range(1, grid.n_frames, 24):
+        assert [(i, gap) for i, _, gap in iter_range(str(corrupt), s, s + 30, grid)] == ref[s:s + 30]
     assert frame_grid(str(path.with_name("src.mp4"))) is not None
+
+
+def test_seeking_refuses_a_frame_missing_without_a_decode_error(long_video, monkeypatch):
+    path, _ = long_video
+    grid = frame_grid(str(path))
+    real = seek.decoded_frames
+
+    def dropping(container, stream):  # frame 100 lost with no decode error to say so
+        return ((f, broken) for f, broken in real(container, stream) if f.pts != grid.pts0 + 100 * grid.step)
+
+    monkeypatch.setattr(seek, "decoded_frames", dropping)
+    with pytest.raises(Irregular):
+        list(iter_range(str(path), 90, 120, grid))
 
 
 def test_segments_reconcile_to_the_whole_videos_boundaries(long_video, monkeypatch):
@@ -106,7 +120,8 @@ def test_a_segmented_run_gives_the_unsegmented_records_and_exact_clips(long_vide
     assert s["processed"] == 2 and s["errors"] == 0
     k = len(segments.plan_segments(frame_grid(str(long_video[0])).n_frames, 24.0, 2.5))
     assert k >= 5 and any("long.mp4" in m and f"in {k} segments" in m for m in msgs), msgs
-    assert not any("corrupt_middle" in m and "segments" in m for m in msgs)  # sent back to the one-task path
+    # frames lost to decode errors are numbered after a seek as from frame 0: no need to go back
+    assert any("corrupt_middle" in m and "segments" in m for m in msgs)
     for p in src.iterdir():
         got = read_parquet(out / "parts" / f"{video_key(str(p))}.parquet")
         if p.name == corrupt.name:  # how a decoder conceals corrupt data varies; the spans must not
@@ -152,6 +167,24 @@ def test_clip_pass_analyses_each_clip_when_it_ends_and_cuts_to_max_height(long_v
     assert clipwork.clip_size(1080, 1920, 90, 720) == (1280, 720) and clipwork.clip_size(321, 181, 0) == (320, 180)
     with pytest.raises(ConfigError):
         load_config(None, {"clips.encoder": "x265"})
+
+
+def test_a_failure_in_the_decode_retry_is_the_clips_error(long_video, tmp_path, monkeypatch):
+    path, _ = long_video
+    out = tmp_path / "out"
+    (out / "clips").mkdir(parents=True)
+    cfg = load_config()
+    records = segments.clip_records(probe(str(path), "v" * 16), *_whole_boundaries(path), cfg["split"])
+
+    def failing(path, start, end, grid=None, fast=False):  # the seek untrustworthy, then the decode from 0 fails
+        raise Irregular("seek landed past start") if grid else OSError("disk gone")
+        yield
+
+    monkeypatch.setattr(clipwork, "iter_range", failing)
+    got = clipwork.clip_pass(str(path), 0, records, out, cfg, lambda r, frames: r, frame_grid(str(path)))
+    assert len(got) == len(records) >= 6
+    assert all(r.status == "error" and "OSError: disk gone" in r.error for r in got)
+    assert not list((out / "clips").iterdir())
 
 
 def _whole_boundaries(path):

@@ -1,6 +1,7 @@
 """Curriculum shards: every ok clip exactly once, splits by video, rejections recorded,
 readable with webdataset and Ray Data, and a kill mid-write followed by a rerun gives the same
 samples."""
+import dataclasses
 import io
 import json
 import os
@@ -137,3 +138,45 @@ def test_kill_mid_write_then_rerun_gives_the_same_samples(sharded_run, tmp_path)
     assert sorted((k, sp, st) for k, sp, st, *_ in samples(out)) == want  # same samples, none twice
     again = pq.read_table(out / "shards" / "index.parquet").to_pylist()
     assert sorted(r["clip_id"] for r in again) == sorted(r["clip_id"] for r in index)
+
+
+def test_one_clip_of_a_duplicate_group_reaches_the_shards_and_its_videos_share_a_split(sharded_run, tmp_path):
+    from pipelines.curate import read_part, write_part
+
+    out = tmp_path / "run"
+    shutil.copytree(sharded_run, out)
+    cfg = load_config(None, {"shard.max_samples": 3, "shard.val_fraction": 0.3})
+    videos = sorted({r["video_id"] for r in manifest(out)})
+    split = assign_splits(videos, 0, 0.3)
+    orig = next(v for v in videos if split[v] == "train")
+    # A copy of a training video (same clips, other id) under an id that alone would go to val.
+    copy = next(c for c in (f"{i:016x}" for i in range(1000))
+                if assign_splits(videos + [c], 0, 0.3)[c] == "val" and c not in videos)
+    records = [dataclasses.replace(r, video_id=copy) for r in read_part(out, orig)]
+    own = next(i for i, r in enumerate(records) if r.status == "ok")  # one clip of the copy's own, no duplicate
+    records[own].phash = " ".join(f"{x:016x}" for x in np.random.default_rng(1).integers(0, 2**63, 8))
+    for r in records:
+        if r.status != "error":
+            shutil.copy(out / "clips" / f"{r.clip_id.replace(copy, orig)}.mp4", out / "clips" / f"{r.clip_id}.mp4")
+    write_part(out, copy, records)
+    shard_run(out, cfg, progress=lambda m: None)
+    rows = {r["clip_id"]: r for r in manifest(out)}
+    groups = {}
+    for r in rows.values():
+        if r["duplicate_of"]:
+            groups.setdefault(r["duplicate_of"], []).append(r)
+    assert len(groups) >= len([r for r in records if r.phash]) - 1
+    index = pq.read_table(out / "shards" / "index.parquet").to_pylist()
+    sharded = {r["clip_id"] for r in index}
+    for kept, dups in groups.items():
+        assert kept == min([kept] + [d["clip_id"] for d in dups])  # the earliest clip of the group is kept
+        for d in dups:
+            assert d["status"] == "rejected" and d["error"] == f"shard: duplicate of {kept}"
+            assert "duplicate" in d["quality_flags"] and d["clip_id"] not in sharded
+        assert (kept in sharded) == (rows[kept]["status"] == "ok")
+    # The two videos (alone: one in train, one in val) share the split of the kept clips' video.
+    assert records[own].clip_id in sharded
+    splits = {(r["video_id"], r["split"]) for r in index if r["video_id"] in (orig, copy)}
+    assert {v for v, _ in splits} == {orig, copy} and len({s for _, s in splits}) == 1
+    again = shard_run(out, cfg, progress=lambda m: None)  # judged again: the same rejections, no shard rewritten
+    assert again["new"] == again["rewritten"] == 0 and {r["clip_id"]: r for r in manifest(out)} == rows
