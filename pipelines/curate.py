@@ -11,12 +11,14 @@ uploads the clips, then the part (one PUT, the video's commit).
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import functools
 import hashlib
 import io
 import json
 import os
+import sys
 import time
 import traceback
 from pathlib import Path
@@ -39,7 +41,11 @@ from pks.decode import decode_small
 from pks.errors import UserError
 from pks.probe import ProbeError, VideoInfo, content_hash, list_inputs, probe
 from pks.record import SCHEMA, ClipRecord, read_parquet, write_parquet
-from pks.store import Store, as_store, input_options, input_stamp, is_url, open_input, staged
+from pks.store import (Store, as_store, atomic_path, first_line, input_options, input_stamp, is_url, open_input,
+                       staged)
+
+
+UNREADABLE = "path-"  # the video_id of a file that could not be read: this prefix + a hash of its path
 
 
 def video_key(path: str, out: Store | None = None) -> str:
@@ -51,12 +57,12 @@ def video_key(path: str, out: Store | None = None) -> str:
                 return content_hash(f)
         return content_hash(path)
     except OSError:
-        return "path-" + hashlib.blake2b(path.encode(), digest_size=6).hexdigest()
+        return UNREADABLE + hashlib.blake2b(path.encode(), digest_size=6).hexdigest()
 
 
 def ingest(path: str, vid: str) -> VideoInfo | ClipRecord:
     """Probe one video: its VideoInfo, or an error record saying why it is unusable."""
-    if vid.startswith("path-"):
+    if vid.startswith(UNREADABLE):
         return ClipRecord(video_id=vid, source_path=path, status="error", error="cannot read file")
     try:
         return probe(path, video_id=vid)
@@ -90,10 +96,9 @@ def analyse_one(r: ClipRecord, frames, out: Path, cfg: dict) -> ClipRecord:
     ce = cfg["analyse"]["clip_embeddings"]
     if ce.get("checkpoint"):  # semantic embedding, kept beside the manifest for the duplicate search
         vec = embedder(ce["arch"], str(ce["checkpoint"])).embed(frames.rgb)
-        (out / "embeddings").mkdir(exist_ok=True)
-        tmp = out / "embeddings" / f"{r.clip_id}.tmp.npy"
-        np.save(tmp, vec.astype(np.float32))
-        os.replace(tmp, out / "embeddings" / f"{r.clip_id}.npy")
+        # a temporary name per attempt: a retry may run beside the attempt it replaces
+        with atomic_path(out / "embeddings" / f"{r.clip_id}.npy") as tmp, open(tmp, "wb") as f:
+            np.save(f, vec.astype(np.float32))
     return dataclasses.replace(r, **fields)
 
 
@@ -209,6 +214,24 @@ def parts_of(out: Store) -> list[str]:
     return [f"parts/{n}" for n in out.list("parts") if n.endswith(".parquet")]
 
 
+def set_aside_bad_parts(out: Store, progress=print) -> int:
+    """Move each part that does not read (a power loss can leave a renamed part empty or torn)
+    to OUT/parts/bad/, saying so in one line: its video then has no part, so pks curate
+    processes it again (on this run when called before `plan`), and no reader of the parts
+    stumbles on it. Reads each part's footer. Returns how many were moved."""
+    moved = 0
+    for p in parts_of(out):
+        try:
+            with out.open(p) as f:
+                pq.read_metadata(f)
+        except pa.ArrowInvalid as e:  # not Parquet (a store that cannot be read raises OSError, and stops the run)
+            out.move(p, f"parts/bad/{Path(p).name}")
+            progress(f"pks: warning: {out.url(p)} does not read ({first_line(e)}); moved to parts/bad/, "
+                     "pks curate processes its video again")
+            moved += 1
+    return moved
+
+
 def duplicates(out: Path | Store, cfg: dict, parts: list[str] | None = None) -> dict[str, str]:
     """{clip_id: the clip kept of its near-duplicate group} for every clip that nearly repeats
     another; the group's earliest clip_id (smallest video_id, then start_frame) is the one kept.
@@ -292,12 +315,32 @@ def restage(out: Path, cfg: dict) -> dict[int, int]:
     return per_stage
 
 
+def ray_up() -> bool:
+    ray = sys.modules.get("ray")  # not imported: not started (and not worth importing to ask)
+    return ray is not None and ray.is_initialized()
+
+
+@contextlib.contextmanager
+def ray_scope():
+    """For a library call (run, caption_run, shard_run): stop, when it ends, the Ray it started
+    (init_ray starts one where work needs it); a Ray that was up before, the caller's, keeps
+    running."""
+    was_up = ray_up()
+    try:
+        yield
+    finally:
+        if not was_up and ray_up():
+            sys.modules["ray"].shutdown()
+
+
+@ray_scope()
 def caption_run(out: Path, cfg: dict, progress=print) -> dict[str, int]:
     """Caption (or finish captioning) an existing run in place, part by part; resumable.
     A batch backend (vllm) gets groups of parts in one pass, so its engines load once per
     group, not once per video; a kill loses at most the group in flight."""
     backend = make_backend(cfg)
     progress(f"pks caption: captioner {backend.source}")
+    set_aside_bad_parts(as_store(out), progress)
     counts = {"captioned": 0, "errors": 0}
 
     def tally(stem: str, records: list[ClipRecord]) -> None:
@@ -363,14 +406,8 @@ def video_keys(paths: list[str], out: Path | Store, hash_many=None) -> dict[str,
     mtime (an object's size and ETag) are unchanged (as git's index does), so a rerun hashes
     only new or changed inputs; `hash_many` hashes those (default: one after another here)."""
     out = as_store(out)
-    cache, text = {}, out.read_bytes(INPUT_KEYS).decode() if out.exists(INPUT_KEYS) else ""
-    if text:
-        for line in text.splitlines():
-            try:
-                e = json.loads(line)
-                cache[e["path"]] = e
-            except (ValueError, KeyError):
-                continue  # a line torn by a kill: that file is hashed again
+    # later lines win; a line torn by a kill is skipped, so that file is hashed again
+    cache = {e["path"]: e for e in out.read_jsonl(INPUT_KEYS) if "path" in e and "video_id" in e}
     keys, fresh = {}, []
     for p in paths:
         try:
@@ -386,9 +423,10 @@ def video_keys(paths: list[str], out: Path | Store, hash_many=None) -> dict[str,
     hashes = (hash_many or (lambda ps: [video_key(p, out) for p in ps]))([e["path"] for e in fresh])
     for e, vid in zip(fresh, hashes):
         e["video_id"] = keys[e["path"]] = vid
-    if fresh:  # appended (an object is rewritten whole): later lines win when read back
-        out.append_text(INPUT_KEYS, "\n" * (bool(text) and not text.endswith("\n"))
-                        + "".join(json.dumps(e) + "\n" for e in fresh))
+    # a failed read is never remembered (it may be transient): that file is read again next run
+    read = [e for e in fresh if not e["video_id"].startswith(UNREADABLE)]
+    if read:  # appended (an object is rewritten whole): later lines win when read back
+        out.append_text(INPUT_KEYS, "".join(json.dumps(e) + "\n" for e in read))
     return keys
 
 
@@ -427,6 +465,7 @@ def remove_orphan_clips(out: Path | Store) -> int:
     return removed
 
 
+@ray_scope()
 def run(input_spec: str, out: str | Path, cfg: dict | None = None, progress=print, retry_errors: bool = True,
         storage_options: dict | None = None) -> dict:
     """Run the job. Returns counts: inputs, skipped (already done or duplicate), processed,
@@ -443,6 +482,7 @@ def run(input_spec: str, out: str | Path, cfg: dict | None = None, progress=prin
     if out.local:
         (Path(out.root) / "parts").mkdir(parents=True, exist_ok=True)
         (Path(out.root) / "clips").mkdir(exist_ok=True)
+    set_aside_bad_parts(out, progress)  # before the plan: their videos are processed again now
     todo, skipped = plan(paths, out, cfg["ingest"].get("dedupe", True), retry_errors,
                          hash_many=functools.partial(hash_inputs, out=out, cfg=cfg))
     if backend:

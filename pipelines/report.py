@@ -16,6 +16,7 @@ import pyarrow.parquet as pq
 
 import taxonomy
 from pks.errors import UserError
+from pks.store import atomic_path, jsonl_entries
 
 COLUMNS = ["clip_id", "video_id", "status", "error", "quality_flags", "camera_motion", "cadence",
            "deformation_score", "curriculum_stage", "caption", "caption_source", "end_frame", "start_frame"]
@@ -83,7 +84,7 @@ def run_stats(out: Path) -> dict:
 
         stats["shards"]["stale"] = stale_samples(out)[0]
     runs = out / "runs.jsonl"
-    stats["runs"] = [json.loads(line) for line in runs.read_text().splitlines() if line.strip()] if runs.exists() else []
+    stats["runs"] = jsonl_entries(runs.read_text()) if runs.exists() else []  # a line torn by a kill is skipped
     return stats
 
 
@@ -318,7 +319,6 @@ def write_report(out: Path) -> Path:
             ".grid img{max-width:48%;margin:0.5%}.sheet{max-width:100%}</style></head><body>"
             + "\n".join(parts) + "</body></html>")
     path = out / "report.html"
-    tmp = path.with_suffix(".html.tmp")
-    tmp.write_text(page)
-    tmp.replace(path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(page)
     return path

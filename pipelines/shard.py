@@ -58,9 +58,10 @@ def shard_name(split: str, stage: int, n: int) -> str:
     return f"{split}/stage-{stage}/shard-{n:06d}.tar"
 
 
-def rejection(r: ClipRecord, out: Path | Store, sc: dict, kept: str = "") -> str:
-    """Why an ok record stays out of the shards ('' when it goes in); `kept` is the clip kept of
-    its near-duplicate group when that is another clip."""
+def rejection(r: ClipRecord, clips: set[str], sc: dict, kept: str = "") -> str:
+    """Why an ok record stays out of the shards ('' when it goes in); `clips` holds the names
+    in OUT/clips/ (one listing, not one request per clip); `kept` is the clip kept of its
+    near-duplicate group when that is another clip."""
     if kept and "duplicate" in sc["reject_flags"]:
         return f"{SHARD_REJECT}duplicate of {kept}"
     bad = sorted(set(r.quality_flags) & set(sc["reject_flags"]))
@@ -72,12 +73,12 @@ def rejection(r: ClipRecord, out: Path | Store, sc: dict, kept: str = "") -> str
         return f"{SHARD_REJECT}judge score {r.judge_score:.3f} below {sc['min_judge_score']}"
     if sc["require_caption"] and not r.caption:
         return f"{SHARD_REJECT}no caption"
-    if not as_store(out).exists(clip_key(r.clip_id)):
+    if f"{r.clip_id}.mp4" not in clips:
         return f"{SHARD_REJECT}no clip file"
     return ""
 
 
-def judge(records: list[ClipRecord], out: Path | Store, sc: dict,
+def judge(records: list[ClipRecord], clips: set[str], sc: dict,
           kept: dict[str, str] | None = None) -> list[ClipRecord]:
     """Mark ok records that stay out as rejected (with why); earlier shard rejections are judged
     again, so a changed config takes them back in. `kept` ({clip_id: the clip kept of its
@@ -89,7 +90,7 @@ def judge(records: list[ClipRecord], out: Path | Store, sc: dict,
         if r.status == "rejected" and r.error.startswith(SHARD_REJECT):
             r = dataclasses.replace(r, status="ok", error="")
         if r.status == "ok":
-            why = rejection(r, out, sc, kept.get(r.clip_id, ""))
+            why = rejection(r, clips, sc, kept.get(r.clip_id, ""))
             if why:
                 r = dataclasses.replace(r, status="rejected", error=why)
         result.append(r)
@@ -340,17 +341,26 @@ def read_index(out: Store) -> dict[str, dict]:
 
 def shard_run(out: Path | Store, cfg: dict, progress=print) -> dict:
     """Judge, plan and write the shards of a finished run; then the index. Resumable; keeps
-    every shard that already holds exactly its planned samples and content."""
+    every shard that already holds exactly its planned samples and content. A Ray it starts
+    is stopped when it ends."""
+    from pipelines.curate import ray_scope
+
+    with ray_scope():
+        return write_shards(as_store(out), cfg, progress)
+
+
+def write_shards(out: Store, cfg: dict, progress=print) -> dict:
     import ray
 
-    from pipelines.curate import duplicates, init_ray, rewrite_parts
+    from pipelines.curate import duplicates, init_ray, rewrite_parts, set_aside_bad_parts
 
-    out = as_store(out)
     sc = cfg["shard"]
     if not (Path(out.path("parts")).is_dir() if out.local else out.list("parts")):
         raise UserError(f"no curated run in {out.url()} (run pks curate first)")
+    set_aside_bad_parts(out, progress)
+    clips = set(out.list("clips"))
     kept = duplicates(out, cfg)  # from the parts: the manifest may predate them
-    for _ in rewrite_parts(out, cfg, lambda rs: judge(rs, out, sc, kept)):  # rejections land in the manifest
+    for _ in rewrite_parts(out, cfg, lambda rs: judge(rs, clips, sc, kept)):  # rejections land in the manifest
         pass
     previous = read_index(out)
     rows = samples(out, previous)
@@ -373,14 +383,6 @@ def shard_run(out: Path | Store, cfg: dict, progress=print) -> dict:
         ds = ds.map(_ray_write, fn_kwargs={"out": out, "thumb_width": sc["thumb_width"]}, num_cpus=1)
         for i, s in enumerate(ds.iter_rows(), 1):
             progress(f"  [{i}/{len(todo)}] {s['name']}: {s['samples']} sample(s) ({s['why']})")
-    planned = {s["name"] for s in shards}
-    removed = 0
-    for tar in existing:  # shards of an earlier plan that this one does not have
-        if tar.endswith(".tar") and tar.removeprefix("shards/") not in planned:
-            out.remove(tar)
-            removed += 1
-    if removed:
-        progress(f"pks shard: removed {removed} shard(s) the plan no longer has")
     ranges = {}
     for s in shards:  # kept shards too: headers only
         with out.open(f"shards/{s['name']}") as f:
@@ -392,6 +394,16 @@ def shard_run(out: Path | Store, cfg: dict, progress=print) -> dict:
              for s in shards for i, m in enumerate(s["members"])]
     with out.writing("shards/index.parquet") as tmp:
         pq.write_table(pa.Table.from_pylist(index, schema=INDEX_SCHEMA), tmp)
+    # only now the shards of an earlier plan that this one does not have: removed first, a kill
+    # in between would leave the old index naming tars that are gone
+    planned = {s["name"] for s in shards}
+    removed = 0
+    for tar in existing:
+        if tar.endswith(".tar") and tar.removeprefix("shards/") not in planned:
+            out.remove(tar)
+            removed += 1
+    if removed:
+        progress(f"pks shard: removed {removed} shard(s) the plan no longer has")
     per = {f"{sp}/stage-{k}": sum(1 for x in index if (x["split"], x["stage"]) == (sp, k))
            for sp in SPLITS for k in range(4)}
     return {"shards": len(shards), "kept": len(shards) - len(todo), "new": why.pop("new", 0),

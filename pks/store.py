@@ -1,8 +1,9 @@
 """Where a run keeps its files: a local folder or an object-store URL (s3://, gs://, ...), through
 fsspec. Paths inside a store are relative keys ("parts/x.parquet"). A local folder keeps plain
-file semantics (a write goes to a temporary name in the same folder, then os.replace); an object
-store has no rename, but one PUT of a whole object is atomic, so a write goes to a local temporary
-file and is uploaded once complete. A reader therefore never sees a partial file or object.
+file semantics (a write goes to a temporary name in the same folder, is flushed to disk, then
+os.replace); an object store has no rename, but one PUT of a whole object is atomic, so a write
+goes to a local temporary file and is uploaded once complete. A reader therefore never sees a
+partial file or object.
 
 Object-store clients come with extras (pip install 'pks[s3]', 'pks[http]'); endpoint and
 credentials come from the client's own environment (AWS_ENDPOINT_URL, AWS_ACCESS_KEY_ID,
@@ -61,14 +62,33 @@ def first_line(e: BaseException) -> str:
     return (str(e).strip().splitlines() or [""])[0]
 
 
+# Where a storage client's own exception types live: with OSError (which covers missing paths,
+# refused access, connection errors and timeouts), what "cannot use this store" raises.
+CLIENT_MODULES = {"fsspec", "s3fs", "botocore", "aiobotocore", "boto3", "gcsfs", "google", "adlfs", "azure",
+                  "aiohttp", "requests", "urllib3"}
+
+
+def is_storage_error(e: BaseException) -> bool:
+    """Whether `e` says a store cannot be used (a missing client, an unknown protocol, a missing
+    bucket, refused credentials, an unreachable endpoint) rather than a bug in PKS."""
+    if isinstance(e, (OSError, ImportError)):
+        return True
+    if isinstance(e, ValueError) and "protocol" in str(e).lower():
+        return True
+    return any(c.__module__.split(".")[0] in CLIENT_MODULES for c in type(e).__mro__)
+
+
 @contextlib.contextmanager
 def storage_errors(where: str):
-    """Store failures as one-line user errors (for the driver's early checks)."""
+    """Store failures as one-line user errors (for the driver's early checks). Anything else is
+    a bug and keeps its traceback."""
     try:
         yield
     except UserError:
         raise
-    except Exception as e:  # noqa: BLE001 (every client raises its own types; all mean "cannot use this store")
+    except Exception as e:
+        if not is_storage_error(e):
+            raise
         raise user_error(where, e) from None
 
 
@@ -176,38 +196,48 @@ class Store:
         without an error the file appears at `rel` whole (rename locally, one upload on an
         object store), else it is removed and `rel` is untouched."""
         if self.local:
-            final = Path(self.path(rel))
-            final.parent.mkdir(parents=True, exist_ok=True)
-            tmp = final.with_name(f"{final.name}.tmp-{uuid.uuid4().hex}")  # unique across hosts: a retried
-            # task may run while the attempt it replaces, on a node taken for dead, is still writing
-        else:
-            tmpdir = tempfile.mkdtemp(prefix="pks-put-")
-            tmp = Path(tmpdir) / Path(rel).name
+            with atomic_path(Path(self.path(rel))) as tmp:
+                yield tmp
+            return
+        tmpdir = tempfile.mkdtemp(prefix="pks-put-")
         try:
+            tmp = Path(tmpdir) / Path(rel).name
             yield tmp
-            if self.local:
-                os.replace(tmp, final)
-            else:
-                self.fs.put_file(str(tmp), self.path(rel))
+            self.fs.put_file(str(tmp), self.path(rel))
         finally:
-            if self.local:
-                tmp.unlink(missing_ok=True)
-            else:
-                shutil.rmtree(tmpdir, ignore_errors=True)
+            shutil.rmtree(tmpdir, ignore_errors=True)
 
     def write_bytes(self, rel: str, data: bytes) -> None:
         with self.writing(rel) as tmp:
             tmp.write_bytes(data)
 
     def append_text(self, rel: str, text: str) -> None:
-        """Append to a small text file. An object cannot be appended to: it is rewritten whole
-        (one PUT), so a reader sees the old or the new text, never a torn one."""
+        """Append to a small text file (JSONL here). A last line torn by a kill is closed first,
+        so the new text starts on a line of its own rather than being glued to the torn one. An
+        object cannot be appended to: it is rewritten whole (one PUT), so a reader sees the old
+        or the new text, never a torn one."""
         if self.local:
-            with open(self.path(rel), "a") as f:
-                f.write(text)
+            with open(self.path(rel), "a+b") as f:
+                torn = False
+                if end := f.seek(0, os.SEEK_END):
+                    f.seek(end - 1)
+                    torn = f.read(1) != b"\n"
+                f.write((("\n" if torn else "") + text).encode())
             return
         old = self.read_bytes(rel).decode() if self.exists(rel) else ""
-        self.write_bytes(rel, (old + text).encode())
+        self.write_bytes(rel, (old + "\n" * (bool(old) and not old.endswith("\n")) + text).encode())
+
+    def read_jsonl(self, rel: str) -> list[dict]:
+        """The entries of a JSONL file ([] when there is none); see `jsonl_entries`."""
+        return jsonl_entries(self.read_bytes(rel).decode()) if self.exists(rel) else []
+
+    def move(self, rel: str, to: str) -> None:
+        """Move a file to another key (a rename locally; copy then delete on an object store)."""
+        if self.local:
+            Path(self.path(to)).parent.mkdir(parents=True, exist_ok=True)
+            os.replace(self.path(rel), self.path(to))
+        else:
+            self.fs.mv(self.path(rel), self.path(to))
 
     def remove(self, rel: str) -> None:
         if self.local:
@@ -221,6 +251,47 @@ class Store:
         for p in sorted(folder.rglob("*")):
             if p.is_file():
                 self.fs.put_file(str(p), self.path(str(p.relative_to(folder))))
+
+
+@contextlib.contextmanager
+def atomic_path(final: Path) -> Iterator[Path]:
+    """Write a local file atomically and durably: yields a temporary path beside `final`; when
+    the block ends without an error it is flushed to disk (fsync), renamed to `final`, and the
+    rename itself is flushed (fsync of the folder). Without the fsyncs a power loss can leave
+    `final` renamed but empty. On an error the temporary file is removed and `final` untouched."""
+    final.parent.mkdir(parents=True, exist_ok=True)
+    tmp = final.with_name(f"{final.name}.tmp-{uuid.uuid4().hex}")  # unique across hosts: a retried
+    # task may run while the attempt it replaces, on a node taken for dead, is still writing
+    try:
+        yield tmp
+        with open(tmp, "rb") as f:
+            os.fsync(f.fileno())
+        os.replace(tmp, final)
+        fsync_dir(final.parent)
+    finally:
+        tmp.unlink(missing_ok=True)
+
+
+def fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def jsonl_entries(text: str) -> list[dict]:
+    """The JSON objects of JSONL text, skipping lines that do not parse: a line torn by a kill
+    (or a power loss) mid-write loses that entry, never the whole file."""
+    entries = []
+    for line in text.splitlines():
+        try:
+            e = json.loads(line)
+        except ValueError:
+            continue
+        if isinstance(e, dict):
+            entries.append(e)
+    return entries
 
 
 def mtime_ns(info: dict) -> int:

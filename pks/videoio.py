@@ -1,6 +1,7 @@
 """Video I/O on PyAV: an H.264 writer with constant frame rate and exact frame count."""
 from __future__ import annotations
 
+import contextlib
 import functools
 from fractions import Fraction
 from pathlib import Path
@@ -91,11 +92,18 @@ class Mp4Writer:
         self.count += 1
 
     def close(self) -> None:
-        self.container.mux(self.stream.encode(None))
-        self.container.close()
+        """Flush the encoder and close the file; the file is closed even when the flush fails."""
+        try:
+            self.container.mux(self.stream.encode(None))
+        finally:
+            self.container.close()
 
     def __enter__(self):
         return self
 
-    def __exit__(self, *exc):
-        self.close()
+    def __exit__(self, exc_type, *exc):
+        if exc_type is None:
+            self.close()
+            return
+        with contextlib.suppress(Exception):  # the block's own error is the one to report
+            self.close()

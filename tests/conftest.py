@@ -16,10 +16,11 @@ os.environ.setdefault("RAY_DATA_EXECUTION_NO_PROGRESS_TIMEOUT_S", "300")
 
 @pytest.fixture(autouse=True)
 def no_ray_left_running():
-    """Each test starts from no Ray in this process. `shard_run` and `run` start Ray when none
-    is up and leave it running, as Ray Data does; one such cluster living on through later
-    tests (DataLoader workers forked from this process, drivers killed with -9) once left
-    every later task waiting forever on CI. A fresh cluster per test costs ~2 s."""
+    """Each test starts from no Ray in this process. `run`, `caption_run` and `shard_run` stop
+    the Ray they start, but a test may start one itself (or leave one behind when it fails); one
+    such cluster living on through later tests (DataLoader workers forked from this process,
+    drivers killed with -9) once left every later task waiting forever on CI. A fresh cluster
+    per test costs ~2 s."""
     yield
     ray = sys.modules.get("ray")
     if ray is not None and ray.is_initialized():

@@ -254,3 +254,51 @@ def test_a_rerun_hashes_only_new_or_changed_inputs(tmp_path, monkeypatch):
     assert curate.video_keys(paths + [str(c)], out) == {**again, str(c): real(c)} and hashed == ["c.mp4"]
     hashed.clear()
     assert curate.video_keys(paths + [str(c)], out)[str(c)] == real(c) and hashed == []  # c's line survived the torn one
+
+
+def test_a_failed_read_is_not_remembered(tmp_path, monkeypatch):
+    """A read error may be transient (a flaky disk or mount): the next run reads the file again."""
+    from pipelines import curate
+
+    a = tmp_path / "a.mp4"
+    a.write_bytes(b"x" * 100)
+    out = tmp_path / "out"
+    out.mkdir()
+    real = curate.content_hash
+
+    def fails(p):
+        raise OSError(5, "Input/output error")
+
+    monkeypatch.setattr(curate, "content_hash", fails)
+    assert curate.video_keys([str(a)], out)[str(a)].startswith("path-")  # unreadable: a key from its path
+    monkeypatch.setattr(curate, "content_hash", real)
+    assert curate.video_keys([str(a)], out) == {str(a): real(a)}
+
+
+def test_two_attempts_at_one_clip_both_write_its_embedding(tmp_path, monkeypatch):
+    """A retried task can overlap the attempt it replaces: each writes under its own temporary
+    name, so neither renames the other's file away (with one name the second rename failed)."""
+    import types
+
+    import numpy as np
+
+    from pipelines import curate
+    from pks.record import ClipRecord
+
+    monkeypatch.setattr(curate, "analyse", lambda frames, cfg: {"quality_flags": []})
+    monkeypatch.setattr(curate, "embedder", lambda arch, ckpt: type("E", (), {"embed": lambda self, rgb: np.ones(4)})())
+    cfg = {"analyse": {"clip_embeddings": {"arch": "test", "checkpoint": "test.bin"}}}
+    r = ClipRecord(video_id="v", source_path="v.mp4", start_frame=0, end_frame=10)
+    frames = types.SimpleNamespace(rgb=None)
+    real_save, calls = np.save, []
+
+    def save(file, arr, *a, **kw):  # the first attempt's save: the second attempt runs whole right after it
+        real_save(file, arr, *a, **kw)
+        calls.append(1)
+        if len(calls) == 1:
+            curate.analyse_one(r, frames, tmp_path, cfg)
+
+    monkeypatch.setattr(np, "save", save)
+    curate.analyse_one(r, frames, tmp_path, cfg)
+    assert len(calls) == 2 and np.load(tmp_path / "embeddings" / f"{r.clip_id}.npy").tolist() == [1.0] * 4
+    assert [p.name for p in (tmp_path / "embeddings").iterdir()] == [f"{r.clip_id}.npy"]

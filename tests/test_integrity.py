@@ -1,11 +1,13 @@
 """Shards always hold the manifest's current records: an audit-style edit rewrites the shard
-that holds the clip and nothing else; calibration, require_caption and remote listing."""
+that holds the clip and nothing else; calibration, require_caption and remote listing. Faults:
+a part that does not read, an index write that fails, Ray left running."""
 import shutil
 import subprocess
 import sys
 
 import fsspec
 import numpy as np
+import pyarrow.parquet as pq
 import pytest
 import yaml
 
@@ -116,3 +118,81 @@ def test_remote_input_listing_finds_videos_under_a_url():
     assert list_inputs("memory://pks-test/raw") == ["memory:///pks-test/raw/ep1.mp4",
                                                     "memory:///pks-test/raw/season2/ep2.MKV"]
     assert list_inputs("memory://pks-test/raw/*.mp4") == ["memory:///pks-test/raw/ep1.mp4"]
+
+
+def statuses(part) -> list[tuple[str, str]]:
+    return [(r["clip_id"], r["status"]) for r in pq.read_table(part).to_pylist()]
+
+
+def test_a_part_that_does_not_read_is_set_aside_and_its_video_curated_again(run, synth_dir):
+    """A power loss can leave a renamed part empty: every later run crashed on it."""
+    import ray
+
+    from pipelines.curate import run as curate
+
+    part = sorted((run / "parts").glob("*.parquet"))[0]
+    before = statuses(part)
+    part.write_bytes(b"")
+    said = []
+    s = curate(str(synth_dir), run, CFG, progress=said.append)
+    assert (s["processed"], s["skipped"]) == (1, 2)
+    assert statuses(part) == before and (run / "parts" / "bad" / part.name).stat().st_size == 0
+    assert [m for m in said if "does not read" in m] == [
+        f"pks: warning: {part} does not read (Parquet file size is 0 bytes); moved to parts/bad/, "
+        "pks curate processes its video again"]
+    assert_shards_match_manifest(run)
+    assert not ray.is_initialized()  # run() stops the Ray it started
+
+
+def test_shard_sets_a_part_that_does_not_read_aside(run):
+    part = sorted((run / "parts").glob("*.parquet"))[0]
+    part.write_bytes(b"PAR1 torn")
+    said = []
+    shard_run(run, CFG, progress=said.append)
+    assert any("does not read" in m for m in said) and (run / "parts" / "bad" / part.name).exists()
+    assert part.stem not in {r["video_id"] for r in manifest(run)}
+    assert_shards_match_manifest(run)
+
+
+def test_the_index_never_names_a_removed_shard(run, monkeypatch):
+    """Stale shards go only once the new index is written: a failure (or a kill) in between
+    leaves an index whose every shard is there."""
+    from pks.store import Store
+
+    fewer = load_config(None, {"shard.max_samples": 100, "shard.val_fraction": 0.3})  # one shard per group
+    real = Store.writing
+
+    def writing(self, rel):
+        if rel == "shards/index.parquet":
+            raise OSError(28, "No space left on device")
+        return real(self, rel)
+
+    monkeypatch.setattr(Store, "writing", writing)
+    with pytest.raises(OSError):
+        quiet(run, fewer)
+    named = set(pq.read_table(run / "shards" / "index.parquet").column("shard").to_pylist())
+    assert named and all((run / "shards" / n).is_file() for n in named)
+    monkeypatch.setattr(Store, "writing", real)
+    assert quiet(run, fewer)["removed"] > 0
+    assert_shards_match_manifest(run)
+
+
+def test_judging_the_clips_lists_them_once(run, monkeypatch):
+    from pks.store import Store
+
+    asked, real = [], Store.exists
+    monkeypatch.setattr(Store, "exists", lambda self, rel: asked.append(rel) or real(self, rel))
+    quiet(run)
+    assert [k for k in asked if k.startswith("clips/")] == []
+
+
+def test_a_library_call_stops_the_ray_it_started_and_only_that(run):
+    import ray
+
+    shards = sorted((run / "shards").rglob("*.tar"))
+    shards[0].unlink()  # a shard to write: the call starts Ray
+    assert not ray.is_initialized()
+    assert quiet(run)["new"] == 1 and not ray.is_initialized()
+    shards[1].unlink()
+    ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
+    assert quiet(run)["new"] == 1 and ray.is_initialized()  # the caller's Ray keeps running

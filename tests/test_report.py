@@ -41,3 +41,14 @@ def test_cli_stats_and_self_contained_report(sharded_run):
     stages = {k for k, v in s["stage_ok"].items() if v and k in {int(x.split("-")[1]) for x in
                                                                  s["shards"]["per_split_stage"]} }
     assert all(f"<h3>stage {k}</h3>" in page for k in stages)
+
+
+def test_a_torn_last_line_of_runs_jsonl_is_skipped(sharded_run, tmp_path):
+    """A kill mid-append tears the last line of OUT/runs.jsonl: stats read the lines before it."""
+    import shutil
+
+    for name in ("manifest.parquet", "runs.jsonl"):
+        shutil.copy(sharded_run / name, tmp_path / name)
+    with open(tmp_path / "runs.jsonl", "a") as f:
+        f.write('{"at": "2026-01-01T00:00:00", "job": "cur')
+    assert [r["job"] for r in run_stats(tmp_path)["runs"]] == ["curate", "shard"]

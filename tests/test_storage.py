@@ -223,3 +223,53 @@ def test_store_mistakes_are_one_line_exit_2(case, s3, synth_videos, tmp_path):
     assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-3000:]
     assert len(r.stderr.strip().splitlines()) == 1 and message in r.stderr, r.stderr
     assert not (tmp_path / "out").exists()
+
+
+def test_only_storage_failures_become_one_line_user_errors():
+    """A store that cannot be used is the user's to fix (exit 2, one line); a bug inside the
+    block keeps its type and traceback."""
+    import botocore.exceptions
+
+    from pks.errors import UserError
+    from pks.store import storage_errors
+
+    for e in (ConnectionRefusedError(111, "refused"), FileNotFoundError("no-such-bucket"), TimeoutError("slow"),
+              ImportError("no s3fs"), botocore.exceptions.NoCredentialsError()):
+        with pytest.raises(UserError):
+            with storage_errors("s3://bucket/run"):
+                raise e
+    for e in (KeyError("size"), TypeError("bad call"), AttributeError("no attribute"), ZeroDivisionError()):
+        with pytest.raises(type(e)):
+            with storage_errors("s3://bucket/run"):
+                raise e
+
+
+def test_a_local_write_reaches_the_disk_before_its_rename(tmp_path, monkeypatch):
+    """Without the fsyncs a power loss can leave the renamed file empty (the rename reached the
+    disk, the data did not)."""
+    from pks.store import as_store
+
+    events, real_fsync, real_replace = [], os.fsync, os.replace
+    monkeypatch.setattr(os, "fsync", lambda fd: events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
+                        or real_fsync(fd))
+    monkeypatch.setattr(os, "replace", lambda a, b: events.append(("replace", str(b))) or real_replace(a, b))
+    out = as_store(tmp_path / "out")
+    out.write_bytes("parts/x.parquet", b"data")
+    final = out.path("parts/x.parquet")
+    assert [e[0] for e in events] == ["fsync", "replace", "fsync"]
+    assert events[0][1].startswith(final + ".tmp-") and events[1][1] == final
+    assert events[2][1] == os.path.dirname(final)
+    assert os.listdir(os.path.dirname(final)) == ["x.parquet"]
+
+
+@pytest.mark.parametrize("root", ["local", "memory://pks-append-test"])
+def test_an_append_after_a_torn_line_starts_a_line_of_its_own(root, tmp_path):
+    """A kill can tear the last line of a JSONL file; the next append must not glue onto it."""
+    from pks.store import as_store
+
+    out = as_store(tmp_path if root == "local" else root)
+    out.write_bytes("runs.jsonl", b'{"job": "curate"}\n{"job": "sha')
+    out.append_text("runs.jsonl", '{"job": "shard"}\n')
+    assert out.read_bytes("runs.jsonl").decode().splitlines() == ['{"job": "curate"}', '{"job": "sha',
+                                                                  '{"job": "shard"}']
+    assert out.read_jsonl("runs.jsonl") == [{"job": "curate"}, {"job": "shard"}]

@@ -20,7 +20,7 @@ from training.data import tar_sample
 from training.model import MODELS, DiTConfig, TagEncoder, VideoDiT, flops_per_step
 from training.text import TextEncoder
 from training.tiny import build_text_encoder
-from training.train import CONFIG_DIR, draws, load_train_config
+from training.train import CONFIG_DIR, draws, load_train_config, trim_metrics
 
 from support.procs import kill_9_when
 
@@ -142,6 +142,17 @@ def test_configs_and_the_base_model_on_the_meta_device():
     flops = flops_per_step(MODELS["base"], tokens, 512, 1)
     assert 2 * 3 * params * tokens < flops < 3 * 2 * 3 * params * tokens  # weights + attention over 33k tokens
 
+
+
+def test_trim_metrics_skips_a_torn_line_and_replaces_the_file_whole(tmp_path):
+    """A kill mid-write tears the last line; the rewrite goes to a new file renamed over the
+    old one (a kill during it leaves the old file, not a truncated one)."""
+    path = tmp_path / "metrics.jsonl"
+    path.write_text('{"step": 1, "loss": 0.5}\n{"step": 2, "loss": 0.4}\n{"step": 3, "loss": 0.3}\n{"step": 4, "lo')
+    inode = path.stat().st_ino
+    trim_metrics(path, 2)
+    assert path.read_text() == '{"step": 1, "loss": 0.5}\n{"step": 2, "loss": 0.4}\n'
+    assert path.stat().st_ino != inode and [p.name for p in tmp_path.iterdir()] == ["metrics.jsonl"]
 
 @pytest.fixture(scope="module")
 def small_cfg(tmp_path_factory):

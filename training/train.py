@@ -33,6 +33,7 @@ import yaml
 import taxonomy
 from pks.errors import UserError
 from pks.seeded import unit
+from pks.store import atomic_path, jsonl_entries
 from training.data import CurriculumLoader, Schedule
 from training.model import VideoDiT, flops_per_step, model_config
 from training.text import pad_states
@@ -268,10 +269,13 @@ def remove_torn_checkpoints(run: Path) -> None:
 
 
 def trim_metrics(path: Path, step: int) -> None:
-    """Drop the lines a killed run logged after the checkpoint it resumes from (step)."""
+    """Drop the lines a killed run logged after the checkpoint it resumes from (step), and a
+    line it tore mid-write. Rewritten under a temporary name and renamed: a kill during the
+    rewrite leaves the old file, never a truncated one."""
     if path.exists():
-        lines = [ln for ln in path.read_text().splitlines() if ln and json.loads(ln)["step"] <= step]
-        path.write_text("".join(ln + "\n" for ln in lines))
+        kept = [e for e in jsonl_entries(path.read_text()) if e["step"] <= step]
+        with atomic_path(path) as tmp:
+            tmp.write_text("".join(json.dumps(e) + "\n" for e in kept))
 
 
 def iter_raw(root: Path):
