@@ -89,6 +89,8 @@ def main() -> None:
     ap.add_argument("--data", required=True, help="a curated OUT with shards (train and val splits)")
     ap.add_argument("--judge", required=True)
     ap.add_argument("--init-steps", type=int, default=500)
+    ap.add_argument("--init", default=None, help="start from this trained run (e.g. benchmarks/train.py's "
+                                                 "dual-channel run) instead of training one")
     ap.add_argument("--steps", type=int, default=150)
     ap.add_argument("--sweep-steps", type=int, default=60)
     ap.add_argument("--betas", default="250,2500,25000,100000")
@@ -99,11 +101,11 @@ def main() -> None:
     from pks.config import load_config
     from training.dpo import dpo_config, train_dpo
     from training.judge import load
-    from training.train import load_train_config
+    from training.train import checkpoints, load_train_config
 
     acfg = load_config()
     work = Path(args.work or tempfile.mkdtemp(prefix="pks-dpo-bench-"))
-    init = work / "gen-init"
+    init = Path(args.init) if args.init else work / "gen-init"
     if not (init / "checkpoints").is_dir():
         pks("train", args.data, "--config", "tiny", "--steps", args.init_steps, "--out", init)
     base = load_train_config("tiny")["dpo"]
@@ -129,7 +131,8 @@ def main() -> None:
     rows = {"starting run": evaluate(init, judge, acfg, args.samples, work),
             f"after DPO (beta {beta:g})": evaluate(run, judge, acfg, args.samples, work)}
     init_cfg = yaml.safe_load((init / "config.yaml").read_text())
-    lines = [f"tiny generator, {args.init_steps} steps on {args.data}; DPO: {args.steps} steps, "
+    init_steps = json.loads((checkpoints(init)[-1] / "meta.json").read_text())["step"]
+    lines = [f"tiny generator ({init}), {init_steps} steps on {args.data}; DPO: {args.steps} steps, "
              f"{base['batch']} pairs a step ({base['pairs']}), lr {base['lr']}, {minutes:.1f} min; "
              f"{init_cfg['data']['frames']} frames of {init_cfg['data']['size']}", "",
              "Beta on held-out pairs (validation clips vs their failure copies), offline stage of "
