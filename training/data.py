@@ -132,6 +132,17 @@ def decode_frames(data: bytes, size: tuple[int, int], wanted: set[int] | None = 
     return got
 
 
+def refuse_stale(root: Path) -> None:
+    """ValueError when shards at OUT/shards hold records that changed in OUT/manifest.parquet after
+    `pks shard` wrote them (a caption, an audit, a Judge score): train on what the manifest says."""
+    out = Path(root).parent
+    if Path(root).name == "shards" and (out / "manifest.parquet").is_file():
+        stale, held = stale_samples(out)
+        if stale:
+            raise ValueError(f"{stale} sample(s) of {root} no longer match {out / 'manifest.parquet'} "
+                             f"({held} sharded): run pks shard {out} (or pass --allow-stale)")
+
+
 def tag_targets(caption: dict | None, tax) -> tuple[dict[str, np.ndarray], int]:
     """Multi-hot tag vectors per axis (rows of the generator's per-axis embeddings) and the shot
     size index; an uncaptioned clip has no tags and shot -1."""
@@ -160,12 +171,8 @@ class CurriculumLoader(torch.utils.data.IterableDataset):
         index = sorted((r for r in index if r["split"] == split), key=lambda r: (r["shard"], r["position"]))
         if not index:
             raise ValueError(f"no {split!r} samples in {self.root / 'index.parquet'}")
-        out = self.root.parent
-        if self.root.name == "shards" and (out / "manifest.parquet").is_file() and not allow_stale:
-            stale, held = stale_samples(out)  # records changed after pks shard: train on what the manifest says
-            if stale:
-                raise ValueError(f"{stale} sample(s) of {self.root} no longer match {out / 'manifest.parquet'} "
-                                 f"({held} sharded): run pks shard {out} (or pass --allow-stale)")
+        if not allow_stale:
+            refuse_stale(self.root)
         if "fps" not in index[0]:
             raise ValueError(f"{self.root / 'index.parquet'} predates clip lengths in the index: run pks shard again")
         # Only clips that hold the whole window enter the stream (every window lies inside real

@@ -46,6 +46,7 @@ class DiTConfig:
     rope_theta: float = 10000.0
     prediction: str = "velocity"  # velocity | x0 | precond (see the module doc)
     sigma_data: float = 0.5  # precond: the data's standard deviation (pixels in [-1, 1]: about 0.5)
+    tag_std: float = 1.0  # the tag tables' initial scale (DiT's class table: 0.02; see TagEncoder)
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -144,7 +145,7 @@ class TagEncoder(nn.Module):
     deformation level) is a field of its own. The field vectors are concatenated, not summed,
     and mixed by an MLP into one vector that joins the timestep embedding."""
 
-    def __init__(self, tax, dim: int):
+    def __init__(self, tax, dim: int, init_std: float = 1.0):
         super().__init__()
         self.axes = taxonomy.TAG_AXES
         self.sizes = {a: len(tax.axes[a].ids) for a in self.axes}
@@ -158,7 +159,7 @@ class TagEncoder(nn.Module):
         # moved the conditioning vector by 0.1% of its size (the timestep embedding grows to ~2 in
         # the first hundred steps), so a short run learnt to ignore the tags (issue 21's diagnosis).
         for e in (*self.values.values(), self.shot, self.stage, self.fields):
-            nn.init.normal_(e.weight, std=1.0)
+            nn.init.normal_(e.weight, std=init_std)
 
     def fields_of(self, tags: dict[str, torch.Tensor], known: torch.Tensor, shot: torch.Tensor,
                   stage: torch.Tensor) -> torch.Tensor:
@@ -253,7 +254,7 @@ class VideoDiT(nn.Module):
         d = cfg.dim
         self.patchify = nn.Conv3d(cfg.in_channels, d, kernel_size=cfg.patch, stride=cfg.patch)
         self.t_embed = TimestepEmbedder(d)
-        self.tags = TagEncoder(tax, d)
+        self.tags = TagEncoder(tax, d, cfg.tag_std)
         self.text_proj = nn.Sequential(nn.Linear(cfg.text_dim, d), nn.GELU(approximate="tanh"), nn.Linear(d, d))
         self.blocks = nn.ModuleList(Block(d, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.depth))
         self.final = FinalLayer(d, math.prod(cfg.patch) * cfg.in_channels)

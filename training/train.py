@@ -34,7 +34,7 @@ import taxonomy
 from pks.errors import UserError
 from pks.seeded import unit
 from pks.store import atomic_path, jsonl_entries
-from training.data import CurriculumLoader, Schedule
+from training.data import CurriculumLoader, Schedule, refuse_stale
 from training.model import VideoDiT, flops_per_step, model_config
 from training.text import pad_states
 from training.vae import latent_space
@@ -319,6 +319,11 @@ def train(source: str | Path, run: str | Path, cfg: dict, resume: bool = False, 
     rank, world, device = setup_distributed()
     run = Path(run)
     root = shards_root(source)
+    if not allow_stale:
+        try:
+            refuse_stale(root)  # before anything is built: one line, and the loader need not check again
+        except ValueError as e:
+            raise UserError(str(e)) from None
     latents = (root / "encode.json").is_file()  # latent shards from `pks train encode`
     if latents:
         enc = json.loads((root / "encode.json").read_text())
@@ -397,7 +402,7 @@ def train(source: str | Path, run: str | Path, cfg: dict, resume: bool = False, 
             seed=tc["seed"], start_step=start, steps=tc["steps"] - start,
             schedule=Schedule(tuple(sched["start"]), tuple(sched["end"]), sched["steps"]),
             random_window=dc["random_window"], rank=rank, world_size=world, split_batches=True,
-            taxonomy_version=cfg["taxonomy_version"], cache_mb=dc.get("cache_mb", 0), allow_stale=allow_stale)
+            taxonomy_version=cfg["taxonomy_version"], cache_mb=dc.get("cache_mb", 0), allow_stale=True)
     except ValueError as e:  # stale shards, an old index, no clip long enough: the user's to fix
         raise UserError(str(e)) from None
     if rank == 0 and progress and loader.left_out:
