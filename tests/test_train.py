@@ -306,13 +306,13 @@ def test_a_run_keeps_its_taxonomy_version_through_a_taxonomy_bump(trained, tmp_p
 
 
 def test_generate_writes_whole_clips_only_and_devices_are_checked(trained, sharded_run, tmp_path, monkeypatch):
-    import pks.videoio
     import training.sample
+    from pks.videoio import Mp4Writer
 
     def broken(self, frame):
         raise OSError("disk full")
 
-    monkeypatch.setattr(pks.videoio.Mp4Writer, "write", broken)
+    monkeypatch.setattr(Mp4Writer, "write", broken)
     with pytest.raises(OSError, match="disk full"):
         training.sample.generate(trained, tmp_path / "clip.mp4", "camera=pan_left")
     assert list(tmp_path.iterdir()) == []  # neither a half clip nor a temporary file

@@ -72,6 +72,8 @@ def grid_ratio(y: np.ndarray, tile: int = 64, floor: float = 2.0) -> float:
     dy = cv2.absdiff(y[1:H + 1, :W], y[:H, :W])
     on_x, on_y = dx[:, MB - 1::MB], dy[MB - 1::MB]  # steps across block edges
     n_on_x, n_on_y = on_x.size, on_y.size
+    if not n_on_x + n_on_y:  # a frame narrower than one block: no block edges, so no block grid
+        return 1.0
     s_on = float(on_x.sum(dtype=np.int64) + on_y.sum(dtype=np.int64))
     s_all = cv2.sumElems(dx)[0] + cv2.sumElems(dy)[0]
     whole_on = s_on / (n_on_x + n_on_y)
