@@ -156,8 +156,9 @@ class TagEncoder(nn.Module):
         self.fields = nn.Embedding(len(self.axes) + 2, dim)
         self.mix = nn.Sequential(nn.Linear(dim * (len(self.axes) + 2), dim), nn.SiLU(), nn.Linear(dim, dim))
         # Unit-scale rows (nn.Embedding's own default), not DiT's 0.02: at 0.02 two camera tags
-        # moved the conditioning vector by 0.1% of its size (the timestep embedding grows to ~2 in
-        # the first hundred steps), so a short run learnt to ignore the tags (issue 21's diagnosis).
+        # differed by 4 % of the conditioning vector after 200 steps (the timestep embedding grows
+        # to ~2) and the model's outputs by 0.04 %, so a short run learnt to ignore the tags
+        # (issue 21's diagnosis, BENCHMARKS.md).
         for e in (*self.values.values(), self.shot, self.stage, self.fields):
             nn.init.normal_(e.weight, std=init_std)
 
