@@ -10,6 +10,7 @@ clip analysed with clips.write false, or retried later, gets the same fields.
 """
 from __future__ import annotations
 
+import contextlib
 import os
 import uuid
 from pathlib import Path
@@ -113,7 +114,12 @@ def _decode_pass(path, rotation, work, to_write, to_analyse, out, cfg, analyse_o
     def finish(o: _Open, complete: bool) -> None:
         r = o.rec
         if o.writer is not None:
-            o.writer.close()
+            o.writer, writer = None, o.writer  # closed once, even when closing fails
+            try:
+                writer.close()
+            except Exception:
+                o.tmp.unlink(missing_ok=True)  # a failed close leaves no partial file
+                raise
             final = clip_path(out, r.clip_id)
             if complete and o.written == r.n_frames:
                 os.replace(o.tmp, final)
@@ -157,13 +163,11 @@ def _decode_pass(path, rotation, work, to_write, to_analyse, out, cfg, analyse_o
                 if i + 1 >= o.rec.end_frame:
                     open_.remove(o)
                     finish(o, True)
-        for o in open_:  # spans past the decodable end: short clips, analysed as far as they go
-            finish(o, False)
-        open_ = []
+        while open_:  # spans past the decodable end: short clips, analysed as far as they go
+            finish(open_.pop(0), False)
     finally:
-        for o in open_:  # a failure mid-pass: leave no partial file
+        for o in open_:  # a failure mid-pass: close every writer, leave no partial file
             if o.writer is not None:
-                try:
+                with contextlib.suppress(Exception):  # the pass's own error is the one to report
                     o.writer.close()
-                finally:
-                    o.tmp.unlink(missing_ok=True)
+                o.tmp.unlink(missing_ok=True)

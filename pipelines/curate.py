@@ -334,13 +334,17 @@ def ray_scope():
 
 
 @ray_scope()
-def caption_run(out: Path, cfg: dict, progress=print) -> dict[str, int]:
+def caption_run(out: Path | Store, cfg: dict, progress=print) -> dict[str, int]:
     """Caption (or finish captioning) an existing run in place, part by part; resumable.
     A batch backend (vllm) gets groups of parts in one pass, so its engines load once per
     group, not once per video; a kill loses at most the group in flight."""
+    store = as_store(out)  # pks curate passes its Store: captioning reads clips from a local OUT
+    if not store.local:
+        raise UserError(f"captioning needs a local OUT, got {store.url()}")
+    out = Path(store.path())
     backend = make_backend(cfg)
     progress(f"pks caption: captioner {backend.source}")
-    set_aside_bad_parts(as_store(out), progress)
+    set_aside_bad_parts(store, progress)
     counts = {"captioned": 0, "errors": 0}
 
     def tally(stem: str, records: list[ClipRecord]) -> None:

@@ -262,3 +262,42 @@ def test_vllm_backend_through_ray_data_llm(model_dir, curated, tmp_path):
     for x in captioned:  # a random (terse) model, constrained: every answer valid
         assert x["status"] == "ok" and x["caption_source"].startswith(f"vllm:{model_dir}"), x["error"]
         assert tax.validate(x["caption"]) == x["caption"]
+
+
+def test_pks_curate_with_the_vllm_captioner_end_to_end(model_dir, synth_videos, tmp_path):
+    """`pks curate --captioner vllm`: the whole job, then the batch captioning pass over the run
+    (it once crashed there, handed the run's Store where it expected a folder)."""
+    (tmp_path / "in").mkdir()
+    shutil.copy(synth_videos[0][0], tmp_path / "in")
+    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump({
+        "ray": {"num_cpus": 4},
+        "caption": {"captioner": "vllm", "model": str(model_dir), "max_tokens": 256,
+                    "vllm": {"gpus_per_replica": 0, "batch_size": 4, "engine_kwargs": {
+                        "dtype": "float32", "enforce_eager": True, "max_model_len": 4096,
+                        "gpu_memory_utilization": 0.15}}}}))
+    env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
+    r = subprocess.run([str(VLLM_PY), "-m", "pks.cli", "curate", str(tmp_path / "in"), str(tmp_path / "out"),
+                        "--config", str(tmp_path / "cfg.yaml")], capture_output=True, text=True, env=env, cwd=ROOT,
+                       timeout=900)
+    assert r.returncode == 0, r.stderr[-3000:]
+    ok = [x for x in rows(tmp_path / "out") if x["status"] == "ok"]
+    assert ok and all(x["caption_source"].startswith(f"vllm:{model_dir}") for x in ok)
+    tax = taxonomy.load()
+    assert all(tax.validate(x["caption"]) == x["caption"] for x in ok)
+
+
+def test_the_constraint_and_the_validation_use_the_configured_taxonomy(monkeypatch):
+    """caption.taxonomy_version names one version for both: the backends' JSON Schema and the
+    validation of their answers (a newer shipped version changes neither)."""
+    from annotators.caption.backends import make_backend
+
+    v1 = taxonomy.load(1)
+    newer = json.loads(json.dumps(v1.json_schema()))
+    newer["title"] = "a newer taxonomy"
+    monkeypatch.setattr(taxonomy, "load", lambda version=None, directory=None: v1 if version == 1 else
+                        type("Newer", (), {"json_schema": lambda self: newer, "version": 2})())
+    cfg = load_config(None, {"caption.captioner": "openai", "caption.endpoint": "http://127.0.0.1:9/v1",
+                             "caption.model": "m", "caption.taxonomy_version": 1})
+    assert make_backend(cfg).schema == v1.json_schema()
+    cfg["caption"]["captioner"] = "signals"
+    assert make_backend(cfg).taxonomy_version == 1

@@ -191,3 +191,37 @@ def _whole_boundaries(path):
     det = get_detector("anime")
     small = decode_small(str(path), det.frame_size)
     return det.detect(small.rgb, 24.0), len(small.rgb), small.filled
+
+
+def test_a_writer_failure_mid_pass_closes_every_writer_and_reports_its_own_error(long_video, tmp_path, monkeypatch):
+    """A clip writer that fails mid-pass, while closing fails too: every open writer is closed,
+    no partial clip file is left, and the rows carry the write's error, not the close's."""
+    path, _ = long_video
+    out = tmp_path / "out"
+    (out / "clips").mkdir(parents=True)
+    cfg = load_config()
+    records = segments.clip_records(probe(str(path), "v" * 16), *_whole_boundaries(path), cfg["split"])
+    opened, closed = [], []
+    real_init, real_close, real_write = clipwork.Mp4Writer.__init__, clipwork.Mp4Writer.close, clipwork.Mp4Writer.write_frame
+
+    def init(self, *a, **kw):
+        opened.append(self)
+        real_init(self, *a, **kw)
+
+    def write(self, frame):
+        if self.count >= 5:
+            raise OSError("disk full")
+        real_write(self, frame)
+
+    def close(self):
+        closed.append(self)
+        real_close(self)
+        raise OSError("close failed")
+
+    monkeypatch.setattr(clipwork.Mp4Writer, "__init__", init)
+    monkeypatch.setattr(clipwork.Mp4Writer, "write_frame", write)
+    monkeypatch.setattr(clipwork.Mp4Writer, "close", close)
+    got = clipwork.clip_pass(str(path), 0, records, out, cfg, lambda r, frames: r, None)
+    assert got and all(r.status == "error" and "disk full" in r.error for r in got), {r.error for r in got}
+    assert opened and sorted(map(id, closed)) == sorted(map(id, opened))  # each writer closed, once
+    assert not list((out / "clips").iterdir())

@@ -128,13 +128,14 @@ class SignalsBackend(Backend):
     """No model: only the tags that can be measured from pixels. Narrative stays empty and
     the shot size 'unspecified'. The default when no endpoint or model is configured."""
     needs_frames = False
+    taxonomy_version: int | None = None  # the job's caption.taxonomy_version (None: the newest)
 
     @property
     def source(self) -> str:
         return "signals"
 
     def answer(self, jobs: list[Job]) -> list[Answer]:
-        tax = taxonomy.load()
+        tax = taxonomy.load(self.taxonomy_version)
         camera_ids = set(tax.axes["camera"].ids)
         out = []
         for job in jobs:
@@ -312,17 +313,21 @@ def make_backend(cfg: dict) -> Backend:
     """The backend a job config asks for. 'auto' is openai when an endpoint and model are set,
     else signals."""
     c = cfg["caption"]
+    # One taxonomy version for the constraint and for validating the answers (captioner.py):
+    # the job's caption.taxonomy_version, else the newest.
+    version = c.get("taxonomy_version")
+    schema = taxonomy.load(version).json_schema()
     name = c.get("captioner", "auto")
     if name == "auto":
         name = "openai" if c.get("endpoint") and c.get("model") else "signals"
     if name == "signals":
-        return SignalsBackend()
+        return SignalsBackend(taxonomy_version=version)
     if name == "openai":
         if not (c.get("endpoint") and c.get("model")):
             raise ConfigError("captioner 'openai' needs --endpoint URL and --model NAME")
         return OpenAIBackend(endpoint=c["endpoint"], model=c["model"], concurrency=c["concurrency"],
                              timeout_s=c["timeout_s"], retries=c["retries"], max_tokens=c["max_tokens"],
-                             temperature=c["temperature"], constrained=c.get("constrained", True))
+                             temperature=c["temperature"], constrained=c.get("constrained", True), schema=schema)
     if name == "vllm":
         if not c.get("model"):
             raise ConfigError("captioner 'vllm' needs --model (a model folder the Ray workers can read)")
@@ -330,10 +335,10 @@ def make_backend(cfg: dict) -> Backend:
         return VLLMBackend(model=c["model"], engine_kwargs=dict(v.get("engine_kwargs") or {}),
                            replicas=v.get("replicas", 1), batch_size=v.get("batch_size", 16),
                            gpus_per_replica=v.get("gpus_per_replica", 1.0), max_tokens=c["max_tokens"],
-                           temperature=c["temperature"])
+                           temperature=c["temperature"], schema=schema)
     if name == "transformers":
         if not c.get("model"):
             raise ConfigError("captioner 'transformers' needs --model DIR (a local Hugging Face model folder)")
         return TransformersBackend(model_dir=c["model"], max_new_tokens=c["max_tokens"],
-                                   temperature=c["temperature"])
+                                   temperature=c["temperature"], schema=schema)
     raise ConfigError(f"unknown captioner {name!r}; choose from auto, signals, openai, vllm, transformers")
