@@ -212,7 +212,7 @@ def main() -> None:
              "| clips | camera adherence | " + " | ".join(CAMERA) + " | stage vs deformation (Spearman) | "
              "impact frames found when asked / not asked | with a defect flag | flicker (levels) | "
              "tag effect / seed effect | loss first -> last | train minutes |",
-             "|---" * (10 + len(CAMERA)) + "|"]
+             "|---" * (9 + len(CAMERA)) + "|"]
     for name, r in results.items():
         per = {c: [h for t, h in r["hits"] if t == c] for c in CAMERA}
         rate = np.mean([h for _, h in r["hits"]]) if r["hits"] else float("nan")
