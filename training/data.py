@@ -90,15 +90,24 @@ def span(frames: int, fps: float, src_fps: float) -> int:
     return round((frames - 1) * src_fps / fps) + 1
 
 
+def window(start: int, frames: int, fps: float, src_fps: float) -> list[int]:
+    """The clip's frame numbers of a window of `frames` frames at `fps` from frame `start`."""
+    return [start + round(j * src_fps / fps) for j in range(frames)]
+
+
+def pick(got: dict[int, np.ndarray], want: list[int]) -> np.ndarray:
+    """The wanted frames that exist, in order (never padded)."""
+    return np.stack([got[i] for i in want if i in got])
+
+
 def decode_clip(data: bytes, src_fps: float, frames: int, fps: float, size: tuple[int, int],
                 start: int = 0) -> np.ndarray:
     """mp4 bytes -> uint8 [n, H, W, 3] sampled at `fps` from frame `start` of the clip, each
     frame scaled to cover `size` (H, W) and centre-cropped: n = `frames` when the clip holds the
     whole window, fewer when it ends early (never padded: a repeated frame would teach the model
     a freeze that the footage does not have)."""
-    want = [start + round(j * src_fps / fps) for j in range(frames)]
-    got = decode_frames(data, size, set(want))
-    return np.stack([got[i] for i in want if i in got])
+    want = window(start, frames, fps, src_fps)
+    return pick(decode_frames(data, size, set(want)), want)
 
 
 def decode_frames(data: bytes, size: tuple[int, int], wanted: set[int] | None = None) -> dict[int, np.ndarray]:
@@ -345,18 +354,18 @@ class CurriculumLoader(torch.utils.data.IterableDataset):
                 "tags": tags, "shot": shot, "stage": record["curriculum_stage"], "record": record}
 
     def _window(self, raw: dict, src_fps: float, start: int) -> np.ndarray:
-        key = raw["__key__"]
+        key, want = raw["__key__"], window(start, self.frames, self.fps, src_fps)
         if key not in self._decoded:
-            if self.cache_bytes <= 0:
+            if self._cached >= self.cache_bytes:  # no cache, or a full one: decode only up to the window
                 return decode_clip(raw["mp4"], src_fps, self.frames, self.fps, self.size, start)
             got = decode_frames(raw["mp4"], self.size)
             size = len(got) * self.size[0] * self.size[1] * 3
-            if list(got) != list(range(len(got))) or self._cached + size > self.cache_bytes:  # a hole, or full
-                return decode_clip(raw["mp4"], src_fps, self.frames, self.fps, self.size, start)
+            # A hole (a frame that did not decode) would shift positions against frame numbers.
+            if list(got) != list(range(len(got))) or self._cached + size > self.cache_bytes:
+                return pick(got, want)
             self._decoded[key] = np.stack(list(got.values()))
             self._cached += size
         frames = self._decoded[key]
-        want = [start + round(j * src_fps / self.fps) for j in range(self.frames)]
         return frames[[i for i in want if i < len(frames)]]
 
     @staticmethod

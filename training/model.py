@@ -278,11 +278,14 @@ class VideoDiT(nn.Module):
             raise ValueError(f"latent size {(T, H, W)} is not divisible by the patch {self.cfg.patch}")
         grid = (T // pt, H // ph, W // pw)
         tt = t.view(-1, 1, 1, 1, 1).to(x.dtype)
+        inp = x
         if self.cfg.prediction == "precond":
             s2 = self.cfg.sigma_data ** 2
             var = (1 - tt) ** 2 * s2 + tt ** 2
-            c_skip, c_out = (tt - (1 - tt) * s2) / var, self.cfg.sigma_data * var.rsqrt()
-        tokens = self.patchify(x * var.rsqrt() if self.cfg.prediction == "precond" else x)
+            c_in = var.rsqrt()
+            c_skip, c_out = (tt - (1 - tt) * s2) / var, self.cfg.sigma_data * c_in
+            inp = x * c_in  # the network reads x_t at unit scale
+        tokens = self.patchify(inp)
         tokens = tokens.flatten(2).transpose(1, 2)  # [B, N, D]
         tokens = tokens + sincos_3d(grid, self.cfg.dim).to(tokens.device, tokens.dtype)
         angles = rope_angles(grid, self.cfg.dim // self.cfg.heads, self.cfg.rope_theta).to(x.device)

@@ -403,7 +403,7 @@ def train(source: str | Path, run: str | Path, cfg: dict, resume: bool = False, 
             schedule=Schedule(tuple(sched["start"]), tuple(sched["end"]), sched["steps"]),
             random_window=dc["random_window"], rank=rank, world_size=world, split_batches=True,
             taxonomy_version=cfg["taxonomy_version"], cache_mb=dc.get("cache_mb", 0), allow_stale=True)
-    except ValueError as e:  # stale shards, an old index, no clip long enough: the user's to fix
+    except ValueError as e:  # an old index, no clip long enough for the window: the user's to fix
         raise UserError(str(e)) from None
     if rank == 0 and progress and loader.left_out:
         print(f"pks train: {loader.left_out} of {loader.left_out + int(loader.sizes.sum())} clips are shorter than "
