@@ -239,14 +239,13 @@ def filmstrip(clip: Path, n: int = 8, height: int = 96) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.tobytes()).decode()
 
 
-def measured(clip: Path) -> str:
-    """What the signal analysers read in a generated clip: camera, deformation (its stage), flags."""
+def measured(clip: Path, cfg: dict) -> str:
+    """What the signal analysers (job config `cfg`) read in a generated clip: camera, deformation
+    (its stage), flags."""
     import av
 
     from annotators.signals import analyse, load_clip
-    from pks.config import load_config
 
-    cfg = load_config()
     try:
         with av.open(str(clip)) as c:
             fps = float(c.streams.video[0].average_rate)
@@ -302,6 +301,9 @@ def write_report(out: Path) -> Path:
             parts.append(f'<h3>Judge: {name} scores</h3><img class="sheet" src="{src}">')
     generated = sorted((out / "generated").glob("*.mp4")) if (out / "generated").is_dir() else []
     if generated:
+        from pks.config import load_config
+
+        cfg = load_config()  # the default analysis, as pks curate runs it
         parts.append("<h2>Generated clips</h2><p>Each clip as asked, and as PKS's own analysers read it "
                      "(the same analysis a curated clip gets).</p>")
     for clip in generated:
@@ -309,7 +311,7 @@ def write_report(out: Path) -> Path:
         what = json.loads(meta.read_text()) if meta.exists() else {}
         request = ", ".join(f"{a}={'+'.join(v)}" for a, v in (what.get("tags") or {}).items())
         request += "".join(f", {k}={what[k]}" for k in ("shot", "stage") if what.get(k) is not None)
-        got = measured(clip)
+        got = measured(clip, cfg)
         parts.append(f"<h3>{esc(clip.name)}: {esc(request or 'no tags')}"
                      f"{esc(' / ' + what['narrative']) if what.get('narrative') else ''}</h3>"
                      f"<p>measured: {esc(got)}</p>"
