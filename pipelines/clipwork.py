@@ -6,11 +6,14 @@ that clip's analysis collector. A clip is analysed as soon as its last frame is 
 frames are dropped, so memory holds the clips open at one position (one, as shots do not
 overlap), never the span. Clips stay frame-exact: clip i holds frames [start, end) of the
 source in iter_decoded's numbering. Analysis always reads the source frames (upright), so a
-clip analysed with clips.write false, or retried later, gets the same fields.
+clip analysed with clips.write false, or retried later, gets the same fields. A clip of a
+variable-rate source is the exception to one frame per frame: given the frames' `times`, its
+span is resampled onto its constant rate (pks.timing), for the clip file and the analysis alike.
 """
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import uuid
 from pathlib import Path
@@ -22,6 +25,7 @@ from annotators.signals.frames import ClipCollector
 from pks.clips import clip_path, upright
 from pks.record import ClipRecord
 from pks.seek import Irregular, iter_range
+from pks.timing import constant_rate, retime_note, span_times
 from pks.videoio import Mp4Writer, pick_encoder
 
 
@@ -65,15 +69,27 @@ class _ClipEncoder:
 class _Open:
     """One clip in progress: its writer (if it is being written) and its analysis collector."""
 
-    def __init__(self, rec: ClipRecord):
-        self.rec, self.writer, self.tmp, self.collector, self.written = rec, None, None, None, 0
+    def __init__(self, rec: ClipRecord, times=None):
+        self.writer, self.tmp, self.collector, self.written = None, None, None, 0
+        self.repeats = None  # per source frame, how many ticks of the clip show it (retimed only)
+        if times is not None and len(times):
+            shown = constant_rate(times, rec.start_frame, rec.end_frame, rec.fps)
+            self.repeats = np.bincount(shown - rec.start_frame, minlength=rec.n_frames)
+            start_s, end_s = span_times(times, rec.start_frame, rec.end_frame)
+            rec = dataclasses.replace(rec, start_s=start_s, end_s=end_s, clip_frames=len(shown),
+                                      retimed=retime_note(shown, rec.start_frame, rec.end_frame, rec.fps))
+        self.rec = rec
+
+    def times_shown(self, i: int) -> int:
+        return 1 if self.repeats is None else int(self.repeats[i - self.rec.start_frame])
 
 
 def clip_pass(path: str, rotation: int, records: list[ClipRecord], out: Path, cfg: dict, analyse_one,
-              grid=None) -> list[ClipRecord]:
+              grid=None, times=None) -> list[ClipRecord]:
     """Write the clip of each ok record that has none yet (clips.write) and analyse each ok
     record not analysed yet (analyse.enabled), from one decode. `analyse_one(record, frames)`
-    returns the analysed record. A failure stays on its clip: a clip that comes out short, or
+    returns the analysed record. `times` (seconds of each source frame, pks.timing.frame_times)
+    marks a variable-rate source: its clips are resampled to their constant rate. A failure stays on its clip: a clip that comes out short, or
     that a decode failure left unwritten, becomes that record's error; so does an analysis
     failure (the clip file stays)."""
     from pipelines.curate import stage_error  # (curate imports this module)
@@ -87,10 +103,10 @@ def clip_pass(path: str, rotation: int, records: list[ClipRecord], out: Path, cf
     done: dict[str, ClipRecord] = {}
     try:
         try:
-            _decode_pass(path, rotation, work, to_write, to_analyse, out, cfg, analyse_one, grid, done)
+            _decode_pass(path, rotation, work, to_write, to_analyse, out, cfg, analyse_one, grid, times, done)
         except Irregular:  # timestamps cannot be trusted here: the unfinished clips again, from frame 0
             _decode_pass(path, rotation, [r for r in work if r.clip_id not in done], to_write, to_analyse, out, cfg,
-                         analyse_one, None, done)
+                         analyse_one, None, times, done)
     except Exception as e:  # noqa: BLE001 (recorded on the clips it left unfinished, the retry's failure too)
         failure = e
         for r in work:
@@ -100,7 +116,7 @@ def clip_pass(path: str, rotation: int, records: list[ClipRecord], out: Path, cf
     return [done.get(r.clip_id, r) for r in records]
 
 
-def _decode_pass(path, rotation, work, to_write, to_analyse, out, cfg, analyse_one, grid, done) -> None:
+def _decode_pass(path, rotation, work, to_write, to_analyse, out, cfg, analyse_one, grid, times, done) -> None:
     from pipelines.curate import stage_error
 
     if not work:
@@ -121,11 +137,11 @@ def _decode_pass(path, rotation, work, to_write, to_analyse, out, cfg, analyse_o
                 o.tmp.unlink(missing_ok=True)  # a failed close leaves no partial file
                 raise
             final = clip_path(out, r.clip_id)
-            if complete and o.written == r.n_frames:
+            if complete and o.written == r.frames_in_clip:
                 os.replace(o.tmp, final)
             else:
                 o.tmp.unlink(missing_ok=True)
-                done[r.clip_id] = r.error_copy(f"clip has {o.written} of {r.n_frames} frames")
+                done[r.clip_id] = r.error_copy(f"clip has {o.written} of {r.frames_in_clip} frames")
                 return
         if o.collector is not None:
             try:
@@ -137,7 +153,7 @@ def _decode_pass(path, rotation, work, to_write, to_analyse, out, cfg, analyse_o
     try:
         for i, frame, _ in iter_range(path, start, end, grid):
             while k < len(work) and work[k].start_frame <= i:
-                o = _Open(work[k])
+                o = _Open(work[k], times)
                 if o.rec.clip_id in to_write:
                     conv = conv or _ClipEncoder(frame, rotation, cc.get("max_height", 0))
                     # a temp name per writer: a retried task can overlap the attempt it replaces
@@ -151,15 +167,16 @@ def _decode_pass(path, rotation, work, to_write, to_analyse, out, cfg, analyse_o
                 k += 1
             picture = None
             for o in list(open_):
-                if o.writer is not None:
-                    picture = conv.convert(frame) if picture is None else picture
-                    if isinstance(picture, av.VideoFrame):
-                        o.writer.write_frame(picture)
-                    else:
-                        o.writer.write(picture)
-                    o.written += 1
-                if o.collector is not None:
-                    o.collector.add(frame)
+                for _ in range(o.times_shown(i)):
+                    if o.writer is not None:
+                        picture = conv.convert(frame) if picture is None else picture
+                        if isinstance(picture, av.VideoFrame):
+                            o.writer.write_frame(picture)
+                        else:
+                            o.writer.write(picture)
+                        o.written += 1
+                    if o.collector is not None:
+                        o.collector.add(frame)
                 if i + 1 >= o.rec.end_frame:
                     open_.remove(o)
                     finish(o, True)

@@ -41,6 +41,7 @@ from pks.decode import decode_small
 from pks.errors import UserError
 from pks.probe import ProbeError, VideoInfo, content_hash, list_inputs, probe
 from pks.record import SCHEMA, ClipRecord, read_parquet, write_parquet
+from pks.timing import frame_times
 from pks.store import (Store, as_store, atomic_path, first_line, input_options, input_stamp, is_url, open_input,
                        staged)
 
@@ -139,8 +140,9 @@ def clip_stages(info: VideoInfo, records: list[ClipRecord], out: Path, cfg: dict
     """Cut, analyse and caption `records` (the ok ones); each failure stays on its clip. Cut
     and analysis share one decode of the records' span (seeking to it with a `grid`, see
     pks.seek)."""
+    times = frame_times(info.path) if info.vfr else None  # a variable-rate source: clips resampled by them
     records = clip_pass(info.path, info.rotation, records, out, cfg,
-                        lambda r, frames: analyse_one(r, frames, out, cfg), grid)
+                        lambda r, frames: analyse_one(r, frames, out, cfg), grid, times)
     if cfg["caption"]["captioner"] != "none" and not worker_backend(cfg).batch:
         records = caption_clips(records, out, cfg)
     return records

@@ -210,7 +210,7 @@ def samples(out: Store, previous: dict[str, dict]) -> list[dict]:
         rows.append({"clip_id": r["clip_id"], "video_id": r["video_id"], "curriculum_stage": r["curriculum_stage"],
                      "record": record, "record_hash": record_hash, "clip_bytes": size,
                      "clip_mtime_ns": mtime, "clip_hash": clip_hash,
-                     "frames": r["end_frame"] - r["start_frame"], "fps": r["fps"],
+                     "frames": ClipRecord.from_row(r).frames_in_clip, "fps": r["fps"],
                      "fingerprint": digest(r["clip_id"], record_hash, clip_hash)})
     return rows
 

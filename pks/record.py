@@ -33,7 +33,13 @@ class ClipRecord:
     source_path: str
     start_frame: int = 0
     end_frame: int = 0  # exclusive
-    fps: float = 0.0
+    fps: float = 0.0  # the clip's constant rate (a variable-rate source is resampled to it: `retimed`)
+    # Seconds from the source's first frame, from the frames' timestamps; left None, they are
+    # frame / fps (the same on a constant-rate grid).
+    start_s: float | None = None
+    end_s: float | None = None
+    clip_frames: int | None = None  # frames in the clip file when they differ from the span's (retimed)
+    retimed: str = ""  # how a variable-rate span became a constant-rate clip (see pks.timing)
     width: int = 0
     height: int = 0
     transition_in: str = "start"
@@ -62,6 +68,10 @@ class ClipRecord:
             raise ValueError(f"transition_in must be one of {TRANSITIONS}, got {self.transition_in!r}")
         if self.end_frame < self.start_frame:
             raise ValueError(f"end_frame {self.end_frame} < start_frame {self.start_frame}")
+        if self.start_s is None:
+            self.start_s = self.start_frame / self.fps if self.fps else 0.0
+        if self.end_s is None:
+            self.end_s = self.end_frame / self.fps if self.fps else 0.0
 
     # Derived, never stored separately, so they cannot disagree with the span.
     @property
@@ -69,20 +79,17 @@ class ClipRecord:
         return clip_id(self.video_id, self.start_frame, self.end_frame)
 
     @property
-    def start_s(self) -> float:
-        return self.start_frame / self.fps if self.fps else 0.0
-
-    @property
-    def end_s(self) -> float:
-        return self.end_frame / self.fps if self.fps else 0.0
-
-    @property
     def n_frames(self) -> int:
         return self.end_frame - self.start_frame
 
+    @property
+    def frames_in_clip(self) -> int:
+        """Frames the clip file holds: the span's, or the resampled count of a retimed clip."""
+        return self.n_frames if self.clip_frames is None else self.clip_frames
+
     def to_row(self) -> dict[str, Any]:
         row = dataclasses.asdict(self)
-        row.update(clip_id=self.clip_id, start_s=self.start_s, end_s=self.end_s)
+        row.update(clip_id=self.clip_id)
         return {name: row[name] for name in SCHEMA.names}
 
     @classmethod
@@ -91,6 +98,7 @@ class ClipRecord:
         kw = {k: v for k, v in row.items() if k in names}
         for k in ("camera_motion", "quality_flags"):
             kw[k] = list(kw.get(k) or [])
+        kw["retimed"] = kw.get("retimed") or ""  # a part written before the column
         if kw.get("caption") is not None:
             kw["caption"] = {k: (list(v) if isinstance(v, (list, tuple)) or hasattr(v, "tolist") else v)
                              for k, v in dict(kw["caption"]).items()}
@@ -128,6 +136,8 @@ SCHEMA = pa.schema([
     ("fps", pa.float64()),
     ("start_s", pa.float64()),
     ("end_s", pa.float64()),
+    ("clip_frames", pa.int64()),
+    ("retimed", pa.string()),
     ("width", pa.int32()),
     ("height", pa.int32()),
     ("transition_in", pa.string()),

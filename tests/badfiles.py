@@ -20,6 +20,8 @@ def _encode(dst: Path, frames, rate=24, pix_fmt="yuv420p", codec="libx264", pts=
             options=None, container_options=None):
     with av.open(str(dst), "w", options=container_options or {}) as c:
         s = c.add_stream(codec, rate=rate)
+        if pts is not None:  # the encoder's clock must resolve the given timestamps
+            s.codec_context.time_base = Fraction(1, 48)
         first = True
         for i, rgb in enumerate(frames):
             if first:
@@ -64,12 +66,17 @@ def make_bad_inputs(src: Path, out: Path) -> dict[str, Path]:
     rng = np.random.default_rng(0)
     raw[mid:mid + 6000] = rng.integers(0, 256, 6000, dtype=np.uint8).tobytes()
     p["corrupt_middle"].write_bytes(bytes(raw))
-    frames = list(_frames(src, 120))
-    steps = np.where(np.arange(len(frames)) % 3 == 0, 3, 2)  # 16 and 24 fps interleaved
-    _encode(p["vfr"], frames, pts=np.r_[0, np.cumsum(steps)[:-1]].tolist())
+    make_vfr(src, p["vfr"])
     _encode(p["rotated"], _frames(src, 72), rotation=90)
     _encode(p["ten_bit"], _frames(src, 72), pix_fmt="yuv420p10le")
     return p
+
+
+def make_vfr(src: Path, dst: Path, frames: int = 120) -> None:
+    """The first `frames` frames of `src` at a variable rate: each frame shown for 1/16 s, then
+    two for 1/24 s, over and over (timestamps in 1/48 s)."""
+    steps = np.where(np.arange(frames) % 3 == 0, 3, 2)
+    _encode(dst, _frames(src, frames), pts=np.r_[0, np.cumsum(steps)[:-1]].tolist())
 
 
 def corrupt_packets(src: Path, dst: Path, at: tuple[float, ...] = (0.3, 0.5, 0.7), nbytes: int = 32) -> list[int]:

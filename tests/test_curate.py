@@ -77,7 +77,8 @@ def test_curate_accounts_for_every_input_with_exact_clips(ray_local, inputs, tmp
     assert len({r["clip_id"] for r in rows}) == len(rows)
     for r in ok:
         vr = decord.VideoReader(str(out / "clips" / f"{r['clip_id']}.mp4"))
-        assert len(vr) == r["end_frame"] - r["start_frame"], r["clip_id"]
+        assert len(vr) == (r["clip_frames"] or r["end_frame"] - r["start_frame"]), r["clip_id"]
+        assert bool(r["retimed"]) == (Path(r["source_path"]).name == "vfr.mp4")  # resampled: variable rate only
         h, w = vr[0].shape[:2]
         assert (w, h) == (r["width"] - r["width"] % 2, r["height"] - r["height"] % 2)
     for r in ok:  # the analysis stage filled every ok clip
