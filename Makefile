@@ -50,7 +50,7 @@ browser:
 	  || echo "chromium not installed: the browser test will be skipped"
 
 test: install vllm-env browser
-	$(BIN)/python -m pytest -q
+	PKS_NO_SKIPS=1 $(BIN)/python -m pytest -q
 
 # The whole job on synthesised footage: shots, clips, analysis, captions (the signals captioner:
 # no model runs here), curriculum shards; then the report.

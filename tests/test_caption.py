@@ -38,7 +38,7 @@ def server(model_dir):
 @pytest.fixture(scope="module")
 def curated(tmp_path_factory, synth_videos):
     """A curated run (clips + analysis, captions by signals) to caption with the model."""
-    ray = pytest.importorskip("ray")
+    import ray
     d = tmp_path_factory.mktemp("cap")
     (d / "in").mkdir()
     for p, _ in synth_videos[:2]:
@@ -202,7 +202,7 @@ def test_make_backend_and_serve_vlm():
 
 
 def test_curate_with_openai_captioner_captions_every_ok_clip(server, synth_videos, tmp_path):
-    ray = pytest.importorskip("ray")
+    import ray
     (tmp_path / "in").mkdir()
     shutil.copy(synth_videos[2][0], tmp_path / "in")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)

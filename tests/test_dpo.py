@@ -72,6 +72,46 @@ def test_failure_copies_follow_the_sample_index():
     assert len({failure_copy(video, 0, i)[1] for i in range(30)}) >= 4  # the kinds vary over the stream
 
 
+def test_online_pairs_are_the_judges_best_and_worst_sample_of_a_prompt_a_margin_apart(monkeypatch):
+    """The ranking rule on its own: samples whose Judge logits are known (the policy's sampler
+    and the Judge replaced by ones whose answers the test sets; the run below uses the real ones)."""
+    import training.judge
+    import training.sample
+    from training.dpo import online_pairs
+
+    drawn = {}  # (narrative, seed) -> the sample's grey level
+
+    def sample(model, text, space, cfg, tags, narrative, shot, stage, seed, steps=None, tax=None):
+        level = seed % 251
+        drawn[narrative, seed] = level
+        return torch.full((4, 3, 8, 8), level, dtype=torch.uint8)
+
+    gain = {"steep": 0.1, "flat": 0.001, "steep too": -0.05}  # logit per grey level
+
+    def judge_frames(judge, frames, fps, acfg):
+        logit = gain[judge_frames.prompt] * float(frames.mean())
+        return 1 / (1 + math.exp(-logit)), logit, float(frames.mean()) / 255  # brighter: more deformed
+
+    def sample_for(*a, **k):
+        judge_frames.prompt = a[5]
+        return sample(*a, **k)
+
+    monkeypatch.setattr(training.sample, "sample", sample_for)
+    monkeypatch.setattr(training.judge, "judge_frames", judge_frames)
+    cfg = {"dpo": {"k": 4, "margin": 0.5, "sample_steps": 2}, "data": {"fps": 12}, "train": {"seed": 0}}
+    prompts = [{"tags": {}, "narrative": n, "shot": None, "stage": 0} for n in gain]
+    pairs, stats = online_pairs(torch.nn.Linear(1, 1), None, None, cfg, prompts, None, {}, 0, TAX)
+    levels = {n: sorted(v for (m, _), v in drawn.items() if m == n) for n in gain}
+    assert all(len(v) == 4 and v[-1] - v[0] > 20 for v in levels.values())  # four distinct samples a prompt
+    # "flat": its logits spread less than the margin (a level spread under 500), so no pair
+    assert [q["prompt"]["narrative"] for q in pairs] == ["steep", "steep too"] and stats["pairs"] == 2
+    w, lose = pairs[0]["w"].float().mean(), pairs[0]["l"].float().mean()
+    assert (w, lose) == (levels["steep"][-1], levels["steep"][0])  # the highest logit wins, the lowest loses
+    w, lose = pairs[1]["w"].float().mean(), pairs[1]["l"].float().mean()
+    assert (w, lose) == (levels["steep too"][0], levels["steep too"][-1])  # (this Judge prefers darker)
+    assert stats["winner_less_deformed"] == 0.5  # "steep"'s winner is brighter, "steep too"'s darker
+
+
 def pks(*args):
     return subprocess.run([sys.executable, "-m", "pks.cli", *map(str, args)], capture_output=True, text=True, timeout=600)
 

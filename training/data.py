@@ -37,6 +37,7 @@ import torch
 
 import taxonomy
 from pipelines.shard import member_end, sample_ranges, stale_samples
+from pks.errors import UserError
 from pks.seeded import unit
 
 N_STAGES = 4
@@ -141,14 +142,19 @@ def decode_frames(data: bytes, size: tuple[int, int], wanted: set[int] | None = 
     return got
 
 
+class StaleShards(UserError, ValueError):
+    """Shards whose records no longer match the manifest: a user's next step (one line, exit 2)."""
+
+
 def refuse_stale(root: Path) -> None:
-    """ValueError when shards at OUT/shards hold records that changed in OUT/manifest.parquet after
-    `pks shard` wrote them (a caption, an audit, a Judge score): train on what the manifest says."""
+    """StaleShards when shards at OUT/shards hold records that changed in OUT/manifest.parquet
+    after `pks shard` wrote them (a caption, an audit, a Judge score): train on what the manifest
+    says. Every trainer that streams raw shards (sft, dpo) meets it through the loader."""
     out = Path(root).parent
     if Path(root).name == "shards" and (out / "manifest.parquet").is_file():
         stale, held = stale_samples(out)
         if stale:
-            raise ValueError(f"{stale} sample(s) of {root} no longer match {out / 'manifest.parquet'} "
+            raise StaleShards(f"{stale} sample(s) of {root} no longer match {out / 'manifest.parquet'} "
                              f"({held} sharded): run pks shard {out} (or pass --allow-stale)")
 
 

@@ -320,10 +320,7 @@ def train(source: str | Path, run: str | Path, cfg: dict, resume: bool = False, 
     run = Path(run)
     root = shards_root(source)
     if not allow_stale:
-        try:
-            refuse_stale(root)  # before anything is built: one line, and the loader need not check again
-        except ValueError as e:
-            raise UserError(str(e)) from None
+        refuse_stale(root)  # before anything is built, and the loader need not check again
     latents = (root / "encode.json").is_file()  # latent shards from `pks train encode`
     if latents:
         enc = json.loads((root / "encode.json").read_text())
@@ -530,5 +527,5 @@ def train_ray(source: str | Path, run: str | Path, cfg: dict, workers: int, use_
                            scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu),
                            run_config=RunConfig(name="pks-train", storage_path=str(run / "ray")))
     trainer.fit()
-    lines = (run / "metrics.jsonl").read_text().splitlines()
-    return json.loads(lines[-1]) if lines else {}
+    lines = jsonl_entries((run / "metrics.jsonl").read_text())  # a line torn by a killed worker is skipped
+    return lines[-1] if lines else {}
