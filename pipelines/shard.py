@@ -206,7 +206,7 @@ def samples(out: Store, previous: dict[str, dict]) -> list[dict]:
         same = old and old["clip_bytes"] == size and old["clip_mtime_ns"] == mtime
         clip_hash = old["clip_hash"] if same and old["clip_hash"] else file_hash(out, clip_key(r["clip_id"]))
         record = json.dumps(r, sort_keys=True)
-        record_hash = digest(record)
+        record_hash = record_digest(r)
         rows.append({"clip_id": r["clip_id"], "video_id": r["video_id"], "curriculum_stage": r["curriculum_stage"],
                      "record": record, "record_hash": record_hash, "clip_bytes": size,
                      "clip_mtime_ns": mtime, "clip_hash": clip_hash,
@@ -317,6 +317,13 @@ def _ray_write(spec: dict, out: Store, thumb_width: int) -> dict:
     return write_shard(spec, out, thumb_width)
 
 
+def record_digest(row: dict) -> str:
+    """A manifest row's hash, blind to empty fields (null, "", []): a column added to the record
+    later (read as null from older manifests, written empty by newer code) leaves the hashes of
+    existing shards as they were."""
+    return digest(json.dumps({k: v for k, v in row.items() if v is not None and v != "" and v != []}, sort_keys=True))
+
+
 def stale_samples(out) -> tuple[int, int]:
     """(stale, sharded) for OUT's shards against its manifest: a sample is stale when its record
     changed after `pks shard` wrote it (a caption, an audit correction, a Judge score, a
@@ -324,7 +331,7 @@ def stale_samples(out) -> tuple[int, int]:
     out = as_store(out)
     held = {r["clip_id"]: r["record_hash"]
             for r in out.read_table("shards/index.parquet", columns=["clip_id", "record_hash"]).to_pylist()}
-    current = {r["clip_id"]: digest(json.dumps(r, sort_keys=True))  # as samples() hashes a record
+    current = {r["clip_id"]: record_digest(r)
                for r in out.read_table("manifest.parquet", schema=SCHEMA).to_pylist() if r["status"] == "ok"}
     return sum(current.get(c) != h for c, h in held.items()) + sum(c not in held for c in current), len(held)
 

@@ -180,3 +180,22 @@ def test_one_clip_of_a_duplicate_group_reaches_the_shards_and_its_videos_share_a
     assert {v for v, _ in splits} == {orig, copy} and len({s for _, s in splits}) == 1
     again = shard_run(out, cfg, progress=lambda m: None)  # judged again: the same rejections, no shard rewritten
     assert again["new"] == again["rewritten"] == 0 and {r["clip_id"]: r for r in manifest(out)} == rows
+
+
+def test_a_column_added_to_the_record_later_leaves_shards_current(sharded_run, tmp_path):
+    """A manifest written before a record column existed (read back as null) and the same run's
+    manifest with it: the shards match both, so an upgrade does not make every shard stale."""
+    from pipelines.shard import stale_samples
+
+    out = tmp_path / "run"
+    shutil.copytree(sharded_run, out)
+    assert stale_samples(out)[0] == 0
+    table = pq.read_table(out / "manifest.parquet")
+    pq.write_table(table.drop(["clip_frames", "retimed"]), out / "manifest.parquet")  # as an older pks wrote it
+    assert stale_samples(out) == (0, len(pq.read_table(out / "shards" / "index.parquet")))
+    # a field that really changed still shows
+    rows = table.to_pylist()
+    ok = next(i for i, r in enumerate(rows) if r["status"] == "ok")
+    rows[ok]["judge_score"] = 0.5
+    pq.write_table(pq.read_table(out / "manifest.parquet").from_pylist(rows, schema=table.schema), out / "manifest.parquet")
+    assert stale_samples(out)[0] == 1
