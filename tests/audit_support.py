@@ -5,6 +5,7 @@ process), with annotators who submit as fast as it answers (the load test and
 benchmarks/audit_load.py)."""
 from __future__ import annotations
 
+import json
 import math
 import re
 import socket
@@ -49,13 +50,17 @@ def encode_ramp(path: Path, n: int) -> None:
             c.mux(p)
 
 
-def make_run(out: Path, n_clips: int = 4, frames: int = 24, narrative: str = "a girl runs") -> list[str]:
+def make_run(out: Path, n_clips: int = 4, frames: int = 24, narrative: str = "a girl runs",
+             camera: tuple[list[str], dict] | None = None) -> list[str]:
+    """`camera`: every clip's measured camera, (camera_motion tags, signals["camera"]); else static, unmeasured."""
+    tags, measured = camera or (["static"], None)
+    signals = {"smear_at": [5, 6], "impact_at": [12], **({"camera": measured} if measured is not None else {})}
     (out / "parts").mkdir(parents=True)
     (out / "clips").mkdir()
     recs = [ClipRecord(video_id="v1", source_path="v1.mp4", start_frame=k * frames, end_frame=(k + 1) * frames,
                        fps=FPS, width=128, height=96, caption=caption(narrative=narrative, camera=["shake"]),
-                       caption_source="tiny|prompt=1|taxonomy=v1", camera_motion=["static"], deformation_score=0.4,
-                       curriculum_stage=1, cadence=2.0, signals='{"smear_at": [5, 6], "impact_at": [12]}')
+                       caption_source="tiny|prompt=1|taxonomy=v1", camera_motion=tags, deformation_score=0.4,
+                       curriculum_stage=1, cadence=2.0, signals=json.dumps(signals))
             for k in range(n_clips)]
     for r in recs:
         encode_ramp(out / "clips" / f"{r.clip_id}.mp4", frames)

@@ -1,21 +1,28 @@
 """The audit workbench over HTTP: sessions, CSRF, escaping, clip serving, limits, labelling,
-and a real server under load."""
+the faces people read (agreement tables, the camera in words), and a real server under load."""
 import asyncio
+import math
 import re
 import secrets
 import threading
 import time
+from html.parser import HTMLParser
 
 import httpx
+import numpy as np
 import pytest
 from fastapi.testclient import TestClient
 from typer.testing import CliRunner
 
+import taxonomy
 from annotators.audit.queue import QueueConfig
+from annotators.audit.stats import audit_stats, number
 from annotators.audit.store import Store
 from annotators.audit.web import create_app, loopback
-from audit_support import cli_server, load, login_as, make_run, percentile, thread_server
+from annotators.signals.motion import camera_phrase, camera_tags
+from audit_support import caption, cli_server, load, login_as, make_run, percentile, thread_server
 from pks.cli import app as cli
+from pks.config import load_config
 
 EVIL = '<script>alert(1)</script>"><img src=x onerror=alert(2)>'
 
@@ -216,6 +223,139 @@ def test_stats_page(served):
                                       "shot": "wide"})
     c, _ = login(app, tokens["lee"])
     assert "1 labels on 1 clips by 1 annotators" in c.get("/stats").text
+
+
+# ---- the faces people read ----------------------------------------------------------------
+class Tables(HTMLParser):
+    """Every <table id=...> of a page: {table id: {row's data-tag (or first cell): [(cell text,
+    the style of the bar in it or None)]}}."""
+
+    def __init__(self, page: str):
+        super().__init__()
+        self.tables, self.table, self.row, self.cell = {}, None, None, None
+        self.feed(page)
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        if tag == "table":
+            self.table = self.tables.setdefault(a.get("id"), {})
+        elif tag == "tr" and self.table is not None:
+            self.row = (a.get("data-tag"), [])
+        elif tag in ("td", "th") and self.row is not None:
+            self.cell = ["", None]
+        elif tag == "span" and self.cell is not None and "fill" in a.get("class", ""):
+            self.cell[1] = (a["class"], a["style"])
+
+    def handle_data(self, data):
+        if self.cell is not None:
+            self.cell[0] += data
+
+    def handle_endtag(self, tag):
+        if tag in ("td", "th") and self.cell is not None:
+            self.row[1].append((" ".join(self.cell[0].split()), self.cell[1]))
+            self.cell = None
+        elif tag == "tr" and self.row is not None:
+            if self.row[1] and self.row[1][0][0] not in ("tag", "annotators", "annotator", "the model says"):
+                self.table[self.row[0] or self.row[1][0][0]] = self.row[1]
+            self.row = None
+        elif tag == "table":
+            self.table = None
+
+
+def test_camera_in_words_and_units():
+    cam = {"pan_per_frame": 0.012, "tilt_per_frame": -0.004, "zoom_per_frame": math.log(1.008),
+           "roll_per_frame": math.radians(0.5), "jitter": 0.009}
+    width = "of the frame width per frame"  # pan and tilt are both measured in frame widths
+    assert camera_phrase(["pan_left"], cam) == f"pan left, 1.2% {width}"
+    assert camera_phrase(["pan_right"], {"pan_per_frame": -0.012}) == f"pan right, 1.2% {width}"  # the tag's way
+    assert camera_phrase(["tilt_down"], cam) == f"tilt down, 0.4% {width}"
+    assert camera_phrase(["tilt_up"], {"tilt_per_frame": 0.00083}) == f"tilt up, 0.083% {width}"  # slow: two figures
+    assert camera_phrase(["zoom_in"], cam) == "zoom in, 0.8% per frame"  # log scale, said as the change in size
+    assert camera_phrase(["zoom_out"], {"zoom_per_frame": math.log(0.99)}) == "zoom out, 1.0% per frame"
+    assert camera_phrase(["roll"], cam) == "roll, 0.5° per frame"  # radians, said in degrees
+    assert camera_phrase(["shake"], cam) == "shake, 0.9% of the frame width from frame to frame"
+    assert camera_phrase(["static"], cam) == camera_phrase(["static"], None) == "static"
+    assert camera_phrase(["pan_left", "zoom_in"], cam) == f"pan left, 1.2% {width}; zoom in, 0.8% per frame"
+    # a missing measurement (an older record, no camera stats, a NaN) is said without a size
+    assert camera_phrase(["pan_left"], {}) == camera_phrase(["pan_left"], None) == "pan left (no measurement)"
+    assert camera_phrase(["zoom_in"], {"zoom_per_frame": float("nan")}) == "zoom in (no measurement)"
+    assert camera_phrase(["dolly_zoom"], cam) == "dolly zoom"  # a tag the analyser never sizes
+    assert camera_phrase([], cam) == camera_phrase(None, None) == "not measured"
+    # the phrase reads camera_tags' own output: its stat names, its signs, its units
+    thresholds = load_config()["analyse"]["camera"]
+    tags, stats = camera_tags(np.array([[0.006, -0.004, 0.0, 0.0]] * 10), thresholds)  # background moves right, up
+    assert camera_phrase(tags, stats) == f"pan left, 0.6% {width}; tilt down, 0.4% {width}"
+    tags, stats = camera_tags(np.array([[0.0, 0.0, math.log(1.008), 0.0]] * 10), thresholds)
+    assert camera_phrase(tags, stats) == "zoom in, 0.8% per frame"
+
+
+def test_clip_page_says_the_camera_in_words(tmp_path):
+    ids = make_run(tmp_path, camera=(["pan_left", "zoom_in"], {"pan_per_frame": 0.012, "tilt_per_frame": 0.0,
+                                                                "zoom_per_frame": math.log(1.008), "jitter": 0.0}))
+    c, _ = login(create_app(tmp_path), Store(tmp_path).add_user("ann", "annotator"))
+    page = c.get(f"/panel?clip={ids[0]}").text
+    said = re.search(r'<td id="camera">([^<]*)</td>', page).group(1)
+    assert said == "pan left, 1.2% of the frame width per frame; zoom in, 0.8% per frame"
+    assert "pan_per_frame" not in page and "{" not in said  # not the dict
+
+
+def test_stats_page_is_tables_per_axis_with_bars(served):
+    out, ids, tokens, app = served
+    s = Store(out)
+    # ann and lee on 4 clips; the model (make_run) says camera "shake" and shot extreme_wide on all
+    ann = [["static"], ["static", "shake"], ["pan_left"], []]
+    lee = [["static"], ["static"], ["pan_right"], ["shake"]]
+    for k, clip in enumerate(ids):
+        shot = "wide" if k == 3 else "extreme_wide"
+        s.submit(clip, "ann", caption(camera=ann[k], shot=shot))
+        s.submit(clip, "lee", caption(camera=lee[k], shot=shot))
+    c, _ = login(app, tokens["lee"])
+    page = c.get("/stats").text
+    assert "<pre" not in page and "8 labels on 4 clips by 2 annotators" in page
+    tables = Tables(page).tables
+    assert {"axis-style", "axis-motion", "axis-camera", "axis-vfx", "axis-shot", "pairs", "confused"} <= set(tables)
+    camera = tables["axis-camera"]
+    assert list(camera) == ["camera", "camera/static", "camera/pan_left", "camera/pan_right", "camera/shake"]
+    # cells: tag, kappa, alpha, F1, precision, recall, support
+    assert [t for t, _ in camera["camera/static"]] == ["static static", "1.000", "1.000", "0.000", "n/a", "0.000", "2"]
+    # shake: ann [0,1,0,0], lee [0,0,0,1]. kappa: po 1/2, pe 10/16 -> -1/3. alpha (nominal): observed
+    # disagreement 4/8, expected 24/56 -> -1/6. The model said it on 4 clips, people on none.
+    shake = camera["camera/shake"]
+    assert [t for t, _ in shake] == ["handheld shake shake", "-0.333", "-0.167", "0.000", "0.000", "n/a", "0"]
+    assert shake[1][1] == ("fill below", "left: 33.3%; width: 16.7%")  # left of the centre line, in red
+    assert camera["camera/static"][1][1] == ("fill", "left: 50.0%; width: 50.0%")  # 1: centre to the right edge
+    # shot: people say extreme_wide on 3 clips and wide on 1; the model extreme_wide on all 4
+    shot = tables["axis-shot"]
+    # no per tag kappa or alpha for shot size (one answer per clip): a dash, not n/a
+    row = [t for t, _ in shot["shot/extreme_wide"]]
+    assert row == ["extreme wide extreme_wide", "—", "—", "0.857", "0.750", "1.000", "3"]
+    assert shot["shot/extreme_wide"][3][1] == ("fill", "left: 0.0%; width: 85.7%")  # F1 grows from the left
+    assert [t for t, _ in shot["shot"][1:3]] == ["1.000", "1.000"]  # whole axis: kappa, alpha
+    assert list(tables["axis-style"]) == ["style"]  # no one used a style tag: no rows, only the whole axis
+    assert "No figure yet" in page and "cel-shaded TV" in page
+    # every figure is audit_stats' own, as `pks audit stats` prints it
+    st = audit_stats(out, s, taxonomy.load())
+    for tag, v in st["agreement"]["per_tag"].items():
+        row = tables[f"axis-{tag.split('/')[0]}"].get(tag)
+        assert row is not None or (math.isnan(v["kappa"]) and math.isnan(v["alpha"]))
+        if row:
+            assert [row[1][0], row[2][0]] == [number(v["kappa"]), number(v["alpha"])]
+    for tag, v in st["model_vs_human"]["per_tag"].items():
+        assert [t for t, _ in tables[f"axis-{tag.split('/')[0]}"][tag][3:]] == [
+            number(v["f1"]), number(v["precision"]), number(v["recall"]), str(v["support"])]
+    pair = st["agreement"]["pairs"]["ann ~ lee"]
+    assert [t for t, _ in tables["pairs"]["ann ~ lee"][1:]] == [number(pair["kappa"]), "4"]
+    assert [t for t, _ in tables["confused"]["camera/shake"]] == ["camera/shake", "camera/static", "2"]
+
+
+def test_stats_page_with_no_annotations_says_so(served):
+    out, ids, tokens, app = served
+    c, _ = login(app, tokens["ann"])
+    page = c.get("/stats").text
+    assert "No annotations yet" in page and "<table" not in page and "<pre" not in page
+    Store(out).submit(ids[0], "ann", caption())
+    page = c.get("/stats").text  # one annotator: tables, and why kappa and alpha are n/a
+    assert "needs two people labelling the same clips" in page and 'id="axis-camera"' in page
 
 
 def test_leads_see_open_disagreements(served):

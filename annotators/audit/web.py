@@ -41,8 +41,9 @@ from starlette.datastructures import FormData
 
 import taxonomy
 from annotators.audit.queue import QueueConfig, next_clips
-from annotators.audit.stats import audit_stats, format_stats
+from annotators.audit.stats import audit_stats, bar, by_axis, number
 from annotators.audit.store import SESSION_IDLE, SESSION_MAX_AGE, Store
+from annotators.signals.motion import camera_phrase
 from taxonomy.loader import CaptionError, SHOT_AXIS, TAG_AXES
 
 HERE = Path(__file__).parent
@@ -161,6 +162,8 @@ def create_app(out: str | Path, queue: QueueConfig | None = None, max_body: int 
     app = FastAPI(title="PKS audit", docs_url=None, redoc_url=None, openapi_url=None)
     app.mount("/static", StaticFiles(directory=HERE / "static"), name="static")
     templates = Jinja2Templates(directory=HERE / "templates")  # autoescapes .html
+    templates.env.filters["number"] = number  # the stats page prints figures as `pks audit stats` does
+    templates.env.globals["bar"] = bar
 
     @app.exception_handler(Auth)
     async def _login_first(request: Request, _exc: Auth):
@@ -204,7 +207,8 @@ def create_app(out: str | Path, queue: QueueConfig | None = None, max_body: int 
             others = {u: a.labels for u, a in store().latest("label", clip_id).get(clip_id, {}).items()}
         return templates.TemplateResponse(request, "clip.html", {
             "r": r, "user": user, "mode": mode, "tax": tax, "axes": (*TAG_AXES,), "shot_axis": SHOT_AXIS,
-            "signals": signals, "reveal": reveal, "reasons": FAILURE_REASONS, "others": others,
+            "signals": signals, "camera": camera_phrase(r["camera_motion"], signals.get("camera")) if r else "",
+            "reveal": reveal, "reasons": FAILURE_REASONS, "others": others,
             "prefill": (r["caption"] or {}) if r and mode == "review" else {},
             "prefetch": next((c for c in upcoming if c != clip_id), None),
             "n_frames": (r["end_frame"] - r["start_frame"]) if r else 0,
@@ -313,7 +317,7 @@ def create_app(out: str | Path, queue: QueueConfig | None = None, max_body: int 
     def stats_page(request: Request):
         user = who(request)
         s = audit_stats(out, store(), tax)
-        return templates.TemplateResponse(request, "stats.html", {"user": user, "s": s, "text": format_stats(s)})
+        return templates.TemplateResponse(request, "stats.html", {"user": user, "s": s, "tables": by_axis(s, tax)})
 
     return BodyLimit(app, max_body)
 

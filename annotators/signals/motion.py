@@ -303,3 +303,51 @@ def camera_tags(terms: np.ndarray, cam: dict) -> tuple[list[str], dict]:
     stats = {"pan_per_frame": round(mx, 5), "tilt_per_frame": round(my, 5), "zoom_per_frame": round(zoom, 5),
              "roll_per_frame": round(roll, 5), "jitter": round(jitter, 5)}
     return tags, stats
+
+
+def _size(x: float) -> str:
+    """Two significant figures under 1, one decimal above (0.083, 0.4, 1.2, 12.5)."""
+    return f"{x:.1f}" if x >= 1 else f"{x:.2g}"
+
+
+def _widths(v: float) -> str:
+    return f"{_size(abs(v) * 100)}% of the frame width per frame"
+
+
+def _scale(v: float) -> str:
+    return f"{_size(abs(math.expm1(v)) * 100)}% per frame"  # log scale -> the picture's change in size
+
+
+# tag -> (the camera_tags stat that sizes it, that stat in words). Kept beside camera_tags so
+# the units cannot drift apart: pan and tilt are both in frame *widths* (camera_terms divides
+# both by w, so they compare), zoom is a log scale per frame (said as the picture's change in
+# size), roll is radians per frame (said in degrees), jitter is widths from frame to frame.
+_SIZES = {
+    "pan_left": ("pan_per_frame", _widths), "pan_right": ("pan_per_frame", _widths),
+    "tilt_up": ("tilt_per_frame", _widths), "tilt_down": ("tilt_per_frame", _widths),
+    "zoom_in": ("zoom_per_frame", _scale), "zoom_out": ("zoom_per_frame", _scale),
+    "roll": ("roll_per_frame", lambda v: f"{_size(math.degrees(abs(v)))}° per frame"),
+    "shake": ("jitter", lambda v: f"{_size(abs(v) * 100)}% of the frame width from frame to frame"),
+}
+
+
+def camera_phrase(tags: list[str] | None, camera: dict | None) -> str:
+    """The measured camera in words and units, for people (the audit's clip page): each tag of
+    a record's `camera_motion` sized by its measurement in `signals["camera"]` (camera_tags'
+    stats), e.g. "pan left, 1.2% of the frame width per frame; zoom in, 0.8% per frame". The
+    direction is the tag's; a tag whose measurement is missing from `signals` is said without
+    a size rather than with a made-up one."""
+    if not tags:
+        return "not measured"
+    camera = camera or {}
+    said = []
+    for tag in tags:
+        words = tag.replace("_", " ")
+        stat, say = _SIZES.get(tag, (None, None))
+        v = camera.get(stat) if stat else None
+        if isinstance(v, (int, float)) and math.isfinite(v):
+            words += ", " + say(v)
+        elif stat:
+            words += " (no measurement)"
+        said.append(words)
+    return "; ".join(said)
