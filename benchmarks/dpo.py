@@ -42,7 +42,7 @@ def held_out(run: Path, init: Path, data: Path, batches: int = 6) -> dict:
     from training.data import CurriculumLoader
     from training.dpo import offline_pairs, pair_loss
     from training.sample import load_run
-    from training.train import shards_root
+    from training.data import shards_root
 
     cfg, tax, policy, text, space, _ = load_run(run)
     _, _, reference, _, _, _ = load_run(init)
@@ -53,7 +53,7 @@ def held_out(run: Path, init: Path, data: Path, batches: int = 6) -> dict:
     acc, fit, ref = [], [], []
     with torch.no_grad():
         for batch in loader:
-            cond, w, lose, idx = offline_pairs(batch, cfg, taxonomy.load(), shape)
+            cond, w, lose, idx = offline_pairs(batch, cfg, tax, shape)
             _, st = pair_loss(policy, reference, text, space, cfg, [cond], w, lose, [i + 10 ** 9 for i in idx])
             acc.append(st["implicit_acc"])
             fit.append(st["fit_w"])

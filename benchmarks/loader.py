@@ -209,7 +209,7 @@ def main() -> None:
     mem, samples, runs = {}, {}, [("1x", tmp / "run")]
     if not a.no_memory:
         tenfold(tmp / "run", big)
-        from pipelines.curate import build_manifest
+        from pipelines.parts import build_manifest
         from pks.config import load_config
 
         build_manifest(big, load_config(cfg))

@@ -15,18 +15,43 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import os
+import traceback
 import uuid
 from pathlib import Path
 
 import av
 import numpy as np
 
+from annotators.signals import analyse
+from annotators.signals.embed import embedder
 from annotators.signals.frames import ClipCollector
 from pks.clips import clip_path, upright
 from pks.record import ClipRecord
 from pks.seek import Irregular, iter_range
+from pks.store import atomic_path
 from pks.timing import constant_rate, retime_note, span_times
 from pks.videoio import Mp4Writer, pick_encoder
+
+
+def stage_error(stage: str, e: Exception) -> str:
+    """An error reason naming the stage, the exception and where it was raised (a bug's
+    location is what its reader needs first)."""
+    tb = traceback.extract_tb(e.__traceback__)
+    where = f" (at {Path(tb[-1].filename).name}:{tb[-1].lineno})" if tb else ""
+    return f"{stage}: {type(e).__name__}: {e}{where}"
+
+
+def analyse_one(r: ClipRecord, frames, out: Path, cfg: dict) -> ClipRecord:
+    """The analysis fields of one ok record, from its frames (pipelines.clipwork decodes them)."""
+    fields = analyse(frames, cfg)
+    fields["quality_flags"] = sorted(set(r.quality_flags) | set(fields["quality_flags"]))
+    ce = cfg["analyse"]["clip_embeddings"]
+    if ce.get("checkpoint"):  # semantic embedding, kept beside the manifest for the duplicate search
+        vec = embedder(ce["arch"], str(ce["checkpoint"])).embed(frames.rgb)
+        # a temporary name per attempt: a retry may run beside the attempt it replaces
+        with atomic_path(out / "embeddings" / f"{r.clip_id}.npy") as tmp, open(tmp, "wb") as f:
+            np.save(f, vec.astype(np.float32))
+    return dataclasses.replace(r, **fields)
 
 
 def clip_size(width: int, height: int, rotation: int, max_height: int = 0) -> tuple[int, int]:
@@ -92,8 +117,6 @@ def clip_pass(path: str, rotation: int, records: list[ClipRecord], out: Path, cf
     marks a variable-rate source: its clips are resampled to their constant rate. A failure stays on its clip: a clip that comes out short, or
     that a decode failure left unwritten, becomes that record's error; so does an analysis
     failure (the clip file stays)."""
-    from pipelines.curate import stage_error  # (curate imports this module)
-
     write = cfg["clips"]["write"]
     analyse = cfg["analyse"]["enabled"]
     to_write = {r.clip_id for r in records
@@ -117,8 +140,6 @@ def clip_pass(path: str, rotation: int, records: list[ClipRecord], out: Path, cf
 
 
 def _decode_pass(path, rotation, work, to_write, to_analyse, out, cfg, analyse_one, grid, times, done) -> None:
-    from pipelines.curate import stage_error
-
     if not work:
         return
     cc = cfg["clips"]

@@ -1,4 +1,6 @@
-"""`pks curate`: the Ray Data job from raw footage to OUT/manifest.parquet and OUT/clips/.
+"""`pks curate`: the Ray Data job from raw footage to OUT/manifest.parquet and OUT/clips/. This
+module is the driver (plan the inputs, run the videos, caption a run, restage, the run log);
+one video's work is pipelines/video.py, the parts and manifest pipelines/parts.py.
 
 A video up to split.segment_s long is one unit of work: ingest (probe) -> split (shot
 detection) -> clip records -> clips cut to mp4 and analysed from one decode. A longer one is
@@ -11,291 +13,30 @@ uploads the clips, then the part (one PUT, the video's commit).
 """
 from __future__ import annotations
 
-import contextlib
-import dataclasses
 import functools
-import hashlib
-import io
 import json
 import os
-import sys
 import time
-import traceback
 from pathlib import Path
-
-import numpy as np
-import pyarrow as pa
-import pyarrow.parquet as pq
 
 from annotators.caption.backends import make_backend
 from annotators.caption.captioner import CAPTION_ERROR, caption_records
-from annotators.shots import get_detector
-from annotators.signals import analyse
-from annotators.signals.dedupe import find_duplicates
-from annotators.signals.embed import embedder, semantic_duplicates
-from pipelines.clipwork import clip_pass
-from pipelines.segments import clip_records, run_videos
-from pipelines.shard import SHARD_REJECT
+from pipelines.parts import (
+    build_manifest,
+    parts_of,
+    rewrite_parts,
+    set_aside_bad_parts,
+    status_counts,
+    write_part,
+)
+from pipelines.raytools import init_ray, ray_scope
+from pipelines.segments import run_videos
+from pipelines.video import UNREADABLE, video_key
 from pks.config import load_config
-from pks.decode import decode_small
 from pks.errors import UserError
-from pks.probe import ProbeError, VideoInfo, content_hash, list_inputs, probe
-from pks.record import SCHEMA, ClipRecord, read_parquet, write_parquet
-from pks.timing import frame_times
-from pks.store import (Store, as_store, atomic_path, first_line, input_options, input_stamp, is_url, open_input,
-                       staged)
-
-
-UNREADABLE = "path-"  # the video_id of a file that could not be read: this prefix + a hash of its path
-
-
-def video_key(path: str, out: Store | None = None) -> str:
-    """The video_id: the content hash, or for an unreadable file a hash of its path. A URL is
-    read from its store (with OUT's storage options when it shares OUT's protocol)."""
-    try:
-        if is_url(path):
-            with open_input(path, out) as f:
-                return content_hash(f)
-        return content_hash(path)
-    except OSError:
-        return UNREADABLE + hashlib.blake2b(path.encode(), digest_size=6).hexdigest()
-
-
-def ingest(path: str, vid: str) -> VideoInfo | ClipRecord:
-    """Probe one video: its VideoInfo, or an error record saying why it is unusable."""
-    if vid.startswith(UNREADABLE):
-        return ClipRecord(video_id=vid, source_path=path, status="error", error="cannot read file")
-    try:
-        return probe(path, video_id=vid)
-    except ProbeError as e:
-        return ClipRecord(video_id=vid, source_path=path, status="error", error=str(e))
-    except OSError as e:  # gone since it was hashed, or a remote input that could not be fetched
-        return ClipRecord(video_id=vid, source_path=path, status="error", error=f"cannot read file: {e}")
-
-
-def split(info: VideoInfo, cfg: dict) -> list[ClipRecord]:
-    """Detect shots and turn them into clip records (or one rejected record if none is long enough)."""
-    sc = cfg["split"]
-    detector = get_detector(sc["detector"], **(sc.get("params") or {}))
-    frames = decode_small(info.path, detector.frame_size)
-    boundaries = detector.detect(frames.rgb, info.avg_fps) if len(frames.rgb) else []
-    return clip_records(info, boundaries, len(frames.rgb), frames.filled, sc)
-
-
-def stage_error(stage: str, e: Exception) -> str:
-    """An error reason naming the stage, the exception and where it was raised (a bug's
-    location is what its reader needs first)."""
-    tb = traceback.extract_tb(e.__traceback__)
-    where = f" (at {Path(tb[-1].filename).name}:{tb[-1].lineno})" if tb else ""
-    return f"{stage}: {type(e).__name__}: {e}{where}"
-
-
-def analyse_one(r: ClipRecord, frames, out: Path, cfg: dict) -> ClipRecord:
-    """The analysis fields of one ok record, from its frames (pipelines.clipwork decodes them)."""
-    fields = analyse(frames, cfg)
-    fields["quality_flags"] = sorted(set(r.quality_flags) | set(fields["quality_flags"]))
-    ce = cfg["analyse"]["clip_embeddings"]
-    if ce.get("checkpoint"):  # semantic embedding, kept beside the manifest for the duplicate search
-        vec = embedder(ce["arch"], str(ce["checkpoint"])).embed(frames.rgb)
-        # a temporary name per attempt: a retry may run beside the attempt it replaces
-        with atomic_path(out / "embeddings" / f"{r.clip_id}.npy") as tmp, open(tmp, "wb") as f:
-            np.save(f, vec.astype(np.float32))
-    return dataclasses.replace(r, **fields)
-
-
-def caption_clips(records: list[ClipRecord], out: Path, cfg: dict) -> list[ClipRecord]:
-    """Caption ok records; if the stage fails as a whole, each clip is tried alone so the
-    failure lands on the clip that caused it."""
-    backend = worker_backend(cfg)
-    try:
-        return caption_records(records, out, backend, cfg)
-    except Exception:  # noqa: BLE001
-        result = []
-        for r in records:
-            try:
-                result += caption_records([r], out, backend, cfg)
-            except Exception as e:  # noqa: BLE001
-                result.append(r.error_copy(stage_error(CAPTION_ERROR.rstrip(": "), e)))
-        return result
-
-
-_BACKENDS: dict[str, object] = {}
-
-
-def worker_backend(cfg: dict):
-    """One caption backend per worker process and caption config: a local model loads once,
-    not once per video."""
-    key = json.dumps(cfg["caption"], sort_keys=True)
-    if key not in _BACKENDS:
-        _BACKENDS[key] = make_backend(cfg)
-    return _BACKENDS[key]
-
-
-def retry_copy(r: ClipRecord) -> ClipRecord:
-    """A clip-level error record made ok again, so the stages that failed run once more."""
-    return dataclasses.replace(r, status="ok", error="")
-
-
-def clip_stages(info: VideoInfo, records: list[ClipRecord], out: Path, cfg: dict, grid=None) -> list[ClipRecord]:
-    """Cut, analyse and caption `records` (the ok ones); each failure stays on its clip. Cut
-    and analysis share one decode of the records' span (seeking to it with a `grid`, see
-    pks.seek)."""
-    times = frame_times(info.path) if info.vfr else None  # a variable-rate source: clips resampled by them
-    records = clip_pass(info.path, info.rotation, records, out, cfg,
-                        lambda r, frames: analyse_one(r, frames, out, cfg), grid, times)
-    if cfg["caption"]["captioner"] != "none" and not worker_backend(cfg).batch:
-        records = caption_clips(records, out, cfg)
-    return records
-
-
-def process_video(path: str, vid: str, out: Path, cfg: dict,
-                  previous: list[ClipRecord] | None = None) -> list[ClipRecord]:
-    """All stages for one video, as a plain function. `previous` holds the video's records from
-    an earlier run: its clip-level error records are retried and every other record is kept as
-    it is. Whole-video errors are only for whole-video causes (unreadable file, no frames, shot
-    detection failing); a stage failing on one clip becomes that clip's error record."""
-    got = ingest(path, vid)
-    if isinstance(got, ClipRecord):
-        return [got]
-    if previous and not any(r.whole_video for r in previous if r.status == "error"):
-        retry = {i for i, r in enumerate(previous) if r.status == "error"}
-        redone = iter(clip_stages(got, [retry_copy(previous[i]) for i in sorted(retry)], out, cfg))
-        return [next(redone) if i in retry else r for i, r in enumerate(previous)]
-    try:
-        records = split(got, cfg)
-    except Exception as e:  # noqa: BLE001 (shot detection reads the whole video: its failure is the video's)
-        return [ClipRecord(video_id=vid, source_path=path, fps=got.avg_fps, width=got.width, height=got.height,
-                           status="error", error=stage_error("split", e))]
-    return clip_stages(got, records, out, cfg)
-
-
-def part_key(video_id: str) -> str:
-    return f"parts/{video_id}.parquet"
-
-
-def part_path(out: Path, video_id: str) -> Path:
-    return Path(out) / part_key(video_id)
-
-
-def write_part(out: Path | Store, video_id: str, records: list[ClipRecord]) -> None:
-    """Atomically write one video's records: readers see all of them or none."""
-    with as_store(out).writing(part_key(video_id)) as tmp:
-        write_parquet(records, tmp)
-
-
-def read_part(out: Path | Store, video_id: str) -> list[ClipRecord]:
-    return [ClipRecord.from_row(r) for r in as_store(out).read_table(part_key(video_id), schema=SCHEMA).to_pylist()]
-
-
-def with_source(records: list[ClipRecord] | None, path: str) -> list[ClipRecord] | None:
-    """The records with source_path `path` (a remote input is processed from a local copy)."""
-    return records and [dataclasses.replace(r, source_path=path) for r in records]
-
-
-def ray_task(row: dict, out: str | Store, cfg: dict) -> dict:
-    """The thin Ray wrapper: run one video (or retry its errors), persist its part, return a
-    one-line summary."""
-    t0 = time.perf_counter()
-    out = as_store(out)
-    retry = row.get("retry") and out.exists(part_key(row["video_id"]))
-    previous = read_part(out, row["video_id"]) if retry else None
-    with staged(out, row["path"]) as (work, source):  # clips are in OUT when this block ends
-        (work / "clips").mkdir(exist_ok=True)  # a scratch folder standing for a remote OUT starts empty
-        records = process_video(source, row["video_id"], work, cfg, with_source(previous, source))
-    records = with_source(records, row["path"])
-    write_part(out, row["video_id"], records)
-    retried = sum(r.status == "error" for r in previous) if previous else 0
-    return {"path": row["path"], "video_id": row["video_id"], "n_records": len(records), "retried": retried,
-            "n_ok": sum(r.status == "ok" for r in records), "n_errors": sum(r.status == "error" for r in records),
-            "error": next((r.error for r in records if r.status == "error"), ""),
-            "frames": max((r.end_frame for r in records), default=0), "seconds": time.perf_counter() - t0}
-
-
-def parts_of(out: Store) -> list[str]:
-    """The keys of the finished parts, sorted."""
-    return [f"parts/{n}" for n in out.list("parts") if n.endswith(".parquet")]
-
-
-def set_aside_bad_parts(out: Store, progress=print) -> int:
-    """Move each part that does not read (a power loss can leave a renamed part empty or torn)
-    to OUT/parts/bad/, saying so in one line: its video then has no part, so pks curate
-    processes it again (on this run when called before `plan`), and no reader of the parts
-    stumbles on it. Reads each part's footer. Returns how many were moved."""
-    moved = 0
-    for p in parts_of(out):
-        try:
-            with out.open(p) as f:
-                pq.read_metadata(f)
-        except pa.ArrowInvalid as e:  # not Parquet (a store that cannot be read raises OSError, and stops the run)
-            out.move(p, f"parts/bad/{Path(p).name}")
-            progress(f"pks: warning: {out.url(p)} does not read ({first_line(e)}); moved to parts/bad/, "
-                     "pks curate processes its video again")
-            moved += 1
-    return moved
-
-
-def duplicates(out: Path | Store, cfg: dict, parts: list[str] | None = None) -> dict[str, str]:
-    """{clip_id: the clip kept of its near-duplicate group} for every clip that nearly repeats
-    another; the group's earliest clip_id (smallest video_id, then start_frame) is the one kept.
-    Searched over ok clips and the shard stage's rejections (which it judges again), so a
-    duplicate the shard stage rejected stays one. A part at a time (plus a hash per clip)."""
-    out = as_store(out)
-    sigs = []
-    for p in parts_of(out) if parts is None else parts:
-        t = out.read_table(p, columns=["clip_id", "phash", "status", "error"]).to_pylist()
-        sigs += [(r["clip_id"], r["phash"]) for r in t if r["phash"] and (
-            r["status"] == "ok" or r["error"].startswith(SHARD_REJECT))]
-    sigs.sort()  # both searches point each duplicate at an earlier clip: the earliest is kept
-    dupes = find_duplicates(sigs, cfg["analyse"]["duplicate_bits"])
-    have = set(out.list("embeddings"))
-    emb = [(cid, f"embeddings/{cid}.npy") for cid, _ in sigs if f"{cid}.npy" in have]
-    if emb:  # semantic near-duplicates (OpenCLIP) that the hashes did not already catch
-        vecs = np.stack([np.load(io.BytesIO(out.read_bytes(p))) for _, p in emb])
-        similarity = cfg["analyse"]["clip_embeddings"]["similarity"]
-        for cid, other in semantic_duplicates([c for c, _ in emb], vecs, similarity).items():
-            dupes.setdefault(cid, other)
-
-    def kept(cid: str) -> str:  # a semantic match can point at a hash duplicate: follow it to the group's first
-        while cid in dupes:
-            cid = dupes[cid]
-        return cid
-
-    return {cid: kept(cid) for cid in dupes}
-
-
-def build_manifest(out: Path | Store, cfg: dict) -> dict[str, int]:
-    """Stream all finished parts into OUT/manifest.parquet (atomically); count statuses and
-    mark near-duplicates across videos (`duplicate`, duplicate_of the clip kept of the group).
-    One part in memory at a time, so memory does not grow with the length of the footage."""
-    out = as_store(out)
-    parts = parts_of(out)
-    dupes = duplicates(out, cfg, parts)
-    counts = {"ok": 0, "rejected": 0, "error": 0}
-    with out.writing("manifest.parquet") as tmp, pq.ParquetWriter(tmp, SCHEMA) as writer:
-        for p in parts:
-            table = out.read_table(p, schema=SCHEMA)
-            if dupes and any(c in dupes for c in table.column("clip_id").to_pylist()):
-                rows = table.to_pylist()
-                for r in rows:
-                    if r["clip_id"] in dupes:
-                        r["duplicate_of"] = dupes[r["clip_id"]]
-                        r["quality_flags"] = sorted(set(r["quality_flags"]) | {"duplicate"})
-                table = pa.Table.from_pylist(rows, schema=SCHEMA)
-            writer.write_table(table)
-            for status in table.column("status").to_pylist():
-                counts[status] += 1
-    return counts
-
-
-def rewrite_parts(out: Path | Store, cfg: dict, fn):
-    """Apply `fn` to each finished part's records, rewrite the part atomically, and yield the
-    new records; the manifest is rebuilt once every part is done."""
-    for p in parts_of(as_store(out)):
-        stem = Path(p).stem
-        records = fn(read_part(out, stem))
-        write_part(out, stem, records)
-        yield stem, records
-    build_manifest(out, cfg)
+from pks.probe import list_inputs
+from pks.record import ClipRecord, read_parquet
+from pks.store import Store, as_store, input_options, input_stamp, is_url
 
 
 def restage(out: Path, cfg: dict) -> dict[int, int]:
@@ -315,24 +56,6 @@ def restage(out: Path, cfg: dict) -> dict[int, int]:
             if r.status == "ok" and r.deformation_score is not None:
                 per_stage[r.curriculum_stage] += 1
     return per_stage
-
-
-def ray_up() -> bool:
-    ray = sys.modules.get("ray")  # not imported: not started (and not worth importing to ask)
-    return ray is not None and ray.is_initialized()
-
-
-@contextlib.contextmanager
-def ray_scope():
-    """For a library call (run, caption_run, shard_run): stop, when it ends, the Ray it started
-    (init_ray starts one where work needs it); a Ray that was up before, the caller's, keeps
-    running."""
-    was_up = ray_up()
-    try:
-        yield
-    finally:
-        if not was_up and ray_up():
-            sys.modules["ray"].shutdown()
 
 
 @ray_scope()
@@ -374,19 +97,6 @@ def caption_run(out: Path | Store, cfg: dict, progress=print) -> dict[str, int]:
         group = []
     build_manifest(out, cfg)
     return counts
-
-
-def init_ray(cfg: dict) -> None:
-    import ray
-
-    if ray.is_initialized():
-        return
-    address = cfg["ray"].get("address") or os.environ.get("RAY_ADDRESS")
-    if address:
-        ray.init(address=address)
-    else:
-        ray.init(num_cpus=cfg["ray"].get("num_cpus"), include_dashboard=False,
-                 log_to_driver=False, configure_logging=True, logging_level="WARNING")
 
 
 INPUT_KEYS = "input_keys.jsonl"  # OUT/: path, size, mtime_ns (or version) -> video_id, from earlier runs
@@ -532,11 +242,6 @@ def run(input_spec: str, out: str | Path, cfg: dict | None = None, progress=prin
                       **{k: summary["shards"][k] for k in ("samples", "kept", "new", "rewritten", "removed")}})
         summary.update(status_counts(out))
     return summary
-
-
-def status_counts(out: Path | Store) -> dict[str, int]:
-    statuses = as_store(out).read_table("manifest.parquet", columns=["status"]).column("status").to_pylist()
-    return {"ok": statuses.count("ok"), "rejected": statuses.count("rejected"), "errors": statuses.count("error")}
 
 
 def log_run(out: Path | Store, entry: dict) -> None:

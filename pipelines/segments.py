@@ -26,27 +26,14 @@ from collections import defaultdict
 import cv2
 import numpy as np
 
-from annotators.shots import Boundary, get_detector, shots_from_boundaries
+from annotators.shots import Boundary, get_detector
+from pipelines.parts import write_part
+from pipelines.video import clip_records, clip_stages, ingest, ray_task
 from pks.decode import _small_yuv
 from pks.probe import VideoInfo
 from pks.record import ClipRecord
 from pks.seek import Grid, Irregular, frame_grid, iter_range
 from pks.store import Store, is_url, staged
-
-
-def clip_records(info: VideoInfo, boundaries: list[Boundary], n: int, filled: np.ndarray, sc: dict) -> list[ClipRecord]:
-    """A video's clip records from its shot boundaries, `n` decodable frames and the frames
-    filled in for corrupt data (a clip holding one is flagged decode_error)."""
-    base = dict(video_id=info.video_id, source_path=info.path, fps=info.avg_fps, width=info.width, height=info.height)
-    if n == 0:
-        return [ClipRecord(**base, status="error", error="no decodable frames")]
-    shots = shots_from_boundaries(boundaries, n, info.avg_fps, sc["min_shot_s"], sc["max_shot_s"], sc["trim_frames"])
-    if not shots:
-        return [ClipRecord(**base, end_frame=n, status="rejected",
-                           error=f"no shot of at least {sc['min_shot_s']}s", quality_flags=["too_short"])]
-    return [ClipRecord(**base, start_frame=s.start_frame, end_frame=s.end_frame, transition_in=s.transition_in,
-                       quality_flags=["decode_error"] if filled[s.start_frame:s.end_frame].any() else [])
-            for s in shots]
 
 
 def plan_segments(n_frames: int, fps: float, segment_s: float) -> list[tuple[int, int]]:
@@ -112,8 +99,6 @@ def group_records(records: list[ClipRecord], span_frames: int) -> list[list[Clip
 
 def plan_task(row: dict, cfg: dict) -> list[dict]:
     """A todo row -> one `whole` job (the one-task path) or a video's `segment` jobs."""
-    from pipelines.curate import ingest
-
     job = json.loads(row["job"])
     sc = cfg["split"]
     if job.get("retry") or is_url(job["path"]):  # a remote input is downloaded once, by one task
@@ -132,8 +117,6 @@ def plan_task(row: dict, cfg: dict) -> list[dict]:
 def work_task(row: dict, out: Store, cfg: dict) -> dict:
     """Run one job: a whole video (its part written, a summary back), a segment's shot
     detection, or a group's cut and analysis (records back: the driver writes the part)."""
-    from pipelines.curate import clip_stages, ray_task
-
     job = json.loads(row["job"])
     t0 = time.perf_counter()
     if job["kind"] == "whole":
@@ -172,8 +155,6 @@ def _run_jobs(jobs: list[dict], out: Store, cfg: dict, plan: bool):
 def run_videos(todo: list[dict], out: Store, cfg: dict):
     """Process `todo` (curate.plan's rows); yield one curate.ray_task-style summary per video
     as its part is written."""
-    from pipelines.curate import write_part
-
     sc = cfg["split"]
     segs: dict[str, list[dict]] = defaultdict(list)  # video_id -> its segments' results so far
     pending: dict[str, dict] = {}  # video_id -> its records and the groups still out

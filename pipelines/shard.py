@@ -32,12 +32,13 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from pipelines.parts import duplicates, rewrite_parts, set_aside_bad_parts
+from pipelines.raytools import init_ray, ray_scope
 from pks.errors import UserError
-from pks.record import SCHEMA, ClipRecord
+from pks.record import SCHEMA, SHARD_REJECT, ClipRecord
 from pks.seeded import unit
 from pks.store import Store, as_store
 
-SHARD_REJECT = "shard: "  # prefix of rejections this stage records (a rerun judges them again)
 SPLITS = ("train", "val")
 FORMAT = "pks-shard-1"  # bump when the sample layout changes: every shard is then rewritten
 FINGERPRINT = "pks.fingerprint"  # the PAX global header that carries a shard's fingerprint
@@ -82,7 +83,7 @@ def judge(records: list[ClipRecord], clips: set[str], sc: dict,
           kept: dict[str, str] | None = None) -> list[ClipRecord]:
     """Mark ok records that stay out as rejected (with why); earlier shard rejections are judged
     again, so a changed config takes them back in. `kept` ({clip_id: the clip kept of its
-    near-duplicate group}, pipelines.curate.duplicates) keeps one clip of each group: the
+    near-duplicate group}, pipelines.parts.duplicates) keeps one clip of each group: the
     duplicate flag lives in the manifest only, not in these records."""
     kept = kept or {}
     result = []
@@ -350,16 +351,12 @@ def shard_run(out: Path | Store, cfg: dict, progress=print) -> dict:
     """Judge, plan and write the shards of a finished run; then the index. Resumable; keeps
     every shard that already holds exactly its planned samples and content. A Ray it starts
     is stopped when it ends."""
-    from pipelines.curate import ray_scope
-
     with ray_scope():
         return write_shards(as_store(out), cfg, progress)
 
 
 def write_shards(out: Store, cfg: dict, progress=print) -> dict:
     import ray
-
-    from pipelines.curate import duplicates, init_ray, rewrite_parts, set_aside_bad_parts
 
     sc = cfg["shard"]
     if not (Path(out.path("parts")).is_dir() if out.local else out.list("parts")):

@@ -23,7 +23,7 @@ import numpy as np
 import uvicorn
 
 import taxonomy
-from pipelines.curate import build_manifest, write_part
+from pipelines.parts import build_manifest, write_part
 from pks.config import load_config
 from pks.record import ClipRecord
 

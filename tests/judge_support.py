@@ -8,7 +8,7 @@ from pathlib import Path
 import av
 import numpy as np
 
-from pipelines.curate import build_manifest, write_part
+from pipelines.parts import build_manifest, write_part
 from pks.config import load_config
 from pks.record import ClipRecord
 from pks.synth.art import Character, Palette

@@ -14,7 +14,8 @@ from annotators.audit.agreement import agreement, alpha, cohen_kappa, gold_accur
 from annotators.audit.apply import AUDIT_REJECT, apply_adjudications
 from annotators.audit.queue import QueueConfig, next_clips
 from annotators.audit.store import Store
-from pipelines.curate import build_manifest, caption_run, write_part
+from pipelines.curate import caption_run
+from pipelines.parts import build_manifest, write_part
 from pks.cli import app
 from pks.config import load_config
 from pks.errors import UserError

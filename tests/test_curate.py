@@ -9,14 +9,14 @@ from pathlib import Path
 import decord
 import pyarrow.parquet as pq
 import pytest
-
 from badfiles import _encode, _frames, make_bad_inputs
+from support.footage import BIKES_CUTS
+from support.procs import kill_9_when
+
 from pipelines.curate import run
 from pks.config import load_config
 from pks.record import read_parquet
 from pks.synth import synthesize_video
-from support.footage import BIKES_CUTS
-from support.procs import kill_9_when
 
 EXPECTED_ERRORS = {
     "zero_byte.mp4": "empty file",
@@ -138,15 +138,15 @@ def test_kill_9_then_rerun_resumes_without_duplicates(inputs, tmp_path):
 def test_a_failing_clip_stays_on_its_clip_and_only_it_is_retried(synth_videos, tmp_path, monkeypatch):
     """A stage error on one clip is that clip's error record; the video's other clips stay ok;
     once the cause is fixed the rerun analyses that one clip and nothing else."""
-    import pipelines.curate as curate
+    from pipelines import clipwork, curate, parts, video
 
     out = tmp_path / "out"
     (out / "parts").mkdir(parents=True)
     (out / "clips").mkdir()
     cfg = load_config(None, {"shard.enabled": False})
     path = str(synth_videos[0][0])
-    vid = curate.video_key(path)
-    real, calls = curate.analyse, []
+    vid = video.video_key(path)
+    real, calls = clipwork.analyse, []
 
     def flaky(frames, cfg):
         calls.append(len(frames.rgb))
@@ -154,9 +154,9 @@ def test_a_failing_clip_stays_on_its_clip_and_only_it_is_retried(synth_videos, t
             raise RuntimeError("injected")
         return real(frames, cfg)
 
-    monkeypatch.setattr(curate, "analyse", flaky)
-    curate.ray_task({"path": path, "video_id": vid}, str(out), cfg)  # the Ray task's body, in process
-    first = read_parquet(curate.part_path(out, vid))
+    monkeypatch.setattr(clipwork, "analyse", flaky)
+    video.ray_task({"path": path, "video_id": vid}, str(out), cfg)  # the Ray task's body, in process
+    first = read_parquet(parts.part_path(out, vid))
     assert len(first) == len(calls) >= 3
     (bad,) = [r for r in first if r.status == "error"]
     assert bad.error.startswith("analyse: RuntimeError: injected (at test_curate.py:") and bad.n_frames > 0
@@ -167,9 +167,9 @@ def test_a_failing_clip_stays_on_its_clip_and_only_it_is_retried(synth_videos, t
     mtimes = {p.name: p.stat().st_mtime_ns for p in (out / "clips").iterdir()}
     calls.clear()
     monkeypatch.setattr(curate, "analyse", lambda frames, cfg: calls.append(1) or real(frames, cfg))  # fixed
-    s = curate.ray_task(todo, str(out), cfg)
+    s = video.ray_task(todo, str(out), cfg)
     assert len(calls) == 1 and s["retried"] == 1 and s["n_ok"] == len(first)
-    second = read_parquet(curate.part_path(out, vid))
+    second = read_parquet(parts.part_path(out, vid))
     for a, b in zip(first, second):
         assert b == a if a.status == "ok" else (b.status == "ok" and b.curriculum_stage is not None)
     assert {p.name: p.stat().st_mtime_ns for p in (out / "clips").iterdir()} == mtimes  # nothing re-cut
@@ -177,20 +177,21 @@ def test_a_failing_clip_stays_on_its_clip_and_only_it_is_retried(synth_videos, t
 
 
 def test_a_failing_shot_detection_is_the_whole_videos_error(synth_videos, tmp_path, monkeypatch):
-    import pipelines.curate as curate
+    from pipelines import video
 
     def broken(info, cfg):
         raise MemoryError("detector ran out")
 
-    monkeypatch.setattr(curate, "split", broken)
-    (rec,) = curate.process_video(str(synth_videos[1][0]), "v" * 16, tmp_path, load_config())
+    monkeypatch.setattr(video, "split", broken)
+    (rec,) = video.process_video(str(synth_videos[1][0]), "v" * 16, tmp_path, load_config())
     assert rec.status == "error" and rec.whole_video and rec.error.startswith("split: MemoryError: detector ran out")
 
 
 def test_rerun_retries_error_records_through_ray_and_removes_orphan_clips(ray_local, synth_videos, tmp_path):
     """As a failed clip leaves it: the CLI skips it with --no-retry-errors, retries it by
     default (through the Ray job), and clip files no record points to are removed."""
-    from pipelines.curate import part_path, video_key, write_part
+    from pipelines.parts import part_path, write_part
+    from pipelines.video import video_key
 
     (tmp_path / "in").mkdir()
     src = tmp_path / "in" / synth_videos[2][0].name
@@ -234,15 +235,15 @@ def test_a_bad_config_value_stops_before_any_work(synth_videos, tmp_path):
 
 
 def test_a_rerun_hashes_only_new_or_changed_inputs(tmp_path, monkeypatch):
-    from pipelines import curate
+    from pipelines import curate, video
 
     a, b = tmp_path / "a.mp4", tmp_path / "b.mp4"
     a.write_bytes(b"x" * 100)
     b.write_bytes(b"y" * 100)
     out = tmp_path / "out"
     out.mkdir()
-    hashed, real = [], curate.content_hash
-    monkeypatch.setattr(curate, "content_hash", lambda p: hashed.append(Path(p).name) or real(p))
+    hashed, real = [], video.content_hash
+    monkeypatch.setattr(video, "content_hash", lambda p: hashed.append(Path(p).name) or real(p))
     paths = [str(a), str(b)]
     first = curate.video_keys(paths, out)
     assert sorted(hashed) == ["a.mp4", "b.mp4"] and first[str(a)] != first[str(b)]
@@ -264,20 +265,20 @@ def test_a_rerun_hashes_only_new_or_changed_inputs(tmp_path, monkeypatch):
 
 def test_a_failed_read_is_not_remembered(tmp_path, monkeypatch):
     """A read error may be transient (a flaky disk or mount): the next run reads the file again."""
-    from pipelines import curate
+    from pipelines import curate, video
 
     a = tmp_path / "a.mp4"
     a.write_bytes(b"x" * 100)
     out = tmp_path / "out"
     out.mkdir()
-    real = curate.content_hash
+    real = video.content_hash
 
     def fails(p):
         raise OSError(5, "Input/output error")
 
-    monkeypatch.setattr(curate, "content_hash", fails)
+    monkeypatch.setattr(video, "content_hash", fails)
     assert curate.video_keys([str(a)], out)[str(a)].startswith("path-")  # unreadable: a key from its path
-    monkeypatch.setattr(curate, "content_hash", real)
+    monkeypatch.setattr(video, "content_hash", real)
     assert curate.video_keys([str(a)], out) == {str(a): real(a)}
 
 
@@ -288,11 +289,11 @@ def test_two_attempts_at_one_clip_both_write_its_embedding(tmp_path, monkeypatch
 
     import numpy as np
 
-    from pipelines import curate
+    from pipelines import clipwork
     from pks.record import ClipRecord
 
-    monkeypatch.setattr(curate, "analyse", lambda frames, cfg: {"quality_flags": []})
-    monkeypatch.setattr(curate, "embedder", lambda arch, ckpt: type("E", (), {"embed": lambda self, rgb: np.ones(4)})())
+    monkeypatch.setattr(clipwork, "analyse", lambda frames, cfg: {"quality_flags": []})
+    monkeypatch.setattr(clipwork, "embedder", lambda arch, ckpt: type("E", (), {"embed": lambda self, rgb: np.ones(4)})())
     cfg = {"analyse": {"clip_embeddings": {"arch": "test", "checkpoint": "test.bin"}}}
     r = ClipRecord(video_id="v", source_path="v.mp4", start_frame=0, end_frame=10)
     frames = types.SimpleNamespace(rgb=None)
@@ -302,9 +303,9 @@ def test_two_attempts_at_one_clip_both_write_its_embedding(tmp_path, monkeypatch
         real_save(file, arr, *a, **kw)
         calls.append(1)
         if len(calls) == 1:
-            curate.analyse_one(r, frames, tmp_path, cfg)
+            clipwork.analyse_one(r, frames, tmp_path, cfg)
 
     monkeypatch.setattr(np, "save", save)
-    curate.analyse_one(r, frames, tmp_path, cfg)
+    clipwork.analyse_one(r, frames, tmp_path, cfg)
     assert len(calls) == 2 and np.load(tmp_path / "embeddings" / f"{r.clip_id}.npy").tolist() == [1.0] * 4
     assert [p.name for p in (tmp_path / "embeddings").iterdir()] == [f"{r.clip_id}.npy"]

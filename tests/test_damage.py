@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from badfiles import corrupt_packets
-from pipelines.curate import process_video
+from pipelines.video import process_video
 from pks.config import load_config
 from pks.decode import iter_decoded
 

@@ -8,7 +8,8 @@ import pytest
 from badfiles import _encode, _frames, make_bad_inputs
 from pipelines import clipwork, segments
 from pks import seek
-from pipelines.curate import process_video, run, video_key
+from pipelines.curate import run
+from pipelines.video import process_video, video_key
 from pks.config import load_config
 from pks.decode import decode_small, iter_decoded
 from pks.errors import ConfigError

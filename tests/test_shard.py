@@ -5,23 +5,21 @@ import dataclasses
 import io
 import json
 import os
-import tarfile
 import shutil
 import subprocess
 import sys
+import tarfile
 from collections import Counter
 
 import cv2
 import decord
 import numpy as np
 import pyarrow.parquet as pq
-import pytest
 import webdataset as wds
+from support.procs import kill_9_when
 
 from pipelines.shard import assign_splits, plan, shard_run
 from pks.config import load_config
-
-from support.procs import kill_9_when
 
 
 def tars(out):
@@ -141,7 +139,7 @@ def test_kill_mid_write_then_rerun_gives_the_same_samples(sharded_run, tmp_path)
 
 
 def test_one_clip_of_a_duplicate_group_reaches_the_shards_and_its_videos_share_a_split(sharded_run, tmp_path):
-    from pipelines.curate import read_part, write_part
+    from pipelines.parts import read_part, write_part
 
     out = tmp_path / "run"
     shutil.copytree(sharded_run, out)

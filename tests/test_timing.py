@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 
 from badfiles import make_vfr
-from pipelines.curate import process_video
+from pipelines.video import process_video
 from pks.config import load_config
 from pks.probe import probe
 from pks.timing import constant_rate, frame_times, retime_note

@@ -158,6 +158,15 @@ def refuse_stale(root: Path) -> None:
                              f"({held} sharded): run pks shard {out} (or pass --allow-stale)")
 
 
+def shards_root(source: str | Path) -> Path:
+    """OUT/shards of a curate run, or a shards folder (raw or latent) itself."""
+    source = Path(source)
+    for root in (source / "shards", source):
+        if (root / "index.parquet").is_file():
+            return root
+    raise UserError(f"no shards in {source} (give a curate OUT folder or its shards/ folder; run pks shard first)")
+
+
 def tag_targets(caption: dict | None, tax) -> tuple[dict[str, np.ndarray], int]:
     """Multi-hot tag vectors per axis (rows of the generator's per-axis embeddings) and the shot
     size index; an uncaptioned clip has no tags and shot -1."""

@@ -40,12 +40,22 @@ import yaml
 import taxonomy
 from pks.errors import UserError
 from pks.seeded import unit
-from training.data import CurriculumLoader, Schedule
+from training.data import CurriculumLoader, Schedule, shards_root
+from training.devices import default_device
 from training.failures import FAILURES
-from training.text import TextEncoder, pad_states
-from training.train import (build_model, checkpoints, conditions, default_device, draws, known_axes,
-                            load_checkpoint, remove_torn_checkpoints, run_taxonomy, save_checkpoint, shards_root,
-                            text_encoder_path, trim_metrics)
+from training.text import TextEncoder, pad_states, text_encoder_path
+from training.train import (
+    build_model,
+    checkpoints,
+    conditions,
+    draws,
+    known_axes,
+    load_checkpoint,
+    remove_torn_checkpoints,
+    run_taxonomy,
+    save_checkpoint,
+    trim_metrics,
+)
 from training.vae import latent_space
 
 PAIR_MODES = ("offline", "online", "mixed")

@@ -15,15 +15,20 @@ import json
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-import pyarrow as pa
-
 from pipelines.shard import digest, sample_ranges, write_tar, written_fingerprint
-from training.data import CurriculumLoader, collate_conditions, decode_clip, tag_targets
-from training.text import TextEncoder
-from training.train import default_device, shards_root, text_encoder_path
+from training.data import (
+    CurriculumLoader,
+    collate_conditions,
+    decode_clip,
+    shards_root,
+    tag_targets,
+)
+from training.devices import default_device
+from training.text import TextEncoder, text_encoder_path
 from training.vae import latent_space
 
 EMPTY_TEXT = "empty_text.npy"  # the states of "" (guidance dropout of the narrative)

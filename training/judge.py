@@ -290,7 +290,7 @@ def score_run(out: Path, model: Judge, cfg: dict, progress=print) -> dict[str, i
     part by part and atomically; rerunning rescores the same clips to the same values."""
     import dataclasses
 
-    from pipelines.curate import rewrite_parts
+    from pipelines.parts import rewrite_parts
 
     out = Path(out)
     jc, counts = model.cfg, {"scored": 0, "skipped": 0}

@@ -16,9 +16,10 @@ import yaml
 
 import taxonomy
 from pks.errors import UserError
+from training.devices import default_device
 from training.model import N_STAGES
-from training.text import TextEncoder, pad_states
-from training.train import build_model, checkpoints, default_device, fold_tags, run_taxonomy, text_encoder_path
+from training.text import TextEncoder, pad_states, text_encoder_path
+from training.train import build_model, checkpoints, fold_tags, run_taxonomy
 from training.vae import latent_space
 
 EXTRA_FIELDS = ("shot", "stage")

@@ -5,6 +5,8 @@ text twice (captions repeat a lot, and the empty narrative of guidance dropout i
 from __future__ import annotations
 
 import json
+import os
+import shutil
 from collections import OrderedDict
 from pathlib import Path
 
@@ -64,3 +66,19 @@ def pad_states(states: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     for i, s in enumerate(states):
         out[i, :len(s)], mask[i, :len(s)] = s, True
     return out, mask
+
+
+def text_encoder_path(cfg: dict, run: Path) -> Path:
+    """The configured T5-family folder, or a tiny random UMT5 built once into RUN/."""
+    te = cfg["text_encoder"]
+    if te.get("path"):
+        return Path(te["path"])
+    path = run / "text_encoder"
+    if not (path / "config.json").is_file():
+        from training.tiny import build_text_encoder
+
+        tmp = run / "text_encoder.tmp"
+        shutil.rmtree(tmp, ignore_errors=True)
+        build_text_encoder(tmp, d_model=te["tiny_dim"], seed=cfg["train"]["seed"])
+        os.replace(tmp, path)
+    return path

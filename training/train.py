@@ -34,9 +34,10 @@ import taxonomy
 from pks.errors import UserError
 from pks.seeded import unit
 from pks.store import atomic_path, jsonl_entries
-from training.data import CurriculumLoader, Schedule, refuse_stale
+from training.data import CurriculumLoader, Schedule, refuse_stale, shards_root
+from training.devices import setup_distributed
 from training.model import VideoDiT, flops_per_step, model_config
-from training.text import pad_states
+from training.text import pad_states, text_encoder_path
 from training.vae import latent_space
 
 CONFIG_DIR = Path(__file__).parent / "configs"
@@ -73,13 +74,6 @@ def load_train_config(name: str | Path, overrides: dict | None = None) -> dict:
     return cfg
 
 
-def shards_root(source: str | Path) -> Path:
-    """OUT/shards of a curate run, or a shards folder (raw or latent) itself."""
-    source = Path(source)
-    for root in (source / "shards", source):
-        if (root / "index.parquet").is_file():
-            return root
-    raise UserError(f"no shards in {source} (give a curate OUT folder or its shards/ folder; run pks shard first)")
 
 
 # ---- conditioning -------------------------------------------------------------------------
@@ -150,22 +144,6 @@ def conditions(batch: dict, samples: list[dict], tax, tag_channel: bool) -> dict
 
 
 # ---- parts -------------------------------------------------------------------------------
-def text_encoder_path(cfg: dict, run: Path) -> Path:
-    """The configured T5-family folder, or a tiny random UMT5 built once into RUN/."""
-    te = cfg["text_encoder"]
-    if te.get("path"):
-        return Path(te["path"])
-    path = run / "text_encoder"
-    if not (path / "config.json").is_file():
-        from training.tiny import build_text_encoder
-
-        tmp = run / "text_encoder.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        build_text_encoder(tmp, d_model=te["tiny_dim"], seed=cfg["train"]["seed"])
-        os.replace(tmp, path)
-    return path
-
-
 def build_model(cfg: dict, tax=None) -> VideoDiT:
     torch.manual_seed(cfg["train"]["seed"])
     return VideoDiT(model_config(cfg["model"], cfg.get("arch")), tax or run_taxonomy(cfg))
@@ -245,7 +223,10 @@ def load_checkpoint(path: Path, model, ema: dict, opt) -> int:
     meta = json.loads((path / "meta.json").read_text())
     if meta["sharded"]:
         import torch.distributed.checkpoint as dcp
-        from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
+        from torch.distributed.checkpoint.state_dict import (
+            get_state_dict,
+            set_state_dict,
+        )
 
         msd, osd = get_state_dict(model, opt)
         state = {"model": msd, "optimizer": osd, "ema": ema}
@@ -293,25 +274,6 @@ def unwrap(model):
 
 
 # ---- the loop ----------------------------------------------------------------------------
-def default_device() -> torch.device:
-    """The GPU when there is one, else the CPU."""
-    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-
-
-def setup_distributed() -> tuple[int, int, torch.device]:
-    """Rank, world size and device: torchrun's environment, Ray Train's process group, or one
-    process."""
-    if not dist.is_initialized() and int(os.environ.get("WORLD_SIZE", "1")) > 1:
-        dist.init_process_group("nccl" if torch.cuda.is_available() else "gloo")
-    rank, world = (dist.get_rank(), dist.get_world_size()) if dist.is_initialized() else (0, 1)
-    if torch.cuda.is_available():
-        device = torch.device("cuda", int(os.environ.get("LOCAL_RANK", "0")))
-        torch.cuda.set_device(device)
-    else:
-        device = torch.device("cpu")
-    return rank, world, device
-
-
 def train(source: str | Path, run: str | Path, cfg: dict, resume: bool = False, progress: bool = True,
           allow_stale: bool = False) -> dict:
     """Train (or resume) a run. Returns the last logged metrics. Shards whose records no longer

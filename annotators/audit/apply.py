@@ -17,7 +17,7 @@ AUDIT_REJECT = "audit: failure, not art"  # error prefix of clips rejected by an
 
 
 def apply_adjudications(out: Path, cfg: dict, store: Store) -> dict[str, int]:
-    from pipelines.curate import rewrite_parts  # (pipelines imports Ray; keep it off the web app's import path)
+    from pipelines.parts import rewrite_parts  # (pipelines imports Ray; keep it off the web app's import path)
 
     final = store.final("adjudication")
     counts = {"captions": 0, "rejected": 0, "unchanged": 0}

@@ -9,7 +9,7 @@ from pathlib import Path
 import pyarrow.parquet as pq
 import webdataset as wds
 
-from pipelines.curate import rewrite_parts
+from pipelines.parts import rewrite_parts
 
 
 def manifest(out: Path) -> list[dict]:
