@@ -14,9 +14,7 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
-import os
 import traceback
-import uuid
 from pathlib import Path
 
 import av
@@ -28,7 +26,7 @@ from annotators.signals.frames import ClipCollector
 from pks.clips import clip_path, upright
 from pks.record import ClipRecord
 from pks.seek import Irregular, iter_range
-from pks.store import atomic_path
+from pks.store import AtomicFile, atomic_path
 from pks.timing import constant_rate, retime_note, span_times
 from pks.videoio import Mp4Writer, pick_encoder
 
@@ -95,7 +93,7 @@ class _Open:
     """One clip in progress: its writer (if it is being written) and its analysis collector."""
 
     def __init__(self, rec: ClipRecord, times=None):
-        self.writer, self.tmp, self.collector, self.written = None, None, None, 0
+        self.writer, self.file, self.collector, self.written = None, None, None, 0
         self.repeats = None  # per source frame, how many ticks of the clip show it (retimed only)
         if times is not None and len(times):
             shown = constant_rate(times, rec.start_frame, rec.end_frame, rec.fps)
@@ -155,13 +153,12 @@ def _decode_pass(path, rotation, work, to_write, to_analyse, out, cfg, analyse_o
             try:
                 writer.close()
             except Exception:
-                o.tmp.unlink(missing_ok=True)  # a failed close leaves no partial file
+                o.file.abort()  # a failed close leaves no partial file
                 raise
-            final = clip_path(out, r.clip_id)
             if complete and o.written == r.frames_in_clip:
-                os.replace(o.tmp, final)
+                o.file.commit()
             else:
-                o.tmp.unlink(missing_ok=True)
+                o.file.abort()
                 done[r.clip_id] = r.error_copy(f"clip has {o.written} of {r.frames_in_clip} frames")
                 return
         if o.collector is not None:
@@ -177,10 +174,8 @@ def _decode_pass(path, rotation, work, to_write, to_analyse, out, cfg, analyse_o
                 o = _Open(work[k], times)
                 if o.rec.clip_id in to_write:
                     conv = conv or _ClipEncoder(frame, rotation, cc.get("max_height", 0))
-                    # a temp name per writer: a retried task can overlap the attempt it replaces
-                    # (a node taken for dead keeps running its tasks a while)
-                    o.tmp = clip_path(out, o.rec.clip_id).with_name(f"{o.rec.clip_id}.mp4.{uuid.uuid4().hex[:12]}.part")
-                    o.writer = Mp4Writer(o.tmp, o.rec.fps, *conv.size, crf=cc["crf"], preset=cc["preset"], fmt="mp4",
+                    o.file = AtomicFile(clip_path(out, o.rec.clip_id))
+                    o.writer = Mp4Writer(o.file.tmp, o.rec.fps, *conv.size, crf=cc["crf"], preset=cc["preset"], fmt="mp4",
                                          encoder=encoder, threads=cc.get("threads", 0))
                 if o.rec.clip_id in to_analyse:
                     o.collector = ClipCollector(cfg["analyse"]["width"], fps=o.rec.fps, rotation=rotation)
@@ -208,4 +203,4 @@ def _decode_pass(path, rotation, work, to_write, to_analyse, out, cfg, analyse_o
             if o.writer is not None:
                 with contextlib.suppress(Exception):  # the pass's own error is the one to report
                     o.writer.close()
-                o.tmp.unlink(missing_ok=True)
+                o.file.abort()

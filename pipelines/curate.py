@@ -36,7 +36,7 @@ from pks.config import load_config
 from pks.errors import UserError
 from pks.probe import list_inputs
 from pks.record import ClipRecord, read_parquet
-from pks.store import Store, as_store, input_options, input_stamp, is_url
+from pks.store import TMP_MARK, Store, as_store, input_options, input_stamp, is_url
 
 
 def restage(out: Path, cfg: dict) -> dict[int, int]:
@@ -175,7 +175,7 @@ def remove_orphan_clips(out: Path | Store) -> int:
         known.update(out.read_table(p, columns=["clip_id"]).column("clip_id").to_pylist())
     removed = 0
     for name in out.list("clips"):
-        if name.endswith(".part") or (name.endswith(".mp4") and name[:-4] not in known):
+        if TMP_MARK in name or (name.endswith(".mp4") and name[:-4] not in known):
             out.remove(f"clips/{name}")
             removed += 1
     return removed

@@ -285,7 +285,8 @@ def write_report(out: Path) -> Path:
             parts.append(f'<img src="{_bar(f"Tags: {axis}", counts, "#8a5fbf")}">')
     parts.append("</div>")
     if (out / "audit" / "audit.db").exists():  # the annotators' audit (pks audit)
-        from annotators.audit.stats import audit_stats, format_stats as audit_text
+        from annotators.audit.stats import audit_stats
+        from annotators.audit.stats import format_stats as audit_text
         from annotators.audit.store import Store
 
         store = Store(out)

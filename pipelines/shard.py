@@ -37,7 +37,7 @@ from pipelines.raytools import init_ray, ray_scope
 from pks.errors import UserError
 from pks.record import SCHEMA, SHARD_REJECT, ClipRecord
 from pks.seeded import unit
-from pks.store import Store, as_store
+from pks.store import TMP_MARK, Store, as_store
 
 SPLITS = ("train", "val")
 FORMAT = "pks-shard-1"  # bump when the sample layout changes: every shard is then rewritten
@@ -373,7 +373,7 @@ def write_shards(out: Store, cfg: dict, progress=print) -> dict:
         s["fingerprint"] = shard_fingerprint(s, sc["thumb_width"])
     existing = out.find("shards")
     for stale in existing:  # left by a killed run (an object store never holds one: no partial PUT)
-        if ".tmp-" in Path(stale).name:
+        if TMP_MARK in Path(stale).name:
             out.remove(stale)
     for s in shards:
         s["why"] = why_rewrite(out, s, previous)

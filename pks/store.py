@@ -253,23 +253,48 @@ class Store:
                 self.fs.put_file(str(p), self.path(str(p.relative_to(folder))))
 
 
+TMP_MARK = ".tmp-"  # in the name of every file being written (a killed writer's leftovers carry it)
+
+
+class AtomicFile:
+    """The one way a local file is written atomically and durably: write `tmp` (beside `final`,
+    its name unique per writer), then `commit()` flushes it to disk (fsync), renames it to
+    `final` and flushes the rename (fsync of the folder), or `abort()` removes it and leaves
+    `final` untouched. Without the fsyncs a power loss can leave `final` renamed but empty. For a
+    write inside one block, `atomic_path`; for one that spans a stream (a clip written frame by
+    frame), this object."""
+
+    def __init__(self, final: Path):
+        self.final = Path(final)
+        self.final.parent.mkdir(parents=True, exist_ok=True)
+        # unique across hosts: a retried task may run while the attempt it replaces, on a node
+        # taken for dead, is still writing
+        self.tmp = self.final.with_name(f"{self.final.name}{TMP_MARK}{uuid.uuid4().hex}")
+
+    def commit(self) -> None:
+        try:
+            with open(self.tmp, "rb") as f:
+                os.fsync(f.fileno())
+            os.replace(self.tmp, self.final)
+            fsync_dir(self.final.parent)
+        finally:
+            self.abort()
+
+    def abort(self) -> None:
+        self.tmp.unlink(missing_ok=True)
+
+
 @contextlib.contextmanager
 def atomic_path(final: Path) -> Iterator[Path]:
-    """Write a local file atomically and durably: yields a temporary path beside `final`; when
-    the block ends without an error it is flushed to disk (fsync), renamed to `final`, and the
-    rename itself is flushed (fsync of the folder). Without the fsyncs a power loss can leave
-    `final` renamed but empty. On an error the temporary file is removed and `final` untouched."""
-    final.parent.mkdir(parents=True, exist_ok=True)
-    tmp = final.with_name(f"{final.name}.tmp-{uuid.uuid4().hex}")  # unique across hosts: a retried
-    # task may run while the attempt it replaces, on a node taken for dead, is still writing
+    """Yields a temporary path to write; when the block ends without an error the file appears
+    at `final` whole and durably (AtomicFile.commit), on an error it is removed."""
+    f = AtomicFile(final)
     try:
-        yield tmp
-        with open(tmp, "rb") as f:
-            os.fsync(f.fileno())
-        os.replace(tmp, final)
-        fsync_dir(final.parent)
-    finally:
-        tmp.unlink(missing_ok=True)
+        yield f.tmp
+    except BaseException:
+        f.abort()
+        raise
+    f.commit()
 
 
 def fsync_dir(folder: Path) -> None:

@@ -107,7 +107,7 @@ def test_curate_accounts_for_every_input_with_exact_clips(ray_local, inputs, tmp
     assert unrelated and not any(r["duplicate_of"] for r in unrelated)
     (rot,) = [r for r in ok if Path(r["source_path"]).name == "rotated.mp4"][:1]
     assert (rot["width"], rot["height"]) == (180, 320)
-    assert not list((out / "clips").glob("*.part")) and not list((out / "parts").glob("*.tmp*"))
+    assert not list((out / "clips").glob("*.tmp-*")) and not list((out / "parts").glob("*.tmp*"))
     again = run(str(inputs), out, cfg, progress=lambda m: None, retry_errors=False)
     assert again["processed"] == 0 and manifest(out) == rows
     again = run(str(inputs), out, cfg, progress=lambda m: None)  # by default the unreadable files are tried again
@@ -132,7 +132,7 @@ def test_kill_9_then_rerun_resumes_without_duplicates(inputs, tmp_path):
     for x in rows:  # ok, or kept out of the shards for a quality flag (still a clip)
         assert x["status"] == "ok" or x["error"].startswith("shard: quality flags"), x["error"]
         assert len(decord.VideoReader(str(out / "clips" / f"{x['clip_id']}.mp4"))) == x["end_frame"] - x["start_frame"]
-    assert not list((out / "clips").glob("*.part"))
+    assert not list((out / "clips").glob("*.tmp-*"))
 
 
 def test_a_failing_clip_stays_on_its_clip_and_only_it_is_retried(synth_videos, tmp_path, monkeypatch):
@@ -209,7 +209,7 @@ def test_rerun_retries_error_records_through_ray_and_removes_orphan_clips(ray_lo
     write_part(out, vid, failed)
     orphan = out / "clips" / f"{vid}_000000_000003.mp4"
     orphan.write_bytes(b"left by a killed run")
-    (out / "clips" / f"{good[0].clip_id}.mp4.part").write_bytes(b"torn")
+    (out / "clips" / f"{good[0].clip_id}.mp4.tmp-0123abcd").write_bytes(b"torn")
     cmd = [sys.executable, "-m", "pks.cli", "curate", str(tmp_path / "in"), str(out), "--no-shard", "--num-cpus", "1"]
     r = subprocess.run(cmd + ["--no-retry-errors"], capture_output=True, text=True, timeout=300)
     assert r.returncode == 0 and json.loads(r.stdout)["processed"] == 0, r.stderr[-2000:]
@@ -219,7 +219,7 @@ def test_rerun_retries_error_records_through_ray_and_removes_orphan_clips(ray_lo
     s = json.loads(r.stdout)
     assert (s["processed"], s["retried"], s["errors"]) == (1, 1, 0) and "retried 1 error(s)" in r.stderr
     assert read_parquet(part_path(out, vid)) == good
-    assert not orphan.exists() and not list((out / "clips").glob("*.part"))
+    assert not orphan.exists() and not list((out / "clips").glob("*.tmp-*"))
     assert sorted(p.stem for p in (out / "clips").glob("*.mp4")) == sorted(x.clip_id for x in good if x.status == "ok")
 
 

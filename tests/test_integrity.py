@@ -196,3 +196,29 @@ def test_a_library_call_stops_the_ray_it_started_and_only_that(run):
     shards[1].unlink()
     ray.init(num_cpus=1, include_dashboard=False, log_to_driver=False)
     assert quiet(run)["new"] == 1 and ray.is_initialized()  # the caller's Ray keeps running
+
+
+def test_the_one_atomic_write(tmp_path, monkeypatch):
+    """AtomicFile / atomic_path: a unique temporary name per writer, fsync of the file and of
+    its folder before and after the rename, and an abort or an error leaves the old file."""
+    import os
+
+    from pks.store import TMP_MARK, AtomicFile, atomic_path
+
+    final = tmp_path / "sub" / "x.bin"
+    a, b = AtomicFile(final), AtomicFile(final)
+    assert a.tmp != b.tmp and TMP_MARK in a.tmp.name and a.tmp.parent == final.parent
+    synced = []
+    real = os.fsync
+    monkeypatch.setattr(os, "fsync", lambda fd: synced.append(os.readlink(f"/proc/self/fd/{fd}")) or real(fd))
+    a.tmp.write_bytes(b"first")
+    a.commit()
+    assert final.read_bytes() == b"first" and synced == [str(a.tmp), str(final.parent)]
+    b.tmp.write_bytes(b"second")
+    b.abort()
+    assert final.read_bytes() == b"first" and not b.tmp.exists()
+    with pytest.raises(RuntimeError):
+        with atomic_path(final) as tmp:
+            tmp.write_bytes(b"torn")
+            raise RuntimeError("killed mid-write")
+    assert final.read_bytes() == b"first" and sorted(p.name for p in final.parent.iterdir()) == ["x.bin"]

@@ -8,7 +8,6 @@ where `-` is the dropped condition the model learned in training (unknown tags, 
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import torch
@@ -16,6 +15,7 @@ import yaml
 
 import taxonomy
 from pks.errors import UserError
+from pks.store import atomic_path
 from training.devices import default_device
 from training.model import N_STAGES
 from training.text import TextEncoder, pad_states, text_encoder_path
@@ -123,17 +123,13 @@ def generate(run: str | Path, out: str | Path, tags_spec: str = "", narrative: s
     cfg, tax, model, text, space, step = load_run(run, device)
     video = sample(model, text, space, cfg, tags, narrative, shot, stage, seed, tax=tax, **kw)
     t, _, h, w = video.shape
-    tmp = out.with_name(f".{out.stem}.{os.getpid()}.tmp{out.suffix}")  # a killed run leaves no half clip at out
-    try:
+    with atomic_path(out) as tmp:  # a killed run leaves no half clip at out
         writer = Mp4Writer(tmp, cfg["data"]["fps"], w, h, crf=12, fmt="mp4")
         try:
             for frame in video.permute(0, 2, 3, 1).numpy():
                 writer.write(frame)
         finally:
             writer.close()
-        os.replace(tmp, out)
-    finally:
-        tmp.unlink(missing_ok=True)
     made = {"out": str(out), "frames": t, "size": [h, w], "fps": cfg["data"]["fps"], "checkpoint_step": step,
             "run": str(run), "tags": tags, "shot": shot, "stage": stage, "narrative": narrative, "seed": seed}
     Path(out).with_suffix(".json").write_text(json.dumps(made, indent=1))  # what was asked (the report shows it)

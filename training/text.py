@@ -7,10 +7,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import uuid
 from collections import OrderedDict
 from pathlib import Path
 
 import torch
+
+from pks.store import TMP_MARK
 
 
 class TextEncoder:
@@ -77,8 +80,10 @@ def text_encoder_path(cfg: dict, run: Path) -> Path:
     if not (path / "config.json").is_file():
         from training.tiny import build_text_encoder
 
-        tmp = run / "text_encoder.tmp"
-        shutil.rmtree(tmp, ignore_errors=True)
-        build_text_encoder(tmp, d_model=te["tiny_dim"], seed=cfg["train"]["seed"])
-        os.replace(tmp, path)
+        tmp = run / f"text_encoder{TMP_MARK}{uuid.uuid4().hex}"  # a folder: built whole, then renamed
+        try:
+            build_text_encoder(tmp, d_model=te["tiny_dim"], seed=cfg["train"]["seed"])
+            os.replace(tmp, path)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
     return path

@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import ipaddress
 import json
-import os
 import secrets
 import threading
 import time
@@ -44,7 +43,8 @@ from annotators.audit.queue import QueueConfig, next_clips
 from annotators.audit.stats import audit_stats, bar, by_axis, number
 from annotators.audit.store import SESSION_IDLE, SESSION_MAX_AGE, Store
 from annotators.signals.motion import camera_phrase
-from taxonomy.loader import CaptionError, SHOT_AXIS, TAG_AXES
+from pks.store import atomic_path
+from taxonomy.loader import SHOT_AXIS, TAG_AXES, CaptionError
 
 HERE = Path(__file__).parent
 COOKIE = "pks_audit"
@@ -295,9 +295,8 @@ def create_app(out: str | Path, queue: QueueConfig | None = None, max_body: int 
         if not cache.exists():
             cache.parent.mkdir(parents=True, exist_ok=True)
             strip = _filmstrip(out / "clips" / f"{clip_id}.mp4", r["end_frame"] - r["start_frame"])
-            tmp = cache.with_suffix(f".tmp-{os.getpid()}-{threading.get_ident()}.jpg")
-            cv2.imwrite(str(tmp), strip)
-            os.replace(tmp, cache)
+            with atomic_path(cache) as tmp:
+                tmp.write_bytes(cv2.imencode(".jpg", strip)[1].tobytes())
         return FileResponse(cache, media_type="image/jpeg")
 
     @app.get("/disagreements", response_class=HTMLResponse)

@@ -7,13 +7,13 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 import json
-import os
 from pathlib import Path
 
 import taxonomy
 from annotators.caption.backends import Backend, Job
 from annotators.caption.prompt import PROMPT_VERSION, messages, sample_frames
 from pks.clips import clip_path
+from pks.store import atomic_path
 
 HUMAN = "human:"  # caption_source prefix of captions written by `pks audit apply`
 CAPTION_ERROR = "caption: "  # prefix of errors this stage records (a rerun retries them)
@@ -38,9 +38,8 @@ class CaptionCache:
 
     def put(self, key: str, caption: dict, tax_version: int) -> None:
         p = self.root / f"{key}.json"
-        tmp = p.with_name(f"{p.name}.tmp-{os.getpid()}")
-        tmp.write_text(json.dumps({"caption": caption, "taxonomy": tax_version}))
-        os.replace(tmp, p)
+        with atomic_path(p) as tmp:
+            tmp.write_text(json.dumps({"caption": caption, "taxonomy": tax_version}))
 
 
 def from_cache(entry: dict, tax, directory=taxonomy.loader.VERSIONS_DIR) -> dict | None:

@@ -1,0 +1,65 @@
+"""Camera adherence of one trained run under other tag-guidance scales and sampler steps.
+
+    python benchmarks/guidance.py RUN [--grid 1:30,3:30,6:30,10:30,3:10,3:60] [--seeds 700,701]
+
+For each (guidance_tags, steps) of the grid: 5 camera tags x 4 curriculum stages x the seeds,
+each sample measured by `annotators.signals.analyse` as in benchmarks/train.py (adherence: the
+requested tag among the measured camera tags; flagged: any quality flag; flicker: mean absolute
+change between frames). Run it on a run of the tuning footage only: a scale chosen here and
+reported on the benchmark's seed would be tuned on it.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+sys.path.insert(0, str(ROOT / "benchmarks"))
+
+from train import CAMERA, flicker, measure  # noqa: E402
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("run")
+    ap.add_argument("--grid", default="1:30,3:30,6:30,10:30,3:10,3:60", help="guidance_tags:steps, comma-separated")
+    ap.add_argument("--seeds", default="700,701")
+    args = ap.parse_args()
+    import torch
+
+    from pks.config import load_config
+    from training.sample import load_run, sample
+
+    torch.set_num_threads(1)
+    acfg = load_config()
+    cfg, tax, model, text, space, _ = load_run(Path(args.run))
+    work = Path(tempfile.mkdtemp(prefix="pks-guidance-"))
+    seeds = [int(s) for s in args.seeds.split(",")]
+    for item in args.grid.split(","):
+        g, steps = float(item.split(":")[0]), int(item.split(":")[1])
+        per = {c: [] for c in CAMERA}
+        flags, jumps = [], []
+        for cam in CAMERA:
+            for stage in range(4):
+                for seed in seeds:
+                    video = sample(model, text, space, cfg, {"camera": [cam]}, "", None, stage, seed, steps=steps,
+                                   guidance_tags=g, tax=tax)
+                    frames = video.permute(0, 2, 3, 1).numpy()
+                    got = measure(frames, cfg["data"]["fps"], work / "g.mp4", acfg)
+                    per[cam].append(cam in got["camera_motion"])
+                    flags.append(bool(got["quality_flags"]))
+                    jumps.append(flicker(frames))
+        print(json.dumps({"guidance_tags": g, "steps": steps,
+                          "adherence": float(np.mean([h for v in per.values() for h in v])),
+                          "per_tag": {c: float(np.mean(v)) for c, v in per.items()},
+                          "flagged": float(np.mean(flags)), "flicker": float(np.mean(jumps))}), flush=True)
+
+
+if __name__ == "__main__":
+    main()
