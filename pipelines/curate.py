@@ -19,6 +19,8 @@ import os
 import time
 from pathlib import Path
 
+import pyarrow.parquet as pq
+
 from annotators.caption.backends import make_backend
 from annotators.caption.captioner import CAPTION_ERROR, caption_records
 from pipelines.parts import (
@@ -36,7 +38,15 @@ from pks.config import load_config
 from pks.errors import UserError
 from pks.probe import list_inputs
 from pks.record import ClipRecord, read_parquet
-from pks.store import TMP_MARK, Store, as_store, input_options, input_stamp, is_url
+from pks.store import (
+    TMP_MARK,
+    Store,
+    as_store,
+    atomic_path,
+    input_options,
+    input_stamp,
+    is_url,
+)
 
 
 def restage(out: Path, cfg: dict) -> dict[int, int]:
@@ -56,6 +66,28 @@ def restage(out: Path, cfg: dict) -> dict[int, int]:
             if r.status == "ok" and r.deformation_score is not None:
                 per_stage[r.curriculum_stage] += 1
     return per_stage
+
+
+def calibrate_run(out: Path, config: Path | None, write: Path | None, apply: bool) -> dict:
+    """Curriculum thresholds from the deformation quartiles of OUT's ok clips. `write`: a new job
+    config (the settings of `config`, or none, with the thresholds), written atomically; `apply`:
+    the run re-staged with them. Returns {thresholds, per_stage}."""
+    import yaml
+
+    from annotators.signals.curriculum import calibrate
+
+    rows = pq.read_table(Path(out) / "manifest.parquet", columns=["status", "deformation_score"]).to_pylist()
+    try:
+        thresholds = calibrate([r["deformation_score"] for r in rows if r["status"] == "ok"])
+    except ValueError as e:  # too few analysed clips in this run
+        raise UserError(f"{out}: {e}") from None
+    if write:
+        doc = (yaml.safe_load(Path(config).read_text()) or {}) if config else {}
+        doc.setdefault("curriculum", {})["deformation"] = thresholds
+        with atomic_path(Path(write)) as tmp:
+            tmp.write_text(yaml.safe_dump(doc, sort_keys=False))
+    per_stage = restage(out, load_config(config, {"curriculum.deformation": thresholds})) if apply else None
+    return {"thresholds": thresholds, "per_stage": per_stage}
 
 
 @ray_scope()

@@ -1,108 +1,33 @@
 """The `pks` command line (typer). User mistakes end in one clear line and a non-zero exit."""
 from __future__ import annotations
 
-import functools
 import json
 import os
-import re
 import sys
 from pathlib import Path
 from typing import Optional
 
 import typer
 
+from annotators.audit.cli import audit_app
+from pks.cliutil import (
+    STORAGE_OPTIONS_HELP,
+    friendly,
+    load_taxonomy,
+    local_out,
+    need_manifest,
+    size_option,
+    torch_device,
+)
 from pks.errors import UserError
+from training.judge_cli import judge_app
 
 app = typer.Typer(help="PKS: anime-native video curation, captioning and curriculum sharding.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 tax_app = typer.Typer(help="Inspect the taxonomy and validate captions against it.", no_args_is_help=True)
 app.add_typer(tax_app, name="taxonomy")
-judge_app = typer.Typer(help="The Judge: a reward model that tells art from failure.", no_args_is_help=True)
 app.add_typer(judge_app, name="judge")
-audit_app = typer.Typer(help="The annotators' audit workbench: users, agreement, corrections back into the run.",
-                        no_args_is_help=True)
 app.add_typer(audit_app, name="audit")
-
-
-def friendly(fn):
-    """A user mistake (UserError) becomes `pks: error: ...` on stderr and exit code 2. Anything
-    else is a bug and keeps its traceback."""
-
-    @functools.wraps(fn)
-    def wrapper(*a, **kw):
-        try:
-            return fn(*a, **kw)
-        except UserError as e:
-            typer.echo(f"pks: error: {e}", err=True)
-            raise typer.Exit(2)
-    return wrapper
-
-
-STORAGE_OPTIONS_HELP = ("fsspec options for an object-store OUT (and inputs of its protocol), as JSON, e.g. "
-                        "'{\"endpoint_url\": \"http://host:9000\"}'; default: the client's environment (AWS_*).")
-
-
-def local_out(out: Path | str) -> Path:
-    """OUT for the commands that work on a local folder only: a URL is a one-line error (a
-    Path argument has already folded s3://b/x into s3:/b/x)."""
-    url = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*):/+(.*)", str(out))
-    if url:
-        raise UserError(f"this command needs a local OUT folder, got {url[1]}://{url[2]} (pks curate and pks shard "
-                        "work on object storage; copy the run down first, e.g. aws s3 sync)")
-    return Path(out)
-
-
-def need_manifest(out: Path) -> Path:
-    """OUT/manifest.parquet, or a one-line error when OUT holds no curated run."""
-    manifest = local_out(out) / "manifest.parquet"
-    if not manifest.exists():
-        raise UserError(f"no manifest in {out} (run pks curate first)")
-    return manifest
-
-
-def need_audit(out: Path) -> None:
-    """A one-line error when OUT holds no curated run or no audit yet."""
-    need_manifest(out)
-    if not (out / "audit" / "audit.db").exists():
-        raise UserError(f"no audit in {out} (start with pks audit add-user)")
-
-
-def load_taxonomy(version: Optional[int]):
-    """The taxonomy the user named (a version that is not shipped is their mistake)."""
-    import taxonomy
-
-    if version is not None and version not in taxonomy.available_versions():
-        raise UserError(f"no taxonomy v{version}; shipped: {taxonomy.available_versions()}")
-    return taxonomy.load(version)
-
-
-def torch_device(name: Optional[str]):
-    """--device: None (the GPU when there is one), or a torch device that exists here."""
-    if name is None:
-        return None
-    import torch
-
-    try:
-        device = torch.device(name)
-    except RuntimeError:
-        raise UserError(f"--device must be cpu, cuda or cuda:N, got {name!r}") from None
-    if device.type == "cuda" and not (torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count()):
-        raise UserError(f"--device {name}: no such GPU here")
-    if device.type not in ("cpu", "cuda"):
-        raise UserError(f"--device must be cpu, cuda or cuda:N, got {name!r}")
-    return device
-
-
-def _size(text: Optional[str]):
-    if not text:
-        return None
-    try:
-        w, h = (int(x) for x in text.lower().split("x"))
-    except ValueError:
-        raise UserError(f"--size must look like 640x360, got {text!r}") from None
-    if w <= 0 or h <= 0 or w % 2 or h % 2:
-        raise UserError(f"--size needs positive even numbers, got {text!r}")
-    return w, h
 
 
 @app.command()
@@ -129,7 +54,7 @@ def synth(out: Path = typer.Argument(..., help="Folder to write videos and truth
                 raise ValueError
         except (ValueError, ZeroDivisionError):
             raise UserError(f"--fps must be a positive number or fraction, got {fps!r}") from None
-    paths = synthesize(out, videos, seed=seed, n_shots=shots, size=_size(size), fps=fps, crf=crf, family=family)
+    paths = synthesize(out, videos, seed=seed, n_shots=shots, size=size_option(size), fps=fps, crf=crf, family=family)
     for p in paths:
         t = json.loads(p.with_suffix(".json").read_text())
         typer.echo(f"{p}  {t['width']}x{t['height']} @ {t['fps_fraction']} fps, {t['n_frames']} frames, "
@@ -171,22 +96,12 @@ def tax_validate(file: Path = typer.Argument(..., help="A caption JSON object, a
     tax = load_taxonomy(version)
     if not file.exists():
         raise UserError(f"no such file: {file}")
-    text = file.read_text()
     try:
-        data = json.loads(text)
-        items = data if isinstance(data, list) else [data]
-        labels = [f"item {i}" for i in range(len(items))] if isinstance(data, list) else [str(file)]
-    except json.JSONDecodeError:
-        items, labels = [], []
-        for n, line in enumerate(text.splitlines(), 1):
-            if line.strip():
-                try:
-                    items.append(json.loads(line))
-                except json.JSONDecodeError as e:
-                    raise UserError(f"{file}:{n}: not JSON ({e.msg})") from None
-                labels.append(f"line {n}")
+        items = taxonomy.read_captions(file)
+    except ValueError as e:
+        raise UserError(str(e)) from None
     bad = 0
-    for label, item in zip(labels, items):
+    for label, item in items:
         try:
             tax.validate(item)
         except taxonomy.CaptionError as e:
@@ -333,32 +248,22 @@ def serve_vlm(model: str = typer.Option("Qwen/Qwen2.5-VL-7B-Instruct", help="Mod
 @app.command()
 @friendly
 def calibrate(out: Path = typer.Argument(..., help="A curated output folder (with manifest.parquet)."),
-              config: Optional[Path] = typer.Option(None, help="Write the thresholds into this job config YAML."),
+              config: Optional[Path] = typer.Option(None, help="The job config YAML the run was curated with."),
+              write: Optional[Path] = typer.Option(None, help="Write a new job config here: --config's settings "
+                                                   "with the new thresholds (the --config file is not touched)."),
               apply: bool = typer.Option(True, help="Re-stage the run's records with the new thresholds.")):
     """Set curriculum thresholds from the deformation quartiles of a run's ok clips."""
-    import pyarrow.parquet as pq
-    import yaml
+    from pipelines.curate import calibrate_run
 
-    from annotators.signals.curriculum import calibrate as quartiles
-    from pipelines.curate import restage
-    from pks.config import load_config
-
-    manifest = need_manifest(out)
-    rows = pq.read_table(manifest, columns=["status", "deformation_score"]).to_pylist()
-    try:
-        thresholds = quartiles([r["deformation_score"] for r in rows if r["status"] == "ok"])
-    except ValueError as e:  # too few analysed clips in this run
-        raise UserError(f"{out}: {e}") from None
-    typer.echo(f"curriculum.deformation: {thresholds}")
-    if config:
-        doc = (yaml.safe_load(config.read_text()) or {}) if config.exists() else {}
-        doc.setdefault("curriculum", {})["deformation"] = thresholds
-        config.write_text(yaml.safe_dump(doc, sort_keys=False))
-        typer.echo(f"written to {config}")
+    need_manifest(out)
+    if config and not config.exists():
+        raise UserError(f"no such config file: {config}")
+    got = calibrate_run(out, config, write, apply)
+    typer.echo(f"curriculum.deformation: {got['thresholds']}")
+    if write:
+        typer.echo(f"written to {write}")
     if apply:
-        cfg = load_config(config if config and config.exists() else None, {"curriculum.deformation": thresholds})
-        per_stage = restage(out, cfg)
-        typer.echo("clips per stage: " + ", ".join(f"{k}: {v}" for k, v in per_stage.items()))
+        typer.echo("clips per stage: " + ", ".join(f"{k}: {v}" for k, v in got["per_stage"].items()))
         typer.echo(f"stages changed: rerun `pks shard {out}` to rewrite the shards")
 
 
@@ -435,7 +340,8 @@ def train(source: str = typer.Argument(..., help="A curate OUT folder or its sha
     latents and text embeddings into latent shards that `pks train LATENTS ...` reads.
     `pks train SHARDS --stage dpo --init RUN --judge judge.pt --steps N --out RUN_DPO` runs the
     preference stage (Diffusion-DPO; its settings are the config's `dpo` section)."""
-    from training.train import load_train_config, train as run_train, train_ray
+    from training.train import load_train_config, train_ray
+    from training.train import train as run_train
 
     if stage not in ("sft", "dpo"):
         raise UserError(f"--stage must be sft or dpo, got {stage!r}")
@@ -494,193 +400,6 @@ def generate(run: Path = typer.Argument(..., help="A training run folder."),
 
     typer.echo(json.dumps(gen(run, out, tags, narrative, seed, device=torch_device(device), steps=steps,
                               guidance_tags=guidance_tags, guidance_text=guidance_text)))
-
-
-@judge_app.command("train")
-@friendly
-def judge_train(outs: list[Path] = typer.Argument(..., help="Curated output folders (manifest.parquet, clips/)."),
-                dest: Path = typer.Option(..., "--out", help="Where to write the Judge (e.g. judge.pt)."),
-                epochs: int = typer.Option(30, help="Passes over the training examples."),
-                config: Optional[Path] = typer.Option(None, help="Job config YAML (its analyse section)."),
-                backbone: str = typer.Option("cnn", help="cnn, or a local OpenCLIP folder (open_clip_config.json "
-                                                         "and weights) whose frozen image tower embeds the frames.")):
-    """Train the Judge on curated runs: ok clips (every stage) against flagged clips and failure
-    copies; validation on held-out source videos."""
-    from pks.config import load_config
-    from training.judge import JudgeConfig, auc, collect, save, score, split, train
-
-    for out in outs:
-        need_manifest(out)
-    if backbone != "cnn" and not (Path(backbone) / "open_clip_config.json").is_file():
-        raise UserError(f"--backbone must be cnn or an OpenCLIP folder with open_clip_config.json, got {backbone}")
-    cfg = JudgeConfig(epochs=epochs, backbone=backbone if backbone == "cnn" else str(Path(backbone).resolve()))
-    ex = collect(outs, cfg, load_config(config), progress=typer.echo)
-    if len(set(ex.labels)) < 2:
-        raise UserError("the runs hold no usable clips (need ok clips with clip files)")
-    tr, va = split(ex, cfg)
-    model = train(tr, va if va.labels else None, cfg, progress=typer.echo)
-    save(model, dest)
-    if va.labels:
-        typer.echo(f"validation AUC {auc(va.labels, score(model, va)):.3f} on {len(va.labels)} examples "
-                   f"from {len(set(va.videos))} held-out videos")
-    typer.echo(f"judge -> {dest}")
-
-
-@judge_app.command("score")
-@friendly
-def judge_score(out: Path = typer.Argument(..., help="A curated output folder."),
-                judge: Path = typer.Option(..., help="A Judge from pks judge train."),
-                config: Optional[Path] = typer.Option(None, help="Job config YAML.")):
-    """Write judge_score into every analysed record (parts and manifest); then shard.min_judge_score
-    can keep low scorers out of the shards (rerun pks shard)."""
-    from pks.config import load_config
-    from training.judge import load, score_run
-
-    need_manifest(out)
-    if not judge.exists():
-        raise UserError(f"no such Judge file: {judge}")
-    counts = score_run(out, load(judge), load_config(config), progress=typer.echo)
-    typer.echo(f"scored {counts['scored']} clips ({counts['skipped']} without analysis or clip file)")
-    if counts["scored"]:
-        typer.echo(f"rerun `pks shard {out}` to rewrite the shards")  # their records hold the old JSON
-
-
-@audit_app.command("add-user")
-@friendly
-def audit_add_user(out: Path = typer.Argument(..., help="A curated output folder."),
-                   name: str = typer.Argument(..., help="Login name."),
-                   role: str = typer.Option("annotator", help="annotator (labels) or lead (adjudicates, manages gold)")):
-    """Create an audit user in OUT/audit/audit.db and print their login token."""
-    from annotators.audit.store import Store
-
-    need_manifest(out)
-    store = Store(out)
-    try:
-        typer.echo(store.add_user(name, role))
-    finally:
-        store.close()
-
-
-@audit_app.command("serve")
-@friendly
-def audit_serve(out: Path = typer.Argument(..., help="A curated output folder (manifest.parquet and clips/)."),
-                host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
-                port: int = typer.Option(8765, help="Port."),
-                overlap: int = typer.Option(2, help="Annotators per clip (agreement needs 2 or more)."),
-                strategy: str = typer.Option("uncertain", help="uncertain | stratified | random"),
-                gold_rate: float = typer.Option(0.1, help="Share of each annotator's clips that are gold clips."),
-                idle_hours: float = typer.Option(12.0, help="A session ends after this many hours without a "
-                                                 "request (and 7 days after login in any case).")):
-    """Serve the audit workbench (log in with a token from pks audit add-user). Off loopback
-    the session cookie is Secure: put the server behind TLS."""
-    from annotators.audit.queue import QueueConfig
-    from annotators.audit.web import create_app
-
-    need_manifest(out)
-    try:
-        queue = QueueConfig(overlap=overlap, strategy=strategy, gold_rate=gold_rate)
-    except ValueError as e:
-        raise UserError(str(e)) from None
-    import uvicorn
-
-    typer.echo(f"pks audit: http://{host}:{port}/ (Ctrl-C stops)")
-    uvicorn.run(create_app(out, queue, host=host, session_idle=idle_hours * 3600), host=host, port=port,
-                log_level="warning")
-
-
-@audit_app.command("revoke")
-@friendly
-def audit_revoke(out: Path = typer.Argument(..., help="A curated output folder with an audit."),
-                 name: str = typer.Argument(..., help="The user to lock out.")):
-    """Lock a user out at once: their token stops working and their sessions end (running
-    servers included)."""
-    from annotators.audit.store import Store
-
-    need_audit(out)
-    store = Store(out)
-    try:
-        n = store.revoke(name)
-    finally:
-        store.close()
-    typer.echo(f"revoked {name}: their token no longer logs in; {n} open session(s) ended")
-
-
-@audit_app.command("export")
-@friendly
-def audit_export(out: Path = typer.Argument(..., help="A curated output folder."),
-                 format: str = typer.Option("label-studio", "--format", help="label-studio"),
-                 dest: Optional[Path] = typer.Option(None, "--out", help="Folder for config.xml and tasks.json "
-                                                     "(default OUT/audit/label-studio)."),
-                 video_prefix: str = typer.Option("/data/local-files/?d=clips/",
-                                                  help="How Label Studio reaches OUT/clips/ (URL prefix).")):
-    """Label Studio tasks (model captions as predictions) and a labelling config from the taxonomy."""
-    from annotators.audit.labelstudio import export
-
-    need_manifest(out)
-    if format != "label-studio":
-        raise UserError(f"--format: only label-studio is supported, got {format!r}")
-    dest = dest or out / "audit" / "label-studio"
-    n = export(out, dest, load_taxonomy(None), video_prefix)
-    typer.echo(f"{n} tasks -> {dest / 'tasks.json'}; labelling config -> {dest / 'config.xml'}")
-
-
-@audit_app.command("import")
-@friendly
-def audit_import(out: Path = typer.Argument(..., help="A curated output folder."),
-                 file: Path = typer.Argument(..., help="A Label Studio JSON export.")):
-    """Label Studio annotations into the audit store (as labels by ls-NAME users)."""
-    from annotators.audit.labelstudio import import_
-    from annotators.audit.store import Store
-
-    need_manifest(out)
-    if not file.exists():
-        raise UserError(f"no such file: {file}")
-    store = Store(out)
-    try:
-        counts = import_(out, file, store, load_taxonomy(None))
-    finally:
-        store.close()
-    typer.echo(", ".join(f"{k.replace('_', ' ')}: {v}" for k, v in counts.items()))
-
-
-@audit_app.command("stats")
-@friendly
-def audit_stats(out: Path = typer.Argument(..., help="A curated output folder with an audit."),
-                as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON.")):
-    """Agreement per axis and tag (Cohen's kappa, Krippendorff's alpha), model vs human per tag,
-    most confused tags, accuracy on gold clips."""
-    from annotators.audit.stats import audit_stats as compute, format_stats
-    from annotators.audit.store import Store
-
-    need_audit(out)
-    store = Store(out)
-    try:
-        s = compute(out, store, load_taxonomy(None))
-    finally:
-        store.close()
-    typer.echo(json.dumps(s, indent=1, default=str) if as_json else format_stats(s))
-
-
-@audit_app.command("apply")
-@friendly
-def audit_apply(out: Path = typer.Argument(..., help="A curated output folder with an audit."),
-                config: Optional[Path] = typer.Option(None, help="Job config YAML.")):
-    """Write adjudicated labels into the run's parts and manifest (caption_source human:LEAD);
-    clips adjudicated as failures become rejected. Then rerun pks shard."""
-    from annotators.audit.apply import apply_adjudications
-    from annotators.audit.store import Store
-    from pks.config import load_config
-
-    need_audit(out)
-    store = Store(out)
-    try:
-        counts = apply_adjudications(out, load_config(config), store)
-    finally:
-        store.close()
-    typer.echo(f"captions written: {counts['captions']}, clips rejected as failures: {counts['rejected']}, "
-               f"already applied: {counts['unchanged']}")
-    if counts["captions"] or counts["rejected"]:
-        typer.echo(f"rerun `pks shard {out}` to rewrite the shards")
 
 
 def main() -> None:

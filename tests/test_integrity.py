@@ -95,10 +95,13 @@ def test_require_caption_keeps_uncaptioned_clips_out(run):
 
 
 def test_calibrate_restages_the_run_and_the_shards_follow(run, tmp_path):
-    cfg_file = tmp_path / "job.yaml"
-    r = subprocess.run([sys.executable, "-m", "pks.cli", "calibrate", str(run), "--config", str(cfg_file)],
-                       capture_output=True, text=True)
+    mine, cfg_file = tmp_path / "mine.yaml", tmp_path / "job.yaml"
+    mine.write_text("# my settings\nshard:\n  max_samples: 3\n")
+    r = subprocess.run([sys.executable, "-m", "pks.cli", "calibrate", str(run), "--config", str(mine),
+                        "--write", str(cfg_file)], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
+    assert mine.read_text() == "# my settings\nshard:\n  max_samples: 3\n"  # the user's file is not rewritten
+    assert yaml.safe_load(cfg_file.read_text())["shard"] == {"max_samples": 3}  # the new one keeps its settings
     ok = [x for x in manifest(run) if x["status"] == "ok"]
     deform = [x["deformation_score"] for x in ok]
     want = [round(float(q), 4) for q in np.quantile(deform, (0.25, 0.5, 0.75))]

@@ -285,6 +285,21 @@ def load(path: Path) -> Judge:
     return model.eval()
 
 
+def train_judge(outs: list[Path], dest: Path, cfg: JudgeConfig, acfg: dict, progress=print) -> dict:
+    """The whole `pks judge train`: examples from the runs, split by source video, trained,
+    saved to `dest`. Returns the held-out AUC (None without held-out videos) and its counts."""
+    from pks.errors import UserError
+
+    ex = collect(outs, cfg, acfg, progress=progress)
+    if len(set(ex.labels)) < 2:
+        raise UserError("the runs hold no usable clips (need ok clips with clip files)")
+    tr, va = split(ex, cfg)
+    model = train(tr, va if va.labels else None, cfg, progress=progress)
+    save(model, dest)
+    return {"val_auc": auc(va.labels, score(model, va)) if va.labels else None, "val_examples": len(va.labels),
+            "val_videos": len(set(va.videos))}
+
+
 def score_run(out: Path, model: Judge, cfg: dict, progress=print) -> dict[str, int]:
     """Write judge_score into every analysed record with a clip file (parts, then manifest),
     part by part and atomically; rerunning rescores the same clips to the same values."""

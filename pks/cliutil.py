@@ -1,0 +1,94 @@
+"""What every `pks` command shares: user mistakes as one line and exit 2, the checks of OUT,
+the taxonomy and the device a user names."""
+from __future__ import annotations
+
+import functools
+import re
+from pathlib import Path
+from typing import Optional
+
+import typer
+
+from pks.errors import UserError
+
+
+def friendly(fn):
+    """A user mistake (UserError) becomes `pks: error: ...` on stderr and exit code 2. Anything
+    else is a bug and keeps its traceback."""
+
+    @functools.wraps(fn)
+    def wrapper(*a, **kw):
+        try:
+            return fn(*a, **kw)
+        except UserError as e:
+            typer.echo(f"pks: error: {e}", err=True)
+            raise typer.Exit(2)
+    return wrapper
+
+
+STORAGE_OPTIONS_HELP = ("fsspec options for an object-store OUT (and inputs of its protocol), as JSON, e.g. "
+                        "'{\"endpoint_url\": \"http://host:9000\"}'; default: the client's environment (AWS_*).")
+
+
+def local_out(out: Path | str) -> Path:
+    """OUT for the commands that work on a local folder only: a URL is a one-line error (a
+    Path argument has already folded s3://b/x into s3:/b/x)."""
+    url = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*):/+(.*)", str(out))
+    if url:
+        raise UserError(f"this command needs a local OUT folder, got {url[1]}://{url[2]} (pks curate and pks shard "
+                        "work on object storage; copy the run down first, e.g. aws s3 sync)")
+    return Path(out)
+
+
+def need_manifest(out: Path) -> Path:
+    """OUT/manifest.parquet, or a one-line error when OUT holds no curated run."""
+    manifest = local_out(out) / "manifest.parquet"
+    if not manifest.exists():
+        raise UserError(f"no manifest in {out} (run pks curate first)")
+    return manifest
+
+
+def need_audit(out: Path) -> None:
+    """A one-line error when OUT holds no curated run or no audit yet."""
+    need_manifest(out)
+    if not (out / "audit" / "audit.db").exists():
+        raise UserError(f"no audit in {out} (start with pks audit add-user)")
+
+
+def load_taxonomy(version: Optional[int]):
+    """The taxonomy the user named (a version that is not shipped is their mistake)."""
+    import taxonomy
+
+    if version is not None and version not in taxonomy.available_versions():
+        raise UserError(f"no taxonomy v{version}; shipped: {taxonomy.available_versions()}")
+    return taxonomy.load(version)
+
+
+def torch_device(name: Optional[str]):
+    """--device: None (the GPU when there is one), or a torch device that exists here."""
+    if name is None:
+        return None
+    import torch
+
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        raise UserError(f"--device must be cpu, cuda or cuda:N, got {name!r}") from None
+    if device.type == "cuda" and not (torch.cuda.is_available() and (device.index or 0) < torch.cuda.device_count()):
+        raise UserError(f"--device {name}: no such GPU here")
+    if device.type not in ("cpu", "cuda"):
+        raise UserError(f"--device must be cpu, cuda or cuda:N, got {name!r}")
+    return device
+
+
+def size_option(text: Optional[str]):
+    """--size WxH as (w, h), even and positive; None when not given."""
+    if not text:
+        return None
+    try:
+        w, h = (int(x) for x in text.lower().split("x"))
+    except ValueError:
+        raise UserError(f"--size must look like 640x360, got {text!r}") from None
+    if w <= 0 or h <= 0 or w % 2 or h % 2:
+        raise UserError(f"--size needs positive even numbers, got {text!r}")
+    return w, h
