@@ -31,7 +31,7 @@ from pipelines.parts import (
     status_counts,
     write_part,
 )
-from pipelines.raytools import init_ray, ray_scope
+from pipelines.raytools import init_ray, logs_of, ray_scope
 from pipelines.segments import run_videos
 from pipelines.video import UNREADABLE, video_key
 from pks.config import load_config
@@ -113,7 +113,7 @@ def caption_run(out: Path | Store, cfg: dict, progress=print) -> dict[str, int]:
         for stem, records in rewrite_parts(out, cfg, lambda rs: caption_records(rs, out, backend, cfg)):
             tally(stem, records)
         return counts
-    init_ray(cfg)
+    init_ray(cfg, logs_of(out))
     group_size = (cfg["caption"].get("vllm") or {}).get("group_clips", 4096)
     group: list[tuple[str, list[ClipRecord]]] = []
     parts = sorted((out / "parts").glob("*.parquet"))
@@ -144,7 +144,7 @@ def hash_inputs(paths: list[str], out: Store, cfg: dict) -> list[str]:
         return [video_key(p, out) for p in paths]
     import ray
 
-    init_ray(cfg)
+    init_ray(cfg, logs_of(out))
     task = ray.remote(num_cpus=1)(video_key)
     return ray.get([task.remote(p, out) for p in paths])
 
@@ -242,7 +242,7 @@ def run(input_spec: str, out: str | Path, cfg: dict | None = None, progress=prin
     t0 = time.perf_counter()
     done, frames = 0, 0
     if todo:
-        init_ray(cfg)
+        init_ray(cfg, logs_of(out))
         for s in run_videos(todo, out, cfg):  # streamed: only summaries (and a long video's records) reach the driver
             done += 1
             frames += s["frames"]
@@ -255,7 +255,7 @@ def run(input_spec: str, out: str | Path, cfg: dict | None = None, progress=prin
     if orphans:
         progress(f"pks curate: removed {orphans} clip file(s) no record points to")
     if backend and backend.batch:  # after every video: one pass over the new clips (cached ones skip)
-        init_ray(cfg)
+        init_ray(cfg, logs_of(out))
         caption_run(out, cfg, progress)
     counts = build_manifest(out, cfg)
     summary = {"inputs": len(paths), "skipped": skipped, "processed": done, "retried": retrying,

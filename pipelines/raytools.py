@@ -3,8 +3,11 @@ RAY_ADDRESS, else a local one), and stop, when a library call ends, the Ray that
 from __future__ import annotations
 
 import contextlib
+import logging
 import os
 import sys
+import warnings
+from pathlib import Path
 
 
 def ray_up() -> bool:
@@ -25,9 +28,12 @@ def ray_scope():
             sys.modules["ray"].shutdown()
 
 
-def init_ray(cfg: dict) -> None:
+def init_ray(cfg: dict, logs: Path | None = None) -> None:
+    """Start Ray where work needs it; with `logs` (OUT/logs of a local OUT) Ray Data's own
+    progress and plans are written there instead of the terminal (see quiet_ray_data)."""
     import ray
 
+    quiet_ray_data(logs)
     if ray.is_initialized():
         return
     address = cfg["ray"].get("address") or os.environ.get("RAY_ADDRESS")
@@ -36,3 +42,47 @@ def init_ray(cfg: dict) -> None:
     else:
         ray.init(num_cpus=cfg["ray"].get("num_cpus"), include_dashboard=False,
                  log_to_driver=False, configure_logging=True, logging_level="WARNING")
+
+
+def quiet_ray_data(logs: Path | None = None) -> None:
+    """Ray Data prints its plan and a progress report at INFO every 10 s to the terminal of a
+    non-interactive `pks curate`: keep the terminal for pks's own lines (Ray Data's warnings and
+    errors still reach it) and put the INFO lines in `logs`/ray-data.log (Ray's session folder
+    holds them too)."""
+    import ray.data
+
+    ctx = ray.data.DataContext.get_current()
+    ctx.enable_progress_bars = False
+    ctx.print_on_execution_start = False
+    log = logging.getLogger("ray.data")
+    for h in log.handlers:
+        if not isinstance(h, logging.FileHandler):
+            h.setLevel(logging.WARNING)
+            if not any(isinstance(f, _NotProgressNotice) for f in h.filters):
+                h.addFilter(_NotProgressNotice())
+    if logs is not None:
+        path = Path(logs) / "ray-data.log"
+        if not any(getattr(h, "baseFilename", None) == str(path) for h in log.handlers):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            handler = logging.FileHandler(path)
+            handler.setLevel(logging.INFO)
+            handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
+            log.addHandler(handler)
+    # Our tasks' retry settings (max_retries, retry_exceptions) have no named parameter in Ray
+    # Data yet, so every map call would warn that `ray_remote_args` is deprecated.
+    warnings.filterwarnings("ignore", message="`ray_remote_args` is deprecated", module="pipelines")
+
+
+def logs_of(out) -> Path | None:
+    """OUT/logs for a local OUT (a Store or a path), else None."""
+    from pks.store import as_store
+
+    store = as_store(out)
+    return Path(store.path("logs")) if store.local else None
+
+
+class _NotProgressNotice(logging.Filter):
+    """Ray Data warns, once per dataset, that the progress bars this module turned off are off."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return not record.getMessage().startswith("Progress bars disabled")

@@ -33,7 +33,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pipelines.parts import duplicates, rewrite_parts, set_aside_bad_parts
-from pipelines.raytools import init_ray, ray_scope
+from pipelines.raytools import init_ray, logs_of, ray_scope
 from pks.errors import UserError
 from pks.record import SCHEMA, SHARD_REJECT, ClipRecord
 from pks.seeded import unit
@@ -382,7 +382,7 @@ def write_shards(out: Store, cfg: dict, progress=print) -> dict:
     progress(f"pks shard: {len(rows)} clip(s) in {len(shards)} shard(s): {len(shards) - len(todo)} kept, "
              f"{len(todo)} to write" + (f" ({', '.join(f'{n} {w}' for w, n in why.items())})" if todo else ""))
     if todo:
-        init_ray(cfg)
+        init_ray(cfg, logs_of(out))
         ds = ray.data.from_items(todo, override_num_blocks=len(todo))
         ds = ds.map(_ray_write, fn_kwargs={"out": out, "thumb_width": sc["thumb_width"]}, num_cpus=1)
         for i, s in enumerate(ds.iter_rows(), 1):

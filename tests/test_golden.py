@@ -27,9 +27,10 @@ GOLDEN = Path(__file__).parent / "golden"
 
 
 def pks(*args):
+    """stdout and stderr together, as a terminal shows them."""
     r = subprocess.run([sys.executable, "-m", "pks.cli", *map(str, args)], capture_output=True, text=True, timeout=900)
     assert r.returncode == 0, r.stderr[-3000:]
-    return r.stdout
+    return r.stdout + r.stderr
 
 
 def rounded(v):
@@ -61,12 +62,18 @@ def golden_run(tmp_path_factory):
     d = tmp_path_factory.mktemp("golden")
     cfg = d / "job.yaml"
     cfg.write_text("shard:\n  max_samples: 2\n  val_fraction: 0.3\n")
-    pks("curate", GOLDEN / "footage", d / "out", "--config", cfg)
-    return d / "out"
+    said = pks("curate", GOLDEN / "footage", d / "out", "--config", cfg)
+    return d / "out", said
+
+
+def test_curate_keeps_ray_datas_progress_off_the_terminal(golden_run):
+    out, said = golden_run
+    assert "INFO" not in said and "Progress bars disabled" not in said and "ray_remote_args" not in said, said
+    assert "execution finished" in (out / "logs" / "ray-data.log").read_text()  # in OUT/logs instead
 
 
 def test_the_golden_run_gives_the_committed_records_and_shards(golden_run):
-    out = golden_run
+    out, _ = golden_run
     rows = sorted((normal(r) for r in pq.read_table(out / "manifest.parquet").to_pylist()), key=lambda r: r["clip_id"])
     clips = {p.name: frame_count(p) for p in sorted((out / "clips").glob("*.mp4"))}
     index = pq.read_table(out / "shards" / "index.parquet").to_pylist()
