@@ -207,7 +207,8 @@ def remove_orphan_clips(out: Path | Store) -> int:
         known.update(out.read_table(p, columns=["clip_id"]).column("clip_id").to_pylist())
     removed = 0
     for name in out.list("clips"):
-        if TMP_MARK in name or (name.endswith(".mp4") and name[:-4] not in known):
+        # (".part": the temporary clips of pks before AtomicFile)
+        if TMP_MARK in name or name.endswith(".part") or (name.endswith(".mp4") and name[:-4] not in known):
             out.remove(f"clips/{name}")
             removed += 1
     return removed

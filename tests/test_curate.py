@@ -166,7 +166,7 @@ def test_a_failing_clip_stays_on_its_clip_and_only_it_is_retried(synth_videos, t
     assert todo["retry"] and curate.plan([path], out, retry_errors=False) == ([], 1)
     mtimes = {p.name: p.stat().st_mtime_ns for p in (out / "clips").iterdir()}
     calls.clear()
-    monkeypatch.setattr(curate, "analyse", lambda frames, cfg: calls.append(1) or real(frames, cfg))  # fixed
+    monkeypatch.setattr(clipwork, "analyse", lambda frames, cfg: calls.append(1) or real(frames, cfg))  # fixed
     s = video.ray_task(todo, str(out), cfg)
     assert len(calls) == 1 and s["retried"] == 1 and s["n_ok"] == len(first)
     second = read_parquet(parts.part_path(out, vid))

@@ -36,7 +36,7 @@ from pks.seeded import unit
 from pks.store import atomic_path, jsonl_entries
 from training.data import CurriculumLoader, Schedule, refuse_stale, shards_root
 from training.devices import setup_distributed
-from training.model import VideoDiT, flops_per_step, model_config
+from training.model import X0_MIN_T, VideoDiT, flops_per_step, model_config
 from training.text import pad_states, text_encoder_path
 from training.vae import latent_space
 
@@ -406,6 +406,8 @@ def train(source: str | Path, run: str | Path, cfg: dict, resume: bool = False, 
             pred = model(xt, t, text.to(device), mask.to(device), {a: v.to(device) for a, v in cond["tags"].items()},
                          cond["known"].to(device), cond["shot"].to(device), cond["stage"].to(device))
         per_sample = ((pred.float() - target) ** 2).mean(dim=(1, 2, 3, 4))
+        if tc.get("loss_weight", "velocity") == "x0":  # the clean clip's error: (t * velocity error)^2
+            per_sample = per_sample * t.clamp(min=X0_MIN_T) ** 2
         loss = per_sample.mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
