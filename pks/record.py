@@ -36,12 +36,6 @@ class ClipRecord:
     start_frame: int = 0
     end_frame: int = 0  # exclusive
     fps: float = 0.0  # the clip's constant rate (a variable-rate source is resampled to it: `retimed`)
-    # Seconds from the source's first frame, from the frames' timestamps; left None, they are
-    # frame / fps (the same on a constant-rate grid).
-    start_s: float | None = None
-    end_s: float | None = None
-    clip_frames: int | None = None  # frames in the clip file when they differ from the span's (retimed)
-    retimed: str = ""  # how a variable-rate span became a constant-rate clip (see pks.timing)
     width: int = 0
     height: int = 0
     transition_in: str = "start"
@@ -62,6 +56,13 @@ class ClipRecord:
     caption_source: str = ""
     status: str = "ok"
     error: str = ""
+    # (Added later, so last: positional construction keeps its meaning.)
+    # Seconds from the source's first frame, from the frames' timestamps; left None, they are
+    # frame / fps (the same on a constant-rate grid).
+    start_s: float | None = None
+    end_s: float | None = None
+    clip_frames: int | None = None  # frames in the clip file when they differ from the span's (retimed)
+    retimed: str = ""  # how a variable-rate span became a constant-rate clip (see pks.timing)
 
     def __post_init__(self):
         if self.status not in STATUSES:

@@ -71,6 +71,8 @@ def load_train_config(name: str | Path, overrides: dict | None = None) -> dict:
         raise UserError(f"training config: {e}") from None
     if cfg["data"]["batch_size"] < 1 or cfg["train"]["steps"] < 1:
         raise UserError("training config needs data.batch_size >= 1 and train.steps >= 1")
+    if cfg["train"].get("loss_weight", "velocity") not in ("velocity", "x0"):
+        raise UserError(f"train.loss_weight must be velocity or x0, got {cfg['train']['loss_weight']!r}")
     return cfg
 
 
