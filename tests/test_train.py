@@ -442,3 +442,25 @@ def test_a_model_that_memorised_one_clip_samples_that_clip():
            "data": {"frames": 4, "size": [8, 8]}, "train": {"shift": 1.0}}
     out = sample(model.eval(), NoText(), space, cfg, {}, seed=1, tax=TAX)
     assert out.shape == clip.shape and (out.float() - clip.float()).abs().mean() < 0.05 * 255
+
+
+def test_the_x0_loss_is_the_clean_clips_error():
+    """train.loss_weight x0: the velocity error times t^2 is the error of the clean clip the
+    velocity implies; below X0_MIN_T the weight stops shrinking (as x0 prediction's does)."""
+    from training.model import X0_MIN_T
+    from training.train import flow_loss, load_train_config
+
+    g = torch.Generator().manual_seed(0)
+    x0, noise, v = (torch.randn(3, 3, 4, 8, 8, generator=g) for _ in range(3))
+    t = torch.tensor([0.9, 0.3, 0.01])
+    tt = t.view(-1, 1, 1, 1, 1)
+    xt = (1 - tt) * x0 + tt * noise
+    x0_implied = xt - tt * v
+    got = flow_loss(v, noise - x0, t, "x0")
+    want = ((x0_implied - x0) ** 2).mean(dim=(1, 2, 3, 4))
+    assert torch.allclose(got[:2], want[:2], rtol=1e-5)
+    assert torch.allclose(got[2], want[2] * (X0_MIN_T / 0.01) ** 2, rtol=1e-5)
+    assert torch.allclose(flow_loss(v, noise - x0, t), ((v - noise + x0) ** 2).mean(dim=(1, 2, 3, 4)))
+    assert load_train_config("tiny")["train"]["loss_weight"] == "x0"
+    with pytest.raises(UserError, match="loss_weight must be velocity or x0"):
+        load_train_config("tiny", {"train.loss_weight": "sigmoid"})

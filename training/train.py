@@ -173,6 +173,17 @@ def ema_decay_at(step: int, decay: float) -> float:
     return min(decay, (1 + step) / (10 + step))
 
 
+def flow_loss(pred: torch.Tensor, target: torch.Tensor, t: torch.Tensor, weight: str = "velocity") -> torch.Tensor:
+    """Per-sample loss on velocities [B, C, T, H, W] at times t [B]. `velocity`: their mean
+    squared error. `x0`: the same error times t^2, which is the error of the clean clip the
+    velocity implies (x0 = x_t - t v): it weighs the noisy timesteps, where layout and camera
+    motion are decided, as much as the clean ones (the velocity error grows as 1/t^2 there)."""
+    per_sample = ((pred - target) ** 2).mean(dim=(1, 2, 3, 4))
+    if weight == "x0":
+        per_sample = per_sample * t.clamp(min=X0_MIN_T) ** 2
+    return per_sample
+
+
 def lr_at(step: int, tc: dict) -> float:
     """Linear warmup, then cosine from lr down to min_lr at the last step."""
     if step < tc["warmup"]:
@@ -407,9 +418,7 @@ def train(source: str | Path, run: str | Path, cfg: dict, resume: bool = False, 
         with autocast:
             pred = model(xt, t, text.to(device), mask.to(device), {a: v.to(device) for a, v in cond["tags"].items()},
                          cond["known"].to(device), cond["shot"].to(device), cond["stage"].to(device))
-        per_sample = ((pred.float() - target) ** 2).mean(dim=(1, 2, 3, 4))
-        if tc.get("loss_weight", "velocity") == "x0":  # the clean clip's error: (t * velocity error)^2
-            per_sample = per_sample * t.clamp(min=X0_MIN_T) ** 2
+        per_sample = flow_loss(pred.float(), target, t, tc.get("loss_weight", "velocity"))
         loss = per_sample.mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
