@@ -143,7 +143,7 @@ def main() -> None:
     from training.train import load_train_config
 
     if args.smoke:
-        args.config, args.steps, args.frames = "tiny", 3, "8,16"
+        args.config, args.steps, args.frames = "tiny_pixel", 3, "8,16"
     cfg = load_train_config(args.config)
     cfg["train"]["grad_checkpointing"] = False
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")

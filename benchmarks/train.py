@@ -16,7 +16,10 @@ seeds with each, and measures every clip with `annotators.signals.analyse`, as a
 - tag effect / seed effect: mean absolute difference between clips of one seed under different
   camera tags, over that between two seeds of one tag (0: the tags change nothing).
 The ceiling row is the same measure on the training clips themselves, at the size, frame count
-and fps the model sees. --figures writes a contact sheet (one row per camera tag) and the loss
+and fps the model sees; with a learned latent space (`latent.kind: learned`) a second ceiling
+row measures the clips encoded and decoded by the run's VAE (the best its generator could draw),
+and the ablation reuses the dual-channel run's VAE, so the two runs differ only in the tag
+channel (its train minutes then leave out the VAE's). --figures writes a contact sheet (one row per camera tag) and the loss
 curves as PNGs.
 """
 from __future__ import annotations
@@ -31,6 +34,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -70,8 +74,9 @@ def flicker(frames: np.ndarray) -> float:
     return float(np.abs(np.diff(frames.astype(np.int16), axis=0)).mean())
 
 
-def ceiling(run: Path, tcfg: dict, cfg: dict, work: Path) -> dict:
-    """The measure on training clips at the model's frames, fps and size, against their labels."""
+def ceiling(run: Path, tcfg: dict, cfg: dict, work: Path, space=None) -> dict:
+    """The measure on training clips at the model's frames, fps and size, against their labels;
+    with `space`, on the clips encoded and decoded by it (what the generator could draw at best)."""
     import pyarrow.parquet as pq
     import webdataset as wds
 
@@ -87,6 +92,11 @@ def ceiling(run: Path, tcfg: dict, cfg: dict, work: Path) -> dict:
         video = decode_clip(s["mp4"], rec["fps"], dc["frames"], dc["fps"], tuple(dc["size"]))
         if len(label) != 1 or len(video) < dc["frames"]:
             continue
+        if space is not None:
+            import torch
+
+            video = space.decode(space.encode(torch.from_numpy(video).permute(0, 3, 1, 2)[None]))[0]
+            video = video.permute(0, 2, 3, 1).numpy()
         got = measure(video, dc["fps"], work / "ceiling.mp4", cfg)
         hits.append((label[0], label[0] in got["camera_motion"]))
         stages.append(rec["curriculum_stage"])
@@ -192,6 +202,7 @@ def main() -> None:
     prep = time.perf_counter() - t0
     results, times, runs = {}, {}, {}
     models = [("dual-channel", [])] + ([] if args.no_ablation else [("text-only ablation", ["--no-tag-channel"])])
+    learned = tcfg["latent"]["kind"] == "learned" and not tcfg["latent"].get("path")
     for name, extra in models:
         run = runs[name] = work / name.split()[0]
         if not (run / "checkpoints").exists():
@@ -199,7 +210,16 @@ def main() -> None:
             pks("train", work / "run", "--config", config, "--steps", args.steps, "--out", run, *extra)
             times[name] = time.perf_counter() - t
         results[name] = generated(run, cfg, args.samples, work)
+        if learned and name == "dual-channel":  # the ablation shares its first stage: only the tag channel differs
+            shared = {**tcfg, "latent": {**tcfg["latent"], "path": str((run / "vae").resolve())}}
+            config = str(work / "shared_vae.yaml")
+            Path(config).write_text(yaml.safe_dump(shared, sort_keys=False))
     results["training clips (ceiling)"] = ceiling(work / "run", tcfg, cfg, work)
+    if learned:
+        from training.vae import latent_space
+
+        space = latent_space(tcfg, "cpu", runs["dual-channel"])
+        results["training clips through the run's VAE"] = ceiling(work / "run", tcfg, cfg, work, space)
     if args.figures:
         Path(args.figures).mkdir(parents=True, exist_ok=True)
         contact_sheet(results["dual-channel"]["clips"], Path(args.figures) / "train_samples.png")

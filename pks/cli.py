@@ -317,7 +317,7 @@ def report(out: Path = typer.Argument(..., help="A curated output folder.")):
 @friendly
 def train(source: str = typer.Argument(..., help="A curate OUT folder or its shards/ (or `encode`, see below)."),
           second: Optional[str] = typer.Argument(None, help="With `encode`: the shards to encode."),
-          config: str = typer.Option("tiny", help="tiny | small | base (training/configs/) or a YAML file."),
+          config: str = typer.Option("tiny", help="tiny | tiny_pixel | small | base (training/configs/) or a YAML file."),
           steps: Optional[int] = typer.Option(None, min=1, help="Training steps (train.steps)."),
           out: Path = typer.Option(..., help="The run folder (config, checkpoints, metrics.jsonl), or the latent "
                                              "shards folder with `encode`."),

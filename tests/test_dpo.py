@@ -120,7 +120,7 @@ def pks(*args):
 def dpo_cfg(tmp_path_factory):
     """The tiny config made smaller (8 frames of 16x16) with a dpo section that exercises both
     kinds of pairs in a few steps."""
-    cfg = yaml.safe_load((CONFIG_DIR / "tiny.yaml").read_text())
+    cfg = yaml.safe_load((CONFIG_DIR / "tiny_pixel.yaml").read_text())
     cfg["data"].update(frames=8, size=[16, 16], batch_size=4)
     cfg["train"].update(steps=2, log_every=1, ckpt_every=2, warmup=1)
     cfg["sample"]["steps"] = 3

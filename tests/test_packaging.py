@@ -51,7 +51,7 @@ def test_the_installed_wheel_trains_without_the_checkout(installed, sharded_run,
     assert r.returncode == 0 and "--config" in r.stdout, r.stderr[-3000:]
     r = from_wheel(installed, tmp_path, "-m", "pks.cli", "taxonomy", "schema")
     assert r.returncode == 0 and json.loads(r.stdout)["properties"], r.stderr[-3000:]
-    r = from_wheel(installed, tmp_path, "-m", "pks.cli", "train", sharded_run, "--config", "tiny", "--steps", "2",
+    r = from_wheel(installed, tmp_path, "-m", "pks.cli", "train", sharded_run, "--config", "tiny_pixel", "--steps", "2",
                    "--batch-size", "2", "--out", tmp_path / "run")
     assert r.returncode == 0, r.stderr[-3000:]
     assert json.loads(r.stdout.splitlines()[-1])["step"] == 2

@@ -131,9 +131,13 @@ def test_text_states_are_cached_per_narrative(tmp_path):
 
 
 def test_configs_and_the_base_model_on_the_meta_device():
-    assert {p.stem for p in CONFIG_DIR.glob("*.yaml")} == {"tiny", "small", "base"}
+    assert {p.stem for p in CONFIG_DIR.glob("*.yaml")} == {"tiny", "tiny_pixel", "small", "base"}
     for name in ("tiny", "small", "base"):
         assert load_train_config(name)["model"] == name
+    assert load_train_config("tiny_pixel")["latent"]["kind"] == "pixel"
+    learned = load_train_config("tiny")  # in a latent space the run trains first (training/clipvae.py)
+    assert learned["model"] == "tiny" and learned["latent"]["kind"] == "learned"
+    assert learned["arch"]["in_channels"] == learned["latent"]["channels"]
     with torch.device("meta"):
         base = VideoDiT(MODELS["base"], TAX)
     params = sum(p.numel() for p in base.parameters())
@@ -156,8 +160,9 @@ def test_trim_metrics_skips_a_torn_line_and_replaces_the_file_whole(tmp_path):
 
 @pytest.fixture(scope="module")
 def small_cfg(tmp_path_factory):
-    """The tiny config made smaller still: 8 frames of 16x16, 4 clips a step, a log line a step."""
-    cfg = yaml.safe_load((CONFIG_DIR / "tiny.yaml").read_text())
+    """The pixel-space tiny config made smaller still: 8 frames of 16x16, 4 clips a step, a log line
+    a step (no first stage: these tests are about the trainer; tests/test_clipvae.py runs `tiny`'s)."""
+    cfg = yaml.safe_load((CONFIG_DIR / "tiny_pixel.yaml").read_text())
     cfg["data"].update(frames=8, size=[16, 16], batch_size=4)
     cfg["train"].update(steps=6, log_every=1, ckpt_every=2, warmup=2)
     cfg["sample"]["steps"] = 4
@@ -335,7 +340,7 @@ def test_generate_writes_whole_clips_only_and_devices_are_checked(trained, shard
     if not torch.cuda.is_available():
         r = pks("generate", trained, "--device", "cuda", "--out", tmp_path / "gpu.mp4")
         assert r.returncode == 2 and "no such GPU here" in r.stderr and len(r.stderr.strip().splitlines()) == 1
-        r = pks("train", "encode", sharded_run, "--config", CONFIG_DIR / "tiny.yaml", "--out", tmp_path / "lat",
+        r = pks("train", "encode", sharded_run, "--config", CONFIG_DIR / "tiny_pixel.yaml", "--out", tmp_path / "lat",
                 "--device", "cuda")
         assert r.returncode == 2 and "no such GPU here" in r.stderr, r.stderr
     r = pks("generate", trained, "--device", "abacus", "--out", tmp_path / "x.mp4")

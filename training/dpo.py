@@ -241,6 +241,8 @@ def train_dpo(source: str | Path, init: str | Path, judge_path: str | Path | Non
     if not cfg.get("tag_channel", True):
         raise UserError(f"{init} is the text-only ablation: the preference stage runs on the dual-channel model")
     cfg["dpo"] = {**dpo, "init": str(init.resolve())}
+    if cfg["latent"]["kind"] == "learned" and not cfg["latent"].get("path"):
+        cfg["latent"]["path"] = str((init / "vae").resolve())  # the starting run's VAE, kept where it is
     cfg["taxonomy_version"] = run_taxonomy(cfg).version  # the starting run's (v1 before versions were recorded)
     acfg = acfg or load_config()
     out.mkdir(parents=True, exist_ok=True)

@@ -65,7 +65,7 @@ def load_run(run: str | Path, device: str | torch.device | None = None):
     model.load_state_dict(torch.load(done[-1] / "ema.pt", map_location="cpu", weights_only=True))
     model.to(device).eval()
     text = TextEncoder(text_encoder_path(cfg, run), cfg["text_encoder"]["max_length"], device)
-    return cfg, tax, model, text, latent_space(cfg, device), json.loads((done[-1] / "meta.json").read_text())["step"]
+    return cfg, tax, model, text, latent_space(cfg, device, run), json.loads((done[-1] / "meta.json").read_text())["step"]
 
 
 @torch.no_grad()

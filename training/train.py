@@ -332,10 +332,15 @@ def train(source: str | Path, run: str | Path, cfg: dict, resume: bool = False, 
             te_path = holder[0]
         text_encoder = TextEncoder(te_path, cfg["text_encoder"]["max_length"], device)
         text_dim = text_encoder.dim
-        space = latent_space(cfg, device)
+        if cfg["latent"]["kind"] == "learned":
+            ensure_learned_vae(root, run, cfg, device, rank, progress)
+        space = latent_space(cfg, device, run)
         latent_shape = space.latent_shape(dc["frames"], tuple(dc["size"]))
 
     model = build_model(cfg, tax).to(device)
+    if model.cfg.in_channels != latent_shape[0]:
+        raise UserError(f"model {cfg['model']} reads {model.cfg.in_channels} latent channels, the latent space "
+                        f"({cfg['latent']['kind']}) has {latent_shape[0]}: set arch.in_channels")
     if model.cfg.text_dim != text_dim:
         raise UserError(f"model {cfg['model']} reads text states of width {model.cfg.text_dim}, "
                         f"the text encoder gives {text_dim}")
@@ -474,6 +479,32 @@ def train(source: str | Path, run: str | Path, cfg: dict, resume: bool = False, 
     if writer:
         writer.close()
     return last
+
+
+def ensure_learned_vae(root: Path, run: Path, cfg: dict, device, rank: int, progress: bool) -> None:
+    """The first stage of a `learned` run: train the small VAE on the run's clips into RUN/vae,
+    unless it is there (a resumed run) or latent.path names one (an earlier run's, reused).
+    Rank 0 trains it; the other ranks wait."""
+    from training.clipvae import META, train_vae
+    from training.vae import learned_vae_folder
+
+    folder = learned_vae_folder(cfg, run)
+    if rank == 0 and not (folder / META).is_file():
+        if cfg["latent"].get("path"):
+            raise UserError(f"latent.path {folder} holds no trained VAE (a run's vae/ folder)")
+        lc, dc = cfg["latent"], cfg["data"]
+        loader = CurriculumLoader(  # every stage alike: the VAE must draw all of them
+            root, frames=dc["frames"], fps=dc["fps"], size=tuple(dc["size"]), batch_size=lc["batch_size"],
+            seed=cfg["train"]["seed"], steps=lc["steps"], schedule=Schedule((1, 1, 1, 1), (1, 1, 1, 1), 1),
+            random_window=dc["random_window"], taxonomy_version=cfg["taxonomy_version"],
+            cache_mb=dc.get("cache_mb", 0), allow_stale=True)
+        say = (lambda m: print(f"pks train: {m}", file=sys.stderr)) if progress else None
+        meta = train_vae(torch.utils.data.DataLoader(loader, batch_size=None), folder, lc, device,
+                         cfg["train"]["seed"], say)
+        if say:
+            say(f"trained the VAE in {meta['seconds']:.0f} s into {folder}")
+    if dist.is_initialized():
+        dist.barrier()
 
 
 def model_cfg(model):
