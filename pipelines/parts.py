@@ -4,6 +4,7 @@ Every stage that changes records rewrites the parts, then rebuilds the manifest.
 from __future__ import annotations
 
 import io
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +15,8 @@ from annotators.signals.dedupe import find_duplicates
 from annotators.signals.embed import semantic_duplicates
 from pks.record import SCHEMA, SHARD_REJECT, ClipRecord, write_parquet
 from pks.store import Store, as_store, first_line
+
+log = logging.getLogger(__name__)
 
 
 def part_key(video_id: str) -> str:
@@ -39,11 +42,12 @@ def parts_of(out: Store) -> list[str]:
     return [f"parts/{n}" for n in out.list("parts") if n.endswith(".parquet")]
 
 
-def set_aside_bad_parts(out: Store, progress=print) -> int:
+def set_aside_bad_parts(out: Store, progress=None) -> int:
     """Move each part that does not read (a power loss can leave a renamed part empty or torn)
-    to OUT/parts/bad/, saying so in one line: its video then has no part, so pks curate
-    processes it again (on this run when called before `plan`), and no reader of the parts
-    stumbles on it. Reads each part's footer. Returns how many were moved."""
+    to OUT/parts/bad/, saying so in one line (to `progress`, default a logged warning): its
+    video then has no part, so pks curate processes it again (on this run when called before
+    `plan`), and no reader of the parts stumbles on it. Reads each part's footer. Returns how
+    many were moved."""
     moved = 0
     for p in parts_of(out):
         try:
@@ -51,7 +55,7 @@ def set_aside_bad_parts(out: Store, progress=print) -> int:
                 pq.read_metadata(f)
         except pa.ArrowInvalid as e:  # not Parquet (a store that cannot be read raises OSError, and stops the run)
             out.move(p, f"parts/bad/{Path(p).name}")
-            progress(f"pks: warning: {out.url(p)} does not read ({first_line(e)}); moved to parts/bad/, "
+            (progress or log.warning)(f"pks: warning: {out.url(p)} does not read ({first_line(e)}); moved to parts/bad/, "
                      "pks curate processes its video again")
             moved += 1
     return moved

@@ -24,6 +24,7 @@ import dataclasses
 import hashlib
 import io
 import json
+import logging
 import tarfile
 from collections import Counter
 from pathlib import Path
@@ -35,10 +36,12 @@ import pyarrow.parquet as pq
 from pipelines.parts import duplicates, rewrite_parts, set_aside_bad_parts
 from pipelines.raytools import init_ray, logs_of, ray_scope
 from pks.errors import UserError
+from pks.progress import bar as progress_bar
 from pks.record import SCHEMA, SHARD_REJECT, ClipRecord
 from pks.seeded import unit
 from pks.store import TMP_MARK, Store, as_store
 
+log = logging.getLogger(__name__)
 SPLITS = ("train", "val")
 FORMAT = "pks-shard-1"  # bump when the sample layout changes: every shard is then rewritten
 FINGERPRINT = "pks.fingerprint"  # the PAX global header that carries a shard's fingerprint
@@ -347,17 +350,18 @@ def read_index(out: Store) -> dict[str, dict]:
     return {r["clip_id"]: r for r in table.to_pylist()}
 
 
-def shard_run(out: Path | Store, cfg: dict, progress=print) -> dict:
+def shard_run(out: Path | Store, cfg: dict, progress=None) -> dict:
     """Judge, plan and write the shards of a finished run; then the index. Resumable; keeps
     every shard that already holds exactly its planned samples and content. A Ray it starts
-    is stopped when it ends."""
+    is stopped when it ends. `progress` takes its lines (default: this module's log)."""
     with ray_scope():
         return write_shards(as_store(out), cfg, progress)
 
 
-def write_shards(out: Store, cfg: dict, progress=print) -> dict:
+def write_shards(out: Store, cfg: dict, progress=None) -> dict:
     import ray
 
+    say = progress or log.info
     sc = cfg["shard"]
     if not (Path(out.path("parts")).is_dir() if out.local else out.list("parts")):
         raise UserError(f"no curated run in {out.url()} (run pks curate first)")
@@ -378,15 +382,20 @@ def write_shards(out: Store, cfg: dict, progress=print) -> dict:
     for s in shards:
         s["why"] = why_rewrite(out, s, previous)
     todo = [s for s in shards if s["why"]]
+    for s in shards:
+        if not s["why"]:
+            log.debug(f"  {s['name']}: kept")
     why = dict(Counter(s["why"] for s in todo))
-    progress(f"pks shard: {len(rows)} clip(s) in {len(shards)} shard(s): {len(shards) - len(todo)} kept, "
+    say(f"pks shard: {len(rows)} clip(s) in {len(shards)} shard(s): {len(shards) - len(todo)} kept, "
              f"{len(todo)} to write" + (f" ({', '.join(f'{n} {w}' for w, n in why.items())})" if todo else ""))
     if todo:
         init_ray(cfg, logs_of(out))
         ds = ray.data.from_items(todo, override_num_blocks=len(todo))
         ds = ds.map(_ray_write, fn_kwargs={"out": out, "thumb_width": sc["thumb_width"]}, num_cpus=1)
-        for i, s in enumerate(ds.iter_rows(), 1):
-            progress(f"  [{i}/{len(todo)}] {s['name']}: {s['samples']} sample(s) ({s['why']})")
+        with progress_bar(len(todo), "pks shard", "shard") as bar:
+            for i, s in enumerate(ds.iter_rows(), 1):  # as each shard is written (by a Ray task)
+                say(f"  [{i}/{len(todo)}] {s['name']}: {s['samples']} sample(s) ({s['why']})")
+                bar.update(1)
     ranges = {}
     for s in shards:  # kept shards too: headers only
         with out.open(f"shards/{s['name']}") as f:
@@ -407,7 +416,7 @@ def write_shards(out: Store, cfg: dict, progress=print) -> dict:
             out.remove(tar)
             removed += 1
     if removed:
-        progress(f"pks shard: removed {removed} shard(s) the plan no longer has")
+        say(f"pks shard: removed {removed} shard(s) the plan no longer has")
     per = {f"{sp}/stage-{k}": sum(1 for x in index if (x["split"], x["stage"]) == (sp, k))
            for sp in SPLITS for k in range(4)}
     return {"shards": len(shards), "kept": len(shards) - len(todo), "new": why.pop("new", 0),

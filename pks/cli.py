@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import json
-import os
+import logging
 import sys
 from pathlib import Path
 from typing import Optional
@@ -20,14 +20,27 @@ from pks.cliutil import (
     torch_device,
 )
 from pks.errors import UserError
+from pks.progress import configure_logging
 from training.judge_cli import judge_app
+from training.train_cli import train_app
 
 app = typer.Typer(help="PKS: anime-native video curation, captioning and curriculum sharding.",
                   no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
 tax_app = typer.Typer(help="Inspect the taxonomy and validate captions against it.", no_args_is_help=True)
+app.add_typer(train_app, name="train")
 app.add_typer(tax_app, name="taxonomy")
 app.add_typer(judge_app, name="judge")
 app.add_typer(audit_app, name="audit")
+
+
+@app.callback()
+@friendly
+def verbosity(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug lines too."),
+              quiet: bool = typer.Option(False, "--quiet", "-q", help="Warnings and errors only: no progress "
+                                                                         "lines or bars (results still print).")):
+    if verbose and quiet:
+        raise UserError("--verbose and --quiet contradict each other; give one")
+    configure_logging(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
 
 
 @app.command()
@@ -192,8 +205,7 @@ def curate(input: str = typer.Argument(..., help="Folder, glob, list file (.txt)
                                "clips.write": False if no_clips else None, "caption.captioner": captioner,
                                "shard.enabled": False if no_shard else None,
                                "caption.endpoint": endpoint, "caption.model": model})
-    summary = run(input, out, cfg, progress=lambda m: typer.echo(m, err=True), retry_errors=retry_errors,
-                  storage_options=parse_options(storage_options))
+    summary = run(input, out, cfg, retry_errors=retry_errors, storage_options=parse_options(storage_options))
     typer.echo(json.dumps(summary))
 
 
@@ -215,7 +227,7 @@ def caption(out: Path = typer.Argument(..., help="A curated output folder (with 
                                "caption.model": model, "caption.concurrency": concurrency})
     if cfg["caption"]["captioner"] == "none":
         raise UserError("captioner 'none' captions nothing; choose signals, openai, vllm or transformers")
-    typer.echo(json.dumps(caption_run(out, cfg, progress=lambda m: typer.echo(m, err=True))))
+    typer.echo(json.dumps(caption_run(out, cfg)))
 
 
 @app.command("serve-vlm")
@@ -251,6 +263,8 @@ def calibrate(out: Path = typer.Argument(..., help="A curated output folder (wit
               config: Optional[Path] = typer.Option(None, help="The job config YAML the run was curated with."),
               write: Optional[Path] = typer.Option(None, help="Write a new job config here: --config's settings "
                                                    "with the new thresholds (the --config file is not touched)."),
+              in_place: bool = typer.Option(False, "--in-place", help="Instead: set the thresholds in the --config "
+                                                                      "file itself, keeping its comments."),
               apply: bool = typer.Option(True, help="Re-stage the run's records with the new thresholds.")):
     """Set curriculum thresholds from the deformation quartiles of a run's ok clips."""
     from pipelines.curate import calibrate_run
@@ -258,10 +272,10 @@ def calibrate(out: Path = typer.Argument(..., help="A curated output folder (wit
     need_manifest(out)
     if config and not config.exists():
         raise UserError(f"no such config file: {config}")
-    got = calibrate_run(out, config, write, apply)
+    got = calibrate_run(out, config, write, apply, in_place)
     typer.echo(f"curriculum.deformation: {got['thresholds']}")
-    if write:
-        typer.echo(f"written to {write}")
+    if write or in_place:
+        typer.echo(f"written to {write or config}")
     if apply:
         typer.echo("clips per stage: " + ", ".join(f"{k}: {v}" for k, v in got["per_stage"].items()))
         typer.echo(f"stages changed: rerun `pks shard {out}` to rewrite the shards")
@@ -290,7 +304,7 @@ def shard(out: str = typer.Argument(..., help="A curated output folder or object
         raise UserError(f"no manifest in {out} (run pks curate first)")
     cfg = load_config(config, {"shard.max_samples": max_samples, "shard.max_bytes": max_bytes,
                                "shard.val_fraction": val_fraction, "shard.seed": seed, "ray.num_cpus": num_cpus})
-    typer.echo(json.dumps(shard_run(store, cfg, progress=lambda m: typer.echo(m, err=True))))
+    typer.echo(json.dumps(shard_run(store, cfg)))
 
 
 @app.command()
@@ -311,76 +325,6 @@ def report(out: Path = typer.Argument(..., help="A curated output folder.")):
 
     need_manifest(out)
     typer.echo(str(write_report(out)))
-
-
-@app.command()
-@friendly
-def train(source: str = typer.Argument(..., help="A curate OUT folder or its shards/ (or `encode`, see below)."),
-          second: Optional[str] = typer.Argument(None, help="With `encode`: the shards to encode."),
-          config: str = typer.Option("tiny", help="tiny | tiny_pixel | small | base (training/configs/) or a YAML file."),
-          steps: Optional[int] = typer.Option(None, min=1, help="Training steps (train.steps)."),
-          out: Path = typer.Option(..., help="The run folder (config, checkpoints, metrics.jsonl), or the latent "
-                                             "shards folder with `encode`."),
-          resume: bool = typer.Option(False, help="Continue the run in --out from its newest checkpoint."),
-          batch_size: Optional[int] = typer.Option(None, min=1, help="Global batch size (data.batch_size)."),
-          no_tag_channel: bool = typer.Option(False, "--no-tag-channel",
-                                              help="Ablation: fold the tags into the narrative instead."),
-          ray_workers: Optional[int] = typer.Option(None, min=1, help="Train on Ray with this many workers."),
-          gpu: bool = typer.Option(False, help="With --ray-workers: one GPU per worker."),
-          stage: str = typer.Option("sft", help="sft (flow matching) or dpo (the preference stage, from --init)."),
-          init: Optional[Path] = typer.Option(None, help="With --stage dpo: the trained run to start from."),
-          judge: Optional[Path] = typer.Option(None, help="With --stage dpo: the Judge that ranks samples."),
-          allow_stale: bool = typer.Option(False, "--allow-stale", help="Train on shards whose records changed "
-                                                                        "after pks shard (default: refuse them)."),
-          device: Optional[str] = typer.Option(None, help="With `encode`: cpu, cuda, cuda:N (default: the GPU "
-                                                         "when there is one).")):
-    """Train the dual-channel generator on curriculum shards: `pks train SHARDS_OR_OUT --config tiny
-    --steps N --out RUN [--resume]`. Under torchrun it runs data parallel (DDP, or FSDP2 with
-    train.parallel: fsdp). `pks train encode SHARDS --config C --out LATENTS` precomputes VAE
-    latents and text embeddings into latent shards that `pks train LATENTS ...` reads.
-    `pks train SHARDS --stage dpo --init RUN --judge judge.pt --steps N --out RUN_DPO` runs the
-    preference stage (Diffusion-DPO; its settings are the config's `dpo` section)."""
-    from training.train import load_train_config, train_ray
-    from training.train import train as run_train
-
-    if stage not in ("sft", "dpo"):
-        raise UserError(f"--stage must be sft or dpo, got {stage!r}")
-    for where in (source, second, out):
-        if where:
-            local_out(where)
-    if stage == "dpo":
-        from training.dpo import dpo_config, train_dpo
-
-        if init is None:
-            raise UserError("--stage dpo needs --init RUN (a pks train run to start from)")
-        if ray_workers or second or no_tag_channel:
-            raise UserError("--stage dpo runs in one process on raw shards (no --ray-workers, encode or ablation)")
-        base = load_train_config(config).get("dpo")
-        if not base:
-            raise UserError(f"training config {config} has no dpo section (see training/configs/tiny.yaml)")
-        dpo = dpo_config(base, {"steps": steps, "batch": batch_size})
-        typer.echo(json.dumps(train_dpo(source, init, judge, out, dpo, resume=resume)))
-        return
-    if init or judge:
-        raise UserError("--init and --judge belong to --stage dpo")
-    cfg = load_train_config(config, {"train.steps": steps, "data.batch_size": batch_size,
-                                     "tag_channel": False if no_tag_channel else None})
-    if source == "encode":
-        from training.encode import encode_shards
-
-        if not second:
-            raise UserError("usage: pks train encode SHARDS_OR_OUT --config C --out LATENTS")
-        typer.echo(json.dumps(encode_shards(second, out, cfg, progress=lambda m: typer.echo(m, err=True),
-                                            device=torch_device(device))))
-        return
-    if second:
-        raise UserError(f"unexpected argument {second!r} (only `pks train encode` takes two)")
-    if ray_workers:
-        typer.echo(json.dumps(train_ray(source, out, cfg, ray_workers, gpu, resume, allow_stale)))
-        return
-    metrics = run_train(source, out, cfg, resume=resume, allow_stale=allow_stale)
-    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one summary
-        typer.echo(json.dumps(metrics))
 
 
 @app.command()

@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Optional
 
 import typer
+from typer.core import TyperCommand, TyperGroup
 
 from pks.errors import UserError
 
@@ -92,3 +93,32 @@ def size_option(text: Optional[str]):
     if w <= 0 or h <= 0 or w % 2 or h % 2:
         raise UserError(f"--size needs positive even numbers, got {text!r}")
     return w, h
+
+
+DEFAULT_COMMAND = "default"  # the hidden command of a DefaultCommandGroup (never typed: see parse_args)
+
+
+class DefaultCommandGroup(TyperGroup):
+    """A command group with a default command, as `pks train`: `pks train SOURCE ...` runs the
+    hidden command DEFAULT_COMMAND, `pks train encode ...` the listed subcommand. A first
+    argument that is not a listed subcommand (nor --help) is the default command's, whatever it
+    is, so a folder named like any hidden command is still a SOURCE."""
+
+    def parse_args(self, ctx, args: list[str]) -> list[str]:
+        listed = {name for name, cmd in self.commands.items() if not cmd.hidden}
+        if args and args[0] not in listed and args[0] not in ctx.help_option_names:
+            args = [DEFAULT_COMMAND, *args]
+        return super().parse_args(ctx, args)
+
+
+class _GroupsPath(typer.Context):
+    @property
+    def command_path(self) -> str:
+        return self.parent.command_path if self.parent else super().command_path
+
+
+class DefaultCommand(TyperCommand):
+    """The default command of a DefaultCommandGroup: its usage and errors say `pks train ...`,
+    not the hidden name."""
+
+    context_class = _GroupsPath

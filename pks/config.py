@@ -5,6 +5,7 @@ from __future__ import annotations
 import copy
 import os
 import difflib
+import shutil
 from pathlib import Path
 from typing import Any
 
@@ -172,3 +173,38 @@ def validate(cfg: dict) -> None:
         if c["captioner"] in ("vllm", "transformers") and local:  # on a cluster only the workers may see it
             need(Path(c["model"], "config.json").is_file(), "caption.model",
                  "must be a local model folder with a config.json (PKS never downloads weights)")
+
+
+def set_in_file(path: str | Path, dotted: str, value: Any) -> None:
+    """Set one value of a YAML config file in place, keeping its comments, key order and the
+    style of the value it replaces (a ruamel.yaml round trip), written atomically: a reader (or
+    a kill) sees the old file or the new one, never half of it."""
+    from ruamel.yaml import YAML
+    from ruamel.yaml.comments import CommentedMap, CommentedSeq
+
+    from pks.store import atomic_path
+
+    path = Path(path).resolve()  # through a symlink: the file it names is replaced, not the link
+    rt = YAML()  # round trip
+    rt.preserve_quotes = True
+    rt.width = 4096  # the user's long lines are not re-wrapped
+    # a null stays `null` (ruamel writes an empty value by default)
+    rt.representer.add_representer(type(None), lambda r, _: r.represent_scalar("tag:yaml.org,2002:null", "null"))
+    doc = rt.load(path.read_text()) or CommentedMap()
+    *parents, leaf = dotted.split(".")
+    node = doc
+    for k in parents:
+        if not isinstance(node.get(k), dict):
+            node[k] = CommentedMap()
+        node = node[k]
+    if isinstance(node.get(leaf), list) and isinstance(value, list):
+        node[leaf][:] = value  # the same sequence: a flow [a, b, c] stays one, its comment stays beside it
+    else:
+        if isinstance(value, list):
+            value = CommentedSeq(value)
+            value.fa.set_flow_style()
+        node[leaf] = value
+    with atomic_path(path) as tmp:
+        with open(tmp, "w") as f:
+            rt.dump(doc, f)
+        shutil.copymode(path, tmp)

@@ -1,4 +1,6 @@
 import json
+import os
+import re
 import subprocess
 import sys
 
@@ -90,3 +92,26 @@ def test_a_bug_keeps_its_traceback_and_a_user_error_does_not(capsys):
     with pytest.raises(typer.Exit) as e:
         mistaken()
     assert e.value.exit_code == 2 and capsys.readouterr().err == "pks: error: config x must be y\n"
+
+
+def test_train_lists_encode_and_keeps_its_default_form(tmp_path):
+    r = pks("train", "--help", env={**os.environ, "COLUMNS": "120"})
+    assert r.returncode == 0 and "--config" in r.stdout
+    assert re.search(r"encode\s+Precompute VAE latents", r.stdout), r.stdout  # a listed subcommand
+    r = pks("train", str(tmp_path), "--help", env={**os.environ, "COLUMNS": "120"})  # the default form's options
+    assert r.returncode == 0 and "Usage: pks train [OPTIONS]" in r.stdout, r.stdout
+    for option in ("--steps", "--out", "--resume", "--batch-size", "--no-tag-channel", "--ray-workers", "--gpu",
+                   "--stage", "--init", "--judge", "--allow-stale"):
+        assert option in r.stdout, option
+
+
+@pytest.mark.parametrize("args, message", [
+    (("train", "encode", "/no/such/shards", "--out", "LAT"), "no shards in /no/such/shards"),
+    (("train", "default", "--out", "RUN"), "no shards in default"),  # the hidden command's name is a folder too
+    (("train", "encode", "/no/such/shards", "--out", "s3://bucket/lat"), "needs a local OUT folder"),
+    (("-v", "-q", "taxonomy", "show"), "--verbose and --quiet contradict"),
+])
+def test_train_mistakes_are_one_line(tmp_path, args, message):
+    r = pks(*(str(tmp_path / a) if a in ("LAT", "RUN") else a for a in args), cwd=tmp_path)
+    assert r.returncode == 2 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
+    assert list(tmp_path.iterdir()) == []  # nothing written

@@ -21,6 +21,7 @@ the DiT sees unit scale, like Wan's published statistics.
 from __future__ import annotations
 
 import json
+import logging
 import time
 from pathlib import Path
 
@@ -28,8 +29,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from pks.progress import bar
 from pks.store import atomic_path
 
+log = logging.getLogger(__name__)
 WEIGHTS, META = "vae.pt", "vae.json"
 
 
@@ -142,7 +145,7 @@ class LearnedSpace:
 
 
 def train_vae(batches, folder: str | Path, lc: dict, device: str | torch.device = "cpu",
-              seed: int = 0, log=None) -> dict:
+              seed: int = 0, show: bool = False) -> dict:
     """Train a ClipVAE on `batches` (dicts with "video": uint8 [B, T, 3, H, W]) for lc["steps"]
     steps and write it to `folder` (weights, then vae.json last: a folder without vae.json is a
     torn one and is trained again). Returns vae.json's content."""
@@ -152,6 +155,7 @@ def train_vae(batches, folder: str | Path, lc: dict, device: str | torch.device 
     opt = torch.optim.AdamW(vae.parameters(), lr=lc["lr"], weight_decay=0.0)
     g = torch.Generator().manual_seed(seed)
     t0, seen, history = time.perf_counter(), [], []
+    steps = bar(lc["steps"], "pks train: vae", "step", enabled=show)
     for step, batch in enumerate(batches):
         if step >= lc["steps"]:
             break
@@ -169,8 +173,9 @@ def train_vae(batches, folder: str | Path, lc: dict, device: str | torch.device 
             seen.append(batch["video"])
         if step == 0 or (step + 1) % 50 == 0 or step + 1 == lc["steps"]:
             history.append({"step": step + 1, "loss": loss.item(), **parts})
-            if log:
-                log(f"vae step {step + 1}/{lc['steps']}: loss {loss.item():.4f} (l1 {parts['l1']:.4f})")
+            log.debug(f"vae step {step + 1}/{lc['steps']}: loss {loss.item():.4f} (l1 {parts['l1']:.4f})")
+        steps.update(1)
+    steps.close()
     vae.eval()
     with torch.no_grad():
         means = torch.cat([vae.posterior(to_unit(v).to(device))[0] for v in seen])

@@ -12,6 +12,12 @@ def default_device() -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
+def is_main_process() -> bool:
+    """Whether this process speaks for the run (prints its summary): the only process, or rank 0
+    of torchrun's. Read from torchrun's environment, as the process group is gone by then."""
+    return int(os.environ.get("RANK", "0")) == 0
+
+
 def setup_distributed() -> tuple[int, int, torch.device]:
     """Rank, world size and device: torchrun's environment, Ray Train's process group, or one
     process."""

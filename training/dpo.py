@@ -39,6 +39,7 @@ import yaml
 
 import taxonomy
 from pks.errors import UserError
+from pks.progress import bar as progress_bar
 from pks.seeded import unit
 from training.data import CurriculumLoader, Schedule, shards_root
 from training.devices import default_device
@@ -286,10 +287,7 @@ def train_dpo(source: str | Path, init: str | Path, judge_path: str | Path | Non
     if n_online and not prompts:
         raise UserError(f"no captioned clips in {root} to prompt the online pairs with")
     pool, pool_stats = [], {}
-    bar = None
-    if progress:
-        from tqdm import tqdm
-        bar = tqdm(total=dc["steps"], initial=start, desc="pks train --stage dpo", unit="step", dynamic_ncols=True)
+    bar = progress_bar(dc["steps"], "pks train --stage dpo", "step", initial=start, enabled=progress)
     window = {"loss": 0.0, "acc": 0.0, "margin": 0.0, "n": 0, "t0": time.perf_counter()}
     last = {}
     policy.train()
@@ -336,9 +334,7 @@ def train_dpo(source: str | Path, init: str | Path, judge_path: str | Path | Non
         if done % tc["ckpt_every"] == 0 or done == dc["steps"]:
             save_checkpoint(out, done, policy, ema, opt, sharded=False, rank=0, keep=tc["keep_ckpts"],
                             meta={"taxonomy_version": cfg["taxonomy_version"]})
-        if bar:
-            bar.update(1)
-            bar.set_postfix(last and {"loss": last["loss"], "acc": last["implicit_acc"]})
-    if bar:
-        bar.close()
+        bar.update(1)
+        bar.set_postfix(last and {"loss": last["loss"], "acc": last["implicit_acc"]})
+    bar.close()
     return last

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import json
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ import pyarrow.parquet as pq
 import torch
 
 from pipelines.shard import digest, sample_ranges, write_tar, written_fingerprint
+from pks.progress import bar as progress_bar
 from training.data import (
     CurriculumLoader,
     collate_conditions,
@@ -31,6 +33,7 @@ from training.devices import default_device
 from training.text import TextEncoder, text_encoder_path
 from training.vae import latent_space
 
+log = logging.getLogger(__name__)
 EMPTY_TEXT = "empty_text.npy"  # the states of "" (guidance dropout of the narrative)
 
 
@@ -40,9 +43,10 @@ def npy(a: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def encode_shards(source: str | Path, out: str | Path, cfg: dict, progress=print,
+def encode_shards(source: str | Path, out: str | Path, cfg: dict, progress=None,
                   device: str | torch.device | None = None) -> dict:
-    """Encode a run's shards into latent shards at `out` (device: default the GPU when there is one)."""
+    """Encode a run's shards into latent shards at `out` (device: default the GPU when there is
+    one). `progress` takes a line per shard written (default: this module's log)."""
     import webdataset as wds
 
     root, out = shards_root(source), Path(out)
@@ -57,10 +61,13 @@ def encode_shards(source: str | Path, out: str | Path, cfg: dict, progress=print
     index = pq.read_table(root / "index.parquet")
     shards = list(dict.fromkeys(index.column("shard").to_pylist()))
     kept = written = 0
+    bar = progress_bar(len(shards), "pks train encode", "shard")
     for name in shards:
         fingerprint = digest(written_fingerprint(root / name), json.dumps(settings, sort_keys=True))
         if written_fingerprint(out / name) == fingerprint:
             kept += 1
+            log.debug(f"  {name}: kept")
+            bar.update(1)
             continue
 
         def samples(name=name):
@@ -77,7 +84,9 @@ def encode_shards(source: str | Path, out: str | Path, cfg: dict, progress=print
 
         write_tar(out / name, fingerprint, samples())
         written += 1
-        progress(f"  {name}: encoded")
+        (progress or log.info)(f"  {name}: encoded")
+        bar.update(1)
+    bar.close()
     np.save(out / EMPTY_TEXT, text.states([""])[0].cpu().numpy().astype(np.float16))
     pq.write_table(latent_index(index, out), out / "index.parquet")
     (out / "encode.json").write_text(json.dumps(settings, indent=1))

@@ -14,6 +14,7 @@ video. Everything here runs on a CPU.
 from __future__ import annotations
 
 import json
+import logging
 import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -29,6 +30,8 @@ from pks.clips import clip_path
 from pks.record import DEFECT_FLAGS
 from pks.seeded import unit
 from training.failures import FAILURES
+
+log = logging.getLogger(__name__)
 
 SIGNALS = ("deformation_score", "cadence", "held_ratio", "smear_rate", "impact_rate", "motion_score",
            "combing", "grid_max", "dead_spike", "lost_band")
@@ -214,7 +217,7 @@ def auc(labels, scores) -> float:
     return float(((pos[:, None] > neg[None]) + 0.5 * (pos[:, None] == neg[None])).mean())
 
 
-def train(train_ex: Examples, val_ex: Examples | None, cfg: JudgeConfig, progress=print) -> Judge:
+def train(train_ex: Examples, val_ex: Examples | None, cfg: JudgeConfig, progress=None) -> Judge:
     torch.manual_seed(cfg.seed)
     model = Judge(cfg)
     x, s, y = _tensors(train_ex)
@@ -239,7 +242,7 @@ def train(train_ex: Examples, val_ex: Examples | None, cfg: JudgeConfig, progres
         msg = f"judge epoch {epoch + 1}/{cfg.epochs}: loss {total / steps:.4f}"
         if val_ex is not None and val_ex.labels and (epoch + 1) % 5 == 0:
             msg += f", validation AUC {auc(val_ex.labels, score(model, val_ex)):.3f}"
-        progress(msg)
+        (progress or log.info)(msg)
     return model.eval()
 
 
@@ -285,12 +288,12 @@ def load(path: Path) -> Judge:
     return model.eval()
 
 
-def train_judge(outs: list[Path], dest: Path, cfg: JudgeConfig, acfg: dict, progress=print) -> dict:
+def train_judge(outs: list[Path], dest: Path, cfg: JudgeConfig, acfg: dict, progress=None) -> dict:
     """The whole `pks judge train`: examples from the runs, split by source video, trained,
     saved to `dest`. Returns the held-out AUC (None without held-out videos) and its counts."""
     from pks.errors import UserError
 
-    ex = collect(outs, cfg, acfg, progress=progress)
+    ex = collect(outs, cfg, acfg, progress=progress or log.info)
     if len(set(ex.labels)) < 2:
         raise UserError("the runs hold no usable clips (need ok clips with clip files)")
     tr, va = split(ex, cfg)
@@ -300,7 +303,7 @@ def train_judge(outs: list[Path], dest: Path, cfg: JudgeConfig, acfg: dict, prog
             "val_videos": len(set(va.videos))}
 
 
-def score_run(out: Path, model: Judge, cfg: dict, progress=print) -> dict[str, int]:
+def score_run(out: Path, model: Judge, cfg: dict, progress=None) -> dict[str, int]:
     """Write judge_score into every analysed record with a clip file (parts, then manifest),
     part by part and atomically; rerunning rescores the same clips to the same values."""
     import dataclasses
@@ -328,5 +331,5 @@ def score_run(out: Path, model: Judge, cfg: dict, progress=print) -> dict[str, i
         return result
 
     for stem, _ in rewrite_parts(out, cfg, scored):
-        progress(f"judge: {stem}: {counts['scored']} clips scored so far")
+        (progress or log.info)(f"judge: {stem}: {counts['scored']} clips scored so far")
     return counts

@@ -31,7 +31,7 @@ def judge_train(outs: list[Path] = typer.Argument(..., help="Curated output fold
     if backbone != "cnn" and not (Path(backbone) / "open_clip_config.json").is_file():
         raise UserError(f"--backbone must be cnn or an OpenCLIP folder with open_clip_config.json, got {backbone}")
     cfg = JudgeConfig(epochs=epochs, backbone=backbone if backbone == "cnn" else str(Path(backbone).resolve()))
-    got = train_judge(outs, dest, cfg, load_config(config), progress=typer.echo)
+    got = train_judge(outs, dest, cfg, load_config(config))
     if got["val_auc"] is not None:
         typer.echo(f"validation AUC {got['val_auc']:.3f} on {got['val_examples']} examples "
                    f"from {got['val_videos']} held-out videos")
@@ -51,7 +51,7 @@ def judge_score(out: Path = typer.Argument(..., help="A curated output folder.")
     need_manifest(out)
     if not judge.exists():
         raise UserError(f"no such Judge file: {judge}")
-    counts = score_run(out, load(judge), load_config(config), progress=typer.echo)
+    counts = score_run(out, load(judge), load_config(config))
     typer.echo(f"scored {counts['scored']} clips ({counts['skipped']} without analysis or clip file)")
     if counts["scored"]:
         typer.echo(f"rerun `pks shard {out}` to rewrite the shards")  # their records hold the old JSON

@@ -12,8 +12,11 @@ import torch
 def build_text_encoder(out: str | Path, d_model: int = 64, seed: int = 0) -> Path:
     from tokenizers import Tokenizer, models, normalizers, pre_tokenizers, trainers
     from transformers import PreTrainedTokenizerFast, UMT5Config, UMT5EncoderModel
+    from transformers.utils import logging as hf_logging
 
     import taxonomy
+
+    hf_logging.disable_progress_bar()  # its "Writing model shards" bar: the command draws its own
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)

@@ -18,10 +18,10 @@ from __future__ import annotations
 import copy
 import io
 import json
+import logging
 import math
 import os
 import shutil
-import sys
 import time
 from pathlib import Path
 
@@ -32,6 +32,7 @@ import yaml
 
 import taxonomy
 from pks.errors import UserError
+from pks.progress import bar as progress_bar
 from pks.seeded import unit
 from pks.store import atomic_path, jsonl_entries
 from training.data import CurriculumLoader, Schedule, refuse_stale, shards_root
@@ -43,6 +44,7 @@ from training.vae import latent_space
 CONFIG_DIR = Path(__file__).parent / "configs"
 CKPT = "step-{:08d}"
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense tensor-core peaks
+log = logging.getLogger(__name__)
 
 
 # ---- configuration ----------------------------------------------------------------------
@@ -383,8 +385,8 @@ def train(source: str | Path, run: str | Path, cfg: dict, resume: bool = False, 
     except ValueError as e:  # an old index, no clip long enough for the window: the user's to fix
         raise UserError(str(e)) from None
     if rank == 0 and progress and loader.left_out:
-        print(f"pks train: {loader.left_out} of {loader.left_out + int(loader.sizes.sum())} clips are shorter than "
-              f"{dc['frames']} frames at {dc['fps']} fps and stay out of the stream", file=sys.stderr)
+        log.warning(f"pks train: {loader.left_out} of {loader.left_out + int(loader.sizes.sum())} clips are shorter "
+                    f"than {dc['frames']} frames at {dc['fps']} fps and stay out of the stream")
     batches = torch.utils.data.DataLoader(loader, batch_size=None, num_workers=dc["workers"])
     tokens = math.prod(latent_shape[1:]) // math.prod(model_cfg(model).patch)
     flops = flops_per_step(model_cfg(model), tokens, cfg["text_encoder"]["max_length"], dc["batch_size"])
@@ -396,10 +398,7 @@ def train(source: str | Path, run: str | Path, cfg: dict, resume: bool = False, 
             writer = SummaryWriter(str(run / "tensorboard"))
         except ImportError:  # tensorboard is optional
             writer = None
-    bar = None
-    if rank == 0 and progress:
-        from tqdm import tqdm
-        bar = tqdm(total=tc["steps"], initial=start, desc="pks train", unit="step", dynamic_ncols=True)
+    bar = progress_bar(tc["steps"], "pks train", "step", initial=start, enabled=rank == 0 and progress)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and tc["bf16"])
     last, window = {}, {"loss": 0.0, "n": 0, "stage": np.zeros((4, 2)), "t0": time.perf_counter()}
     model.train()
@@ -467,15 +466,13 @@ def train(source: str | Path, run: str | Path, cfg: dict, resume: bool = False, 
                         elif k != "step":
                             writer.add_scalar(k, v, done)
             window = {"loss": 0.0, "n": 0, "stage": np.zeros((4, 2)), "t0": time.perf_counter()}
-        if bar:
-            bar.update(1)
-            if last:
-                bar.set_postfix(loss=f"{last['loss']:.4f}", steps_s=f"{last['steps_per_s']:.2f}")
+        bar.update(1)
+        if last:
+            bar.set_postfix(loss=f"{last['loss']:.4f}", steps_s=f"{last['steps_per_s']:.2f}")
         if done % tc["ckpt_every"] == 0 or done == tc["steps"]:
             save_checkpoint(run, done, model, ema, opt, sharded, rank, tc["keep_ckpts"],
                             {"taxonomy_version": cfg["taxonomy_version"]})
-    if bar:
-        bar.close()
+    bar.close()
     if writer:
         writer.close()
     return last
@@ -498,11 +495,9 @@ def ensure_learned_vae(root: Path, run: Path, cfg: dict, device, rank: int, prog
             seed=cfg["train"]["seed"], steps=lc["steps"], schedule=Schedule((1, 1, 1, 1), (1, 1, 1, 1), 1),
             random_window=dc["random_window"], taxonomy_version=cfg["taxonomy_version"],
             cache_mb=dc.get("cache_mb", 0), allow_stale=True)
-        say = (lambda m: print(f"pks train: {m}", file=sys.stderr)) if progress else None
         meta = train_vae(torch.utils.data.DataLoader(loader, batch_size=None), folder, lc, device,
-                         cfg["train"]["seed"], say)
-        if say:
-            say(f"trained the VAE in {meta['seconds']:.0f} s into {folder}")
+                         cfg["train"]["seed"], show=progress)
+        log.info(f"pks train: trained the VAE in {meta['seconds']:.0f} s into {folder}")
     if dist.is_initialized():
         dist.barrier()
 
@@ -535,3 +530,33 @@ def train_ray(source: str | Path, run: str | Path, cfg: dict, workers: int, use_
     trainer.fit()
     lines = jsonl_entries((run / "metrics.jsonl").read_text())  # a line torn by a killed worker is skipped
     return lines[-1] if lines else {}
+
+
+def train_job(source: str | Path, run: Path, config: str | Path, steps: int | None = None,
+              batch_size: int | None = None, tag_channel: bool = True, stage: str = "sft",
+              init: Path | None = None, judge: Path | None = None, ray_workers: int | None = None,
+              gpu: bool = False, resume: bool = False, allow_stale: bool = False) -> dict:
+    """What `pks train SOURCE ...` runs: the flow-matching stage in this process (or one of
+    torchrun's), on Ray Train with `ray_workers`, or the preference stage from `init`. Checks the
+    combination of options first (one line each). Returns the last logged metrics."""
+    if stage not in ("sft", "dpo"):
+        raise UserError(f"--stage must be sft or dpo, got {stage!r}")
+    if stage == "dpo":
+        from training.dpo import dpo_config, train_dpo
+
+        if init is None:
+            raise UserError("--stage dpo needs --init RUN (a pks train run to start from)")
+        if ray_workers or not tag_channel:
+            raise UserError("--stage dpo runs in one process on raw shards (no --ray-workers or ablation)")
+        base = load_train_config(config).get("dpo")
+        if not base:
+            raise UserError(f"training config {config} has no dpo section (see training/configs/tiny.yaml)")
+        return train_dpo(source, init, judge, run, dpo_config(base, {"steps": steps, "batch": batch_size}),
+                         resume=resume)
+    if init or judge:
+        raise UserError("--init and --judge belong to --stage dpo")
+    cfg = load_train_config(config, {"train.steps": steps, "data.batch_size": batch_size,
+                                     "tag_channel": None if tag_channel else False})
+    if ray_workers:
+        return train_ray(source, run, cfg, ray_workers, gpu, resume, allow_stale)
+    return train(source, run, cfg, resume=resume, allow_stale=allow_stale)
