@@ -53,13 +53,21 @@ def synth(out: Path = typer.Argument(..., help="Folder to write videos and truth
           fps: Optional[str] = typer.Option(None, help="Frame rate, e.g. 24, 24000/1001 (default: varied)."),
           crf: Optional[int] = typer.Option(None, min=0, max=51, help="x264 quality (default: varied 16-30)."),
           family: str = typer.Option("cel", help="Footage family: cel (flat cel shading) or painted (painted "
-                                                 "backgrounds, grain, mattes, title cards; rendered independently).")):
+                                                 "backgrounds, grain, mattes, title cards; rendered independently)."),
+          damage_process: Optional[str] = typer.Option(None, help="Also damage each video by real processes, "
+                                                       "comma-separated: corrupt,telecine,starve,mux; writes "
+                                                       "NAME.PROCESS.mp4 and its truth JSON beside it.")):
     """Synthesise anime footage with ground-truth JSON beside each mp4."""
     from pks.synth import synthesize
+    from pks.synth.processes import PROCESSES, make_damaged
     from pks.synth.video import FAMILIES
 
     if family not in FAMILIES:
         raise UserError(f"--family must be one of {', '.join(FAMILIES)}, got {family!r}")
+    procs = [x.strip() for x in (damage_process or "").split(",") if x.strip()]
+    if damage_process is not None and (not procs or set(procs) - set(PROCESSES)):
+        raise UserError(f"--damage-process takes a comma-separated list of {', '.join(PROCESSES)}, "
+                        f"got {damage_process!r}")
     if fps is not None:
         try:
             from fractions import Fraction
@@ -72,6 +80,10 @@ def synth(out: Path = typer.Argument(..., help="Folder to write videos and truth
         t = json.loads(p.with_suffix(".json").read_text())
         typer.echo(f"{p}  {t['width']}x{t['height']} @ {t['fps_fraction']} fps, {t['n_frames']} frames, "
                    f"{len(t['shots'])} shots")
+        for d in (make_damaged(p, procs) if procs else []):
+            t = json.loads(d.with_suffix(".json").read_text())
+            typer.echo(f"  {d.name}  {t['process']}: {len(t['damaged_frames'])} of {t['n_frames']} frames damaged, "
+                       f"shots {t['damaged_shots']}, {len(t['missing'])} missing")
 
 
 @tax_app.command("show")
