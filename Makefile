@@ -58,14 +58,15 @@ demo: install
 	$(BIN)/pks synth $(DEMO)/footage --videos 6 --seed 1
 	$(BIN)/pks curate $(DEMO)/footage $(DEMO)/run
 	rm -rf $(DEMO)/train
-	$(BIN)/pks train $(DEMO)/run --config tiny --steps 150 --out $(DEMO)/train
+	$(BIN)/pks train $(DEMO)/run --config tiny --steps 150 --set latent.steps=300 --out $(DEMO)/train
 	for cam in static pan_left pan_right tilt_up tilt_down; do \
 	  $(BIN)/pks generate $(DEMO)/train --tags camera=$$cam,stage=1 --seed 0 --out $(DEMO)/run/generated/$$cam.mp4 || exit 1; done
 	$(BIN)/pks report $(DEMO)/run
 	$(BIN)/pks stats $(DEMO)/run
 	@echo "PKS demo done: footage in $(DEMO)/footage, manifest in $(DEMO)/run/manifest.parquet,"
 	@echo "  shards in $(DEMO)/run/shards (index: $(DEMO)/run/shards/index.parquet), report in $(DEMO)/run/report.html,"
-	@echo "  a 150-step generator run in $(DEMO)/train and one sample per camera tag in $(DEMO)/run/generated/"
+	@echo "  a short generator run in $(DEMO)/train (its VAE 300 steps, the DiT 150) and one sample per camera tag"
+	@echo "  in $(DEMO)/run/generated/"
 	@echo "  (the report shows each with the camera its analysers measured)"
 
 bench: install

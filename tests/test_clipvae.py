@@ -119,3 +119,18 @@ def test_a_learned_run_trains_its_vae_once_and_generates_through_it(sharded_run,
     # latent.path naming a folder without a VAE: one line, exit 2
     r = pks("train", sharded_run, "--config", learned_cfg(tmp_path, path=str(tmp_path)), "--out", tmp_path / "none")
     assert r.returncode == 2 and "holds no trained VAE" in r.stderr
+
+
+def test_set_overrides_config_values_and_names_a_typo(sharded_run, tmp_path):
+    from pks.errors import UserError
+    from training.train import load_train_config, parse_sets
+
+    sets = parse_sets(["latent.steps=300", "latent.path=/runs/a/vae", "data.size=[16, 32]"])
+    cfg = load_train_config("tiny", sets)
+    assert cfg["latent"]["steps"] == 300 and cfg["latent"]["path"] == "/runs/a/vae" and cfg["data"]["size"] == [16, 32]
+    with pytest.raises(UserError, match="did you mean latent.steps"):
+        load_train_config("tiny", parse_sets(["latent.stepz=3"]))
+    with pytest.raises(UserError, match="did you mean latent.steps"):
+        load_train_config("tiny", parse_sets(["latnt.steps=3"]))  # a typo above the leaf, too
+    r = pks("train", sharded_run, "--config", "tiny", "--set", "latent.steps", "--out", tmp_path / "run")
+    assert r.returncode == 2 and "--set takes KEY=VALUE" in r.stderr and len(r.stderr.strip().splitlines()) == 1

@@ -16,6 +16,7 @@ steps. Checkpoints are directories written under a temporary name and renamed wh
 from __future__ import annotations
 
 import copy
+import difflib
 import io
 import json
 import logging
@@ -61,12 +62,14 @@ def load_train_config(name: str | Path, overrides: dict | None = None) -> dict:
         if v is None:
             continue
         node = cfg
-        *parents, leaf = dotted.split(".")
-        for k in parents:
+        for depth, k in enumerate(keys := dotted.split(".")):
+            if not isinstance(node, dict) or k not in node:
+                near = difflib.get_close_matches(k, list(node) if isinstance(node, dict) else [], n=1)
+                hint = f" (did you mean {'.'.join([*keys[:depth], near[0], *keys[depth + 1:]])}?)" if near else ""
+                raise UserError(f"unknown training config key {dotted}{hint}")
+            if depth == len(keys) - 1:
+                node[k] = v
             node = node[k]
-        if leaf not in node:
-            raise UserError(f"unknown training config key {dotted}")
-        node[leaf] = v
     try:
         model_config(cfg["model"], cfg.get("arch"))
     except ValueError as e:
@@ -532,10 +535,22 @@ def train_ray(source: str | Path, run: str | Path, cfg: dict, workers: int, use_
     return lines[-1] if lines else {}
 
 
+def parse_sets(sets) -> dict:
+    """["latent.steps=300", ...] -> {"latent.steps": 300, ...}: values read as YAML (numbers, lists,
+    null), so a value means what it would in the config file."""
+    out = {}
+    for item in sets:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--set takes KEY=VALUE (a dotted config key), got {item!r}")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
 def train_job(source: str | Path, run: Path, config: str | Path, steps: int | None = None,
               batch_size: int | None = None, tag_channel: bool = True, stage: str = "sft",
               init: Path | None = None, judge: Path | None = None, ray_workers: int | None = None,
-              gpu: bool = False, resume: bool = False, allow_stale: bool = False) -> dict:
+              gpu: bool = False, resume: bool = False, allow_stale: bool = False, sets: list[str] = ()) -> dict:
     """What `pks train SOURCE ...` runs: the flow-matching stage in this process (or one of
     torchrun's), on Ray Train with `ray_workers`, or the preference stage from `init`. Checks the
     combination of options first (one line each). Returns the last logged metrics."""
@@ -555,7 +570,7 @@ def train_job(source: str | Path, run: Path, config: str | Path, steps: int | No
                          resume=resume)
     if init or judge:
         raise UserError("--init and --judge belong to --stage dpo")
-    cfg = load_train_config(config, {"train.steps": steps, "data.batch_size": batch_size,
+    cfg = load_train_config(config, {**parse_sets(sets), "train.steps": steps, "data.batch_size": batch_size,
                                      "tag_channel": None if tag_channel else False})
     if ray_workers:
         return train_ray(source, run, cfg, ray_workers, gpu, resume, allow_stale)

@@ -46,7 +46,10 @@ def train(source: str = typer.Argument(..., help="A curate OUT folder or its sha
           init: Optional[Path] = typer.Option(None, help="With --stage dpo: the trained run to start from."),
           judge: Optional[Path] = typer.Option(None, help="With --stage dpo: the Judge that ranks samples."),
           allow_stale: bool = typer.Option(False, "--allow-stale", help="Train on shards whose records changed "
-                                                                        "after pks shard (default: refuse them).")):
+                                                                        "after pks shard (default: refuse them)."),
+          sets: list[str] = typer.Option([], "--set", help="KEY=VALUE: one config value (a dotted key, a YAML "
+                                                           "value), e.g. latent.steps=300 or latent.path=RUN1/vae "
+                                                           "(reuse a run's VAE); repeatable.")):
     """Train the dual-channel generator on curriculum shards (one process, torchrun's processes,
     Ray Train with --ray-workers, or the preference stage with --stage dpo)."""
     from training.devices import is_main_process
@@ -56,7 +59,7 @@ def train(source: str = typer.Argument(..., help="A curate OUT folder or its sha
     local_out(out)
     metrics = train_job(source, out, config, steps=steps, batch_size=batch_size, tag_channel=not no_tag_channel,
                         stage=stage, init=init, judge=judge, ray_workers=ray_workers, gpu=gpu, resume=resume,
-                        allow_stale=allow_stale)
+                        allow_stale=allow_stale, sets=sets)
     if is_main_process():  # under torchrun, one summary
         typer.echo(json.dumps(metrics))
 
