@@ -22,7 +22,7 @@ def friendly(fn):
             return fn(*a, **kw)
         except UserError as e:
             typer.echo(f"pks: error: {e}", err=True)
-            raise typer.Exit(2)
+            raise typer.Exit(2) from None  # the message above says it all
     return wrapper
 
 

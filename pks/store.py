@@ -20,9 +20,9 @@ import os
 import shutil
 import tempfile
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import pyarrow.parquet as pq
 
@@ -329,7 +329,7 @@ def mtime_ns(info: dict) -> int:
     return int(float(t) * 1e9)
 
 
-def as_store(out: "str | Path | Store", options: dict | None = None) -> Store:
+def as_store(out: str | Path | Store, options: dict | None = None) -> Store:
     """A Store for OUT: itself, or a local folder (resolved), or a URL (with its options)."""
     if isinstance(out, Store):
         return out

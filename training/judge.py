@@ -88,7 +88,7 @@ class Examples:
         for f, v in zip(fields(self), (frames, signals, label, kind, video, deformation, pair, extra)):
             getattr(self, f.name).append(v)
 
-    def subset(self, keep) -> "Examples":
+    def subset(self, keep) -> Examples:
         out = Examples()
         for i in keep:
             out.add(*(getattr(self, f.name)[i] for f in fields(self)))

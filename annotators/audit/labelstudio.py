@@ -16,7 +16,7 @@ import pyarrow.parquet as pq
 
 from annotators.audit.store import Store
 from pks.errors import UserError
-from taxonomy.loader import CaptionError, SHOT_AXIS, TAG_AXES, Taxonomy
+from taxonomy.loader import SHOT_AXIS, TAG_AXES, CaptionError, Taxonomy
 
 FAILURE = "failure, not art"
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import asyncio
 import json
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache, partial
-from typing import Callable
 
 import taxonomy
 from pks.errors import ConfigError
@@ -245,8 +245,8 @@ class VLLMBackend(Backend):
                                                         "prep_error": row["prep_error"]})
 
     def answer(self, jobs: list[Job]) -> list[Answer]:
-        from ray import cloudpickle
         import ray
+        from ray import cloudpickle
 
         rows = [{"i": i, "build": cloudpickle.dumps(j.build)} for i, j in enumerate(jobs)]
         out = [Answer(error="no answer from the vLLM processor") for _ in jobs]

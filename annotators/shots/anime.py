@@ -136,10 +136,12 @@ class AnimeDetector(ShotDetector):
                 b -= 1
             return a, b
 
-        (t, b), (l, r) = inner(rows), inner(cols)
-        if (t, b, l, r) == (0, len(rows), 0, len(cols)) or b - t < len(rows) // 3 or r - l < len(cols) // 3:
+        (top, bottom), (left, right) = inner(rows), inner(cols)
+        if ((top, bottom, left, right) == (0, len(rows), 0, len(cols))
+                or bottom - top < len(rows) // 3 or right - left < len(cols) // 3):
             return frames
-        return np.stack([cv2.resize(f[t:b, l:r], self.frame_size, interpolation=cv2.INTER_LINEAR) for f in frames])
+        return np.stack([cv2.resize(f[top:bottom, left:right], self.frame_size, interpolation=cv2.INTER_LINEAR)
+                         for f in frames])
 
     def gradual(self, frames: np.ndarray):
         """Features, frame-to-frame changes, flat frames, and the fades and dissolves.

@@ -102,7 +102,7 @@ def compose(path: Path, fps, size: tuple[int, int], crf: int, transitions: list[
                 out.write(f)
             pending_tail = frames[len(frames) - hold:] if hold else []
             g += len(frames) - hold
-            rel = lambda fr: [start_g + int(x) for x in fr]  # noqa: E731
+            rel = lambda fr, base=start_g: [base + int(x) for x in fr]  # noqa: E731
             shots_truth.append({
                 "index": i, "start_frame": cut_at, "end_frame": None, "transition_in": tin["type"], **info,
                 "flashes": [{**f, "frame": start_g + f["frame"]} for f in info["flashes"]],
