@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import re
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -55,7 +54,7 @@ def need_audit(out: Path) -> None:
         raise UserError(f"no audit in {out} (start with pks audit add-user)")
 
 
-def load_taxonomy(version: Optional[int]):
+def load_taxonomy(version: int | None):
     """The taxonomy the user named (a version that is not shipped is their mistake)."""
     import taxonomy
 
@@ -64,7 +63,7 @@ def load_taxonomy(version: Optional[int]):
     return taxonomy.load(version)
 
 
-def torch_device(name: Optional[str]):
+def torch_device(name: str | None):
     """--device: None (the GPU when there is one), or a torch device that exists here."""
     if name is None:
         return None
@@ -81,7 +80,7 @@ def torch_device(name: Optional[str]):
     return device
 
 
-def size_option(text: Optional[str]):
+def size_option(text: str | None):
     """--size WxH as (w, h), even and positive; None when not given."""
     if not text:
         return None
