@@ -146,7 +146,8 @@ def hash_inputs(paths: list[str], out: Store, cfg: dict) -> list[str]:
 
     init_ray(cfg, logs_of(out))
     task = ray.remote(num_cpus=1)(video_key)
-    return ray.get([task.remote(p, out) for p in paths])
+    # Ray's overloads type a function with a defaulted second parameter as a one-argument task
+    return ray.get([task.remote(p, out) for p in paths])  # type: ignore[call-arg]
 
 
 def video_keys(paths: list[str], out: Path | Store, hash_many=None) -> dict[str, str]:
@@ -215,7 +216,7 @@ def remove_orphan_clips(out: Path | Store) -> int:
 
 
 @ray_scope()
-def run(input_spec: str, out: str | Path, cfg: dict | None = None, progress=print, retry_errors: bool = True,
+def run(input_spec: str, out: str | Path | Store, cfg: dict | None = None, progress=print, retry_errors: bool = True,
         storage_options: dict | None = None) -> dict:
     """Run the job. Returns counts: inputs, skipped (already done or duplicate), processed,
     retried (videos whose error records were tried again), records... OUT may be a local

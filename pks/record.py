@@ -131,7 +131,7 @@ CAPTION_TYPE = pa.struct([
     ("camera", _tags), ("vfx", _tags), ("shot", pa.string()),
 ])
 
-SCHEMA = pa.schema([
+_FIELDS: list[tuple[str, pa.DataType]] = [  # typed: mypy joins the DataType subclasses to object
     ("clip_id", pa.string()),
     ("video_id", pa.string()),
     ("source_path", pa.string()),
@@ -162,7 +162,8 @@ SCHEMA = pa.schema([
     ("caption_source", pa.string()),
     ("status", pa.string()),
     ("error", pa.string()),
-])
+]
+SCHEMA = pa.schema(_FIELDS)
 
 
 def to_table(records: Iterable[ClipRecord | dict]) -> pa.Table:

@@ -13,6 +13,7 @@ from __future__ import annotations
 import io
 import json
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pyarrow as pa
@@ -55,7 +56,7 @@ def encode_shards(source: str | Path, out: str | Path, cfg: dict, progress=print
     settings = {"latent": cfg["latent"], "text_encoder": str(te_path.resolve()), "frames": dc["frames"],
                 "fps": dc["fps"], "size": list(dc["size"]), "max_length": cfg["text_encoder"]["max_length"]}
     index = pq.read_table(root / "index.parquet")
-    shards = list(dict.fromkeys(index.column("shard").to_pylist()))
+    shards = cast("list[str]", list(dict.fromkeys(index.column("shard").to_pylist())))  # never null
     kept = written = 0
     for name in shards:
         fingerprint = digest(written_fingerprint(root / name), json.dumps(settings, sort_keys=True))

@@ -43,12 +43,14 @@ def card_frame(size: tuple[int, int], text: str | None, seed: int) -> np.ndarray
 def compose(path: Path, fps, size: tuple[int, int], crf: int, transitions: list[dict], shots) -> tuple[list, list, int]:
     """Write the shots joined by their transitions; returns (boundaries, shots' truth, frames)."""
     w, h = size
-    shots_truth, boundaries = [], []
+    shots_truth: list[dict] = []
+    boundaries: list[dict] = []
     pending_tail: list[np.ndarray] = []  # previous shot's frames held back for a dissolve
     g = 0  # global index of the next frame to be written
     with Mp4Writer(path, fps, w, h, crf=crf) as out:
         for i, (frames, info) in enumerate(shots):
-            tin, tout = transitions[i], transitions[i + 1] if i + 1 < len(transitions) else {"type": "end"}
+            tin = transitions[i]
+            tout: dict = transitions[i + 1] if i + 1 < len(transitions) else {"type": "end"}
             prev_end = g
             if tin["type"] == "dissolve":
                 L = tin["length"]
