@@ -1,4 +1,5 @@
 # Two commands on a fresh machine: `make demo` and `make test`. Both create .venv if missing.
+# `make lint`: ruff (lint, format check) and mypy, configured in pyproject.toml.
 PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
@@ -6,7 +7,7 @@ STAMP   := $(VENV)/.installed
 DEMO    ?= demo
 
 VLLM    := .venv-vllm
-.PHONY: install vllm-env browser test demo bench clean
+.PHONY: install vllm-env browser test lint demo bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -52,6 +53,11 @@ browser:
 test: install vllm-env browser
 	PKS_NO_SKIPS=1 $(BIN)/python -m pytest -q
 
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
 # The whole job on synthesised footage: shots, clips, analysis, captions (the signals captioner:
 # no model runs here), curriculum shards; then the report.
 demo: install
@@ -75,4 +81,4 @@ bench: install
 	$(BIN)/python benchmarks/loader.py
 
 clean:
-	rm -rf $(VENV) $(VLLM) $(DEMO) .pytest_cache
+	rm -rf $(VENV) $(VLLM) $(DEMO) .pytest_cache .mypy_cache .ruff_cache

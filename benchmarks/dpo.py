@@ -38,11 +38,9 @@ from train import CAMERA, measure, pks, spearman  # noqa: E402
 def held_out(run: Path, init: Path, data: Path, batches: int = 6) -> dict:
     """Implicit accuracy and clean-clip velocity error on validation pairs (policy: the run's
     EMA; reference: the starting run's)."""
-    import taxonomy
-    from training.data import CurriculumLoader
+    from training.data import CurriculumLoader, shards_root
     from training.dpo import offline_pairs, pair_loss
     from training.sample import load_run
-    from training.data import shards_root
 
     cfg, tax, policy, text, space, _ = load_run(run)
     _, _, reference, _, _, _ = load_run(init)

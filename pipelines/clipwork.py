@@ -93,7 +93,10 @@ class _Open:
     """One clip in progress: its writer (if it is being written) and its analysis collector."""
 
     def __init__(self, rec: ClipRecord, times=None):
-        self.writer, self.file, self.collector, self.written = None, None, None, 0
+        self.writer: Mp4Writer | None = None
+        self.file: AtomicFile | None = None
+        self.collector: ClipCollector | None = None
+        self.written = 0
         self.repeats = None  # per source frame, how many ticks of the clip show it (retimed only)
         if times is not None and len(times):
             shown = constant_rate(times, rec.start_frame, rec.end_frame, rec.fps)
@@ -149,7 +152,8 @@ def _decode_pass(path, rotation, work, to_write, to_analyse, out, cfg, analyse_o
     def finish(o: _Open, complete: bool) -> None:
         r = o.rec
         if o.writer is not None:
-            o.writer, writer = None, o.writer  # closed once, even when closing fails
+            writer, o.writer = o.writer, None  # closed once, even when closing fails
+            assert o.file is not None  # opened with the writer
             try:
                 writer.close()
             except Exception:
@@ -185,7 +189,9 @@ def _decode_pass(path, rotation, work, to_write, to_analyse, out, cfg, analyse_o
             for o in list(open_):
                 for _ in range(o.times_shown(i)):
                     if o.writer is not None:
-                        picture = conv.convert(frame) if picture is None else picture
+                        if picture is None:
+                            assert conv is not None  # made with the first writer
+                            picture = conv.convert(frame)
                         if isinstance(picture, av.VideoFrame):
                             o.writer.write_frame(picture)
                         else:
@@ -203,4 +209,5 @@ def _decode_pass(path, rotation, work, to_write, to_analyse, out, cfg, analyse_o
             if o.writer is not None:
                 with contextlib.suppress(Exception):  # the pass's own error is the one to report
                     o.writer.close()
+                assert o.file is not None  # opened with the writer
                 o.file.abort()

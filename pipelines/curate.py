@@ -97,8 +97,12 @@ def calibrate_run(out: Path, config: Path | None, write: Path | None, apply: boo
         with atomic_path(Path(write)) as tmp:
             tmp.write_text(yaml.safe_dump(doc, sort_keys=False))
     if in_place:
+        assert config is not None  # checked above
         set_in_file(config, "curriculum.deformation", thresholds)
-    per_stage = restage(out, cfg) if apply else None
+    per_stage = None
+    if apply:
+        assert cfg is not None  # loaded above whenever apply
+        per_stage = restage(out, cfg)
     return {"thresholds": thresholds, "per_stage": per_stage}
 
 
@@ -164,7 +168,8 @@ def hash_inputs(paths: list[str], out: Store, cfg: dict) -> list[str]:
 
     init_ray(cfg, logs_of(out))
     task = ray.remote(num_cpus=1)(video_key)
-    return ray.get([task.remote(p, out) for p in paths])
+    # Ray's overloads type a function with a defaulted second parameter as a one-argument task
+    return ray.get([task.remote(p, out) for p in paths])  # type: ignore[call-arg]
 
 
 def video_keys(paths: list[str], out: Path | Store, hash_many=None) -> dict[str, str]:
@@ -234,7 +239,7 @@ def remove_orphan_clips(out: Path | Store) -> int:
 
 
 @ray_scope()
-def run(input_spec: str, out: str | Path, cfg: dict | None = None, progress=None, retry_errors: bool = True,
+def run(input_spec: str, out: str | Path | Store, cfg: dict | None = None, progress=None, retry_errors: bool = True,
         storage_options: dict | None = None) -> dict:
     """Run the job. Returns counts: inputs, skipped (already done or duplicate), processed,
     retried (videos whose error records were tried again), records... OUT may be a local

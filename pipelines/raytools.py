@@ -41,7 +41,7 @@ def init_ray(cfg: dict, logs: Path | None = None) -> None:
         ray.init(address=address)
     else:
         ray.init(num_cpus=cfg["ray"].get("num_cpus"), include_dashboard=False,
-                 log_to_driver=False, configure_logging=True, logging_level="WARNING")
+                 log_to_driver=False, configure_logging=True, logging_level=logging.WARNING)
 
 
 def quiet_ray_data(logs: Path | None = None) -> None:

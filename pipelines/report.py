@@ -40,7 +40,7 @@ def run_stats(out: Path) -> dict:
     rows = pq.read_table(out / "manifest.parquet", columns=COLUMNS + ["judge_score"] * ("judge_score" in names)).to_pylist()
     ok = [r for r in rows if r["status"] == "ok"]
     tax = taxonomy.load()
-    tags = {a: Counter() for a in (*taxonomy.TAG_AXES, "shot")}
+    tags: dict[str, Counter[str]] = {a: Counter() for a in (*taxonomy.TAG_AXES, "shot")}
     for r in ok:
         for a in taxonomy.TAG_AXES:
             tags[a].update((r["caption"] or {}).get(a) or [])
@@ -156,14 +156,12 @@ def _hist(title: str, counts: list, labels: list[str]) -> str:
 def contact_sheets(out: Path, per_stage: int = 12, width: int = 160) -> dict[int, str]:
     """Per stage, a grid of middle-frame thumbnails: from the shards' jpgs when there are
     shards, else decoded from the clip files."""
-    import cv2
-
     out = Path(out)
     index = out / "shards" / "index.parquet"
     thumbs: dict[int, list[np.ndarray]] = {}
     if index.exists():
         picked: dict[str, list[tuple[int, str]]] = {}
-        taken = Counter()
+        taken: Counter[int] = Counter()
         for r in pq.read_table(index, columns=["shard", "stage", "clip_id"]).to_pylist():
             if taken[r["stage"]] < per_stage:
                 taken[r["stage"]] += 1
@@ -171,8 +169,9 @@ def contact_sheets(out: Path, per_stage: int = 12, width: int = 160) -> dict[int
         for shard, items in picked.items():
             with tarfile.open(out / "shards" / shard) as t:
                 for stage, key in items:
-                    data = t.extractfile(f"{key}.jpg").read()
-                    thumbs.setdefault(stage, []).append(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR))
+                    member = t.extractfile(f"{key}.jpg")
+                    assert member is not None  # a regular file: pks shard writes no other kind
+                    thumbs.setdefault(stage, []).append(_decode_jpeg(member.read()))
     else:
         from pipelines.shard import middle_frame_jpeg
         from pks.clips import clip_path
@@ -183,8 +182,18 @@ def contact_sheets(out: Path, per_stage: int = 12, width: int = 160) -> dict[int
             if r["status"] == "ok" and k is not None and len(thumbs.get(k, [])) < per_stage:
                 if clip_path(out, r["clip_id"]).exists():
                     data = middle_frame_jpeg(clip_path(out, r["clip_id"]), width)
-                    thumbs.setdefault(k, []).append(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR))
+                    thumbs.setdefault(k, []).append(_decode_jpeg(data))
     return {stage: _sheet(imgs, width) for stage, imgs in sorted(thumbs.items())}
+
+
+def _decode_jpeg(data: bytes) -> np.ndarray:
+    """A BGR image from JPEG bytes (of a shard's thumbnail or a clip's middle frame)."""
+    import cv2
+
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if img is None:
+        raise ValueError("not a decodable image")
+    return img
 
 
 def _sheet(images: list[np.ndarray], width: int, captions: list[str] | None = None) -> str:
@@ -205,8 +214,6 @@ def _sheet(images: list[np.ndarray], width: int, captions: list[str] | None = No
 def judge_sheets(out: Path, n: int = 12, width: int = 160) -> dict[str, str]:
     """The n lowest and n highest judge_score clips (with a clip file), middle frames captioned
     with score, status and stage: where the Judge and the curation disagree shows here first."""
-    import cv2
-
     from pipelines.shard import middle_frame_jpeg
     from pks.clips import clip_path
 
@@ -217,8 +224,7 @@ def judge_sheets(out: Path, n: int = 12, width: int = 160) -> dict[str, str]:
     sheets = {}
     for name, pick in (("lowest", rows[:n]), ("highest", rows[::-1][:n])):
         if pick:
-            imgs = [cv2.imdecode(np.frombuffer(middle_frame_jpeg(clip_path(out, r["clip_id"]), width), np.uint8),
-                                 cv2.IMREAD_COLOR) for r in pick]
+            imgs = [_decode_jpeg(middle_frame_jpeg(clip_path(out, r["clip_id"]), width)) for r in pick]
             sheets[name] = _sheet(imgs, width, [f"{r['judge_score']:.2f} {r['status']} s{r['curriculum_stage']}"
                                                 for r in pick])
     return sheets
@@ -248,7 +254,10 @@ def measured(clip: Path, cfg: dict) -> str:
 
     try:
         with av.open(str(clip)) as c:
-            fps = float(c.streams.video[0].average_rate)
+            rate = c.streams.video[0].average_rate
+            if rate is None:
+                raise ValueError("no frame rate")
+            fps = float(rate)
         got = analyse(load_clip(str(clip), width=cfg["analyse"]["width"], fps=fps), cfg)
     except Exception as e:  # a clip the analysers cannot read is reported, not fatal to the report
         return f"cannot analyse ({e})"

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import time
 from collections import defaultdict
+from typing import Any
 
 import cv2
 import numpy as np
@@ -120,7 +121,7 @@ def work_task(row: dict, out: Store, cfg: dict) -> dict:
     job = json.loads(row["job"])
     t0 = time.perf_counter()
     if job["kind"] == "whole":
-        result = {"summary": ray_task(job, out, cfg)}
+        result: dict[str, Any] = {"summary": ray_task(job, out, cfg)}
     elif job["kind"] == "segment":
         info = job["info"]
         result = detect_segment(info["path"], tuple(job["core"]), Grid(**job["grid"]), info["avg_fps"], cfg["split"])
@@ -137,9 +138,11 @@ def work_task(row: dict, out: Store, cfg: dict) -> dict:
 def _run_jobs(jobs: list[dict], out: Store, cfg: dict, plan: bool):
     import ray
 
-    ds = ray.data.from_items([{"job": json.dumps(j)} for j in jobs], override_num_blocks=len(jobs))
+    ds: ray.data.Dataset = ray.data.from_items([{"job": json.dumps(j)} for j in jobs], override_num_blocks=len(jobs))
     if plan:
-        ds = ds.flat_map(plan_task, fn_kwargs={"cfg": cfg}, num_cpus=1, max_retries=3, retry_exceptions=False)
+        # (Ray types the function without its fn_kwargs, here and in map below)
+        ds = ds.flat_map(plan_task, fn_kwargs={"cfg": cfg},  # type: ignore[arg-type]
+                         num_cpus=1, max_retries=3, retry_exceptions=False)
         ds = ds.repartition(target_num_rows_per_block=1)  # segments of one video spread over the workers
     # Retries on purpose. A task lost with its worker or node (a raylet killed, a preempted
     # machine) runs again elsewhere, a few times, not forever (Ray Data's default) so a video
@@ -147,7 +150,8 @@ def _run_jobs(jobs: list[dict], out: Store, cfg: dict, plan: bool):
     # idempotent: a part is replaced atomically, present clips are kept, stray clip files are
     # removed at the end. An exception raised by a task is not retried: per-clip failures are
     # records already, so one escaping is a bug that would fail the same way.
-    ds = ds.map(work_task, fn_kwargs={"out": out, "cfg": cfg}, num_cpus=1, max_retries=3, retry_exceptions=False)
+    ds = ds.map(work_task, fn_kwargs={"out": out, "cfg": cfg},  # type: ignore[arg-type]
+                num_cpus=1, max_retries=3, retry_exceptions=False)
     for row in ds.iter_rows():
         yield json.loads(row["result"])
 

@@ -45,11 +45,14 @@ log = logging.getLogger(__name__)
 SPLITS = ("train", "val")
 FORMAT = "pks-shard-1"  # bump when the sample layout changes: every shard is then rewritten
 FINGERPRINT = "pks.fingerprint"  # the PAX global header that carries a shard's fingerprint
-INDEX_SCHEMA = pa.schema([("clip_id", pa.string()), ("video_id", pa.string()), ("split", pa.string()),
-                          ("stage", pa.int32()), ("shard", pa.string()), ("position", pa.int32()),
-                          ("clip_bytes", pa.int64()), ("clip_mtime_ns", pa.int64()), ("clip_hash", pa.string()),
-                          ("record_hash", pa.string()), ("offset", pa.int64()), ("length", pa.int64()),
-                          ("frames", pa.int64()), ("fps", pa.float64())])  # the clip's length: the loader's windows
+_INDEX_FIELDS: list[tuple[str, pa.DataType]] = [  # typed: mypy joins the DataType subclasses to object
+    ("clip_id", pa.string()), ("video_id", pa.string()), ("split", pa.string()),
+    ("stage", pa.int32()), ("shard", pa.string()), ("position", pa.int32()),
+    ("clip_bytes", pa.int64()), ("clip_mtime_ns", pa.int64()), ("clip_hash", pa.string()),
+    ("record_hash", pa.string()), ("offset", pa.int64()), ("length", pa.int64()),
+    ("frames", pa.int64()), ("fps", pa.float64()),  # the clip's length: the loader's windows
+]
+INDEX_SCHEMA = pa.schema(_INDEX_FIELDS)
 
 
 def clip_key(clip_id: str) -> str:
@@ -122,9 +125,9 @@ def assign_splits(video_ids: list[str], seed: int, val_fraction: float,
     split = {v: "val" if x < val_fraction else "train" for v, x in u.items()}
     if val_fraction > 0 and len(u) >= 2:
         if "val" not in split.values():
-            split[min(u, key=u.get)] = "val"
+            split[min(u, key=u.__getitem__)] = "val"
         if "train" not in split.values():
-            split[max(u, key=u.get)] = "train"
+            split[max(u, key=u.__getitem__)] = "train"
     return {v: split[units[v]] for v in units}
 
 
@@ -208,7 +211,7 @@ def samples(out: Store, previous: dict[str, dict]) -> list[dict]:
         size, mtime = clips[f"{r['clip_id']}.mp4"]
         old = previous.get(r["clip_id"])
         same = old and old["clip_bytes"] == size and old["clip_mtime_ns"] == mtime
-        clip_hash = old["clip_hash"] if same and old["clip_hash"] else file_hash(out, clip_key(r["clip_id"]))
+        clip_hash = old["clip_hash"] if old and same and old["clip_hash"] else file_hash(out, clip_key(r["clip_id"]))
         record = json.dumps(r, sort_keys=True)
         record_hash = record_digest(r)
         rows.append({"clip_id": r["clip_id"], "video_id": r["video_id"], "curriculum_stage": r["curriculum_stage"],
@@ -390,8 +393,10 @@ def write_shards(out: Store, cfg: dict, progress=None) -> dict:
              f"{len(todo)} to write" + (f" ({', '.join(f'{n} {w}' for w, n in why.items())})" if todo else ""))
     if todo:
         init_ray(cfg, logs_of(out))
-        ds = ray.data.from_items(todo, override_num_blocks=len(todo))
-        ds = ds.map(_ray_write, fn_kwargs={"out": out, "thumb_width": sc["thumb_width"]}, num_cpus=1)
+        ds: ray.data.Dataset = ray.data.from_items(todo, override_num_blocks=len(todo))
+        # (Ray types the function without its fn_kwargs)
+        ds = ds.map(_ray_write, fn_kwargs={"out": out, "thumb_width": sc["thumb_width"]},  # type: ignore[arg-type]
+                    num_cpus=1)
         with progress_bar(len(todo), "pks shard", "shard") as bar:
             for i, s in enumerate(ds.iter_rows(), 1):  # as each shard is written (by a Ray task)
                 say(f"  [{i}/{len(todo)}] {s['name']}: {s['samples']} sample(s) ({s['why']})")

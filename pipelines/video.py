@@ -8,6 +8,7 @@ import hashlib
 import json
 import time
 from pathlib import Path
+from typing import Any, overload
 
 import numpy as np
 
@@ -55,13 +56,15 @@ def split(info: VideoInfo, cfg: dict) -> list[ClipRecord]:
     detector = get_detector(sc["detector"], **(sc.get("params") or {}))
     frames = decode_small(info.path, detector.frame_size)
     boundaries = detector.detect(frames.rgb, info.avg_fps) if len(frames.rgb) else []
+    assert frames.filled is not None  # decode_small always gives the mask
     return clip_records(info, boundaries, len(frames.rgb), frames.filled, sc)
 
 
 def clip_records(info: VideoInfo, boundaries: list[Boundary], n: int, filled: np.ndarray, sc: dict) -> list[ClipRecord]:
     """A video's clip records from its shot boundaries, `n` decodable frames and the frames
     filled in for corrupt data (a clip holding one is flagged decode_error)."""
-    base = dict(video_id=info.video_id, source_path=info.path, fps=info.avg_fps, width=info.width, height=info.height)
+    base: dict[str, Any] = dict(video_id=info.video_id, source_path=info.path, fps=info.avg_fps, width=info.width,
+                                height=info.height)
     if n == 0:
         return [ClipRecord(**base, status="error", error="no decodable frames")]
     shots = shots_from_boundaries(boundaries, n, info.avg_fps, sc["min_shot_s"], sc["max_shot_s"], sc["trim_frames"])
@@ -139,6 +142,10 @@ def process_video(path: str, vid: str, out: Path, cfg: dict,
     return clip_stages(got, records, out, cfg)
 
 
+@overload
+def with_source(records: list[ClipRecord], path: str) -> list[ClipRecord]: ...
+@overload
+def with_source(records: None, path: str) -> None: ...
 def with_source(records: list[ClipRecord] | None, path: str) -> list[ClipRecord] | None:
     """The records with source_path `path` (a remote input is processed from a local copy)."""
     return records and [dataclasses.replace(r, source_path=path) for r in records]

@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import json
 import logging
-import sys
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -48,13 +46,13 @@ def verbosity(verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug
 def synth(out: Path = typer.Argument(..., help="Folder to write videos and truth JSON into."),
           videos: int = typer.Option(4, min=1, help="How many videos."),
           seed: int = typer.Option(0, help="Random seed; the same seed gives the same footage."),
-          shots: Optional[int] = typer.Option(None, min=1, help="Shots per video (default: 6-10, random)."),
-          size: Optional[str] = typer.Option(None, help="Frame size WxH (default: varied per video)."),
-          fps: Optional[str] = typer.Option(None, help="Frame rate, e.g. 24, 24000/1001 (default: varied)."),
-          crf: Optional[int] = typer.Option(None, min=0, max=51, help="x264 quality (default: varied 16-30)."),
+          shots: int | None = typer.Option(None, min=1, help="Shots per video (default: 6-10, random)."),
+          size: str | None = typer.Option(None, help="Frame size WxH (default: varied per video)."),
+          fps: str | None = typer.Option(None, help="Frame rate, e.g. 24, 24000/1001 (default: varied)."),
+          crf: int | None = typer.Option(None, min=0, max=51, help="x264 quality (default: varied 16-30)."),
           family: str = typer.Option("cel", help="Footage family: cel (flat cel shading) or painted (painted "
                                                  "backgrounds, grain, mattes, title cards; rendered independently)."),
-          damage_process: Optional[str] = typer.Option(None, help="Also damage each video by real processes, "
+          damage_process: str | None = typer.Option(None, help="Also damage each video by real processes, "
                                                        "comma-separated: corrupt,telecine,starve,mux; writes "
                                                        "NAME.PROCESS.mp4 and its truth JSON beside it.")):
     """Synthesise anime footage with ground-truth JSON beside each mp4."""
@@ -88,8 +86,8 @@ def synth(out: Path = typer.Argument(..., help="Folder to write videos and truth
 
 @tax_app.command("show")
 @friendly
-def tax_show(axis: Optional[str] = typer.Option(None, help="Only this axis."),
-             version: Optional[int] = typer.Option(None, help="Taxonomy version (default: newest).")):
+def tax_show(axis: str | None = typer.Option(None, help="Only this axis."),
+             version: int | None = typer.Option(None, help="Taxonomy version (default: newest).")):
     """Print the taxonomy: every tag with its definition."""
     tax = load_taxonomy(version)
     if axis and axis not in tax.axes:
@@ -106,7 +104,7 @@ def tax_show(axis: Optional[str] = typer.Option(None, help="Only this axis."),
 
 @tax_app.command("schema")
 @friendly
-def tax_schema(version: Optional[int] = typer.Option(None, help="Taxonomy version (default: newest).")):
+def tax_schema(version: int | None = typer.Option(None, help="Taxonomy version (default: newest).")):
     """Print the caption JSON Schema generated from the taxonomy."""
     typer.echo(json.dumps(load_taxonomy(version).json_schema(), indent=2))
 
@@ -114,7 +112,7 @@ def tax_schema(version: Optional[int] = typer.Option(None, help="Taxonomy versio
 @tax_app.command("validate")
 @friendly
 def tax_validate(file: Path = typer.Argument(..., help="A caption JSON object, a JSON list of them, or JSONL."),
-                 version: Optional[int] = typer.Option(None, help="Taxonomy version (default: newest).")):
+                 version: int | None = typer.Option(None, help="Taxonomy version (default: newest).")):
     """Validate captions against the taxonomy; exit 1 if any is invalid."""
     import taxonomy
 
@@ -158,9 +156,9 @@ def probe_cmd(videos: list[Path] = typer.Argument(..., help="Video files.")):
 @friendly
 def shots(video: Path = typer.Argument(..., help="A video file."),
           detector: str = typer.Option("anime", help="anime | transnetv2 | hybrid | adaptive | content."),
-          out: Optional[Path] = typer.Option(None, help="Write the JSON here instead of stdout."),
+          out: Path | None = typer.Option(None, help="Write the JSON here instead of stdout."),
           min_shot_s: float = typer.Option(0.0, help="Drop shots shorter than this."),
-          max_shot_s: Optional[float] = typer.Option(None, help="Split shots longer than this."),
+          max_shot_s: float | None = typer.Option(None, help="Split shots longer than this."),
           trim_frames: int = typer.Option(0, min=0, help="Frames to drop at each end of every shot.")):
     """Detect the shots of one video: JSON with shots [start_frame, end_frame) and transition_in."""
     from annotators.shots import detect_video, get_detector, shots_from_boundaries
@@ -193,20 +191,20 @@ def shots(video: Path = typer.Argument(..., help="A video file."),
 def curate(input: str = typer.Argument(..., help="Folder, glob, list file (.txt) or fsspec URL of videos."),
            out: str = typer.Argument(..., help="Output folder or object-store URL, e.g. s3://bucket/run "
                                                 "(manifest.parquet, clips/, parts/)."),
-           config: Optional[Path] = typer.Option(None, help="Job config YAML (see pipelines/configs/curate.yaml)."),
-           detector: Optional[str] = typer.Option(None, help="Shot detector (overrides split.detector)."),
-           min_shot_s: Optional[float] = typer.Option(None, help="Overrides split.min_shot_s."),
-           max_shot_s: Optional[float] = typer.Option(None, help="Overrides split.max_shot_s."),
+           config: Path | None = typer.Option(None, help="Job config YAML (see pipelines/configs/curate.yaml)."),
+           detector: str | None = typer.Option(None, help="Shot detector (overrides split.detector)."),
+           min_shot_s: float | None = typer.Option(None, help="Overrides split.min_shot_s."),
+           max_shot_s: float | None = typer.Option(None, help="Overrides split.max_shot_s."),
            no_clips: bool = typer.Option(False, "--no-clips", help="Only the manifest, no clip files (and no shards)."),
            no_shard: bool = typer.Option(False, "--no-shard", help="Stop before writing shards (shard.enabled)."),
-           captioner: Optional[str] = typer.Option(None, help="auto | signals | openai | vllm | transformers | none (overrides caption.captioner)."),
-           endpoint: Optional[str] = typer.Option(None, help="OpenAI-compatible VLM server, e.g. http://host:8000/v1."),
-           model: Optional[str] = typer.Option(None, help="Served model name (openai) or model folder (vllm, transformers)."),
-           address: Optional[str] = typer.Option(None, help="Ray cluster address (default: local, or RAY_ADDRESS)."),
-           num_cpus: Optional[int] = typer.Option(None, help="Local Ray CPUs."),
+           captioner: str | None = typer.Option(None, help="auto | signals | openai | vllm | transformers | none (overrides caption.captioner)."),
+           endpoint: str | None = typer.Option(None, help="OpenAI-compatible VLM server, e.g. http://host:8000/v1."),
+           model: str | None = typer.Option(None, help="Served model name (openai) or model folder (vllm, transformers)."),
+           address: str | None = typer.Option(None, help="Ray cluster address (default: local, or RAY_ADDRESS)."),
+           num_cpus: int | None = typer.Option(None, help="Local Ray CPUs."),
            retry_errors: bool = typer.Option(True, "--retry-errors/--no-retry-errors",
                                              help="Retry the error records of finished videos (the failed clips only)."),
-           storage_options: Optional[str] = typer.Option(None, help=STORAGE_OPTIONS_HELP)):
+           storage_options: str | None = typer.Option(None, help=STORAGE_OPTIONS_HELP)):
     """Run the curation job on Ray Data: ingest, split into shots, cut clips, write OUT/manifest.parquet."""
     from pipelines.curate import run
     from pks.config import load_config
@@ -224,11 +222,11 @@ def curate(input: str = typer.Argument(..., help="Folder, glob, list file (.txt)
 @app.command()
 @friendly
 def caption(out: Path = typer.Argument(..., help="A curated output folder (with parts/ and clips/)."),
-            config: Optional[Path] = typer.Option(None, help="Job config YAML."),
-            captioner: Optional[str] = typer.Option(None, help="auto | signals | openai | vllm | transformers."),
-            endpoint: Optional[str] = typer.Option(None, help="OpenAI-compatible VLM server, e.g. http://host:8000/v1."),
-            model: Optional[str] = typer.Option(None, help="Served model name (openai) or model folder (vllm, transformers)."),
-            concurrency: Optional[int] = typer.Option(None, help="Requests in flight.")):
+            config: Path | None = typer.Option(None, help="Job config YAML."),
+            captioner: str | None = typer.Option(None, help="auto | signals | openai | vllm | transformers."),
+            endpoint: str | None = typer.Option(None, help="OpenAI-compatible VLM server, e.g. http://host:8000/v1."),
+            model: str | None = typer.Option(None, help="Served model name (openai) or model folder (vllm, transformers)."),
+            concurrency: int | None = typer.Option(None, help="Requests in flight.")):
     """Caption a run's ok clips in place (resumable: cached captions are reused)."""
     from pipelines.curate import caption_run
     from pks.config import load_config
@@ -272,8 +270,8 @@ def serve_vlm(model: str = typer.Option("Qwen/Qwen2.5-VL-7B-Instruct", help="Mod
 @app.command()
 @friendly
 def calibrate(out: Path = typer.Argument(..., help="A curated output folder (with manifest.parquet)."),
-              config: Optional[Path] = typer.Option(None, help="The job config YAML the run was curated with."),
-              write: Optional[Path] = typer.Option(None, help="Write a new job config here: --config's settings "
+              config: Path | None = typer.Option(None, help="The job config YAML the run was curated with."),
+              write: Path | None = typer.Option(None, help="Write a new job config here: --config's settings "
                                                    "with the new thresholds (the --config file is not touched)."),
               in_place: bool = typer.Option(False, "--in-place", help="Instead: set the thresholds in the --config "
                                                                       "file itself, keeping its comments."),
@@ -297,13 +295,13 @@ def calibrate(out: Path = typer.Argument(..., help="A curated output folder (wit
 @friendly
 def shard(out: str = typer.Argument(..., help="A curated output folder or object-store URL (with manifest.parquet "
                                            "and clips/)."),
-          config: Optional[Path] = typer.Option(None, help="Job config YAML (the shard section)."),
-          max_samples: Optional[int] = typer.Option(None, help="Samples per shard (shard.max_samples)."),
-          max_bytes: Optional[int] = typer.Option(None, help="Clip bytes per shard (shard.max_bytes)."),
-          val_fraction: Optional[float] = typer.Option(None, help="Share of source videos held out."),
-          seed: Optional[int] = typer.Option(None, help="Split and shuffle seed."),
-          num_cpus: Optional[int] = typer.Option(None, help="Local Ray CPUs."),
-          storage_options: Optional[str] = typer.Option(None, help=STORAGE_OPTIONS_HELP)):
+          config: Path | None = typer.Option(None, help="Job config YAML (the shard section)."),
+          max_samples: int | None = typer.Option(None, help="Samples per shard (shard.max_samples)."),
+          max_bytes: int | None = typer.Option(None, help="Clip bytes per shard (shard.max_bytes)."),
+          val_fraction: float | None = typer.Option(None, help="Share of source videos held out."),
+          seed: int | None = typer.Option(None, help="Split and shuffle seed."),
+          num_cpus: int | None = typer.Option(None, help="Local Ray CPUs."),
+          storage_options: str | None = typer.Option(None, help=STORAGE_OPTIONS_HELP)):
     """Write OUT/shards/{split}/stage-{k}/shard-NNNNNN.tar and OUT/shards/index.parquet (resumable)."""
     from pipelines.shard import shard_run
     from pks.config import load_config
@@ -346,10 +344,10 @@ def generate(run: Path = typer.Argument(..., help="A training run folder."),
              narrative: str = typer.Option("", help="What happens (empty: tags only)."),
              seed: int = typer.Option(0),
              out: Path = typer.Option(Path("clip.mp4"), help="The mp4 to write."),
-             steps: Optional[int] = typer.Option(None, min=1, help="Sampler steps (sample.steps)."),
-             guidance_tags: Optional[float] = typer.Option(None, help="Tag guidance scale."),
-             guidance_text: Optional[float] = typer.Option(None, help="Narrative guidance scale."),
-             device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:N (default: the GPU when there "
+             steps: int | None = typer.Option(None, min=1, help="Sampler steps (sample.steps)."),
+             guidance_tags: float | None = typer.Option(None, help="Tag guidance scale."),
+             guidance_text: float | None = typer.Option(None, help="Narrative guidance scale."),
+             device: str | None = typer.Option(None, help="cpu, cuda, cuda:N (default: the GPU when there "
                                                              "is one).")):
     """Generate one clip from a trained run's EMA weights (Euler flow sampler, two guidance scales)."""
     from training.sample import generate as gen
@@ -363,4 +361,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

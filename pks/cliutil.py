@@ -5,7 +5,6 @@ from __future__ import annotations
 import functools
 import re
 from pathlib import Path
-from typing import Optional
 
 import typer
 from typer.core import TyperCommand, TyperGroup
@@ -23,7 +22,7 @@ def friendly(fn):
             return fn(*a, **kw)
         except UserError as e:
             typer.echo(f"pks: error: {e}", err=True)
-            raise typer.Exit(2)
+            raise typer.Exit(2) from None  # the message above says it all
     return wrapper
 
 
@@ -56,7 +55,7 @@ def need_audit(out: Path) -> None:
         raise UserError(f"no audit in {out} (start with pks audit add-user)")
 
 
-def load_taxonomy(version: Optional[int]):
+def load_taxonomy(version: int | None):
     """The taxonomy the user named (a version that is not shipped is their mistake)."""
     import taxonomy
 
@@ -65,7 +64,7 @@ def load_taxonomy(version: Optional[int]):
     return taxonomy.load(version)
 
 
-def torch_device(name: Optional[str]):
+def torch_device(name: str | None):
     """--device: None (the GPU when there is one), or a torch device that exists here."""
     if name is None:
         return None
@@ -82,7 +81,7 @@ def torch_device(name: Optional[str]):
     return device
 
 
-def size_option(text: Optional[str]):
+def size_option(text: str | None):
     """--size WxH as (w, h), even and positive; None when not given."""
     if not text:
         return None

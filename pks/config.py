@@ -3,8 +3,8 @@ whole before any work starts (a typo found after an hour of decoding costs the h
 from __future__ import annotations
 
 import copy
-import os
 import difflib
+import os
 import shutil
 from pathlib import Path
 from typing import Any

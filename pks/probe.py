@@ -64,7 +64,7 @@ def probe(path: str | Path, video_id: str | None = None) -> VideoInfo:
         raise ProbeError(f"not a readable media container (corrupt, truncated or not a video): {why}") from None
     with container:
         if not container.streams.video:
-            kinds = sorted({s.type for s in container.streams}) or ["none"]
+            kinds: list[str] = sorted({s.type for s in container.streams}) or ["none"]
             raise ProbeError(f"no video stream (streams: {', '.join(kinds)})")
         stream = container.streams.video[0]
         cc = stream.codec_context

@@ -6,9 +6,10 @@ to the dict form that Ray Data and Arrow carry, and `SCHEMA` fixes the Parquet l
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -96,7 +97,7 @@ class ClipRecord:
         return {name: row[name] for name in SCHEMA.names}
 
     @classmethod
-    def from_row(cls, row: dict[str, Any]) -> "ClipRecord":
+    def from_row(cls, row: dict[str, Any]) -> ClipRecord:
         names = {f.name for f in dataclasses.fields(cls)}
         kw = {k: v for k, v in row.items() if k in names}
         for k in ("camera_motion", "quality_flags"):
@@ -110,7 +111,7 @@ class ClipRecord:
             raise ValueError(f"row clip_id {row['clip_id']!r} disagrees with its span ({rec.clip_id})")
         return rec
 
-    def error_copy(self, reason: str) -> "ClipRecord":
+    def error_copy(self, reason: str) -> ClipRecord:
         """This record turned into an error row, keeping where it came from."""
         return dataclasses.replace(self, status="error", error=reason)
 
@@ -130,7 +131,7 @@ CAPTION_TYPE = pa.struct([
     ("camera", _tags), ("vfx", _tags), ("shot", pa.string()),
 ])
 
-SCHEMA = pa.schema([
+_FIELDS: list[tuple[str, pa.DataType]] = [  # typed: mypy joins the DataType subclasses to object
     ("clip_id", pa.string()),
     ("video_id", pa.string()),
     ("source_path", pa.string()),
@@ -161,7 +162,8 @@ SCHEMA = pa.schema([
     ("caption_source", pa.string()),
     ("status", pa.string()),
     ("error", pa.string()),
-])
+]
+SCHEMA = pa.schema(_FIELDS)
 
 
 def to_table(records: Iterable[ClipRecord | dict]) -> pa.Table:

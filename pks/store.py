@@ -13,6 +13,7 @@ inputs of the same protocol.
 """
 from __future__ import annotations
 
+import builtins
 import contextlib
 import functools
 import json
@@ -20,9 +21,9 @@ import os
 import shutil
 import tempfile
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 import pyarrow.parquet as pq
 
@@ -170,11 +171,11 @@ class Store:
         return {e["name"].rstrip("/").rsplit("/", 1)[-1]: (int(e["size"]), mtime_ns(e))
                 for e in entries if e["type"] == "file"}
 
-    def find(self, rel: str) -> list[str]:
+    def find(self, rel: str) -> builtins.list[str]:  # (`list` here is the method above)
         """Keys (relative to the root) of every file under a folder, sorted."""
         if self.local:
-            base = Path(self.path(rel))
-            return sorted(str(p.relative_to(self.root)) for p in base.rglob("*") if p.is_file())
+            folder = Path(self.path(rel))
+            return sorted(str(p.relative_to(self.root)) for p in folder.rglob("*") if p.is_file())
         base = self.path()
         return sorted(p[len(base) + 1:] for p in self.fs.find(self.path(rel)))
 
@@ -227,7 +228,7 @@ class Store:
         old = self.read_bytes(rel).decode() if self.exists(rel) else ""
         self.write_bytes(rel, (old + "\n" * (bool(old) and not old.endswith("\n")) + text).encode())
 
-    def read_jsonl(self, rel: str) -> list[dict]:
+    def read_jsonl(self, rel: str) -> builtins.list[dict]:
         """The entries of a JSONL file ([] when there is none); see `jsonl_entries`."""
         return jsonl_entries(self.read_bytes(rel).decode()) if self.exists(rel) else []
 
@@ -329,7 +330,7 @@ def mtime_ns(info: dict) -> int:
     return int(float(t) * 1e9)
 
 
-def as_store(out: "str | Path | Store", options: dict | None = None) -> Store:
+def as_store(out: str | Path | Store, options: dict | None = None) -> Store:
     """A Store for OUT: itself, or a local folder (resolved), or a URL (with its options)."""
     if isinstance(out, Store):
         return out
@@ -397,11 +398,16 @@ def staged(out: Store, source: str) -> Iterator[tuple[Path, str]]:
         local_src = source
         if is_url(source):
             fs, p = filesystem(source, input_options(out, source))
+            assert scratch is not None  # made above for a URL source
             local_src = str(scratch / "input" / (Path(p).name or "video"))
             Path(local_src).parent.mkdir()
             with contextlib.suppress(OSError):  # unreadable now: ingest records the video's error
                 fs.get_file(p, local_src)
-        work = Path(out.root) if out.local else scratch / "out"
+        if out.local:
+            work = Path(out.root)
+        else:
+            assert scratch is not None  # made above for a remote OUT
+            work = scratch / "out"
         work.mkdir(exist_ok=True)
         yield work, local_src
         if not out.local:

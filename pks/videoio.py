@@ -35,6 +35,7 @@ def encoder_works(name: str) -> bool:
         return False
     try:
         cc = av.CodecContext.create(name, "w")
+        assert isinstance(cc, av.VideoCodecContext)  # an encoder name from ENCODERS
         cc.width, cc.height, cc.pix_fmt, cc.time_base = 256, 144, "yuv420p", Fraction(1, 24)
         cc.open()
         return True
@@ -65,11 +66,13 @@ class Mp4Writer:
             raise ValueError(f"yuv420p needs even sizes, got {width}x{height}")
         self.rate = as_rate(fps)
         self.container = av.open(str(path), mode="w", format=fmt)
-        self.stream = self.container.add_stream(encoder, rate=self.rate)
+        stream = self.container.add_stream(encoder, rate=self.rate)
+        assert isinstance(stream, av.VideoStream)  # a video encoder's stream
+        self.stream = stream
         self.stream.width, self.stream.height = width, height
         self.stream.pix_fmt = "yuv420p"
         if encoder == "h264_nvenc":
-            opts = {"rc": "vbr", "cq": str(crf), "b": "0"}
+            opts: dict[str, object] = {"rc": "vbr", "cq": str(crf), "b": "0"}
         else:
             opts = {"crf": str(crf), "preset": preset}
         if gop:

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +59,7 @@ class Taxonomy:
 
     # ---- construction -------------------------------------------------------------------
     @classmethod
-    def from_dict(cls, data: dict) -> "Taxonomy":
+    def from_dict(cls, data: dict) -> Taxonomy:
         try:
             version = int(data["version"])
             raw_axes = data["axes"]
@@ -89,7 +89,7 @@ class Taxonomy:
         return cls(version=version, axes=axes, migrations=migrations)
 
     @classmethod
-    def from_file(cls, path: str | Path) -> "Taxonomy":
+    def from_file(cls, path: str | Path) -> Taxonomy:
         with open(path) as f:
             return cls.from_dict(yaml.safe_load(f))
 
@@ -180,7 +180,7 @@ def available_versions(directory: str | Path = VERSIONS_DIR) -> list[int]:
     return sorted(int(p.stem[1:]) for p in Path(directory).glob("v*.yaml") if p.stem[1:].isdigit())
 
 
-@lru_cache(maxsize=None)
+@cache
 def _load_cached(version: int, directory: str) -> Taxonomy:
     path = Path(directory) / f"v{version}.yaml"
     if not path.exists():

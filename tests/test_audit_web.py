@@ -155,7 +155,7 @@ def test_malformed_content_length_is_a_400(served):
         async def receive():
             return {"type": "http.request", "body": b"token=x", "more_body": False}
 
-        async def send(message):
+        async def send(message, sent=sent):
             sent.append(message)
 
         headers = [(b"content-type", b"application/x-www-form-urlencoded")]

@@ -17,7 +17,6 @@ from pipelines.curate import caption_run, run
 from pks.config import load_config
 from pks.errors import ConfigError
 from pks.record import ClipRecord
-
 from support.vllm_server import ROOT, VLLM_PY, Server, build_tiny_vlm
 
 

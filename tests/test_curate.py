@@ -9,14 +9,14 @@ from pathlib import Path
 import decord
 import pyarrow.parquet as pq
 import pytest
-from badfiles import _encode, _frames, make_bad_inputs
-from support.footage import BIKES_CUTS
-from support.procs import kill_9_when
 
+from badfiles import _encode, _frames, make_bad_inputs
 from pipelines.curate import run
 from pks.config import load_config
 from pks.record import read_parquet
 from pks.synth import synthesize_video
+from support.footage import BIKES_CUTS
+from support.procs import kill_9_when
 
 EXPECTED_ERRORS = {
     "zero_byte.mp4": "empty file",

@@ -14,7 +14,6 @@ import yaml
 from pipelines.shard import shard_run
 from pks.config import load_config
 from pks.probe import list_inputs
-
 from support.runs import assert_shards_match_manifest, edit, manifest, shard_records, stamps
 
 CFG = load_config(None, {"shard.max_samples": 3, "shard.val_fraction": 0.3})  # as the sharded_run fixture

@@ -2,14 +2,16 @@
 video's boundaries (edges inside shots and on cuts), a segmented run gives the unsegmented
 run's records and frame-exact clips, memory is windowed, and the clip options work."""
 import hashlib
+
 import decord
 import pytest
 
+from annotators.shots import get_detector
 from badfiles import _encode, _frames, make_bad_inputs
 from pipelines import clipwork, segments
-from pks import seek
 from pipelines.curate import run
 from pipelines.video import process_video, video_key
+from pks import seek
 from pks.config import load_config
 from pks.decode import decode_small, iter_decoded
 from pks.errors import ConfigError
@@ -17,7 +19,6 @@ from pks.probe import probe
 from pks.record import read_parquet
 from pks.seek import Irregular, frame_grid, iter_range
 from pks.synth import synthesize_video
-from annotators.shots import get_detector
 
 
 @pytest.fixture(scope="module")

@@ -16,10 +16,10 @@ import decord
 import numpy as np
 import pyarrow.parquet as pq
 import webdataset as wds
-from support.procs import kill_9_when
 
 from pipelines.shard import assign_splits, plan, shard_run
 from pks.config import load_config
+from support.procs import kill_9_when
 
 
 def tars(out):
@@ -45,7 +45,7 @@ def test_every_ok_clip_once_with_record_clip_and_thumbnail(sharded_run):
     ok = {r["clip_id"]: r for r in manifest(out) if r["status"] == "ok"}
     assert len(ok) >= 6 and len(tars(out)) > 4
     assert Counter(k for k, *_ in got) == Counter(ok.keys())  # every ok clip exactly once
-    for key, split, stage_dir, record, s in got:
+    for key, _split, stage_dir, record, s in got:
         assert record == ok[key] and stage_dir == f"stage-{record['curriculum_stage']}"
         assert s["mp4"] == (out / "clips" / f"{key}.mp4").read_bytes()
         thumb = cv2.imdecode(np.frombuffer(s["jpg"], np.uint8), cv2.IMREAD_COLOR)

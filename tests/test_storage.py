@@ -15,7 +15,6 @@ import pyarrow.parquet as pq
 import pytest
 
 from pks.probe import content_hash
-
 from support.procs import kill_9_when
 
 s3fs = pytest.importorskip("s3fs")

@@ -8,12 +8,11 @@ import numpy as np
 import pytest
 
 from pks.probe import probe
-from pks.synth.art import Character, Palette
-from pks.synth.damage import DAMAGE
-from pks.synth.shot import ShotSpec, render_shot
 from pks.synth import painted, synthesize
+from pks.synth.art import Character, Palette
 from pks.synth.cel import choose_format
-from pks.synth.shot import CAMERAS
+from pks.synth.damage import DAMAGE
+from pks.synth.shot import CAMERAS, ShotSpec, render_shot
 
 
 def decoded_count_pyav(path):

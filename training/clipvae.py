@@ -154,7 +154,8 @@ def train_vae(batches, folder: str | Path, lc: dict, device: str | torch.device 
     vae = ClipVAE(lc["channels"], lc["width"], lc["time_stride"]).to(device)
     opt = torch.optim.AdamW(vae.parameters(), lr=lc["lr"], weight_decay=0.0)
     g = torch.Generator().manual_seed(seed)
-    t0, seen, history = time.perf_counter(), [], []
+    t0, history = time.perf_counter(), []
+    seen: list[torch.Tensor] = []
     steps = bar(lc["steps"], "pks train: vae", "step", enabled=show)
     for step, batch in enumerate(batches):
         if step >= lc["steps"]:

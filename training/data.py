@@ -30,6 +30,7 @@ from bisect import bisect_right
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -70,14 +71,17 @@ def tar_sample(data: bytes, key: str) -> dict:
     """One sample's members ({ext: bytes, "__key__": key}) from its byte range of a tar.
     ValueError unless the range holds exactly that sample's members, so a stale index (or one
     copied from other tars) is caught, not read as garbage."""
-    raw, end = {"__key__": key}, 0
+    raw: dict[str, Any] = {"__key__": key}
+    end = 0
     try:
         with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as t:
             for m in t:
                 name, _, ext = m.name.partition(".")
                 if name != key or not m.isfile():
                     raise ValueError(f"{m.name} is not a member of sample {key}")
-                raw[ext] = t.extractfile(m).read()
+                member = t.extractfile(m)
+                assert member is not None  # a regular file (checked above)
+                raw[ext] = member.read()
                 end = member_end(m)
     except tarfile.TarError as e:
         raise ValueError(f"not sample {key}: {e}") from None
@@ -121,14 +125,14 @@ def decode_frames(data: bytes, size: tuple[int, int], wanted: set[int] | None = 
     last = max(wanted) if wanted else None
     got: dict[int, np.ndarray] = {}
     try:
-        with av.open(io.BytesIO(data)) as container:
+        with av.open(io.BytesIO(data), mode="r") as container:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
             for i, frame in enumerate(container.decode(stream)):
                 if last is not None and i > last:
                     break
                 if wanted is None or i in wanted:
-                    rgb = frame.to_ndarray(format="rgb24")
+                    rgb: np.ndarray = frame.to_ndarray(format="rgb24")
                     s = max(h / rgb.shape[0], w / rgb.shape[1])
                     rgb = cv2.resize(rgb, (max(w, round(rgb.shape[1] * s)), max(h, round(rgb.shape[0] * s))),
                                      interpolation=cv2.INTER_AREA)
@@ -216,13 +220,15 @@ class CurriculumLoader(torch.utils.data.IterableDataset):
             self.members.setdefault(r["shard"], []).append((r["clip_id"], r.get("offset"), r.get("length")))
         self.sizes = np.array([sum(len(self.members[s]) for s in self.shards.get(k, [])) for k in range(N_STAGES)])
         self.schedule = schedule or Schedule()
-        self.frames, self.fps, self.size, self.batch_size = frames, fps, tuple(size), batch_size
+        self.frames, self.fps, self.batch_size = frames, fps, batch_size
+        self.size = cast("tuple[int, int]", tuple(size))  # (H, W), given as a list by a YAML config
         self.seed, self.start_step, self.steps = seed, start_step, steps
         self.random_window = random_window  # a seeded random window of a longer clip, not its start
         # Clips decoded once at the target size and kept (per process, up to cache_mb): a small
         # run draws each clip many times, and decoding from frame 0 to a random window costs
         # more than a tiny model's step. Batches are the same with and without the cache.
-        self.cache_bytes, self._decoded, self._cached = cache_mb * 2 ** 20, {}, 0
+        self.cache_bytes, self._cached = cache_mb * 2 ** 20, 0
+        self._decoded: dict[str, np.ndarray] = {}
         # split_batches: every rank reads each batch and decodes its own slice (batch_size / ranks
         # samples), so a step's global batch is the same on any number of ranks (data parallel
         # training); otherwise ranks take whole, disjoint batches of the stream.
@@ -324,7 +330,7 @@ class CurriculumLoader(torch.utils.data.IterableDataset):
         key, offset, length = self.members[shard][pos]
         path = self.root / shard
         ranges = self._scanned.get(shard)
-        if ranges is None and offset is not None:
+        if ranges is None and offset is not None and length is not None:
             try:
                 return tar_sample(read_range(path, offset, length), key)
             except ValueError:

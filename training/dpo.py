@@ -31,6 +31,7 @@ import json
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -113,7 +114,7 @@ def prompts_from(root: Path, n: int, seed: int, tax) -> list[dict]:
                       "stage": rec["curriculum_stage"], "narrative": cap.get("narrative", ""), "clip_id": rec["clip_id"]})
     found.sort(key=lambda p: (unit(seed, "dpo-prompt", p["clip_id"])))
     by_stage = [[p for p in found if p["stage"] == k] for k in range(4)]
-    picked = []
+    picked: list[dict] = []
     while len(picked) < n and any(by_stage):  # round robin over the stages
         for lst in by_stage:
             if lst and len(picked) < n:
@@ -174,8 +175,9 @@ def pair_loss(policy, reference, text_encoder, space, cfg: dict, cond_parts: lis
     device = next(policy.parameters()).device
     tc = cfg["train"]
     latent_shape = space.latent_shape(cfg["data"]["frames"], tuple(cfg["data"]["size"]))
-    cond = {k: (torch.cat([c[k] for c in cond_parts]) if k != "texts" else sum((c[k] for c in cond_parts), []))
-            for k in ("known", "shot", "stage", "texts")}
+    cond: dict[str, Any] = {k: (torch.cat([c[k] for c in cond_parts]) if k != "texts"
+                                else sum((c[k] for c in cond_parts), []))
+                            for k in ("known", "shot", "stage", "texts")}
     cond["tags"] = {a: torch.cat([c["tags"][a] for c in cond_parts]) for a in taxonomy.TAG_AXES}
     x_w = space.encode(torch.stack(videos_w)).to(device)
     x_l = space.encode(torch.stack(videos_l)).to(device)
@@ -286,14 +288,19 @@ def train_dpo(source: str | Path, init: str | Path, judge_path: str | Path | Non
     prompts = prompts_from(root, dc["prompts"], tc["seed"], tax) if n_online else []
     if n_online and not prompts:
         raise UserError(f"no captioned clips in {root} to prompt the online pairs with")
-    pool, pool_stats = [], {}
+    pool: list[dict] = []
+    pool_stats: dict = {}
     bar = progress_bar(dc["steps"], "pks train --stage dpo", "step", initial=start, enabled=progress)
     window = {"loss": 0.0, "acc": 0.0, "margin": 0.0, "n": 0, "t0": time.perf_counter()}
     last = {}
     policy.train()
     for step in range(start, dc["steps"]):
-        videos_w, videos_l, indices, cond_parts = [], [], [], []
+        videos_w: list = []
+        videos_l: list = []
+        indices: list[int] = []
+        cond_parts: list[dict] = []
         if n_offline:
+            assert batches is not None  # made above when there are offline pairs
             cond, videos_w, videos_l, indices = offline_pairs(next(batches), cfg, tax, latent_shape)
             cond_parts.append(cond)
         if n_online:
@@ -324,9 +331,10 @@ def train_dpo(source: str | Path, init: str | Path, judge_path: str | Path | Non
             window["n"] += 1
         done = step + 1
         if done % tc["log_every"] == 0 or done == dc["steps"]:
-            k = max(1, window["n"])
-            last = {"step": done, "loss": window["loss"] / k if window["n"] else None,
-                    "implicit_acc": window["acc"] / k, "margin": window["margin"] / k, "pairs_offline": n_offline,
+            count = max(1, window["n"])
+            last = {"step": done, "loss": window["loss"] / count if window["n"] else None,
+                    "implicit_acc": window["acc"] / count, "margin": window["margin"] / count,
+                    "pairs_offline": n_offline,
                     "steps_per_s": window["n"] / (time.perf_counter() - window["t0"]), **pool_stats}
             with open(metrics_path, "a") as f:
                 f.write(json.dumps(last) + "\n")

@@ -14,6 +14,7 @@ import io
 import json
 import logging
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pyarrow as pa
@@ -59,7 +60,7 @@ def encode_shards(source: str | Path, out: str | Path, cfg: dict, progress=None,
     settings = {"latent": cfg["latent"], "text_encoder": str(te_path.resolve()), "frames": dc["frames"],
                 "fps": dc["fps"], "size": list(dc["size"]), "max_length": cfg["text_encoder"]["max_length"]}
     index = pq.read_table(root / "index.parquet")
-    shards = list(dict.fromkeys(index.column("shard").to_pylist()))
+    shards = cast("list[str]", list(dict.fromkeys(index.column("shard").to_pylist())))  # never null
     kept = written = 0
     bar = progress_bar(len(shards), "pks train encode", "shard")
     for name in shards:

@@ -14,6 +14,8 @@ that), except where the two coincide (frozen frames, block noise):
 """
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import cv2
 import numpy as np
 
@@ -105,5 +107,6 @@ def block_noise(frames: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return out
 
 
-FAILURES = {"boiling": boiling, "melting": melting, "identity_drift": identity_drift, "tearing": tearing,
-            "ghosting": ghosting, "frozen": frozen, "block_noise": block_noise}
+FAILURES: dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray]] = {
+    "boiling": boiling, "melting": melting, "identity_drift": identity_drift, "tearing": tearing,
+    "ghosting": ghosting, "frozen": frozen, "block_noise": block_noise}

@@ -91,7 +91,7 @@ class Examples:
         for f, v in zip(fields(self), (frames, signals, label, kind, video, deformation, pair, extra)):
             getattr(self, f.name).append(v)
 
-    def subset(self, keep) -> "Examples":
+    def subset(self, keep) -> Examples:
         out = Examples()
         for i in keep:
             out.add(*(getattr(self, f.name)[i] for f in fields(self)))
@@ -137,7 +137,7 @@ def split(ex: Examples, cfg: JudgeConfig) -> tuple[Examples, Examples]:
     u = {v: unit(cfg.seed, "judge-split", v) for v in set(ex.videos)}
     held = {v for v, x in u.items() if x < cfg.val_fraction}
     if not held and cfg.val_fraction > 0 and len(u) >= 2:
-        held = {min(u, key=u.get)}  # at least one validation video
+        held = {min(u, key=u.__getitem__)}  # at least one validation video
     val = [i for i, v in enumerate(ex.videos) if v in held]
     train = sorted(set(range(len(ex.labels))) - set(val))
     return ex.subset(train), ex.subset(val)
@@ -147,6 +147,8 @@ class OpenClipFrames(nn.Module):
     """A frozen OpenCLIP image tower from a local folder (`local-dir:` in open_clip's terms; no
     download), projected to the Judge's feature width. It reads the RGB half of the input; its
     weights are not part of a saved Judge (the folder is named in the Judge's config)."""
+    mean: torch.Tensor  # buffers (registered in __init__)
+    std: torch.Tensor
 
     def __init__(self, folder: str, width: int):
         super().__init__()
@@ -175,6 +177,9 @@ class OpenClipFrames(nn.Module):
 
 
 class Judge(nn.Module):
+    sig_mean: torch.Tensor  # buffers (registered in __init__)
+    sig_std: torch.Tensor
+
     def __init__(self, cfg: JudgeConfig, n_signals: int = len(SIGNALS)):
         super().__init__()
         w = cfg.width
@@ -183,8 +188,8 @@ class Judge(nn.Module):
         def block(a, b):
             return nn.Sequential(nn.Conv2d(a, b, 3, stride=2, padding=1), nn.GroupNorm(4, b), nn.GELU())
         if cfg.backbone == "cnn":
-            self.frame = nn.Sequential(block(6, w), block(w, 2 * w), block(2 * w, 2 * w), block(2 * w, 4 * w),
-                                       nn.AdaptiveAvgPool2d(1), nn.Flatten())
+            self.frame: nn.Module = nn.Sequential(block(6, w), block(w, 2 * w), block(2 * w, 2 * w),
+                                                  block(2 * w, 4 * w), nn.AdaptiveAvgPool2d(1), nn.Flatten())
         else:
             self.frame = OpenClipFrames(cfg.backbone, 4 * w)
         self.temporal = nn.Sequential(nn.Conv1d(8 * w, 4 * w, 3, padding=1), nn.GELU(),

@@ -3,7 +3,6 @@ only inside the commands)."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -18,7 +17,7 @@ judge_app = typer.Typer(help="The Judge: a reward model that tells art from fail
 def judge_train(outs: list[Path] = typer.Argument(..., help="Curated output folders (manifest.parquet, clips/)."),
                 dest: Path = typer.Option(..., "--out", help="Where to write the Judge (e.g. judge.pt)."),
                 epochs: int = typer.Option(30, help="Passes over the training examples."),
-                config: Optional[Path] = typer.Option(None, help="Job config YAML (its analyse section)."),
+                config: Path | None = typer.Option(None, help="Job config YAML (its analyse section)."),
                 backbone: str = typer.Option("cnn", help="cnn, or a local OpenCLIP folder (open_clip_config.json "
                                                          "and weights) whose frozen image tower embeds the frames.")):
     """Train the Judge on curated runs: ok clips (every stage) against flagged clips and failure
@@ -42,7 +41,7 @@ def judge_train(outs: list[Path] = typer.Argument(..., help="Curated output fold
 @friendly
 def judge_score(out: Path = typer.Argument(..., help="A curated output folder."),
                 judge: Path = typer.Option(..., help="A Judge from pks judge train."),
-                config: Optional[Path] = typer.Option(None, help="Job config YAML.")):
+                config: Path | None = typer.Option(None, help="Job config YAML.")):
     """Write judge_score into every analysed record (parts and manifest); then shard.min_judge_score
     can keep low scorers out of the shards (rerun pks shard)."""
     from pks.config import load_config

@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -79,7 +80,8 @@ def model_config(name: str, arch: dict | None = None) -> DiTConfig:
         raise ValueError(f"unknown arch keys {unknown}")
     if arch.get("prediction", "velocity") not in ("velocity", "x0", "precond"):
         raise ValueError(f"arch.prediction must be velocity, x0 or precond, got {arch['prediction']!r}")
-    return replace(MODELS[name], **{k: tuple(v) if isinstance(v, list) else v for k, v in arch.items()})
+    overrides: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in arch.items()}
+    return replace(MODELS[name], **overrides)
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -132,7 +134,8 @@ class TimestepEmbedder(nn.Module):
         half = self.freq_dim // 2
         freqs = torch.exp(-math.log(10000) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
         args = 1000 * t.float()[:, None] * freqs[None]
-        return self.mlp(torch.cat([torch.cos(args), torch.sin(args)], dim=-1).to(self.mlp[0].weight.dtype))
+        dtype = cast(nn.Linear, self.mlp[0]).weight.dtype
+        return self.mlp(torch.cat([torch.cos(args), torch.sin(args)], dim=-1).to(dtype))
 
 
 class TagEncoder(nn.Module):
@@ -160,7 +163,7 @@ class TagEncoder(nn.Module):
         # to ~2) and the model's outputs by 0.04 %, so a short run learnt to ignore the tags
         # (issue 21's diagnosis, BENCHMARKS.md).
         for e in (*self.values.values(), self.shot, self.stage, self.fields):
-            nn.init.normal_(e.weight, std=init_std)
+            nn.init.normal_(cast(nn.Embedding, e).weight, std=init_std)
 
     def fields_of(self, tags: dict[str, torch.Tensor], known: torch.Tensor, shot: torch.Tensor,
                   stage: torch.Tensor) -> torch.Tensor:
@@ -168,7 +171,7 @@ class TagEncoder(nn.Module):
         known: bool [B, 4] per axis; shot, stage: long [B], -1 = unknown."""
         out = []
         for i, a in enumerate(self.axes):
-            n, table = self.sizes[a], self.values[a].weight
+            n, table = self.sizes[a], cast(nn.Embedding, self.values[a]).weight
             m = tags[a].to(table.dtype)
             count = m.sum(1, keepdim=True)
             pooled = torch.where(count > 0, (m @ table[:n]) / count.clamp(min=1), table[n])  # n: none
@@ -223,8 +226,9 @@ class Block(nn.Module):
         hidden = int(dim * mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, dim))
         self.ada = nn.Sequential(nn.SiLU(), nn.Linear(dim, 9 * dim))
-        nn.init.zeros_(self.ada[1].weight)
-        nn.init.zeros_(self.ada[1].bias)
+        ada = cast(nn.Linear, self.ada[1])
+        nn.init.zeros_(ada.weight)
+        nn.init.zeros_(ada.bias)
 
     def forward(self, x, c, text, text_mask, angles):
         s1, k1, g1, s2, k2, g2, s3, k3, g3 = self.ada(c).chunk(9, dim=-1)
@@ -239,7 +243,8 @@ class FinalLayer(nn.Module):
         self.norm = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.ada = nn.Sequential(nn.SiLU(), nn.Linear(dim, 2 * dim))
         self.linear = nn.Linear(dim, out)
-        for p in (self.ada[1].weight, self.ada[1].bias, self.linear.weight, self.linear.bias):
+        ada = cast(nn.Linear, self.ada[1])
+        for p in (ada.weight, ada.bias, self.linear.weight, self.linear.bias):
             nn.init.zeros_(p)
 
     def forward(self, x, c):
@@ -262,6 +267,7 @@ class VideoDiT(nn.Module):
         self.grad_checkpointing = False
         w = self.patchify.weight.data  # as DiT: the patch projection initialised like a linear layer
         nn.init.xavier_uniform_(w.view(w.shape[0], -1))
+        assert self.patchify.bias is not None  # made with a bias
         nn.init.zeros_(self.patchify.bias)
 
     def condition(self, t, tags, known, shot, stage) -> torch.Tensor:

@@ -19,7 +19,7 @@ from pks.store import TMP_MARK
 class TextEncoder:
     def __init__(self, path: str | Path, max_length: int = 64, device: str | torch.device = "cpu",
                  cache_size: int = 100_000):
-        from transformers import AutoTokenizer, T5EncoderModel, UMT5EncoderModel
+        from transformers import AutoTokenizer, PreTrainedModel, T5EncoderModel, UMT5EncoderModel
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
@@ -28,11 +28,13 @@ class TextEncoder:
         if not (path / "config.json").is_file():
             raise FileNotFoundError(f"no text encoder in {path} (a local T5-family folder; PKS never downloads)")
         kind = json.loads((path / "config.json").read_text()).get("model_type")
-        cls = {"t5": T5EncoderModel, "umt5": UMT5EncoderModel}.get(kind)
+        encoders: dict[str, type[PreTrainedModel]] = {"t5": T5EncoderModel, "umt5": UMT5EncoderModel}
+        cls = encoders.get(kind)
         if cls is None:
             raise ValueError(f"{path}: model_type {kind!r} is not a T5-family encoder (t5, umt5)")
         self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.model = cls.from_pretrained(path).to(device).eval().requires_grad_(False)
+        # (transformers wraps PreTrainedModel.to so that mypy does not bind self)
+        self.model = cls.from_pretrained(path).to(device).eval().requires_grad_(False)  # type: ignore[arg-type]
         self.dim = self.model.config.d_model
         self.max_length, self.device = max_length, device
         self.cache: OrderedDict[str, torch.Tensor] = OrderedDict()

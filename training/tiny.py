@@ -46,5 +46,5 @@ def build_wan_vae(out: str | Path, z_dim: int = 4, seed: int = 0) -> Path:
     vae = AutoencoderKLWan(base_dim=16, z_dim=z_dim, dim_mult=[1, 2, 2, 2], num_res_blocks=1,
                            temperal_downsample=[False, True, True],
                            latents_mean=[0.0] * z_dim, latents_std=[1.0] * z_dim)
-    vae.save_pretrained(out)
+    vae.save_pretrained(out)  # type: ignore[attr-defined]  # (mypy sees diffusers' dummy placeholder class)
     return Path(out)

@@ -24,7 +24,9 @@ import math
 import os
 import shutil
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -247,7 +249,7 @@ def load_checkpoint(path: Path, model, ema: dict, opt) -> int:
         )
 
         msd, osd = get_state_dict(model, opt)
-        state = {"model": msd, "optimizer": osd, "ema": ema}
+        state: dict[str, Any] = {"model": msd, "optimizer": osd, "ema": ema}
         dcp.load(state, checkpoint_id=str(path / "state"))
         set_state_dict(model, opt, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
     else:
@@ -335,6 +337,7 @@ def train(source: str | Path, run: str | Path, cfg: dict, resume: bool = False, 
             holder = [te_path]
             dist.broadcast_object_list(holder, src=0)
             te_path = holder[0]
+        assert te_path is not None  # rank 0's, broadcast to the others
         text_encoder = TextEncoder(te_path, cfg["text_encoder"]["max_length"], device)
         text_dim = text_encoder.dim
         if cfg["latent"]["kind"] == "learned":
@@ -368,9 +371,11 @@ def train(source: str | Path, run: str | Path, cfg: dict, resume: bool = False, 
     if resume and checkpoints(run):
         start = load_checkpoint(checkpoints(run)[-1], model, ema, opt)
     if world > 1 and not sharded:
-        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        # (wrapped in place: called and saved as the model is; unwrap() reaches the VideoDiT)
+        model = torch.nn.parallel.DistributedDataParallel(  # type: ignore[assignment]
+            model, device_ids=[device.index] if device.type == "cuda" else None)
     if tc["compile"]:
-        model = torch.compile(model)
+        model = torch.compile(model)  # type: ignore[assignment]  # (as above)
     metrics_path = run / "metrics.jsonl"
     if rank == 0:
         trim_metrics(metrics_path, start)
@@ -403,7 +408,8 @@ def train(source: str | Path, run: str | Path, cfg: dict, resume: bool = False, 
             writer = None
     bar = progress_bar(tc["steps"], "pks train", "step", initial=start, enabled=rank == 0 and progress)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and tc["bf16"])
-    last, window = {}, {"loss": 0.0, "n": 0, "stage": np.zeros((4, 2)), "t0": time.perf_counter()}
+    last: dict = {}
+    window: dict[str, Any] = {"loss": 0.0, "n": 0, "stage": np.zeros((4, 2)), "t0": time.perf_counter()}
     model.train()
     for batch in batches:
         step = batch["step"]
@@ -415,6 +421,7 @@ def train(source: str | Path, run: str | Path, cfg: dict, resume: bool = False, 
             x0 = batch["latent"].to(device)
             states = [empty_text if d["drop_text"] else s for d, s in zip(samples, batch["text_states"])]
         else:
+            assert space is not None and text_encoder is not None  # made above without latents
             x0 = space.encode(batch["video"]).to(device)
             states = text_encoder.states(cond["texts"])
         noise = torch.stack([d["noise"] for d in samples]).to(device)
@@ -550,7 +557,7 @@ def parse_sets(sets) -> dict:
 def train_job(source: str | Path, run: Path, config: str | Path, steps: int | None = None,
               batch_size: int | None = None, tag_channel: bool = True, stage: str = "sft",
               init: Path | None = None, judge: Path | None = None, ray_workers: int | None = None,
-              gpu: bool = False, resume: bool = False, allow_stale: bool = False, sets: list[str] = ()) -> dict:
+              gpu: bool = False, resume: bool = False, allow_stale: bool = False, sets: Sequence[str] = ()) -> dict:
     """What `pks train SOURCE ...` runs: the flow-matching stage in this process (or one of
     torchrun's), on Ray Train with `ray_workers`, or the preference stage from `init`. Checks the
     combination of options first (one line each). Returns the last logged metrics."""

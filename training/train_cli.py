@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -34,17 +33,17 @@ train_app = typer.Typer(
 @friendly
 def train(source: str = typer.Argument(..., help="A curate OUT folder or its shards/ (raw or latent)."),
           config: str = typer.Option("tiny", help=CONFIG_HELP),
-          steps: Optional[int] = typer.Option(None, min=1, help="Training steps (train.steps)."),
+          steps: int | None = typer.Option(None, min=1, help="Training steps (train.steps)."),
           out: Path = typer.Option(..., help="The run folder (config, checkpoints, metrics.jsonl)."),
           resume: bool = typer.Option(False, help="Continue the run in --out from its newest checkpoint."),
-          batch_size: Optional[int] = typer.Option(None, min=1, help="Global batch size (data.batch_size)."),
+          batch_size: int | None = typer.Option(None, min=1, help="Global batch size (data.batch_size)."),
           no_tag_channel: bool = typer.Option(False, "--no-tag-channel",
                                               help="Ablation: fold the tags into the narrative instead."),
-          ray_workers: Optional[int] = typer.Option(None, min=1, help="Train on Ray with this many workers."),
+          ray_workers: int | None = typer.Option(None, min=1, help="Train on Ray with this many workers."),
           gpu: bool = typer.Option(False, help="With --ray-workers: one GPU per worker."),
           stage: str = typer.Option("sft", help="sft (flow matching) or dpo (the preference stage, from --init)."),
-          init: Optional[Path] = typer.Option(None, help="With --stage dpo: the trained run to start from."),
-          judge: Optional[Path] = typer.Option(None, help="With --stage dpo: the Judge that ranks samples."),
+          init: Path | None = typer.Option(None, help="With --stage dpo: the trained run to start from."),
+          judge: Path | None = typer.Option(None, help="With --stage dpo: the Judge that ranks samples."),
           allow_stale: bool = typer.Option(False, "--allow-stale", help="Train on shards whose records changed "
                                                                         "after pks shard (default: refuse them)."),
           sets: list[str] = typer.Option([], "--set", help="KEY=VALUE: one config value (a dotted key, a YAML "
@@ -69,7 +68,7 @@ def train(source: str = typer.Argument(..., help="A curate OUT folder or its sha
 def encode(shards: str = typer.Argument(..., help="A curate OUT folder or its shards/."),
            config: str = typer.Option("tiny", help=CONFIG_HELP),
            out: Path = typer.Option(..., help="The latent shards folder to write."),
-           device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:N (default: the GPU when there is one).")):
+           device: str | None = typer.Option(None, help="cpu, cuda, cuda:N (default: the GPU when there is one).")):
     """Precompute VAE latents and text states into latent shards that `pks train LATENTS ...`
     reads (resumable: shards whose source and settings are unchanged are kept)."""
     from training.encode import encode_shards

@@ -67,9 +67,11 @@ class WanVAE:
 def learned_vae_folder(cfg: dict, run: str | Path | None) -> Path:
     """Where a `learned` space lives: latent.path (an earlier run's vae/, reused), else RUN/vae."""
     path = cfg["latent"].get("path")
-    if not path and run is None:
+    if path:
+        return Path(path)
+    if run is None:
         raise UserError("latent.kind learned needs latent.path (a trained RUN/vae folder) outside a run")
-    return Path(path) if path else Path(run) / "vae"
+    return Path(run) / "vae"
 
 
 def latent_space(cfg: dict, device="cpu", run: str | Path | None = None):

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -79,7 +78,7 @@ def audit_revoke(out: Path = typer.Argument(..., help="A curated output folder w
 @friendly
 def audit_export(out: Path = typer.Argument(..., help="A curated output folder."),
                  format: str = typer.Option("label-studio", "--format", help="label-studio"),
-                 dest: Optional[Path] = typer.Option(None, "--out", help="Folder for config.xml and tasks.json "
+                 dest: Path | None = typer.Option(None, "--out", help="Folder for config.xml and tasks.json "
                                                      "(default OUT/audit/label-studio)."),
                  video_prefix: str = typer.Option("/data/local-files/?d=clips/",
                                                   help="How Label Studio reaches OUT/clips/ (URL prefix).")):
@@ -135,7 +134,7 @@ def audit_stats(out: Path = typer.Argument(..., help="A curated output folder wi
 @audit_app.command("apply")
 @friendly
 def audit_apply(out: Path = typer.Argument(..., help="A curated output folder with an audit."),
-                config: Optional[Path] = typer.Option(None, help="Job config YAML.")):
+                config: Path | None = typer.Option(None, help="Job config YAML.")):
     """Write adjudicated labels into the run's parts and manifest (caption_source human:LEAD);
     clips adjudicated as failures become rejected. Then rerun pks shard."""
     from annotators.audit.apply import apply_adjudications

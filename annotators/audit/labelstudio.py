@@ -10,13 +10,14 @@ from __future__ import annotations
 import json
 import re
 from pathlib import Path
+from typing import Any
 from xml.sax.saxutils import quoteattr
 
 import pyarrow.parquet as pq
 
 from annotators.audit.store import Store
 from pks.errors import UserError
-from taxonomy.loader import CaptionError, SHOT_AXIS, TAG_AXES, Taxonomy
+from taxonomy.loader import SHOT_AXIS, TAG_AXES, CaptionError, Taxonomy
 
 FAILURE = "failure, not art"
 
@@ -55,7 +56,8 @@ def export(out: Path, dest: Path, tax: Taxonomy, video_prefix: str = "/data/loca
     for r in rows:
         if r["status"] != "ok" or not (Path(out) / "clips" / f"{r['clip_id']}.mp4").exists():
             continue
-        task = {"data": {"video": f"{video_prefix}{r['clip_id']}.mp4", "clip_id": r["clip_id"], "fps": r["fps"]}}
+        task: dict[str, Any] = {"data": {"video": f"{video_prefix}{r['clip_id']}.mp4", "clip_id": r["clip_id"],
+                                         "fps": r["fps"]}}
         if r["caption"]:
             task["predictions"] = [{"model_version": r["caption_source"] or "model", "result": _result(r["caption"])}]
         tasks.append(task)
@@ -90,10 +92,10 @@ def import_(out: Path, path: Path, store: Store, tax: Taxonomy) -> dict[str, int
         for a in task.get("annotations") or []:
             if a.get("was_cancelled"):
                 continue
-            if clip not in known:
+            if clip is None or clip not in known:
                 counts["unknown_clip"] += 1
                 continue
-            caption = {axis: [] for axis in TAG_AXES}
+            caption: dict[str, Any] = {axis: [] for axis in TAG_AXES}
             caption.update(narrative="", **{SHOT_AXIS: ""})
             failure = False
             for item in a.get("result") or []:

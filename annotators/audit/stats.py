@@ -95,7 +95,7 @@ def bar(x: float | None, signed: bool = False) -> tuple[float, float] | None:
     (0..1) grow from the left edge; kappa and alpha (-1..1, below 0 agreement is worse than
     chance) grow left or right from a centre line at 0. Clamped to the cell (alpha can fall
     below -1 on few clips): the number printed beside it is the exact figure. None: no figure."""
-    if _undefined(x):
+    if x is None or _undefined(x):
         return None
     if signed:
         v = max(-1.0, min(1.0, x))

@@ -177,6 +177,7 @@ class Store:
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (clip_id, user, kind, mode, json.dumps(labels, sort_keys=True), int(failure),
              json.dumps(list(reasons)), time.time()))
+        assert cur.lastrowid is not None  # set by the INSERT
         return int(cur.lastrowid)
 
     def history(self, kind: str | None = None, clip_id: str | None = None) -> list[Annotation]:

@@ -26,7 +26,7 @@ import threading
 import time
 from collections import deque
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import av
 import cv2
@@ -128,7 +128,7 @@ class Auth(Exception):
 
 
 def create_app(out: str | Path, queue: QueueConfig | None = None, max_body: int = 64 * 1024, host: str = "127.0.0.1",
-               session_idle: float = SESSION_IDLE, login_attempts: tuple[int, float] = LOGIN_ATTEMPTS) -> FastAPI:
+               session_idle: float = SESSION_IDLE, login_attempts: tuple[int, float] = LOGIN_ATTEMPTS) -> BodyLimit:
     """`host`: the interface the server binds to (off loopback, cookies are Secure: serve it
     behind TLS); `session_idle`: seconds without a request that end a session."""
     out = Path(out)
@@ -203,7 +203,7 @@ def create_app(out: str | Path, queue: QueueConfig | None = None, max_body: int 
         r = rs.get(clip_id) if clip_id else None
         signals = json.loads(r["signals"] or "{}") if r else {}
         others = {}
-        if r and user[1] == "lead":
+        if r and clip_id and user[1] == "lead":
             others = {u: a.labels for u, a in store().latest("label", clip_id).get(clip_id, {}).items()}
         return templates.TemplateResponse(request, "clip.html", {
             "r": r, "user": user, "mode": mode, "tax": tax, "axes": (*TAG_AXES,), "shot_axis": SHOT_AXIS,
@@ -259,7 +259,7 @@ def create_app(out: str | Path, queue: QueueConfig | None = None, max_body: int 
         r = rows().get(clip_id)
         if r is None:
             raise HTTPException(404, "no such clip")
-        caption = {axis: [str(t) for t in form.getlist(axis)] for axis in TAG_AXES}
+        caption: dict[str, Any] = {axis: [str(t) for t in form.getlist(axis)] for axis in TAG_AXES}
         caption[SHOT_AXIS] = str(form.get(SHOT_AXIS, ""))
         caption["narrative"] = str(form.get("narrative", ""))[:4000]
         try:

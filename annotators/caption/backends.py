@@ -5,17 +5,21 @@ from __future__ import annotations
 import asyncio
 import json
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache, partial
-from typing import Callable
+from typing import TYPE_CHECKING
 
 import taxonomy
 from pks.errors import ConfigError
 
+if TYPE_CHECKING:
+    from pks.record import ClipRecord
+
 
 @dataclass
 class Job:
-    record: object  # ClipRecord
+    record: ClipRecord
     clip: str  # path of the clip video
     build: Callable[[], list] | None = None  # makes the chat messages (model backends), lazily
     messages: list | None = None  # the messages, once built
@@ -93,6 +97,7 @@ class OpenAIBackend(Backend):
         url = self.endpoint.rstrip("/") + "/chat/completions"
         if job.messages is None:  # built here, in a thread, so preparing overlaps requests in flight
             try:
+                assert job.build is not None  # a model backend's job carries its builder
                 job.messages = await asyncio.to_thread(job.build)
             except Exception as e:  # an unreadable clip is this clip's error
                 return Answer(error=f"cannot prepare prompt: {type(e).__name__}: {e}")
@@ -186,8 +191,10 @@ class TransformersBackend(Backend):
         out = []
         for job in jobs:
             try:
-                msgs = job.messages if job.messages is not None else job.build()
-                job.messages = msgs
+                if job.messages is None:
+                    assert job.build is not None  # a model backend's job carries its builder
+                    job.messages = job.build()
+                msgs = job.messages
                 chat, images = _local_chat(msgs)
                 text = processor.apply_chat_template(chat, add_generation_prompt=True, tokenize=False)
                 inputs = processor(text=[text], images=images or None, return_tensors="pt").to(device)
@@ -245,8 +252,8 @@ class VLLMBackend(Backend):
                                                         "prep_error": row["prep_error"]})
 
     def answer(self, jobs: list[Job]) -> list[Answer]:
-        from ray import cloudpickle
         import ray
+        from ray import cloudpickle
 
         rows = [{"i": i, "build": cloudpickle.dumps(j.build)} for i, j in enumerate(jobs)]
         out = [Answer(error="no answer from the vLLM processor") for _ in jobs]

@@ -37,6 +37,12 @@ def runs(mask: np.ndarray) -> list[tuple[int, int]]:
     return list(zip(np.nonzero(edges == 1)[0].tolist(), np.nonzero(edges == -1)[0].tolist()))
 
 
+def span_of(b: Boundary) -> tuple[int, int]:
+    """A gradual boundary's [start, end) (fades, dissolves and blank runs always have one)."""
+    assert b.span is not None
+    return b.span
+
+
 @dataclass
 class AnimeDetector(ShotDetector):
     name: str = "anime"
@@ -90,7 +96,7 @@ class AnimeDetector(ShotDetector):
             M = cv2.getRotationMatrix2D((w / 2, h / 2), 0, scale)
             wb = cv2.warpAffine(fb, M, (w, h), borderMode=cv2.BORDER_REPLICATE)
             (dx, dy), _ = cv2.phaseCorrelate(ga, cv2.cvtColor(wb, cv2.COLOR_RGB2GRAY))
-            M[:, 2] -= (dx, dy)
+            M[:, 2] -= np.array((dx, dy))
             wb = cv2.warpAffine(fb, M, (w, h), borderMode=cv2.BORDER_REPLICATE)
             # Ignore the replicated border (but keep at least half the frame).
             m = min(w // 4, int(abs(dx)) + 1), min(h // 4, int(abs(dy)) + 1)
@@ -136,10 +142,12 @@ class AnimeDetector(ShotDetector):
                 b -= 1
             return a, b
 
-        (t, b), (l, r) = inner(rows), inner(cols)
-        if (t, b, l, r) == (0, len(rows), 0, len(cols)) or b - t < len(rows) // 3 or r - l < len(cols) // 3:
+        (top, bottom), (left, right) = inner(rows), inner(cols)
+        if ((top, bottom, left, right) == (0, len(rows), 0, len(cols))
+                or bottom - top < len(rows) // 3 or right - left < len(cols) // 3):
             return frames
-        return np.stack([cv2.resize(f[t:b, l:r], self.frame_size, interpolation=cv2.INTER_LINEAR) for f in frames])
+        return np.stack([cv2.resize(f[top:bottom, left:right], self.frame_size, interpolation=cv2.INTER_LINEAR)
+                         for f in frames])
 
     def gradual(self, frames: np.ndarray):
         """Features, frame-to-frame changes, flat frames, and the fades and dissolves.
@@ -153,8 +161,8 @@ class AnimeDetector(ShotDetector):
         blank = self._blank_runs(frames, z, contrast, low)
         covered = np.zeros(n, bool)
         for b in blank:
-            covered[b.span[0]:b.span[1]] = True
-        fades = [f for f in self._fades(z, contrast, low) if not covered[f.span[0]:f.span[1]].any()] + blank
+            covered[slice(*span_of(b))] = True
+        fades = [f for f in self._fades(z, contrast, low) if not covered[slice(*span_of(f))].any()] + blank
         return z, jump, low, fades + self._dissolves(z, blurred, jump, low, fades)
 
     def _blank_runs(self, frames: np.ndarray, z, contrast, low) -> list[Boundary]:
@@ -205,7 +213,7 @@ class AnimeDetector(ShotDetector):
             neigh = np.r_[jump[max(1, t - self.window):t], jump[t + 1:t + self.window + 1]]
             base = float(np.percentile(neigh, self.baseline_percentile)) if len(neigh) else 0.0
             ratio = self.ratio if jump[t] > self.cut_threshold else self.quiet_ratio
-            if jump[t] < ratio * base or self._comes_back(z, t, jump[t]):
+            if jump[t] < ratio * base or self._comes_back(z, int(t), jump[t]):
                 continue
             cuts.append(Boundary(int(t), "cut"))
         return cuts
@@ -285,15 +293,15 @@ class AnimeDetector(ShotDetector):
         for f in fades:
             covered[f.span[0]:f.span[1]] = True
         out = []
-        for t, end in runs(hit):
+        for s, end in runs(hit):
             e = end - 1
-            k = int(reach[t:e + 1].max())
-            span = (max(0, t - k + 1), min(n, e + k))
+            k = int(reach[s:e + 1].max())
+            span = (max(0, s - k + 1), min(n, e + k))
             # The shots on either side must differ, also once a camera move is undone.
             before, after = max(0, span[0] - 1), min(n - 1, span[1])
-            if not covered[t:e + 1].any() and self._dist(z, [before], [after])[0] > self.dissolve_across \
+            if not covered[s:e + 1].any() and self._dist(z, [before], [after])[0] > self.dissolve_across \
                     and self._aligned_dist(blurred, before, after) > self.dissolve_aligned:
-                out.append(Boundary(int((t + e + 1) // 2), "dissolve", span))
+                out.append(Boundary(int((s + e + 1) // 2), "dissolve", span))
         return out
 
     def _merge(self, bounds: list[Boundary], jump) -> list[Boundary]:

@@ -22,7 +22,7 @@ class Score:
     false_frames: list[int] = field(default_factory=list)
     missed_frames: list[int] = field(default_factory=list)
 
-    def __iadd__(self, o: "Score") -> "Score":
+    def __iadd__(self, o: Score) -> Score:
         for k in ("tp", "fp", "fn", "gradual_total", "gradual_found", "flashes_total", "flash_false_cuts", "clips",
                   "leaky_clips"):
             setattr(self, k, getattr(self, k) + getattr(o, k))

@@ -16,7 +16,7 @@ class ClipFrames:
     luma: dict[int, np.ndarray]  # frame index -> full-size Y plane (every `luma_every` frames)
     fps: float
 
-    def span(self, start: int, end: int) -> "ClipFrames":
+    def span(self, start: int, end: int) -> ClipFrames:
         """Frames [start, end) of this clip, indices renumbered from 0."""
         return ClipFrames(self.rgb[start:end], {k - start: v for k, v in self.luma.items() if start <= k < end},
                           self.fps)

@@ -24,7 +24,7 @@ import numpy as np
 
 from annotators.signals.frames import picture_box
 
-IDENTITY = np.float32([[1, 0, 0], [0, 1, 0]])
+IDENTITY = np.array([[1, 0, 0], [0, 1, 0]], np.float32)
 
 
 @dataclass
@@ -82,7 +82,7 @@ def _affine_parts(A: np.ndarray) -> tuple[float, float]:
 class MotionAnalyser:
     def __init__(self, params: MotionParams | None = None):
         self.p = params or MotionParams()
-        self.dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
+        self.dis = cv2.DISOpticalFlow.create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
 
     def run(self, rgb: np.ndarray) -> MotionResult:
         p = self.p
@@ -104,7 +104,7 @@ class MotionAnalyser:
         xi, yi = pts[:, 0].astype(int), pts[:, 1].astype(int)
         m = 6  # border left out of comparisons (warping replicates it)
         for (a, b), (fa, fb) in zip(zip(gray, gray[1:]), zip(seen, seen[1:])):
-            flow = self.dis.calc(fa, fb, None)
+            flow = self.dis.calc(fa, fb, None)  # type: ignore[call-overload]  # (stubs: no None for the output flow)
             tex = (np.abs(cv2.Sobel(fa, cv2.CV_32F, 1, 0)) + np.abs(cv2.Sobel(fa, cv2.CV_32F, 0, 1)))[yi, xi] > p.texture
             src = pts[tex]
             dst = src + flow[yi[tex], xi[tex]]
@@ -195,7 +195,7 @@ def summarise(res: MotionResult, p: MotionParams, cam: dict) -> dict:
     cadence = _steady_cadence(changed, set(normal), held_thr, p) or float(1.0 / max(1.0 - held_ratio, 1.0 / 3.5))
     terms = np.array([camera_terms(q.M, res.width, res.height) for q in pairs])
     tags, stats = camera_tags(terms[normal] if normal else terms, cam)
-    deforms = [pairs[i].deform for i in normal if pairs[i].deform is not None]
+    deforms = [d for d in (pairs[i].deform for i in normal) if d is not None]
     raw = float(np.mean(deforms)) if deforms else 0.0
     starts = [i + 1 for i in normal if changed[i] >= held_thr]  # frames where a new drawing appears
     smear_at = _smears(res, starts, impact, p)
@@ -248,7 +248,7 @@ def _changed_between(res: MotionResult, a: int, b: int, p: MotionParams) -> floa
 def _smears(res: MotionResult, starts: list[int], impact: set[int], p: MotionParams) -> list[int]:
     """Frames showing a smear drawing: one that neither neighbouring drawing explains, while
     the neighbours explain each other (the pose before and after a smear are close)."""
-    frames = []
+    frames: list[int] = []
     for k in range(1, len(starts) - 1):
         s, e = starts[k], starts[k + 1]  # the drawing held over [s, e)
         if s in impact or (e - 1) in impact:
@@ -264,7 +264,7 @@ def _smears(res: MotionResult, starts: list[int], impact: set[int], p: MotionPar
 def _impacts(changed: np.ndarray, threshold: float) -> set[int]:
     """Frames (as pair indices into the clip) that break from the shot and come back within 2
     frames: a big change in, and a big change out."""
-    frames = set()
+    frames: set[int] = set()
     for i in range(len(changed)):
         if changed[i] < threshold:
             continue
@@ -346,6 +346,7 @@ def camera_phrase(tags: list[str] | None, camera: dict | None) -> str:
         stat, say = _SIZES.get(tag, (None, None))
         v = camera.get(stat) if stat else None
         if isinstance(v, (int, float)) and math.isfinite(v):
+            assert say is not None  # found with its stat
             words += ", " + say(v)
         elif stat:
             words += " (no measurement)"

@@ -173,7 +173,8 @@ def quality_flags(rgb: np.ndarray, luma: dict[int, np.ndarray], changed: list[fl
     """Flags for one clip from its small RGB frames, sampled full-size luma, and per frame
     pair the camera-compensated change and the mean flow (from the motion pass)."""
     p = p or QualityParams()
-    flags, stats = [], {}
+    flags: list[str] = []
+    stats: dict = {}
     n = len(rgb)
     if n < min_frames:
         flags.append("too_short")

@@ -36,7 +36,7 @@ class Palette:
     foliage: tuple
 
     @classmethod
-    def random(cls, rng: np.random.Generator) -> "Palette":
+    def random(cls, rng: np.random.Generator) -> Palette:
         hue = rng.random()
         dusk = rng.random() < 0.3
         sky_v = 0.55 if dusk else 0.95
@@ -117,7 +117,7 @@ class Character:
     eyes: tuple
 
     @classmethod
-    def random(cls, rng: np.random.Generator) -> "Character":
+    def random(cls, rng: np.random.Generator) -> Character:
         return cls(hair=_rgb(rng.random(), rng.uniform(0.4, 0.9), rng.uniform(0.3, 0.95)),
                    skin=_rgb(0.07, rng.uniform(0.15, 0.35), rng.uniform(0.8, 0.98)),
                    shirt=_rgb(rng.random(), rng.uniform(0.4, 0.9), rng.uniform(0.5, 0.95)),

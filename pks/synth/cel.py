@@ -3,7 +3,9 @@ ink, banded painted skies, characters built from ellipses, linear camera moves, 
 held with the drawing, and three damage shapes (see damage.py)."""
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import asdict
+from typing import Any
 
 import numpy as np
 
@@ -28,7 +30,7 @@ def plan_video(rng: np.random.Generator, n_shots: int, size: tuple[int, int],
     """Random shot specs and the transitions into each (the first is 'start')."""
     w, _ = size
     k = w / 640.0  # speeds scale with frame width
-    transitions = []
+    transitions: list[dict[str, Any]] = []
     for i in range(n_shots):
         if i == 0:
             transitions.append({"type": "start"})
@@ -52,7 +54,7 @@ def plan_video(rng: np.random.Generator, n_shots: int, size: tuple[int, int],
         cam = pick(rng, CAMERA_P)
         speed = {"zoom_in": rng.uniform(0.15, 0.5), "zoom_out": rng.uniform(0.15, 0.5),
                  "shake": rng.uniform(3, 10) * k, "static": 0.0}.get(cam, rng.uniform(1.0, 10.0) * k)
-        flashes = []
+        flashes: list[dict[str, Any]] = []
         if rng.random() < flash_p:
             lo, hi = lead + 8, n - tail - 8
             for f in sorted(rng.choice(np.arange(lo, hi), size=min(int(rng.integers(1, 3)), hi - lo), replace=False)):
@@ -92,7 +94,7 @@ def render_video(rng: np.random.Generator, fmt: dict, n_shots: int, shot_frames,
     specs, transitions, damages = plan_video(rng, n_shots, size, shot_frames, damage_p, flash_p)
     cast = [Character.random(rng) for _ in range(2)]
 
-    def shots():
+    def shots() -> Iterator[tuple[list[np.ndarray], dict]]:
         palettes: dict[int, Palette] = {}
         loc_size: dict[int, tuple[int, int]] = {}
         for spec in specs:

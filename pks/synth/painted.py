@@ -14,6 +14,8 @@ from __future__ import annotations
 
 import colorsys
 import math
+from collections.abc import Iterator
+from typing import Any
 
 import cv2
 import numpy as np
@@ -46,7 +48,7 @@ def paint_backdrop(rng: np.random.Generator, width: int, height: int) -> np.ndar
     texture over everything (so flow finds texture where cel has flat fills)."""
     hue = rng.random()
     yy = np.linspace(0, 1, height)[:, None, None]
-    img = _rgb(hue + 0.55, 0.5, 0.95) * (1 - yy) + _rgb(hue + 0.1, 0.3, 0.85) * yy
+    img: np.ndarray = _rgb(hue + 0.55, 0.5, 0.95) * (1 - yy) + _rgb(hue + 0.1, 0.3, 0.85) * yy
     img = np.broadcast_to(img, (height, width, 3)).astype(np.float32).copy()
     clouds = cv2.resize(rng.random((height // 48 + 2, width // 48 + 2)).astype(np.float32), (width, height),
                         interpolation=cv2.INTER_CUBIC)
@@ -65,9 +67,9 @@ def paint_backdrop(rng: np.random.Generator, width: int, height: int) -> np.ndar
     for _ in range(int(rng.integers(6, 14))):  # props: posts and trees with soft, painted edges
         px, py = int(rng.uniform(0, width)), int(rng.uniform(0.55, 0.95) * height)
         r = int(rng.uniform(0.01, 0.035) * width)
-        col = tuple(float(c) for c in _rgb(hue + rng.uniform(0.2, 0.45), 0.5, rng.uniform(0.3, 0.6)))
-        cv2.rectangle(img, (px - r // 4, py - 3 * r), (px + r // 4, py), col, -1)
-        cv2.circle(img, (px, py - 3 * r), r, tuple(c * 1.2 for c in col), -1, cv2.LINE_AA)
+        prop = tuple(float(c) for c in _rgb(hue + rng.uniform(0.2, 0.45), 0.5, rng.uniform(0.3, 0.6)))
+        cv2.rectangle(img, (px - r // 4, py - 3 * r), (px + r // 4, py), prop, -1)
+        cv2.circle(img, (px, py - 3 * r), r, tuple(c * 1.2 for c in prop), -1, cv2.LINE_AA)
     strokes = cv2.resize(rng.normal(0, 1, (height // 3 + 1, width // 5 + 1)).astype(np.float32), (width, height),
                          interpolation=cv2.INTER_LINEAR)  # brush texture: streaks along x
     img += (strokes * 9)[..., None]
@@ -186,7 +188,8 @@ def speed_lines(frame, rng, horizontal: bool, thin: bool, light: bool) -> None:
                 cv2.line(overlay, (x0, y), (x1, y), colour, 1)
             else:
                 t = rng.uniform(2, 6)
-                cv2.fillPoly(overlay, [np.int32([[x0, y], [x1, y - t / 2], [x1, y + t / 2]])], colour, cv2.LINE_AA)
+                tri = np.array([[x0, y], [x1, y - t / 2], [x1, y + t / 2]], np.int32)
+                cv2.fillPoly(overlay, [tri], colour, cv2.LINE_AA)
         else:
             x = int(rng.uniform(0, w))
             y0 = int(rng.uniform(-0.2, 0.8) * h)
@@ -321,7 +324,9 @@ def render_shot(rng, n: int, inner: tuple[int, int], world: np.ndarray, mascot: 
     sprite_h = max(24, int(subject_height * h))
     chibi = (int(0.3 * n), int(0.3 * n) + max(2 * cadence, n // 3)) if d >= 0.65 else None
     flash_at = {f["frame"] + k: f["kind"] for f in flashes for k in range(f["length"])}
-    smears, chibis, frames = [], [], []
+    smears: list[int] = []
+    chibis: list[int] = []
+    frames = []
     sprite, ghosts = None, 0
     for i in range(n):
         if i % cadence == 0:
@@ -335,10 +340,11 @@ def render_shot(rng, n: int, inner: tuple[int, int], world: np.ndarray, mascot: 
             (smears if ghosts else []).extend(span)
             (chibis if is_chibi else []).extend(span)
             px += direction * subject_speed * cadence
-        M = np.float32([[scale[i], 0, w / 2 - scale[i] * (Ww / 2 + cx[i])],
-                        [0, scale[i], h / 2 - scale[i] * (Wh / 2 + cy[i])]])
+        M = np.array([[scale[i], 0, w / 2 - scale[i] * (Ww / 2 + cx[i])],
+                      [0, scale[i], h / 2 - scale[i] * (Wh / 2 + cy[i])]], np.float32)
         frame = cv2.warpAffine(world, M, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
-        sx, sy = M[:, :2] @ np.float32([px, py]) + M[:, 2]
+        sx, sy = M[:, :2] @ np.array([px, py], np.float32) + M[:, 2]
+        assert sprite is not None  # drawn at i = 0
         sp = cv2.resize(sprite, None, fx=scale[i], fy=scale[i]) if abs(scale[i] - 1) > 1e-3 else sprite
         for g in range(ghosts, 0, -1):  # a multiple-image smear: fading copies trailing the motion
             over(frame, sp, sx - direction * g * 0.12 * sprite_h, sy, 0.55 ** g)
@@ -354,8 +360,9 @@ def render_shot(rng, n: int, inner: tuple[int, int], world: np.ndarray, mascot: 
         if kind == "white":
             frame = cv2.addWeighted(frame, 0.12, np.full_like(frame, 255), 0.88, 0)
         elif kind == "tone":  # a two-tone impact frame in red and black
-            g = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
-            frame = np.where((g > 120)[..., None], np.uint8([235, 40, 30]), np.uint8([10, 5, 5])).astype(np.uint8)
+            grey = cv2.cvtColor(frame, cv2.COLOR_RGB2GRAY)
+            red, black = np.array([235, 40, 30], np.uint8), np.array([10, 5, 5], np.uint8)
+            frame = np.where((grey > 120)[..., None], red, black).astype(np.uint8)
         frames.append(frame)
     return frames, smears, chibis
 
@@ -387,20 +394,20 @@ def render_video(rng: np.random.Generator, fmt: dict, n_shots: int, shot_frames,
     size = fmt["size"]
     inner = content_size(size, fmt["matte"])
     k = inner[0] / 640.0
-    transitions = [{"type": "start"}]
+    transitions: list[dict[str, Any]] = [{"type": "start"}]
     for _ in range(n_shots - 1):
         t = pick(rng, TRANSITION_P)
         if t == "fade":
             transitions.append({"type": "fade", "out": int(rng.integers(5, 16)), "in": int(rng.integers(5, 16)),
-                                "hold": int(rng.choice([0, 0, rng.integers(3, 12)])),
+                                "hold": int(rng.choice([0, 0, int(rng.integers(3, 12))])),
                                 "colour": "white" if rng.random() < 0.2 else "black"})
         elif t == "dissolve":
             transitions.append({"type": "dissolve", "length": int(rng.integers(6, 24))})
         elif t in ("card", "black"):  # a title card or a black card, cut into or faded into
             transitions.append({"type": "card", "length": int(rng.integers(6, 30)),
                                 "text": TITLES[int(rng.integers(len(TITLES)))] if t == "card" else None,
-                                "in": int(rng.choice([0, rng.integers(4, 12)])),
-                                "out": int(rng.choice([0, 0, rng.integers(4, 12)]))})
+                                "in": int(rng.choice([0, int(rng.integers(4, 12))])),
+                                "out": int(rng.choice([0, 0, int(rng.integers(4, 12))]))})
         else:
             transitions.append({"type": "cut"})
     cast = [Mascot(rng) for _ in range(3)]
@@ -436,7 +443,7 @@ def render_video(rng: np.random.Generator, fmt: dict, n_shots: int, shot_frames,
                           damage=pick(rng, {x: 1 for x in DAMAGE}) if rng.random() < damage_p else None,
                           seed=int(rng.integers(1 << 30))))
 
-    def shots():
+    def shots() -> Iterator[tuple[list[np.ndarray], dict]]:
         worlds: dict[int, np.ndarray] = {}
         for i, p in enumerate(plans):
             r = np.random.default_rng(p["seed"])

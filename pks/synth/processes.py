@@ -22,7 +22,9 @@ from __future__ import annotations
 import contextlib
 import json
 import tempfile
+from collections.abc import Callable
 from fractions import Fraction
+from functools import partial
 from pathlib import Path
 
 import av
@@ -32,7 +34,7 @@ import numpy as np
 from pks.decode import decoded_frames, open_stream
 
 BLOCK = 16  # scores are per 16x16 block (a macroblock): damage is local, codec noise spread thin
-CALIBRATION = {"crf": 23, "preset": "veryfast"}  # x264's default quality: a normal encode
+CALIBRATION_CRF, CALIBRATION_PRESET = 23, "veryfast"  # x264's default quality: a normal encode
 NOISE_MARGIN = 2.0  # the threshold is this many times the calibration's largest frame score ...
 MIN_THRESHOLD = 8.0  # ... and never below this (grey levels of mean block difference)
 HOLD_PENALTY = 1.0  # sequence alignment: the cost of a held or skipped frame, in grey levels
@@ -101,6 +103,7 @@ def _remux(src: Path, dst: Path, packets) -> None:
     with av.open(str(src)) as c, av.open(str(dst), "w") as o:
         s = c.streams.video[0]
         out = o.add_stream_from_template(s)
+        assert s.time_base is not None  # a stream that holds packets has one
         for pts, dts, key, data in packets:
             q = av.Packet(data)
             q.pts, q.dts, q.time_base, q.is_keyframe = pts, dts, s.time_base, key
@@ -155,7 +158,10 @@ def _rgb_frames(src: Path):
 def _rate(src: Path) -> Fraction:
     with av.open(str(src)) as c:
         s = c.streams.video[0]
-        return Fraction(s.average_rate or s.guessed_rate)
+        rate = s.average_rate or s.guessed_rate
+        if rate is None:
+            raise ValueError(f"{src}: no frame rate")
+        return Fraction(rate)
 
 
 def _encode(dst: Path, frames, rate: Fraction, options: dict, bit_rate: int | None = None) -> int:
@@ -290,7 +296,7 @@ def _luma(frame: av.VideoFrame) -> np.ndarray:
     if frame.format.name not in ("yuv420p", "yuvj420p"):
         frame = frame.reformat(format="yuv420p")
     p = frame.planes[0]
-    return np.frombuffer(p, np.uint8).reshape(p.height, p.line_size)[:, :p.width].astype(np.int16)
+    return np.frombuffer(memoryview(p), np.uint8).reshape(p.height, p.line_size)[:, :p.width].astype(np.int16)
 
 
 def _decode(path):
@@ -347,7 +353,7 @@ def _by_sequence(clean_s, dam_s, band: int = 16) -> list[int]:
     frame may be shown twice or not at all), minimising the small frames' mean difference plus
     HOLD_PENALTY for every held or skipped frame: dynamic programming over clean frames within
     `band` of the damaged frame's index (stored by offset i - j + band)."""
-    J, I, W = len(dam_s), len(clean_s), 2 * band + 1
+    J, n_clean, W = len(dam_s), len(clean_s), 2 * band + 1
     inf = float("inf")
     cost = np.full((J, W), inf)
     back = np.full((J, W), -1, np.int64)  # the previous frame's clean index
@@ -355,10 +361,10 @@ def _by_sequence(clean_s, dam_s, band: int = 16) -> list[int]:
     def local(j, i):
         return float(np.abs(dam_s[j].astype(np.int16) - clean_s[i]).mean())
 
-    for i in range(min(I, band + 1)):
+    for i in range(min(n_clean, band + 1)):
         cost[0, i + band] = local(0, i) + HOLD_PENALTY * i
     for j in range(1, J):
-        for i in range(max(0, j - band), min(I, j + band + 1)):
+        for i in range(max(0, j - band), min(n_clean, j + band + 1)):
             best, arg = inf, -1
             for step in (1, 0, 2, 3, 4):  # ties go to the normal step
                 p = i - step
@@ -370,11 +376,11 @@ def _by_sequence(clean_s, dam_s, band: int = 16) -> list[int]:
                     best, arg = c, p
             if arg >= 0:
                 cost[j, i - j + band], back[j, i - j + band] = best + local(j, i), arg
-    ends = [(cost[J - 1, i - (J - 1) + band] + HOLD_PENALTY * (I - 1 - i), i)
-            for i in range(max(0, J - 1 - band), min(I, J + band))]
+    ends = [(cost[J - 1, i - (J - 1) + band] + HOLD_PENALTY * (n_clean - 1 - i), i)
+            for i in range(max(0, J - 1 - band), min(n_clean, J + band))]
     total, i = min(ends)
     if total == inf:
-        raise ValueError(f"cannot align {J} frames to {I} within {band} frames")
+        raise ValueError(f"cannot align {J} frames to {n_clean} within {band} frames")
     path = [i]
     for j in range(J - 1, 0, -1):
         i = int(back[j, i - j + band])
@@ -436,14 +442,14 @@ def noise_threshold(clean, workdir=None) -> dict:
     with contextlib.ExitStack() as stack:
         d = Path(workdir) if workdir else Path(stack.enter_context(tempfile.TemporaryDirectory()))
         ref = d / "calibration.mp4"
-        reencode(clean, ref, **CALIBRATION)
+        reencode(clean, ref, CALIBRATION_CRF, CALIBRATION_PRESET)
         t = damage_truth(clean, ref, threshold=float("inf"))
     scores = np.array(t["scores"])
     return {"value": round(max(MIN_THRESHOLD, NOISE_MARGIN * float(scores.max())), 2),
             "noise_max": round(float(scores.max()), 2), "noise_p99": round(float(np.percentile(scores, 99)), 2),
             "metric": "largest mean |luma difference| over 16x16 blocks, grey levels",
             "derivation": f"max({MIN_THRESHOLD}, {NOISE_MARGIN} x the largest frame score of a libx264 "
-                          f"crf {CALIBRATION['crf']} {CALIBRATION['preset']} re-encode of the clean)"}
+                          f"crf {CALIBRATION_CRF} {CALIBRATION_PRESET} re-encode of the clean)"}
 
 
 def damage_truth(clean, damaged, threshold: float | dict | None = None, align: str = "time",
@@ -463,10 +469,12 @@ def damage_truth(clean, damaged, threshold: float | dict | None = None, align: s
     each one shows."""
     if align not in ("time", "sequence"):
         raise ValueError(f"align must be time or sequence, got {align!r}")
-    calib = threshold if isinstance(threshold, dict) else None
-    if threshold is None:
-        calib = noise_threshold(clean)
-    thr = calib["value"] if calib else float(threshold)
+    calib: dict | None = None
+    if isinstance(threshold, dict) or threshold is None:
+        calib = threshold if threshold is not None else noise_threshold(clean)
+        thr = float(calib["value"])
+    else:
+        thr = float(threshold)
     clean_dec, clean_t, clean_s = _first_pass(clean)
     dam_dec, dam_t, dam_s = _first_pass(damaged)
     if align == "time":
@@ -533,14 +541,15 @@ def make_damaged(clean, processes=PROCESSES, seed: int | None = None) -> list[Pa
     made = []
     for name in dict.fromkeys(processes):
         rng = np.random.default_rng([seed, PROCESSES.index(name)])
+        jobs: list[tuple[str, Callable[[Path], dict], str]]  # (copy's tag, its maker, truth alignment)
         if name == "corrupt":
-            jobs = [("corrupt", lambda d, r=rng: corrupt_coded_frames(clean, d, r), "time")]
+            jobs = [("corrupt", partial(corrupt_coded_frames, clean, rng=rng), "time")]
         elif name == "telecine":
-            jobs = [(f"telecine_{o}", lambda d, o=o: telecine(clean, d, o), "time") for o in ("tff", "bff")]
+            jobs = [(f"telecine_{o}", partial(telecine, clean, field_order=o), "time") for o in ("tff", "bff")]
         elif name == "starve":
-            jobs = [("starve", lambda d: starve(clean, d), "time")]
+            jobs = [("starve", partial(starve, clean), "time")]
         else:
-            jobs = [("mux", lambda d, r=rng: mux_drop_dup(clean, d, r), "sequence")]
+            jobs = [("mux", partial(mux_drop_dup, clean, rng=rng), "sequence")]
         for tag, run, align in jobs:
             dst = clean.with_name(f"{clean.stem}.{tag}.mp4")
             params = run(dst)

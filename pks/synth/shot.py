@@ -131,6 +131,7 @@ def render_shot(spec: ShotSpec, size: tuple[int, int], character: Character, pal
         wx, wy = Ww / 2 + cx[i] + spec.view[0] * w, Wh / 2 + cy[i] + spec.view[1] * h
         M = np.array([[s, 0, w / 2 - s * wx], [0, s, h / 2 - s * wy]], np.float32)
         frame = cv2.warpAffine(world, M, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        assert sprite is not None  # drawn at i = 0
         sh, sw = sprite.shape[:2]
         Ms = M.copy()
         Ms[:, 2] += M[:, :2] @ np.array([px - sw / 2, py - sh], np.float32)

@@ -43,12 +43,14 @@ def card_frame(size: tuple[int, int], text: str | None, seed: int) -> np.ndarray
 def compose(path: Path, fps, size: tuple[int, int], crf: int, transitions: list[dict], shots) -> tuple[list, list, int]:
     """Write the shots joined by their transitions; returns (boundaries, shots' truth, frames)."""
     w, h = size
-    shots_truth, boundaries = [], []
+    shots_truth: list[dict] = []
+    boundaries: list[dict] = []
     pending_tail: list[np.ndarray] = []  # previous shot's frames held back for a dissolve
     g = 0  # global index of the next frame to be written
     with Mp4Writer(path, fps, w, h, crf=crf) as out:
         for i, (frames, info) in enumerate(shots):
-            tin, tout = transitions[i], transitions[i + 1] if i + 1 < len(transitions) else {"type": "end"}
+            tin = transitions[i]
+            tout: dict = transitions[i + 1] if i + 1 < len(transitions) else {"type": "end"}
             prev_end = g
             if tin["type"] == "dissolve":
                 L = tin["length"]
@@ -102,7 +104,7 @@ def compose(path: Path, fps, size: tuple[int, int], crf: int, transitions: list[
                 out.write(f)
             pending_tail = frames[len(frames) - hold:] if hold else []
             g += len(frames) - hold
-            rel = lambda fr: [start_g + int(x) for x in fr]  # noqa: E731
+            rel = lambda fr, base=start_g: [base + int(x) for x in fr]  # noqa: E731
             shots_truth.append({
                 "index": i, "start_frame": cut_at, "end_frame": None, "transition_in": tin["type"], **info,
                 "flashes": [{**f, "frame": start_g + f["frame"]} for f in info["flashes"]],

@@ -63,8 +63,13 @@ def make_terse(model, tokenizer) -> None:
 def build(out: str | Path) -> Path:
     import torch
     from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
-    from transformers import AutoProcessor, PreTrainedTokenizerFast, Qwen2VLConfig, Qwen2VLForConditionalGeneration
-    from transformers import Qwen2VLImageProcessor
+    from transformers import (
+        AutoProcessor,
+        PreTrainedTokenizerFast,
+        Qwen2VLConfig,
+        Qwen2VLForConditionalGeneration,
+        Qwen2VLImageProcessor,
+    )
 
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
