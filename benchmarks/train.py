@@ -22,6 +22,7 @@ and the ablation reuses the dual-channel run's VAE, so the two runs differ only 
 channel (its train minutes then leave out the VAE's). --figures writes a contact sheet (one row per camera tag) and the loss
 curves as PNGs.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -85,8 +86,9 @@ def ceiling(run: Path, tcfg: dict, cfg: dict, work: Path, space=None) -> dict:
     dc = tcfg["data"]
     index = pq.read_table(run / "shards" / "index.parquet").to_pylist()
     hits, stages, deform, flags, flick = [], [], [], [], []
-    for s in wds.WebDataset(sorted({str(run / "shards" / r["shard"]) for r in index}), shardshuffle=False,
-                            empty_check=False):
+    for s in wds.WebDataset(
+        sorted({str(run / "shards" / r["shard"]) for r in index}), shardshuffle=False, empty_check=False
+    ):
         rec = json.loads(s["json"])
         label = [t for t in rec["camera_motion"] if t in CAMERA]
         video = decode_clip(s["mp4"], rec["fps"], dc["frames"], dc["fps"], tuple(dc["size"]))
@@ -130,12 +132,27 @@ def generated(run_dir: Path, cfg: dict, samples: int, work: Path) -> dict:
             got = measure(video.permute(0, 2, 3, 1).numpy(), mcfg["data"]["fps"], work / "gen.mp4", cfg)
             impact.append((want, got["impact_frames"] > 0))
     diff = lambda a, b: float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean())  # noqa: E731
-    by_tag = [diff(clips[a, st, sd], clips[b, st, sd]) for a, b in itertools.combinations(CAMERA, 2)
-              for st in range(4) for sd in range(samples)]
-    by_seed = [diff(clips[c, st, a], clips[c, st, b]) for c in CAMERA for st in range(4)
-               for a, b in itertools.combinations(range(samples), 2)]
-    return {"hits": hits, "spearman": spearman(stages, deform), "impact": impact, "flags": flags, "flicker": flick,
-            "tag_vs_seed": (np.mean(by_tag), np.mean(by_seed)) if by_seed else None, "clips": clips}
+    by_tag = [
+        diff(clips[a, st, sd], clips[b, st, sd])
+        for a, b in itertools.combinations(CAMERA, 2)
+        for st in range(4)
+        for sd in range(samples)
+    ]
+    by_seed = [
+        diff(clips[c, st, a], clips[c, st, b])
+        for c in CAMERA
+        for st in range(4)
+        for a, b in itertools.combinations(range(samples), 2)
+    ]
+    return {
+        "hits": hits,
+        "spearman": spearman(stages, deform),
+        "impact": impact,
+        "flags": flags,
+        "flicker": flick,
+        "tag_vs_seed": (np.mean(by_tag), np.mean(by_seed)) if by_seed else None,
+        "clips": clips,
+    }
 
 
 def contact_sheet(clips: dict, path: Path, every: int = 3) -> None:
@@ -196,8 +213,18 @@ def main() -> None:
     families = args.families.split(",")
     if not (work / "run" / "shards" / "index.parquet").exists():
         for family in families:
-            pks("synth", work / "footage" / family, "--videos", args.videos, "--seed", args.seed, "--size", "320x180",
-                "--family", family)
+            pks(
+                "synth",
+                work / "footage" / family,
+                "--videos",
+                args.videos,
+                "--seed",
+                args.seed,
+                "--size",
+                "320x180",
+                "--family",
+                family,
+            )
         pks("curate", work / "footage", work / "run", "--captioner", "signals")  # both families' folders
     prep = time.perf_counter() - t0
     results, times, runs = {}, {}, {}
@@ -226,13 +253,16 @@ def main() -> None:
         loss_curves(runs, Path(args.figures) / "train_loss.png")
 
     dc = tcfg["data"]
-    lines = [f"{args.videos} videos per family ({', '.join(families)}; seed {args.seed}, 320x180), prep {prep:.0f}s; "
-             f"config {Path(args.config).stem}, {args.steps} steps, batch {dc['batch_size']}, {dc['frames']} frames "
-             f"of {dc['size']} at {dc['fps']} fps", "",
-             "| clips | camera adherence | " + " | ".join(CAMERA) + " | stage vs deformation (Spearman) | "
-             "impact frames found when asked / not asked | with a defect flag | flicker (levels) | "
-             "tag effect / seed effect | loss first -> last | train minutes |",
-             "|---" * (9 + len(CAMERA)) + "|"]
+    lines = [
+        f"{args.videos} videos per family ({', '.join(families)}; seed {args.seed}, 320x180), prep {prep:.0f}s; "
+        f"config {Path(args.config).stem}, {args.steps} steps, batch {dc['batch_size']}, {dc['frames']} frames "
+        f"of {dc['size']} at {dc['fps']} fps",
+        "",
+        "| clips | camera adherence | " + " | ".join(CAMERA) + " | stage vs deformation (Spearman) | "
+        "impact frames found when asked / not asked | with a defect flag | flicker (levels) | "
+        "tag effect / seed effect | loss first -> last | train minutes |",
+        "|---" * (9 + len(CAMERA)) + "|",
+    ]
     for name, r in results.items():
         per = {c: [h for t, h in r["hits"] if t == c] for c in CAMERA}
         rate = np.mean([h for _, h in r["hits"]]) if r["hits"] else float("nan")
@@ -247,10 +277,12 @@ def main() -> None:
             lo = f"{m[0]['loss']:.3f} -> {m[-1]['loss']:.3f}"
         mins = f"{times[name] / 60:.1f}" if name in times else "-"
         tvs = f"{r['tag_vs_seed'][0]:.1f} / {r['tag_vs_seed'][1]:.1f}" if r.get("tag_vs_seed") else "-"
-        lines.append(f"| {name} (n={len(r['hits'])}) | {rate:.2f} | "
-                     + " | ".join(f"{np.mean(v):.2f}" if v else "-" for v in per.values())
-                     + f" | {r['spearman']:.2f} | {imp} | {np.mean(r['flags']):.2f} | {np.mean(r['flicker']):.1f} | "
-                     f"{tvs} | {lo} | {mins} |")
+        lines.append(
+            f"| {name} (n={len(r['hits'])}) | {rate:.2f} | "
+            + " | ".join(f"{np.mean(v):.2f}" if v else "-" for v in per.values())
+            + f" | {r['spearman']:.2f} | {imp} | {np.mean(r['flags']):.2f} | {np.mean(r['flicker']):.1f} | "
+            f"{tvs} | {lo} | {mins} |"
+        )
     emit(lines, args.out)
     print(f"work folder: {work}", file=sys.stderr)
 

@@ -6,6 +6,7 @@ same clips encoded and decoded by a VAE trained on them (the best its generator 
 Trains the config's VAE on OUT's shards into DIR/vae (kept: a second call only measures), then
 prints one JSON line per row with benchmarks/train.py's measures. Run it on tuning footage.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -41,10 +42,20 @@ def main() -> None:
     acfg = load_config()
     for name, space in (("training clips", None), ("through the VAE", latent_space(tcfg, "cpu", folder))):
         r = ceiling(out, tcfg, acfg, folder, space)
-        print(json.dumps({"clips": name, "n": len(r["hits"]), "adherence": float(np.mean([h for _, h in r["hits"]])),
-                          "per_tag": {c: float(np.mean([h for t, h in r["hits"] if t == c] or [np.nan])) for c in CAMERA},
-                          "flagged": float(np.mean(r["flags"])), "flicker": float(np.mean(r["flicker"])),
-                          "spearman": r["spearman"]}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "clips": name,
+                    "n": len(r["hits"]),
+                    "adherence": float(np.mean([h for _, h in r["hits"]])),
+                    "per_tag": {c: float(np.mean([h for t, h in r["hits"] if t == c] or [np.nan])) for c in CAMERA},
+                    "flagged": float(np.mean(r["flags"])),
+                    "flicker": float(np.mean(r["flicker"])),
+                    "spearman": r["spearman"],
+                }
+            ),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

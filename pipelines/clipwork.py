@@ -10,6 +10,7 @@ clip analysed with clips.write false, or retried later, gets the same fields. A 
 variable-rate source is the exception to one frame per frame: given the frames' `times`, its
 span is resampled onto its constant rate (pks.timing), for the clip file and the analysis alike.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -102,16 +103,22 @@ class _Open:
             shown = constant_rate(times, rec.start_frame, rec.end_frame, rec.fps)
             self.repeats = np.bincount(shown - rec.start_frame, minlength=rec.n_frames)
             start_s, end_s = span_times(times, rec.start_frame, rec.end_frame)
-            rec = dataclasses.replace(rec, start_s=start_s, end_s=end_s, clip_frames=len(shown),
-                                      retimed=retime_note(shown, rec.start_frame, rec.end_frame, rec.fps))
+            rec = dataclasses.replace(
+                rec,
+                start_s=start_s,
+                end_s=end_s,
+                clip_frames=len(shown),
+                retimed=retime_note(shown, rec.start_frame, rec.end_frame, rec.fps),
+            )
         self.rec = rec
 
     def times_shown(self, i: int) -> int:
         return 1 if self.repeats is None else int(self.repeats[i - self.rec.start_frame])
 
 
-def clip_pass(path: str, rotation: int, records: list[ClipRecord], out: Path, cfg: dict, analyse_one,
-              grid=None, times=None) -> list[ClipRecord]:
+def clip_pass(
+    path: str, rotation: int, records: list[ClipRecord], out: Path, cfg: dict, analyse_one, grid=None, times=None
+) -> list[ClipRecord]:
     """Write the clip of each ok record that has none yet (clips.write) and analyse each ok
     record not analysed yet (analyse.enabled), from one decode. `analyse_one(record, frames)`
     returns the analysed record. `times` (seconds of each source frame, pks.timing.frame_times)
@@ -120,8 +127,7 @@ def clip_pass(path: str, rotation: int, records: list[ClipRecord], out: Path, cf
     failure (the clip file stays)."""
     write = cfg["clips"]["write"]
     analyse = cfg["analyse"]["enabled"]
-    to_write = {r.clip_id for r in records
-                if write and r.status == "ok" and not clip_path(out, r.clip_id).exists()}
+    to_write = {r.clip_id for r in records if write and r.status == "ok" and not clip_path(out, r.clip_id).exists()}
     to_analyse = {r.clip_id for r in records if analyse and r.status == "ok" and r.curriculum_stage is None}
     work = sorted((r for r in records if r.clip_id in to_write | to_analyse), key=lambda r: r.start_frame)
     done: dict[str, ClipRecord] = {}
@@ -129,8 +135,19 @@ def clip_pass(path: str, rotation: int, records: list[ClipRecord], out: Path, cf
         try:
             _decode_pass(path, rotation, work, to_write, to_analyse, out, cfg, analyse_one, grid, times, done)
         except Irregular:  # timestamps cannot be trusted here: the unfinished clips again, from frame 0
-            _decode_pass(path, rotation, [r for r in work if r.clip_id not in done], to_write, to_analyse, out, cfg,
-                         analyse_one, None, times, done)
+            _decode_pass(
+                path,
+                rotation,
+                [r for r in work if r.clip_id not in done],
+                to_write,
+                to_analyse,
+                out,
+                cfg,
+                analyse_one,
+                None,
+                times,
+                done,
+            )
     except Exception as e:  # noqa: BLE001 (recorded on the clips it left unfinished, the retry's failure too)
         failure = e
         for r in work:
@@ -179,8 +196,16 @@ def _decode_pass(path, rotation, work, to_write, to_analyse, out, cfg, analyse_o
                 if o.rec.clip_id in to_write:
                     conv = conv or _ClipEncoder(frame, rotation, cc.get("max_height", 0))
                     o.file = AtomicFile(clip_path(out, o.rec.clip_id))
-                    o.writer = Mp4Writer(o.file.tmp, o.rec.fps, *conv.size, crf=cc["crf"], preset=cc["preset"], fmt="mp4",
-                                         encoder=encoder, threads=cc.get("threads", 0))
+                    o.writer = Mp4Writer(
+                        o.file.tmp,
+                        o.rec.fps,
+                        *conv.size,
+                        crf=cc["crf"],
+                        preset=cc["preset"],
+                        fmt="mp4",
+                        encoder=encoder,
+                        threads=cc.get("threads", 0),
+                    )
                 if o.rec.clip_id in to_analyse:
                     o.collector = ClipCollector(cfg["analyse"]["width"], fps=o.rec.fps, rotation=rotation)
                 open_.append(o)

@@ -11,6 +11,7 @@ finished videos and never duplicates a record; the manifest is rebuilt from the 
 OUT may be an object-store URL (pks.store): there the worker writes into a scratch folder,
 uploads the clips, then the part (one PUT, the video's commit).
 """
+
 from __future__ import annotations
 
 import functools
@@ -201,8 +202,9 @@ def video_keys(paths: list[str], out: Path | Store, hash_many=None) -> dict[str,
     return keys
 
 
-def plan(paths: list[str], out: Path | Store, dedupe: bool = True, retry_errors: bool = True,
-         hash_many=None) -> tuple[list[dict], int]:
+def plan(
+    paths: list[str], out: Path | Store, dedupe: bool = True, retry_errors: bool = True, hash_many=None
+) -> tuple[list[dict], int]:
     """Which inputs still need work: videos without a finished part, and (with retry_errors)
     videos whose part holds error records; finished videos and duplicate content are skipped."""
     out = as_store(out)
@@ -211,8 +213,11 @@ def plan(paths: list[str], out: Path | Store, dedupe: bool = True, retry_errors:
     todo, seen, skipped = [], set(), 0
     for p in paths:
         vid = keys[p]
-        retry = vid in parts and retry_errors and "error" in out.read_table(parts[vid], columns=["status"]).column(
-            "status").to_pylist()
+        retry = (
+            vid in parts
+            and retry_errors
+            and "error" in out.read_table(parts[vid], columns=["status"]).column("status").to_pylist()
+        )
         if (vid in parts and not retry) or (dedupe and vid in seen):
             skipped += 1
             log.debug(f"  {p}: skipped ({'already done' if vid in parts else 'duplicate content'})")
@@ -239,8 +244,14 @@ def remove_orphan_clips(out: Path | Store) -> int:
 
 
 @ray_scope()
-def run(input_spec: str, out: str | Path | Store, cfg: dict | None = None, progress=None, retry_errors: bool = True,
-        storage_options: dict | None = None) -> dict:
+def run(
+    input_spec: str,
+    out: str | Path | Store,
+    cfg: dict | None = None,
+    progress=None,
+    retry_errors: bool = True,
+    storage_options: dict | None = None,
+) -> dict:
     """Run the job. Returns counts: inputs, skipped (already done or duplicate), processed,
     retried (videos whose error records were tried again), records... OUT may be a local
     folder or an object-store URL; `storage_options` are fsspec options for OUT's protocol.
@@ -258,20 +269,31 @@ def run(input_spec: str, out: str | Path | Store, cfg: dict | None = None, progr
         (Path(out.root) / "parts").mkdir(parents=True, exist_ok=True)
         (Path(out.root) / "clips").mkdir(exist_ok=True)
     set_aside_bad_parts(out, progress)  # before the plan: their videos are processed again now
-    todo, skipped = plan(paths, out, cfg["ingest"].get("dedupe", True), retry_errors,
-                         hash_many=functools.partial(hash_inputs, out=out, cfg=cfg))
+    todo, skipped = plan(
+        paths,
+        out,
+        cfg["ingest"].get("dedupe", True),
+        retry_errors,
+        hash_many=functools.partial(hash_inputs, out=out, cfg=cfg),
+    )
     if backend:
-        note = " (no endpoint/model configured: measured tags only, no narrative)" if backend.source == "signals" else ""
+        note = (
+            " (no endpoint/model configured: measured tags only, no narrative)" if backend.source == "signals" else ""
+        )
         say(f"pks curate: captioner {backend.source}{note}")
     retrying = sum(t["retry"] for t in todo)
-    say(f"pks curate: {len(paths)} input(s), {skipped} already done or duplicate, {len(todo)} to process"
-             + (f" ({retrying} to retry their errors; --no-retry-errors skips them)" if retrying else ""))
+    say(
+        f"pks curate: {len(paths)} input(s), {skipped} already done or duplicate, {len(todo)} to process"
+        + (f" ({retrying} to retry their errors; --no-retry-errors skips them)" if retrying else "")
+    )
     t0 = time.perf_counter()
     done, frames, clips = 0, 0, 0
     if todo:
         init_ray(cfg, logs_of(out))
         with progress_bar(len(todo), "pks curate", "video") as bar:
-            for s in run_videos(todo, out, cfg):  # streamed: only summaries (and a long video's records) reach the driver
+            for s in run_videos(
+                todo, out, cfg
+            ):  # streamed: only summaries (and a long video's records) reach the driver
                 done += 1
                 frames += s["frames"]
                 clips += s["n_ok"]
@@ -289,20 +311,42 @@ def run(input_spec: str, out: str | Path | Store, cfg: dict | None = None, progr
         init_ray(cfg, logs_of(out))
         caption_run(out, cfg, progress)
     counts = build_manifest(out, cfg)
-    summary = {"inputs": len(paths), "skipped": skipped, "processed": done, "retried": retrying,
-               "records": sum(counts.values()),
-               "ok": counts["ok"], "rejected": counts["rejected"], "errors": counts["error"],
-               "source_frames_per_s": round(frames / elapsed, 1) if done else None,
-               "manifest": out.url("manifest.parquet")}
-    log_run(out, {"job": "curate", "seconds": round(elapsed, 2), "videos": done, "source_frames": frames,
-                  "source_frames_per_s": summary["source_frames_per_s"], "ok": counts["ok"]})
+    summary = {
+        "inputs": len(paths),
+        "skipped": skipped,
+        "processed": done,
+        "retried": retrying,
+        "records": sum(counts.values()),
+        "ok": counts["ok"],
+        "rejected": counts["rejected"],
+        "errors": counts["error"],
+        "source_frames_per_s": round(frames / elapsed, 1) if done else None,
+        "manifest": out.url("manifest.parquet"),
+    }
+    log_run(
+        out,
+        {
+            "job": "curate",
+            "seconds": round(elapsed, 2),
+            "videos": done,
+            "source_frames": frames,
+            "source_frames_per_s": summary["source_frames_per_s"],
+            "ok": counts["ok"],
+        },
+    )
     if cfg["shard"]["enabled"] and cfg["clips"]["write"]:
         from pipelines.shard import shard_run
 
         t1 = time.perf_counter()
         summary["shards"] = shard_run(out, cfg, progress)
-        log_run(out, {"job": "shard", "seconds": round(time.perf_counter() - t1, 2),
-                      **{k: summary["shards"][k] for k in ("samples", "kept", "new", "rewritten", "removed")}})
+        log_run(
+            out,
+            {
+                "job": "shard",
+                "seconds": round(time.perf_counter() - t1, 2),
+                **{k: summary["shards"][k] for k in ("samples", "kept", "new", "rewritten", "removed")},
+            },
+        )
         summary.update(status_counts(out))
     return summary
 

@@ -1,6 +1,7 @@
 """A run's records on disk: one Parquet part per video (OUT/parts/{video_id}.parquet, written
 whole or not at all), and OUT/manifest.parquet streamed from them with near-duplicates marked.
 Every stage that changes records rewrites the parts, then rebuilds the manifest."""
+
 from __future__ import annotations
 
 import io
@@ -55,8 +56,10 @@ def set_aside_bad_parts(out: Store, progress=None) -> int:
                 pq.read_metadata(f)
         except pa.ArrowInvalid as e:  # not Parquet (a store that cannot be read raises OSError, and stops the run)
             out.move(p, f"parts/bad/{Path(p).name}")
-            (progress or log.warning)(f"pks: warning: {out.url(p)} does not read ({first_line(e)}); moved to parts/bad/, "
-                     "pks curate processes its video again")
+            (progress or log.warning)(
+                f"pks: warning: {out.url(p)} does not read ({first_line(e)}); moved to parts/bad/, "
+                "pks curate processes its video again"
+            )
             moved += 1
     return moved
 
@@ -70,8 +73,11 @@ def duplicates(out: Path | Store, cfg: dict, parts: list[str] | None = None) -> 
     sigs = []
     for p in parts_of(out) if parts is None else parts:
         t = out.read_table(p, columns=["clip_id", "phash", "status", "error"]).to_pylist()
-        sigs += [(r["clip_id"], r["phash"]) for r in t if r["phash"] and (
-            r["status"] == "ok" or r["error"].startswith(SHARD_REJECT))]
+        sigs += [
+            (r["clip_id"], r["phash"])
+            for r in t
+            if r["phash"] and (r["status"] == "ok" or r["error"].startswith(SHARD_REJECT))
+        ]
     sigs.sort()  # both searches point each duplicate at an earlier clip: the earliest is kept
     dupes = find_duplicates(sigs, cfg["analyse"]["duplicate_bits"])
     have = set(out.list("embeddings"))

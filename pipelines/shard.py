@@ -18,6 +18,7 @@ judge_score rewrites the shard that holds the clip, and no other.
 OUT may be an object-store URL (pks.store): a shard is then written locally and uploaded whole
 (one PUT), the index last.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -46,11 +47,20 @@ SPLITS = ("train", "val")
 FORMAT = "pks-shard-1"  # bump when the sample layout changes: every shard is then rewritten
 FINGERPRINT = "pks.fingerprint"  # the PAX global header that carries a shard's fingerprint
 _INDEX_FIELDS: list[tuple[str, pa.DataType]] = [  # typed: mypy joins the DataType subclasses to object
-    ("clip_id", pa.string()), ("video_id", pa.string()), ("split", pa.string()),
-    ("stage", pa.int32()), ("shard", pa.string()), ("position", pa.int32()),
-    ("clip_bytes", pa.int64()), ("clip_mtime_ns", pa.int64()), ("clip_hash", pa.string()),
-    ("record_hash", pa.string()), ("offset", pa.int64()), ("length", pa.int64()),
-    ("frames", pa.int64()), ("fps", pa.float64()),  # the clip's length: the loader's windows
+    ("clip_id", pa.string()),
+    ("video_id", pa.string()),
+    ("split", pa.string()),
+    ("stage", pa.int32()),
+    ("shard", pa.string()),
+    ("position", pa.int32()),
+    ("clip_bytes", pa.int64()),
+    ("clip_mtime_ns", pa.int64()),
+    ("clip_hash", pa.string()),
+    ("record_hash", pa.string()),
+    ("offset", pa.int64()),
+    ("length", pa.int64()),
+    ("frames", pa.int64()),
+    ("fps", pa.float64()),  # the clip's length: the loader's windows
 ]
 INDEX_SCHEMA = pa.schema(_INDEX_FIELDS)
 
@@ -85,8 +95,7 @@ def rejection(r: ClipRecord, clips: set[str], sc: dict, kept: str = "") -> str:
     return ""
 
 
-def judge(records: list[ClipRecord], clips: set[str], sc: dict,
-          kept: dict[str, str] | None = None) -> list[ClipRecord]:
+def judge(records: list[ClipRecord], clips: set[str], sc: dict, kept: dict[str, str] | None = None) -> list[ClipRecord]:
     """Mark ok records that stay out as rejected (with why); earlier shard rejections are judged
     again, so a changed config takes them back in. `kept` ({clip_id: the clip kept of its
     near-duplicate group}, pipelines.parts.duplicates) keeps one clip of each group: the
@@ -109,8 +118,9 @@ def video_of(clip_id: str) -> str:
     return clip_id.rsplit("_", 2)[0]
 
 
-def assign_splits(video_ids: list[str], seed: int, val_fraction: float,
-                  kept: dict[str, str] | None = None) -> dict[str, str]:
+def assign_splits(
+    video_ids: list[str], seed: int, val_fraction: float, kept: dict[str, str] | None = None
+) -> dict[str, str]:
     """Split by source video: a video's hash decides, so adding videos never moves old ones
     (unless it joins their near-duplicate group with a smaller id). With val_fraction > 0 and
     two or more videos, each split gets at least one video. Videos that share a near-duplicate
@@ -149,7 +159,7 @@ def plan(rows: list[dict], sc: dict, kept: dict[str, str] | None = None) -> list
     shards = []
     for (sp, stage), members in sorted(groups.items()):
         members.sort(key=lambda r: r["clip_id"])
-        rng = np.random.default_rng(int(unit(sc["seed"], "order", sp, stage) * 2 ** 63))
+        rng = np.random.default_rng(int(unit(sc["seed"], "order", sp, stage) * 2**63))
         packed: list[list[dict]] = [[]]
         size = 0
         for i in rng.permutation(len(members)):
@@ -159,8 +169,9 @@ def plan(rows: list[dict], sc: dict, kept: dict[str, str] | None = None) -> list
                 size = 0
             packed[-1].append(r)
             size += r["clip_bytes"]
-        shards += [{"name": shard_name(sp, stage, n), "split": sp, "stage": stage, "members": m}
-                   for n, m in enumerate(packed)]
+        shards += [
+            {"name": shard_name(sp, stage, n), "split": sp, "stage": stage, "members": m} for n, m in enumerate(packed)
+        ]
     return shards
 
 
@@ -214,11 +225,21 @@ def samples(out: Store, previous: dict[str, dict]) -> list[dict]:
         clip_hash = old["clip_hash"] if old and same and old["clip_hash"] else file_hash(out, clip_key(r["clip_id"]))
         record = json.dumps(r, sort_keys=True)
         record_hash = record_digest(r)
-        rows.append({"clip_id": r["clip_id"], "video_id": r["video_id"], "curriculum_stage": r["curriculum_stage"],
-                     "record": record, "record_hash": record_hash, "clip_bytes": size,
-                     "clip_mtime_ns": mtime, "clip_hash": clip_hash,
-                     "frames": ClipRecord.from_row(r).frames_in_clip, "fps": r["fps"],
-                     "fingerprint": digest(r["clip_id"], record_hash, clip_hash)})
+        rows.append(
+            {
+                "clip_id": r["clip_id"],
+                "video_id": r["video_id"],
+                "curriculum_stage": r["curriculum_stage"],
+                "record": record,
+                "record_hash": record_hash,
+                "clip_bytes": size,
+                "clip_mtime_ns": mtime,
+                "clip_hash": clip_hash,
+                "frames": ClipRecord.from_row(r).frames_in_clip,
+                "fps": r["fps"],
+                "fingerprint": digest(r["clip_id"], record_hash, clip_hash),
+            }
+        )
     return rows
 
 
@@ -269,6 +290,7 @@ def write_shard(spec: dict, out: Store, thumb_width: int = 384) -> dict:
     """Write one planned shard (a plain function; Ray wraps it) with the records the plan
     carries. Written with tarfile itself rather than webdataset's TarWriter, which cannot add
     the PAX global header that holds the fingerprint; the samples are plain WebDataset members."""
+
     def samples():
         for m in spec["members"]:
             clip = clip_key(m["clip_id"])
@@ -287,8 +309,10 @@ def write_tar(final: Path | str, fingerprint: str, samples, out: Store | None = 
     header, at a path (or a key of `out`), written under a temporary name and renamed (or
     uploaded whole) when complete."""
     out, final = (out, str(final)) if out else (as_store(Path(final).parent), Path(final).name)
-    with out.writing(final) as tmp, tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT,
-                                                 pax_headers={FINGERPRINT: fingerprint}) as tar:
+    with (
+        out.writing(final) as tmp,
+        tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT, pax_headers={FINGERPRINT: fingerprint}) as tar,
+    ):
         for key, members in samples:
             for ext, payload in members.items():
                 info = tarfile.TarInfo(f"{key}.{ext}")
@@ -336,10 +360,15 @@ def stale_samples(out) -> tuple[int, int]:
     changed after `pks shard` wrote it (a caption, an audit correction, a Judge score, a
     re-stage) or its clip is no longer ok; an ok clip that no shard holds counts too."""
     out = as_store(out)
-    held = {r["clip_id"]: r["record_hash"]
-            for r in out.read_table("shards/index.parquet", columns=["clip_id", "record_hash"]).to_pylist()}
-    current = {r["clip_id"]: record_digest(r)
-               for r in out.read_table("manifest.parquet", schema=SCHEMA).to_pylist() if r["status"] == "ok"}
+    held = {
+        r["clip_id"]: r["record_hash"]
+        for r in out.read_table("shards/index.parquet", columns=["clip_id", "record_hash"]).to_pylist()
+    }
+    current = {
+        r["clip_id"]: record_digest(r)
+        for r in out.read_table("manifest.parquet", schema=SCHEMA).to_pylist()
+        if r["status"] == "ok"
+    }
     return sum(current.get(c) != h for c, h in held.items()) + sum(c not in held for c in current), len(held)
 
 
@@ -389,14 +418,19 @@ def write_shards(out: Store, cfg: dict, progress=None) -> dict:
         if not s["why"]:
             log.debug(f"  {s['name']}: kept")
     why = dict(Counter(s["why"] for s in todo))
-    say(f"pks shard: {len(rows)} clip(s) in {len(shards)} shard(s): {len(shards) - len(todo)} kept, "
-             f"{len(todo)} to write" + (f" ({', '.join(f'{n} {w}' for w, n in why.items())})" if todo else ""))
+    say(
+        f"pks shard: {len(rows)} clip(s) in {len(shards)} shard(s): {len(shards) - len(todo)} kept, "
+        f"{len(todo)} to write" + (f" ({', '.join(f'{n} {w}' for w, n in why.items())})" if todo else "")
+    )
     if todo:
         init_ray(cfg, logs_of(out))
         ds: ray.data.Dataset = ray.data.from_items(todo, override_num_blocks=len(todo))
         # (Ray types the function without its fn_kwargs)
-        ds = ds.map(_ray_write, fn_kwargs={"out": out, "thumb_width": sc["thumb_width"]},  # type: ignore[arg-type]
-                    num_cpus=1)
+        ds = ds.map(
+            _ray_write,  # type: ignore[arg-type]
+            fn_kwargs={"out": out, "thumb_width": sc["thumb_width"]},
+            num_cpus=1,
+        )
         with progress_bar(len(todo), "pks shard", "shard") as bar:
             for i, s in enumerate(ds.iter_rows(), 1):  # as each shard is written (by a Ray task)
                 say(f"  [{i}/{len(todo)}] {s['name']}: {s['samples']} sample(s) ({s['why']})")
@@ -405,11 +439,20 @@ def write_shards(out: Store, cfg: dict, progress=None) -> dict:
     for s in shards:  # kept shards too: headers only
         with out.open(f"shards/{s['name']}") as f:
             ranges[s["name"]] = sample_ranges(f)
-    index = [{"clip_id": m["clip_id"], "video_id": m["video_id"], "split": s["split"], "stage": s["stage"],
-              "shard": s["name"], "position": i, **{k: m[k] for k in ("clip_bytes", "clip_mtime_ns", "clip_hash",
-                                                                         "record_hash", "frames", "fps")},
-              **dict(zip(("offset", "length"), ranges[s["name"]][m["clip_id"]]))}
-             for s in shards for i, m in enumerate(s["members"])]
+    index = [
+        {
+            "clip_id": m["clip_id"],
+            "video_id": m["video_id"],
+            "split": s["split"],
+            "stage": s["stage"],
+            "shard": s["name"],
+            "position": i,
+            **{k: m[k] for k in ("clip_bytes", "clip_mtime_ns", "clip_hash", "record_hash", "frames", "fps")},
+            **dict(zip(("offset", "length"), ranges[s["name"]][m["clip_id"]])),
+        }
+        for s in shards
+        for i, m in enumerate(s["members"])
+    ]
     with out.writing("shards/index.parquet") as tmp:
         pq.write_table(pa.Table.from_pylist(index, schema=INDEX_SCHEMA), tmp)
     # only now the shards of an earlier plan that this one does not have: removed first, a kill
@@ -422,8 +465,19 @@ def write_shards(out: Store, cfg: dict, progress=None) -> dict:
             removed += 1
     if removed:
         say(f"pks shard: removed {removed} shard(s) the plan no longer has")
-    per = {f"{sp}/stage-{k}": sum(1 for x in index if (x["split"], x["stage"]) == (sp, k))
-           for sp in SPLITS for k in range(4)}
-    return {"shards": len(shards), "kept": len(shards) - len(todo), "new": why.pop("new", 0),
-            "rewritten": sum(why.values()), "removed": removed, "why": why, "samples": len(index),
-            "per_split_stage": {k: v for k, v in per.items() if v}, "index": out.url("shards/index.parquet")}
+    per = {
+        f"{sp}/stage-{k}": sum(1 for x in index if (x["split"], x["stage"]) == (sp, k))
+        for sp in SPLITS
+        for k in range(4)
+    }
+    return {
+        "shards": len(shards),
+        "kept": len(shards) - len(todo),
+        "new": why.pop("new", 0),
+        "rewritten": sum(why.values()),
+        "removed": removed,
+        "why": why,
+        "samples": len(index),
+        "per_split_stage": {k: v for k, v in per.items() if v},
+        "index": out.url("shards/index.parquet"),
+    }

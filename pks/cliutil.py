@@ -1,5 +1,6 @@
 """What every `pks` command shares: user mistakes as one line and exit 2, the checks of OUT,
 the taxonomy and the device a user names."""
+
 from __future__ import annotations
 
 import functools
@@ -23,11 +24,14 @@ def friendly(fn):
         except UserError as e:
             typer.echo(f"pks: error: {e}", err=True)
             raise typer.Exit(2) from None  # the message above says it all
+
     return wrapper
 
 
-STORAGE_OPTIONS_HELP = ("fsspec options for an object-store OUT (and inputs of its protocol), as JSON, e.g. "
-                        "'{\"endpoint_url\": \"http://host:9000\"}'; default: the client's environment (AWS_*).")
+STORAGE_OPTIONS_HELP = (
+    "fsspec options for an object-store OUT (and inputs of its protocol), as JSON, e.g. "
+    '\'{"endpoint_url": "http://host:9000"}\'; default: the client\'s environment (AWS_*).'
+)
 
 
 def local_out(out: Path | str) -> Path:
@@ -35,8 +39,10 @@ def local_out(out: Path | str) -> Path:
     Path argument has already folded s3://b/x into s3:/b/x)."""
     url = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*):/+(.*)", str(out))
     if url:
-        raise UserError(f"this command needs a local OUT folder, got {url[1]}://{url[2]} (pks curate and pks shard "
-                        "work on object storage; copy the run down first, e.g. aws s3 sync)")
+        raise UserError(
+            f"this command needs a local OUT folder, got {url[1]}://{url[2]} (pks curate and pks shard "
+            "work on object storage; copy the run down first, e.g. aws s3 sync)"
+        )
     return Path(out)
 
 

@@ -2,6 +2,7 @@
 (`logging.getLogger(__name__)`) and draws at most one progress bar per long job; the CLI sets the
 level once (INFO, or DEBUG with --verbose, WARNING with --quiet). Used as a library (tests,
 notebooks) nothing is configured, so INFO lines and bars stay silent unless the caller asks."""
+
 from __future__ import annotations
 
 import logging
@@ -52,5 +53,12 @@ def bar(total: int, desc: str, unit: str, initial: int = 0, enabled: bool = True
     on a rank other than 0)."""
     from tqdm import tqdm
 
-    return tqdm(total=total, initial=initial, desc=desc, unit=unit, file=sys.stderr, dynamic_ncols=True,
-                disable=not (enabled and bars_shown()))
+    return tqdm(
+        total=total,
+        initial=initial,
+        desc=desc,
+        unit=unit,
+        file=sys.stderr,
+        dynamic_ncols=True,
+        disable=not (enabled and bars_shown()),
+    )

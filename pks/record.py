@@ -3,6 +3,7 @@
 A record is a plain dataclass so stages stay ordinary functions; `to_row`/`from_row` convert
 to the dict form that Ray Data and Arrow carry, and `SCHEMA` fixes the Parquet layout.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -17,8 +18,19 @@ import pyarrow.parquet as pq
 STATUSES = ("ok", "rejected", "error")
 TRANSITIONS = ("start", "cut", "fade", "dissolve")
 # Failures, never art: what analysis may flag and shard.reject_flags may keep out.
-QUALITY_FLAGS = ("decode_error", "interlaced", "block_corruption", "decoder_garbage", "frozen", "near_black",
-                 "letterbox", "pillarbox", "too_short", "duplicate", "multi_shot")
+QUALITY_FLAGS = (
+    "decode_error",
+    "interlaced",
+    "block_corruption",
+    "decoder_garbage",
+    "frozen",
+    "near_black",
+    "letterbox",
+    "pillarbox",
+    "too_short",
+    "duplicate",
+    "multi_shot",
+)
 # The flags that mean broken footage (no animator draws them), as opposed to formats
 # (letterbox), length or duplicates: what benchmarks count as defects and the Judge learns from.
 # The prefix of rejections the shard stage records (a rerun of it judges them again).
@@ -104,8 +116,10 @@ class ClipRecord:
             kw[k] = list(kw.get(k) or [])
         kw["retimed"] = kw.get("retimed") or ""  # a part written before the column
         if kw.get("caption") is not None:
-            kw["caption"] = {k: (list(v) if isinstance(v, (list, tuple)) or hasattr(v, "tolist") else v)
-                             for k, v in dict(kw["caption"]).items()}
+            kw["caption"] = {
+                k: (list(v) if isinstance(v, (list, tuple)) or hasattr(v, "tolist") else v)
+                for k, v in dict(kw["caption"]).items()
+            }
         rec = cls(**kw)
         if "clip_id" in row and row["clip_id"] != rec.clip_id:
             raise ValueError(f"row clip_id {row['clip_id']!r} disagrees with its span ({rec.clip_id})")
@@ -126,10 +140,16 @@ def clip_id(video_id: str, start_frame: int, end_frame: int) -> str:
 
 
 _tags = pa.list_(pa.string())
-CAPTION_TYPE = pa.struct([
-    ("narrative", pa.string()), ("style", _tags), ("motion", _tags),
-    ("camera", _tags), ("vfx", _tags), ("shot", pa.string()),
-])
+CAPTION_TYPE = pa.struct(
+    [
+        ("narrative", pa.string()),
+        ("style", _tags),
+        ("motion", _tags),
+        ("camera", _tags),
+        ("vfx", _tags),
+        ("shot", pa.string()),
+    ]
+)
 
 _FIELDS: list[tuple[str, pa.DataType]] = [  # typed: mypy joins the DataType subclasses to object
     ("clip_id", pa.string()),

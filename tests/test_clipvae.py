@@ -1,5 +1,6 @@
 """The learned latent space (training/clipvae.py): it learns to redraw clips, keeps the latent
 interface the trainer and sampler use, and a run trains it once, as its first stage."""
+
 import json
 import subprocess
 import sys
@@ -22,7 +23,7 @@ def sliding_texture(n: int, frames: int = 8, size: int = 16, seed: int = 0) -> t
         big = np.kron(field, np.ones((4, 4)))[:, :size]
         dx = g.choice([-1, 1])
         start = frames if dx < 0 else 0
-        clips.append(np.stack([big[:, :, start + dx * t: start + dx * t + size] for t in range(frames)]))
+        clips.append(np.stack([big[:, :, start + dx * t : start + dx * t + size] for t in range(frames)]))
     return torch.from_numpy((np.stack(clips) * 255).round().astype(np.uint8))
 
 
@@ -34,7 +35,7 @@ def test_space_to_depth_round_trips():
 
 def test_the_vae_learns_to_redraw_clips_and_keeps_the_latent_interface(tmp_path):
     data = sliding_texture(16)
-    batches = ({"video": data[(i * 4) % 16:(i * 4) % 16 + 4]} for i in range(10_000))
+    batches = ({"video": data[(i * 4) % 16 : (i * 4) % 16 + 4]} for i in range(10_000))
     lc = {"channels": 4, "width": 16, "time_stride": 2, "steps": 300, "lr": 2e-3, "kl": 1e-4, "motion": 2.0}
     meta = train_vae(batches, tmp_path / "vae", lc, seed=0)
     first, last = meta["history"][0], meta["history"][-1]
@@ -63,8 +64,9 @@ def test_a_folder_without_its_metadata_is_not_a_vae(tmp_path):
 
 
 def pks(*args):
-    return subprocess.run([sys.executable, "-m", "pks.cli", *map(str, args)], capture_output=True, text=True,
-                          timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "pks.cli", *map(str, args)], capture_output=True, text=True, timeout=600
+    )
 
 
 def learned_cfg(tmp_path, **latent):
@@ -74,8 +76,19 @@ def learned_cfg(tmp_path, **latent):
     cfg["sample"]["steps"] = 3
     cfg["dpo"].update(steps=2, batch=2, pairs="offline")
     cfg["arch"].update(patch=[1, 2, 2], in_channels=4)
-    cfg["latent"] = {"kind": "learned", "path": None, "channels": 4, "width": 16, "time_stride": 2, "steps": 4,
-                     "lr": 1e-3, "batch_size": 4, "kl": 1e-4, "motion": 2.0, **latent}
+    cfg["latent"] = {
+        "kind": "learned",
+        "path": None,
+        "channels": 4,
+        "width": 16,
+        "time_stride": 2,
+        "steps": 4,
+        "lr": 1e-3,
+        "batch_size": 4,
+        "kl": 1e-4,
+        "motion": 2.0,
+        **latent,
+    }
     path = tmp_path / f"learned-{len(list(tmp_path.glob('learned-*')))}.yaml"
     path.write_text(yaml.safe_dump(cfg))
     return path
@@ -103,10 +116,22 @@ def test_a_learned_run_trains_its_vae_once_and_generates_through_it(sharded_run,
     made = json.loads(r.stdout)
     assert made["frames"] == 8 and made["size"] == [16, 16]
     # the preference stage starts from the run and keeps drawing through the run's VAE
-    r = pks("train", sharded_run, "--stage", "dpo", "--init", run, "--config", learned_cfg(tmp_path), "--out",
-            tmp_path / "dpo")
+    r = pks(
+        "train",
+        sharded_run,
+        "--stage",
+        "dpo",
+        "--init",
+        run,
+        "--config",
+        learned_cfg(tmp_path),
+        "--out",
+        tmp_path / "dpo",
+    )
     assert r.returncode == 0, r.stderr[-3000:]
-    assert yaml.safe_load((tmp_path / "dpo" / "config.yaml").read_text())["latent"]["path"] == str((run / "vae").resolve())
+    assert yaml.safe_load((tmp_path / "dpo" / "config.yaml").read_text())["latent"]["path"] == str(
+        (run / "vae").resolve()
+    )
     r = pks("generate", tmp_path / "dpo", "--tags", "camera=static", "--out", tmp_path / "dpo.mp4")
     assert r.returncode == 0 and json.loads(r.stdout)["frames"] == 8, r.stderr[-3000:]
     # a model that reads another number of channels than the space has: one line, exit 2

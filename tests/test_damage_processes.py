@@ -1,5 +1,6 @@
 """Damage by real failure processes (pks.synth.processes): each process changes the frames the
 way it claims, and the truth found by comparing decodes matches the frames."""
+
 import json
 
 import av
@@ -180,8 +181,11 @@ def test_mux_drops_and_repeats_frames_and_the_truth_finds_them(clean, tmp_path):
     a = lumas(path)
     change = [0.0] + [worst_block(x, y) for x, y in zip(a, a[1:])]
     # disposable frames where the clean moves on visibly at both sides, apart from each other
-    moving = [k for k in disposable_frames(path)
-              if 3 < k < len(a) - 3 and change[k] > calib["value"] and change[k + 1] > calib["value"]]
+    moving = [
+        k
+        for k in disposable_frames(path)
+        if 3 < k < len(a) - 3 and change[k] > calib["value"] and change[k + 1] > calib["value"]
+    ]
     picks = [moving[0]]
     for k in moving:
         if k - picks[-1] >= 8:
@@ -217,28 +221,51 @@ def pks(*args):
     from typer.testing import CliRunner
 
     from pks.cli import app
+
     return CliRunner().invoke(app, [str(a) for a in args])
 
 
 def test_pks_synth_writes_damaged_copies_with_truth(tmp_path):
-    r = pks("synth", tmp_path, "--videos", "1", "--seed", "4", "--shots", "2", "--size", "320x176",
-            "--fps", "24", "--damage-process", "corrupt,mux")
+    r = pks(
+        "synth",
+        tmp_path,
+        "--videos",
+        "1",
+        "--seed",
+        "4",
+        "--shots",
+        "2",
+        "--size",
+        "320x176",
+        "--fps",
+        "24",
+        "--damage-process",
+        "corrupt,mux",
+    )
     assert r.exit_code == 0, r.output
     names = sorted(p.name for p in tmp_path.iterdir())
-    assert names == ["anime_4_000.corrupt.json", "anime_4_000.corrupt.mp4", "anime_4_000.json", "anime_4_000.mp4",
-                     "anime_4_000.mux.json", "anime_4_000.mux.mp4"], names
+    assert names == [
+        "anime_4_000.corrupt.json",
+        "anime_4_000.corrupt.mp4",
+        "anime_4_000.json",
+        "anime_4_000.mp4",
+        "anime_4_000.mux.json",
+        "anime_4_000.mux.mp4",
+    ], names
     synth = json.loads((tmp_path / "anime_4_000.json").read_text())
     for proc, align in (("corrupt", "time"), ("mux", "sequence")):
         t = json.loads((tmp_path / f"anime_4_000.{proc}.json").read_text())
         assert t["process"] == proc and t["align"] == align and t["clean"] == "anime_4_000.mp4" and t["params"]
         assert t["damaged_frames"] and t["damaged_shots"]
         assert t["threshold"]["value"] >= 8 and "re-encode" in t["threshold"]["derivation"]
-        assert [(s["start_frame"], s["end_frame"]) for s in t["shots"]] == \
-               [(s["start_frame"], s["end_frame"]) for s in synth["shots"]]
+        assert [(s["start_frame"], s["end_frame"]) for s in t["shots"]] == [
+            (s["start_frame"], s["end_frame"]) for s in synth["shots"]
+        ]
         assert f"anime_4_000.{proc}.mp4" in r.stdout
         # the truth is the comparison: the same decode gives the same frames
-        again = damage_truth(tmp_path / "anime_4_000.mp4", tmp_path / f"anime_4_000.{proc}.mp4",
-                             t["threshold"], align=align)
+        again = damage_truth(
+            tmp_path / "anime_4_000.mp4", tmp_path / f"anime_4_000.{proc}.mp4", t["threshold"], align=align
+        )
         assert again["damaged_frames"] == t["damaged_frames"]
 
 

@@ -2,6 +2,7 @@
 (INFO by default, DEBUG with --verbose, WARNING with --quiet), one progress bar per long command
 with rate and ETA (drawn for a terminal, or when PKS_PROGRESS=1 forces it), and calibrate's
 --in-place, which keeps the config's comments."""
+
 import logging
 import os
 import shutil
@@ -17,8 +18,13 @@ from pks.progress import PACKAGES
 
 
 def pks(*args, env=None):
-    return subprocess.run([sys.executable, "-m", "pks.cli", *map(str, args)], capture_output=True, text=True,
-                          timeout=600, env={**os.environ, "PKS_PROGRESS": "", **(env or {})})
+    return subprocess.run(
+        [sys.executable, "-m", "pks.cli", *map(str, args)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        env={**os.environ, "PKS_PROGRESS": "", **(env or {})},
+    )
 
 
 @pytest.fixture
@@ -116,14 +122,22 @@ def test_calibrate_in_place_keeps_the_comments(sharded_run, tmp_path):
     r = pks("calibrate", sharded_run, "--config", cfg, "--in-place", "--no-apply")
     assert r.returncode == 0 and f"written to {cfg}" in r.stdout, r.stderr
     rows = pq.read_table(sharded_run / "manifest.parquet").to_pylist()
-    want = [round(float(q), 4) for q in np.quantile([x["deformation_score"] for x in rows if x["status"] == "ok"],
-                                                    (0.25, 0.5, 0.75))]
+    want = [
+        round(float(q), 4)
+        for q in np.quantile([x["deformation_score"] for x in rows if x["status"] == "ok"], (0.25, 0.5, 0.75))
+    ]
     text = cfg.read_text()
-    assert yaml.safe_load(text) == {"shard": {"max_samples": 3},
-                                    "curriculum": {"deformation": want, "motion_boost": None}}
+    assert yaml.safe_load(text) == {
+        "shard": {"max_samples": 3},
+        "curriculum": {"deformation": want, "motion_boost": None},
+    }
     assert want != [0.1, 0.2, 0.3]
-    for comment in ("# my curation settings\n", "max_samples: 3   # small shards\n", "  # from last season\n",
-                    "# calibrated by hand\n"):
+    for comment in (
+        "# my curation settings\n",
+        "max_samples: 3   # small shards\n",
+        "  # from last season\n",
+        "# calibrated by hand\n",
+    ):
         assert comment in text, text
     assert f"deformation: [{', '.join(map(str, want))}]" in text  # still a flow list
     assert [p.name for p in tmp_path.iterdir()] == ["job.yaml"]  # no temporary file left

@@ -18,6 +18,7 @@ small KL term so the latent space is smooth enough to sample (as in Stable Diffu
 Latents are normalised per channel with the mean and std measured on the training clips, so
 the DiT sees unit scale, like Wan's published statistics.
 """
+
 from __future__ import annotations
 
 import json
@@ -39,8 +40,14 @@ WEIGHTS, META = "vae.pt", "vae.json"
 class ResBlock(nn.Module):
     def __init__(self, c: int):
         super().__init__()
-        self.body = nn.Sequential(nn.GroupNorm(8, c), nn.SiLU(), nn.Conv3d(c, c, 3, padding=1),
-                                  nn.GroupNorm(8, c), nn.SiLU(), nn.Conv3d(c, c, 3, padding=1))
+        self.body = nn.Sequential(
+            nn.GroupNorm(8, c),
+            nn.SiLU(),
+            nn.Conv3d(c, c, 3, padding=1),
+            nn.GroupNorm(8, c),
+            nn.SiLU(),
+            nn.Conv3d(c, c, 3, padding=1),
+        )
 
     def forward(self, x):
         return x + self.body(x)
@@ -51,7 +58,11 @@ class Space2Depth(nn.Module):
 
     def forward(self, x):
         b, c, t, h, w = x.shape
-        return F.pixel_unshuffle(x.transpose(1, 2).reshape(b * t, c, h, w), 2).view(b, t, 4 * c, h // 2, w // 2).transpose(1, 2)
+        return (
+            F.pixel_unshuffle(x.transpose(1, 2).reshape(b * t, c, h, w), 2)
+            .view(b, t, 4 * c, h // 2, w // 2)
+            .transpose(1, 2)
+        )
 
 
 class Depth2Space(nn.Module):
@@ -59,11 +70,16 @@ class Depth2Space(nn.Module):
 
     def forward(self, x):
         b, c, t, h, w = x.shape
-        return F.pixel_shuffle(x.transpose(1, 2).reshape(b * t, c, h, w), 2).view(b, t, c // 4, 2 * h, 2 * w).transpose(1, 2)
+        return (
+            F.pixel_shuffle(x.transpose(1, 2).reshape(b * t, c, h, w), 2)
+            .view(b, t, c // 4, 2 * h, 2 * w)
+            .transpose(1, 2)
+        )
 
 
 class ClipVAE(nn.Module):
     """[B, 3, T, H, W] in [-1, 1] <-> [B, C, T/time_stride, H/4, W/4] (time_stride 2 or 4)."""
+
     space_stride = 4
 
     def __init__(self, channels: int = 8, width: int = 32, time_stride: int = 4):
@@ -74,17 +90,29 @@ class ClipVAE(nn.Module):
         self.channels, self.time_stride = channels, time_stride
         deep = time_stride == 4  # one more halving of time at the bottom, and its upsampling back
         self.encoder = nn.Sequential(
-            Space2Depth(), nn.Conv3d(12, w, (1, 3, 3), padding=(0, 1, 1)), nn.SiLU(),  # H/2, per frame
-            nn.Conv3d(w, w2, 4, stride=2, padding=1), nn.SiLU(),  # T/2, H/4
+            Space2Depth(),
+            nn.Conv3d(12, w, (1, 3, 3), padding=(0, 1, 1)),
+            nn.SiLU(),  # H/2, per frame
+            nn.Conv3d(w, w2, 4, stride=2, padding=1),
+            nn.SiLU(),  # T/2, H/4
             nn.Conv3d(w2, w2, (4, 3, 3), stride=(2, 1, 1), padding=1) if deep else nn.Conv3d(w2, w2, 3, padding=1),
-            ResBlock(w2), nn.GroupNorm(8, w2), nn.SiLU(),
-            nn.Conv3d(w2, 2 * channels, 1))  # mean and log-variance
+            ResBlock(w2),
+            nn.GroupNorm(8, w2),
+            nn.SiLU(),
+            nn.Conv3d(w2, 2 * channels, 1),
+        )  # mean and log-variance
         self.decoder = nn.Sequential(
-            nn.Conv3d(channels, w2, 3, padding=1), ResBlock(w2),
+            nn.Conv3d(channels, w2, 3, padding=1),
+            ResBlock(w2),
             nn.Upsample(scale_factor=(2, 1, 1)) if deep else nn.Identity(),
-            nn.Conv3d(w2, w2, 3, padding=1), nn.SiLU(),  # T/2
-            nn.Upsample(scale_factor=2), nn.Conv3d(w2, w, (1, 3, 3), padding=(0, 1, 1)), nn.SiLU(),  # T, H/2
-            nn.Conv3d(w, 12, 3, padding=1), Depth2Space())  # full size: each pixel from 3 frames' features
+            nn.Conv3d(w2, w2, 3, padding=1),
+            nn.SiLU(),  # T/2
+            nn.Upsample(scale_factor=2),
+            nn.Conv3d(w2, w, (1, 3, 3), padding=(0, 1, 1)),
+            nn.SiLU(),  # T, H/2
+            nn.Conv3d(w, 12, 3, padding=1),
+            Depth2Space(),
+        )  # full size: each pixel from 3 frames' features
 
     def posterior(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         mean, logvar = self.encoder(x).chunk(2, dim=1)
@@ -96,13 +124,23 @@ class ClipVAE(nn.Module):
         return self.decoder(mean + (0.5 * logvar).exp() * eps), mean, logvar
 
 
-def vae_loss(x: torch.Tensor, recon: torch.Tensor, mean: torch.Tensor, logvar: torch.Tensor,
-             kl_weight: float, motion_weight: float = 1.0) -> tuple[torch.Tensor, dict]:
+def vae_loss(
+    x: torch.Tensor,
+    recon: torch.Tensor,
+    mean: torch.Tensor,
+    logvar: torch.Tensor,
+    kl_weight: float,
+    motion_weight: float = 1.0,
+) -> tuple[torch.Tensor, dict]:
     """L1 on frames + motion_weight x L1 on frame-to-frame changes + kl_weight x KL (per latent value)."""
     frames = (recon - x).abs().mean()
     motion = ((recon[:, :, 1:] - recon[:, :, :-1]) - (x[:, :, 1:] - x[:, :, :-1])).abs().mean()
     kl = 0.5 * (mean.pow(2) + logvar.exp() - 1 - logvar).mean()
-    return frames + motion_weight * motion + kl_weight * kl, {"l1": frames.item(), "motion_l1": motion.item(), "kl": kl.item()}
+    return frames + motion_weight * motion + kl_weight * kl, {
+        "l1": frames.item(),
+        "motion_l1": motion.item(),
+        "kl": kl.item(),
+    }
 
 
 def to_unit(video: torch.Tensor) -> torch.Tensor:
@@ -112,6 +150,7 @@ def to_unit(video: torch.Tensor) -> torch.Tensor:
 
 class LearnedSpace:
     """A trained ClipVAE as the generator's latent space (the PixelSpace / WanVAE interface)."""
+
     space_stride = ClipVAE.space_stride
 
     def __init__(self, folder: str | Path, device: str | torch.device = "cpu"):
@@ -129,8 +168,9 @@ class LearnedSpace:
 
     def latent_shape(self, frames: int, size: tuple[int, int]) -> tuple[int, int, int, int]:
         if frames % self.time_stride or size[0] % 4 or size[1] % 4:
-            raise ValueError(f"the learned VAE needs frames divisible by {self.time_stride} and sides by 4, "
-                             f"got {frames} x {size}")
+            raise ValueError(
+                f"the learned VAE needs frames divisible by {self.time_stride} and sides by 4, got {frames} x {size}"
+            )
         return self.channels, frames // self.time_stride, size[0] // 4, size[1] // 4
 
     @torch.no_grad()
@@ -144,8 +184,9 @@ class LearnedSpace:
         return ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 1, 3, 4).cpu()
 
 
-def train_vae(batches, folder: str | Path, lc: dict, device: str | torch.device = "cpu",
-              seed: int = 0, show: bool = False) -> dict:
+def train_vae(
+    batches, folder: str | Path, lc: dict, device: str | torch.device = "cpu", seed: int = 0, show: bool = False
+) -> dict:
     """Train a ClipVAE on `batches` (dicts with "video": uint8 [B, T, 3, H, W]) for lc["steps"]
     steps and write it to `folder` (weights, then vae.json last: a folder without vae.json is a
     torn one and is trained again). Returns vae.json's content."""
@@ -181,10 +222,18 @@ def train_vae(batches, folder: str | Path, lc: dict, device: str | torch.device 
     with torch.no_grad():
         means = torch.cat([vae.posterior(to_unit(v).to(device))[0] for v in seen])
     c = means.transpose(0, 1).reshape(lc["channels"], -1)
-    meta = {"channels": lc["channels"], "width": lc["width"], "time_stride": lc["time_stride"], "steps": lc["steps"],
-            "kl": lc["kl"], "motion": lc["motion"],
-            "latent_mean": c.mean(1).tolist(), "latent_std": c.std(1).clamp_min(1e-3).tolist(),
-            "seconds": round(time.perf_counter() - t0, 1), "history": history}
+    meta = {
+        "channels": lc["channels"],
+        "width": lc["width"],
+        "time_stride": lc["time_stride"],
+        "steps": lc["steps"],
+        "kl": lc["kl"],
+        "motion": lc["motion"],
+        "latent_mean": c.mean(1).tolist(),
+        "latent_std": c.std(1).clamp_min(1e-3).tolist(),
+        "seconds": round(time.perf_counter() - t0, 1),
+        "history": history,
+    }
     folder.mkdir(parents=True, exist_ok=True)
     with atomic_path(folder / WEIGHTS) as tmp:
         torch.save(vae.state_dict(), tmp)

@@ -19,6 +19,7 @@ take disjoint batches, or with split_batches each its slice of every batch), rea
 those samples: one byte-range read per sample, at the offset that index.parquet records (a
 range read works the same on object storage). Bytes read do not grow with workers x ranks.
 """
+
 from __future__ import annotations
 
 import io
@@ -50,6 +51,7 @@ class Schedule:
     """Stage mixing weights per training step: linear from `start` to `end` over `steps`,
     then `end`. The loader gives stages without samples weight 0 (`start` and `end` each
     renormalised over the rest)."""
+
     start: tuple[float, ...] = (0.7, 0.2, 0.1, 0.0)
     end: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4)
     steps: int = 10_000
@@ -105,8 +107,9 @@ def pick(got: dict[int, np.ndarray], want: list[int]) -> np.ndarray:
     return np.stack([got[i] for i in want if i in got])
 
 
-def decode_clip(data: bytes, src_fps: float, frames: int, fps: float, size: tuple[int, int],
-                start: int = 0) -> np.ndarray:
+def decode_clip(
+    data: bytes, src_fps: float, frames: int, fps: float, size: tuple[int, int], start: int = 0
+) -> np.ndarray:
     """mp4 bytes -> uint8 [n, H, W, 3] sampled at `fps` from frame `start` of the clip, each
     frame scaled to cover `size` (H, W) and centre-cropped: n = `frames` when the clip holds the
     whole window, fewer when it ends early (never padded: a repeated frame would teach the model
@@ -134,10 +137,13 @@ def decode_frames(data: bytes, size: tuple[int, int], wanted: set[int] | None = 
                 if wanted is None or i in wanted:
                     rgb: np.ndarray = frame.to_ndarray(format="rgb24")
                     s = max(h / rgb.shape[0], w / rgb.shape[1])
-                    rgb = cv2.resize(rgb, (max(w, round(rgb.shape[1] * s)), max(h, round(rgb.shape[0] * s))),
-                                     interpolation=cv2.INTER_AREA)
+                    rgb = cv2.resize(
+                        rgb,
+                        (max(w, round(rgb.shape[1] * s)), max(h, round(rgb.shape[0] * s))),
+                        interpolation=cv2.INTER_AREA,
+                    )
                     y, x = (rgb.shape[0] - h) // 2, (rgb.shape[1] - w) // 2
-                    got[i] = rgb[y:y + h, x:x + w]
+                    got[i] = rgb[y : y + h, x : x + w]
     except (av.error.FFmpegError, IndexError) as e:  # not a video, or no video stream
         if not got:
             raise ValueError(f"cannot decode the clip: {e}") from None
@@ -158,8 +164,10 @@ def refuse_stale(root: Path) -> None:
     if Path(root).name == "shards" and (out / "manifest.parquet").is_file():
         stale, held = stale_samples(out)
         if stale:
-            raise StaleShards(f"{stale} sample(s) of {root} no longer match {out / 'manifest.parquet'} "
-                             f"({held} sharded): run pks shard {out} (or pass --allow-stale)")
+            raise StaleShards(
+                f"{stale} sample(s) of {root} no longer match {out / 'manifest.parquet'} "
+                f"({held} sharded): run pks shard {out} (or pass --allow-stale)"
+            )
 
 
 def shards_root(source: str | Path) -> Path:
@@ -188,12 +196,26 @@ class CurriculumLoader(torch.utils.data.IterableDataset):
     """Batches from OUT/shards of one split, stages mixed per the schedule. Infinite; `steps`
     bounds it. Pass to a DataLoader with batch_size=None (the loader batches)."""
 
-    def __init__(self, root: str | Path, split: str = "train", schedule: Schedule | None = None,
-                 frames: int = 16, fps: float = 8.0, size: tuple[int, int] = (256, 256), batch_size: int = 8,
-                 seed: int = 0, start_step: int = 0, steps: int | None = None,
-                 taxonomy_version: int | None = None, rank: int | None = None, world_size: int | None = None,
-                 random_window: bool = False, split_batches: bool = False, cache_mb: float = 0,
-                 allow_stale: bool = False):
+    def __init__(
+        self,
+        root: str | Path,
+        split: str = "train",
+        schedule: Schedule | None = None,
+        frames: int = 16,
+        fps: float = 8.0,
+        size: tuple[int, int] = (256, 256),
+        batch_size: int = 8,
+        seed: int = 0,
+        start_step: int = 0,
+        steps: int | None = None,
+        taxonomy_version: int | None = None,
+        rank: int | None = None,
+        world_size: int | None = None,
+        random_window: bool = False,
+        split_batches: bool = False,
+        cache_mb: float = 0,
+        allow_stale: bool = False,
+    ):
         self.root = Path(root)
         index = pq.read_table(self.root / "index.parquet").to_pylist()
         index = sorted((r for r in index if r["split"] == split), key=lambda r: (r["shard"], r["position"]))
@@ -227,7 +249,7 @@ class CurriculumLoader(torch.utils.data.IterableDataset):
         # Clips decoded once at the target size and kept (per process, up to cache_mb): a small
         # run draws each clip many times, and decoding from frame 0 to a random window costs
         # more than a tiny model's step. Batches are the same with and without the cache.
-        self.cache_bytes, self._cached = cache_mb * 2 ** 20, 0
+        self.cache_bytes, self._cached = cache_mb * 2**20, 0
         self._decoded: dict[str, np.ndarray] = {}
         # split_batches: every rank reads each batch and decodes its own slice (batch_size / ranks
         # samples), so a step's global batch is the same on any number of ranks (data parallel
@@ -275,7 +297,7 @@ class CurriculumLoader(torch.utils.data.IterableDataset):
         if c not in self._chunks:
             lo, hi = self._drawn(c * PLAN_CHUNK), self._drawn((c + 1) * PLAN_CHUNK)
             stages = np.repeat(np.arange(N_STAGES), np.subtract(hi, lo))
-            stages = stages[np.random.default_rng(int(unit(self.seed, "chunk", c) * 2 ** 63)).permutation(len(stages))]
+            stages = stages[np.random.default_rng(int(unit(self.seed, "chunk", c) * 2**63)).permutation(len(stages))]
             nth, seen = np.empty(len(stages), np.int64), list(lo)
             for o, k in enumerate(stages):
                 nth[o], seen[k] = seen[k], seen[k] + 1
@@ -302,7 +324,7 @@ class CurriculumLoader(torch.utils.data.IterableDataset):
 
     def shard_order(self, stage: int, epoch: int) -> list[str]:
         shards = self.shards[stage]
-        rng = np.random.default_rng(int(unit(self.seed, "epoch", stage, epoch) * 2 ** 63))
+        rng = np.random.default_rng(int(unit(self.seed, "epoch", stage, epoch) * 2**63))
         return [shards[i] for i in rng.permutation(len(shards))]
 
     def place(self, i: int) -> tuple[int, str, int]:
@@ -357,8 +379,9 @@ class CurriculumLoader(torch.utils.data.IterableDataset):
             if self.steps is not None and step >= self.start_step + self.steps:
                 return
             first = step * self.batch_size
-            yield self.collate([self.sample(self.read(*self.place(i)[1:]), i)
-                                for i in range(first + lo, first + hi)], step)
+            yield self.collate(
+                [self.sample(self.read(*self.place(i)[1:]), i) for i in range(first + lo, first + hi)], step
+            )
 
     def sample(self, raw: dict, index: int = 0) -> dict:
         record = json.loads(raw["json"])
@@ -368,11 +391,19 @@ class CurriculumLoader(torch.utils.data.IterableDataset):
             start = int(unit(self.seed, "window", index) * (spare + 1)) if spare > 0 else 0
         video = self._window(raw, record["fps"], start)
         if len(video) < self.frames:  # the record promised the frames; the clip file lacks them
-            raise ValueError(f"clip {raw['__key__']} decodes {len(video)} of the {self.frames} frames its record promises")
+            raise ValueError(
+                f"clip {raw['__key__']} decodes {len(video)} of the {self.frames} frames its record promises"
+            )
         tags, shot = tag_targets(record.get("caption"), self.tax)
-        return {"index": index, "video": video,
-                "text": (record.get("caption") or {}).get("narrative", ""),
-                "tags": tags, "shot": shot, "stage": record["curriculum_stage"], "record": record}
+        return {
+            "index": index,
+            "video": video,
+            "text": (record.get("caption") or {}).get("narrative", ""),
+            "tags": tags,
+            "shot": shot,
+            "stage": record["curriculum_stage"],
+            "record": record,
+        }
 
     def _window(self, raw: dict, src_fps: float, start: int) -> np.ndarray:
         key, want = raw["__key__"], window(start, self.frames, self.fps, src_fps)

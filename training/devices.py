@@ -1,4 +1,5 @@
 """Where training runs: the device, and the process group of a multi-process run."""
+
 from __future__ import annotations
 
 import os

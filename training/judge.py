@@ -11,6 +11,7 @@ failure-flagged clips and failure augmentations of ok clips (`training.failures`
 negatives, each augmented copy paired with its art clip. Train / validation split by source
 video. Everything here runs on a CPU.
 """
+
 from __future__ import annotations
 
 import json
@@ -33,8 +34,18 @@ from training.failures import FAILURES
 
 log = logging.getLogger(__name__)
 
-SIGNALS = ("deformation_score", "cadence", "held_ratio", "smear_rate", "impact_rate", "motion_score",
-           "combing", "grid_max", "dead_spike", "lost_band")
+SIGNALS = (
+    "deformation_score",
+    "cadence",
+    "held_ratio",
+    "smear_rate",
+    "impact_rate",
+    "motion_score",
+    "combing",
+    "grid_max",
+    "dead_spike",
+    "lost_band",
+)
 
 
 @dataclass
@@ -58,9 +69,18 @@ def signal_vector(out: dict, n_frames: int) -> list[float]:
     """The PKS signals the Judge reads, from `analyse`'s record fields."""
     q = json.loads(out["signals"]).get("quality", {})
     n = max(1, n_frames)
-    return [out["deformation_score"], min(out["cadence"], 4.0), out["held_ratio"], out["smear_frames"] / n,
-            out["impact_frames"] / n, 100.0 * out["motion_score"], 100.0 * q.get("combing", 0.0),
-            q.get("grid_max", 0.0), q.get("dead_spike", 0.0), q.get("lost_band", 0.0)]
+    return [
+        out["deformation_score"],
+        min(out["cadence"], 4.0),
+        out["held_ratio"],
+        out["smear_frames"] / n,
+        out["impact_frames"] / n,
+        100.0 * out["motion_score"],
+        100.0 * q.get("combing", 0.0),
+        q.get("grid_max", 0.0),
+        q.get("dead_spike", 0.0),
+        q.get("lost_band", 0.0),
+    ]
 
 
 def clip_example(rgb: np.ndarray, fps: float, cfg: JudgeConfig, acfg: dict) -> tuple[np.ndarray, list[float]]:
@@ -106,8 +126,9 @@ def collect(outs: list[Path], cfg: JudgeConfig, acfg: dict, progress=lambda *_: 
     rng = np.random.default_rng(cfg.seed)
     kinds = sorted(FAILURES)
     for out in map(Path, outs):
-        rows = pq.read_table(out / "manifest.parquet",
-                             columns=["clip_id", "video_id", "status", "quality_flags", "fps"]).to_pylist()
+        rows = pq.read_table(
+            out / "manifest.parquet", columns=["clip_id", "video_id", "status", "quality_flags", "fps"]
+        ).to_pylist()
         for r in rows:
             path = clip_path(out, r["clip_id"])
             flags = set(r["quality_flags"] or []) & set(DEFECT_FLAGS)
@@ -147,6 +168,7 @@ class OpenClipFrames(nn.Module):
     """A frozen OpenCLIP image tower from a local folder (`local-dir:` in open_clip's terms; no
     download), projected to the Judge's feature width. It reads the RGB half of the input; its
     weights are not part of a saved Judge (the folder is named in the Judge's config)."""
+
     mean: torch.Tensor  # buffers (registered in __init__)
     std: torch.Tensor
 
@@ -187,13 +209,21 @@ class Judge(nn.Module):
 
         def block(a, b):
             return nn.Sequential(nn.Conv2d(a, b, 3, stride=2, padding=1), nn.GroupNorm(4, b), nn.GELU())
+
         if cfg.backbone == "cnn":
-            self.frame: nn.Module = nn.Sequential(block(6, w), block(w, 2 * w), block(2 * w, 2 * w),
-                                                  block(2 * w, 4 * w), nn.AdaptiveAvgPool2d(1), nn.Flatten())
+            self.frame: nn.Module = nn.Sequential(
+                block(6, w),
+                block(w, 2 * w),
+                block(2 * w, 2 * w),
+                block(2 * w, 4 * w),
+                nn.AdaptiveAvgPool2d(1),
+                nn.Flatten(),
+            )
         else:
             self.frame = OpenClipFrames(cfg.backbone, 4 * w)
-        self.temporal = nn.Sequential(nn.Conv1d(8 * w, 4 * w, 3, padding=1), nn.GELU(),
-                                      nn.Conv1d(4 * w, 4 * w, 3, padding=1), nn.GELU())
+        self.temporal = nn.Sequential(
+            nn.Conv1d(8 * w, 4 * w, 3, padding=1), nn.GELU(), nn.Conv1d(4 * w, 4 * w, 3, padding=1), nn.GELU()
+        )
         self.head = nn.Sequential(nn.Linear(8 * w + n_signals, 4 * w), nn.GELU(), nn.Linear(4 * w, 1))
         self.register_buffer("sig_mean", torch.zeros(n_signals))
         self.register_buffer("sig_std", torch.ones(n_signals))
@@ -209,8 +239,11 @@ class Judge(nn.Module):
 
 
 def _tensors(ex: Examples):
-    return (torch.from_numpy(np.stack(ex.frames)), torch.tensor(ex.signals, dtype=torch.float32),
-            torch.tensor(ex.labels, dtype=torch.float32))
+    return (
+        torch.from_numpy(np.stack(ex.frames)),
+        torch.tensor(ex.signals, dtype=torch.float32),
+        torch.tensor(ex.labels, dtype=torch.float32),
+    )
 
 
 def auc(labels, scores) -> float:
@@ -256,7 +289,7 @@ def score(model: Judge, ex: Examples, batch: int = 64, logits: bool = False) -> 
     """Scores in [0, 1], or the logits behind them (they still rank where scores saturate)."""
     model.eval()
     x, s, _ = _tensors(ex)
-    out = torch.cat([model(x[k:k + batch], s[k:k + batch]) for k in range(0, len(x), batch)])
+    out = torch.cat([model(x[k : k + batch], s[k : k + batch]) for k in range(0, len(x), batch)])
     return [float(v) for v in (out if logits else torch.sigmoid(out))]
 
 
@@ -267,8 +300,9 @@ def judge_frames(model: Judge, rgb: np.ndarray, fps: float, acfg: dict) -> tuple
     width = model.cfg.analysis_width
     if w != width:
         size = (width, max(2, round(h * width / w / 2) * 2))
-        rgb = np.stack([cv2.resize(f, size, interpolation=cv2.INTER_AREA if w > width else cv2.INTER_LINEAR)
-                        for f in rgb])
+        rgb = np.stack(
+            [cv2.resize(f, size, interpolation=cv2.INTER_AREA if w > width else cv2.INTER_LINEAR) for f in rgb]
+        )
     frames, sig = clip_example(rgb, fps, model.cfg, acfg)
     ex = Examples()
     ex.add(frames, sig, 1, "", "", sig[0])
@@ -304,8 +338,11 @@ def train_judge(outs: list[Path], dest: Path, cfg: JudgeConfig, acfg: dict, prog
     tr, va = split(ex, cfg)
     model = train(tr, va if va.labels else None, cfg, progress=progress)
     save(model, dest)
-    return {"val_auc": auc(va.labels, score(model, va)) if va.labels else None, "val_examples": len(va.labels),
-            "val_videos": len(set(va.videos))}
+    return {
+        "val_auc": auc(va.labels, score(model, va)) if va.labels else None,
+        "val_examples": len(va.labels),
+        "val_videos": len(set(va.videos)),
+    }
 
 
 def score_run(out: Path, model: Judge, cfg: dict, progress=None) -> dict[str, int]:

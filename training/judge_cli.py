@@ -1,5 +1,6 @@
 """`pks judge ...`: train the Judge and score a run with it (mounted by pks.cli; torch loads
 only inside the commands)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -14,12 +15,17 @@ judge_app = typer.Typer(help="The Judge: a reward model that tells art from fail
 
 @judge_app.command("train")
 @friendly
-def judge_train(outs: list[Path] = typer.Argument(..., help="Curated output folders (manifest.parquet, clips/)."),
-                dest: Path = typer.Option(..., "--out", help="Where to write the Judge (e.g. judge.pt)."),
-                epochs: int = typer.Option(30, help="Passes over the training examples."),
-                config: Path | None = typer.Option(None, help="Job config YAML (its analyse section)."),
-                backbone: str = typer.Option("cnn", help="cnn, or a local OpenCLIP folder (open_clip_config.json "
-                                                         "and weights) whose frozen image tower embeds the frames.")):
+def judge_train(
+    outs: list[Path] = typer.Argument(..., help="Curated output folders (manifest.parquet, clips/)."),
+    dest: Path = typer.Option(..., "--out", help="Where to write the Judge (e.g. judge.pt)."),
+    epochs: int = typer.Option(30, help="Passes over the training examples."),
+    config: Path | None = typer.Option(None, help="Job config YAML (its analyse section)."),
+    backbone: str = typer.Option(
+        "cnn",
+        help="cnn, or a local OpenCLIP folder (open_clip_config.json "
+        "and weights) whose frozen image tower embeds the frames.",
+    ),
+):
     """Train the Judge on curated runs: ok clips (every stage) against flagged clips and failure
     copies; validation on held-out source videos."""
     from pks.config import load_config
@@ -32,16 +38,20 @@ def judge_train(outs: list[Path] = typer.Argument(..., help="Curated output fold
     cfg = JudgeConfig(epochs=epochs, backbone=backbone if backbone == "cnn" else str(Path(backbone).resolve()))
     got = train_judge(outs, dest, cfg, load_config(config))
     if got["val_auc"] is not None:
-        typer.echo(f"validation AUC {got['val_auc']:.3f} on {got['val_examples']} examples "
-                   f"from {got['val_videos']} held-out videos")
+        typer.echo(
+            f"validation AUC {got['val_auc']:.3f} on {got['val_examples']} examples "
+            f"from {got['val_videos']} held-out videos"
+        )
     typer.echo(f"judge -> {dest}")
 
 
 @judge_app.command("score")
 @friendly
-def judge_score(out: Path = typer.Argument(..., help="A curated output folder."),
-                judge: Path = typer.Option(..., help="A Judge from pks judge train."),
-                config: Path | None = typer.Option(None, help="Job config YAML.")):
+def judge_score(
+    out: Path = typer.Argument(..., help="A curated output folder."),
+    judge: Path = typer.Option(..., help="A Judge from pks judge train."),
+    config: Path | None = typer.Option(None, help="Job config YAML."),
+):
     """Write judge_score into every analysed record (parts and manifest); then shard.min_judge_score
     can keep low scorers out of the shards (rerun pks shard)."""
     from pks.config import load_config

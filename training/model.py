@@ -19,6 +19,7 @@ leaves has standard deviation c_out = s / sqrt(V). The network reads x_t / sqrt(
 predicts only that residual: v = c_skip x_t + c_out F. At initialisation (F = 0) the model is
 already the optimal linear denoiser, so nothing has to learn to carry the noise through.
 """
+
 from __future__ import annotations
 
 import math
@@ -99,9 +100,14 @@ def rope_angles(grid: tuple[int, int, int], head_dim: int, theta: float = 10000.
         freqs = 1.0 / theta ** (torch.arange(0, d, 2, dtype=torch.float64) / d)
         per_axis.append(torch.outer(torch.arange(n, dtype=torch.float64), freqs))
     t, h, w = grid
-    angles = torch.cat([per_axis[0][:, None, None].expand(t, h, w, -1),
-                        per_axis[1][None, :, None].expand(t, h, w, -1),
-                        per_axis[2][None, None, :].expand(t, h, w, -1)], dim=-1)
+    angles = torch.cat(
+        [
+            per_axis[0][:, None, None].expand(t, h, w, -1),
+            per_axis[1][None, :, None].expand(t, h, w, -1),
+            per_axis[2][None, None, :].expand(t, h, w, -1),
+        ],
+        dim=-1,
+    )
     return angles.reshape(t * h * w, head_dim // 2).float()
 
 
@@ -165,8 +171,9 @@ class TagEncoder(nn.Module):
         for e in (*self.values.values(), self.shot, self.stage, self.fields):
             nn.init.normal_(cast(nn.Embedding, e).weight, std=init_std)
 
-    def fields_of(self, tags: dict[str, torch.Tensor], known: torch.Tensor, shot: torch.Tensor,
-                  stage: torch.Tensor) -> torch.Tensor:
+    def fields_of(
+        self, tags: dict[str, torch.Tensor], known: torch.Tensor, shot: torch.Tensor, stage: torch.Tensor
+    ) -> torch.Tensor:
         """Per-field vectors [B, fields, dim]. tags: multi-hot [B, n_axis_tags] per axis;
         known: bool [B, 4] per axis; shot, stage: long [B], -1 = unknown."""
         out = []
@@ -175,7 +182,7 @@ class TagEncoder(nn.Module):
             m = tags[a].to(table.dtype)
             count = m.sum(1, keepdim=True)
             pooled = torch.where(count > 0, (m @ table[:n]) / count.clamp(min=1), table[n])  # n: none
-            pooled = torch.where(known[:, i:i + 1], pooled, table[n + 1])  # n + 1: unknown
+            pooled = torch.where(known[:, i : i + 1], pooled, table[n + 1])  # n + 1: unknown
             out.append(pooled + self.fields.weight[i])
         out.append(self.shot(torch.where(shot < 0, self.n_shots, shot)) + self.fields.weight[len(self.axes)])
         out.append(self.stage(torch.where(stage < 0, N_STAGES, stage)) + self.fields.weight[len(self.axes) + 1])
@@ -286,8 +293,8 @@ class VideoDiT(nn.Module):
         tt = t.view(-1, 1, 1, 1, 1).to(x.dtype)
         inp = x
         if self.cfg.prediction == "precond":
-            s2 = self.cfg.sigma_data ** 2
-            var = (1 - tt) ** 2 * s2 + tt ** 2
+            s2 = self.cfg.sigma_data**2
+            var = (1 - tt) ** 2 * s2 + tt**2
             c_in = var.rsqrt()
             c_skip, c_out = (tt - (1 - tt) * s2) / var, self.cfg.sigma_data * c_in
             inp = x * c_in  # the network reads x_t at unit scale
@@ -315,11 +322,14 @@ def flops_per_step(cfg: DiTConfig, tokens: int, text_tokens: int, batch: int) ->
     """Training FLOPs of one step (forward + backward = 3x forward), counting matmuls:
     2 FLOPs per multiply-add; attention scores and values included."""
     d, hidden = cfg.dim, int(cfg.dim * cfg.mlp_ratio)
-    per_token = (2 * d * 3 * d + 2 * d * d  # self-attention projections (q, kv, out)
-                 + 2 * d * d * 2  # cross-attention q and out
-                 + 2 * d * hidden * 2  # MLP
-                 + 4 * tokens * d  # self-attention scores and weighted sum
-                 + 4 * text_tokens * d)  # cross-attention scores and weighted sum
+    per_token = (
+        2 * d * 3 * d
+        + 2 * d * d  # self-attention projections (q, kv, out)
+        + 2 * d * d * 2  # cross-attention q and out
+        + 2 * d * hidden * 2  # MLP
+        + 4 * tokens * d  # self-attention scores and weighted sum
+        + 4 * text_tokens * d
+    )  # cross-attention scores and weighted sum
     cross_kv = 2 * text_tokens * d * 2 * d  # per sample, per block
     forward = batch * cfg.depth * (tokens * per_token + cross_kv)
     return 3.0 * forward

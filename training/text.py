@@ -2,6 +2,7 @@
 `transformers` from a local folder; nothing is downloaded), its token states fed to the
 generator's cross-attention. States are cached per narrative, so a run never encodes the same
 text twice (captions repeat a lot, and the empty narrative of guidance dropout is one entry)."""
+
 from __future__ import annotations
 
 import json
@@ -17,8 +18,9 @@ from pks.store import TMP_MARK
 
 
 class TextEncoder:
-    def __init__(self, path: str | Path, max_length: int = 64, device: str | torch.device = "cpu",
-                 cache_size: int = 100_000):
+    def __init__(
+        self, path: str | Path, max_length: int = 64, device: str | torch.device = "cpu", cache_size: int = 100_000
+    ):
         from transformers import AutoTokenizer, PreTrainedModel, T5EncoderModel, UMT5EncoderModel
         from transformers.utils import logging as hf_logging
 
@@ -46,8 +48,9 @@ class TextEncoder:
         """Per text, its token states [L_i, dim] (real tokens only), from the cache when seen."""
         todo = list(dict.fromkeys(t for t in texts if t not in self.cache))
         if todo:
-            tok = self.tokenizer(todo, max_length=self.max_length, truncation=True, padding=True,
-                                 return_tensors="pt").to(self.device)
+            tok = self.tokenizer(
+                todo, max_length=self.max_length, truncation=True, padding=True, return_tensors="pt"
+            ).to(self.device)
             hidden = self.model(**tok).last_hidden_state.float().cpu()
             for text, h, m in zip(todo, hidden, tok["attention_mask"].bool().cpu()):
                 self.cache[text] = h[m].clone()
@@ -69,7 +72,7 @@ def pad_states(states: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     out = torch.zeros(len(states), n, states[0].shape[-1])
     mask = torch.zeros(len(states), n, dtype=torch.bool)
     for i, s in enumerate(states):
-        out[i, :len(s)], mask[i, :len(s)] = s, True
+        out[i, : len(s)], mask[i, : len(s)] = s, True
     return out, mask
 
 

@@ -5,6 +5,7 @@ folder: 4x temporal and 8x spatial compression), a small VAE the run trains on i
 Both map uint8 video [B, T, 3, H, W] to float latents [B, C, T', H', W'] and back. Wan's
 latents are normalised with the mean and std in its config, so the DiT sees unit scale.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -17,6 +18,7 @@ from pks.errors import UserError
 class PixelSpace:
     """No compression: pixels scaled to [-1, 1]. Fine for tiny runs, where a random VAE could
     not reconstruct anything."""
+
     channels, time_stride, space_stride = 3, 1, 1
     name = "pixel"
 
@@ -32,6 +34,7 @@ class PixelSpace:
 
 class WanVAE:
     """diffusers' AutoencoderKLWan, frozen. Clips need 1 + 4k frames and sides divisible by 8."""
+
     time_stride, space_stride = 4, 8
 
     def __init__(self, path: str | Path, device: str | torch.device = "cpu", dtype=torch.float32):

@@ -8,6 +8,7 @@ against the human reference (a lead's adjudication, else the annotators' majorit
 tag pairs the model most often confuses (says A where people say B, on the same axis).
 Cohen's kappa is written out here (five lines) rather than pulling in scikit-learn.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -84,8 +85,9 @@ def agreement(labels: dict[str, dict[str, dict]], tax: Taxonomy) -> dict:
         tags = [None] if axis == SHOT_AXIS else tax.axes[axis].ids
         axis_rows: dict[str, list] = {u: [] for u in users}
         for tag in tags:
-            rows = {u: [(_decisions(labels[c][u], axis, tag) if u in labels[c] else None) for c in clips]
-                    for u in users}
+            rows = {
+                u: [(_decisions(labels[c][u], axis, tag) if u in labels[c] else None) for c in clips] for u in users
+            }
             for u in users:
                 axis_rows[u] += rows[u]
             if tag is None:
@@ -113,8 +115,10 @@ def model_vs_human(model: dict[str, dict], human: dict[str, dict], tax: Taxonomy
     confused: Counter[tuple[str, str]] = Counter()
     for axis in (*TAG_AXES, SHOT_AXIS):
         for tag in tax.axes[axis].ids:
+
             def has(c, t=tag, ax=axis):
                 return c.get(ax) == t if ax == SHOT_AXIS else t in c.get(ax, [])
+
             tp = sum(has(model[c]) and has(human[c]) for c in common)
             fp = sum(has(model[c]) and not has(human[c]) for c in common)
             fn = sum(not has(model[c]) and has(human[c]) for c in common)
@@ -129,15 +133,20 @@ def model_vs_human(model: dict[str, dict], human: dict[str, dict], tax: Taxonomy
             h: set[Any] = {human[c].get(axis)} if axis == SHOT_AXIS else set(human[c].get(axis, []))
             for a, b in itertools.product(sorted(m - h), sorted(h - m)):
                 confused[(f"{axis}/{a}", f"{axis}/{b}")] += 1
-    return {"clips": len(common), "per_tag": per_tag,
-            "confused": [{"model": a, "human": b, "count": n} for (a, b), n in confused.most_common(top)]}
+    return {
+        "clips": len(common),
+        "per_tag": per_tag,
+        "confused": [{"model": a, "human": b, "count": n} for (a, b), n in confused.most_common(top)],
+    }
 
 
 def gold_accuracy(labels: dict[str, dict[str, dict]], gold: dict[str, dict]) -> dict[str, dict]:
     """Per annotator, on the gold clips they labelled: the mean Jaccard overlap of their tag set
     (all axes, shot included) with the gold answer, and how many gold clips that covers."""
+
     def tagset(c):
         return {f"{ax}/{t}" for ax in TAG_AXES for t in c.get(ax, [])} | {f"{SHOT_AXIS}/{c.get(SHOT_AXIS)}"}
+
     scores: dict[str, list[float]] = {}
     for clip, answer in gold.items():
         for user, given in labels.get(clip, {}).items():

@@ -21,6 +21,7 @@ Why the usual detectors fail on anime and what this one does instead:
   them, and a clip never spans two shots through a black card. Letterbox and pillarbox bars
   are cropped first: identical in every shot, they would dilute every change.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -100,7 +101,7 @@ class AnimeDetector(ShotDetector):
             wb = cv2.warpAffine(fb, M, (w, h), borderMode=cv2.BORDER_REPLICATE)
             # Ignore the replicated border (but keep at least half the frame).
             m = min(w // 4, int(abs(dx)) + 1), min(h // 4, int(abs(dy)) + 1)
-            pair = np.stack([fa, wb])[:, m[1]:h - m[1], m[0]:w - m[0]]
+            pair = np.stack([fa, wb])[:, m[1] : h - m[1], m[0] : w - m[0]]
             flat = pair.reshape(2, -1)
             zz = (flat - flat.mean(1, keepdims=True)) / np.maximum(flat.std(1, keepdims=True), 1e-3)
             best = min(best, float(np.abs(zz[0] - zz[1]).mean()))
@@ -143,11 +144,15 @@ class AnimeDetector(ShotDetector):
             return a, b
 
         (top, bottom), (left, right) = inner(rows), inner(cols)
-        if ((top, bottom, left, right) == (0, len(rows), 0, len(cols))
-                or bottom - top < len(rows) // 3 or right - left < len(cols) // 3):
+        if (
+            (top, bottom, left, right) == (0, len(rows), 0, len(cols))
+            or bottom - top < len(rows) // 3
+            or right - left < len(cols) // 3
+        ):
             return frames
-        return np.stack([cv2.resize(f[top:bottom, left:right], self.frame_size, interpolation=cv2.INTER_LINEAR)
-                         for f in frames])
+        return np.stack(
+            [cv2.resize(f[top:bottom, left:right], self.frame_size, interpolation=cv2.INTER_LINEAR) for f in frames]
+        )
 
     def gradual(self, frames: np.ndarray):
         """Features, frame-to-frame changes, flat frames, and the fades and dissolves.
@@ -178,8 +183,12 @@ class AnimeDetector(ShotDetector):
         for a, b in runs(blank):
             if a == 0 and b == n:
                 break
-            if b - a <= self.blank_max_flash and 0 < a and b < n \
-                    and self._comes_back(z, a, max(float(self._dist(z, [a - 1], [a])[0]), self.cut_threshold)):
+            if (
+                b - a <= self.blank_max_flash
+                and 0 < a
+                and b < n
+                and self._comes_back(z, a, max(float(self._dist(z, [a - 1], [a])[0]), self.cut_threshold))
+            ):
                 continue  # a white flash or a flat impact frame inside the shot
             lo = a
             while lo > 0 and a - lo < self.ramp_max and self._faded(contrast, lo - 1, -1):
@@ -199,18 +208,18 @@ class AnimeDetector(ShotDetector):
     def _faded(contrast, t: int, away: int) -> bool:
         """Frame t is part of a fade toward the blank run on its other side: its contrast is
         clearly under that of the frames further away, which rise toward the shot's own."""
-        ref = contrast[t + 1:t + 9] if away > 0 else contrast[max(0, t - 8):t][::-1]  # nearest first
+        ref = contrast[t + 1 : t + 9] if away > 0 else contrast[max(0, t - 8) : t][::-1]  # nearest first
         return len(ref) > 0 and contrast[t] < 0.92 * float(np.median(ref)) and contrast[t] < ref[0]
 
     def _cuts(self, z, jump, low, gradual) -> list[Boundary]:
         n = len(jump)
         inside = np.zeros(n, bool)
         for b in gradual:
-            inside[max(0, b.span[0] - 1):b.span[1] + 1] = True
+            inside[max(0, b.span[0] - 1) : b.span[1] + 1] = True
         cuts = []
         cand = np.nonzero((jump > self.quiet_cut) & ~low & ~np.roll(low, 1) & ~inside)[0]
         for t in cand:
-            neigh = np.r_[jump[max(1, t - self.window):t], jump[t + 1:t + self.window + 1]]
+            neigh = np.r_[jump[max(1, t - self.window) : t], jump[t + 1 : t + self.window + 1]]
             base = float(np.percentile(neigh, self.baseline_percentile)) if len(neigh) else 0.0
             ratio = self.ratio if jump[t] > self.cut_threshold else self.quiet_ratio
             if jump[t] < ratio * base or self._comes_back(z, int(t), jump[t]):
@@ -237,7 +246,7 @@ class AnimeDetector(ShotDetector):
         out = []
         t = 1
         while t < n - 1:
-            around = contrast[max(0, t - 30):t + 31].max()
+            around = contrast[max(0, t - 30) : t + 31].max()
             is_valley = contrast[t] <= contrast[t - 1] and contrast[t] <= contrast[t + 1]
             if not is_valley or contrast[t] >= self.fade_contrast * around:
                 t += 1
@@ -252,7 +261,7 @@ class AnimeDetector(ShotDetector):
             right = e
             while right < n - 1 and contrast[right + 1] > contrast[right] * 1.02:
                 right += 1
-            floor = contrast[t:e + 1].min()
+            floor = contrast[t : e + 1].min()
             ramps_ok = (t - left) >= self.fade_min_ramp and (right - e) >= self.fade_min_ramp
             deep = floor < self.fade_contrast * min(contrast[left], contrast[right])
             if ramps_ok and deep and not low[left] and not low[right]:
@@ -282,25 +291,34 @@ class AnimeDetector(ShotDetector):
             lam = vu / uu
             resid = np.maximum(vv - vu * vu / uu, 0.0) / uu
             ends = self._dist(z, t - k, t + k)
-            biggest_step = np.lib.stride_tricks.sliding_window_view(jump[1:], 2 * k).max(1)[:len(t)]
-            ok = (ends > self.cut_threshold) & (resid < self.dissolve_residual) \
-                & (biggest_step < self.dissolve_step * ends) \
-                & (lam > self.dissolve_min_weight) & (lam < 1.0 - self.dissolve_min_weight) \
-                & ~low[t] & ~low[t - k] & ~low[t + k]
+            biggest_step = np.lib.stride_tricks.sliding_window_view(jump[1:], 2 * k).max(1)[: len(t)]
+            ok = (
+                (ends > self.cut_threshold)
+                & (resid < self.dissolve_residual)
+                & (biggest_step < self.dissolve_step * ends)
+                & (lam > self.dissolve_min_weight)
+                & (lam < 1.0 - self.dissolve_min_weight)
+                & ~low[t]
+                & ~low[t - k]
+                & ~low[t + k]
+            )
             hit[t[ok]] = True
             reach[t[ok]] = np.maximum(reach[t[ok]], k)
         covered = np.zeros(n, bool)
         for f in fades:
-            covered[f.span[0]:f.span[1]] = True
+            covered[f.span[0] : f.span[1]] = True
         out = []
         for s, end in runs(hit):
             e = end - 1
-            k = int(reach[s:e + 1].max())
+            k = int(reach[s : e + 1].max())
             span = (max(0, s - k + 1), min(n, e + k))
             # The shots on either side must differ, also once a camera move is undone.
             before, after = max(0, span[0] - 1), min(n - 1, span[1])
-            if not covered[s:e + 1].any() and self._dist(z, [before], [after])[0] > self.dissolve_across \
-                    and self._aligned_dist(blurred, before, after) > self.dissolve_aligned:
+            if (
+                not covered[s : e + 1].any()
+                and self._dist(z, [before], [after])[0] > self.dissolve_across
+                and self._aligned_dist(blurred, before, after) > self.dissolve_aligned
+            ):
                 out.append(Boundary(int((s + e + 1) // 2), "dissolve", span))
         return out
 

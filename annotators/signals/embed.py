@@ -1,6 +1,7 @@
 """Semantic clip embeddings with OpenCLIP, from a checkpoint file the user configures (nothing
 is downloaded), for near-duplicates that perceptual hashes miss (recoloured or reframed
 reuse). Optional: install the `clip` extra and set analyse.clip_embeddings.checkpoint."""
+
 from __future__ import annotations
 
 from functools import lru_cache
@@ -28,10 +29,11 @@ class ClipEmbedder:
         """Shortest side to the model size, centre crop, normalise (OpenCLIP's own recipe)."""
         h, w = rgb.shape[:2]
         s = self.size / min(h, w)
-        img = cv2.resize(rgb, (max(self.size, round(w * s)), max(self.size, round(h * s))),
-                         interpolation=cv2.INTER_CUBIC)
+        img = cv2.resize(
+            rgb, (max(self.size, round(w * s)), max(self.size, round(h * s))), interpolation=cv2.INTER_CUBIC
+        )
         y, x = (img.shape[0] - self.size) // 2, (img.shape[1] - self.size) // 2
-        img = img[y:y + self.size, x:x + self.size].astype(np.float32) / 255.0
+        img = img[y : y + self.size, x : x + self.size].astype(np.float32) / 255.0
         return ((img - self.mean) / self.std).transpose(2, 0, 1)
 
     def embed(self, frames: np.ndarray, k: int = 4) -> np.ndarray:
@@ -52,13 +54,14 @@ def embedder(arch: str, checkpoint: str) -> ClipEmbedder:
     return ClipEmbedder(arch, checkpoint)
 
 
-def semantic_duplicates(ids: list[str], vectors: np.ndarray, threshold: float = 0.95,
-                        chunk: int = 4096) -> dict[str, str]:
+def semantic_duplicates(
+    ids: list[str], vectors: np.ndarray, threshold: float = 0.95, chunk: int = 4096
+) -> dict[str, str]:
     """{clip_id: earlier clip_id} for clips whose cosine similarity to an earlier one exceeds
     `threshold` (vectors are L2-normalised; compared in chunks to bound memory)."""
     dupes: dict[str, str] = {}
     for start in range(0, len(ids), chunk):
-        sims = vectors[start:start + chunk] @ vectors.T
+        sims = vectors[start : start + chunk] @ vectors.T
         for row, i in enumerate(range(start, min(start + chunk, len(ids)))):
             earlier = np.nonzero(sims[row, :i] > threshold)[0]
             if len(earlier):

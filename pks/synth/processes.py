@@ -17,6 +17,7 @@ The truth never comes from the recipe: damage_truth decodes the clean and the da
 marks the damaged file's frames that differ visibly from the clean frames they show, with a
 threshold calibrated on a normal-quality re-encode of the same clean file (noise_threshold).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -42,11 +43,12 @@ HOLD_PENALTY = 1.0  # sequence alignment: the cost of a held or skipped frame, i
 
 # ---------------------------------------------------------------- H.264 packets (AVCC)
 
+
 def _nal_spans(data: bytes | bytearray, size: int = 4):
     """(start, length) of each NAL unit of a length-prefixed (mp4) H.264 packet."""
     i = 0
     while i + size <= len(data):
-        n = int.from_bytes(data[i:i + size], "big")
+        n = int.from_bytes(data[i : i + size], "big")
         yield i + size, n
         i += size + n
 
@@ -60,18 +62,19 @@ def _nal_length_size(stream) -> int:
 
 def _slices(data: bytes, size: int) -> list[tuple[int, int, int]]:
     """(start, length, nal_ref_idc) of the coded slices (NAL types 1 and 5) of a packet."""
-    return [(s, n, (data[s] >> 5) & 3) for s, n in _nal_spans(data, size)
-            if n and s < len(data) and data[s] & 31 in (1, 5)]
+    return [
+        (s, n, (data[s] >> 5) & 3) for s, n in _nal_spans(data, size) if n and s < len(data) and data[s] & 31 in (1, 5)
+    ]
 
 
 def _slice_type(data: bytes, start: int) -> str:
     """P, B, I, SP or SI: the slice_type read from the slice header (two exp-Golomb codes after
     the NAL header: first_mb_in_slice, slice_type)."""
-    bits = "".join(f"{b:08b}" for b in data[start + 1:start + 9])
+    bits = "".join(f"{b:08b}" for b in data[start + 1 : start + 9])
     pos, values = 0, []
     for _ in range(2):
         zeros = bits.index("1", pos) - pos
-        values.append(int(bits[pos + zeros:pos + 2 * zeros + 1], 2) - 1)
+        values.append(int(bits[pos + zeros : pos + 2 * zeros + 1], 2) - 1)
         pos += 2 * zeros + 1
     return "PBISI"[values[1] % 5] if values[1] % 5 < 3 else ("SP", "SI")[values[1] % 5 - 3]
 
@@ -113,6 +116,7 @@ def _remux(src: Path, dst: Path, packets) -> None:
 
 # ---------------------------------------------------------------- the processes
 
+
 def corrupt_coded_frames(src, dst, rng: np.random.Generator, n: int = 3, nbytes: int = 24) -> dict:
     """Remux `src` to `dst` with `nbytes` random bytes written inside every slice of `n` coded
     P frames (not keyframes; later frames predict from them, so the error propagates), from a
@@ -140,11 +144,10 @@ def corrupt_coded_frames(src, dst, rng: np.random.Generator, n: int = 3, nbytes:
         for s, length, _ in _slices(data, size):
             a = s + max(8, length // 4)
             m = max(0, min(nbytes, s + length - a))
-            b[a:a + m] = rng.integers(0, 256, m, dtype=np.uint8).tobytes()
+            b[a : a + m] = rng.integers(0, 256, m, dtype=np.uint8).tobytes()
         out[i] = (pts, dts, key, bytes(b))
     _remux(src, dst, out)
-    return {"n": n, "nbytes": nbytes, "frames": sorted(display[packets[i][0]] for i in hit),
-            "decode_order": hit}
+    return {"n": n, "nbytes": nbytes, "frames": sorted(display[packets[i][0]] for i in hit), "decode_order": hit}
 
 
 def _rgb_frames(src: Path):
@@ -244,8 +247,15 @@ def disposable_frames(src) -> list[int]:
     return [k for k, i in enumerate(order) if not packets[i][2] and _kind(packets[i][3], size) == "disposable"]
 
 
-def mux_drop_dup(src, dst, rng: np.random.Generator, drops: int = 2, dups: int = 2,
-                 drop: list[int] | None = None, dup: list[int] | None = None) -> dict:
+def mux_drop_dup(
+    src,
+    dst,
+    rng: np.random.Generator,
+    drops: int = 2,
+    dups: int = 2,
+    drop: list[int] | None = None,
+    dup: list[int] | None = None,
+) -> dict:
     """Remux `src` to `dst` with some coded frames left out and some muxed twice, timestamps
     rewritten to the constant rate (as a capture or a remuxer that loses or repeats frames
     does). Only disposable frames (no slice is a reference) are dropped or repeated, so the
@@ -277,8 +287,9 @@ def mux_drop_dup(src, dst, rng: np.random.Generator, drops: int = 2, dups: int =
             shown += [(i, 0)] + ([(i, 1)] if k in dup else [])
     step = packets[order[1]][0] - packets[order[0]][0]
     new_pts = {key: packets[order[0]][0] + n * step for n, key in enumerate(shown)}
-    decode = [(i, c) for i in range(len(packets)) if position[i] not in drop
-              for c in ((0, 1) if position[i] in dup else (0,))]
+    decode = [
+        (i, c) for i in range(len(packets)) if position[i] not in drop for c in ((0, 1) if position[i] in dup else (0,))
+    ]
     delay = packets[0][0] - packets[0][1]  # how far the first dts runs ahead of presentation
     ticks = sorted(new_pts.values())
     out = []
@@ -292,11 +303,12 @@ def mux_drop_dup(src, dst, rng: np.random.Generator, drops: int = 2, dups: int =
 
 # ---------------------------------------------------------------- truth by comparison
 
+
 def _luma(frame: av.VideoFrame) -> np.ndarray:
     if frame.format.name not in ("yuv420p", "yuvj420p"):
         frame = frame.reformat(format="yuv420p")
     p = frame.planes[0]
-    return np.frombuffer(memoryview(p), np.uint8).reshape(p.height, p.line_size)[:, :p.width].astype(np.int16)
+    return np.frombuffer(memoryview(p), np.uint8).reshape(p.height, p.line_size)[:, : p.width].astype(np.int16)
 
 
 def _decode(path):
@@ -314,6 +326,7 @@ def _decode(path):
                 pts0 = pts if pts0 is None else pts0
                 t = Fraction(pts - pts0) * tb if frame.pts is not None else n / rate
                 yield t, _luma(frame)
+
     return 1 / rate, frames
 
 
@@ -376,8 +389,10 @@ def _by_sequence(clean_s, dam_s, band: int = 16) -> list[int]:
                     best, arg = c, p
             if arg >= 0:
                 cost[j, i - j + band], back[j, i - j + band] = best + local(j, i), arg
-    ends = [(cost[J - 1, i - (J - 1) + band] + HOLD_PENALTY * (n_clean - 1 - i), i)
-            for i in range(max(0, J - 1 - band), min(n_clean, J + band))]
+    ends = [
+        (cost[J - 1, i - (J - 1) + band] + HOLD_PENALTY * (n_clean - 1 - i), i)
+        for i in range(max(0, J - 1 - band), min(n_clean, J + band))
+    ]
     total, i = min(ends)
     if total == inf:
         raise ValueError(f"cannot align {J} frames to {n_clean} within {band} frames")
@@ -445,15 +460,19 @@ def noise_threshold(clean, workdir=None) -> dict:
         reencode(clean, ref, CALIBRATION_CRF, CALIBRATION_PRESET)
         t = damage_truth(clean, ref, threshold=float("inf"))
     scores = np.array(t["scores"])
-    return {"value": round(max(MIN_THRESHOLD, NOISE_MARGIN * float(scores.max())), 2),
-            "noise_max": round(float(scores.max()), 2), "noise_p99": round(float(np.percentile(scores, 99)), 2),
-            "metric": "largest mean |luma difference| over 16x16 blocks, grey levels",
-            "derivation": f"max({MIN_THRESHOLD}, {NOISE_MARGIN} x the largest frame score of a libx264 "
-                          f"crf {CALIBRATION_CRF} {CALIBRATION_PRESET} re-encode of the clean)"}
+    return {
+        "value": round(max(MIN_THRESHOLD, NOISE_MARGIN * float(scores.max())), 2),
+        "noise_max": round(float(scores.max()), 2),
+        "noise_p99": round(float(np.percentile(scores, 99)), 2),
+        "metric": "largest mean |luma difference| over 16x16 blocks, grey levels",
+        "derivation": f"max({MIN_THRESHOLD}, {NOISE_MARGIN} x the largest frame score of a libx264 "
+        f"crf {CALIBRATION_CRF} {CALIBRATION_PRESET} re-encode of the clean)",
+    }
 
 
-def damage_truth(clean, damaged, threshold: float | dict | None = None, align: str = "time",
-                 shots: list[dict] | None = None) -> dict:
+def damage_truth(
+    clean, damaged, threshold: float | dict | None = None, align: str = "time", shots: list[dict] | None = None
+) -> dict:
     """Which frames of `damaged` differ visibly from `clean`, found by decoding both.
 
     align="time": each damaged frame is compared with the clean frames whose display intervals
@@ -493,19 +512,26 @@ def damage_truth(clean, damaged, threshold: float | dict | None = None, align: s
         flag = scores[j] is None or scores[j] > thr
         if align == "sequence" and j > 0:
             if k == source[j - 1]:  # the same clean picture shown again
-                held.append({"frame": j, "source_frame": k,
-                             "visible": bool(k + 1 < len(change) and change[k + 1] > thr)})
+                held.append(
+                    {"frame": j, "source_frame": k, "visible": bool(k + 1 < len(change) and change[k + 1] > thr)}
+                )
                 flag = flag or held[-1]["visible"]
             # the first frame after a picture that went missing: the motion jumps
             flag = flag or any(m in lost_visible for m in range(source[j - 1] + 1, k))
         if flag:
             damaged_frames.append(j)
     truth = {
-        "clean": Path(clean).name, "video": Path(damaged).name, "align": align,
-        "n_frames": len(dam_t), "clean_n_frames": len(clean_t),
+        "clean": Path(clean).name,
+        "video": Path(damaged).name,
+        "align": align,
+        "n_frames": len(dam_t),
+        "clean_n_frames": len(clean_t),
         "threshold": calib or {"value": thr, "derivation": "given"},
-        "damaged_frames": damaged_frames, "held": held, "missing": missing,
-        "scores": [None if s is None else round(s, 2) for s in scores], "source_frames": source,
+        "damaged_frames": damaged_frames,
+        "held": held,
+        "missing": missing,
+        "scores": [None if s is None else round(s, 2) for s in scores],
+        "source_frames": source,
     }
     if shots is not None:
         flagged = set(damaged_frames)
@@ -515,11 +541,17 @@ def damage_truth(clean, damaged, threshold: float | dict | None = None, align: s
             mine = [j for j, k in enumerate(source) if lo <= k < hi]
             hit = [j for j in mine if j in flagged]
             lost = [m for m in missing if lo <= m["frame"] < hi]
-            truth["shots"].append({"index": s["index"], "start_frame": lo, "end_frame": hi,
-                                   "frames": [mine[0], mine[-1] + 1] if mine else None,
-                                   "damaged_frames": hit,
-                                   "missing": [m["frame"] for m in lost],
-                                   "damaged": bool(hit) or any(m["visible"] for m in lost)})
+            truth["shots"].append(
+                {
+                    "index": s["index"],
+                    "start_frame": lo,
+                    "end_frame": hi,
+                    "frames": [mine[0], mine[-1] + 1] if mine else None,
+                    "damaged_frames": hit,
+                    "missing": [m["frame"] for m in lost],
+                    "damaged": bool(hit) or any(m["visible"] for m in lost),
+                }
+            )
         truth["damaged_shots"] = [s["index"] for s in truth["shots"] if s["damaged"]]
     return truth
 
