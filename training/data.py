@@ -41,6 +41,7 @@ import taxonomy
 from pipelines.shard import member_end, sample_ranges, stale_samples
 from pks.errors import UserError
 from pks.seeded import unit
+from training.augment import camera_move
 
 N_STAGES = 4
 PLAN_CHUNK = 256  # stream positions per chunk of the stage plan: a chunk holds each stage's share +-1
@@ -215,6 +216,8 @@ class CurriculumLoader(torch.utils.data.IterableDataset):
         split_batches: bool = False,
         cache_mb: float = 0,
         allow_stale: bool = False,
+        camera_moves: float = 0.0,
+        move_travel: tuple[float, float] = (0.1, 0.25),
     ):
         self.root = Path(root)
         index = pq.read_table(self.root / "index.parquet").to_pylist()
@@ -246,6 +249,9 @@ class CurriculumLoader(torch.utils.data.IterableDataset):
         self.size = cast("tuple[int, int]", tuple(size))  # (H, W), given as a list by a YAML config
         self.seed, self.start_step, self.steps = seed, start_step, steps
         self.random_window = random_window  # a seeded random window of a longer clip, not its start
+        # The share of static clips seen through a travelling window as a pan or tilt
+        # (training/augment.py), and the travel's range as a share of the frame.
+        self.camera_moves, self.move_travel = camera_moves, cast("tuple[float, float]", tuple(move_travel))
         # Clips decoded once at the target size and kept (per process, up to cache_mb): a small
         # run draws each clip many times, and decoding from frame 0 to a random window costs
         # more than a tiny model's step. Batches are the same with and without the cache.
@@ -394,6 +400,11 @@ class CurriculumLoader(torch.utils.data.IterableDataset):
             raise ValueError(
                 f"clip {raw['__key__']} decodes {len(video)} of the {self.frames} frames its record promises"
             )
+        video, caption, move = camera_move(
+            video, record.get("caption"), self.camera_moves, self.move_travel, self.seed, index
+        )
+        if move:  # the record as the sample now is: its camera tag is the move
+            record = {**record, "caption": caption, "camera_move": move}
         tags, shot = tag_targets(record.get("caption"), self.tax)
         return {
             "index": index,

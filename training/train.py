@@ -418,6 +418,8 @@ def train(
             steps=tc["steps"] - start,
             schedule=Schedule(tuple(sched["start"]), tuple(sched["end"]), sched["steps"]),
             random_window=dc["random_window"],
+            camera_moves=dc.get("camera_moves", {}).get("rate", 0.0),  # (absent from runs before it)
+            move_travel=dc.get("camera_moves", {}).get("travel", (0.1, 0.25)),
             rank=rank,
             world_size=world,
             split_batches=True,

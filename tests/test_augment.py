@@ -1,0 +1,83 @@
+"""Camera moves from static clips (training/augment.py): the project's own camera analyser reads
+each move as the tag it is given, and the loader turns only static clips into moves, the same
+way on every draw."""
+
+import cv2
+import numpy as np
+import pytest
+import torch
+
+import taxonomy
+from annotators.signals import analyse, load_clip
+from pks.config import load_config
+from pks.videoio import Mp4Writer
+from training.augment import MOVES, move_window
+from training.data import CurriculumLoader
+
+
+def plate(h: int, w: int, seed: int = 0) -> np.ndarray:
+    """A still picture with structure at every scale (blurred noise plus a few flat shapes)."""
+    rng = np.random.default_rng(seed)
+    img = cv2.GaussianBlur(rng.uniform(0, 255, (h, w, 3)).astype(np.float32), (0, 0), 3)
+    img = cv2.normalize(img, None, 0, 255, cv2.NORM_MINMAX)
+    for _ in range(6):
+        x, y = rng.integers(0, w), rng.integers(0, h)
+        cv2.circle(img, (int(x), int(y)), int(rng.integers(h // 10, h // 4)), rng.uniform(0, 255, 3).tolist(), -1)
+    return img.astype(np.uint8)
+
+
+@pytest.mark.parametrize("move", sorted(MOVES))
+def test_the_camera_analyser_reads_each_move(tmp_path, move):
+    # 180x320 at 12 fps, 16 frames: the generator's window (scaled up so the analyser's width
+    # holds detail); a static shot until the window moves.
+    still = np.repeat(plate(180, 320)[None], 16, axis=0)
+    moved = move_window(still, move, 0.2)
+    cfg = load_config()
+    for frames, want in ((still, "static"), (moved, move)):
+        path = tmp_path / f"{want}.mp4"
+        w = Mp4Writer(path, 12, 320, 180, crf=12)
+        for f in frames:
+            w.write(f)
+        w.close()
+        rec = analyse(load_clip(str(path), width=cfg["analyse"]["width"], fps=12), cfg)
+        assert rec["camera_motion"] == [want], (want, rec["signals"])
+
+
+def test_the_window_travels_the_asked_share_of_the_frame():
+    still = np.repeat(plate(90, 160, seed=1)[None], 9, axis=0)
+    moved = move_window(still, "pan_right", 0.2)
+    first, last = (cv2.cvtColor(moved[i], cv2.COLOR_RGB2GRAY).astype(np.float32) for i in (0, -1))
+    (dx, dy), _ = cv2.phaseCorrelate(first, last)
+    # The window travels 0.2 of the frame's width, seen at 1/ZOOM magnification: the picture
+    # slides left by 0.2 / 0.75 of the output width.
+    assert dx == pytest.approx(-0.2 / 0.75 * 160, abs=1.0) and abs(dy) < 0.5
+    with pytest.raises(ValueError, match="outside"):
+        move_window(still, "pan_left", 0.3)
+    with pytest.raises(ValueError, match="unknown camera move"):
+        move_window(still, "dolly", 0.1)
+
+
+def test_the_loader_moves_static_clips_only_and_alike_on_every_draw(sharded_run):
+    def batches(rate):
+        lo = CurriculumLoader(
+            sharded_run / "shards", frames=6, fps=12, size=(48, 80), batch_size=3, steps=6, seed=4, camera_moves=rate
+        )
+        return list(lo)
+
+    plain, moved, again = batches(0.0), batches(1.0), batches(1.0)
+    tax = taxonomy.load()
+    camera_ids = tax.axes["camera"].ids
+    n_moved = 0
+    for p, m, a in zip(plain, moved, again):
+        assert torch.equal(m["video"], a["video"])  # (seed, index) decide: resumes and workers agree
+        for i, (rp, rm) in enumerate(zip(p["records"], m["records"])):
+            on = [camera_ids[j] for j in torch.nonzero(m["tags"]["camera"][i]).flatten().tolist()]
+            if rp["caption"]["camera"] == ["static"]:
+                n_moved += 1
+                assert rm["camera_move"] in MOVES and on == [rm["camera_move"]]
+                assert rm["caption"]["camera"] == [rm["camera_move"]]
+                assert not torch.equal(m["video"][i], p["video"][i])
+            else:
+                assert "camera_move" not in rm and torch.equal(m["video"][i], p["video"][i])
+                assert sorted(on) == sorted(rp["caption"]["camera"])
+    assert n_moved > 0
