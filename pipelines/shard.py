@@ -230,7 +230,7 @@ def samples(out: Store, previous: pa.Table | None = None, batch_rows: int = 8192
             chunks.append(pa.table([b.column("clip_id"), b.column("video_id"), b.column("curriculum_stage"),
                                     pa.array([record_digest(r) for r in b.to_pylist()], pa.string()),
                                     frames, b.column("fps")], schema=SAMPLE_SCHEMA))
-    rows = pa.concat_tables(chunks).combine_chunks()
+    rows = pa.concat_tables(chunks)  # (chunked: no copy)
     ids = rows.column("clip_id")
     clips = out.stats_table("clips")  # one listing, not one request per clip
     at = pc.index_in(pc.binary_join_element_wise(ids, ".mp4", ""), value_set=clips.column("name"))
@@ -465,10 +465,12 @@ def read_index(out: Store) -> pa.Table | None:
     if stat is None:
         return None
     with out.open("shards/index.parquet") as f:
-        names = pq.read_schema(f).names
-    if "clip_hash" not in names:
+        schema = pq.read_schema(f)
+    if "clip_hash" not in schema.names:
         return None
-    table = out.read_table("shards/index.parquet", columns=[c for c in REUSED if c in names])
+    columns = [c for c in REUSED if c in schema.names]
+    table = pa.Table.from_batches(list(out.batches("shards/index.parquet", columns=columns, batch_size=1 << 16)),
+                                  schema=pa.schema([schema.field(c) for c in columns]))
     return table.replace_schema_metadata({"pks.mtime_ns": str(stat[1])})
 
 

@@ -196,12 +196,23 @@ class Store:
         return pa.concat_tables(tables).combine_chunks()
 
     def batches(self, rel: str, schema=None, columns: list[str] | None = None, batch_size: int = 8192):
-        """A Parquet file's rows as record batches, read as they are consumed (a column of
-        `schema` that the file lacks reads as null, as read_table(schema=...) does)."""
-        import pyarrow.dataset as ds
+        """A Parquet file's rows as record batches, read a row group at a time as they are
+        consumed, nothing read ahead (a dataset scan, or ParquetFile's default pre-buffering,
+        holds much of the file). `columns`, or with `schema` its columns in its order, a column
+        the file lacks read as null (as read_table(schema=...))."""
+        import pyarrow as pa
 
-        data = ds.dataset(self.path(rel), schema=schema, format="parquet", filesystem=None if self.local else self.fs)
-        yield from data.to_batches(columns=columns, batch_size=batch_size)
+        with self.open(rel) as f:
+            pf = pq.ParquetFile(f, pre_buffer=False)
+            have = set(pf.schema_arrow.names)
+            names = columns or (schema.names if schema is not None else pf.schema_arrow.names)
+            schema = pa.schema([schema.field(c) for c in names]) if schema is not None else None
+            for b in pf.iter_batches(batch_size=batch_size, columns=[c for c in names if c in have], use_threads=False):
+                if schema is not None:
+                    b = pa.RecordBatch.from_arrays(
+                        [b.column(c).cast(schema.field(c).type) if c in have else pa.nulls(b.num_rows, schema.field(c).type)
+                         for c in names], schema=schema)
+                yield b
 
     def find(self, rel: str) -> list[str]:
         """Keys (relative to the root) of every file under a folder, sorted."""
