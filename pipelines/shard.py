@@ -15,6 +15,11 @@ each shard the hash of its samples' fingerprints, written into the tar itself as
 header (readers of the tar never see it as a sample). A changed caption, stage, flag or
 judge_score rewrites the shard that holds the clip, and no other.
 
+The driver plans in columns (a few hundred bytes a clip, never a record's JSON): the manifest
+is read a batch at a time, and the records of the shards to write reach their workers through
+spill files (OUT/shards/records-*.tmp-*, removed when the shards are written). A kept shard's
+byte ranges come from the previous index when its tar is older than that index.
+
 OUT may be an object-store URL (pks.store): a shard is then written locally and uploaded whole
 (one PUT), the index last.
 """
@@ -26,6 +31,7 @@ import io
 import itertools
 import json
 import tarfile
+import typing
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -150,7 +156,7 @@ def plan_table(rows: pa.Table, sc: dict, kept: dict[str, str] | None = None) -> 
     Within a split and stage the clips are shuffled with the seed (so clips of one video spread
     across shards), then packed up to max_samples and max_bytes. Columns, not a dict per clip:
     the driver plans 10^6 clips in ~100 bytes each."""
-    videos = pc.dictionary_encode(rows.column("video_id")).combine_chunks()
+    videos = typing.cast(pa.DictionaryArray, pc.dictionary_encode(rows.column("video_id")).combine_chunks())
     split = assign_splits(videos.dictionary.to_pylist(), sc["seed"], sc["val_fraction"], kept)
     names = sorted(set(split.values()))
     code = np.array([names.index(split[v]) for v in videos.dictionary.to_pylist()], np.int64)
@@ -209,8 +215,9 @@ def file_hash(out: Store, rel: str, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-SAMPLE_SCHEMA = pa.schema([("clip_id", pa.string()), ("video_id", pa.string()), ("curriculum_stage", pa.int8()),
-                           ("record_hash", pa.string()), ("frames", pa.int64()), ("fps", pa.float64())])
+SAMPLE_SCHEMA = pa.schema([pa.field(k, t) for k, t in (
+    ("clip_id", pa.string()), ("video_id", pa.string()), ("curriculum_stage", pa.int8()), ("record_hash", pa.string()),
+    ("frames", pa.int64()), ("fps", pa.float64()))])
 
 
 def samples(out: Store, previous: pa.Table | None = None, batch_rows: int = 8192) -> pa.Table:
@@ -223,7 +230,7 @@ def samples(out: Store, previous: pa.Table | None = None, batch_rows: int = 8192
     every clip again."""
     chunks = [SAMPLE_SCHEMA.empty_table()]
     for b in out.batches("manifest.parquet", schema=SCHEMA, batch_size=batch_rows):
-        b = b.filter(pc.equal(b.column("status"), "ok"))
+        b = b.filter(pc.equal(b.column("status"), pa.scalar("ok")))
         if b.num_rows:
             frames = pc.if_else(pc.is_null(b.column("clip_frames")),
                                 pc.subtract(b.column("end_frame"), b.column("start_frame")), b.column("clip_frames"))
@@ -233,22 +240,22 @@ def samples(out: Store, previous: pa.Table | None = None, batch_rows: int = 8192
     rows = pa.concat_tables(chunks)  # (chunked: no copy)
     ids = rows.column("clip_id")
     clips = out.stats_table("clips")  # one listing, not one request per clip
-    at = pc.index_in(pc.binary_join_element_wise(ids, ".mp4", ""), value_set=clips.column("name"))
+    mp4 = clips.filter(pc.ends_with(clips.column("name"), ".mp4"))
+    at = pc.index_in(ids, value_set=pc.utf8_slice_codeunits(mp4.column("name"), 0, -4))
     if at.null_count:
-        missing = ids.filter(pc.is_null(at))[0].as_py()
+        missing = str(ids.filter(pc.is_null(at))[0])
         raise RuntimeError(f"{out.url(clip_key(missing))} is gone since the clips were judged; run pks shard again")
-    size, mtime = clips.column("size").take(at), clips.column("mtime_ns").take(at)
-    old = pc.index_in(ids, value_set=previous.column("clip_id")) if previous is not None else pa.nulls(len(ids), pa.int32())
-    if previous is not None:
-        old_hash = previous.column("clip_hash").take(old)
-        same = pc.fill_null(pc.and_(pc.and_(pc.equal(previous.column("clip_bytes").take(old), size),
-                                            pc.equal(previous.column("clip_mtime_ns").take(old), mtime)),
-                                    pc.not_equal(old_hash, "")), False)
-    else:
-        old_hash, same = pa.nulls(len(ids), pa.string()), pa.array(np.zeros(len(ids), bool))
-    todo = pc.invert(same)
-    fresh = [file_hash(out, clip_key(c)) for c in ids.filter(todo).to_pylist()]
-    clip_hash = pc.replace_with_mask(flat(pc.fill_null(old_hash, "")), flat(todo), pa.array(fresh, pa.string()))
+    size, mtime = mp4.column("size").take(at), mp4.column("mtime_ns").take(at)
+    n = len(ids)
+    old = pc.index_in(ids, value_set=previous.column("clip_id")) if previous is not None else pa.nulls(n, pa.int32())
+    old_hash = previous.column("clip_hash").take(old) if previous is not None else pa.nulls(n, pa.string())
+    same = np.full(n, previous is not None)
+    if previous is not None:  # (a null never equals: fill_null(False))
+        for col, now in (("clip_bytes", size), ("clip_mtime_ns", mtime)):
+            same &= pc.fill_null(pc.equal(previous.column(col).take(old), now), False).to_numpy()
+        same &= pc.fill_null(pc.not_equal(old_hash, pa.scalar("")), False).to_numpy()
+    fresh = [file_hash(out, clip_key(c)) for c in ids.filter(pa.array(~same)).to_pylist()]
+    clip_hash = pc.replace_with_mask(flat(pc.fill_null(old_hash, "")), pa.array(~same), pa.array(fresh, pa.string()))
     for name, col in (("clip_bytes", size), ("clip_mtime_ns", mtime), ("clip_hash", clip_hash), ("previous", old)):
         rows = rows.append_column(name, col)
     return rows
@@ -357,7 +364,7 @@ def spill_records(out: Store, rows: pa.Table, todo: list[dict], token: str, budg
 
     ids, hashes, done = rows.column("clip_id"), rows.column("clip_hash"), 0
     for b in out.batches("manifest.parquet", schema=SCHEMA, batch_size=batch_rows):
-        b = b.filter(pc.equal(b.column("status"), "ok"))
+        b = b.filter(pc.equal(b.column("status"), pa.scalar("ok")))
         if b.num_rows and not pa.chunked_array([b.column("clip_id")]).equals(ids.slice(done, b.num_rows)):
             raise RuntimeError("the manifest changed while the shards were planned; run pks shard again")
         want = np.flatnonzero(shard_of[done:done + b.num_rows] >= 0)
@@ -560,13 +567,13 @@ def write_shards(out: Store, cfg: dict, progress=print) -> dict:
             removed += 1
     if removed:
         progress(f"pks shard: removed {removed} shard(s) the plan no longer has")
-    per = Counter()
+    per: Counter[str] = Counter()
     for s in shards:
         per[f"{s['split']}/stage-{s['stage']}"] += len(s["rows"])
-    per = {f"{sp}/stage-{k}": per[f"{sp}/stage-{k}"] for sp in SPLITS for k in range(4)}
+    counted = {f"{sp}/stage-{k}": per[f"{sp}/stage-{k}"] for sp in SPLITS for k in range(4)}
     return {"shards": len(shards), "kept": len(shards) - len(todo), "new": why.pop("new", 0),
             "rewritten": sum(why.values()), "removed": removed, "why": why, "samples": rows.num_rows,
-            "per_split_stage": {k: v for k, v in per.items() if v}, "index": out.url("shards/index.parquet")}
+            "per_split_stage": {k: v for k, v in counted.items() if v}, "index": out.url("shards/index.parquet")}
 
 
 def write_index(out: Store, rows: pa.Table, shards: list[dict], previous: pa.Table | None,

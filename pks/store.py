@@ -175,11 +175,12 @@ class Store:
         the dict's Python objects take ~300 MB, the table's columns ~60."""
         import pyarrow as pa
 
-        schema = pa.schema([("name", pa.string()), ("size", pa.int64()), ("mtime_ns", pa.int64())])
+        schema = pa.schema([pa.field("name", pa.string()), pa.field("size", pa.int64()), pa.field("mtime_ns", pa.int64())])
         if not self.local:
-            st = self.stats(rel)
-            return pa.table([list(st), [v[0] for v in st.values()], [v[1] for v in st.values()]], schema=schema)
-        tables, cols = [], ([], [], [])
+            listed = self.stats(rel)
+            return pa.table([list(listed), [v[0] for v in listed.values()], [v[1] for v in listed.values()]], schema=schema)
+        tables: list[pa.Table] = []
+        cols: tuple[list, list, list] = ([], [], [])
         try:
             with os.scandir(self.path(rel)) as it:
                 for e in it:
