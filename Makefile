@@ -1,4 +1,5 @@
 # Two commands on a fresh machine: `make demo` and `make test`. Both create .venv if missing.
+# `make lint`: ruff (lint, format check) and mypy, configured in pyproject.toml.
 PY      ?= python3
 VENV    := .venv
 BIN     := $(VENV)/bin
@@ -6,7 +7,7 @@ STAMP   := $(VENV)/.installed
 DEMO    ?= demo
 
 VLLM    := .venv-vllm
-.PHONY: install vllm-env browser test demo bench clean
+.PHONY: install vllm-env browser test lint demo bench clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -52,20 +53,26 @@ browser:
 test: install vllm-env browser
 	PKS_NO_SKIPS=1 $(BIN)/python -m pytest -q
 
+lint: install
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+	$(BIN)/mypy
+
 # The whole job on synthesised footage: shots, clips, analysis, captions (the signals captioner:
 # no model runs here), curriculum shards; then the report.
 demo: install
 	$(BIN)/pks synth $(DEMO)/footage --videos 6 --seed 1
 	$(BIN)/pks curate $(DEMO)/footage $(DEMO)/run
 	rm -rf $(DEMO)/train
-	$(BIN)/pks train $(DEMO)/run --config tiny --steps 150 --out $(DEMO)/train
+	$(BIN)/pks train $(DEMO)/run --config tiny --steps 150 --set latent.steps=300 --out $(DEMO)/train
 	for cam in static pan_left pan_right tilt_up tilt_down; do \
 	  $(BIN)/pks generate $(DEMO)/train --tags camera=$$cam,stage=1 --seed 0 --out $(DEMO)/run/generated/$$cam.mp4 || exit 1; done
 	$(BIN)/pks report $(DEMO)/run
 	$(BIN)/pks stats $(DEMO)/run
 	@echo "PKS demo done: footage in $(DEMO)/footage, manifest in $(DEMO)/run/manifest.parquet,"
 	@echo "  shards in $(DEMO)/run/shards (index: $(DEMO)/run/shards/index.parquet), report in $(DEMO)/run/report.html,"
-	@echo "  a 150-step generator run in $(DEMO)/train and one sample per camera tag in $(DEMO)/run/generated/"
+	@echo "  a short generator run in $(DEMO)/train (its VAE 300 steps, the DiT 150) and one sample per camera tag"
+	@echo "  in $(DEMO)/run/generated/"
 	@echo "  (the report shows each with the camera its analysers measured)"
 
 bench: install
@@ -74,4 +81,4 @@ bench: install
 	$(BIN)/python benchmarks/loader.py
 
 clean:
-	rm -rf $(VENV) $(VLLM) $(DEMO) .pytest_cache
+	rm -rf $(VENV) $(VLLM) $(DEMO) .pytest_cache .mypy_cache .ruff_cache

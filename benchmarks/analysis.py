@@ -11,6 +11,7 @@ letterbox/pillarbox and near_black are not defects and are scored against the ma
 clean shots with speed lines flagged, and their camera accuracy; and source frames per second of the
 whole analysis (decode included: each video decoded once, as `pks curate` decodes each clip once).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -73,8 +74,19 @@ def main() -> None:
     if args.dump:
         with open(args.dump, "w") as f:
             for sh, out, _, matte in rows:
-                f.write(json.dumps({"truth": sh, "matte": matte, **{k: out[k] for k in (
-                    "camera_motion", "quality_flags", "cadence", "deformation_score", "signals")}}) + "\n")
+                f.write(
+                    json.dumps(
+                        {
+                            "truth": sh,
+                            "matte": matte,
+                            **{
+                                k: out[k]
+                                for k in ("camera_motion", "quality_flags", "cadence", "deformation_score", "signals")
+                            },
+                        }
+                    )
+                    + "\n"
+                )
     clean = [r for r in rows if not r[0]["failures"]]
     moving = [r for r in clean if r[0]["camera"] != "static"]
     damaged = [r for r in rows if r[0]["failures"]]
@@ -86,6 +98,7 @@ def main() -> None:
 
     cam = np.mean([r[1]["camera_motion"] == [r[0]["camera"]] for r in clean])
     cad = np.mean([round(r[1]["cadence"]) == r[0]["cadence"] for r in clean])
+
     def defect(r):
         return bool(set(r[1]["quality_flags"]) & DEFECTS)
 

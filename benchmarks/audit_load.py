@@ -10,6 +10,7 @@ the next clip's page with it. Prints latency percentiles, and the annotations in
 against the submissions answered 200: they must be equal. tests/test_audit_web.py runs the
 same for a few seconds.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,14 +44,22 @@ def main() -> None:
         stored = len(s.history())
     lat = res["latencies"]
     ms = {q: percentile(lat, q) * 1000 for q in (0.5, 0.95, 0.99)}
-    emit([f"{a.annotators} annotators x {a.seconds:.0f} s against `pks audit serve` on 127.0.0.1", "",
-          "| submitted (200) | failed | in the database | submissions/s | p50 ms | p95 ms | p99 ms | max ms |",
-          "|---|---|---|---|---|---|---|---|",
-          f"| {res['acked']} | {len(res['failed'])} | {stored} | {res['acked'] / a.seconds:.0f} | {ms[0.5]:.0f} "
-          f"| {ms[0.95]:.0f} | {ms[0.99]:.0f} | {lat[-1] * 1000 if lat else float('nan'):.0f} |"], a.out)
+    emit(
+        [
+            f"{a.annotators} annotators x {a.seconds:.0f} s against `pks audit serve` on 127.0.0.1",
+            "",
+            "| submitted (200) | failed | in the database | submissions/s | p50 ms | p95 ms | p99 ms | max ms |",
+            "|---|---|---|---|---|---|---|---|",
+            f"| {res['acked']} | {len(res['failed'])} | {stored} | {res['acked'] / a.seconds:.0f} | {ms[0.5]:.0f} "
+            f"| {ms[0.95]:.0f} | {ms[0.99]:.0f} | {lat[-1] * 1000 if lat else float('nan'):.0f} |",
+        ],
+        a.out,
+    )
     if res["failed"] or stored != res["acked"]:
-        sys.exit(f"LOST OR FAILED: {stored} in the database for {res['acked']} acknowledged; failures: "
-                 f"{sorted(set(map(str, res['failed'])))[:5]}")
+        sys.exit(
+            f"LOST OR FAILED: {stored} in the database for {res['acked']} acknowledged; failures: "
+            f"{sorted(set(map(str, res['failed'])))[:5]}"
+        )
 
 
 if __name__ == "__main__":

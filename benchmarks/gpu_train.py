@@ -12,6 +12,7 @@ their configs, which costs the same FLOPs as real weights).
    random Wan VAE with 16 latent channels), then `pks train` on the latent shards for --steps:
    the trainer's own tokens/s, MFU and peak memory from its metrics.jsonl (loader included).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -91,9 +92,15 @@ def synthetic(cfg: dict, frames: int, steps: int, device: torch.device, compile_
     tokens = math.prod(shape[1:]) // math.prod(model.cfg.patch)
     flops = flops_per_step(model.cfg, tokens, L, b)
     peak = peak_flops(device)
-    return {"frames": frames, "tokens": tokens, "step_s": dt, "tokens_per_s": b * tokens / dt, "tflops": flops / dt / 1e12,
-            "mfu": flops / dt / peak if peak else None,
-            "peak_memory_gb": torch.cuda.max_memory_allocated(device) / 2 ** 30 if device.type == "cuda" else None}
+    return {
+        "frames": frames,
+        "tokens": tokens,
+        "step_s": dt,
+        "tokens_per_s": b * tokens / dt,
+        "tflops": flops / dt / 1e12,
+        "mfu": flops / dt / peak if peak else None,
+        "peak_memory_gb": torch.cuda.max_memory_allocated(device) / 2**30 if device.type == "cuda" else None,
+    }
 
 
 def pks(*args) -> str:
@@ -143,7 +150,7 @@ def main() -> None:
     from training.train import load_train_config
 
     if args.smoke:
-        args.config, args.steps, args.frames = "tiny", 3, "8,16"
+        args.config, args.steps, args.frames = "tiny_pixel", 3, "8,16"
     cfg = load_train_config(args.config)
     cfg["train"]["grad_checkpointing"] = False
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -152,16 +159,23 @@ def main() -> None:
     rows = [synthetic(cfg, int(f), args.steps, device, compile_=not args.smoke) for f in args.frames.split(",")]
     real = real_shards(args.config, cfg, args.steps, work, args.smoke)
     fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
-    lines = [f"{name}; config {args.config} (batch {cfg['data']['batch_size']}, {cfg['data']['size']}), bf16 autocast, "
-             f"torch.compile {'off (smoke)' if args.smoke else 'on'}, {args.steps} steps", "",
-             "| input | frames | tokens/sample | step (s) | tokens/s | TFLOP/s | MFU | peak memory (GiB) |",
-             "|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"{name}; config {args.config} (batch {cfg['data']['batch_size']}, {cfg['data']['size']}), bf16 autocast, "
+        f"torch.compile {'off (smoke)' if args.smoke else 'on'}, {args.steps} steps",
+        "",
+        "| input | frames | tokens/sample | step (s) | tokens/s | TFLOP/s | MFU | peak memory (GiB) |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
-        lines.append(f"| synthetic latents | {r['frames']} | {r['tokens']} | {r['step_s']:.3f} | {r['tokens_per_s']:.0f} | "
-                     f"{r['tflops']:.1f} | {fmt(r['mfu'], '.1%')} | {fmt(r['peak_memory_gb'], '.1f')} |")
-    lines.append(f"| real shards (latents, loader included) | {cfg['data']['frames']} | - | {1 / real['steps_per_s']:.3f} | "
-                 f"{real['tokens_per_s']:.0f} | {real['tflops']:.1f} | {fmt(real.get('mfu'), '.1%')} | "
-                 f"{fmt(real.get('peak_memory_gb'), '.1f')} |")
+        lines.append(
+            f"| synthetic latents | {r['frames']} | {r['tokens']} | {r['step_s']:.3f} | {r['tokens_per_s']:.0f} | "
+            f"{r['tflops']:.1f} | {fmt(r['mfu'], '.1%')} | {fmt(r['peak_memory_gb'], '.1f')} |"
+        )
+    lines.append(
+        f"| real shards (latents, loader included) | {cfg['data']['frames']} | - | {1 / real['steps_per_s']:.3f} | "
+        f"{real['tokens_per_s']:.0f} | {real['tflops']:.1f} | {fmt(real.get('mfu'), '.1%')} | "
+        f"{fmt(real.get('peak_memory_gb'), '.1f')} |"
+    )
     emit(lines, args.out)
 
 

@@ -8,6 +8,7 @@ requested tag among the measured camera tags; flagged: any quality flag; flicker
 change between frames). Run it on a run of the tuning footage only: a scale chosen here and
 reported on the benchmark's seed would be tuned on it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,17 +49,38 @@ def main() -> None:
         for cam in CAMERA:
             for stage in range(4):
                 for seed in seeds:
-                    video = sample(model, text, space, cfg, {"camera": [cam]}, "", None, stage, seed, steps=steps,
-                                   guidance_tags=g, tax=tax)
+                    video = sample(
+                        model,
+                        text,
+                        space,
+                        cfg,
+                        {"camera": [cam]},
+                        "",
+                        None,
+                        stage,
+                        seed,
+                        steps=steps,
+                        guidance_tags=g,
+                        tax=tax,
+                    )
                     frames = video.permute(0, 2, 3, 1).numpy()
                     got = measure(frames, cfg["data"]["fps"], work / "g.mp4", acfg)
                     per[cam].append(cam in got["camera_motion"])
                     flags.append(bool(got["quality_flags"]))
                     jumps.append(flicker(frames))
-        print(json.dumps({"guidance_tags": g, "steps": steps,
-                          "adherence": float(np.mean([h for v in per.values() for h in v])),
-                          "per_tag": {c: float(np.mean(v)) for c, v in per.items()},
-                          "flagged": float(np.mean(flags)), "flicker": float(np.mean(jumps))}), flush=True)
+        print(
+            json.dumps(
+                {
+                    "guidance_tags": g,
+                    "steps": steps,
+                    "adherence": float(np.mean([h for v in per.values() for h in v])),
+                    "per_tag": {c: float(np.mean(v)) for c, v in per.items()},
+                    "flagged": float(np.mean(flags)),
+                    "flicker": float(np.mean(jumps)),
+                }
+            ),
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -15,6 +15,7 @@ DINO, cosine to the first and to the previous frame, averaged) and flow-warping 
 flow between consecutive frames, the next frame warped back, mean absolute error; the reward is
 its negative).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,7 +38,7 @@ from train import pks, spearman  # noqa: E402
 
 def warping_error(rgb: np.ndarray, pairs: int = 24) -> float:
     """Mean absolute error (0-1) of each frame against the next one warped back by optical flow."""
-    gray = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in rgb[:pairs + 1]]
+    gray = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in rgb[: pairs + 1]]
     h, w = gray[0].shape
     ys, xs = np.mgrid[0:h, 0:w].astype(np.float32)
     errs = []
@@ -97,27 +98,38 @@ def main() -> None:
     if args.judge:
         save(model, Path(args.judge))
     # The evaluation copies use another augmentation seed: no clip or copy was seen in training.
-    ev = collect(eval_outs, JudgeConfig(**{**cfg.__dict__, "augment": 1.0, "seed": args.eval_seed}), acfg,
-                 extra=warping_error)
-    rewards = {"Judge": score(model, ev), "subject consistency (VBench-style)": subject_consistency(model, ev),
-               "flow-warping error (negated)": [-x for x in ev.extra]}
+    ev = collect(
+        eval_outs, JudgeConfig(**{**cfg.__dict__, "augment": 1.0, "seed": args.eval_seed}), acfg, extra=warping_error
+    )
+    rewards = {
+        "Judge": score(model, ev),
+        "subject consistency (VBench-style)": subject_consistency(model, ev),
+        "flow-warping error (negated)": [-x for x in ev.extra],
+    }
     labels, kinds = np.array(ev.labels), ev.kinds
     clean = labels == 1
     failure_kinds = sorted({k for k in kinds if k != "ok"})
-    lines = [f"train: seed {args.train_seed}, {args.videos} videos per family ({len(tr.labels)} examples, "
-             f"{sum(tr.labels)} clean); eval: seed {args.eval_seed} ({len(labels)} examples: {int(clean.sum())} clean, "
-             f"{int((~clean).sum())} failure); prep {prep:.0f}s, Judge training {train_s:.0f}s, {args.epochs} epochs", "",
-             "| reward | AUC clean vs failure | Spearman with deformation, clean clips | "
-             + " | ".join(f"AUC {k} (n={kinds.count(k)})" for k in failure_kinds) + " |",
-             "|---" * (3 + len(failure_kinds)) + "|"]
+    lines = [
+        f"train: seed {args.train_seed}, {args.videos} videos per family ({len(tr.labels)} examples, "
+        f"{sum(tr.labels)} clean); eval: seed {args.eval_seed} ({len(labels)} examples: {int(clean.sum())} clean, "
+        f"{int((~clean).sum())} failure); prep {prep:.0f}s, Judge training {train_s:.0f}s, {args.epochs} epochs",
+        "",
+        "| reward | AUC clean vs failure | Spearman with deformation, clean clips | "
+        + " | ".join(f"AUC {k} (n={kinds.count(k)})" for k in failure_kinds)
+        + " |",
+        "|---" * (3 + len(failure_kinds)) + "|",
+    ]
     for name, r in rewards.items():
         r = np.array(r)
         per = []
         for k in failure_kinds:
             keep = clean | np.array([x == k for x in kinds])
             per.append(f"{auc(labels[keep], r[keep]):.3f}")
-        lines.append(f"| {name} | {auc(labels, r):.3f} | {spearman(r[clean].tolist(), np.array(ev.deformation)[clean].tolist()):.3f} | "
-                     + " | ".join(per) + " |")
+        lines.append(
+            f"| {name} | {auc(labels, r):.3f} | {spearman(r[clean].tolist(), np.array(ev.deformation)[clean].tolist()):.3f} | "
+            + " | ".join(per)
+            + " |"
+        )
     emit(lines, args.out)
     print(f"work folder: {work}", file=sys.stderr)
 

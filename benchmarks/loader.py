@@ -12,6 +12,7 @@
    clip repeated under 10 distinct source videos, clip files hard-linked): peak RSS of the
    `pks shard` process and of its whole process tree (local Ray included), sampled every 20 ms.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -42,8 +43,9 @@ FRAMES, FPS, SIZE, BATCH = 16, 8.0, (128, 224), 4
 
 
 def sh(*args, **kw):
-    subprocess.run([*PKS, *map(str, args)], check=True, cwd=ROOT, stdout=subprocess.DEVNULL,
-                   stderr=subprocess.DEVNULL, **kw)
+    subprocess.run(
+        [*PKS, *map(str, args)], check=True, cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, **kw
+    )
 
 
 def loader_rates(run: Path, steps: int, workers: int) -> tuple[float, list[str]]:
@@ -53,8 +55,11 @@ def loader_rates(run: Path, steps: int, workers: int) -> tuple[float, list[str]]
 
     ds = CurriculumLoader(run / "shards", frames=FRAMES, fps=FPS, size=SIZE, batch_size=BATCH, steps=steps)
     t0 = time.perf_counter()
-    keys = [r["clip_id"] for b in torch.utils.data.DataLoader(ds, batch_size=None, num_workers=workers)
-            for r in b["records"]]
+    keys = [
+        r["clip_id"]
+        for b in torch.utils.data.DataLoader(ds, batch_size=None, num_workers=workers)
+        for r in b["records"]
+    ]
     return time.perf_counter() - t0, keys
 
 
@@ -185,7 +190,7 @@ def peak_rss(cmd: list[str]) -> tuple[float, float, float]:
     th.join()
     if proc.returncode:
         raise RuntimeError(f"{cmd} failed")
-    return time.perf_counter() - t0, peak_main / 2 ** 20, peak_tree / 2 ** 20
+    return time.perf_counter() - t0, peak_main / 2**20, peak_tree / 2**20
 
 
 def main() -> None:
@@ -200,9 +205,11 @@ def main() -> None:
     cfg = tmp / "bench.yaml"
     # The 10x run repeats every clip on purpose: only exact repeats are marked duplicates (the
     # config no longer takes -1 for none), and the shards keep them.
-    cfg.write_text("analyse: {duplicate_bits: 0}\nshard: {max_samples: 16, reject_flags: [decode_error, interlaced, "
-                   "block_corruption, decoder_garbage, frozen, too_short, near_black, letterbox, pillarbox, "
-                   "multi_shot]}\n")
+    cfg.write_text(
+        "analyse: {duplicate_bits: 0}\nshard: {max_samples: 16, reject_flags: [decode_error, interlaced, "
+        "block_corruption, decoder_garbage, frozen, too_short, near_black, letterbox, pillarbox, "
+        "multi_shot]}\n"
+    )
     sh("synth", tmp / "footage", "--videos", a.videos, "--seed", a.seed)
     sh("curate", tmp / "footage", tmp / "run", "--config", cfg, "--no-shard")
     big = tmp / "big"
@@ -225,31 +232,50 @@ def main() -> None:
         seconds, keys = loader_rates(run, a.steps, workers)
         plain = plain_loop(run, keys)
         n = len(keys)
-        rows.append(f"| loader, {workers} worker(s) | {n} | {n / seconds:.1f} | {n * FRAMES / seconds:.0f} | "
-                    f"{n / plain:.1f} | {plain / seconds:.2f} |")
+        rows.append(
+            f"| loader, {workers} worker(s) | {n} | {n / seconds:.1f} | {n * FRAMES / seconds:.0f} | "
+            f"{n / plain:.1f} | {plain / seconds:.2f} |"
+        )
     sizes = sample_sizes(run)
     io_rows = []
     for workers in (1, 2, 4):
         seconds, read, keys = loader_io(run, a.steps, workers)
         n = len(keys)
-        io_rows.append(f"| {workers} | {n} | {read / 2 ** 20:.1f} | {read / n / 2 ** 10:.0f} | "
-                       f"{read / sum(sizes[k] for k in keys):.2f} | {n / seconds:.1f} |")
-    lines = [f"Loader: {a.videos} synthetic videos (seed {a.seed}), batch {BATCH}, {FRAMES} frames at {FPS:g} fps, "
-             f"{SIZE[0]}x{SIZE[1]}, {a.steps} steps",
-             "", "| reader | clips | clips/s | frames/s | plain loop clips/s | ratio (target >= 0.8) |",
-             "|---|---|---|---|---|---|", *rows, "",
-             f"Loader I/O: bytes read from the shard files per clip in the batches ({samples['1x']} samples, "
-             f"{sum(sizes.values()) / len(sizes) / 2 ** 10:.0f} KiB each in the tars on average)", "",
-             "| DataLoader workers | clips | MiB read | KiB read per clip | read / those clips' bytes (ideal 1) | clips/s |",
-             "|---|---|---|---|---|---|", *io_rows]
+        io_rows.append(
+            f"| {workers} | {n} | {read / 2**20:.1f} | {read / n / 2**10:.0f} | "
+            f"{read / sum(sizes[k] for k in keys):.2f} | {n / seconds:.1f} |"
+        )
+    lines = [
+        f"Loader: {a.videos} synthetic videos (seed {a.seed}), batch {BATCH}, {FRAMES} frames at {FPS:g} fps, "
+        f"{SIZE[0]}x{SIZE[1]}, {a.steps} steps",
+        "",
+        "| reader | clips | clips/s | frames/s | plain loop clips/s | ratio (target >= 0.8) |",
+        "|---|---|---|---|---|---|",
+        *rows,
+        "",
+        f"Loader I/O: bytes read from the shard files per clip in the batches ({samples['1x']} samples, "
+        f"{sum(sizes.values()) / len(sizes) / 2**10:.0f} KiB each in the tars on average)",
+        "",
+        "| DataLoader workers | clips | MiB read | KiB read per clip | read / those clips' bytes (ideal 1) | clips/s |",
+        "|---|---|---|---|---|---|",
+        *io_rows,
+    ]
     if not a.no_memory:
-        lines += ["", "`pks shard` peak memory (RSS, MB; tree = the process and its children, local Ray included)", "",
-                  "| input | samples | seconds | peak RSS pks shard | peak RSS tree |", "|---|---|---|---|---|"]
+        lines += [
+            "",
+            "`pks shard` peak memory (RSS, MB; tree = the process and its children, local Ray included)",
+            "",
+            "| input | samples | seconds | peak RSS pks shard | peak RSS tree |",
+            "|---|---|---|---|---|",
+        ]
         for name in ("1x", "10x"):
             s, m, t = mem[name]
             lines.append(f"| {name} | {samples[name]} | {s:.1f} | {m:.0f} | {t:.0f} |")
-        lines += ["", f"10x / 1x peak: pks shard {mem['10x'][1] / mem['1x'][1]:.2f}, "
-                  f"tree {mem['10x'][2] / mem['1x'][2]:.2f} (target <= 1.5)"]
+        lines += [
+            "",
+            f"10x / 1x peak: pks shard {mem['10x'][1] / mem['1x'][1]:.2f}, "
+            f"tree {mem['10x'][2] / mem['1x'][2]:.2f} (target <= 1.5)",
+        ]
     emit(lines, a.out)
 
 

@@ -8,6 +8,7 @@ detector finds and, per shot of 0.5 s or more, the camera tags, flags, cadence a
 deformation; with --sheets, writes the first, middle and last frame of every shot as one
 image per video to look at. There is no ground truth: BENCHMARKS.md records what was seen.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,20 +49,26 @@ def main() -> None:
             continue
         found, small = detect_video(str(v), get_detector("anime"))
         shots = shots_from_boundaries(found, len(small.rgb), small.fps, min_shot_s=cfg["split"]["min_shot_s"])
-        print(f"{v.name}: {len(small.rgb)} frames @ {small.fps:.2f} fps; boundaries "
-              + ", ".join(f"{b.kind} {b.frame}" + (f" {b.span}" if b.span else "") for b in found))
+        print(
+            f"{v.name}: {len(small.rgb)} frames @ {small.fps:.2f} fps; boundaries "
+            + ", ".join(f"{b.kind} {b.frame}" + (f" {b.span}" if b.span else "") for b in found)
+        )
         clip = load_clip(str(v), width=cfg["analyse"]["width"], fps=small.fps)
         tiles = []
         for s in shots:
             out = analyse(clip.span(s.start_frame, s.end_frame), cfg)
-            print(f"  shot {s.start_frame}-{s.end_frame}: camera {out['camera_motion']}, flags {out['quality_flags']}, "
-                  f"cadence {out['cadence']}, deformation {out['deformation_score']}, "
-                  f"{json.dumps(json.loads(out['signals'])['camera'])}")
-            tiles += [cv2.resize(small.rgb[k], (192, 108)) for k in
-                      (s.start_frame, (s.start_frame + s.end_frame) // 2, s.end_frame - 1)]
+            print(
+                f"  shot {s.start_frame}-{s.end_frame}: camera {out['camera_motion']}, flags {out['quality_flags']}, "
+                f"cadence {out['cadence']}, deformation {out['deformation_score']}, "
+                f"{json.dumps(json.loads(out['signals'])['camera'])}"
+            )
+            tiles += [
+                cv2.resize(small.rgb[k], (192, 108))
+                for k in (s.start_frame, (s.start_frame + s.end_frame) // 2, s.end_frame - 1)
+            ]
         if args.sheets and tiles:
             Path(args.sheets).mkdir(parents=True, exist_ok=True)
-            sheet = np.vstack([np.hstack(tiles[i:i + 3]) for i in range(0, len(tiles), 3)])
+            sheet = np.vstack([np.hstack(tiles[i : i + 3]) for i in range(0, len(tiles), 3)])
             cv2.imwrite(str(Path(args.sheets) / f"{v.stem}.png"), sheet[..., ::-1])
 
 

@@ -1,4 +1,5 @@
 """Shared by the benchmarks: print a Markdown table and optionally save it."""
+
 from __future__ import annotations
 
 from pathlib import Path

@@ -14,6 +14,7 @@ run it measures, on the cores Ray is given (2 unless --cpus):
     that video remuxed 10 times), sampled every 0.1 s over the driver and every Ray process.
 and prints a Markdown table with the ratios the issue asks for, and `uptime` (the load).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -79,9 +80,16 @@ def encode_fps(path: Path, cfg: dict, n: int = 240) -> float:
                 break
     cc = cfg["clips"]
     with tempfile.TemporaryDirectory() as d:
-        w = Mp4Writer(Path(d) / "x.mp4", 24, frames[0].width - frames[0].width % 2,
-                      frames[0].height - frames[0].height % 2, crf=cc["crf"], preset=cc["preset"],
-                      encoder=pick_encoder(cc["encoder"]), threads=cc["threads"])
+        w = Mp4Writer(
+            Path(d) / "x.mp4",
+            24,
+            frames[0].width - frames[0].width % 2,
+            frames[0].height - frames[0].height % 2,
+            crf=cc["crf"],
+            preset=cc["preset"],
+            encoder=pick_encoder(cc["encoder"]),
+            threads=cc["threads"],
+        )
         t0 = time.perf_counter()
         for f in frames:
             w.write_frame(f)
@@ -148,8 +156,11 @@ def main() -> None:
     ap.add_argument("--segment-s", type=float, default=30.0)
     ap.add_argument("--cpus", type=int, default=2)
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "pks-scale")
-    ap.add_argument("--parts", default="speed,one_core,write,rss",
-                    help="what to measure (comma list): speed (decode, write false), one_core, write, rss")
+    ap.add_argument(
+        "--parts",
+        default="speed,one_core,write,rss",
+        help="what to measure (comma list): speed (decode, write false), one_core, write, rss",
+    )
     a = ap.parse_args()
     parts = set(filter(None, a.parts.split(",")))
     a.work.mkdir(parents=True, exist_ok=True)
@@ -163,19 +174,39 @@ def main() -> None:
         dec = decode_fps(long)
         rows.append(("PyAV decode, 1 thread (frames/s)", f"{dec:.0f}", ""))
         fps2, _ = curate(long, nowrite, a.cpus, a.work, "nowrite")
-        rows.append((f"curate, clips.write false, {a.cpus} cores (source frames/s)", f"{fps2:.1f}",
-                     f"{fps2 / dec:.2f}x decode (target >= 0.4x)"))
+        rows.append(
+            (
+                f"curate, clips.write false, {a.cpus} cores (source frames/s)",
+                f"{fps2:.1f}",
+                f"{fps2 / dec:.2f}x decode (target >= 0.4x)",
+            )
+        )
     if "one_core" in parts:
         fps1, _ = curate(long, nowrite, 1, a.work, "nowrite1")
-        rows.append(("curate, clips.write false, 1 core (source frames/s)", f"{fps1:.1f}",
-                     f"{a.cpus} cores / 1 core = {fps2 / fps1:.2f}x (target >= 1.7x)"))
+        rows.append(
+            (
+                "curate, clips.write false, 1 core (source frames/s)",
+                f"{fps1:.1f}",
+                f"{a.cpus} cores / 1 core = {fps2 / fps1:.2f}x (target >= 1.7x)",
+            )
+        )
     if "write" in parts:
         enc = encode_fps(long, write)
-        rows.append((f"encode only, {pick_encoder(write['clips']['encoder'])} {write['clips']['preset']} "
-                     f"(frames/s)", f"{enc:.1f}", ""))
+        rows.append(
+            (
+                f"encode only, {pick_encoder(write['clips']['encoder'])} {write['clips']['preset']} (frames/s)",
+                f"{enc:.1f}",
+                "",
+            )
+        )
         fpsw, _ = curate(long, write, a.cpus, a.work, "write")
-        rows.append((f"curate, clips written full size, {a.cpus} cores (source frames/s)", f"{fpsw:.1f}",
-                     f"{fpsw / enc:.2f}x encode only (target >= 0.7x)"))
+        rows.append(
+            (
+                f"curate, clips written full size, {a.cpus} cores (source frames/s)",
+                f"{fpsw:.1f}",
+                f"{fpsw / enc:.2f}x encode only (target >= 0.7x)",
+            )
+        )
     if "rss" in parts:
         from pks.synth import synthesize_video
 
@@ -187,16 +218,27 @@ def main() -> None:
         _, m2 = curate(short, write, a.cpus, a.work, "rss2")
         _, m20 = curate(longer, write, a.cpus, a.work, "rss20")
         mb = 1 << 20
-        rows.append(("peak RSS, 2-min 480x270 video: all processes / largest worker (MB)",
-                     f"{m2.total / mb:.0f} / {m2.worker / mb:.0f}", ""))
-        rows.append(("peak RSS, 20-min 480x270 video: all processes / largest worker (MB)",
-                     f"{m20.total / mb:.0f} / {m20.worker / mb:.0f}",
-                     f"{m20.total / m2.total:.2f}x / {m20.worker / m2.worker:.2f}x the 2-min (target <= 1.2x)"))
+        rows.append(
+            (
+                "peak RSS, 2-min 480x270 video: all processes / largest worker (MB)",
+                f"{m2.total / mb:.0f} / {m2.worker / mb:.0f}",
+                "",
+            )
+        )
+        rows.append(
+            (
+                "peak RSS, 20-min 480x270 video: all processes / largest worker (MB)",
+                f"{m20.total / mb:.0f} / {m20.worker / mb:.0f}",
+                f"{m20.total / m2.total:.2f}x / {m20.worker / m2.worker:.2f}x the 2-min (target <= 1.2x)",
+            )
+        )
     with av.open(str(long)) as c:
         s = c.streams.video[0]
         what = f"{s.codec_context.width}x{s.codec_context.height}, {s.frames} frames"
-    print(f"\nLong video: {long.name} ({what}; {a.copies} remuxed copies of {a.video.name}), "
-          f"split.segment_s {a.segment_s}, {a.cpus} cores")
+    print(
+        f"\nLong video: {long.name} ({what}; {a.copies} remuxed copies of {a.video.name}), "
+        f"split.segment_s {a.segment_s}, {a.cpus} cores"
+    )
     print(f"Load before: {load_before}")
     print(f"Load after:  {subprocess.run(['uptime'], capture_output=True, text=True).stdout.strip()}\n")
     print("| measure | value | ratio |\n|---|---|---|")

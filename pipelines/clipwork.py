@@ -10,6 +10,7 @@ clip analysed with clips.write false, or retried later, gets the same fields. A 
 variable-rate source is the exception to one frame per frame: given the frames' `times`, its
 span is resampled onto its constant rate (pks.timing), for the clip file and the analysis alike.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -93,22 +94,31 @@ class _Open:
     """One clip in progress: its writer (if it is being written) and its analysis collector."""
 
     def __init__(self, rec: ClipRecord, times=None):
-        self.writer, self.file, self.collector, self.written = None, None, None, 0
+        self.writer: Mp4Writer | None = None
+        self.file: AtomicFile | None = None
+        self.collector: ClipCollector | None = None
+        self.written = 0
         self.repeats = None  # per source frame, how many ticks of the clip show it (retimed only)
         if times is not None and len(times):
             shown = constant_rate(times, rec.start_frame, rec.end_frame, rec.fps)
             self.repeats = np.bincount(shown - rec.start_frame, minlength=rec.n_frames)
             start_s, end_s = span_times(times, rec.start_frame, rec.end_frame)
-            rec = dataclasses.replace(rec, start_s=start_s, end_s=end_s, clip_frames=len(shown),
-                                      retimed=retime_note(shown, rec.start_frame, rec.end_frame, rec.fps))
+            rec = dataclasses.replace(
+                rec,
+                start_s=start_s,
+                end_s=end_s,
+                clip_frames=len(shown),
+                retimed=retime_note(shown, rec.start_frame, rec.end_frame, rec.fps),
+            )
         self.rec = rec
 
     def times_shown(self, i: int) -> int:
         return 1 if self.repeats is None else int(self.repeats[i - self.rec.start_frame])
 
 
-def clip_pass(path: str, rotation: int, records: list[ClipRecord], out: Path, cfg: dict, analyse_one,
-              grid=None, times=None) -> list[ClipRecord]:
+def clip_pass(
+    path: str, rotation: int, records: list[ClipRecord], out: Path, cfg: dict, analyse_one, grid=None, times=None
+) -> list[ClipRecord]:
     """Write the clip of each ok record that has none yet (clips.write) and analyse each ok
     record not analysed yet (analyse.enabled), from one decode. `analyse_one(record, frames)`
     returns the analysed record. `times` (seconds of each source frame, pks.timing.frame_times)
@@ -117,8 +127,7 @@ def clip_pass(path: str, rotation: int, records: list[ClipRecord], out: Path, cf
     failure (the clip file stays)."""
     write = cfg["clips"]["write"]
     analyse = cfg["analyse"]["enabled"]
-    to_write = {r.clip_id for r in records
-                if write and r.status == "ok" and not clip_path(out, r.clip_id).exists()}
+    to_write = {r.clip_id for r in records if write and r.status == "ok" and not clip_path(out, r.clip_id).exists()}
     to_analyse = {r.clip_id for r in records if analyse and r.status == "ok" and r.curriculum_stage is None}
     work = sorted((r for r in records if r.clip_id in to_write | to_analyse), key=lambda r: r.start_frame)
     done: dict[str, ClipRecord] = {}
@@ -126,8 +135,19 @@ def clip_pass(path: str, rotation: int, records: list[ClipRecord], out: Path, cf
         try:
             _decode_pass(path, rotation, work, to_write, to_analyse, out, cfg, analyse_one, grid, times, done)
         except Irregular:  # timestamps cannot be trusted here: the unfinished clips again, from frame 0
-            _decode_pass(path, rotation, [r for r in work if r.clip_id not in done], to_write, to_analyse, out, cfg,
-                         analyse_one, None, times, done)
+            _decode_pass(
+                path,
+                rotation,
+                [r for r in work if r.clip_id not in done],
+                to_write,
+                to_analyse,
+                out,
+                cfg,
+                analyse_one,
+                None,
+                times,
+                done,
+            )
     except Exception as e:  # noqa: BLE001 (recorded on the clips it left unfinished, the retry's failure too)
         failure = e
         for r in work:
@@ -149,7 +169,8 @@ def _decode_pass(path, rotation, work, to_write, to_analyse, out, cfg, analyse_o
     def finish(o: _Open, complete: bool) -> None:
         r = o.rec
         if o.writer is not None:
-            o.writer, writer = None, o.writer  # closed once, even when closing fails
+            writer, o.writer = o.writer, None  # closed once, even when closing fails
+            assert o.file is not None  # opened with the writer
             try:
                 writer.close()
             except Exception:
@@ -175,8 +196,16 @@ def _decode_pass(path, rotation, work, to_write, to_analyse, out, cfg, analyse_o
                 if o.rec.clip_id in to_write:
                     conv = conv or _ClipEncoder(frame, rotation, cc.get("max_height", 0))
                     o.file = AtomicFile(clip_path(out, o.rec.clip_id))
-                    o.writer = Mp4Writer(o.file.tmp, o.rec.fps, *conv.size, crf=cc["crf"], preset=cc["preset"], fmt="mp4",
-                                         encoder=encoder, threads=cc.get("threads", 0))
+                    o.writer = Mp4Writer(
+                        o.file.tmp,
+                        o.rec.fps,
+                        *conv.size,
+                        crf=cc["crf"],
+                        preset=cc["preset"],
+                        fmt="mp4",
+                        encoder=encoder,
+                        threads=cc.get("threads", 0),
+                    )
                 if o.rec.clip_id in to_analyse:
                     o.collector = ClipCollector(cfg["analyse"]["width"], fps=o.rec.fps, rotation=rotation)
                 open_.append(o)
@@ -185,7 +214,9 @@ def _decode_pass(path, rotation, work, to_write, to_analyse, out, cfg, analyse_o
             for o in list(open_):
                 for _ in range(o.times_shown(i)):
                     if o.writer is not None:
-                        picture = conv.convert(frame) if picture is None else picture
+                        if picture is None:
+                            assert conv is not None  # made with the first writer
+                            picture = conv.convert(frame)
                         if isinstance(picture, av.VideoFrame):
                             o.writer.write_frame(picture)
                         else:
@@ -203,4 +234,5 @@ def _decode_pass(path, rotation, work, to_write, to_analyse, out, cfg, analyse_o
             if o.writer is not None:
                 with contextlib.suppress(Exception):  # the pass's own error is the one to report
                     o.writer.close()
+                assert o.file is not None  # opened with the writer
                 o.file.abort()

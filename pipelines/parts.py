@@ -1,9 +1,11 @@
 """A run's records on disk: one Parquet part per video (OUT/parts/{video_id}.parquet, written
 whole or not at all), and OUT/manifest.parquet streamed from them with near-duplicates marked.
 Every stage that changes records rewrites the parts, then rebuilds the manifest."""
+
 from __future__ import annotations
 
 import io
+import logging
 from pathlib import Path
 
 import numpy as np
@@ -14,6 +16,8 @@ from annotators.signals.dedupe import find_duplicates
 from annotators.signals.embed import streamed_duplicates
 from pks.record import SCHEMA, SHARD_REJECT, ClipRecord, write_parquet
 from pks.store import Store, as_store, first_line
+
+log = logging.getLogger(__name__)
 
 
 def part_key(video_id: str) -> str:
@@ -39,11 +43,12 @@ def parts_of(out: Store) -> list[str]:
     return [f"parts/{n}" for n in out.list("parts") if n.endswith(".parquet")]
 
 
-def set_aside_bad_parts(out: Store, progress=print) -> int:
+def set_aside_bad_parts(out: Store, progress=None) -> int:
     """Move each part that does not read (a power loss can leave a renamed part empty or torn)
-    to OUT/parts/bad/, saying so in one line: its video then has no part, so pks curate
-    processes it again (on this run when called before `plan`), and no reader of the parts
-    stumbles on it. Reads each part's footer. Returns how many were moved."""
+    to OUT/parts/bad/, saying so in one line (to `progress`, default a logged warning): its
+    video then has no part, so pks curate processes it again (on this run when called before
+    `plan`), and no reader of the parts stumbles on it. Reads each part's footer. Returns how
+    many were moved."""
     moved = 0
     for p in parts_of(out):
         try:
@@ -51,8 +56,10 @@ def set_aside_bad_parts(out: Store, progress=print) -> int:
                 pq.read_metadata(f)
         except pa.ArrowInvalid as e:  # not Parquet (a store that cannot be read raises OSError, and stops the run)
             out.move(p, f"parts/bad/{Path(p).name}")
-            progress(f"pks: warning: {out.url(p)} does not read ({first_line(e)}); moved to parts/bad/, "
-                     "pks curate processes its video again")
+            (progress or log.warning)(
+                f"pks: warning: {out.url(p)} does not read ({first_line(e)}); moved to parts/bad/, "
+                "pks curate processes its video again"
+            )
             moved += 1
     return moved
 
@@ -66,13 +73,17 @@ def duplicates(out: Path | Store, cfg: dict, parts: list[str] | None = None) -> 
     sigs = []
     for p in parts_of(out) if parts is None else parts:
         t = out.read_table(p, columns=["clip_id", "phash", "status", "error"]).to_pylist()
-        sigs += [(r["clip_id"], r["phash"]) for r in t if r["phash"] and (
-            r["status"] == "ok" or r["error"].startswith(SHARD_REJECT))]
+        sigs += [
+            (r["clip_id"], r["phash"])
+            for r in t
+            if r["phash"] and (r["status"] == "ok" or r["error"].startswith(SHARD_REJECT))
+        ]
     sigs.sort()  # both searches point each duplicate at an earlier clip: the earliest is kept
     dupes = find_duplicates(sigs, cfg["analyse"]["duplicate_bits"])
     have = set(out.list("embeddings"))
     emb = [cid for cid, _ in sigs if f"{cid}.npy" in have]
     if emb:  # semantic near-duplicates (OpenCLIP) that the hashes did not already catch, read a batch at a time
+
         def load(ids: list[str]) -> np.ndarray:
             return np.stack([np.load(io.BytesIO(out.read_bytes(f"embeddings/{c}.npy"))) for c in ids])
 

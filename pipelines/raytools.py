@@ -1,5 +1,6 @@
 """Ray for the curation jobs: start it where work needs it (a cluster at `ray.address` or
 RAY_ADDRESS, else a local one), and stop, when a library call ends, the Ray that call started."""
+
 from __future__ import annotations
 
 import contextlib
@@ -40,8 +41,13 @@ def init_ray(cfg: dict, logs: Path | None = None) -> None:
     if address:
         ray.init(address=address)
     else:
-        ray.init(num_cpus=cfg["ray"].get("num_cpus"), include_dashboard=False,
-                 log_to_driver=False, configure_logging=True, logging_level="WARNING")
+        ray.init(
+            num_cpus=cfg["ray"].get("num_cpus"),
+            include_dashboard=False,
+            log_to_driver=False,
+            configure_logging=True,
+            logging_level=logging.WARNING,
+        )
 
 
 def quiet_ray_data(logs: Path | None = None) -> None:

@@ -1,5 +1,6 @@
 """`pks stats OUT` and `pks report OUT`: the numbers a data engineer judges a run by, in the
 terminal and as one self-contained HTML page (plots and contact sheets inlined as PNG)."""
+
 from __future__ import annotations
 
 import base64
@@ -18,8 +19,21 @@ import taxonomy
 from pks.errors import UserError
 from pks.store import atomic_path, jsonl_entries
 
-COLUMNS = ["clip_id", "video_id", "status", "error", "quality_flags", "camera_motion", "cadence",
-           "deformation_score", "curriculum_stage", "caption", "caption_source", "end_frame", "start_frame"]
+COLUMNS = [
+    "clip_id",
+    "video_id",
+    "status",
+    "error",
+    "quality_flags",
+    "camera_motion",
+    "cadence",
+    "deformation_score",
+    "curriculum_stage",
+    "caption",
+    "caption_source",
+    "end_frame",
+    "start_frame",
+]
 DEFORMATION_BINS = np.linspace(0, 1, 11)
 CADENCE_BINS = np.array([0.5, 1.5, 2.5, 3.5, 4.5, 8.5])
 JUDGE_BINS = np.linspace(0, 1, 11)
@@ -37,10 +51,12 @@ def run_stats(out: Path) -> dict:
     if not (out / "manifest.parquet").exists():
         raise UserError(f"no manifest in {out} (run pks curate first)")
     names = pq.read_schema(out / "manifest.parquet").names
-    rows = pq.read_table(out / "manifest.parquet", columns=COLUMNS + ["judge_score"] * ("judge_score" in names)).to_pylist()
+    rows = pq.read_table(
+        out / "manifest.parquet", columns=COLUMNS + ["judge_score"] * ("judge_score" in names)
+    ).to_pylist()
     ok = [r for r in rows if r["status"] == "ok"]
     tax = taxonomy.load()
-    tags = {a: Counter() for a in (*taxonomy.TAG_AXES, "shot")}
+    tags: dict[str, Counter[str]] = {a: Counter() for a in (*taxonomy.TAG_AXES, "shot")}
     for r in ok:
         for a in taxonomy.TAG_AXES:
             tags[a].update((r["caption"] or {}).get(a) or [])
@@ -52,8 +68,10 @@ def run_stats(out: Path) -> dict:
         "clips": len(rows),
         "videos": len({r["video_id"] for r in rows}),
         "status": dict(Counter(r["status"] for r in rows)),
-        "reasons": {s: dict(Counter(reason(r["error"]) for r in rows if r["status"] == s).most_common(12))
-                    for s in ("rejected", "error")},
+        "reasons": {
+            s: dict(Counter(reason(r["error"]) for r in rows if r["status"] == s).most_common(12))
+            for s in ("rejected", "error")
+        },
         "quality_flags": dict(Counter(f for r in rows for f in r["quality_flags"]).most_common()),
         "stage_ok": {k: sum(r["curriculum_stage"] == k for r in ok) for k in range(4)},
         "camera_mix": dict(Counter(t for r in ok for t in r["camera_motion"]).most_common()),
@@ -69,17 +87,22 @@ def run_stats(out: Path) -> dict:
             by_status.setdefault(r["status"], []).append(r["judge_score"])
     if by_status:  # pks judge score ran: every analysed clip, ok or not
         judged = [v for vs in by_status.values() for v in vs]
-        stats["judge"] = {"scored": len(judged), "hist": np.histogram(judged, JUDGE_BINS)[0].tolist(),
-                          "median": float(np.median(judged)),
-                          "by_status": {st: round(float(np.mean(vs)), 3) for st, vs in sorted(by_status.items())}}
+        stats["judge"] = {
+            "scored": len(judged),
+            "hist": np.histogram(judged, JUDGE_BINS)[0].tolist(),
+            "median": float(np.median(judged)),
+            "by_status": {st: round(float(np.mean(vs)), 3) for st, vs in sorted(by_status.items())},
+        }
     index = out / "shards" / "index.parquet"
     if index.exists():
         idx = pq.read_table(index).to_pylist()
         stats["shards"] = {
-            "samples": len(idx), "shards": len({r["shard"] for r in idx}),
+            "samples": len(idx),
+            "shards": len({r["shard"] for r in idx}),
             "per_split_stage": dict(sorted(Counter(f"{r['split']}/stage-{r['stage']}" for r in idx).items())),
             "videos_per_split": {s: len({r["video_id"] for r in idx if r["split"] == s}) for s in ("train", "val")},
-            "bytes": sum(r["clip_bytes"] for r in idx)}
+            "bytes": sum(r["clip_bytes"] for r in idx),
+        }
         from pipelines.shard import stale_samples
 
         stats["shards"]["stale"] = stale_samples(out)[0]
@@ -90,16 +113,20 @@ def run_stats(out: Path) -> dict:
 
 def format_stats(s: dict) -> str:
     """The stats as terminal text."""
-    lines = [f"clips {s['clips']} from {s['videos']} video(s): " + ", ".join(f"{k} {v}" for k, v in s["status"].items())]
+    lines = [
+        f"clips {s['clips']} from {s['videos']} video(s): " + ", ".join(f"{k} {v}" for k, v in s["status"].items())
+    ]
     for status in ("rejected", "error"):
         for why, n in s["reasons"][status].items():
             lines.append(f"  {status:8s} {n:5d}  {why}")
     lines.append("ok clips per curriculum stage: " + "  ".join(f"{k}: {v}" for k, v in s["stage_ok"].items()))
     if "shards" in s:
         sh = s["shards"]
-        lines.append(f"shards: {sh['shards']} holding {sh['samples']} sample(s), {sh['bytes'] / 1e6:.1f} MB; "
-                     + "  ".join(f"{k}: {v}" for k, v in sh["per_split_stage"].items())
-                     + f"; videos train {sh['videos_per_split']['train']}, val {sh['videos_per_split']['val']}")
+        lines.append(
+            f"shards: {sh['shards']} holding {sh['samples']} sample(s), {sh['bytes'] / 1e6:.1f} MB; "
+            + "  ".join(f"{k}: {v}" for k, v in sh["per_split_stage"].items())
+            + f"; videos train {sh['videos_per_split']['train']}, val {sh['videos_per_split']['val']}"
+        )
         if sh.get("stale"):
             lines.append(f"  stale: {sh['stale']} sample(s) no longer match the manifest: run pks shard")
     lines.append("quality flags: " + (", ".join(f"{k} {v}" for k, v in s["quality_flags"].items()) or "none"))
@@ -108,15 +135,22 @@ def format_stats(s: dict) -> str:
         lines.append(f"tags {axis}: " + (", ".join(f"{k} {v}" for k, v in counts.items()) or "none"))
     lines.append("captions by: " + (", ".join(f"{k} {v}" for k, v in s["caption_source"].items()) or "none"))
     edges = DEFORMATION_BINS
-    lines.append("deformation: " + "  ".join(f"{edges[i]:.1f}-{edges[i + 1]:.1f}: {n}"
-                                             for i, n in enumerate(s["deformation_hist"])))
+    lines.append(
+        "deformation: "
+        + "  ".join(f"{edges[i]:.1f}-{edges[i + 1]:.1f}: {n}" for i, n in enumerate(s["deformation_hist"]))
+    )
     labels = ["1", "2", "3", "4", "5-8"]
-    lines.append("cadence (frames per drawing): " + "  ".join(f"{lab}: {n}" for lab, n in zip(labels, s["cadence_hist"])))
+    lines.append(
+        "cadence (frames per drawing): " + "  ".join(f"{lab}: {n}" for lab, n in zip(labels, s["cadence_hist"]))
+    )
     if "judge" in s:
         j = s["judge"]
-        lines.append(f"judge score ({j['scored']} clips, median {j['median']:.2f}; mean by status: "
-                     + ", ".join(f"{k} {v:.2f}" for k, v in j["by_status"].items()) + "): "
-                     + "  ".join(f"{JUDGE_BINS[i]:.1f}-{JUDGE_BINS[i + 1]:.1f}: {n}" for i, n in enumerate(j["hist"])))
+        lines.append(
+            f"judge score ({j['scored']} clips, median {j['median']:.2f}; mean by status: "
+            + ", ".join(f"{k} {v:.2f}" for k, v in j["by_status"].items())
+            + "): "
+            + "  ".join(f"{JUDGE_BINS[i]:.1f}-{JUDGE_BINS[i + 1]:.1f}: {n}" for i, n in enumerate(j["hist"]))
+        )
     for r in s["runs"]:
         rate = f", {r['source_frames_per_s']} source frames/s" if r.get("source_frames_per_s") else ""
         what = f"{r.get('videos', 0)} video(s)" if r["job"] == "curate" else f"{r.get('samples', 0)} sample(s)"
@@ -156,14 +190,12 @@ def _hist(title: str, counts: list, labels: list[str]) -> str:
 def contact_sheets(out: Path, per_stage: int = 12, width: int = 160) -> dict[int, str]:
     """Per stage, a grid of middle-frame thumbnails: from the shards' jpgs when there are
     shards, else decoded from the clip files."""
-    import cv2
-
     out = Path(out)
     index = out / "shards" / "index.parquet"
     thumbs: dict[int, list[np.ndarray]] = {}
     if index.exists():
         picked: dict[str, list[tuple[int, str]]] = {}
-        taken = Counter()
+        taken: Counter[int] = Counter()
         for r in pq.read_table(index, columns=["shard", "stage", "clip_id"]).to_pylist():
             if taken[r["stage"]] < per_stage:
                 taken[r["stage"]] += 1
@@ -171,8 +203,9 @@ def contact_sheets(out: Path, per_stage: int = 12, width: int = 160) -> dict[int
         for shard, items in picked.items():
             with tarfile.open(out / "shards" / shard) as t:
                 for stage, key in items:
-                    data = t.extractfile(f"{key}.jpg").read()
-                    thumbs.setdefault(stage, []).append(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR))
+                    member = t.extractfile(f"{key}.jpg")
+                    assert member is not None  # a regular file: pks shard writes no other kind
+                    thumbs.setdefault(stage, []).append(_decode_jpeg(member.read()))
     else:
         from pipelines.shard import middle_frame_jpeg
         from pks.clips import clip_path
@@ -183,8 +216,18 @@ def contact_sheets(out: Path, per_stage: int = 12, width: int = 160) -> dict[int
             if r["status"] == "ok" and k is not None and len(thumbs.get(k, [])) < per_stage:
                 if clip_path(out, r["clip_id"]).exists():
                     data = middle_frame_jpeg(clip_path(out, r["clip_id"]), width)
-                    thumbs.setdefault(k, []).append(cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR))
+                    thumbs.setdefault(k, []).append(_decode_jpeg(data))
     return {stage: _sheet(imgs, width) for stage, imgs in sorted(thumbs.items())}
+
+
+def _decode_jpeg(data: bytes) -> np.ndarray:
+    """A BGR image from JPEG bytes (of a shard's thumbnail or a clip's middle frame)."""
+    import cv2
+
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if img is None:
+        raise ValueError("not a decodable image")
+    return img
 
 
 def _sheet(images: list[np.ndarray], width: int, captions: list[str] | None = None) -> str:
@@ -197,7 +240,7 @@ def _sheet(images: list[np.ndarray], width: int, captions: list[str] | None = No
         cv2.rectangle(tile, (0, h - 16), (width, h), (0, 0, 0), -1)
         cv2.putText(tile, text, (3, h - 4), cv2.FONT_HERSHEY_SIMPLEX, 0.4, (255, 255, 255), 1, cv2.LINE_AA)
     tiles += [np.full_like(tiles[0], 255)] * (-len(tiles) % 6)
-    grid = np.vstack([np.hstack(tiles[i:i + 6]) for i in range(0, len(tiles), 6)])
+    grid = np.vstack([np.hstack(tiles[i : i + 6]) for i in range(0, len(tiles), 6)])
     ok, buf = cv2.imencode(".png", grid)
     return "data:image/png;base64," + base64.b64encode(buf.tobytes()).decode()
 
@@ -205,22 +248,23 @@ def _sheet(images: list[np.ndarray], width: int, captions: list[str] | None = No
 def judge_sheets(out: Path, n: int = 12, width: int = 160) -> dict[str, str]:
     """The n lowest and n highest judge_score clips (with a clip file), middle frames captioned
     with score, status and stage: where the Judge and the curation disagree shows here first."""
-    import cv2
-
     from pipelines.shard import middle_frame_jpeg
     from pks.clips import clip_path
 
-    rows = pq.read_table(out / "manifest.parquet",
-                         columns=["clip_id", "status", "curriculum_stage", "judge_score"]).to_pylist()
-    rows = sorted((r for r in rows if r["judge_score"] is not None and clip_path(out, r["clip_id"]).exists()),
-                  key=lambda r: r["judge_score"])
+    rows = pq.read_table(
+        out / "manifest.parquet", columns=["clip_id", "status", "curriculum_stage", "judge_score"]
+    ).to_pylist()
+    rows = sorted(
+        (r for r in rows if r["judge_score"] is not None and clip_path(out, r["clip_id"]).exists()),
+        key=lambda r: r["judge_score"],
+    )
     sheets = {}
     for name, pick in (("lowest", rows[:n]), ("highest", rows[::-1][:n])):
         if pick:
-            imgs = [cv2.imdecode(np.frombuffer(middle_frame_jpeg(clip_path(out, r["clip_id"]), width), np.uint8),
-                                 cv2.IMREAD_COLOR) for r in pick]
-            sheets[name] = _sheet(imgs, width, [f"{r['judge_score']:.2f} {r['status']} s{r['curriculum_stage']}"
-                                                for r in pick])
+            imgs = [_decode_jpeg(middle_frame_jpeg(clip_path(out, r["clip_id"]), width)) for r in pick]
+            sheets[name] = _sheet(
+                imgs, width, [f"{r['judge_score']:.2f} {r['status']} s{r['curriculum_stage']}" for r in pick]
+            )
     return sheets
 
 
@@ -233,8 +277,9 @@ def filmstrip(clip: Path, n: int = 8, height: int = 96) -> str:
         frames = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
     pick = [frames[i] for i in np.linspace(0, len(frames) - 1, min(n, len(frames))).round().astype(int)]
     scale = height / pick[0].shape[0]
-    strip = np.hstack([cv2.resize(f, (round(f.shape[1] * scale), height), interpolation=cv2.INTER_NEAREST)
-                       for f in pick])
+    strip = np.hstack(
+        [cv2.resize(f, (round(f.shape[1] * scale), height), interpolation=cv2.INTER_NEAREST) for f in pick]
+    )
     ok, buf = cv2.imencode(".png", cv2.cvtColor(strip, cv2.COLOR_RGB2BGR))
     return "data:image/png;base64," + base64.b64encode(buf.tobytes()).decode()
 
@@ -248,12 +293,17 @@ def measured(clip: Path, cfg: dict) -> str:
 
     try:
         with av.open(str(clip)) as c:
-            fps = float(c.streams.video[0].average_rate)
+            rate = c.streams.video[0].average_rate
+            if rate is None:
+                raise ValueError("no frame rate")
+            fps = float(rate)
         got = analyse(load_clip(str(clip), width=cfg["analyse"]["width"], fps=fps), cfg)
     except Exception as e:  # a clip the analysers cannot read is reported, not fatal to the report
         return f"cannot analyse ({e})"
-    return (f"camera={'+'.join(got['camera_motion']) or 'none'}, deformation {got['deformation_score']:.2f} "
-            f"(stage {got['curriculum_stage']}), flags: {', '.join(got['quality_flags']) or 'none'}")
+    return (
+        f"camera={'+'.join(got['camera_motion']) or 'none'}, deformation {got['deformation_score']:.2f} "
+        f"(stage {got['curriculum_stage']}), flags: {', '.join(got['quality_flags']) or 'none'}"
+    )
 
 
 def write_report(out: Path) -> Path:
@@ -264,10 +314,12 @@ def write_report(out: Path) -> Path:
     out = Path(out)
     s = run_stats(out)
     esc = html.escape
-    parts = [f"<h1>PKS run report</h1><p>{esc(str(out))}</p><pre>{esc(format_stats(s))}</pre>",
-             '<div class="grid">',
-             f'<img src="{_bar("Clips per status", s["status"], "#6a6")}">',
-             f'<img src="{_bar("OK clips per curriculum stage", {f"stage {k}": v for k, v in s["stage_ok"].items()})}">']
+    parts = [
+        f"<h1>PKS run report</h1><p>{esc(str(out))}</p><pre>{esc(format_stats(s))}</pre>",
+        '<div class="grid">',
+        f'<img src="{_bar("Clips per status", s["status"], "#6a6")}">',
+        f'<img src="{_bar("OK clips per curriculum stage", {f"stage {k}": v for k, v in s["stage_ok"].items()})}">',
+    ]
     if "shards" in s:
         parts.append(f'<img src="{_bar("Shard samples per split/stage", s["shards"]["per_split_stage"])}">')
     reasons = {f"{k}: {why}": n for k in ("rejected", "error") for why, n in s["reasons"][k].items()}
@@ -277,7 +329,9 @@ def write_report(out: Path) -> Path:
     parts.append(f'<img src="{_hist("Deformation score (ok clips)", s["deformation_hist"], labels)}">')
     parts.append(f'<img src="{_hist("Cadence, frames per drawing", s["cadence_hist"], ["1", "2", "3", "4", "5-8"])}">')
     if "judge" in s:
-        parts.append(f'<img src="{_hist("Judge score (every analysed clip)", s["judge"]["hist"], [f"{a:.1f}" for a in JUDGE_BINS[:-1]])}">')
+        parts.append(
+            f'<img src="{_hist("Judge score (every analysed clip)", s["judge"]["hist"], [f"{a:.1f}" for a in JUDGE_BINS[:-1]])}">'
+        )
     if s["camera_mix"]:
         parts.append(f'<img src="{_bar("Camera motion mix", s["camera_mix"])}">')
     for axis, counts in s["tags"].items():
@@ -305,22 +359,29 @@ def write_report(out: Path) -> Path:
         from pks.config import load_config
 
         cfg = load_config()  # the default analysis, as pks curate runs it
-        parts.append("<h2>Generated clips</h2><p>Each clip as asked, and as PKS's own analysers read it "
-                     "(the same analysis a curated clip gets).</p>")
+        parts.append(
+            "<h2>Generated clips</h2><p>Each clip as asked, and as PKS's own analysers read it "
+            "(the same analysis a curated clip gets).</p>"
+        )
     for clip in generated:
         meta = clip.with_suffix(".json")
         what = json.loads(meta.read_text()) if meta.exists() else {}
         request = ", ".join(f"{a}={'+'.join(v)}" for a, v in (what.get("tags") or {}).items())
         request += "".join(f", {k}={what[k]}" for k in ("shot", "stage") if what.get(k) is not None)
         got = measured(clip, cfg)
-        parts.append(f"<h3>{esc(clip.name)}: {esc(request or 'no tags')}"
-                     f"{esc(' / ' + what['narrative']) if what.get('narrative') else ''}</h3>"
-                     f"<p>measured: {esc(got)}</p>"
-                     f'<img class="sheet" src="{filmstrip(clip)}">')
-    page = ("<!doctype html><html><head><meta charset='utf-8'><title>PKS report</title><style>"
-            "body{font-family:sans-serif;margin:2em}pre{background:#f4f4f4;padding:1em}"
-            ".grid img{max-width:48%;margin:0.5%}.sheet{max-width:100%}</style></head><body>"
-            + "\n".join(parts) + "</body></html>")
+        parts.append(
+            f"<h3>{esc(clip.name)}: {esc(request or 'no tags')}"
+            f"{esc(' / ' + what['narrative']) if what.get('narrative') else ''}</h3>"
+            f"<p>measured: {esc(got)}</p>"
+            f'<img class="sheet" src="{filmstrip(clip)}">'
+        )
+    page = (
+        "<!doctype html><html><head><meta charset='utf-8'><title>PKS report</title><style>"
+        "body{font-family:sans-serif;margin:2em}pre{background:#f4f4f4;padding:1em}"
+        ".grid img{max-width:48%;margin:0.5%}.sheet{max-width:100%}</style></head><body>"
+        + "\n".join(parts)
+        + "</body></html>"
+    )
     path = out / "report.html"
     with atomic_path(path) as tmp:
         tmp.write_text(page)

@@ -17,11 +17,13 @@ Seeking gives iter_decoded's frame numbers only where every frame lies on the ti
 the one-task path (decoding from frame 0), as are videos without a grid (variable frame rate),
 retries and videos no longer than one segment.
 """
+
 from __future__ import annotations
 
 import json
 import time
 from collections import defaultdict
+from typing import Any
 
 import cv2
 import numpy as np
@@ -68,8 +70,11 @@ def detect_segment(path: str, core: tuple[int, int], grid: Grid, fps: float, sc:
         found = detector.detect(rgb, fps)
     else:
         found = []
-    keep = [(b.frame + lo, b.kind, [b.span[0] + lo, b.span[1] + lo] if b.span else None) for b in found
-            if core[0] <= b.frame + lo < core[1]]
+    keep = [
+        (b.frame + lo, b.kind, [b.span[0] + lo, b.span[1] + lo] if b.span else None)
+        for b in found
+        if core[0] <= b.frame + lo < core[1]
+    ]
     return {"boundaries": keep, "filled": filled, "end": end, "irregular": False}
 
 
@@ -97,6 +102,7 @@ def group_records(records: list[ClipRecord], span_frames: int) -> list[list[Clip
 
 # ---- Ray tasks: one JSON column in and out, so rows of different kinds share a schema ----------
 
+
 def plan_task(row: dict, cfg: dict) -> list[dict]:
     """A todo row -> one `whole` job (the one-task path) or a video's `segment` jobs."""
     job = json.loads(row["job"])
@@ -110,8 +116,22 @@ def plan_task(row: dict, cfg: dict) -> list[dict]:
     if grid is None:
         return [{"job": json.dumps({**job, "kind": "whole"})}]
     cores = plan_segments(grid.n_frames, info.avg_fps, sc["segment_s"])
-    return [{"job": json.dumps({**job, "kind": "segment", "info": info.to_dict(), "grid": grid.__dict__,
-                                "core": core, "k": k, "of": len(cores)})} for k, core in enumerate(cores)]
+    return [
+        {
+            "job": json.dumps(
+                {
+                    **job,
+                    "kind": "segment",
+                    "info": info.to_dict(),
+                    "grid": grid.__dict__,
+                    "core": core,
+                    "k": k,
+                    "of": len(cores),
+                }
+            )
+        }
+        for k, core in enumerate(cores)
+    ]
 
 
 def work_task(row: dict, out: Store, cfg: dict) -> dict:
@@ -120,7 +140,7 @@ def work_task(row: dict, out: Store, cfg: dict) -> dict:
     job = json.loads(row["job"])
     t0 = time.perf_counter()
     if job["kind"] == "whole":
-        result = {"summary": ray_task(job, out, cfg)}
+        result: dict[str, Any] = {"summary": ray_task(job, out, cfg)}
     elif job["kind"] == "segment":
         info = job["info"]
         result = detect_segment(info["path"], tuple(job["core"]), Grid(**job["grid"]), info["avg_fps"], cfg["split"])
@@ -130,16 +150,22 @@ def work_task(row: dict, out: Store, cfg: dict) -> dict:
             (work / "clips").mkdir(exist_ok=True)
             done = clip_stages(VideoInfo(**job["info"]), records, work, cfg, Grid(**job["grid"]))
         result = {"records": [r.to_row() for r in done]}
-    return {"result": json.dumps({**job, **result, "seconds": time.perf_counter() - t0},
-                                 default=str)}
+    return {"result": json.dumps({**job, **result, "seconds": time.perf_counter() - t0}, default=str)}
 
 
 def _run_jobs(jobs: list[dict], out: Store, cfg: dict, plan: bool):
     import ray
 
-    ds = ray.data.from_items([{"job": json.dumps(j)} for j in jobs], override_num_blocks=len(jobs))
+    ds: ray.data.Dataset = ray.data.from_items([{"job": json.dumps(j)} for j in jobs], override_num_blocks=len(jobs))
     if plan:
-        ds = ds.flat_map(plan_task, fn_kwargs={"cfg": cfg}, num_cpus=1, max_retries=3, retry_exceptions=False)
+        # (Ray types the function without its fn_kwargs, here and in map below)
+        ds = ds.flat_map(
+            plan_task,  # type: ignore[arg-type]
+            fn_kwargs={"cfg": cfg},
+            num_cpus=1,
+            max_retries=3,
+            retry_exceptions=False,
+        )
         ds = ds.repartition(target_num_rows_per_block=1)  # segments of one video spread over the workers
     # Retries on purpose. A task lost with its worker or node (a raylet killed, a preempted
     # machine) runs again elsewhere, a few times, not forever (Ray Data's default) so a video
@@ -147,7 +173,13 @@ def _run_jobs(jobs: list[dict], out: Store, cfg: dict, plan: bool):
     # idempotent: a part is replaced atomically, present clips are kept, stray clip files are
     # removed at the end. An exception raised by a task is not retried: per-clip failures are
     # records already, so one escaping is a bug that would fail the same way.
-    ds = ds.map(work_task, fn_kwargs={"out": out, "cfg": cfg}, num_cpus=1, max_retries=3, retry_exceptions=False)
+    ds = ds.map(
+        work_task,  # type: ignore[arg-type]
+        fn_kwargs={"out": out, "cfg": cfg},
+        num_cpus=1,
+        max_retries=3,
+        retry_exceptions=False,
+    )
     for row in ds.iter_rows():
         yield json.loads(row["result"])
 
@@ -174,11 +206,25 @@ def run_videos(todo: list[dict], out: Store, cfg: dict):
         bounds, n, filled = merge_segments(results)
         records = clip_records(info, bounds, n, filled, sc)
         groups = group_records(records, int(sc["segment_s"] * info.avg_fps))
-        pending[r["video_id"]] = {"records": records, "groups": len(groups), "done": [],
-                                  "seconds": sum(s["seconds"] for s in results), "path": r["path"],
-                                  "segments": len(results)}
-        second += [{"kind": "group", "path": r["path"], "video_id": r["video_id"], "info": r["info"],
-                    "grid": r["grid"], "records": [x.to_row() for x in g]} for g in groups]
+        pending[r["video_id"]] = {
+            "records": records,
+            "groups": len(groups),
+            "done": [],
+            "seconds": sum(s["seconds"] for s in results),
+            "path": r["path"],
+            "segments": len(results),
+        }
+        second += [
+            {
+                "kind": "group",
+                "path": r["path"],
+                "video_id": r["video_id"],
+                "info": r["info"],
+                "grid": r["grid"],
+                "records": [x.to_row() for x in g],
+            }
+            for g in groups
+        ]
     if not second:
         return
     for r in _run_jobs(second, out, cfg, plan=False):
@@ -195,9 +241,15 @@ def run_videos(todo: list[dict], out: Store, cfg: dict):
         by_id = {x.clip_id: x for x in p["done"]}
         records = [by_id.get(x.clip_id, x) for x in p["records"]]
         write_part(out, r["video_id"], records)
-        yield {"path": p["path"], "video_id": r["video_id"], "n_records": len(records), "retried": 0,
-               "n_ok": sum(x.status == "ok" for x in records), "n_errors": sum(x.status == "error" for x in records),
-               "error": next((x.error for x in records if x.status == "error"), ""),
-               "frames": max((x.end_frame for x in records), default=0), "seconds": p["seconds"],
-               "segments": p["segments"]}
-
+        yield {
+            "path": p["path"],
+            "video_id": r["video_id"],
+            "n_records": len(records),
+            "retried": 0,
+            "n_ok": sum(x.status == "ok" for x in records),
+            "n_errors": sum(x.status == "error" for x in records),
+            "error": next((x.error for x in records if x.status == "error"), ""),
+            "frames": max((x.end_frame for x in records), default=0),
+            "seconds": p["seconds"],
+            "segments": p["segments"],
+        }

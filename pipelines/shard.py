@@ -23,6 +23,7 @@ byte ranges come from the previous index when its tar is older than that index.
 OUT may be an object-store URL (pks.store): a shard is then written locally and uploaded whole
 (one PUT), the index last.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -30,6 +31,7 @@ import hashlib
 import io
 import itertools
 import json
+import logging
 import tarfile
 import typing
 import uuid
@@ -44,18 +46,32 @@ import pyarrow.parquet as pq
 from pipelines.parts import duplicates, rewrite_parts, set_aside_bad_parts
 from pipelines.raytools import init_ray, logs_of, ray_scope
 from pks.errors import UserError
+from pks.progress import bar as progress_bar
 from pks.record import SCHEMA, SHARD_REJECT, ClipRecord
 from pks.seeded import unit
 from pks.store import TMP_MARK, Store, as_store
 
+log = logging.getLogger(__name__)
 SPLITS = ("train", "val")
 FORMAT = "pks-shard-1"  # bump when the sample layout changes: every shard is then rewritten
 FINGERPRINT = "pks.fingerprint"  # the PAX global header that carries a shard's fingerprint
-INDEX_SCHEMA = pa.schema([("clip_id", pa.string()), ("video_id", pa.string()), ("split", pa.string()),
-                          ("stage", pa.int32()), ("shard", pa.string()), ("position", pa.int32()),
-                          ("clip_bytes", pa.int64()), ("clip_mtime_ns", pa.int64()), ("clip_hash", pa.string()),
-                          ("record_hash", pa.string()), ("offset", pa.int64()), ("length", pa.int64()),
-                          ("frames", pa.int64()), ("fps", pa.float64())])  # the clip's length: the loader's windows
+_INDEX_FIELDS: list[tuple[str, pa.DataType]] = [  # typed: mypy joins the DataType subclasses to object
+    ("clip_id", pa.string()),
+    ("video_id", pa.string()),
+    ("split", pa.string()),
+    ("stage", pa.int32()),
+    ("shard", pa.string()),
+    ("position", pa.int32()),
+    ("clip_bytes", pa.int64()),
+    ("clip_mtime_ns", pa.int64()),
+    ("clip_hash", pa.string()),
+    ("record_hash", pa.string()),
+    ("offset", pa.int64()),
+    ("length", pa.int64()),
+    ("frames", pa.int64()),
+    ("fps", pa.float64()),  # the clip's length: the loader's windows
+]
+INDEX_SCHEMA = pa.schema(_INDEX_FIELDS)
 
 
 def clip_key(clip_id: str) -> str:
@@ -88,8 +104,7 @@ def rejection(r: ClipRecord, clips: set[str], sc: dict, kept: str = "") -> str:
     return ""
 
 
-def judge(records: list[ClipRecord], clips: set[str], sc: dict,
-          kept: dict[str, str] | None = None) -> list[ClipRecord]:
+def judge(records: list[ClipRecord], clips: set[str], sc: dict, kept: dict[str, str] | None = None) -> list[ClipRecord]:
     """Mark ok records that stay out as rejected (with why); earlier shard rejections are judged
     again, so a changed config takes them back in. `kept` ({clip_id: the clip kept of its
     near-duplicate group}, pipelines.parts.duplicates) keeps one clip of each group: the
@@ -112,8 +127,9 @@ def video_of(clip_id: str) -> str:
     return clip_id.rsplit("_", 2)[0]
 
 
-def assign_splits(video_ids: list[str], seed: int, val_fraction: float,
-                  kept: dict[str, str] | None = None) -> dict[str, str]:
+def assign_splits(
+    video_ids: list[str], seed: int, val_fraction: float, kept: dict[str, str] | None = None
+) -> dict[str, str]:
     """Split by source video: a video's hash decides, so adding videos never moves old ones
     (unless it joins their near-duplicate group with a smaller id). With val_fraction > 0 and
     two or more videos, each split gets at least one video. Videos that share a near-duplicate
@@ -128,9 +144,9 @@ def assign_splits(video_ids: list[str], seed: int, val_fraction: float,
     split = {v: "val" if x < val_fraction else "train" for v, x in u.items()}
     if val_fraction > 0 and len(u) >= 2:
         if "val" not in split.values():
-            split[min(u, key=u.get)] = "val"
+            split[min(u, key=u.__getitem__)] = "val"
         if "train" not in split.values():
-            split[max(u, key=u.get)] = "train"
+            split[max(u, key=u.__getitem__)] = "train"
     return {v: split[units[v]] for v in units}
 
 
@@ -144,10 +160,21 @@ def _lead(lead: dict[str, str], v: str) -> str:
 def plan(rows: list[dict], sc: dict, kept: dict[str, str] | None = None) -> list[dict]:
     """Shards to write: [{name, split, stage, members}], members being rows with clip_id,
     video_id, curriculum_stage and clip_bytes (plan_table over them)."""
-    table = pa.table({k: pa.array([r[k] for r in rows], t) for k, t in (
-        ("clip_id", pa.string()), ("video_id", pa.string()), ("curriculum_stage", pa.int64()), ("clip_bytes", pa.int64()))})
-    return [{**{k: s[k] for k in ("name", "split", "stage")}, "members": [rows[i] for i in s["rows"]]}
-            for s in plan_table(table, sc, kept)]
+    table = pa.table(
+        {
+            k: pa.array([r[k] for r in rows], t)
+            for k, t in (
+                ("clip_id", pa.string()),
+                ("video_id", pa.string()),
+                ("curriculum_stage", pa.int64()),
+                ("clip_bytes", pa.int64()),
+            )
+        }
+    )
+    return [
+        {**{k: s[k] for k in ("name", "split", "stage")}, "members": [rows[i] for i in s["rows"]]}
+        for s in plan_table(table, sc, kept)
+    ]
 
 
 def plan_table(rows: pa.Table, sc: dict, kept: dict[str, str] | None = None) -> list[dict]:
@@ -157,9 +184,10 @@ def plan_table(rows: pa.Table, sc: dict, kept: dict[str, str] | None = None) -> 
     across shards), then packed up to max_samples and max_bytes. Columns, not a dict per clip:
     the driver plans 10^6 clips in ~100 bytes each."""
     videos = typing.cast(pa.DictionaryArray, pc.dictionary_encode(rows.column("video_id")).combine_chunks())
-    split = assign_splits(videos.dictionary.to_pylist(), sc["seed"], sc["val_fraction"], kept)
+    vids = typing.cast("list[str]", videos.dictionary.to_pylist())  # (the dictionary holds no null)
+    split = assign_splits(vids, sc["seed"], sc["val_fraction"], kept)
     names = sorted(set(split.values()))
-    code = np.array([names.index(split[v]) for v in videos.dictionary.to_pylist()], np.int64)
+    code = np.array([names.index(split[v]) for v in vids], np.int64)
     key = code[videos.indices.to_numpy(zero_copy_only=False)] * 256 + rows.column("curriculum_stage").to_numpy()
     by_id = pc.sort_indices(rows.column("clip_id")).to_numpy()
     size = rows.column("clip_bytes").to_numpy()
@@ -167,7 +195,7 @@ def plan_table(rows: pa.Table, sc: dict, kept: dict[str, str] | None = None) -> 
     for k in np.unique(key).tolist():  # (split, stage) in order
         sp, stage = names[k // 256], k % 256
         members = by_id[key[by_id] == k]  # by clip_id
-        rng = np.random.default_rng(int(unit(sc["seed"], "order", sp, stage) * 2 ** 63))
+        rng = np.random.default_rng(int(unit(sc["seed"], "order", sp, stage) * 2**63))
         members = members[rng.permutation(len(members))]
         cuts, n, total = [], 0, 0
         for i, b in enumerate(size[members].tolist()):
@@ -176,8 +204,10 @@ def plan_table(rows: pa.Table, sc: dict, kept: dict[str, str] | None = None) -> 
                 n = total = 0
             n += 1
             total += b
-        shards += [{"name": shard_name(sp, stage, i), "split": sp, "stage": stage, "rows": m}
-                   for i, m in enumerate(np.split(members, cuts))]
+        shards += [
+            {"name": shard_name(sp, stage, i), "split": sp, "stage": stage, "rows": m}
+            for i, m in enumerate(np.split(members, cuts))
+        ]
     return shards
 
 
@@ -215,9 +245,19 @@ def file_hash(out: Store, rel: str, chunk: int = 1 << 20) -> str:
     return h.hexdigest()
 
 
-SAMPLE_SCHEMA = pa.schema([pa.field(k, t) for k, t in (
-    ("clip_id", pa.string()), ("video_id", pa.string()), ("curriculum_stage", pa.int8()), ("record_hash", pa.string()),
-    ("frames", pa.int64()), ("fps", pa.float64()))])
+SAMPLE_SCHEMA = pa.schema(
+    [
+        pa.field(k, t)
+        for k, t in (
+            ("clip_id", pa.string()),
+            ("video_id", pa.string()),
+            ("curriculum_stage", pa.int8()),
+            ("record_hash", pa.string()),
+            ("frames", pa.int64()),
+            ("fps", pa.float64()),
+        )
+    ]
+)
 
 
 def samples(out: Store, previous: pa.Table | None = None, batch_rows: int = 8192) -> pa.Table:
@@ -232,11 +272,24 @@ def samples(out: Store, previous: pa.Table | None = None, batch_rows: int = 8192
     for b in out.batches("manifest.parquet", schema=SCHEMA, batch_size=batch_rows):
         b = b.filter(pc.equal(b.column("status"), pa.scalar("ok")))
         if b.num_rows:
-            frames = pc.if_else(pc.is_null(b.column("clip_frames")),
-                                pc.subtract(b.column("end_frame"), b.column("start_frame")), b.column("clip_frames"))
-            chunks.append(pa.table([b.column("clip_id"), b.column("video_id"), b.column("curriculum_stage"),
-                                    pa.array([record_digest(r) for r in b.to_pylist()], pa.string()),
-                                    frames, b.column("fps")], schema=SAMPLE_SCHEMA))
+            frames = pc.if_else(
+                pc.is_null(b.column("clip_frames")),
+                pc.subtract(b.column("end_frame"), b.column("start_frame")),
+                b.column("clip_frames"),
+            )
+            chunks.append(
+                pa.table(
+                    [
+                        b.column("clip_id"),
+                        b.column("video_id"),
+                        b.column("curriculum_stage"),
+                        pa.array([record_digest(r) for r in b.to_pylist()], pa.string()),
+                        frames,
+                        b.column("fps"),
+                    ],
+                    schema=SAMPLE_SCHEMA,
+                )
+            )
     rows = pa.concat_tables(chunks)  # (chunked: no copy)
     ids = rows.column("clip_id")
     clips = out.stats_table("clips")  # one listing, not one request per clip
@@ -249,16 +302,25 @@ def samples(out: Store, previous: pa.Table | None = None, batch_rows: int = 8192
     n = len(ids)
     old = pc.index_in(ids, value_set=previous.column("clip_id")) if previous is not None else pa.nulls(n, pa.int32())
     old_hash = previous.column("clip_hash").take(old) if previous is not None else pa.nulls(n, pa.string())
-    same = np.full(n, previous is not None)
-    if previous is not None:  # (a null never equals: fill_null(False))
-        for col, now in (("clip_bytes", size), ("clip_mtime_ns", mtime)):
-            same &= pc.fill_null(pc.equal(previous.column(col).take(old), now), False).to_numpy()
-        same &= pc.fill_null(pc.not_equal(old_hash, pa.scalar("")), False).to_numpy()
-    fresh = [file_hash(out, clip_key(c)) for c in ids.filter(pa.array(~same)).to_pylist()]
-    clip_hash = pc.replace_with_mask(flat(pc.fill_null(old_hash, "")), pa.array(~same), pa.array(fresh, pa.string()))
-    for name, col in (("clip_bytes", size), ("clip_mtime_ns", mtime), ("clip_hash", clip_hash), ("previous", old)):
-        rows = rows.append_column(name, col)
-    return rows
+    same = np.zeros(n, bool)
+    if previous is not None:
+        before = previous.take(old)  # (a null row where the clip is new)
+        same = (
+            _true(pc.equal(before.column("clip_bytes"), size))
+            & _true(pc.equal(before.column("clip_mtime_ns"), mtime))
+            & _true(pc.not_equal(old_hash, pa.scalar("")))
+        )
+    # every null hash (a new clip, or an index row without one) is not `same`, so replaced here
+    fresh = [file_hash(out, clip_key(str(c))) for c in ids.filter(pa.array(~same)).to_pylist()]
+    clip_hash = pc.replace_with_mask(flat(old_hash), pa.array(~same), pa.array(fresh, pa.string()))
+    rows = rows.append_column("clip_bytes", size).append_column("clip_mtime_ns", mtime)
+    return rows.append_column("clip_hash", clip_hash).append_column("previous", old)
+
+
+def _true(mask: pa.Array | pa.ChunkedArray) -> np.ndarray:
+    """A boolean column as numpy, null (a comparison with a missing value) as False: with nulls
+    arrow gives an object array, where bool(None) is False."""
+    return mask.to_numpy(zero_copy_only=False).astype(bool)
 
 
 def flat(a: pa.Array | pa.ChunkedArray) -> pa.Array:
@@ -330,8 +392,9 @@ def write_shard(spec: dict, out: Store, thumb_width: int = 384) -> dict:
     return {"name": spec["name"], "samples": len(members), "why": spec["why"]}
 
 
-def spill_records(out: Store, rows: pa.Table, todo: list[dict], token: str, budget: int = 64 << 20,
-                  batch_rows: int = 8192) -> list[str]:
+def spill_records(
+    out: Store, rows: pa.Table, todo: list[dict], token: str, budget: int = 64 << 20, batch_rows: int = 8192
+) -> list[str]:
     """Hand each shard to write its samples' records without holding them in the driver: the
     manifest is read again a batch at a time, and each record of a shard in `todo` goes, as one
     line (position, clip_id, clip_hash, the record's JSON), into a buffer written out, sorted by
@@ -367,10 +430,10 @@ def spill_records(out: Store, rows: pa.Table, todo: list[dict], token: str, budg
         b = b.filter(pc.equal(b.column("status"), pa.scalar("ok")))
         if b.num_rows and not pa.chunked_array([b.column("clip_id")]).equals(ids.slice(done, b.num_rows)):
             raise RuntimeError("the manifest changed while the shards were planned; run pks shard again")
-        want = np.flatnonzero(shard_of[done:done + b.num_rows] >= 0)
+        want = np.flatnonzero(shard_of[done : done + b.num_rows] >= 0)
         if len(want):
             at = done + want
-            for g, h, r in zip(at.tolist(), hashes.take(pa.array(at)).to_pylist(), b.take(pa.array(want)).to_pylist()):
+            for g, h, r in zip(at.tolist(), hashes.take(at).to_pylist(), b.take(pa.array(want)).to_pylist()):
                 line = f"{position[g]}\t{r['clip_id']}\t{h}\t{json.dumps(r, sort_keys=True)}\n".encode()
                 buffer.append((int(shard_of[g]), int(position[g]), line))
                 held += len(line)
@@ -404,8 +467,10 @@ def write_tar(final: Path | str, fingerprint: str, samples, out: Store | None = 
     header, at a path (or a key of `out`), written under a temporary name and renamed (or
     uploaded whole) when complete."""
     out, final = (out, str(final)) if out else (as_store(Path(final).parent), Path(final).name)
-    with out.writing(final) as tmp, tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT,
-                                                 pax_headers={FINGERPRINT: fingerprint}) as tar:
+    with (
+        out.writing(final) as tmp,
+        tarfile.open(tmp, "w", format=tarfile.PAX_FORMAT, pax_headers={FINGERPRINT: fingerprint}) as tar,
+    ):
         for key, members in samples:
             for ext, payload in members.items():
                 info = tarfile.TarInfo(f"{key}.{ext}")
@@ -454,10 +519,15 @@ def stale_samples(out) -> tuple[int, int]:
     changed after `pks shard` wrote it (a caption, an audit correction, a Judge score, a
     re-stage) or its clip is no longer ok; an ok clip that no shard holds counts too."""
     out = as_store(out)
-    held = {r["clip_id"]: r["record_hash"]
-            for r in out.read_table("shards/index.parquet", columns=["clip_id", "record_hash"]).to_pylist()}
-    current = {r["clip_id"]: record_digest(r)
-               for r in out.read_table("manifest.parquet", schema=SCHEMA).to_pylist() if r["status"] == "ok"}
+    held = {
+        r["clip_id"]: r["record_hash"]
+        for r in out.read_table("shards/index.parquet", columns=["clip_id", "record_hash"]).to_pylist()
+    }
+    current = {
+        r["clip_id"]: record_digest(r)
+        for r in out.read_table("manifest.parquet", schema=SCHEMA).to_pylist()
+        if r["status"] == "ok"
+    }
     return sum(current.get(c) != h for c, h in held.items()) + sum(c not in held for c in current), len(held)
 
 
@@ -476,13 +546,16 @@ def read_index(out: Store) -> pa.Table | None:
     if "clip_hash" not in schema.names:
         return None
     columns = [c for c in REUSED if c in schema.names]
-    table = pa.Table.from_batches(list(out.batches("shards/index.parquet", columns=columns, batch_size=1 << 16)),
-                                  schema=pa.schema([schema.field(c) for c in columns]))
+    table = pa.Table.from_batches(
+        list(out.batches("shards/index.parquet", columns=columns, batch_size=1 << 16)),
+        schema=pa.schema([schema.field(c) for c in columns]),
+    )
     return table.replace_schema_metadata({"pks.mtime_ns": str(stat[1])})
 
 
-def reused_ranges(spec: dict, rows: pa.Table, previous: pa.Table | None, tar_mtime_ns: int,
-                  counts: dict[str, int]) -> tuple[pa.ChunkedArray, pa.ChunkedArray] | None:
+def reused_ranges(
+    spec: dict, rows: pa.Table, previous: pa.Table | None, tar_mtime_ns: int, counts: dict[str, int]
+) -> tuple[pa.Array | pa.ChunkedArray, pa.Array | pa.ChunkedArray] | None:
     """A kept shard's samples' (offsets, lengths) from the previous index, without opening the
     tar: when the tar is older than that index (so it is the tar the index describes, which
     read or wrote it) and the index's rows of the shard are its planned samples, in order,
@@ -495,16 +568,18 @@ def reused_ranges(spec: dict, rows: pa.Table, previous: pa.Table | None, tar_mti
     if at.null_count or counts[spec["name"]] != len(at):
         return None
     old = previous.take(at)
-    if not (pc.all(pc.equal(old.column("shard"), spec["name"])).as_py()
-            and np.array_equal(old.column("position").to_numpy(), np.arange(len(at)))):
+    if not (
+        pc.all(pc.equal(old.column("shard"), spec["name"])).as_py()
+        and np.array_equal(old.column("position").to_numpy(), np.arange(len(at)))
+    ):
         return None
     return old.column("offset"), old.column("length")
 
 
-def shard_run(out: Path | Store, cfg: dict, progress=print) -> dict:
+def shard_run(out: Path | Store, cfg: dict, progress=None) -> dict:
     """Judge, plan and write the shards of a finished run; then the index. Resumable; keeps
     every shard that already holds exactly its planned samples and content. A Ray it starts
-    is stopped when it ends."""
+    is stopped when it ends. `progress` takes its lines (default: this module's log)."""
     with ray_scope():
         return write_shards(as_store(out), cfg, progress)
 
@@ -520,9 +595,10 @@ def plan_shards(out: Store, sc: dict, kept: dict[str, str]) -> tuple[pa.Table, l
     return rows, shards, previous
 
 
-def write_shards(out: Store, cfg: dict, progress=print) -> dict:
+def write_shards(out: Store, cfg: dict, progress=None) -> dict:
     import ray
 
+    say = progress or log.info
     sc = cfg["shard"]
     if not (Path(out.path("parts")).is_dir() if out.local else out.list("parts")):
         raise UserError(f"no curated run in {out.url()} (run pks curate first)")
@@ -540,19 +616,32 @@ def write_shards(out: Store, cfg: dict, progress=print) -> dict:
     for s in shards:
         s["why"] = why_rewrite(out, s, rows, previous)
     todo = [s for s in shards if s["why"]]
+    for s in shards:
+        if not s["why"]:
+            log.debug(f"  {s['name']}: kept")
     why = dict(Counter(s["why"] for s in todo))
-    progress(f"pks shard: {rows.num_rows} clip(s) in {len(shards)} shard(s): {len(shards) - len(todo)} kept, "
-             f"{len(todo)} to write" + (f" ({', '.join(f'{n} {w}' for w, n in why.items())})" if todo else ""))
+    say(
+        f"pks shard: {rows.num_rows} clip(s) in {len(shards)} shard(s): {len(shards) - len(todo)} kept, "
+        f"{len(todo)} to write" + (f" ({', '.join(f'{n} {w}' for w, n in why.items())})" if todo else "")
+    )
     if todo:
         spills = spill_records(out, rows, todo, uuid.uuid4().hex[:12])
         try:
             init_ray(cfg, logs_of(out))
-            specs = [{k: s[k] for k in ("name", "fingerprint", "why", "records")} | {"samples": len(s["rows"])}
-                     for s in todo]
-            ds = ray.data.from_items(specs, override_num_blocks=len(specs))
-            ds = ds.map(_ray_write, fn_kwargs={"out": out, "thumb_width": sc["thumb_width"]}, num_cpus=1)
-            for i, s in enumerate(ds.iter_rows(), 1):
-                progress(f"  [{i}/{len(todo)}] {s['name']}: {s['samples']} sample(s) ({s['why']})")
+            specs = [
+                {k: s[k] for k in ("name", "fingerprint", "why", "records")} | {"samples": len(s["rows"])} for s in todo
+            ]
+            ds: ray.data.Dataset = ray.data.from_items(specs, override_num_blocks=len(specs))
+            # (Ray types the function without its fn_kwargs)
+            ds = ds.map(
+                _ray_write,  # type: ignore[arg-type]
+                fn_kwargs={"out": out, "thumb_width": sc["thumb_width"]},
+                num_cpus=1,
+            )
+            with progress_bar(len(todo), "pks shard", "shard") as bar:
+                for i, s in enumerate(ds.iter_rows(), 1):  # as each shard is written (by a Ray task)
+                    say(f"  [{i}/{len(todo)}] {s['name']}: {s['samples']} sample(s) ({s['why']})")
+                    bar.update(1)
         finally:
             for key in spills:
                 out.remove(key)
@@ -566,31 +655,40 @@ def write_shards(out: Store, cfg: dict, progress=print) -> dict:
             out.remove(tar)
             removed += 1
     if removed:
-        progress(f"pks shard: removed {removed} shard(s) the plan no longer has")
+        say(f"pks shard: removed {removed} shard(s) the plan no longer has")
     per: Counter[str] = Counter()
     for s in shards:
         per[f"{s['split']}/stage-{s['stage']}"] += len(s["rows"])
     counted = {f"{sp}/stage-{k}": per[f"{sp}/stage-{k}"] for sp in SPLITS for k in range(4)}
-    return {"shards": len(shards), "kept": len(shards) - len(todo), "new": why.pop("new", 0),
-            "rewritten": sum(why.values()), "removed": removed, "why": why, "samples": rows.num_rows,
-            "per_split_stage": {k: v for k, v in counted.items() if v}, "index": out.url("shards/index.parquet")}
+    return {
+        "shards": len(shards),
+        "kept": len(shards) - len(todo),
+        "new": why.pop("new", 0),
+        "rewritten": sum(why.values()),
+        "removed": removed,
+        "why": why,
+        "samples": rows.num_rows,
+        "per_split_stage": {k: v for k, v in counted.items() if v},
+        "index": out.url("shards/index.parquet"),
+    }
 
 
-def write_index(out: Store, rows: pa.Table, shards: list[dict], previous: pa.Table | None,
-                flush_rows: int = 1 << 16) -> None:
+def write_index(
+    out: Store, rows: pa.Table, shards: list[dict], previous: pa.Table | None, flush_rows: int = 1 << 16
+) -> None:
     """OUT/shards/index.parquet, a row per sample in plan order, written a few shards at a
     time. A kept shard's byte ranges come from the previous index when it describes the
     very tar (reused_ranges), else from the tar's headers; a written one's from its headers."""
-    counts = {}
+    counts: dict[str, int] = {}  # the previous index's samples per shard
     if previous is not None:
-        vc = pc.value_counts(previous.column("shard")).flatten()
-        counts = dict(zip(vc[0].to_pylist(), vc[1].to_pylist()))
+        vc = pc.value_counts(previous.column("shard"))  # (a row per shard, not per sample)
+        counts = {str(k): int(v) for k, v in zip(vc.field("values").to_pylist(), vc.field("counts").to_numpy())}
     mtimes: dict[str, dict[str, tuple[int, int]]] = {}
     pending: list[pa.Table] = []
     with out.writing("shards/index.parquet") as tmp, pq.ParquetWriter(tmp, INDEX_SCHEMA) as writer:
         for s in shards:
             folder, name = f"shards/{s['name']}".rsplit("/", 1)
-            ranges = None
+            ranges: tuple[pa.Array | pa.ChunkedArray, pa.Array | pa.ChunkedArray] | None = None
             if not s["why"]:  # kept
                 if folder not in mtimes:
                     mtimes[folder] = out.stats(folder)  # one listing per split and stage
@@ -600,14 +698,23 @@ def write_index(out: Store, rows: pa.Table, shards: list[dict], previous: pa.Tab
             if ranges is None:
                 with out.open(f"shards/{s['name']}") as f:
                     r = sample_ranges(f)
-                got = [r[c] for c in planned.column("clip_id").to_pylist()]
+                got = [r[str(c)] for c in planned.column("clip_id").to_pylist()]
                 ranges = pa.array([o for o, _ in got], pa.int64()), pa.array([n for _, n in got], pa.int64())
             n = planned.num_rows
-            cols = {"split": pa.array([s["split"]] * n, pa.string()), "stage": pa.array([s["stage"]] * n, pa.int32()),
-                    "shard": pa.array([s["name"]] * n, pa.string()), "position": pa.array(np.arange(n, dtype=np.int32)),
-                    "offset": ranges[0], "length": ranges[1]}
-            pending.append(pa.table([cols[f.name] if f.name in cols else planned.column(f.name)
-                                     for f in INDEX_SCHEMA], schema=INDEX_SCHEMA))
+            cols = {
+                "split": pa.array([s["split"]] * n, pa.string()),
+                "stage": pa.array([s["stage"]] * n, pa.int32()),
+                "shard": pa.array([s["name"]] * n, pa.string()),
+                "position": pa.array(np.arange(n, dtype=np.int32)),
+                "offset": ranges[0],
+                "length": ranges[1],
+            }
+            pending.append(
+                pa.table(
+                    [cols[f.name] if f.name in cols else planned.column(f.name) for f in INDEX_SCHEMA],
+                    schema=INDEX_SCHEMA,
+                )
+            )
             if sum(t.num_rows for t in pending) >= flush_rows:
                 writer.write_table(pa.concat_tables(pending))
                 pending = []

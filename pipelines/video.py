@@ -1,6 +1,7 @@
 """One video's work, as plain functions: ingest (probe), split (shot detection into clip
 records), then cut, analyse and caption its clips (pipelines.clipwork decodes once for cut and
 analysis); `ray_task` is the thin Ray wrapper that persists the video's part."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -8,6 +9,7 @@ import hashlib
 import json
 import time
 from pathlib import Path
+from typing import Any, overload
 
 import numpy as np
 
@@ -55,22 +57,39 @@ def split(info: VideoInfo, cfg: dict) -> list[ClipRecord]:
     detector = get_detector(sc["detector"], **(sc.get("params") or {}))
     frames = decode_small(info.path, detector.frame_size)
     boundaries = detector.detect(frames.rgb, info.avg_fps) if len(frames.rgb) else []
+    assert frames.filled is not None  # decode_small always gives the mask
     return clip_records(info, boundaries, len(frames.rgb), frames.filled, sc)
 
 
 def clip_records(info: VideoInfo, boundaries: list[Boundary], n: int, filled: np.ndarray, sc: dict) -> list[ClipRecord]:
     """A video's clip records from its shot boundaries, `n` decodable frames and the frames
     filled in for corrupt data (a clip holding one is flagged decode_error)."""
-    base = dict(video_id=info.video_id, source_path=info.path, fps=info.avg_fps, width=info.width, height=info.height)
+    base: dict[str, Any] = dict(
+        video_id=info.video_id, source_path=info.path, fps=info.avg_fps, width=info.width, height=info.height
+    )
     if n == 0:
         return [ClipRecord(**base, status="error", error="no decodable frames")]
     shots = shots_from_boundaries(boundaries, n, info.avg_fps, sc["min_shot_s"], sc["max_shot_s"], sc["trim_frames"])
     if not shots:
-        return [ClipRecord(**base, end_frame=n, status="rejected",
-                           error=f"no shot of at least {sc['min_shot_s']}s", quality_flags=["too_short"])]
-    return [ClipRecord(**base, start_frame=s.start_frame, end_frame=s.end_frame, transition_in=s.transition_in,
-                       quality_flags=["decode_error"] if filled[s.start_frame:s.end_frame].any() else [])
-            for s in shots]
+        return [
+            ClipRecord(
+                **base,
+                end_frame=n,
+                status="rejected",
+                error=f"no shot of at least {sc['min_shot_s']}s",
+                quality_flags=["too_short"],
+            )
+        ]
+    return [
+        ClipRecord(
+            **base,
+            start_frame=s.start_frame,
+            end_frame=s.end_frame,
+            transition_in=s.transition_in,
+            quality_flags=["decode_error"] if filled[s.start_frame : s.end_frame].any() else [],
+        )
+        for s in shots
+    ]
 
 
 def caption_clips(records: list[ClipRecord], out: Path, cfg: dict) -> list[ClipRecord]:
@@ -111,15 +130,17 @@ def clip_stages(info: VideoInfo, records: list[ClipRecord], out: Path, cfg: dict
     and analysis share one decode of the records' span (seeking to it with a `grid`, see
     pks.seek)."""
     times = frame_times(info.path) if info.vfr else None  # a variable-rate source: clips resampled by them
-    records = clip_pass(info.path, info.rotation, records, out, cfg,
-                        lambda r, frames: analyse_one(r, frames, out, cfg), grid, times)
+    records = clip_pass(
+        info.path, info.rotation, records, out, cfg, lambda r, frames: analyse_one(r, frames, out, cfg), grid, times
+    )
     if cfg["caption"]["captioner"] != "none" and not worker_backend(cfg).batch:
         records = caption_clips(records, out, cfg)
     return records
 
 
-def process_video(path: str, vid: str, out: Path, cfg: dict,
-                  previous: list[ClipRecord] | None = None) -> list[ClipRecord]:
+def process_video(
+    path: str, vid: str, out: Path, cfg: dict, previous: list[ClipRecord] | None = None
+) -> list[ClipRecord]:
     """All stages for one video, as a plain function. `previous` holds the video's records from
     an earlier run: its clip-level error records are retried and every other record is kept as
     it is. Whole-video errors are only for whole-video causes (unreadable file, no frames, shot
@@ -134,11 +155,24 @@ def process_video(path: str, vid: str, out: Path, cfg: dict,
     try:
         records = split(got, cfg)
     except Exception as e:  # noqa: BLE001 (shot detection reads the whole video: its failure is the video's)
-        return [ClipRecord(video_id=vid, source_path=path, fps=got.avg_fps, width=got.width, height=got.height,
-                           status="error", error=stage_error("split", e))]
+        return [
+            ClipRecord(
+                video_id=vid,
+                source_path=path,
+                fps=got.avg_fps,
+                width=got.width,
+                height=got.height,
+                status="error",
+                error=stage_error("split", e),
+            )
+        ]
     return clip_stages(got, records, out, cfg)
 
 
+@overload
+def with_source(records: list[ClipRecord], path: str) -> list[ClipRecord]: ...
+@overload
+def with_source(records: None, path: str) -> None: ...
 def with_source(records: list[ClipRecord] | None, path: str) -> list[ClipRecord] | None:
     """The records with source_path `path` (a remote input is processed from a local copy)."""
     return records and [dataclasses.replace(r, source_path=path) for r in records]
@@ -157,7 +191,14 @@ def ray_task(row: dict, out: str | Store, cfg: dict) -> dict:
     records = with_source(records, row["path"])
     write_part(out, row["video_id"], records)
     retried = sum(r.status == "error" for r in previous) if previous else 0
-    return {"path": row["path"], "video_id": row["video_id"], "n_records": len(records), "retried": retried,
-            "n_ok": sum(r.status == "ok" for r in records), "n_errors": sum(r.status == "error" for r in records),
-            "error": next((r.error for r in records if r.status == "error"), ""),
-            "frames": max((r.end_frame for r in records), default=0), "seconds": time.perf_counter() - t0}
+    return {
+        "path": row["path"],
+        "video_id": row["video_id"],
+        "n_records": len(records),
+        "retried": retried,
+        "n_ok": sum(r.status == "ok" for r in records),
+        "n_errors": sum(r.status == "error" for r in records),
+        "error": next((r.error for r in records if r.status == "error"), ""),
+        "frames": max((r.end_frame for r in records), default=0),
+        "seconds": time.perf_counter() - t0,
+    }

@@ -1,11 +1,10 @@
 """The `pks` command line (typer). User mistakes end in one clear line and a non-zero exit."""
+
 from __future__ import annotations
 
 import json
-import os
-import sys
+import logging
 from pathlib import Path
-from typing import Optional
 
 import typer
 
@@ -20,36 +19,74 @@ from pks.cliutil import (
     torch_device,
 )
 from pks.errors import UserError
+from pks.progress import configure_logging
 from training.judge_cli import judge_app
+from training.train_cli import train_app
 
-app = typer.Typer(help="PKS: anime-native video curation, captioning and curriculum sharding.",
-                  no_args_is_help=True, add_completion=False, pretty_exceptions_enable=False)
+app = typer.Typer(
+    help="PKS: anime-native video curation, captioning and curriculum sharding.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
 tax_app = typer.Typer(help="Inspect the taxonomy and validate captions against it.", no_args_is_help=True)
+app.add_typer(train_app, name="train")
 app.add_typer(tax_app, name="taxonomy")
 app.add_typer(judge_app, name="judge")
 app.add_typer(audit_app, name="audit")
 
 
+@app.callback()
+@friendly
+def verbosity(
+    verbose: bool = typer.Option(False, "--verbose", "-v", help="Debug lines too."),
+    quiet: bool = typer.Option(
+        False, "--quiet", "-q", help="Warnings and errors only: no progress lines or bars (results still print)."
+    ),
+):
+    if verbose and quiet:
+        raise UserError("--verbose and --quiet contradict each other; give one")
+    configure_logging(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
+
+
 @app.command()
 @friendly
-def synth(out: Path = typer.Argument(..., help="Folder to write videos and truth JSON into."),
-          videos: int = typer.Option(4, min=1, help="How many videos."),
-          seed: int = typer.Option(0, help="Random seed; the same seed gives the same footage."),
-          shots: Optional[int] = typer.Option(None, min=1, help="Shots per video (default: 6-10, random)."),
-          size: Optional[str] = typer.Option(None, help="Frame size WxH (default: varied per video)."),
-          fps: Optional[str] = typer.Option(None, help="Frame rate, e.g. 24, 24000/1001 (default: varied)."),
-          crf: Optional[int] = typer.Option(None, min=0, max=51, help="x264 quality (default: varied 16-30)."),
-          family: str = typer.Option("cel", help="Footage family: cel (flat cel shading) or painted (painted "
-                                                 "backgrounds, grain, mattes, title cards; rendered independently).")):
+def synth(
+    out: Path = typer.Argument(..., help="Folder to write videos and truth JSON into."),
+    videos: int = typer.Option(4, min=1, help="How many videos."),
+    seed: int = typer.Option(0, help="Random seed; the same seed gives the same footage."),
+    shots: int | None = typer.Option(None, min=1, help="Shots per video (default: 6-10, random)."),
+    size: str | None = typer.Option(None, help="Frame size WxH (default: varied per video)."),
+    fps: str | None = typer.Option(None, help="Frame rate, e.g. 24, 24000/1001 (default: varied)."),
+    crf: int | None = typer.Option(None, min=0, max=51, help="x264 quality (default: varied 16-30)."),
+    family: str = typer.Option(
+        "cel",
+        help="Footage family: cel (flat cel shading) or painted (painted "
+        "backgrounds, grain, mattes, title cards; rendered independently).",
+    ),
+    damage_process: str | None = typer.Option(
+        None,
+        help="Also damage each video by real processes, "
+        "comma-separated: corrupt,telecine,starve,mux; writes "
+        "NAME.PROCESS.mp4 and its truth JSON beside it.",
+    ),
+):
     """Synthesise anime footage with ground-truth JSON beside each mp4."""
     from pks.synth import synthesize
+    from pks.synth.processes import PROCESSES, make_damaged
     from pks.synth.video import FAMILIES
 
     if family not in FAMILIES:
         raise UserError(f"--family must be one of {', '.join(FAMILIES)}, got {family!r}")
+    procs = [x.strip() for x in (damage_process or "").split(",") if x.strip()]
+    if damage_process is not None and (not procs or set(procs) - set(PROCESSES)):
+        raise UserError(
+            f"--damage-process takes a comma-separated list of {', '.join(PROCESSES)}, got {damage_process!r}"
+        )
     if fps is not None:
         try:
             from fractions import Fraction
+
             if Fraction(fps) <= 0:
                 raise ValueError
         except (ValueError, ZeroDivisionError):
@@ -57,14 +94,24 @@ def synth(out: Path = typer.Argument(..., help="Folder to write videos and truth
     paths = synthesize(out, videos, seed=seed, n_shots=shots, size=size_option(size), fps=fps, crf=crf, family=family)
     for p in paths:
         t = json.loads(p.with_suffix(".json").read_text())
-        typer.echo(f"{p}  {t['width']}x{t['height']} @ {t['fps_fraction']} fps, {t['n_frames']} frames, "
-                   f"{len(t['shots'])} shots")
+        typer.echo(
+            f"{p}  {t['width']}x{t['height']} @ {t['fps_fraction']} fps, {t['n_frames']} frames, "
+            f"{len(t['shots'])} shots"
+        )
+        for d in make_damaged(p, procs) if procs else []:
+            t = json.loads(d.with_suffix(".json").read_text())
+            typer.echo(
+                f"  {d.name}  {t['process']}: {len(t['damaged_frames'])} of {t['n_frames']} frames damaged, "
+                f"shots {t['damaged_shots']}, {len(t['missing'])} missing"
+            )
 
 
 @tax_app.command("show")
 @friendly
-def tax_show(axis: Optional[str] = typer.Option(None, help="Only this axis."),
-             version: Optional[int] = typer.Option(None, help="Taxonomy version (default: newest).")):
+def tax_show(
+    axis: str | None = typer.Option(None, help="Only this axis."),
+    version: int | None = typer.Option(None, help="Taxonomy version (default: newest)."),
+):
     """Print the taxonomy: every tag with its definition."""
     tax = load_taxonomy(version)
     if axis and axis not in tax.axes:
@@ -81,15 +128,17 @@ def tax_show(axis: Optional[str] = typer.Option(None, help="Only this axis."),
 
 @tax_app.command("schema")
 @friendly
-def tax_schema(version: Optional[int] = typer.Option(None, help="Taxonomy version (default: newest).")):
+def tax_schema(version: int | None = typer.Option(None, help="Taxonomy version (default: newest).")):
     """Print the caption JSON Schema generated from the taxonomy."""
     typer.echo(json.dumps(load_taxonomy(version).json_schema(), indent=2))
 
 
 @tax_app.command("validate")
 @friendly
-def tax_validate(file: Path = typer.Argument(..., help="A caption JSON object, a JSON list of them, or JSONL."),
-                 version: Optional[int] = typer.Option(None, help="Taxonomy version (default: newest).")):
+def tax_validate(
+    file: Path = typer.Argument(..., help="A caption JSON object, a JSON list of them, or JSONL."),
+    version: int | None = typer.Option(None, help="Taxonomy version (default: newest)."),
+):
     """Validate captions against the taxonomy; exit 1 if any is invalid."""
     import taxonomy
 
@@ -131,12 +180,14 @@ def probe_cmd(videos: list[Path] = typer.Argument(..., help="Video files.")):
 
 @app.command()
 @friendly
-def shots(video: Path = typer.Argument(..., help="A video file."),
-          detector: str = typer.Option("anime", help="anime | transnetv2 | hybrid | adaptive | content."),
-          out: Optional[Path] = typer.Option(None, help="Write the JSON here instead of stdout."),
-          min_shot_s: float = typer.Option(0.0, help="Drop shots shorter than this."),
-          max_shot_s: Optional[float] = typer.Option(None, help="Split shots longer than this."),
-          trim_frames: int = typer.Option(0, min=0, help="Frames to drop at each end of every shot.")):
+def shots(
+    video: Path = typer.Argument(..., help="A video file."),
+    detector: str = typer.Option("anime", help="anime | transnetv2 | hybrid | adaptive | content."),
+    out: Path | None = typer.Option(None, help="Write the JSON here instead of stdout."),
+    min_shot_s: float = typer.Option(0.0, help="Drop shots shorter than this."),
+    max_shot_s: float | None = typer.Option(None, help="Split shots longer than this."),
+    trim_frames: int = typer.Option(0, min=0, help="Frames to drop at each end of every shot."),
+):
     """Detect the shots of one video: JSON with shots [start_frame, end_frame) and transition_in."""
     from annotators.shots import detect_video, get_detector, shots_from_boundaries
     from pks.probe import ProbeError, probe
@@ -153,8 +204,13 @@ def shots(video: Path = typer.Argument(..., help="A video file."),
         raise UserError(str(e)) from None
     bounds, frames = detect_video(str(video), det)
     shots_ = shots_from_boundaries(bounds, len(frames.rgb), frames.fps, min_shot_s, max_shot_s, trim_frames)
-    doc = {"video": str(video), "fps": frames.fps, "n_frames": len(frames.rgb), "detector": detector,
-           "shots": [s.to_dict() for s in shots_]}
+    doc = {
+        "video": str(video),
+        "fps": frames.fps,
+        "n_frames": len(frames.rgb),
+        "detector": detector,
+        "shots": [s.to_dict() for s in shots_],
+    }
     text = json.dumps(doc, indent=1)
     if out:
         out.write_text(text + "\n")
@@ -165,79 +221,120 @@ def shots(video: Path = typer.Argument(..., help="A video file."),
 
 @app.command()
 @friendly
-def curate(input: str = typer.Argument(..., help="Folder, glob, list file (.txt) or fsspec URL of videos."),
-           out: str = typer.Argument(..., help="Output folder or object-store URL, e.g. s3://bucket/run "
-                                                "(manifest.parquet, clips/, parts/)."),
-           config: Optional[Path] = typer.Option(None, help="Job config YAML (see pipelines/configs/curate.yaml)."),
-           detector: Optional[str] = typer.Option(None, help="Shot detector (overrides split.detector)."),
-           min_shot_s: Optional[float] = typer.Option(None, help="Overrides split.min_shot_s."),
-           max_shot_s: Optional[float] = typer.Option(None, help="Overrides split.max_shot_s."),
-           no_clips: bool = typer.Option(False, "--no-clips", help="Only the manifest, no clip files (and no shards)."),
-           no_shard: bool = typer.Option(False, "--no-shard", help="Stop before writing shards (shard.enabled)."),
-           captioner: Optional[str] = typer.Option(None, help="auto | signals | openai | vllm | transformers | none (overrides caption.captioner)."),
-           endpoint: Optional[str] = typer.Option(None, help="OpenAI-compatible VLM server, e.g. http://host:8000/v1."),
-           model: Optional[str] = typer.Option(None, help="Served model name (openai) or model folder (vllm, transformers)."),
-           address: Optional[str] = typer.Option(None, help="Ray cluster address (default: local, or RAY_ADDRESS)."),
-           num_cpus: Optional[int] = typer.Option(None, help="Local Ray CPUs."),
-           retry_errors: bool = typer.Option(True, "--retry-errors/--no-retry-errors",
-                                             help="Retry the error records of finished videos (the failed clips only)."),
-           storage_options: Optional[str] = typer.Option(None, help=STORAGE_OPTIONS_HELP)):
+def curate(
+    input: str = typer.Argument(..., help="Folder, glob, list file (.txt) or fsspec URL of videos."),
+    out: str = typer.Argument(
+        ..., help="Output folder or object-store URL, e.g. s3://bucket/run (manifest.parquet, clips/, parts/)."
+    ),
+    config: Path | None = typer.Option(None, help="Job config YAML (see pipelines/configs/curate.yaml)."),
+    detector: str | None = typer.Option(None, help="Shot detector (overrides split.detector)."),
+    min_shot_s: float | None = typer.Option(None, help="Overrides split.min_shot_s."),
+    max_shot_s: float | None = typer.Option(None, help="Overrides split.max_shot_s."),
+    no_clips: bool = typer.Option(False, "--no-clips", help="Only the manifest, no clip files (and no shards)."),
+    no_shard: bool = typer.Option(False, "--no-shard", help="Stop before writing shards (shard.enabled)."),
+    captioner: str | None = typer.Option(
+        None, help="auto | signals | openai | vllm | transformers | none (overrides caption.captioner)."
+    ),
+    endpoint: str | None = typer.Option(None, help="OpenAI-compatible VLM server, e.g. http://host:8000/v1."),
+    model: str | None = typer.Option(None, help="Served model name (openai) or model folder (vllm, transformers)."),
+    address: str | None = typer.Option(None, help="Ray cluster address (default: local, or RAY_ADDRESS)."),
+    num_cpus: int | None = typer.Option(None, help="Local Ray CPUs."),
+    retry_errors: bool = typer.Option(
+        True,
+        "--retry-errors/--no-retry-errors",
+        help="Retry the error records of finished videos (the failed clips only).",
+    ),
+    storage_options: str | None = typer.Option(None, help=STORAGE_OPTIONS_HELP),
+):
     """Run the curation job on Ray Data: ingest, split into shots, cut clips, write OUT/manifest.parquet."""
     from pipelines.curate import run
     from pks.config import load_config
     from pks.store import parse_options
 
-    cfg = load_config(config, {"ray.address": address, "ray.num_cpus": num_cpus, "split.detector": detector,
-                               "split.min_shot_s": min_shot_s, "split.max_shot_s": max_shot_s,
-                               "clips.write": False if no_clips else None, "caption.captioner": captioner,
-                               "shard.enabled": False if no_shard else None,
-                               "caption.endpoint": endpoint, "caption.model": model})
-    summary = run(input, out, cfg, progress=lambda m: typer.echo(m, err=True), retry_errors=retry_errors,
-                  storage_options=parse_options(storage_options))
+    cfg = load_config(
+        config,
+        {
+            "ray.address": address,
+            "ray.num_cpus": num_cpus,
+            "split.detector": detector,
+            "split.min_shot_s": min_shot_s,
+            "split.max_shot_s": max_shot_s,
+            "clips.write": False if no_clips else None,
+            "caption.captioner": captioner,
+            "shard.enabled": False if no_shard else None,
+            "caption.endpoint": endpoint,
+            "caption.model": model,
+        },
+    )
+    summary = run(input, out, cfg, retry_errors=retry_errors, storage_options=parse_options(storage_options))
     typer.echo(json.dumps(summary))
 
 
 @app.command()
 @friendly
-def caption(out: Path = typer.Argument(..., help="A curated output folder (with parts/ and clips/)."),
-            config: Optional[Path] = typer.Option(None, help="Job config YAML."),
-            captioner: Optional[str] = typer.Option(None, help="auto | signals | openai | vllm | transformers."),
-            endpoint: Optional[str] = typer.Option(None, help="OpenAI-compatible VLM server, e.g. http://host:8000/v1."),
-            model: Optional[str] = typer.Option(None, help="Served model name (openai) or model folder (vllm, transformers)."),
-            concurrency: Optional[int] = typer.Option(None, help="Requests in flight.")):
+def caption(
+    out: Path = typer.Argument(..., help="A curated output folder (with parts/ and clips/)."),
+    config: Path | None = typer.Option(None, help="Job config YAML."),
+    captioner: str | None = typer.Option(None, help="auto | signals | openai | vllm | transformers."),
+    endpoint: str | None = typer.Option(None, help="OpenAI-compatible VLM server, e.g. http://host:8000/v1."),
+    model: str | None = typer.Option(None, help="Served model name (openai) or model folder (vllm, transformers)."),
+    concurrency: int | None = typer.Option(None, help="Requests in flight."),
+):
     """Caption a run's ok clips in place (resumable: cached captions are reused)."""
     from pipelines.curate import caption_run
     from pks.config import load_config
 
     if not (local_out(out) / "parts").is_dir():
         raise UserError(f"no curated run in {out} (run pks curate first)")
-    cfg = load_config(config, {"caption.captioner": captioner, "caption.endpoint": endpoint,
-                               "caption.model": model, "caption.concurrency": concurrency})
+    cfg = load_config(
+        config,
+        {
+            "caption.captioner": captioner,
+            "caption.endpoint": endpoint,
+            "caption.model": model,
+            "caption.concurrency": concurrency,
+        },
+    )
     if cfg["caption"]["captioner"] == "none":
         raise UserError("captioner 'none' captions nothing; choose signals, openai, vllm or transformers")
-    typer.echo(json.dumps(caption_run(out, cfg, progress=lambda m: typer.echo(m, err=True))))
+    typer.echo(json.dumps(caption_run(out, cfg)))
 
 
 @app.command("serve-vlm")
 @friendly
-def serve_vlm(model: str = typer.Option("Qwen/Qwen2.5-VL-7B-Instruct", help="Model to serve."),
-              port: int = typer.Option(8000),
-              frames: int = typer.Option(4, help="Images per request (caption.frames)."),
-              start: bool = typer.Option(False, help="Start it (needs vllm installed) instead of printing.")):
+def serve_vlm(
+    model: str = typer.Option("Qwen/Qwen2.5-VL-7B-Instruct", help="Model to serve."),
+    port: int = typer.Option(8000),
+    frames: int = typer.Option(4, help="Images per request (caption.frames)."),
+    start: bool = typer.Option(False, help="Start it (needs vllm installed) instead of printing."),
+):
     """The recommended `vllm serve` command for captioning (prefix caching for the fixed
     taxonomy prompt, structured outputs for the JSON Schema, room for the clip's frames)."""
     import shlex
     import subprocess
 
-    cmd = ["vllm", "serve", model, "--port", str(port), "--max-model-len", "16384",
-           "--limit-mm-per-prompt", json.dumps({"image": frames}), "--enable-prefix-caching",
-           "--structured-outputs-config", json.dumps({"backend": "xgrammar"}),
-           "--mm-processor-kwargs", json.dumps({"max_pixels": 256 * 28 * 28})]
+    cmd = [
+        "vllm",
+        "serve",
+        model,
+        "--port",
+        str(port),
+        "--max-model-len",
+        "16384",
+        "--limit-mm-per-prompt",
+        json.dumps({"image": frames}),
+        "--enable-prefix-caching",
+        "--structured-outputs-config",
+        json.dumps({"backend": "xgrammar"}),
+        "--mm-processor-kwargs",
+        json.dumps({"max_pixels": 256 * 28 * 28}),
+    ]
     line = " ".join(shlex.quote(c) for c in cmd)
     if not start:
         typer.echo(line)
-        typer.echo(f"# then: pks curate IN OUT --captioner openai --endpoint http://HOST:{port}/v1 --model {model}",
-                   err=True)
+        typer.echo(
+            f"# then: pks curate IN OUT --captioner openai --endpoint http://HOST:{port}/v1 --model {model}", err=True
+        )
         return
     try:
         raise typer.Exit(subprocess.call(cmd))
@@ -247,21 +344,29 @@ def serve_vlm(model: str = typer.Option("Qwen/Qwen2.5-VL-7B-Instruct", help="Mod
 
 @app.command()
 @friendly
-def calibrate(out: Path = typer.Argument(..., help="A curated output folder (with manifest.parquet)."),
-              config: Optional[Path] = typer.Option(None, help="The job config YAML the run was curated with."),
-              write: Optional[Path] = typer.Option(None, help="Write a new job config here: --config's settings "
-                                                   "with the new thresholds (the --config file is not touched)."),
-              apply: bool = typer.Option(True, help="Re-stage the run's records with the new thresholds.")):
+def calibrate(
+    out: Path = typer.Argument(..., help="A curated output folder (with manifest.parquet)."),
+    config: Path | None = typer.Option(None, help="The job config YAML the run was curated with."),
+    write: Path | None = typer.Option(
+        None,
+        help="Write a new job config here: --config's settings "
+        "with the new thresholds (the --config file is not touched).",
+    ),
+    in_place: bool = typer.Option(
+        False, "--in-place", help="Instead: set the thresholds in the --config file itself, keeping its comments."
+    ),
+    apply: bool = typer.Option(True, help="Re-stage the run's records with the new thresholds."),
+):
     """Set curriculum thresholds from the deformation quartiles of a run's ok clips."""
     from pipelines.curate import calibrate_run
 
     need_manifest(out)
     if config and not config.exists():
         raise UserError(f"no such config file: {config}")
-    got = calibrate_run(out, config, write, apply)
+    got = calibrate_run(out, config, write, apply, in_place)
     typer.echo(f"curriculum.deformation: {got['thresholds']}")
-    if write:
-        typer.echo(f"written to {write}")
+    if write or in_place:
+        typer.echo(f"written to {write or config}")
     if apply:
         typer.echo("clips per stage: " + ", ".join(f"{k}: {v}" for k, v in got["per_stage"].items()))
         typer.echo(f"stages changed: rerun `pks shard {out}` to rewrite the shards")
@@ -269,15 +374,18 @@ def calibrate(out: Path = typer.Argument(..., help="A curated output folder (wit
 
 @app.command()
 @friendly
-def shard(out: str = typer.Argument(..., help="A curated output folder or object-store URL (with manifest.parquet "
-                                           "and clips/)."),
-          config: Optional[Path] = typer.Option(None, help="Job config YAML (the shard section)."),
-          max_samples: Optional[int] = typer.Option(None, help="Samples per shard (shard.max_samples)."),
-          max_bytes: Optional[int] = typer.Option(None, help="Clip bytes per shard (shard.max_bytes)."),
-          val_fraction: Optional[float] = typer.Option(None, help="Share of source videos held out."),
-          seed: Optional[int] = typer.Option(None, help="Split and shuffle seed."),
-          num_cpus: Optional[int] = typer.Option(None, help="Local Ray CPUs."),
-          storage_options: Optional[str] = typer.Option(None, help=STORAGE_OPTIONS_HELP)):
+def shard(
+    out: str = typer.Argument(
+        ..., help="A curated output folder or object-store URL (with manifest.parquet and clips/)."
+    ),
+    config: Path | None = typer.Option(None, help="Job config YAML (the shard section)."),
+    max_samples: int | None = typer.Option(None, help="Samples per shard (shard.max_samples)."),
+    max_bytes: int | None = typer.Option(None, help="Clip bytes per shard (shard.max_bytes)."),
+    val_fraction: float | None = typer.Option(None, help="Share of source videos held out."),
+    seed: int | None = typer.Option(None, help="Split and shuffle seed."),
+    num_cpus: int | None = typer.Option(None, help="Local Ray CPUs."),
+    storage_options: str | None = typer.Option(None, help=STORAGE_OPTIONS_HELP),
+):
     """Write OUT/shards/{split}/stage-{k}/shard-NNNNNN.tar and OUT/shards/index.parquet (resumable)."""
     from pipelines.shard import shard_run
     from pks.config import load_config
@@ -288,9 +396,17 @@ def shard(out: str = typer.Argument(..., help="A curated output folder or object
         found = store.exists("manifest.parquet")
     if not found:
         raise UserError(f"no manifest in {out} (run pks curate first)")
-    cfg = load_config(config, {"shard.max_samples": max_samples, "shard.max_bytes": max_bytes,
-                               "shard.val_fraction": val_fraction, "shard.seed": seed, "ray.num_cpus": num_cpus})
-    typer.echo(json.dumps(shard_run(store, cfg, progress=lambda m: typer.echo(m, err=True))))
+    cfg = load_config(
+        config,
+        {
+            "shard.max_samples": max_samples,
+            "shard.max_bytes": max_bytes,
+            "shard.val_fraction": val_fraction,
+            "shard.seed": seed,
+            "ray.num_cpus": num_cpus,
+        },
+    )
+    typer.echo(json.dumps(shard_run(store, cfg)))
 
 
 @app.command()
@@ -315,91 +431,35 @@ def report(out: Path = typer.Argument(..., help="A curated output folder.")):
 
 @app.command()
 @friendly
-def train(source: str = typer.Argument(..., help="A curate OUT folder or its shards/ (or `encode`, see below)."),
-          second: Optional[str] = typer.Argument(None, help="With `encode`: the shards to encode."),
-          config: str = typer.Option("tiny", help="tiny | small | base (training/configs/) or a YAML file."),
-          steps: Optional[int] = typer.Option(None, min=1, help="Training steps (train.steps)."),
-          out: Path = typer.Option(..., help="The run folder (config, checkpoints, metrics.jsonl), or the latent "
-                                             "shards folder with `encode`."),
-          resume: bool = typer.Option(False, help="Continue the run in --out from its newest checkpoint."),
-          batch_size: Optional[int] = typer.Option(None, min=1, help="Global batch size (data.batch_size)."),
-          no_tag_channel: bool = typer.Option(False, "--no-tag-channel",
-                                              help="Ablation: fold the tags into the narrative instead."),
-          ray_workers: Optional[int] = typer.Option(None, min=1, help="Train on Ray with this many workers."),
-          gpu: bool = typer.Option(False, help="With --ray-workers: one GPU per worker."),
-          stage: str = typer.Option("sft", help="sft (flow matching) or dpo (the preference stage, from --init)."),
-          init: Optional[Path] = typer.Option(None, help="With --stage dpo: the trained run to start from."),
-          judge: Optional[Path] = typer.Option(None, help="With --stage dpo: the Judge that ranks samples."),
-          allow_stale: bool = typer.Option(False, "--allow-stale", help="Train on shards whose records changed "
-                                                                        "after pks shard (default: refuse them)."),
-          device: Optional[str] = typer.Option(None, help="With `encode`: cpu, cuda, cuda:N (default: the GPU "
-                                                         "when there is one).")):
-    """Train the dual-channel generator on curriculum shards: `pks train SHARDS_OR_OUT --config tiny
-    --steps N --out RUN [--resume]`. Under torchrun it runs data parallel (DDP, or FSDP2 with
-    train.parallel: fsdp). `pks train encode SHARDS --config C --out LATENTS` precomputes VAE
-    latents and text embeddings into latent shards that `pks train LATENTS ...` reads.
-    `pks train SHARDS --stage dpo --init RUN --judge judge.pt --steps N --out RUN_DPO` runs the
-    preference stage (Diffusion-DPO; its settings are the config's `dpo` section)."""
-    from training.train import load_train_config, train_ray
-    from training.train import train as run_train
-
-    if stage not in ("sft", "dpo"):
-        raise UserError(f"--stage must be sft or dpo, got {stage!r}")
-    for where in (source, second, out):
-        if where:
-            local_out(where)
-    if stage == "dpo":
-        from training.dpo import dpo_config, train_dpo
-
-        if init is None:
-            raise UserError("--stage dpo needs --init RUN (a pks train run to start from)")
-        if ray_workers or second or no_tag_channel:
-            raise UserError("--stage dpo runs in one process on raw shards (no --ray-workers, encode or ablation)")
-        base = load_train_config(config).get("dpo")
-        if not base:
-            raise UserError(f"training config {config} has no dpo section (see training/configs/tiny.yaml)")
-        dpo = dpo_config(base, {"steps": steps, "batch": batch_size})
-        typer.echo(json.dumps(train_dpo(source, init, judge, out, dpo, resume=resume)))
-        return
-    if init or judge:
-        raise UserError("--init and --judge belong to --stage dpo")
-    cfg = load_train_config(config, {"train.steps": steps, "data.batch_size": batch_size,
-                                     "tag_channel": False if no_tag_channel else None})
-    if source == "encode":
-        from training.encode import encode_shards
-
-        if not second:
-            raise UserError("usage: pks train encode SHARDS_OR_OUT --config C --out LATENTS")
-        typer.echo(json.dumps(encode_shards(second, out, cfg, progress=lambda m: typer.echo(m, err=True),
-                                            device=torch_device(device))))
-        return
-    if second:
-        raise UserError(f"unexpected argument {second!r} (only `pks train encode` takes two)")
-    if ray_workers:
-        typer.echo(json.dumps(train_ray(source, out, cfg, ray_workers, gpu, resume, allow_stale)))
-        return
-    metrics = run_train(source, out, cfg, resume=resume, allow_stale=allow_stale)
-    if int(os.environ.get("RANK", "0")) == 0:  # under torchrun, one summary
-        typer.echo(json.dumps(metrics))
-
-
-@app.command()
-@friendly
-def generate(run: Path = typer.Argument(..., help="A training run folder."),
-             tags: str = typer.Option("", help="axis=tag,... e.g. camera=pan_left,motion=combat_dash,shot=wide,stage=2"),
-             narrative: str = typer.Option("", help="What happens (empty: tags only)."),
-             seed: int = typer.Option(0),
-             out: Path = typer.Option(Path("clip.mp4"), help="The mp4 to write."),
-             steps: Optional[int] = typer.Option(None, min=1, help="Sampler steps (sample.steps)."),
-             guidance_tags: Optional[float] = typer.Option(None, help="Tag guidance scale."),
-             guidance_text: Optional[float] = typer.Option(None, help="Narrative guidance scale."),
-             device: Optional[str] = typer.Option(None, help="cpu, cuda, cuda:N (default: the GPU when there "
-                                                             "is one).")):
+def generate(
+    run: Path = typer.Argument(..., help="A training run folder."),
+    tags: str = typer.Option("", help="axis=tag,... e.g. camera=pan_left,motion=combat_dash,shot=wide,stage=2"),
+    narrative: str = typer.Option("", help="What happens (empty: tags only)."),
+    seed: int = typer.Option(0),
+    out: Path = typer.Option(Path("clip.mp4"), help="The mp4 to write."),
+    steps: int | None = typer.Option(None, min=1, help="Sampler steps (sample.steps)."),
+    guidance_tags: float | None = typer.Option(None, help="Tag guidance scale."),
+    guidance_text: float | None = typer.Option(None, help="Narrative guidance scale."),
+    device: str | None = typer.Option(None, help="cpu, cuda, cuda:N (default: the GPU when there is one)."),
+):
     """Generate one clip from a trained run's EMA weights (Euler flow sampler, two guidance scales)."""
     from training.sample import generate as gen
 
-    typer.echo(json.dumps(gen(run, out, tags, narrative, seed, device=torch_device(device), steps=steps,
-                              guidance_tags=guidance_tags, guidance_text=guidance_text)))
+    typer.echo(
+        json.dumps(
+            gen(
+                run,
+                out,
+                tags,
+                narrative,
+                seed,
+                device=torch_device(device),
+                steps=steps,
+                guidance_tags=guidance_tags,
+                guidance_text=guidance_text,
+            )
+        )
+    )
 
 
 def main() -> None:
@@ -407,4 +467,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

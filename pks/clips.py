@@ -1,5 +1,6 @@
 """Where clips live, and turning frames upright. The cutting itself (one decode of a span
 feeding every clip writer and the analysis) is pipelines/clipwork.py."""
+
 from __future__ import annotations
 
 from pathlib import Path

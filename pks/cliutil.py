@@ -1,13 +1,14 @@
 """What every `pks` command shares: user mistakes as one line and exit 2, the checks of OUT,
 the taxonomy and the device a user names."""
+
 from __future__ import annotations
 
 import functools
 import re
 from pathlib import Path
-from typing import Optional
 
 import typer
+from typer.core import TyperCommand, TyperGroup
 
 from pks.errors import UserError
 
@@ -22,12 +23,15 @@ def friendly(fn):
             return fn(*a, **kw)
         except UserError as e:
             typer.echo(f"pks: error: {e}", err=True)
-            raise typer.Exit(2)
+            raise typer.Exit(2) from None  # the message above says it all
+
     return wrapper
 
 
-STORAGE_OPTIONS_HELP = ("fsspec options for an object-store OUT (and inputs of its protocol), as JSON, e.g. "
-                        "'{\"endpoint_url\": \"http://host:9000\"}'; default: the client's environment (AWS_*).")
+STORAGE_OPTIONS_HELP = (
+    "fsspec options for an object-store OUT (and inputs of its protocol), as JSON, e.g. "
+    '\'{"endpoint_url": "http://host:9000"}\'; default: the client\'s environment (AWS_*).'
+)
 
 
 def local_out(out: Path | str) -> Path:
@@ -35,8 +39,10 @@ def local_out(out: Path | str) -> Path:
     Path argument has already folded s3://b/x into s3:/b/x)."""
     url = re.match(r"^([A-Za-z][A-Za-z0-9+.-]*):/+(.*)", str(out))
     if url:
-        raise UserError(f"this command needs a local OUT folder, got {url[1]}://{url[2]} (pks curate and pks shard "
-                        "work on object storage; copy the run down first, e.g. aws s3 sync)")
+        raise UserError(
+            f"this command needs a local OUT folder, got {url[1]}://{url[2]} (pks curate and pks shard "
+            "work on object storage; copy the run down first, e.g. aws s3 sync)"
+        )
     return Path(out)
 
 
@@ -55,7 +61,7 @@ def need_audit(out: Path) -> None:
         raise UserError(f"no audit in {out} (start with pks audit add-user)")
 
 
-def load_taxonomy(version: Optional[int]):
+def load_taxonomy(version: int | None):
     """The taxonomy the user named (a version that is not shipped is their mistake)."""
     import taxonomy
 
@@ -64,7 +70,7 @@ def load_taxonomy(version: Optional[int]):
     return taxonomy.load(version)
 
 
-def torch_device(name: Optional[str]):
+def torch_device(name: str | None):
     """--device: None (the GPU when there is one), or a torch device that exists here."""
     if name is None:
         return None
@@ -81,7 +87,7 @@ def torch_device(name: Optional[str]):
     return device
 
 
-def size_option(text: Optional[str]):
+def size_option(text: str | None):
     """--size WxH as (w, h), even and positive; None when not given."""
     if not text:
         return None
@@ -92,3 +98,32 @@ def size_option(text: Optional[str]):
     if w <= 0 or h <= 0 or w % 2 or h % 2:
         raise UserError(f"--size needs positive even numbers, got {text!r}")
     return w, h
+
+
+DEFAULT_COMMAND = "default"  # the hidden command of a DefaultCommandGroup (never typed: see parse_args)
+
+
+class DefaultCommandGroup(TyperGroup):
+    """A command group with a default command, as `pks train`: `pks train SOURCE ...` runs the
+    hidden command DEFAULT_COMMAND, `pks train encode ...` the listed subcommand. A first
+    argument that is not a listed subcommand (nor --help) is the default command's, whatever it
+    is, so a folder named like any hidden command is still a SOURCE."""
+
+    def parse_args(self, ctx, args: list[str]) -> list[str]:
+        listed = {name for name, cmd in self.commands.items() if not cmd.hidden}
+        if args and args[0] not in listed and args[0] not in ctx.help_option_names:
+            args = [DEFAULT_COMMAND, *args]
+        return super().parse_args(ctx, args)
+
+
+class _GroupsPath(typer.Context):
+    @property
+    def command_path(self) -> str:
+        return self.parent.command_path if self.parent else super().command_path
+
+
+class DefaultCommand(TyperCommand):
+    """The default command of a DefaultCommandGroup: its usage and errors say `pks train ...`,
+    not the hidden name."""
+
+    context_class = _GroupsPath

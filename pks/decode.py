@@ -4,6 +4,7 @@ Analysis needs tiny frames, so we read the decoder's YUV planes directly and shr
 with OpenCV's area filter: about twice as fast as asking swscale for scaled RGB. The loop
 filter is skipped by default (a deblocking pass that changes nothing a detector needs).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -25,7 +26,7 @@ class SmallFrames:
 
 
 def _plane(p) -> np.ndarray:
-    return np.frombuffer(p, np.uint8).reshape(p.height, p.line_size)[:, :p.width]
+    return np.frombuffer(p, np.uint8).reshape(p.height, p.line_size)[:, : p.width]
 
 
 def _small_yuv(frame: av.VideoFrame, size: tuple[int, int]) -> np.ndarray:

@@ -1,4 +1,5 @@
 """Ingest: find input videos, hash them, and probe container and stream with PyAV."""
+
 from __future__ import annotations
 
 import contextlib
@@ -64,7 +65,7 @@ def probe(path: str | Path, video_id: str | None = None) -> VideoInfo:
         raise ProbeError(f"not a readable media container (corrupt, truncated or not a video): {why}") from None
     with container:
         if not container.streams.video:
-            kinds = sorted({s.type for s in container.streams}) or ["none"]
+            kinds: list[str] = sorted({s.type for s in container.streams}) or ["none"]
             raise ProbeError(f"no video stream (streams: {', '.join(kinds)})")
         stream = container.streams.video[0]
         cc = stream.codec_context
@@ -98,9 +99,21 @@ def probe(path: str | Path, video_id: str | None = None) -> VideoInfo:
             w, h = h, w
         pix = cc.pix_fmt or first.format.name
         depth = 10 if "10" in pix else 12 if "12" in pix else 8
-        return VideoInfo(path=path, video_id=video_id or content_hash(path), codec=cc.name, pix_fmt=pix,
-                         bit_depth=depth, width=w, height=h, rotation=rotation, avg_fps=avg, real_fps=base,
-                         vfr=vfr, n_frames=len(ts), duration=duration)
+        return VideoInfo(
+            path=path,
+            video_id=video_id or content_hash(path),
+            codec=cc.name,
+            pix_fmt=pix,
+            bit_depth=depth,
+            width=w,
+            height=h,
+            rotation=rotation,
+            avg_fps=avg,
+            real_fps=base,
+            vfr=vfr,
+            n_frames=len(ts),
+            duration=duration,
+        )
 
 
 def list_inputs(spec: str, storage_options: dict | None = None) -> list[str]:

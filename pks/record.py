@@ -3,12 +3,14 @@
 A record is a plain dataclass so stages stay ordinary functions; `to_row`/`from_row` convert
 to the dict form that Ray Data and Arrow carry, and `SCHEMA` fixes the Parquet layout.
 """
+
 from __future__ import annotations
 
 import dataclasses
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Iterable
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -16,8 +18,19 @@ import pyarrow.parquet as pq
 STATUSES = ("ok", "rejected", "error")
 TRANSITIONS = ("start", "cut", "fade", "dissolve")
 # Failures, never art: what analysis may flag and shard.reject_flags may keep out.
-QUALITY_FLAGS = ("decode_error", "interlaced", "block_corruption", "decoder_garbage", "frozen", "near_black",
-                 "letterbox", "pillarbox", "too_short", "duplicate", "multi_shot")
+QUALITY_FLAGS = (
+    "decode_error",
+    "interlaced",
+    "block_corruption",
+    "decoder_garbage",
+    "frozen",
+    "near_black",
+    "letterbox",
+    "pillarbox",
+    "too_short",
+    "duplicate",
+    "multi_shot",
+)
 # The flags that mean broken footage (no animator draws them), as opposed to formats
 # (letterbox), length or duplicates: what benchmarks count as defects and the Judge learns from.
 # The prefix of rejections the shard stage records (a rerun of it judges them again).
@@ -96,21 +109,23 @@ class ClipRecord:
         return {name: row[name] for name in SCHEMA.names}
 
     @classmethod
-    def from_row(cls, row: dict[str, Any]) -> "ClipRecord":
+    def from_row(cls, row: dict[str, Any]) -> ClipRecord:
         names = {f.name for f in dataclasses.fields(cls)}
         kw = {k: v for k, v in row.items() if k in names}
         for k in ("camera_motion", "quality_flags"):
             kw[k] = list(kw.get(k) or [])
         kw["retimed"] = kw.get("retimed") or ""  # a part written before the column
         if kw.get("caption") is not None:
-            kw["caption"] = {k: (list(v) if isinstance(v, (list, tuple)) or hasattr(v, "tolist") else v)
-                             for k, v in dict(kw["caption"]).items()}
+            kw["caption"] = {
+                k: (list(v) if isinstance(v, (list, tuple)) or hasattr(v, "tolist") else v)
+                for k, v in dict(kw["caption"]).items()
+            }
         rec = cls(**kw)
         if "clip_id" in row and row["clip_id"] != rec.clip_id:
             raise ValueError(f"row clip_id {row['clip_id']!r} disagrees with its span ({rec.clip_id})")
         return rec
 
-    def error_copy(self, reason: str) -> "ClipRecord":
+    def error_copy(self, reason: str) -> ClipRecord:
         """This record turned into an error row, keeping where it came from."""
         return dataclasses.replace(self, status="error", error=reason)
 
@@ -125,12 +140,18 @@ def clip_id(video_id: str, start_frame: int, end_frame: int) -> str:
 
 
 _tags = pa.list_(pa.string())
-CAPTION_TYPE = pa.struct([
-    ("narrative", pa.string()), ("style", _tags), ("motion", _tags),
-    ("camera", _tags), ("vfx", _tags), ("shot", pa.string()),
-])
+CAPTION_TYPE = pa.struct(
+    [
+        ("narrative", pa.string()),
+        ("style", _tags),
+        ("motion", _tags),
+        ("camera", _tags),
+        ("vfx", _tags),
+        ("shot", pa.string()),
+    ]
+)
 
-SCHEMA = pa.schema([
+_FIELDS: list[tuple[str, pa.DataType]] = [  # typed: mypy joins the DataType subclasses to object
     ("clip_id", pa.string()),
     ("video_id", pa.string()),
     ("source_path", pa.string()),
@@ -161,7 +182,8 @@ SCHEMA = pa.schema([
     ("caption_source", pa.string()),
     ("status", pa.string()),
     ("error", pa.string()),
-])
+]
+SCHEMA = pa.schema(_FIELDS)
 
 
 def to_table(records: Iterable[ClipRecord | dict]) -> pa.Table:

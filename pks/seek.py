@@ -7,6 +7,7 @@ the constant-rate grid `pts0 + k * step` with no hole (checked by demuxing, with
 in `frame_grid`). Where it does not (variable frame rate, missing timestamps), or a seek lands
 past `start`, the range is read by decoding from frame 0 as before: slower, never wrong.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -79,7 +80,9 @@ def iter_range(path: str, start: int = 0, end: int | None = None, grid: Grid | N
         if last is not None and i > last[0] + 1:
             if not broken:
                 raise Irregular(f"frames {last[0] + 1}..{i - 1} missing without a decode error")
-            for j in range(max(last[0] + 1, start), min(i, end)):  # lost to corrupt packets: filled as iter_decoded fills
+            for j in range(
+                max(last[0] + 1, start), min(i, end)
+            ):  # lost to corrupt packets: filled as iter_decoded fills
                 yield j, last[1], True
         if i >= end:
             return

@@ -11,8 +11,10 @@ AWS_SECRET_ACCESS_KEY, AWS_DEFAULT_REGION, AWS_PROFILE for s3) or from storage o
 keyword arguments, `--storage-options` JSON on the CLI), which apply to OUT's protocol and to
 inputs of the same protocol.
 """
+
 from __future__ import annotations
 
+import builtins
 import contextlib
 import functools
 import json
@@ -20,16 +22,25 @@ import os
 import shutil
 import tempfile
 import uuid
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
+import pyarrow as pa
 import pyarrow.parquet as pq
 
 from pks.errors import UserError
 
-EXTRAS = {"s3": "pks[s3]", "s3a": "pks[s3]", "http": "pks[http]", "https": "pks[http]",
-          "gs": "gcsfs", "gcs": "gcsfs", "az": "adlfs", "abfs": "adlfs"}
+EXTRAS = {
+    "s3": "pks[s3]",
+    "s3a": "pks[s3]",
+    "http": "pks[http]",
+    "https": "pks[http]",
+    "gs": "gcsfs",
+    "gcs": "gcsfs",
+    "az": "adlfs",
+    "abfs": "adlfs",
+}
 
 
 def is_url(spec: str | Path) -> bool:
@@ -47,14 +58,18 @@ def user_error(where: str, e: BaseException) -> UserError:
     missing bucket, refused credentials, an unreachable endpoint."""
     proto = protocol(where)
     if isinstance(e, ImportError):
-        return UserError(f"{where}: {proto}:// needs a client that is not installed: pip install '{EXTRAS.get(proto, proto)}'")
+        return UserError(
+            f"{where}: {proto}:// needs a client that is not installed: pip install '{EXTRAS.get(proto, proto)}'"
+        )
     if isinstance(e, ValueError) and "protocol" in str(e).lower():
         return UserError(f"{where}: unknown storage protocol {proto!r}")
     if isinstance(e, FileNotFoundError):
         return UserError(f"{where}: no such bucket or path ({first_line(e)})")
     if isinstance(e, PermissionError):
-        return UserError(f"{where}: access denied, check the credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY "
-                         f"or --storage-options): {first_line(e)}")
+        return UserError(
+            f"{where}: access denied, check the credentials (AWS_ACCESS_KEY_ID/AWS_SECRET_ACCESS_KEY "
+            f"or --storage-options): {first_line(e)}"
+        )
     return UserError(f"{where}: cannot reach the store ({type(e).__name__}: {first_line(e)})")
 
 
@@ -64,8 +79,20 @@ def first_line(e: BaseException) -> str:
 
 # Where a storage client's own exception types live: with OSError (which covers missing paths,
 # refused access, connection errors and timeouts), what "cannot use this store" raises.
-CLIENT_MODULES = {"fsspec", "s3fs", "botocore", "aiobotocore", "boto3", "gcsfs", "google", "adlfs", "azure",
-                  "aiohttp", "requests", "urllib3"}
+CLIENT_MODULES = {
+    "fsspec",
+    "s3fs",
+    "botocore",
+    "aiobotocore",
+    "boto3",
+    "gcsfs",
+    "google",
+    "adlfs",
+    "azure",
+    "aiohttp",
+    "requests",
+    "urllib3",
+}
 
 
 def is_storage_error(e: BaseException) -> bool:
@@ -159,28 +186,32 @@ class Store:
         if self.local:
             try:
                 with os.scandir(self.path(rel)) as it:
-                    return {e.name: (st.st_size, st.st_mtime_ns) for e in it if e.is_file()
-                            for st in (e.stat(),)}
+                    return {e.name: (st.st_size, st.st_mtime_ns) for e in it if e.is_file() for st in (e.stat(),)}
             except FileNotFoundError:
                 return {}
         try:
             entries = self.fs.ls(self.path(rel), detail=True)
         except FileNotFoundError:
             return {}
-        return {e["name"].rstrip("/").rsplit("/", 1)[-1]: (int(e["size"]), mtime_ns(e))
-                for e in entries if e["type"] == "file"}
+        return {
+            e["name"].rstrip("/").rsplit("/", 1)[-1]: (int(e["size"]), mtime_ns(e))
+            for e in entries
+            if e["type"] == "file"
+        }
 
-    def stats_table(self, rel: str, chunk: int = 1 << 16):
+    def stats_table(self, rel: str, chunk: int = 1 << 16) -> pa.Table:
         """stats() as a table (name, size, mtime_ns), gathered a chunk at a time: at 10^6 files
         the dict's Python objects take ~300 MB, the table's columns ~60."""
-        import pyarrow as pa
-
-        schema = pa.schema([pa.field("name", pa.string()), pa.field("size", pa.int64()), pa.field("mtime_ns", pa.int64())])
+        schema = pa.schema(
+            [pa.field(k, t) for k, t in (("name", pa.string()), ("size", pa.int64()), ("mtime_ns", pa.int64()))]
+        )
         if not self.local:
             listed = self.stats(rel)
-            return pa.table([list(listed), [v[0] for v in listed.values()], [v[1] for v in listed.values()]], schema=schema)
-        tables: list[pa.Table] = []
-        cols: tuple[list, list, list] = ([], [], [])
+            return pa.table(
+                [list(listed), [v[0] for v in listed.values()], [v[1] for v in listed.values()]], schema=schema
+            )
+        tables: builtins.list[pa.Table] = []
+        cols: tuple[builtins.list, builtins.list, builtins.list] = ([], [], [])
         try:
             with os.scandir(self.path(rel)) as it:
                 for e in it:
@@ -196,13 +227,11 @@ class Store:
         tables.append(pa.table(list(cols), schema=schema))
         return pa.concat_tables(tables).combine_chunks()
 
-    def batches(self, rel: str, schema=None, columns: list[str] | None = None, batch_size: int = 8192):
+    def batches(self, rel: str, schema=None, columns: builtins.list[str] | None = None, batch_size: int = 8192):
         """A Parquet file's rows as record batches, read a row group at a time as they are
         consumed, nothing read ahead (a dataset scan, or ParquetFile's default pre-buffering,
         holds much of the file). `columns`, or with `schema` its columns in its order, a column
         the file lacks read as null (as read_table(schema=...))."""
-        import pyarrow as pa
-
         with self.open(rel) as f:
             pf = pq.ParquetFile(f, pre_buffer=False)
             have = set(pf.schema_arrow.names)
@@ -211,17 +240,23 @@ class Store:
             for b in pf.iter_batches(batch_size=batch_size, columns=[c for c in names if c in have], use_threads=False):
                 if schema is not None:
                     b = pa.RecordBatch.from_arrays(
-                        [b.column(c).cast(schema.field(c).type) if c in have else pa.nulls(b.num_rows, schema.field(c).type)
-                         for c in names], schema=schema)
+                        [
+                            b.column(c).cast(schema.field(c).type)
+                            if c in have
+                            else pa.nulls(b.num_rows, schema.field(c).type)
+                            for c in names
+                        ],
+                        schema=schema,
+                    )
                 yield b
 
-    def find(self, rel: str) -> list[str]:
+    def find(self, rel: str) -> builtins.list[str]:  # (`list` here is the method above)
         """Keys (relative to the root) of every file under a folder, sorted."""
         if self.local:
-            base = Path(self.path(rel))
-            return sorted(str(p.relative_to(self.root)) for p in base.rglob("*") if p.is_file())
+            folder = Path(self.path(rel))
+            return sorted(str(p.relative_to(self.root)) for p in folder.rglob("*") if p.is_file())
         base = self.path()
-        return sorted(p[len(base) + 1:] for p in self.fs.find(self.path(rel)))
+        return sorted(p[len(base) + 1 :] for p in self.fs.find(self.path(rel)))
 
     def open(self, rel: str, mode: str = "rb"):
         return open(self.path(rel), mode) if self.local else self.fs.open(self.path(rel), mode)
@@ -272,7 +307,7 @@ class Store:
         old = self.read_bytes(rel).decode() if self.exists(rel) else ""
         self.write_bytes(rel, (old + "\n" * (bool(old) and not old.endswith("\n")) + text).encode())
 
-    def read_jsonl(self, rel: str) -> list[dict]:
+    def read_jsonl(self, rel: str) -> builtins.list[dict]:
         """The entries of a JSONL file ([] when there is none); see `jsonl_entries`."""
         return jsonl_entries(self.read_bytes(rel).decode()) if self.exists(rel) else []
 
@@ -370,11 +405,11 @@ def mtime_ns(info: dict) -> int:
     if t is None:
         return 0
     if hasattr(t, "timestamp"):
-        return int(t.timestamp()) * 10 ** 9 + t.microsecond * 1000
+        return int(t.timestamp()) * 10**9 + t.microsecond * 1000
     return int(float(t) * 1e9)
 
 
-def as_store(out: "str | Path | Store", options: dict | None = None) -> Store:
+def as_store(out: str | Path | Store, options: dict | None = None) -> Store:
     """A Store for OUT: itself, or a local folder (resolved), or a URL (with its options)."""
     if isinstance(out, Store):
         return out
@@ -442,11 +477,16 @@ def staged(out: Store, source: str) -> Iterator[tuple[Path, str]]:
         local_src = source
         if is_url(source):
             fs, p = filesystem(source, input_options(out, source))
+            assert scratch is not None  # made above for a URL source
             local_src = str(scratch / "input" / (Path(p).name or "video"))
             Path(local_src).parent.mkdir()
             with contextlib.suppress(OSError):  # unreadable now: ingest records the video's error
                 fs.get_file(p, local_src)
-        work = Path(out.root) if out.local else scratch / "out"
+        if out.local:
+            work = Path(out.root)
+        else:
+            assert scratch is not None  # made above for a remote OUT
+            work = scratch / "out"
         work.mkdir(exist_ok=True)
         yield work, local_src
         if not out.local:

@@ -8,6 +8,7 @@ resampled onto a constant-rate grid by its frames' own timestamps: each tick sho
 screen at that moment. A frame held longer than a tick appears on several ticks, one shorter
 than a tick may appear on none; the clip's record states both counts (`retimed`).
 """
+
 from __future__ import annotations
 
 import av
@@ -45,7 +46,7 @@ def constant_rate(times: np.ndarray, start: int, end: int, fps: float) -> np.nda
     n = max(1, int(round((t1 - t0) * fps)))
     # a tick that lands on a frame's timestamp (to a thousandth of a tick) shows that frame
     at = t0 + np.arange(n) / fps + 1e-3 / fps
-    shown = np.searchsorted(times[start:min(end, len(times))], at, side="right") - 1 + start
+    shown = np.searchsorted(times[start : min(end, len(times))], at, side="right") - 1 + start
     return np.clip(shown, start, end - 1)
 
 

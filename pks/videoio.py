@@ -1,4 +1,5 @@
 """Video I/O on PyAV: an H.264 writer with constant frame rate and exact frame count."""
+
 from __future__ import annotations
 
 import contextlib
@@ -35,6 +36,7 @@ def encoder_works(name: str) -> bool:
         return False
     try:
         cc = av.CodecContext.create(name, "w")
+        assert isinstance(cc, av.VideoCodecContext)  # an encoder name from ENCODERS
         cc.width, cc.height, cc.pix_fmt, cc.time_base = 256, 144, "yuv420p", Fraction(1, 24)
         cc.open()
         return True
@@ -58,18 +60,30 @@ class Mp4Writer:
     `threads` 0 lets the encoder choose.
     """
 
-    def __init__(self, path: str | Path, fps, width: int, height: int, crf: int = 20,
-                 preset: str = "veryfast", gop: int | None = None, fmt: str | None = None,
-                 encoder: str = "libx264", threads: int = 0):
+    def __init__(
+        self,
+        path: str | Path,
+        fps,
+        width: int,
+        height: int,
+        crf: int = 20,
+        preset: str = "veryfast",
+        gop: int | None = None,
+        fmt: str | None = None,
+        encoder: str = "libx264",
+        threads: int = 0,
+    ):
         if width % 2 or height % 2:
             raise ValueError(f"yuv420p needs even sizes, got {width}x{height}")
         self.rate = as_rate(fps)
         self.container = av.open(str(path), mode="w", format=fmt)
-        self.stream = self.container.add_stream(encoder, rate=self.rate)
+        stream = self.container.add_stream(encoder, rate=self.rate)
+        assert isinstance(stream, av.VideoStream)  # a video encoder's stream
+        self.stream = stream
         self.stream.width, self.stream.height = width, height
         self.stream.pix_fmt = "yuv420p"
         if encoder == "h264_nvenc":
-            opts = {"rc": "vbr", "cq": str(crf), "b": "0"}
+            opts: dict[str, object] = {"rc": "vbr", "cq": str(crf), "b": "0"}
         else:
             opts = {"crf": str(crf), "preset": preset}
         if gop:

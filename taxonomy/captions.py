@@ -1,4 +1,5 @@
 """Caption files as users hand them in: one JSON object, a JSON list of them, or JSONL."""
+
 from __future__ import annotations
 
 import json

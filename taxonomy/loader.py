@@ -1,9 +1,10 @@
 """Load the versioned PKS taxonomy, validate captions against it, migrate between versions."""
+
 from __future__ import annotations
 
 import re
 from dataclasses import dataclass, field
-from functools import lru_cache
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -59,7 +60,7 @@ class Taxonomy:
 
     # ---- construction -------------------------------------------------------------------
     @classmethod
-    def from_dict(cls, data: dict) -> "Taxonomy":
+    def from_dict(cls, data: dict) -> Taxonomy:
         try:
             version = int(data["version"])
             raw_axes = data["axes"]
@@ -76,20 +77,31 @@ class Taxonomy:
                     raise TaxonomyError(f"axis {name!r}: bad tag id {t.get('id')!r} (want snake_case)")
                 if not t.get("definition"):
                     raise TaxonomyError(f"axis {name!r}: tag {t['id']!r} has no definition")
-                tags.append(Tag(id=t["id"], axis=name, label=t.get("label", t["id"]),
-                                definition=t["definition"], measurable=bool(t.get("measurable", False))))
+                tags.append(
+                    Tag(
+                        id=t["id"],
+                        axis=name,
+                        label=t.get("label", t["id"]),
+                        definition=t["definition"],
+                        measurable=bool(t.get("measurable", False)),
+                    )
+                )
             ids = [t.id for t in tags]
             dupes = sorted({i for i in ids if ids.count(i) > 1})
             if dupes:
                 raise TaxonomyError(f"axis {name!r}: duplicate tag ids {dupes}")
-            axes[name] = Axis(name=name, description=spec.get("description", ""),
-                              multi=bool(spec.get("multi", True)), tags=tuple(tags),
-                              max_tags=spec.get("max_tags"))
+            axes[name] = Axis(
+                name=name,
+                description=spec.get("description", ""),
+                multi=bool(spec.get("multi", True)),
+                tags=tuple(tags),
+                max_tags=spec.get("max_tags"),
+            )
         migrations = {int(k): v or {} for k, v in (data.get("migrations") or {}).items()}
         return cls(version=version, axes=axes, migrations=migrations)
 
     @classmethod
-    def from_file(cls, path: str | Path) -> "Taxonomy":
+    def from_file(cls, path: str | Path) -> Taxonomy:
         with open(path) as f:
             return cls.from_dict(yaml.safe_load(f))
 
@@ -157,13 +169,19 @@ class Taxonomy:
         props: dict[str, Any] = {"narrative": {"type": "string", "description": "What happens in the clip."}}
         for axis in TAG_AXES:
             ax = self.axes[axis]
-            prop: dict[str, Any] = {"type": "array", "items": {"type": "string", "enum": ax.ids},
-                                    "description": ax.description}
+            prop: dict[str, Any] = {
+                "type": "array",
+                "items": {"type": "string", "enum": ax.ids},
+                "description": ax.description,
+            }
             if ax.max_tags:
                 prop["maxItems"] = ax.max_tags
             props[axis] = prop
-        props[SHOT_AXIS] = {"type": "string", "enum": self.axes[SHOT_AXIS].ids,
-                            "description": self.axes[SHOT_AXIS].description}
+        props[SHOT_AXIS] = {
+            "type": "string",
+            "enum": self.axes[SHOT_AXIS].ids,
+            "description": self.axes[SHOT_AXIS].description,
+        }
         return {
             "$schema": "https://json-schema.org/draft/2020-12/schema",
             "$id": f"https://pks.dev/schemas/caption-v{self.version}.json",
@@ -180,7 +198,7 @@ def available_versions(directory: str | Path = VERSIONS_DIR) -> list[int]:
     return sorted(int(p.stem[1:]) for p in Path(directory).glob("v*.yaml") if p.stem[1:].isdigit())
 
 
-@lru_cache(maxsize=None)
+@cache
 def _load_cached(version: int, directory: str) -> Taxonomy:
     path = Path(directory) / f"v{version}.yaml"
     if not path.exists():
@@ -199,8 +217,9 @@ def load(version: int | None = None, directory: str | Path = VERSIONS_DIR) -> Ta
     return _load_cached(versions[-1] if version is None else int(version), str(directory))
 
 
-def migrate(caption: dict, from_version: int, to_version: int | None = None,
-            directory: str | Path = VERSIONS_DIR) -> dict:
+def migrate(
+    caption: dict, from_version: int, to_version: int | None = None, directory: str | Path = VERSIONS_DIR
+) -> dict:
     """Carry a caption written against `from_version` forward, one version bump at a time.
 
     Each version's `migrations[previous]` maps old ids to new ones (None: retired, dropped);
@@ -217,8 +236,7 @@ def migrate(caption: dict, from_version: int, to_version: int | None = None,
             if axis == SHOT_AXIS:
                 if cap.get(axis) in mapping:
                     if mapping[cap[axis]] is None:  # one value is required: a human must choose
-                        raise CaptionError(f"shot size {cap[axis]!r} was retired in v{v}; re-annotate",
-                                           axis, cap[axis])
+                        raise CaptionError(f"shot size {cap[axis]!r} was retired in v{v}; re-annotate", axis, cap[axis])
                     cap[axis] = mapping[cap[axis]]
                 continue
             new: list[str] = []

@@ -3,6 +3,7 @@ GREY0 + GREY_STEP * i, so a browser can tell which decoded frame it shows from o
 And the workbench on a real server on loopback (in a thread, or `pks audit serve` in its own
 process), with annotators who submit as fast as it answers (the load test and
 benchmarks/audit_load.py)."""
+
 from __future__ import annotations
 
 import json
@@ -33,7 +34,14 @@ FPS = 24
 
 def caption(**kw) -> dict:
     tax = taxonomy.load()
-    base = {"narrative": "", "style": [], "motion": [], "camera": ["static"], "vfx": [], "shot": tax.axes["shot"].ids[0]}
+    base = {
+        "narrative": "",
+        "style": [],
+        "motion": [],
+        "camera": ["static"],
+        "vfx": [],
+        "shot": tax.axes["shot"].ids[0],
+    }
     return tax.validate({**base, **kw})
 
 
@@ -50,18 +58,37 @@ def encode_ramp(path: Path, n: int) -> None:
             c.mux(p)
 
 
-def make_run(out: Path, n_clips: int = 4, frames: int = 24, narrative: str = "a girl runs",
-             camera: tuple[list[str], dict] | None = None) -> list[str]:
+def make_run(
+    out: Path,
+    n_clips: int = 4,
+    frames: int = 24,
+    narrative: str = "a girl runs",
+    camera: tuple[list[str], dict] | None = None,
+) -> list[str]:
     """`camera`: every clip's measured camera, (camera_motion tags, signals["camera"]); else static, unmeasured."""
     tags, measured = camera or (["static"], None)
     signals = {"smear_at": [5, 6], "impact_at": [12], **({"camera": measured} if measured is not None else {})}
     (out / "parts").mkdir(parents=True)
     (out / "clips").mkdir()
-    recs = [ClipRecord(video_id="v1", source_path="v1.mp4", start_frame=k * frames, end_frame=(k + 1) * frames,
-                       fps=FPS, width=128, height=96, caption=caption(narrative=narrative, camera=["shake"]),
-                       caption_source="tiny|prompt=1|taxonomy=v1", camera_motion=tags, deformation_score=0.4,
-                       curriculum_stage=1, cadence=2.0, signals=json.dumps(signals))
-            for k in range(n_clips)]
+    recs = [
+        ClipRecord(
+            video_id="v1",
+            source_path="v1.mp4",
+            start_frame=k * frames,
+            end_frame=(k + 1) * frames,
+            fps=FPS,
+            width=128,
+            height=96,
+            caption=caption(narrative=narrative, camera=["shake"]),
+            caption_source="tiny|prompt=1|taxonomy=v1",
+            camera_motion=tags,
+            deformation_score=0.4,
+            curriculum_stage=1,
+            cadence=2.0,
+            signals=json.dumps(signals),
+        )
+        for k in range(n_clips)
+    ]
     for r in recs:
         encode_ramp(out / "clips" / f"{r.clip_id}.mp4", frames)
     write_part(out, "v1", recs)
@@ -107,8 +134,12 @@ def cli_server(out: Path, *args: str):
     process). SIGKILLed on the way out, if it still runs."""
     port = free_port()
     root = Path(__file__).resolve().parent.parent  # `-m pks.cli` from this checkout
-    proc = subprocess.Popen([sys.executable, "-m", "pks.cli", "audit", "serve", str(out), "--port", str(port), *args],
-                            cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "pks.cli", "audit", "serve", str(out), "--port", str(port), *args],
+        cwd=root,
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
     base = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 60

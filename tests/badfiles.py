@@ -1,4 +1,5 @@
 """Make the awkward inputs a curation job meets in the wild, from a clean synthetic video."""
+
 from __future__ import annotations
 
 from fractions import Fraction
@@ -16,8 +17,17 @@ def _frames(src: Path, limit: int = 10**9):
             yield f.to_ndarray(format="rgb24")
 
 
-def _encode(dst: Path, frames, rate=24, pix_fmt="yuv420p", codec="libx264", pts=None, rotation=None,
-            options=None, container_options=None):
+def _encode(
+    dst: Path,
+    frames,
+    rate=24,
+    pix_fmt="yuv420p",
+    codec="libx264",
+    pts=None,
+    rotation=None,
+    options=None,
+    container_options=None,
+):
     with av.open(str(dst), "w", options=container_options or {}) as c:
         s = c.add_stream(codec, rate=rate)
         if pts is not None:  # the encoder's clock must resolve the given timestamps
@@ -41,8 +51,20 @@ def _encode(dst: Path, frames, rate=24, pix_fmt="yuv420p", codec="libx264", pts=
 def make_bad_inputs(src: Path, out: Path) -> dict[str, Path]:
     """Returns {kind: path}; `src` is a clean synthetic mp4 of a few shots."""
     out.mkdir(parents=True, exist_ok=True)
-    p = {k: out / f"{k}.mp4" for k in ("zero_byte", "truncated", "truncated_faststart", "text", "audio_only",
-                                       "corrupt_middle", "vfr", "rotated", "ten_bit")}
+    p = {
+        k: out / f"{k}.mp4"
+        for k in (
+            "zero_byte",
+            "truncated",
+            "truncated_faststart",
+            "text",
+            "audio_only",
+            "corrupt_middle",
+            "vfr",
+            "rotated",
+            "ten_bit",
+        )
+    }
     p["zero_byte"].write_bytes(b"")
     data = src.read_bytes()
     p["truncated"].write_bytes(data[: len(data) * 2 // 5])  # moov at the end: index lost
@@ -55,7 +77,7 @@ def make_bad_inputs(src: Path, out: Path) -> dict[str, Path]:
         t = np.arange(48000 * 2) / 48000
         wave = (0.2 * np.sin(2 * np.pi * 440 * t)).astype(np.float32)[None]
         for i in range(0, wave.shape[1], 1024):
-            fr = av.AudioFrame.from_ndarray(np.ascontiguousarray(wave[:, i:i + 1024]), format="fltp", layout="mono")
+            fr = av.AudioFrame.from_ndarray(np.ascontiguousarray(wave[:, i : i + 1024]), format="fltp", layout="mono")
             fr.sample_rate = 48000
             fr.pts = i
             c.mux(s.encode(fr))
@@ -64,7 +86,7 @@ def make_bad_inputs(src: Path, out: Path) -> dict[str, Path]:
     raw = bytearray(data)
     mid = len(raw) // 2
     rng = np.random.default_rng(0)
-    raw[mid:mid + 6000] = rng.integers(0, 256, 6000, dtype=np.uint8).tobytes()
+    raw[mid : mid + 6000] = rng.integers(0, 256, 6000, dtype=np.uint8).tobytes()
     p["corrupt_middle"].write_bytes(bytes(raw))
     make_vfr(src, p["vfr"])
     _encode(p["rotated"], _frames(src, 72), rotation=90)

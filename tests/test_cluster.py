@@ -11,6 +11,7 @@ TEMP_DIR/ray_current_cluster, and a plain `ray.init()` only joins the cluster na
 /tmp/ray/ray_current_cluster, so other Ray users on this machine keep starting their own local
 Ray while this cluster is up. Teardown ends exactly the processes started here (found by their
 temp dirs), never `ray stop`, which would end every Ray on the machine."""
+
 from __future__ import annotations
 
 import json
@@ -56,8 +57,11 @@ def processes_under(*dirs: str) -> list:
     """The processes whose command line names one of `dirs` (every Ray daemon of a node names
     its temp dir) and all their descendants (the node's workers, whose titles do not)."""
     me = os.getpid()
-    roots = [p for p in psutil.process_iter(["cmdline"]) if p.pid != me
-             and any(d in " ".join(p.info["cmdline"] or []) for d in dirs)]
+    roots = [
+        p
+        for p in psutil.process_iter(["cmdline"])
+        if p.pid != me and any(d in " ".join(p.info["cmdline"] or []) for d in dirs)
+    ]
     found = {}
     for p in roots:
         try:
@@ -89,24 +93,56 @@ def cluster():
     """A head (1 CPU, dashboard on for job submission) and a worker node (1 CPU) on this machine."""
     head_dir = tempfile.mkdtemp(prefix="pks-head-", dir="/tmp")  # short: Ray's socket paths must fit 107 bytes
     worker_dir = tempfile.mkdtemp(prefix="pks-worker-", dir="/tmp")
-    env = {**os.environ, "RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(16),
-           "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}", "PYTHONPATH": str(REPO),
-           # On a loaded machine the dashboard's processes start slowly (a head start once failed
-           # here at load 15 on 2 cores, likely past Ray's 60 s limit); job submission needs them up.
-           "RAY_DASHBOARD_STARTUP_TIMEOUT_S": "300", "RAY_DASHBOARD_SUBPROCESS_MODULE_WAIT_READY_TIMEOUT": "300"}
+    env = {
+        **os.environ,
+        "RAY_AUTH_MODE": "token",
+        "RAY_AUTH_TOKEN": secrets.token_hex(16),
+        "PATH": f"{BIN}{os.pathsep}{os.environ['PATH']}",
+        "PYTHONPATH": str(REPO),
+        # On a loaded machine the dashboard's processes start slowly (a head start once failed
+        # here at load 15 on 2 cores, likely past Ray's 60 s limit); job submission needs them up.
+        "RAY_DASHBOARD_STARTUP_TIMEOUT_S": "300",
+        "RAY_DASHBOARD_SUBPROCESS_MODULE_WAIT_READY_TIMEOUT": "300",
+    }
     env.pop("RAY_ADDRESS", None)
     port, dashboard = free_port(), free_port()
     try:
-        out = ray_cli("start", "--head", "--port", str(port), "--num-cpus", "1", "--temp-dir", head_dir,
-                      "--include-dashboard", "true", "--dashboard-port", str(dashboard),
-                      "--ray-client-server-port", str(free_port()),
-                      "--dashboard-agent-listen-port", str(free_port()), "--disable-usage-stats", env=env)
+        out = ray_cli(
+            "start",
+            "--head",
+            "--port",
+            str(port),
+            "--num-cpus",
+            "1",
+            "--temp-dir",
+            head_dir,
+            "--include-dashboard",
+            "true",
+            "--dashboard-port",
+            str(dashboard),
+            "--ray-client-server-port",
+            str(free_port()),
+            "--dashboard-agent-listen-port",
+            str(free_port()),
+            "--disable-usage-stats",
+            env=env,
+        )
         # The address to join is the head's node IP as `ray start` prints it (not 127.0.0.1).
         address = re.search(r"ray start --address='([\d.]+:\d+)'", out).group(1)
-        ray_cli("start", "--address", address, "--num-cpus", "1", "--temp-dir", worker_dir,
-                "--dashboard-agent-listen-port", str(free_port()), "--disable-usage-stats", env=env)
-        yield {"address": address, "dashboard": f"http://127.0.0.1:{dashboard}", "env": env,
-               "worker_dir": worker_dir}
+        ray_cli(
+            "start",
+            "--address",
+            address,
+            "--num-cpus",
+            "1",
+            "--temp-dir",
+            worker_dir,
+            "--dashboard-agent-listen-port",
+            str(free_port()),
+            "--disable-usage-stats",
+            env=env,
+        )
+        yield {"address": address, "dashboard": f"http://127.0.0.1:{dashboard}", "env": env, "worker_dir": worker_dir}
     finally:
         procs = processes_under(head_dir, worker_dir)
         for p in procs:
@@ -152,12 +188,33 @@ def test_ray_job_submit_with_working_dir(cluster, footage, tmp_path):
     """The README's job submission: the repository uploaded as the job's working dir (.gitignore
     and .rayignore keep .venv, .git and outputs out of the upload), the venv's python."""
     out = tmp_path / "out"
-    r = subprocess.run([str(BIN / "ray"), "job", "submit", "--address", cluster["dashboard"], "--working-dir", ".",
-                        "--", "python", "-m", "pks.cli", "curate", str(footage), str(out), "--no-shard"],
-                       cwd=REPO, env=cluster["env"], capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [
+            str(BIN / "ray"),
+            "job",
+            "submit",
+            "--address",
+            cluster["dashboard"],
+            "--working-dir",
+            ".",
+            "--",
+            "python",
+            "-m",
+            "pks.cli",
+            "curate",
+            str(footage),
+            str(out),
+            "--no-shard",
+        ],
+        cwd=REPO,
+        env=cluster["env"],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, (r.stdout + r.stderr)[-3000:]
     assert "succeeded" in r.stdout
-    summary = json.loads(r.stdout[r.stdout.rindex('{"inputs"'):].splitlines()[0])
+    summary = json.loads(r.stdout[r.stdout.rindex('{"inputs"') :].splitlines()[0])
     assert summary["inputs"] == summary["processed"] == 6
     check_run(footage, out)
 
@@ -168,9 +225,23 @@ def test_worker_node_killed_mid_job(cluster, footage, tmp_path):
     every input is accounted for exactly once with no clip duplicated, torn or lost."""
     out = tmp_path / "out"
     raylet = raylet_of(cluster["worker_dir"])
-    job = subprocess.Popen([sys.executable, "-m", "pks.cli", "curate", str(footage), str(out), "--no-shard",
-                            "--address", cluster["address"]], env=cluster["env"],
-                           stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    job = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "pks.cli",
+            "curate",
+            str(footage),
+            str(out),
+            "--no-shard",
+            "--address",
+            cluster["address"],
+        ],
+        env=cluster["env"],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         deadline, running = time.time() + 120, []
         while not running and job.poll() is None and time.time() < deadline:

@@ -9,14 +9,14 @@ from pathlib import Path
 import decord
 import pyarrow.parquet as pq
 import pytest
-from badfiles import _encode, _frames, make_bad_inputs
-from support.footage import BIKES_CUTS
-from support.procs import kill_9_when
 
+from badfiles import _encode, _frames, make_bad_inputs
 from pipelines.curate import run
 from pks.config import load_config
 from pks.record import read_parquet
 from pks.synth import synthesize_video
+from support.footage import BIKES_CUTS
+from support.procs import kill_9_when
 
 EXPECTED_ERRORS = {
     "zero_byte.mp4": "empty file",
@@ -29,6 +29,7 @@ EXPECTED_ERRORS = {
 @pytest.fixture
 def ray_local():
     import ray
+
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
@@ -67,11 +68,20 @@ def test_curate_accounts_for_every_input_with_exact_clips(ray_local, inputs, tmp
     for name, reason in EXPECTED_ERRORS.items():
         (r,) = by_file[name]
         assert r["status"] == "error" and reason in r["error"], (name, r["error"])
-    for name in ("truncated_faststart.mp4", "corrupt_middle.mp4", "vfr.mp4", "rotated.mp4", "ten_bit.mp4",
-                 "bikes.mp4", "bigbuckbunny.mp4"):
+    for name in (
+        "truncated_faststart.mp4",
+        "corrupt_middle.mp4",
+        "vfr.mp4",
+        "rotated.mp4",
+        "ten_bit.mp4",
+        "bikes.mp4",
+        "bigbuckbunny.mp4",
+    ):
         # cut and analysed (the bad inputs re-encode one clip: all but one of a pair stay out of the shards)
-        assert any(r["status"] == "ok" or r["error"].startswith("shard: duplicate of") for r in by_file[name]), \
-            (name, by_file[name])
+        assert any(r["status"] == "ok" or r["error"].startswith("shard: duplicate of") for r in by_file[name]), (
+            name,
+            by_file[name],
+        )
     assert len(by_file["bigbuckbunny.mp4"]) == 1  # one shot of real animation
     bikes = [r for r in by_file["bikes.mp4"] if r["status"] == "ok"]
     for a, b in zip([0] + BIKES_CUTS, BIKES_CUTS):  # each shot between its known cuts gives a clip...
@@ -102,8 +112,12 @@ def test_curate_accounts_for_every_input_with_exact_clips(ray_local, inputs, tmp
         assert b < a and by_id[a]["status"] == "rejected" and by_id[a]["error"] == f"shard: duplicate of {b}"
     assert all("duplicate" in r["quality_flags"] for r in copies + originals if r["duplicate_of"])
     # Unrelated sources stay unmarked (the bad-input files are re-encodes of one clip: they may pair).
-    unrelated = [r for r in ok if Path(r["source_path"]).name in
-                 {synth_videos[0][0].name, synth_videos[2][0].name, "bikes.mp4", "bigbuckbunny.mp4"}]
+    unrelated = [
+        r
+        for r in ok
+        if Path(r["source_path"]).name
+        in {synth_videos[0][0].name, synth_videos[2][0].name, "bikes.mp4", "bigbuckbunny.mp4"}
+    ]
     assert unrelated and not any(r["duplicate_of"] for r in unrelated)
     (rot,) = [r for r in ok if Path(r["source_path"]).name == "rotated.mp4"][:1]
     assert (rot["width"], rot["height"]) == (180, 320)
@@ -201,11 +215,28 @@ def test_rerun_retries_error_records_through_ray_and_removes_orphan_clips(ray_lo
     run(str(tmp_path / "in"), out, cfg, progress=lambda m: None)
     vid = video_key(str(src))
     good = read_parquet(part_path(out, vid))
-    failed = [dataclasses.replace(r, cadence=None, held_ratio=None, camera_motion=[], motion_score=None,
-                                  deformation_score=None, smear_frames=None, impact_frames=None,
-                                  curriculum_stage=None, phash="", signals="", caption=None, caption_source="",
-                                  status="error", error="analyse: RuntimeError: boom") if i == 1 else r
-              for i, r in enumerate(good)]
+    failed = [
+        dataclasses.replace(
+            r,
+            cadence=None,
+            held_ratio=None,
+            camera_motion=[],
+            motion_score=None,
+            deformation_score=None,
+            smear_frames=None,
+            impact_frames=None,
+            curriculum_stage=None,
+            phash="",
+            signals="",
+            caption=None,
+            caption_source="",
+            status="error",
+            error="analyse: RuntimeError: boom",
+        )
+        if i == 1
+        else r
+        for i, r in enumerate(good)
+    ]
     write_part(out, vid, failed)
     orphan = out / "clips" / f"{vid}_000000_000003.mp4"
     orphan.write_bytes(b"left by a killed run")
@@ -226,11 +257,26 @@ def test_rerun_retries_error_records_through_ray_and_removes_orphan_clips(ray_lo
 def test_a_bad_config_value_stops_before_any_work(synth_videos, tmp_path):
     cfg = tmp_path / "job.yaml"
     cfg.write_text("analyse:\n  clip_embeddings:\n    checkpoint: /models/open_clip_vit_b32.bin\n")
-    r = subprocess.run([sys.executable, "-m", "pks.cli", "curate", str(synth_videos[0][0].parent),
-                        str(tmp_path / "out"), "--config", str(cfg)], capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pks.cli",
+            "curate",
+            str(synth_videos[0][0].parent),
+            str(tmp_path / "out"),
+            "--config",
+            str(cfg),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 2 and "Traceback" not in r.stderr
-    assert r.stderr.strip() == ("pks: error: config analyse.clip_embeddings.checkpoint must be an existing local "
-                                "checkpoint file (PKS never downloads weights), got '/models/open_clip_vit_b32.bin'")
+    assert r.stderr.strip() == (
+        "pks: error: config analyse.clip_embeddings.checkpoint must be an existing local "
+        "checkpoint file (PKS never downloads weights), got '/models/open_clip_vit_b32.bin'"
+    )
     assert not (tmp_path / "out").exists()
 
 
@@ -250,7 +296,7 @@ def test_a_rerun_hashes_only_new_or_changed_inputs(tmp_path, monkeypatch):
     hashed.clear()
     assert curate.video_keys(paths, out) == first and hashed == []  # nothing read again
     b.write_bytes(b"z" * 100)
-    os.utime(b, ns=(10 ** 9, 10 ** 9))  # same size, other content and mtime
+    os.utime(b, ns=(10**9, 10**9))  # same size, other content and mtime
     again = curate.video_keys(paths, out)
     assert hashed == ["b.mp4"] and again[str(a)] == first[str(a)] and again[str(b)] == real(b) != first[str(b)]
     with open(out / curate.INPUT_KEYS, "a") as f:
@@ -260,7 +306,9 @@ def test_a_rerun_hashes_only_new_or_changed_inputs(tmp_path, monkeypatch):
     hashed.clear()
     assert curate.video_keys(paths + [str(c)], out) == {**again, str(c): real(c)} and hashed == ["c.mp4"]
     hashed.clear()
-    assert curate.video_keys(paths + [str(c)], out)[str(c)] == real(c) and hashed == []  # c's line survived the torn one
+    assert (
+        curate.video_keys(paths + [str(c)], out)[str(c)] == real(c) and hashed == []
+    )  # c's line survived the torn one
 
 
 def test_a_failed_read_is_not_remembered(tmp_path, monkeypatch):
@@ -293,7 +341,9 @@ def test_two_attempts_at_one_clip_both_write_its_embedding(tmp_path, monkeypatch
     from pks.record import ClipRecord
 
     monkeypatch.setattr(clipwork, "analyse", lambda frames, cfg: {"quality_flags": []})
-    monkeypatch.setattr(clipwork, "embedder", lambda arch, ckpt: type("E", (), {"embed": lambda self, rgb: np.ones(4)})())
+    monkeypatch.setattr(
+        clipwork, "embedder", lambda arch, ckpt: type("E", (), {"embed": lambda self, rgb: np.ones(4)})()
+    )
     cfg = {"analyse": {"clip_embeddings": {"arch": "test", "checkpoint": "test.bin"}}}
     r = ClipRecord(video_id="v", source_path="v.mp4", start_frame=0, end_frame=10)
     frames = types.SimpleNamespace(rgb=None)

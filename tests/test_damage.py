@@ -1,5 +1,6 @@
 """Real decoder damage: packets the decoder rejects cost only the frames they lose, in the
 decode that numbers frames (pks.decode.iter_decoded) and in the clips cut from it."""
+
 import numpy as np
 import pytest
 
@@ -46,6 +47,6 @@ def test_clips_after_a_corrupt_packet_hold_the_sources_frames(damaged, tmp_path)
         clip = rgb(tmp_path / "clips" / f"{r.clip_id}.mp4")
         assert len(clip) == r.n_frames
         # the clip is a lossy re-encode: near its source frames, never a held earlier one
-        err = [np.abs(a - b).mean() for a, b in zip(clip, source[r.start_frame:r.end_frame])]
+        err = [np.abs(a - b).mean() for a, b in zip(clip, source[r.start_frame : r.end_frame])]
         assert max(err) < 4, (r.clip_id, int(np.argmax(err)), max(err))
         assert "frozen" not in r.quality_flags, r.clip_id

@@ -1,5 +1,6 @@
 """The preference stage: the Diffusion-DPO loss on velocities, failure copies, and a tiny run
 end to end on the CPU (offline and online pairs, the Judge ranking samples)."""
+
 import copy
 import json
 import math
@@ -23,8 +24,15 @@ def forward_pair(policy, reference, x_w, x_l, noise, t):
     cond = prompt_condition([{"tags": {"camera": ["pan_left"]}, "shot": None, "stage": 2, "narrative": ""}], TAX)
     text, mask = torch.randn(1, 5, 32), torch.ones(1, 5, dtype=torch.bool)
     x = torch.cat([(1 - t) * x_w + t * noise, (1 - t) * x_l + t * noise])
-    args = (torch.full((2,), t), text.repeat(2, 1, 1), mask.repeat(2, 1), {a: v.repeat(2, 1) for a, v in cond["tags"].items()},
-            cond["known"].repeat(2, 1), cond["shot"].repeat(2), cond["stage"].repeat(2))
+    args = (
+        torch.full((2,), t),
+        text.repeat(2, 1, 1),
+        mask.repeat(2, 1),
+        {a: v.repeat(2, 1) for a, v in cond["tags"].items()},
+        cond["known"].repeat(2, 1),
+        cond["shot"].repeat(2),
+        cond["stage"].repeat(2),
+    )
     pred = policy(x, *args)
     with torch.no_grad():
         ref = reference(x, *args)
@@ -61,7 +69,9 @@ def test_dpo_loss_rewards_fitting_the_preferred_sample_better_than_the_reference
     worse, stats = dpo_loss(target_w + 0.1, target_l + 0.05, ref_w, ref_l, target_w, target_l, beta=2500)
     assert worse.item() > math.log(2) and stats["implicit_acc"] == 0.0
     held, stats = dpo_loss(target_w + 0.1, target_l + 0.05, ref_w, ref_l, target_w, target_l, beta=2500, sft_weight=2.0)
-    assert math.isclose(held.item(), worse.item() + 2.0 * 0.01, rel_tol=1e-5) and math.isclose(stats["fit_w"], 0.01, rel_tol=1e-4)
+    assert math.isclose(held.item(), worse.item() + 2.0 * 0.01, rel_tol=1e-5) and math.isclose(
+        stats["fit_w"], 0.01, rel_tol=1e-4
+    )
 
 
 def test_failure_copies_follow_the_sample_index():
@@ -113,14 +123,16 @@ def test_online_pairs_are_the_judges_best_and_worst_sample_of_a_prompt_a_margin_
 
 
 def pks(*args):
-    return subprocess.run([sys.executable, "-m", "pks.cli", *map(str, args)], capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "pks.cli", *map(str, args)], capture_output=True, text=True, timeout=600
+    )
 
 
 @pytest.fixture(scope="module")
 def dpo_cfg(tmp_path_factory):
     """The tiny config made smaller (8 frames of 16x16) with a dpo section that exercises both
     kinds of pairs in a few steps."""
-    cfg = yaml.safe_load((CONFIG_DIR / "tiny.yaml").read_text())
+    cfg = yaml.safe_load((CONFIG_DIR / "tiny_pixel.yaml").read_text())
     cfg["data"].update(frames=8, size=[16, 16], batch_size=4)
     cfg["train"].update(steps=2, log_every=1, ckpt_every=2, warmup=1)
     cfg["sample"]["steps"] = 3
@@ -149,8 +161,11 @@ def test_a_tiny_dpo_run_end_to_end(sharded_run, dpo_cfg, init_run, tmp_path):
     torch.manual_seed(0)
     save(Judge(JudgeConfig(width=8, size=32, frames=4)), judge)  # untrained: it only has to rank
 
-    for bad, why in ((["--judge", judge], "needs --init"), (["--init", init], "pass --judge"),
-                     (["--init", init, "--judge", tmp_path / "nope.pt"], "no such Judge")):
+    for bad, why in (
+        (["--judge", judge], "needs --init"),
+        (["--init", init], "pass --judge"),
+        (["--init", init, "--judge", tmp_path / "nope.pt"], "no such Judge"),
+    ):
         r = pks("train", sharded_run, "--stage", "dpo", "--config", dpo_cfg, "--out", run, *bad)
         assert r.returncode == 2 and why in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
 
@@ -182,8 +197,11 @@ def test_kill_9_then_resume_reproduces_the_uninterrupted_dpo_run(sharded_run, dp
     whole, run = tmp_path / "whole", tmp_path / "run"
     args = ["train", sharded_run, "--stage", "dpo", "--config", path, "--init", init_run]
     assert pks(*args, "--out", whole).returncode == 0
-    kill_9_when([sys.executable, "-m", "pks.cli", *map(str, args), "--out", str(run)],
-                lambda: (run / "checkpoints" / "step-00000002").is_dir() and len(metrics(run)) >= 3, poll=0.005)
+    kill_9_when(
+        [sys.executable, "-m", "pks.cli", *map(str, args), "--out", str(run)],
+        lambda: (run / "checkpoints" / "step-00000002").is_dir() and len(metrics(run)) >= 3,
+        poll=0.005,
+    )
     assert not (run / "checkpoints" / "step-00000006").exists()
     r = pks(*args, "--out", run, "--resume")
     assert r.returncode == 0, r.stderr[-3000:]

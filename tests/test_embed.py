@@ -1,4 +1,5 @@
 """OpenCLIP embeddings from a local checkpoint (random ViT-B-32 weights saved by the test)."""
+
 import numpy as np
 import pytest
 
@@ -40,6 +41,7 @@ def test_reencoded_clip_is_closer_than_another_shot(checkpoint):
 def test_semantic_duplicates_pairs_each_clip_with_its_first_close_one():
     def unit(deg):  # unit vectors at known angles: cos(10 deg) = 0.985, cos(30 deg) = 0.866
         return np.array([np.cos(np.radians(deg)), np.sin(np.radians(deg))])
+
     ids = ["a", "b", "c", "d"]
     vecs = np.stack([unit(0), unit(30), unit(10), unit(90)])
     assert semantic_duplicates(ids, vecs, 0.95) == {"c": "a"}

@@ -1,5 +1,6 @@
 """Each failure augmentation does what it claims, measured by PKS's own analysis where a
 measure exists."""
+
 import cv2
 import numpy as np
 
@@ -38,11 +39,15 @@ def test_ghosting_blurs_tearing_slips_a_band_identity_drifts():
 
     def edges(f, where):  # edge energy where the subject moves
         return np.abs(cv2.Laplacian(cv2.cvtColor(f, cv2.COLOR_RGB2GRAY), cv2.CV_32F))[where].mean()
+
     ghost = FAILURES["ghosting"](clean, rng)
     moving = [(clean[i] != clean[i - 4]).any(-1) for i in range(5, len(clean))]
-    assert np.mean([edges(ghost[i], m) for i, m in zip(range(5, len(clean)), moving)]) \
-        < 0.9 * np.mean([edges(clean[i], m) for i, m in zip(range(5, len(clean)), moving)])  # softer...
-    assert np.mean([np.abs(ghost[i].astype(int) - clean[i])[m].mean() for i, m in zip(range(5, len(clean)), moving)]) > 10
+    assert np.mean([edges(ghost[i], m) for i, m in zip(range(5, len(clean)), moving)]) < 0.9 * np.mean(
+        [edges(clean[i], m) for i, m in zip(range(5, len(clean)), moving)]
+    )  # softer...
+    assert (
+        np.mean([np.abs(ghost[i].astype(int) - clean[i])[m].mean() for i, m in zip(range(5, len(clean)), moving)]) > 10
+    )
     # ...and a trail: where the subject was, it has not quite gone
     torn = FAILURES["tearing"](clean, rng)
     hit = [i for i in range(len(clean)) if not np.array_equal(torn[i], clean[i])]
@@ -53,7 +58,7 @@ def test_ghosting_blurs_tearing_slips_a_band_identity_drifts():
         g = [np.float32(cv2.cvtColor(np.ascontiguousarray(x[band]), cv2.COLOR_RGB2GRAY)) for x in (clean[i], torn[i])]
         (dx, dy), _ = cv2.phaseCorrelate(*g)
         assert abs(dx) > 5 and abs(dy) < 1  # the band slid sideways, whole
-        assert np.array_equal(torn[i, :band.start], clean[i, :band.start])  # the rest did not move
+        assert np.array_equal(torn[i, : band.start], clean[i, : band.start])  # the rest did not move
     drift = FAILURES["identity_drift"](clean, rng)
     assert np.abs(drift[0].astype(int) - clean[0]).mean() < 1.0
     assert np.abs(drift[-1].astype(int) - clean[-1]).mean() > 20

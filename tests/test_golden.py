@@ -13,6 +13,7 @@ and which shard holds which clip.
 After an intended change of the output: PKS_UPDATE_GOLDEN=1 pytest tests/test_golden.py, and
 say in the commit why the records changed.
 """
+
 import json
 import os
 import subprocess
@@ -78,9 +79,11 @@ def test_the_golden_run_gives_the_committed_records_and_shards(golden_run):
     clips = {p.name: frame_count(p) for p in sorted((out / "clips").glob("*.mp4"))}
     index = pq.read_table(out / "shards" / "index.parquet").to_pylist()
     shards = sorted((r["shard"], r["clip_id"], r["frames"]) for r in index)
-    got = {"manifest.jsonl": "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows),
-           "clips.json": json.dumps(clips, indent=1, sort_keys=True) + "\n",
-           "shards.json": json.dumps(shards, indent=1) + "\n"}
+    got = {
+        "manifest.jsonl": "".join(json.dumps(r, sort_keys=True) + "\n" for r in rows),
+        "clips.json": json.dumps(clips, indent=1, sort_keys=True) + "\n",
+        "shards.json": json.dumps(shards, indent=1) + "\n",
+    }
     if os.environ.get("PKS_UPDATE_GOLDEN"):
         GOLDEN.mkdir(exist_ok=True)
         for name, text in got.items():
@@ -91,5 +94,8 @@ def test_the_golden_run_gives_the_committed_records_and_shards(golden_run):
         if name == "manifest.jsonl":  # row by row: a failure names the clip and the fields that moved
             for a, b in zip(text.splitlines(), want.splitlines()):
                 a, b = json.loads(a), json.loads(b)
-                assert a == b, (a["clip_id"], {k: (a.get(k), b.get(k)) for k in a.keys() | b.keys() if a.get(k) != b.get(k)})
+                assert a == b, (
+                    a["clip_id"],
+                    {k: (a.get(k), b.get(k)) for k in a.keys() | b.keys() if a.get(k) != b.get(k)},
+                )
         assert text == want, name

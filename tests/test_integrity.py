@@ -1,6 +1,7 @@
 """Shards always hold the manifest's current records: an audit-style edit rewrites the shard
 that holds the clip and nothing else; calibration, require_caption and remote listing. Faults:
 a part that does not read, an index write that fails, Ray left running."""
+
 import shutil
 import subprocess
 import sys
@@ -14,7 +15,6 @@ import yaml
 from pipelines.shard import shard_run
 from pks.config import load_config
 from pks.probe import list_inputs
-
 from support.runs import assert_shards_match_manifest, edit, manifest, shard_records, stamps
 
 CFG = load_config(None, {"shard.max_samples": 3, "shard.val_fraction": 0.3})  # as the sharded_run fixture
@@ -54,11 +54,20 @@ def test_audit_edits_rewrite_the_shards_that_hold_them_and_no_other(run):
     got = assert_shards_match_manifest(run)
     mover = next(k for k in ok if got[k][1]["curriculum_stage"] != 3)
     flagged = next(k for k in ok if k != mover)
-    groups = {got[mover][0].rsplit("/", 1)[0], got[mover][0].split("/")[0] + "/stage-3",
-              got[flagged][0].rsplit("/", 1)[0]}
+    groups = {
+        got[mover][0].rsplit("/", 1)[0],
+        got[mover][0].split("/")[0] + "/stage-3",
+        got[flagged][0].rsplit("/", 1)[0],
+    }
     before = stamps(run)
-    edit(run, CFG, {mover: {"curriculum_stage": 3},
-                    flagged: {"quality_flags": sorted(set(got[flagged][1]["quality_flags"]) | {"interlaced"})}})
+    edit(
+        run,
+        CFG,
+        {
+            mover: {"curriculum_stage": 3},
+            flagged: {"quality_flags": sorted(set(got[flagged][1]["quality_flags"]) | {"interlaced"})},
+        },
+    )
     s = quiet(run)
     got = assert_shards_match_manifest(run)
     assert got[mover][0].split("/")[1] == "stage-3"
@@ -85,8 +94,9 @@ def test_a_changed_clip_file_rewrites_its_shard(run):
 def test_require_caption_keeps_uncaptioned_clips_out(run):
     key = sorted(shard_records(run))[0]
     edit(run, CFG, {key: {"caption": None, "caption_source": ""}})
-    s = quiet(run, load_config(None, {**{"shard.max_samples": 3, "shard.val_fraction": 0.3},
-                                      "shard.require_caption": True}))
+    s = quiet(
+        run, load_config(None, {**{"shard.max_samples": 3, "shard.val_fraction": 0.3}, "shard.require_caption": True})
+    )
     row = next(r for r in manifest(run) if r["clip_id"] == key)
     assert (row["status"], row["error"]) == ("rejected", "shard: no caption")
     assert key not in assert_shards_match_manifest(run) and s["rewritten"] >= 1
@@ -97,8 +107,11 @@ def test_require_caption_keeps_uncaptioned_clips_out(run):
 def test_calibrate_restages_the_run_and_the_shards_follow(run, tmp_path):
     mine, cfg_file = tmp_path / "mine.yaml", tmp_path / "job.yaml"
     mine.write_text("# my settings\nshard:\n  max_samples: 3\n")
-    r = subprocess.run([sys.executable, "-m", "pks.cli", "calibrate", str(run), "--config", str(mine),
-                        "--write", str(cfg_file)], capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "pks.cli", "calibrate", str(run), "--config", str(mine), "--write", str(cfg_file)],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     assert mine.read_text() == "# my settings\nshard:\n  max_samples: 3\n"  # the user's file is not rewritten
     assert yaml.safe_load(cfg_file.read_text())["shard"] == {"max_samples": 3}  # the new one keeps its settings
@@ -118,8 +131,10 @@ def test_remote_input_listing_finds_videos_under_a_url():
     fs = fsspec.filesystem("memory")
     for name in ("raw/ep1.mp4", "raw/season2/ep2.MKV", "raw/notes.txt", "raw/cover.jpg"):
         fs.pipe(f"/pks-test/{name}", b"x")
-    assert list_inputs("memory://pks-test/raw") == ["memory:///pks-test/raw/ep1.mp4",
-                                                    "memory:///pks-test/raw/season2/ep2.MKV"]
+    assert list_inputs("memory://pks-test/raw") == [
+        "memory:///pks-test/raw/ep1.mp4",
+        "memory:///pks-test/raw/season2/ep2.MKV",
+    ]
     assert list_inputs("memory://pks-test/raw/*.mp4") == ["memory:///pks-test/raw/ep1.mp4"]
 
 
@@ -142,7 +157,8 @@ def test_a_part_that_does_not_read_is_set_aside_and_its_video_curated_again(run,
     assert statuses(part) == before and (run / "parts" / "bad" / part.name).stat().st_size == 0
     assert [m for m in said if "does not read" in m] == [
         f"pks: warning: {part} does not read (Parquet file size is 0 bytes); moved to parts/bad/, "
-        "pks curate processes its video again"]
+        "pks curate processes its video again"
+    ]
     assert_shards_match_manifest(run)
     assert not ray.is_initialized()  # run() stops the Ray it started
 

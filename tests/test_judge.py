@@ -1,5 +1,6 @@
 """The Judge: data from a curated run (ok clips, their failure copies), split by source video,
 training, saving and loading."""
+
 import numpy as np
 import pytest
 import torch
@@ -22,7 +23,9 @@ def trained(tmp_path_factory):
     cfg = JudgeConfig(epochs=40, width=8, size=48, frames=6, val_fraction=0.34, seed=1)
     ex = collect([judge_run(tmp_path_factory.mktemp("judge") / "run")], cfg, load_config())
     assert {k.split(":")[0] for k in ex.kinds} >= {"ok", "aug"}
-    assert all(ex.labels[p] == 1 for p, k in zip(ex.pair, ex.kinds) if k.startswith("aug"))  # each copy has its art clip
+    assert all(
+        ex.labels[p] == 1 for p, k in zip(ex.pair, ex.kinds) if k.startswith("aug")
+    )  # each copy has its art clip
     tr, va = split(ex, cfg)
     assert not set(tr.videos) & set(va.videos) and va.labels and tr.labels  # split by source video
     return tr, va, train(tr, va, cfg, progress=lambda *_: None)
@@ -36,8 +39,11 @@ def test_judge_fits_its_examples_and_reloads(trained, tmp_path):
     assert np.allclose(score(again, va), score(model, va), atol=1e-6)
 
 
-@pytest.mark.xfail(strict=True, reason="issue 24: the Judge does not yet hold on source videos it never saw "
-                                       "(held-out AUC 0.56 here, 0.54 on 12 videos)")
+@pytest.mark.xfail(
+    strict=True,
+    reason="issue 24: the Judge does not yet hold on source videos it never saw "
+    "(held-out AUC 0.56 here, 0.54 on 12 videos)",
+)
 def test_judge_tells_failure_from_art_on_videos_it_never_saw(trained):
     tr, va, model = trained
     assert auc(va.labels, score(model, va)) >= 0.8
@@ -95,11 +101,18 @@ def tiny_openclip(folder):
     import open_clip
 
     folder.mkdir()
-    (folder / "open_clip_config.json").write_text(json.dumps({
-        "model_cfg": {"embed_dim": 32, "vision_cfg": {"image_size": 32, "layers": 1, "width": 64, "patch_size": 8,
-                                                      "head_width": 32},
-                      "text_cfg": {"context_length": 16, "vocab_size": 1000, "width": 32, "heads": 2, "layers": 1}},
-        "preprocess_cfg": {"mean": [0.48, 0.46, 0.41], "std": [0.27, 0.26, 0.28]}}))
+    (folder / "open_clip_config.json").write_text(
+        json.dumps(
+            {
+                "model_cfg": {
+                    "embed_dim": 32,
+                    "vision_cfg": {"image_size": 32, "layers": 1, "width": 64, "patch_size": 8, "head_width": 32},
+                    "text_cfg": {"context_length": 16, "vocab_size": 1000, "width": 32, "heads": 2, "layers": 1},
+                },
+                "preprocess_cfg": {"mean": [0.48, 0.46, 0.41], "std": [0.27, 0.26, 0.28]},
+            }
+        )
+    )
     torch.manual_seed(3)
     model = open_clip.create_model(f"local-dir:{folder}")
     torch.save(model.state_dict(), folder / "open_clip_pytorch_model.bin")
@@ -116,13 +129,17 @@ def test_an_openclip_backbone_from_a_local_folder_is_frozen_and_not_saved_in_the
     m = Judge(JudgeConfig(width=8, size=32, frames=4, backbone=str(folder)))
     assert all(torch.equal(a, b) for a, b in zip(m.frame.tower.state_dict().values(), visual.state_dict().values()))
     out = judge_run(tmp_path / "run", videos=2, shots=2)
-    r = CliRunner().invoke(app, ["judge", "train", str(out), "--out", str(tmp_path / "judge.pt"), "--epochs", "2",
-                                 "--backbone", str(folder)])
+    r = CliRunner().invoke(
+        app,
+        ["judge", "train", str(out), "--out", str(tmp_path / "judge.pt"), "--epochs", "2", "--backbone", str(folder)],
+    )
     assert r.exit_code == 0, r.stdout
     blob = torch.load(tmp_path / "judge.pt", weights_only=True)
     assert blob["config"]["backbone"] == str(folder.resolve()) and not any("tower" in k for k in blob["state_dict"])
     judge = load(tmp_path / "judge.pt")  # the tower comes back from the folder, untouched by training
     assert all(torch.equal(a, b) for a, b in zip(judge.frame.tower.state_dict().values(), visual.state_dict().values()))
     assert torch.equal(judge.frame.proj.weight, blob["state_dict"]["frame.proj.weight"])  # the trained projection
-    r = CliRunner().invoke(app, ["judge", "train", str(out), "--out", str(tmp_path / "j2.pt"), "--backbone", str(tmp_path)])
+    r = CliRunner().invoke(
+        app, ["judge", "train", str(out), "--out", str(tmp_path / "j2.pt"), "--backbone", str(tmp_path)]
+    )
     assert r.exit_code == 2 and "OpenCLIP folder" in r.output

@@ -1,5 +1,6 @@
 """The trainer's data module over real shards: tensors, tags from the taxonomy, the stage
 schedule, exact resume and identical batches with DataLoader workers, each sample read once."""
+
 import os
 import shutil
 from collections import Counter
@@ -38,8 +39,11 @@ def test_batches_hold_video_text_tags_and_records(sharded_run):
                 on = [tax.axes[axis].ids[j] for j in torch.nonzero(b["tags"][axis][i]).flatten().tolist()]
                 assert sorted(on) == sorted(rec["caption"][axis])
             assert tax.axes["shot"].ids[b["shot"][i]] == rec["caption"]["shot"]
-    train = {r["clip_id"] for r in pq.read_table(sharded_run / "shards" / "index.parquet").to_pylist()
-             if r["split"] == "train"}
+    train = {
+        r["clip_id"]
+        for r in pq.read_table(sharded_run / "shards" / "index.parquet").to_pylist()
+        if r["split"] == "train"
+    }
     assert {c for b in ids(batches) for c in b} <= train
 
 
@@ -62,8 +66,21 @@ def test_resume_from_a_step_and_workers_give_the_same_batches(sharded_run):
 
 
 def test_schedule_moves_the_mix_from_physical_to_extreme(tmp_path):
-    rows = [{"clip_id": f"c{k}_{i}", "video_id": "v", "split": "train", "stage": k, "shard": f"s{k}.tar",
-             "position": i, "clip_bytes": 1, "frames": 100, "fps": 24.0} for k in (0, 1, 3) for i in range(5)]  # stage 2: none
+    rows = [
+        {
+            "clip_id": f"c{k}_{i}",
+            "video_id": "v",
+            "split": "train",
+            "stage": k,
+            "shard": f"s{k}.tar",
+            "position": i,
+            "clip_bytes": 1,
+            "frames": 100,
+            "fps": 24.0,
+        }
+        for k in (0, 1, 3)
+        for i in range(5)
+    ]  # stage 2: none
     (tmp_path / "shards").mkdir()
     pq.write_table(pa.Table.from_pylist(rows), tmp_path / "shards" / "index.parquet")
     sched = Schedule(start=(0.5, 0.5, 0, 0), end=(0, 0, 0.5, 0.5), steps=100)
@@ -117,20 +134,23 @@ def test_four_workers_read_each_sample_once_and_give_the_same_batches(sharded_ru
     # Ranks: disjoint whole batches, or with split_batches each its slice of every batch.
     ranks = [list(loader(sharded_run, steps=8, seed=5, rank=r, world_size=2)) for r in (0, 1)]
     assert ids(ranks[0]) == ids(plain[0::2]) and ids(ranks[1]) == ids(plain[1::2])
-    halves = [list(loader(sharded_run, steps=2, seed=5, batch_size=4, rank=r, world_size=2, split_batches=True))
-              for r in (0, 1)]
+    halves = [
+        list(loader(sharded_run, steps=2, seed=5, batch_size=4, rank=r, world_size=2, split_batches=True))
+        for r in (0, 1)
+    ]
     whole = list(loader(sharded_run, steps=2, seed=5, batch_size=4))
     assert [a + b for a, b in zip(ids(halves[0]), ids(halves[1]))] == ids(whole)
 
 
 def test_resume_at_any_step_is_computed_not_replayed(sharded_run):
-    step = 10 ** 6
+    step = 10**6
     lo = loader(sharded_run, seed=7)
     resumed = list(loader(sharded_run, seed=7, start_step=step, steps=2))
     assert [b["step"] for b in resumed] == [step, step + 1]
     assert ids(resumed) == [[lo.key_of(i) for i in range(s * 3, s * 3 + 3)] for s in (step, step + 1)]
-    assert [b["stage"].tolist() for b in resumed] == [[lo.stage_of(i) for i in range(s * 3, s * 3 + 3)]
-                                                     for s in (step, step + 1)]
+    assert [b["stage"].tolist() for b in resumed] == [
+        [lo.stage_of(i) for i in range(s * 3, s * 3 + 3)] for s in (step, step + 1)
+    ]
     earlier = list(loader(sharded_run, seed=7, start_step=step - 2, steps=4))
     assert ids(earlier[2:]) == ids(resumed)
     assert all(torch.equal(a["video"], b["video"]) for a, b in zip(earlier[2:], resumed))
@@ -141,14 +161,19 @@ def test_index_without_or_with_wrong_offsets_reads_the_same_samples(sharded_run,
     wrong ones (latent shards copy their source's index)."""
     want = list(loader(sharded_run, steps=4, seed=5))
     table = pq.read_table(sharded_run / "shards" / "index.parquet")
-    for name, fix in (("none", lambda t: t.drop_columns(["offset", "length"])),
-                      ("wrong", lambda t: t.set_column(t.schema.get_field_index("offset"), "offset",
-                                                       pc.add(t.column("offset"), 512)))):
+    for name, fix in (
+        ("none", lambda t: t.drop_columns(["offset", "length"])),
+        (
+            "wrong",
+            lambda t: t.set_column(t.schema.get_field_index("offset"), "offset", pc.add(t.column("offset"), 512)),
+        ),
+    ):
         root = tmp_path / name
         shutil.copytree(sharded_run / "shards", root)
         pq.write_table(fix(table), root / "index.parquet")
-        got = list(CurriculumLoader(root, **{"frames": 6, "fps": 12, "size": (48, 80), "batch_size": 3},
-                                    steps=4, seed=5))
+        got = list(
+            CurriculumLoader(root, **{"frames": 6, "fps": 12, "size": (48, 80), "batch_size": 3}, steps=4, seed=5)
+        )
         assert ids(got) == ids(want)
         assert all(torch.equal(a["video"], b["video"]) for a, b in zip(got, want))
 
@@ -219,8 +244,9 @@ def test_stale_shards_are_refused_until_pks_shard_runs(sharded_run, tmp_path):
     assert next(iter(loader(out, steps=1, allow_stale=True)))["video"].shape[0] == 3
 
     def pks(*args):
-        return subprocess.run([sys.executable, "-m", "pks.cli", *map(str, args)], capture_output=True, text=True,
-                              timeout=600)
+        return subprocess.run(
+            [sys.executable, "-m", "pks.cli", *map(str, args)], capture_output=True, text=True, timeout=600
+        )
 
     r = pks("train", out, "--config", "tiny", "--steps", "1", "--out", tmp_path / "run")
     assert r.returncode == 2 and "no longer match" in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr

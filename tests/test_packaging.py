@@ -1,5 +1,6 @@
 """The wheel carries every file the installed `pks` reads at run time: the taxonomy, the job
 configs and the training configs (`pks train --config tiny` from a wheel once found none)."""
+
 import json
 import os
 import shutil
@@ -27,31 +28,64 @@ def installed(tmp_path_factory) -> Path:
     for name in ("pyproject.toml", "README.md"):
         shutil.copy(ROOT / name, src / name)
     pip = [sys.executable, "-m", "pip", "--disable-pip-version-check", "-q"]
-    r = subprocess.run(pip + ["wheel", "--no-deps", "--no-build-isolation", "-w", str(d / "dist"), str(src)],
-                       capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        pip + ["wheel", "--no-deps", "--no-build-isolation", "-w", str(d / "dist"), str(src)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     (wheel,) = (d / "dist").glob("pks-*.whl")
-    r = subprocess.run(pip + ["install", "--no-deps", "--no-index", "--target", str(d / "site"), str(wheel)],
-                       capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        pip + ["install", "--no-deps", "--no-index", "--target", str(d / "site"), str(wheel)],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     return d / "site"
 
 
 def from_wheel(site: Path, cwd: Path, *args) -> subprocess.CompletedProcess:
     """Python with the installed wheel first on the path, run outside the checkout."""
-    return subprocess.run([sys.executable, *map(str, args)], cwd=cwd, env={**os.environ, "PYTHONPATH": str(site)},
-                          capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, *map(str, args)],
+        cwd=cwd,
+        env={**os.environ, "PYTHONPATH": str(site)},
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 def test_the_installed_wheel_trains_without_the_checkout(installed, sharded_run, tmp_path):
-    r = from_wheel(installed, tmp_path, "-c", "import pks, pipelines, taxonomy, training; "
-                   "print('\\n'.join(m.__file__ for m in (pks, pipelines, taxonomy, training)))")
+    r = from_wheel(
+        installed,
+        tmp_path,
+        "-c",
+        "import pks, pipelines, taxonomy, training; "
+        "print('\\n'.join(m.__file__ for m in (pks, pipelines, taxonomy, training)))",
+    )
     assert r.returncode == 0 and all(f.startswith(str(installed)) for f in r.stdout.split()), r.stdout + r.stderr
     r = from_wheel(installed, tmp_path, "-m", "pks.cli", "train", "--help")
     assert r.returncode == 0 and "--config" in r.stdout, r.stderr[-3000:]
     r = from_wheel(installed, tmp_path, "-m", "pks.cli", "taxonomy", "schema")
     assert r.returncode == 0 and json.loads(r.stdout)["properties"], r.stderr[-3000:]
-    r = from_wheel(installed, tmp_path, "-m", "pks.cli", "train", sharded_run, "--config", "tiny", "--steps", "2",
-                   "--batch-size", "2", "--out", tmp_path / "run")
+    r = from_wheel(
+        installed,
+        tmp_path,
+        "-m",
+        "pks.cli",
+        "train",
+        sharded_run,
+        "--config",
+        "tiny_pixel",
+        "--steps",
+        "2",
+        "--batch-size",
+        "2",
+        "--out",
+        tmp_path / "run",
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     assert json.loads(r.stdout.splitlines()[-1])["step"] == 2

@@ -6,11 +6,34 @@ from pks.record import SCHEMA, ClipRecord, read_parquet, write_parquet
 
 def test_parquet_round_trip(tmp_path):
     recs = [
-        ClipRecord("0123456789abcdef", "a.mp4", 24, 96, 23.976, 640, 360, transition_in="dissolve", cadence=2.0,
-                   held_ratio=0.5, camera_motion=["pan_left", "shake"], motion_score=0.3, deformation_score=0.7,
-                   smear_frames=2, impact_frames=1, quality_flags=["interlaced"], curriculum_stage=3,
-                   caption={"narrative": "n", "style": ["cel_tv"], "motion": [], "camera": ["pan_left"],
-                            "vfx": [], "shot": "wide"}, caption_source="signals@p1/t1"),
+        ClipRecord(
+            "0123456789abcdef",
+            "a.mp4",
+            24,
+            96,
+            23.976,
+            640,
+            360,
+            transition_in="dissolve",
+            cadence=2.0,
+            held_ratio=0.5,
+            camera_motion=["pan_left", "shake"],
+            motion_score=0.3,
+            deformation_score=0.7,
+            smear_frames=2,
+            impact_frames=1,
+            quality_flags=["interlaced"],
+            curriculum_stage=3,
+            caption={
+                "narrative": "n",
+                "style": ["cel_tv"],
+                "motion": [],
+                "camera": ["pan_left"],
+                "vfx": [],
+                "shot": "wide",
+            },
+            caption_source="signals@p1/t1",
+        ),
         ClipRecord("fedcba9876543210", "bad.mp4", status="error", error="empty file (0 bytes)"),
     ]
     path = tmp_path / "m.parquet"

@@ -1,4 +1,5 @@
 """`pks stats` and `pks report` tell the run's numbers, and the page stands alone."""
+
 import re
 import subprocess
 import sys
@@ -38,8 +39,9 @@ def test_cli_stats_and_self_contained_report(sharded_run):
     srcs = re.findall(r'src="([^"]+)"', page)
     assert len(srcs) >= 6 and all(x.startswith("data:image/png;base64,") for x in srcs)
     assert "<script" not in page and "http://" not in page and "https://" not in page
-    stages = {k for k, v in s["stage_ok"].items() if v and k in {int(x.split("-")[1]) for x in
-                                                                 s["shards"]["per_split_stage"]} }
+    stages = {
+        k for k, v in s["stage_ok"].items() if v and k in {int(x.split("-")[1]) for x in s["shards"]["per_split_stage"]}
+    }
     assert all(f"<h3>stage {k}</h3>" in page for k in stages)
 
 

@@ -2,6 +2,7 @@
 in batches (the same answer as the exact search), kept shards that take their index rows from
 the previous index instead of reopening their tars, and a shard plan that holds no record's
 JSON in the driver."""
+
 import numpy as np
 import pytest
 
@@ -19,7 +20,7 @@ def planted(n=5000, d=256, copies=1500, seed=0):
     noise -= (noise * base[src]).sum(1, keepdims=True) * base[src]  # orthogonal: the angle is exact
     noise /= np.linalg.norm(noise, axis=1, keepdims=True)
     cos = rng.uniform(0.90, 0.99, copies).astype(np.float32)[:, None]
-    cop = cos * base[src] + np.sqrt(1 - cos ** 2) * noise
+    cop = cos * base[src] + np.sqrt(1 - cos**2) * noise
     v = np.concatenate([base, cop / np.linalg.norm(cop, axis=1, keepdims=True)])
     return v[rng.permutation(len(v))]
 
@@ -47,6 +48,7 @@ def test_the_index_finds_what_the_exact_search_finds():
     assert all(want[c] == ids[0] for c in ids[-10:])
     assert streamed_duplicates(ids, lambda b: w[[int(c[1:]) for c in b]], 0.95, batch=1000, exact_below=0) == want
 
+
 def test_small_sets_take_the_exact_path_in_batches():
     v = planted(n=300, d=32, copies=100, seed=2)
     ids = [f"c{i:05d}" for i in range(len(v))]
@@ -67,9 +69,18 @@ def test_duplicates_searches_stored_embeddings_through_the_index(tmp_path, monke
 
     v = planted(n=400, d=64, copies=150, seed=3)
     rng = np.random.default_rng(4)
-    records = [ClipRecord(video_id=f"{i // 50:016x}", source_path="v.mp4", start_frame=i % 50 * 10,
-                          end_frame=i % 50 * 10 + 10, fps=24.0, curriculum_stage=0,
-                          phash=" ".join(f"{x:016x}" for x in rng.integers(0, 2 ** 63, 8))) for i in range(len(v))]
+    records = [
+        ClipRecord(
+            video_id=f"{i // 50:016x}",
+            source_path="v.mp4",
+            start_frame=i % 50 * 10,
+            end_frame=i % 50 * 10 + 10,
+            fps=24.0,
+            curriculum_stage=0,
+            phash=" ".join(f"{x:016x}" for x in rng.integers(0, 2**63, 8)),
+        )
+        for i in range(len(v))
+    ]
     (tmp_path / "embeddings").mkdir()
     for r, x in zip(records, v):
         np.save(tmp_path / "embeddings" / f"{r.clip_id}.npy", x)
@@ -77,7 +88,9 @@ def test_duplicates_searches_stored_embeddings_through_the_index(tmp_path, monke
         parts.write_part(tmp_path, vid, [r for r in records if r.video_id == vid])
     cfg = load_config()
     exact = parts.duplicates(tmp_path, cfg)
-    monkeypatch.setattr(parts, "streamed_duplicates", functools.partial(parts.streamed_duplicates, exact_below=0, batch=128))
+    monkeypatch.setattr(
+        parts, "streamed_duplicates", functools.partial(parts.streamed_duplicates, exact_below=0, batch=128)
+    )
     assert len(exact) > 20 and parts.duplicates(tmp_path, cfg) == exact
     assert all(kept < dup for dup, kept in exact.items()) and not set(exact.values()) & set(exact)
 
@@ -108,9 +121,20 @@ def tiny_sharded(tmp_path_factory):
         tiny_clip(tmp_path / f"c{k}.mp4", k)
     for v in range(4):
         vid = f"{v + 1:016x}"
-        records = [ClipRecord(video_id=vid, source_path=f"{vid}.mp4", start_frame=i * 8, end_frame=i * 8 + 8, fps=24.0,
-                              width=64, height=48, curriculum_stage=(v + i) % 2, caption_source=f"take {i}")
-                   for i in range(5)]
+        records = [
+            ClipRecord(
+                video_id=vid,
+                source_path=f"{vid}.mp4",
+                start_frame=i * 8,
+                end_frame=i * 8 + 8,
+                fps=24.0,
+                width=64,
+                height=48,
+                curriculum_stage=(v + i) % 2,
+                caption_source=f"take {i}",
+            )
+            for i in range(5)
+        ]
         for i, r in enumerate(records):
             shutil.copy(tmp_path / f"c{(v + i) % 3}.mp4", out / "clips" / f"{r.clip_id}.mp4")
         write_part(out, vid, records)
@@ -132,7 +156,9 @@ def spy(monkeypatch, module, *names):
     calls = []
     for name in names:
         real = getattr(module, name)
-        monkeypatch.setattr(module, name, lambda *a, _real=real, _name=name, **kw: calls.append(_name) or _real(*a, **kw))
+        monkeypatch.setattr(
+            module, name, lambda *a, _real=real, _name=name, **kw: calls.append(_name) or _real(*a, **kw)
+        )
     return calls
 
 
@@ -183,7 +209,9 @@ def test_a_rerun_with_nothing_changed_takes_the_index_rows_and_opens_no_tar_for_
     s = shard.shard_run(out, cfg, progress=lambda m: None)
     assert s["rewritten"] == 1 and calls == ["members_of", "sample_ranges"]  # why, and the new ranges
     again = pq.read_table(index)
-    assert again.drop_columns(["offset", "length", "record_hash"]).equals(first.drop_columns(["offset", "length", "record_hash"]))
+    assert again.drop_columns(["offset", "length", "record_hash"]).equals(
+        first.drop_columns(["offset", "length", "record_hash"])
+    )
     assert not again.column("length").equals(first.column("length"))
     ranges_hold_their_samples(out)
 
@@ -201,11 +229,14 @@ def test_workers_read_their_records_from_spill_files(tiny_run):
     out, cfg = tiny_run
     store = as_store(out)
     rows, shards, _ = plan_shards(store, cfg["shard"], {})
-    assert "record" not in rows.column_names and all(set(s) == {"name", "split", "stage", "rows", "fingerprint"}
-                                                      for s in shards)
+    assert "record" not in rows.column_names and all(
+        set(s) == {"name", "split", "stage", "rows", "fingerprint"} for s in shards
+    )
     keys = spill_records(store, rows, shards, "test", budget=1, batch_rows=3)
     assert len(keys) >= 6
-    manifest = {r["clip_id"]: json.dumps(r, sort_keys=True) for r in pq.read_table(out / "manifest.parquet").to_pylist()}
+    manifest = {
+        r["clip_id"]: json.dumps(r, sort_keys=True) for r in pq.read_table(out / "manifest.parquet").to_pylist()
+    }
     for s in shards:
         members = spilled_members({**s, "samples": len(s["rows"])}, store)
         assert [m["clip_id"] for m in members] == rows.column("clip_id").take(s["rows"]).to_pylist()

@@ -1,15 +1,18 @@
 """Long videos in segments: seeking is frame-exact, segment detection reconciles to the whole
 video's boundaries (edges inside shots and on cuts), a segmented run gives the unsegmented
 run's records and frame-exact clips, memory is windowed, and the clip options work."""
+
 import hashlib
+
 import decord
 import pytest
 
+from annotators.shots import get_detector
 from badfiles import _encode, _frames, make_bad_inputs
 from pipelines import clipwork, segments
-from pks import seek
 from pipelines.curate import run
 from pipelines.video import process_video, video_key
+from pks import seek
 from pks.config import load_config
 from pks.decode import decode_small, iter_decoded
 from pks.errors import ConfigError
@@ -17,7 +20,6 @@ from pks.probe import probe
 from pks.record import read_parquet
 from pks.seek import Irregular, frame_grid, iter_range
 from pks.synth import synthesize_video
-from annotators.shots import get_detector
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +54,7 @@ def test_seeking_gives_iter_decodeds_frames(long_video, corrupt):
     grid = frame_grid(str(corrupt))
     assert grid.n_frames == len(ref) and any(gap for _, gap in ref)
     for s in range(1, grid.n_frames, 24):
-        assert [(i, gap) for i, _, gap in iter_range(str(corrupt), s, s + 30, grid)] == ref[s:s + 30]
+        assert [(i, gap) for i, _, gap in iter_range(str(corrupt), s, s + 30, grid)] == ref[s : s + 30]
     assert frame_grid(str(path.with_name("src.mp4"))) is not None
 
 
@@ -91,8 +93,10 @@ def test_segments_reconcile_to_the_whole_videos_boundaries(long_video, monkeypat
 
     monkeypatch.setattr(segments, "get_detector", recording)
     grid = frame_grid(str(path))
-    for cores in ([(0, cut), (cut, mid), (mid, n)],  # edges on a cut and inside a shot
-                  segments.plan_segments(n, 24.0, 1.3)):  # many short segments
+    for cores in (
+        [(0, cut), (cut, mid), (mid, n)],  # edges on a cut and inside a shot
+        segments.plan_segments(n, 24.0, 1.3),
+    ):  # many short segments
         results = [segments.detect_segment(str(path), c, grid, 24.0, sc) for c in cores]
         bounds, got_n, filled = segments.merge_segments(results)
         assert got_n == n and not filled.any()
@@ -104,13 +108,18 @@ def test_segments_reconcile_to_the_whole_videos_boundaries(long_video, monkeypat
 
 def test_a_segmented_run_gives_the_unsegmented_records_and_exact_clips(long_video, corrupt, tmp_path):
     import ray
+
     src = tmp_path / "in"
     src.mkdir()
     for p in (long_video[0], corrupt):
         (src / p.name).write_bytes(p.read_bytes())
     cfg = load_config(None, {"split.segment_s": 2.5, "split.overlap_s": 2.0, "shard.enabled": False})
-    whole = {p.name: process_video(str(p), video_key(str(p)), tmp_path / "whole", {**cfg, "clips": {
-        **cfg["clips"], "write": False}}) for p in src.iterdir()}
+    whole = {
+        p.name: process_video(
+            str(p), video_key(str(p)), tmp_path / "whole", {**cfg, "clips": {**cfg["clips"], "write": False}}
+        )
+        for p in src.iterdir()
+    }
     msgs = []
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
@@ -127,8 +136,11 @@ def test_a_segmented_run_gives_the_unsegmented_records_and_exact_clips(long_vide
         got = read_parquet(out / "parts" / f"{video_key(str(p))}.parquet")
         if p.name == corrupt.name:  # how a decoder conceals corrupt data varies; the spans must not
             assert [(r.clip_id, r.status) for r in got] == [(r.clip_id, r.status) for r in whole[p.name]]
-            assert all(len(decord.VideoReader(str(out / "clips" / f"{r.clip_id}.mp4"))) == r.n_frames
-                       for r in got if r.status == "ok")
+            assert all(
+                len(decord.VideoReader(str(out / "clips" / f"{r.clip_id}.mp4"))) == r.n_frames
+                for r in got
+                if r.status == "ok"
+            )
             continue
         assert got == whole[p.name]  # spans, ids, analysis: identical
         for r in got:
@@ -141,8 +153,7 @@ def test_clip_pass_analyses_each_clip_when_it_ends_and_cuts_to_max_height(long_v
     out = tmp_path / "out"
     (out / "clips").mkdir(parents=True)
     cfg = load_config(None, {"clips.max_height": 120, "clips.encoder": "auto", "clips.threads": 1})
-    records = segments.clip_records(probe(str(path), "v" * 16),
-                                    *_whole_boundaries(path), cfg["split"])
+    records = segments.clip_records(probe(str(path), "v" * 16), *_whole_boundaries(path), cfg["split"])
     position = []
     real = clipwork.iter_range
 
@@ -203,7 +214,11 @@ def test_a_writer_failure_mid_pass_closes_every_writer_and_reports_its_own_error
     cfg = load_config()
     records = segments.clip_records(probe(str(path), "v" * 16), *_whole_boundaries(path), cfg["split"])
     opened, closed = [], []
-    real_init, real_close, real_write = clipwork.Mp4Writer.__init__, clipwork.Mp4Writer.close, clipwork.Mp4Writer.write_frame
+    real_init, real_close, real_write = (
+        clipwork.Mp4Writer.__init__,
+        clipwork.Mp4Writer.close,
+        clipwork.Mp4Writer.write_frame,
+    )
 
     def init(self, *a, **kw):
         opened.append(self)

@@ -1,6 +1,7 @@
 """Curriculum shards: every ok clip exactly once, splits by video, rejections recorded,
 readable with webdataset and Ray Data, and a kill mid-write followed by a rerun gives the same
 samples."""
+
 import dataclasses
 import io
 import json
@@ -16,10 +17,10 @@ import decord
 import numpy as np
 import pyarrow.parquet as pq
 import webdataset as wds
-from support.procs import kill_9_when
 
 from pipelines.shard import assign_splits, plan, shard_run
 from pks.config import load_config
+from support.procs import kill_9_when
 
 
 def tars(out):
@@ -45,14 +46,15 @@ def test_every_ok_clip_once_with_record_clip_and_thumbnail(sharded_run):
     ok = {r["clip_id"]: r for r in manifest(out) if r["status"] == "ok"}
     assert len(ok) >= 6 and len(tars(out)) > 4
     assert Counter(k for k, *_ in got) == Counter(ok.keys())  # every ok clip exactly once
-    for key, split, stage_dir, record, s in got:
+    for key, _split, stage_dir, record, s in got:
         assert record == ok[key] and stage_dir == f"stage-{record['curriculum_stage']}"
         assert s["mp4"] == (out / "clips" / f"{key}.mp4").read_bytes()
         thumb = cv2.imdecode(np.frombuffer(s["jpg"], np.uint8), cv2.IMREAD_COLOR)
         assert thumb.shape[1] == min(384, record["width"])
     index = pq.read_table(out / "shards" / "index.parquet").to_pylist()
     assert sorted((r["clip_id"], r["shard"]) for r in index) == sorted(
-        (k, os.path.relpath(s["__url__"], out / "shards")) for k, *_, s in got)
+        (k, os.path.relpath(s["__url__"], out / "shards")) for k, *_, s in got
+    )
     for r in index:  # each sample's byte range holds exactly its members: one range read fetches it
         with open(out / "shards" / r["shard"], "rb") as f:
             f.seek(r["offset"])
@@ -78,8 +80,9 @@ def test_flagged_clips_are_rejected_with_reason_and_judged_again(sharded_run, tm
     shutil.copytree(sharded_run, out)
     rejected = [r for r in manifest(out) if r["error"].startswith("shard: ")]
     assert rejected and all(r["status"] == "rejected" and "quality flags" in r["error"] for r in rejected)
-    assert all(set(r["quality_flags"]) & {"block_corruption", "interlaced", "decoder_garbage"} for r in rejected), \
-        [(r["clip_id"], r["quality_flags"]) for r in rejected]
+    assert all(set(r["quality_flags"]) & {"block_corruption", "interlaced", "decoder_garbage"} for r in rejected), [
+        (r["clip_id"], r["quality_flags"]) for r in rejected
+    ]
     before = len(samples(out))
     cfg = load_config(None, {"shard.max_samples": 3, "shard.val_fraction": 0.3, "shard.reject_flags": []})
     s = shard_run(out, cfg, progress=lambda m: None)
@@ -88,8 +91,11 @@ def test_flagged_clips_are_rejected_with_reason_and_judged_again(sharded_run, tm
 
 
 def test_plan_spreads_videos_and_is_deterministic():
-    rows = [{"clip_id": f"{v}_{i:06d}_{i + 1:06d}", "video_id": v, "curriculum_stage": i % 2, "clip_bytes": 1000}
-            for v in ("a" * 16, "b" * 16, "c" * 16, "d" * 16) for i in range(40)]
+    rows = [
+        {"clip_id": f"{v}_{i:06d}_{i + 1:06d}", "video_id": v, "curriculum_stage": i % 2, "clip_bytes": 1000}
+        for v in ("a" * 16, "b" * 16, "c" * 16, "d" * 16)
+        for i in range(40)
+    ]
     sc = {"seed": 3, "val_fraction": 0.25, "max_samples": 10, "max_bytes": 10**9}
     shards = plan(rows, sc)
     assert plan(list(reversed(rows)), sc) == shards
@@ -106,6 +112,7 @@ def test_plan_spreads_videos_and_is_deterministic():
 
 def test_ray_data_reads_the_shards(sharded_run):
     import ray
+
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False, ignore_reinit_error=True)
     try:
         ds = ray.data.read_webdataset(tars(sharded_run), decoder=None)
@@ -123,8 +130,19 @@ def test_kill_mid_write_then_rerun_gives_the_same_samples(sharded_run, tmp_path)
     want = sorted((k, sp, st) for k, sp, st, *_ in samples(out))
     index = pq.read_table(out / "shards" / "index.parquet").to_pylist()
     shutil.rmtree(out / "shards")
-    cmd = [sys.executable, "-m", "pks.cli", "shard", str(out), "--max-samples", "1", "--val-fraction", "0.3",
-           "--num-cpus", "1"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pks.cli",
+        "shard",
+        str(out),
+        "--max-samples",
+        "1",
+        "--val-fraction",
+        "0.3",
+        "--num-cpus",
+        "1",
+    ]
     kill_9_when(cmd, lambda: list((out / "shards").rglob("*.tar")))  # mid-write
     finished = len(tars(out))
     assert 1 <= finished < len(want), "the kill should land mid-run"
@@ -148,8 +166,11 @@ def test_one_clip_of_a_duplicate_group_reaches_the_shards_and_its_videos_share_a
     split = assign_splits(videos, 0, 0.3)
     orig = next(v for v in videos if split[v] == "train")
     # A copy of a training video (same clips, other id) under an id that alone would go to val.
-    copy = next(c for c in (f"{i:016x}" for i in range(1000))
-                if assign_splits(videos + [c], 0, 0.3)[c] == "val" and c not in videos)
+    copy = next(
+        c
+        for c in (f"{i:016x}" for i in range(1000))
+        if assign_splits(videos + [c], 0, 0.3)[c] == "val" and c not in videos
+    )
     records = [dataclasses.replace(r, video_id=copy) for r in read_part(out, orig)]
     own = next(i for i, r in enumerate(records) if r.status == "ok")  # one clip of the copy's own, no duplicate
     records[own].phash = " ".join(f"{x:016x}" for x in np.random.default_rng(1).integers(0, 2**63, 8))
@@ -195,5 +216,7 @@ def test_a_column_added_to_the_record_later_leaves_shards_current(sharded_run, t
     rows = table.to_pylist()
     ok = next(i for i, r in enumerate(rows) if r["status"] == "ok")
     rows[ok]["judge_score"] = 0.5
-    pq.write_table(pq.read_table(out / "manifest.parquet").from_pylist(rows, schema=table.schema), out / "manifest.parquet")
+    pq.write_table(
+        pq.read_table(out / "manifest.parquet").from_pylist(rows, schema=table.schema), out / "manifest.parquet"
+    )
     assert stale_samples(out)[0] == 1

@@ -15,8 +15,22 @@ from support.footage import BIKES_CUTS
 
 def shot(seed, n=36, **kw):
     """A rendered shot downscaled to the detector's 64x36 frames."""
-    spec = ShotSpec(**{**dict(n_frames=n, camera="pan_left", camera_speed=5.0, cadence=2, deformation=0.3,
-                              subject_speed=2.0, subject_height=0.6, seed=seed, location=seed * 7 + 1), **kw})
+    spec = ShotSpec(
+        **{
+            **dict(
+                n_frames=n,
+                camera="pan_left",
+                camera_speed=5.0,
+                cadence=2,
+                deformation=0.3,
+                subject_speed=2.0,
+                subject_height=0.6,
+                seed=seed,
+                location=seed * 7 + 1,
+            ),
+            **kw,
+        }
+    )
     rng = np.random.default_rng(seed)
     frames = render_shot(spec, (320, 180), Character.random(rng), Palette.random(rng))
     return np.stack([cv2.resize(f, (64, 36), interpolation=cv2.INTER_AREA) for f in frames])
@@ -108,8 +122,9 @@ def test_painted_footage_with_cards_is_cut_without_card_frames_in_clips(tmp_path
     and no clip holds card or black frames."""
     from pks.synth import synthesize_video
 
-    t = synthesize_video(tmp_path / "v.mp4", seed, family="painted", n_shots=5, size=(320, 180),
-                         shot_frames=(24, 40), damage_p=0)
+    t = synthesize_video(
+        tmp_path / "v.mp4", seed, family="painted", n_shots=5, size=(320, 180), shot_frames=(24, 40), damage_p=0
+    )
     found, _ = detect_video(str(tmp_path / "v.mp4"), get_detector("anime"))
     cards = [b["span"] for b in t["boundaries"] if b["type"] == "card"]
     assert cards and all(any(a <= f.frame <= b for f in found) for a, b in cards), (found, cards)
@@ -132,7 +147,10 @@ def test_shots_from_boundaries_drops_transitions_splits_and_trims():
     bounds = [Boundary(50, "cut"), Boundary(120, "dissolve", (110, 130))]
     shots = shots_from_boundaries(bounds, 300, 24.0)
     assert [(s.start_frame, s.end_frame, s.transition_in) for s in shots] == [
-        (0, 50, "start"), (50, 110, "cut"), (130, 300, "dissolve")]
+        (0, 50, "start"),
+        (50, 110, "cut"),
+        (130, 300, "dissolve"),
+    ]
     split = shots_from_boundaries(bounds, 300, 24.0, max_shot_s=3.0, trim_frames=2)
     assert [(s.start_frame, s.end_frame) for s in split][-3:] == [(132, 187), (187, 243), (243, 298)]
     assert all(s.end_frame - s.start_frame <= 72 for s in split)
@@ -167,8 +185,9 @@ def test_unknown_detector_is_a_clear_error():
 def test_pks_shots_cli(synth_videos, tmp_path):
     path, truth = synth_videos[0]
     out = tmp_path / "shots.json"
-    r = subprocess.run([sys.executable, "-m", "pks.cli", "shots", str(path), "--out", str(out)],
-                       capture_output=True, text=True)
+    r = subprocess.run(
+        [sys.executable, "-m", "pks.cli", "shots", str(path), "--out", str(out)], capture_output=True, text=True
+    )
     assert r.returncode == 0, r.stderr
     doc = json.loads(out.read_text())
     assert doc["n_frames"] == truth["n_frames"] and doc["fps"] == pytest.approx(truth["fps"])

@@ -1,4 +1,5 @@
 """Each signal on frames with known answers."""
+
 import json
 
 import cv2
@@ -20,8 +21,22 @@ CFG = load_config()
 
 
 def render(size=(384, 216), **kw):
-    spec = ShotSpec(**{**dict(n_frames=36, camera="static", camera_speed=0.0, cadence=2, deformation=0.0,
-                              subject_speed=0.0, subject_height=0.6, seed=3, location=5), **kw})
+    spec = ShotSpec(
+        **{
+            **dict(
+                n_frames=36,
+                camera="static",
+                camera_speed=0.0,
+                cadence=2,
+                deformation=0.0,
+                subject_speed=0.0,
+                subject_height=0.6,
+                seed=3,
+                location=5,
+            ),
+            **kw,
+        }
+    )
     rng = np.random.default_rng(1)
     return [f for f in render_shot(spec, size, Character.random(rng), Palette.random(rng))]
 
@@ -35,7 +50,7 @@ def clip(frames, fps=24.0):
 def pan_of_still_drawing(direction: int, n=30, speed=4):
     """A painted background and a held drawing, the camera sliding over them on ones."""
     world = paint_world(np.random.default_rng(2), 900, 260, Palette.random(np.random.default_rng(2)))
-    return [world[20:236, 200 + direction * speed * i:584 + direction * speed * i].copy() for i in range(n)]
+    return [world[20:236, 200 + direction * speed * i : 584 + direction * speed * i].copy() for i in range(n)]
 
 
 @pytest.mark.parametrize("direction, tag", [(1, "pan_right"), (-1, "pan_left")])
@@ -49,8 +64,9 @@ def test_pure_pan_of_a_still_drawing(direction, tag):
 
 @pytest.mark.parametrize("cadence", [1, 2, 3])
 def test_cadence_with_camera_moving_on_ones(cadence):
-    out = analyse(clip(render(cadence=cadence, camera="pan_left", camera_speed=4.0, subject_speed=1.0,
-                              deformation=0.3)), CFG)
+    out = analyse(
+        clip(render(cadence=cadence, camera="pan_left", camera_speed=4.0, subject_speed=1.0, deformation=0.3)), CFG
+    )
     assert round(out["cadence"]) == cadence
     assert out["held_ratio"] == pytest.approx(1 - 1 / cadence, abs=0.1)
     assert out["camera_motion"] == ["pan_left"]
@@ -60,16 +76,25 @@ def test_cadence_with_camera_moving_on_ones(cadence):
 def test_cadence_through_effects_redrawn_every_frame_and_a_held_start(cadence):
     """Particles redrawn on ones over a character on 2s or 3s change every frame; the drawings
     still stand out. The first 8 frames repeat the first drawing (a held start)."""
-    frames = render(cadence=cadence, camera="pan_left", camera_speed=2.0, subject_speed=3.0, deformation=0.3,
-                    n_frames=40)
+    frames = render(
+        cadence=cadence, camera="pan_left", camera_speed=2.0, subject_speed=3.0, deformation=0.3, n_frames=40
+    )
     frames = [frames[0].copy() for _ in range(8)] + frames[8:]
     for i, f in enumerate(frames):
         painted.particles(f, np.random.default_rng(i))
     assert round(analyse(clip(frames), CFG)["cadence"]) == cadence
 
 
-@pytest.mark.parametrize("camera, tag", [("zoom_in", "zoom_in"), ("zoom_out", "zoom_out"), ("tilt_up", "tilt_up"),
-                                         ("shake", "shake"), ("static", "static")])
+@pytest.mark.parametrize(
+    "camera, tag",
+    [
+        ("zoom_in", "zoom_in"),
+        ("zoom_out", "zoom_out"),
+        ("tilt_up", "tilt_up"),
+        ("shake", "shake"),
+        ("static", "static"),
+    ],
+)
 def test_camera_tags(camera, tag):
     speed = {"zoom_in": 0.4, "zoom_out": 0.4, "tilt_up": 3.0, "shake": 8.0, "static": 0.0}[camera]
     out = analyse(clip(render(camera=camera, camera_speed=speed, n_frames=40)), CFG)
@@ -80,6 +105,7 @@ def test_a_tilt_with_a_small_scale_error_is_not_a_zoom():
     """Flow over sparse texture (a sky) is biased low, so a fast tilt's camera fit carries a
     small scale term; a zoom beside a pan or tilt must stand out from that."""
     from annotators.signals.motion import camera_tags
+
     cam = CFG["analyse"]["camera"]
     n = 30
     tilt = np.column_stack([np.zeros(n), np.full(n, 0.007), np.full(n, -0.0016), np.zeros(n)])
@@ -89,8 +115,10 @@ def test_a_tilt_with_a_small_scale_error_is_not_a_zoom():
 
 
 def test_deformation_rises_with_deformation_level():
-    scores = [analyse(clip(render(deformation=d, cadence=1, n_frames=40, subject_speed=2.0)), CFG)["deformation_score"]
-              for d in (0.0, 0.5, 1.0)]
+    scores = [
+        analyse(clip(render(deformation=d, cadence=1, n_frames=40, subject_speed=2.0)), CFG)["deformation_score"]
+        for d in (0.0, 0.5, 1.0)
+    ]
     assert scores[0] < scores[1] < scores[2]
 
 
@@ -110,6 +138,7 @@ def test_rigid_pieces_are_not_deformation_what_they_leave_is():
     c, s = np.cos(0.5), np.sin(0.5)
     swung = (arm - [60, 37]) @ np.float32([[c, s], [-s, c]]) + [60, 37] + t
     from annotators.signals.motion import MotionAnalyser
+
     share = MotionAnalyser()._nonrigid_share
     pts = np.vstack([torso, arm])
     assert share(pts, np.vstack([torso + t, swung])) < 0.05
@@ -125,8 +154,10 @@ def test_impact_frames_counted_and_not_flagged():
     assert out["quality_flags"] == [] and round(out["cadence"]) == 2
 
 
-@pytest.mark.parametrize("kind, flag", [("interlaced", "interlaced"), ("block_corruption", "block_corruption"),
-                                        ("decoder_garbage", "decoder_garbage")])
+@pytest.mark.parametrize(
+    "kind, flag",
+    [("interlaced", "interlaced"), ("block_corruption", "block_corruption"), ("decoder_garbage", "decoder_garbage")],
+)
 def test_damage_is_flagged(kind, flag):
     frames = render(camera="pan_right", camera_speed=6.0, cadence=1, n_frames=30)
     # Seed 1 loses a third of two frames; losses under ~20% of a frame are missed (BENCHMARKS.md).
@@ -141,7 +172,7 @@ def test_one_frame_with_a_lost_slice_is_flagged_in_a_flat_tilting_shot(bars):
     from both neighbours across the whole picture do. Also inside pillarbox bars."""
     frames = render(camera="tilt_up", camera_speed=3.0, cadence=2, n_frames=30)
     f = frames[13]
-    f[int(0.6 * f.shape[0]):] = (0, 135, 0)
+    f[int(0.6 * f.shape[0]) :] = (0, 135, 0)
     f[-32:-16, 40:120] = np.random.default_rng(0).integers(0, 256, (16, 80, 3), dtype=np.uint8)
     if bars:
         frames = [np.pad(x, ((0, 0), (48, 48), (0, 0))) for x in frames]
@@ -160,8 +191,14 @@ def test_interlace_flagged_in_either_field_order_also_with_only_the_subject_movi
 def test_line_art_that_looks_like_combing_is_not_flagged(art):
     """Speed lines redrawn every frame (1 px light or dark, thick), scan lines on a screen:
     horizontal line art, drawn on purpose; field combing is the motion between two fields."""
-    frames = render(camera="pan_right", camera_speed=3.0, cadence=2, n_frames=30, subject_speed=4.0,
-                    vfx=["speed_lines"] if art == "cel_lines" else [])
+    frames = render(
+        camera="pan_right",
+        camera_speed=3.0,
+        cadence=2,
+        n_frames=30,
+        subject_speed=4.0,
+        vfx=["speed_lines"] if art == "cel_lines" else [],
+    )
     for i, f in enumerate(frames):
         if art == "scan_lines":
             f[1::2] = (f[1::2] * 0.6).astype(np.uint8)
@@ -177,8 +214,9 @@ def test_smears_and_multiples_are_not_block_corruption_or_garbage():
     frames = render(deformation=1.0, cadence=1, subject_speed=6.0, n_frames=36)
     rng = np.random.default_rng(4)
     world = painted.paint_backdrop(np.random.default_rng(2), 900, 900)
-    multiples, smears, _ = painted.render_shot(rng, 36, (384, 216), world, painted.Mascot(rng), "pan_left", 3.0, 1,
-                                               1.0, 6.0, 0.7, {}, [])
+    multiples, smears, _ = painted.render_shot(
+        rng, 36, (384, 216), world, painted.Mascot(rng), "pan_left", 3.0, 1, 1.0, 6.0, 0.7, {}, []
+    )
     assert smears  # the painted render drew multiple-image smears
     for shot in (frames, multiples):
         flags = analyse(clip(shot), CFG)["quality_flags"]

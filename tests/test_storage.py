@@ -1,5 +1,6 @@
 """Object storage: `pks curate` from and to a real S3-protocol server on loopback (moto), HTTP
 input from a local http.server, resume after kill -9 on S3, and the store's user errors."""
+
 import functools
 import http.server
 import io
@@ -15,7 +16,6 @@ import pyarrow.parquet as pq
 import pytest
 
 from pks.probe import content_hash
-
 from support.procs import kill_9_when
 
 s3fs = pytest.importorskip("s3fs")
@@ -31,10 +31,20 @@ def s3():
     server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
     server.start()
     host, port = server.get_host_and_port()
-    env = {**os.environ, "AWS_ENDPOINT_URL": f"http://{host}:{port}", "AWS_ACCESS_KEY_ID": "pks-test",
-           "AWS_SECRET_ACCESS_KEY": "pks-test", "AWS_DEFAULT_REGION": "us-east-1"}
-    fs = s3fs.S3FileSystem(endpoint_url=env["AWS_ENDPOINT_URL"], key="pks-test", secret="pks-test",
-                           use_listings_cache=False, skip_instance_cache=True)
+    env = {
+        **os.environ,
+        "AWS_ENDPOINT_URL": f"http://{host}:{port}",
+        "AWS_ACCESS_KEY_ID": "pks-test",
+        "AWS_SECRET_ACCESS_KEY": "pks-test",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+    fs = s3fs.S3FileSystem(
+        endpoint_url=env["AWS_ENDPOINT_URL"],
+        key="pks-test",
+        secret="pks-test",
+        use_listings_cache=False,
+        skip_instance_cache=True,
+    )
     yield env, fs
     server.stop()
 
@@ -50,8 +60,9 @@ def footage(s3, synth_videos):
 
 
 def pks(env, *args, timeout=300):
-    return subprocess.run([sys.executable, "-m", "pks.cli", *args], capture_output=True, text=True, env=env,
-                          timeout=timeout)
+    return subprocess.run(
+        [sys.executable, "-m", "pks.cli", *args], capture_output=True, text=True, env=env, timeout=timeout
+    )
 
 
 def comparable(rows):
@@ -68,8 +79,9 @@ def samples(tars):
             for m in t.getmembers():
                 key, ext = m.name.split(".", 1)
                 data = t.extractfile(m).read()
-                got.setdefault(key, {})[ext] = (json.dumps(comparable([json.loads(data)])[0], sort_keys=True)
-                                                if ext == "json" else data)
+                got.setdefault(key, {})[ext] = (
+                    json.dumps(comparable([json.loads(data)])[0], sort_keys=True) if ext == "json" else data
+                )
     return got
 
 
@@ -89,8 +101,11 @@ def test_s3_round_trip_gives_the_local_runs_records_clips_and_shards(s3, footage
     # The clips: the same files; byte for byte, but for the encoder's run-to-run variation.
     clips = sorted(p.name for p in (sharded_run / "clips").iterdir())
     assert sorted(os.path.basename(k) for k in fs.ls("out-bucket/run/clips")) == clips
-    same = {name[:-4] for name in clips
-            if fs.cat_file(f"out-bucket/run/clips/{name}") == (sharded_run / "clips" / name).read_bytes()}
+    same = {
+        name[:-4]
+        for name in clips
+        if fs.cat_file(f"out-bucket/run/clips/{name}") == (sharded_run / "clips" / name).read_bytes()
+    }
     # The records, in the same order, byte for byte (source_path aside): analysis reads the
     # decoded source, not the clip file, whose bytes libx264 does not always repeat run to run.
     assert [x["clip_id"] for x in remote] == [x["clip_id"] for x in local]
@@ -99,7 +114,9 @@ def test_s3_round_trip_gives_the_local_runs_records_clips_and_shards(s3, footage
     # The shards: every sample in the same split; clip, record and thumbnail equal where the clip is.
     tars = {str(p.relative_to(sharded_run / "shards")): p.read_bytes for p in (sharded_run / "shards").rglob("*.tar")}
     want = samples(tars)
-    got = samples({k: functools.partial(fs.cat_file, k) for k in fs.find("out-bucket/run/shards") if k.endswith(".tar")})
+    got = samples(
+        {k: functools.partial(fs.cat_file, k) for k in fs.find("out-bucket/run/shards") if k.endswith(".tar")}
+    )
     assert got.keys() == want.keys() and len(got) == sum(x["status"] == "ok" for x in local)
     for key in got:  # the record always; the clip and its thumbnail where the clip's bytes are the same
         assert got[key]["json"] == want[key]["json"], key
@@ -113,8 +130,9 @@ def test_s3_round_trip_gives_the_local_runs_records_clips_and_shards(s3, footage
         cols = ("video_id", "split", "stage") + (("clip_bytes", "clip_hash") if k in same else ())
         assert {c: x[c] for c in cols} == {c: local_index[k][c] for c in cols}
     if len(same) == len(clips):  # then the plan is the same too: the same shards, byte for byte in content
-        assert sorted(k.split("/shards/", 1)[1] for k in fs.find("out-bucket/run/shards") if k.endswith(".tar")) \
-            == sorted(tars)
+        assert sorted(
+            k.split("/shards/", 1)[1] for k in fs.find("out-bucket/run/shards") if k.endswith(".tar")
+        ) == sorted(tars)
     # The inputs' keys (size and ETag -> content hash) are kept on S3 for the rerun.
     keys = [json.loads(line) for line in fs.cat_file("out-bucket/run/input_keys.jsonl").decode().splitlines()]
     assert sorted(e["video_id"] for e in keys) == sorted({x["video_id"] for x in local})
@@ -128,12 +146,22 @@ def test_s3_round_trip_gives_the_local_runs_records_clips_and_shards(s3, footage
     after = {k: v["ETag"] for k, v in fs.find("out-bucket/run", detail=True).items()}
     assert after.keys() == before.keys()
     assert {k: v for k, v in after.items() if "/clips/" in k or k.endswith(".tar")} == {
-        k: v for k, v in before.items() if "/clips/" in k or k.endswith(".tar")}
+        k: v for k, v in before.items() if "/clips/" in k or k.endswith(".tar")
+    }
     # pks shard alone, with the endpoint and keys in --storage-options instead of the environment.
     bare = {k: v for k, v in env.items() if not k.startswith("AWS_")}
     options = {"endpoint_url": env["AWS_ENDPOINT_URL"], "key": "pks-test", "secret": "pks-test"}
-    r = pks(bare, "shard", "s3://out-bucket/run", "--config", str(config), "--num-cpus", "1",
-            "--storage-options", json.dumps(options))
+    r = pks(
+        bare,
+        "shard",
+        "s3://out-bucket/run",
+        "--config",
+        str(config),
+        "--num-cpus",
+        "1",
+        "--storage-options",
+        json.dumps(options),
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     shards = json.loads(r.stdout)
     assert shards["kept"] == shards["shards"] == again["shards"]["shards"] and shards["removed"] == 0
@@ -142,8 +170,17 @@ def test_s3_round_trip_gives_the_local_runs_records_clips_and_shards(s3, footage
 def test_kill_9_on_s3_then_rerun_resumes_without_duplicates(s3, footage, tmp_path):
     env, fs = s3
     fs.mkdir("resume-bucket")
-    cmd = [sys.executable, "-m", "pks.cli", "curate", footage, "s3://resume-bucket/run", "--num-cpus", "1",
-           "--no-shard"]
+    cmd = [
+        sys.executable,
+        "-m",
+        "pks.cli",
+        "curate",
+        footage,
+        "s3://resume-bucket/run",
+        "--num-cpus",
+        "1",
+        "--no-shard",
+    ]
     kill_9_when(cmd, lambda: bool(fs.find("resume-bucket/run/parts")), timeout=180, poll=0.2, env=env)
     finished = len(fs.ls("resume-bucket/run/parts"))
     assert 1 <= finished < 3, "the kill should land mid-run"
@@ -192,8 +229,18 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-@pytest.mark.parametrize("case", ["missing bucket", "bad credentials", "unreachable", "unknown protocol",
-                                  "missing client", "input bucket", "report"])
+@pytest.mark.parametrize(
+    "case",
+    [
+        "missing bucket",
+        "bad credentials",
+        "unreachable",
+        "unknown protocol",
+        "missing client",
+        "input bucket",
+        "report",
+    ],
+)
 def test_store_mistakes_are_one_line_exit_2(case, s3, synth_videos, tmp_path):
     import requests
 
@@ -233,8 +280,13 @@ def test_only_storage_failures_become_one_line_user_errors():
     from pks.errors import UserError
     from pks.store import storage_errors
 
-    for e in (ConnectionRefusedError(111, "refused"), FileNotFoundError("no-such-bucket"), TimeoutError("slow"),
-              ImportError("no s3fs"), botocore.exceptions.NoCredentialsError()):
+    for e in (
+        ConnectionRefusedError(111, "refused"),
+        FileNotFoundError("no-such-bucket"),
+        TimeoutError("slow"),
+        ImportError("no s3fs"),
+        botocore.exceptions.NoCredentialsError(),
+    ):
         with pytest.raises(UserError):
             with storage_errors("s3://bucket/run"):
                 raise e
@@ -250,8 +302,9 @@ def test_a_local_write_reaches_the_disk_before_its_rename(tmp_path, monkeypatch)
     from pks.store import as_store
 
     events, real_fsync, real_replace = [], os.fsync, os.replace
-    monkeypatch.setattr(os, "fsync", lambda fd: events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}")))
-                        or real_fsync(fd))
+    monkeypatch.setattr(
+        os, "fsync", lambda fd: events.append(("fsync", os.readlink(f"/proc/self/fd/{fd}"))) or real_fsync(fd)
+    )
     monkeypatch.setattr(os, "replace", lambda a, b: events.append(("replace", str(b))) or real_replace(a, b))
     out = as_store(tmp_path / "out")
     out.write_bytes("parts/x.parquet", b"data")
@@ -270,6 +323,9 @@ def test_an_append_after_a_torn_line_starts_a_line_of_its_own(root, tmp_path):
     out = as_store(tmp_path if root == "local" else root)
     out.write_bytes("runs.jsonl", b'{"job": "curate"}\n{"job": "sha')
     out.append_text("runs.jsonl", '{"job": "shard"}\n')
-    assert out.read_bytes("runs.jsonl").decode().splitlines() == ['{"job": "curate"}', '{"job": "sha',
-                                                                  '{"job": "shard"}']
+    assert out.read_bytes("runs.jsonl").decode().splitlines() == [
+        '{"job": "curate"}',
+        '{"job": "sha',
+        '{"job": "shard"}',
+    ]
     assert out.read_jsonl("runs.jsonl") == [{"job": "curate"}, {"job": "shard"}]

@@ -8,12 +8,11 @@ import numpy as np
 import pytest
 
 from pks.probe import probe
-from pks.synth.art import Character, Palette
-from pks.synth.damage import DAMAGE
-from pks.synth.shot import ShotSpec, render_shot
 from pks.synth import painted, synthesize
+from pks.synth.art import Character, Palette
 from pks.synth.cel import choose_format
-from pks.synth.shot import CAMERAS
+from pks.synth.damage import DAMAGE
+from pks.synth.shot import CAMERAS, ShotSpec, render_shot
 
 
 def decoded_count_pyav(path):
@@ -55,8 +54,17 @@ def test_formats_vary_across_seeds():
 
 
 def _spec(**kw):
-    base = dict(n_frames=12, camera="static", camera_speed=0.0, cadence=3, deformation=0.5, subject_speed=2.0,
-                subject_height=0.6, seed=5, location=3)
+    base = dict(
+        n_frames=12,
+        camera="static",
+        camera_speed=0.0,
+        cadence=3,
+        deformation=0.5,
+        subject_speed=2.0,
+        subject_height=0.6,
+        seed=5,
+        location=3,
+    )
     return ShotSpec(**{**base, **kw})
 
 
@@ -101,8 +109,25 @@ def test_damage_changes_the_frames_it_reports(kind):
 
 def test_cli_synth_writes_playable_videos_and_truth(tmp_path):
     out = tmp_path / "x"
-    r = subprocess.run([sys.executable, "-m", "pks.cli", "synth", str(out), "--videos", "3", "--shots", "2",
-                        "--size", "320x180", "--seed", "3"], capture_output=True, text=True)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "pks.cli",
+            "synth",
+            str(out),
+            "--videos",
+            "3",
+            "--shots",
+            "2",
+            "--size",
+            "320x180",
+            "--seed",
+            "3",
+        ],
+        capture_output=True,
+        text=True,
+    )
     assert r.returncode == 0, r.stderr
     mp4s = sorted(out.glob("*.mp4"))
     assert len(mp4s) == 3 and len(list(out.glob("*.json"))) == 3
@@ -115,8 +140,7 @@ def test_cli_synth_writes_playable_videos_and_truth(tmp_path):
 def painted_videos(tmp_path_factory):
     """The second footage family, small: seeds with cards, mattes and damage among them."""
     d = tmp_path_factory.mktemp("painted")
-    paths = synthesize(d, 3, seed=7, family="painted", n_shots=5, size=(320, 180), shot_frames=(24, 40),
-                       damage_p=0.5)
+    paths = synthesize(d, 3, seed=7, family="painted", n_shots=5, size=(320, 180), shot_frames=(24, 40), damage_p=0.5)
     return [(p, json.loads(p.with_suffix(".json").read_text())) for p in paths]
 
 
@@ -128,12 +152,14 @@ def test_painted_family_truth_matches_its_frames(painted_videos):
         frames = np.stack([f.to_ndarray(format="rgb24") for f in av.open(str(path)).decode(video=0)])
         assert len(frames) == t["n_frames"] and t["family"] == "painted"
         shots, bounds = t["shots"], t["boundaries"]
-        assert shots[0]["start_frame"] == 0 and shots[-1]["end_frame"] == t["n_frames"] and len(bounds) == len(shots) - 1
+        assert (
+            shots[0]["start_frame"] == 0 and shots[-1]["end_frame"] == t["n_frames"] and len(bounds) == len(shots) - 1
+        )
         for a, b, edge in zip(shots, shots[1:], bounds):
             kinds.add(edge["type"])
             assert edge["span"][0] <= a["end_frame"] <= b["start_frame"] <= edge["frame"] < edge["span"][1]
             if edge["type"] == "card":
-                gap = frames[a["end_frame"]:b["start_frame"]]
+                gap = frames[a["end_frame"] : b["start_frame"]]
                 assert len(gap) >= 6 and gap.mean() < 30
         if t["matte"] == "letterbox":
             assert frames[:, :8].max() < 40 and frames[:, -8:].max() < 40

@@ -10,9 +10,14 @@ import yaml
 import taxonomy
 from taxonomy import CaptionError, TaxonomyError
 
-VALID = {"narrative": "A girl dashes across a rooftop and lands a kick.", "style": ["cel_tv"],
-         "motion": ["combat_dash", "strike_impact"], "camera": ["pan_left"], "vfx": ["speed_lines"],
-         "shot": "full"}
+VALID = {
+    "narrative": "A girl dashes across a rooftop and lands a kick.",
+    "style": ["cel_tv"],
+    "motion": ["combat_dash", "strike_impact"],
+    "camera": ["pan_left"],
+    "vfx": ["speed_lines"],
+    "shot": "full",
+}
 
 
 @pytest.fixture(scope="module")
@@ -37,8 +42,14 @@ def test_validate_accepts_and_names_bad_tag_and_axis(tax):
     # A tag of another axis is still wrong here.
     with pytest.raises(CaptionError, match="axis 'style'"):
         tax.validate({**VALID, "style": ["speed_lines"]})
-    for bad in ({**VALID, "shot": ["full"]}, {**VALID, "vfx": "speed_lines"}, {**VALID, "extra": 1},
-                {**VALID, "motion": ["run_cycle", "run_cycle"]}, {**VALID, "narrative": 3}, "text"):
+    for bad in (
+        {**VALID, "shot": ["full"]},
+        {**VALID, "vfx": "speed_lines"},
+        {**VALID, "extra": 1},
+        {**VALID, "motion": ["run_cycle", "run_cycle"]},
+        {**VALID, "narrative": 3},
+        "text",
+    ):
         with pytest.raises(CaptionError):
             tax.validate(bad)
 
@@ -47,8 +58,12 @@ def test_json_schema_is_closed_and_has_no_maxlength(tax):
     schema = tax.json_schema()
     jsonschema.Draft202012Validator.check_schema(schema)
     jsonschema.validate(VALID, schema)
-    for bad in ({**VALID, "camera": ["warp_drive"]}, {**VALID, "shot": "mega_wide"},
-                {k: v for k, v in VALID.items() if k != "shot"}, {**VALID, "extra": "x"}):
+    for bad in (
+        {**VALID, "camera": ["warp_drive"]},
+        {**VALID, "shot": "mega_wide"},
+        {k: v for k, v in VALID.items() if k != "shot"},
+        {**VALID, "extra": "x"},
+    ):
         with pytest.raises(jsonschema.ValidationError):
             jsonschema.validate(bad, schema)
     assert "maxLength" not in json.dumps(schema)
@@ -56,8 +71,9 @@ def test_json_schema_is_closed_and_has_no_maxlength(tax):
 
 
 def test_cli_schema_rejects_unknown_accepts_valid():
-    out = subprocess.run([sys.executable, "-m", "pks.cli", "taxonomy", "schema"], capture_output=True, text=True,
-                         check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "pks.cli", "taxonomy", "schema"], capture_output=True, text=True, check=True
+    ).stdout
     schema = json.loads(out)
     jsonschema.validate(VALID, schema)
     with pytest.raises(jsonschema.ValidationError):
@@ -88,8 +104,14 @@ def test_migration_maps_old_ids_forward(tmp_path):
 
 def test_malformed_taxonomy_is_rejected():
     with pytest.raises(TaxonomyError, match="duplicate"):
-        taxonomy.Taxonomy.from_dict({"version": 1, "axes": {
-            a: {"tags": [{"id": "x", "definition": "d"}, {"id": "x", "definition": "d"}]}
-            for a in ("style", "motion", "camera", "vfx", "shot")}})
+        taxonomy.Taxonomy.from_dict(
+            {
+                "version": 1,
+                "axes": {
+                    a: {"tags": [{"id": "x", "definition": "d"}, {"id": "x", "definition": "d"}]}
+                    for a in ("style", "motion", "camera", "vfx", "shot")
+                },
+            }
+        )
     with pytest.raises(TaxonomyError, match="lacks axes"):
         taxonomy.Taxonomy.from_dict({"version": 1, "axes": {"style": {"tags": []}}})

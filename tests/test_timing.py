@@ -1,6 +1,7 @@
 """Variable frame rate: clips keep the source's real timing (issue 22, item 5). Truth comes
 from decoding the variable-rate file itself: each decoded frame's own timestamp says which frame
 is on screen at any moment."""
+
 import av
 import numpy as np
 import pytest

@@ -1,5 +1,6 @@
 """The bundled generator: model structure, the trainer (exact resume after kill -9, DDP and
 FSDP2 on 2 CPU processes equal one process, Ray Train), latent shards and `pks generate`."""
+
 import json
 import os
 import re
@@ -16,13 +17,12 @@ import yaml
 
 import taxonomy
 from pks.errors import UserError
+from support.procs import kill_9_when
 from training.data import tar_sample
 from training.model import MODELS, DiTConfig, TagEncoder, VideoDiT, flops_per_step
 from training.text import TextEncoder
 from training.tiny import build_text_encoder
 from training.train import CONFIG_DIR, draws, load_train_config, trim_metrics
-
-from support.procs import kill_9_when
 
 TAX = taxonomy.load()
 TINY = DiTConfig(in_channels=3, patch=(2, 4, 4), dim=64, depth=2, heads=2, text_dim=32)
@@ -31,9 +31,16 @@ TINY = DiTConfig(in_channels=3, patch=(2, 4, 4), dim=64, depth=2, heads=2, text_
 def inputs(b=2, shape=(3, 8, 16, 16), text_dim=32):
     tags = {a: torch.zeros(b, len(TAX.axes[a].ids)) for a in taxonomy.TAG_AXES}
     tags["camera"][0, TAX.index("camera", "pan_left")] = 1
-    return dict(x=torch.randn(b, *shape), t=torch.rand(b), text=torch.randn(b, 5, text_dim),
-                text_mask=torch.tensor([[True] * 5, [True] * 2 + [False] * 3]), tags=tags,
-                known=torch.ones(b, 4, dtype=torch.bool), shot=torch.tensor([0, -1]), stage=torch.tensor([2, -1]))
+    return dict(
+        x=torch.randn(b, *shape),
+        t=torch.rand(b),
+        text=torch.randn(b, 5, text_dim),
+        text_mask=torch.tensor([[True] * 5, [True] * 2 + [False] * 3]),
+        tags=tags,
+        known=torch.ones(b, 4, dtype=torch.bool),
+        shot=torch.tensor([0, -1]),
+        stage=torch.tensor([2, -1]),
+    )
 
 
 def test_shapes_and_adaln_zero_identity_at_init():
@@ -65,7 +72,7 @@ def test_output_parameterisations_at_init_and_the_ema_warm_up():
     inp = inputs()
     for t in (0.02, 0.5, 1.0):
         inp["t"] = torch.full((2,), t)
-        kept = (1 - t) * 0.25 / ((1 - t) ** 2 * 0.25 + t ** 2)  # E[x0 | x_t] / x_t for data of std 0.5
+        kept = (1 - t) * 0.25 / ((1 - t) ** 2 * 0.25 + t**2)  # E[x0 | x_t] / x_t for data of std 0.5
         x0_of = {}
         for pred in ("velocity", "x0", "precond"):
             model = VideoDiT(replace(TINY, prediction=pred), TAX)
@@ -76,6 +83,7 @@ def test_output_parameterisations_at_init_and_the_ema_warm_up():
         assert torch.allclose(x0_of["precond"], kept * inp["x"], atol=1e-5), t
     with pytest.raises(ValueError, match="prediction must be"):
         from training.model import model_config
+
         model_config("tiny", {"prediction": "eps"})
     assert ema_decay_at(0, 0.995) == 0.1 and ema_decay_at(90, 0.995) == 0.91 and ema_decay_at(5000, 0.995) == 0.995
 
@@ -105,7 +113,11 @@ def test_tag_encoder_keeps_the_field_value_structure():
     # Shot and stage are fields of their own; the mixed vector changes with each.
     assert not torch.allclose(fields(shot=0)[4], fields(shot=-1)[4])
     assert not torch.allclose(fields(stage=3)[5], fields(stage=0)[5])
-    assert enc.fields_of(tags, torch.ones(1, 4, dtype=torch.bool), torch.tensor([0]), torch.tensor([1])).shape == (1, 6, 32)
+    assert enc.fields_of(tags, torch.ones(1, 4, dtype=torch.bool), torch.tensor([0]), torch.tensor([1])).shape == (
+        1,
+        6,
+        32,
+    )
 
 
 def test_guidance_dropout_is_independent_per_axis_and_for_the_narrative():
@@ -131,9 +143,13 @@ def test_text_states_are_cached_per_narrative(tmp_path):
 
 
 def test_configs_and_the_base_model_on_the_meta_device():
-    assert {p.stem for p in CONFIG_DIR.glob("*.yaml")} == {"tiny", "small", "base"}
+    assert {p.stem for p in CONFIG_DIR.glob("*.yaml")} == {"tiny", "tiny_pixel", "small", "base"}
     for name in ("tiny", "small", "base"):
         assert load_train_config(name)["model"] == name
+    assert load_train_config("tiny_pixel")["latent"]["kind"] == "pixel"
+    learned = load_train_config("tiny")  # in a latent space the run trains first (training/clipvae.py)
+    assert learned["model"] == "tiny" and learned["latent"]["kind"] == "learned"
+    assert learned["arch"]["in_channels"] == learned["latent"]["channels"]
     with torch.device("meta"):
         base = VideoDiT(MODELS["base"], TAX)
     params = sum(p.numel() for p in base.parameters())
@@ -141,7 +157,6 @@ def test_configs_and_the_base_model_on_the_meta_device():
     tokens = 21 * 30 * 52  # 81 frames of 480x832 through the Wan VAE, patch (1, 2, 2)
     flops = flops_per_step(MODELS["base"], tokens, 512, 1)
     assert 2 * 3 * params * tokens < flops < 3 * 2 * 3 * params * tokens  # weights + attention over 33k tokens
-
 
 
 def test_trim_metrics_skips_a_torn_line_and_replaces_the_file_whole(tmp_path):
@@ -154,10 +169,12 @@ def test_trim_metrics_skips_a_torn_line_and_replaces_the_file_whole(tmp_path):
     assert path.read_text() == '{"step": 1, "loss": 0.5}\n{"step": 2, "loss": 0.4}\n'
     assert path.stat().st_ino != inode and [p.name for p in tmp_path.iterdir()] == ["metrics.jsonl"]
 
+
 @pytest.fixture(scope="module")
 def small_cfg(tmp_path_factory):
-    """The tiny config made smaller still: 8 frames of 16x16, 4 clips a step, a log line a step."""
-    cfg = yaml.safe_load((CONFIG_DIR / "tiny.yaml").read_text())
+    """The pixel-space tiny config made smaller still: 8 frames of 16x16, 4 clips a step, a log line
+    a step (no first stage: these tests are about the trainer; tests/test_clipvae.py runs `tiny`'s)."""
+    cfg = yaml.safe_load((CONFIG_DIR / "tiny_pixel.yaml").read_text())
     cfg["data"].update(frames=8, size=[16, 16], batch_size=4)
     cfg["train"].update(steps=6, log_every=1, ckpt_every=2, warmup=2)
     cfg["sample"]["steps"] = 4
@@ -167,8 +184,9 @@ def small_cfg(tmp_path_factory):
 
 
 def pks(*args, **kw):
-    return subprocess.run([sys.executable, "-m", "pks.cli", *map(str, args)], capture_output=True, text=True,
-                          timeout=600, **kw)
+    return subprocess.run(
+        [sys.executable, "-m", "pks.cli", *map(str, args)], capture_output=True, text=True, timeout=600, **kw
+    )
 
 
 def losses(run: Path) -> list[tuple[int, float]]:
@@ -215,8 +233,24 @@ def test_ddp_and_fsdp_on_two_processes_equal_one_process(trained, sharded_run, s
     fsdp_cfg.write_text(yaml.safe_dump(cfg))
     for name, config in (("ddp", small_cfg), ("fsdp", fsdp_cfg)):
         run = tmp_path / name
-        r = subprocess.run([str(torchrun), "--nproc_per_node", "2", "-m", "pks.cli", "train", str(sharded_run),
-                            "--config", str(config), "--out", str(run)], capture_output=True, text=True, timeout=600)
+        r = subprocess.run(
+            [
+                str(torchrun),
+                "--nproc_per_node",
+                "2",
+                "-m",
+                "pks.cli",
+                "train",
+                str(sharded_run),
+                "--config",
+                str(config),
+                "--out",
+                str(run),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=600,
+        )
         assert r.returncode == 0, r.stderr[-3000:]
         got, want = losses(run), losses(trained)
         assert [s for s, _ in got] == [s for s, _ in want]
@@ -229,8 +263,17 @@ def test_ddp_and_fsdp_on_two_processes_equal_one_process(trained, sharded_run, s
 
 
 def test_ray_train_with_two_workers(trained, sharded_run, small_cfg, tmp_path):
-    r = pks("train", sharded_run, "--config", small_cfg, "--out", tmp_path / "run", "--ray-workers", "2",
-            env={**os.environ, "RAY_ADDRESS": "local"})
+    r = pks(
+        "train",
+        sharded_run,
+        "--config",
+        small_cfg,
+        "--out",
+        tmp_path / "run",
+        "--ray-workers",
+        "2",
+        env={**os.environ, "RAY_ADDRESS": "local"},
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     r = pks("train", sharded_run, "--config", small_cfg, "--out", tmp_path / "pixels")
     assert r.returncode == 0, r.stderr[-3000:]
@@ -255,7 +298,12 @@ def test_latent_shards_train_the_same_stream(sharded_run, small_cfg, tmp_path):
     for row in pq.read_table(tmp_path / "latents" / "index.parquet").to_pylist():  # ranges into the latent tars
         with open(tmp_path / "latents" / row["shard"], "rb") as f:
             f.seek(row["offset"])
-            assert set(tar_sample(f.read(row["length"]), row["clip_id"])) == {"__key__", "latent.npy", "text.npy", "json"}
+            assert set(tar_sample(f.read(row["length"]), row["clip_id"])) == {
+                "__key__",
+                "latent.npy",
+                "text.npy",
+                "json",
+            }
     r = pks("train", tmp_path / "latents", "--config", small_cfg, "--out", tmp_path / "run")
     assert r.returncode == 0, r.stderr[-3000:]
     # the same clips in the same order, the same noise and t: the pixel run's losses, step for step
@@ -274,15 +322,35 @@ def decoded(path):
 
 def test_generate_writes_the_requested_clip_and_refuses_bad_tags(trained, sharded_run, tmp_path):
     out = tmp_path / "clip.mp4"
-    r = pks("generate", trained, "--tags", "camera=pan_left,motion=combat_dash,stage=2", "--narrative", "a dash",
-            "--seed", "3", "--out", out)
+    r = pks(
+        "generate",
+        trained,
+        "--tags",
+        "camera=pan_left,motion=combat_dash,stage=2",
+        "--narrative",
+        "a dash",
+        "--seed",
+        "3",
+        "--out",
+        out,
+    )
     assert r.returncode == 0, r.stderr[-3000:]
     meta = json.loads(r.stdout)
     frames = decoded(out)  # PyAV: decord misreads frames this small
     assert len(frames) == 8 and frames[0].shape == (16, 16, 3) and meta["checkpoint_step"] == 6
     again = tmp_path / "again.mp4"
-    pks("generate", trained, "--tags", "camera=pan_left,motion=combat_dash,stage=2", "--narrative", "a dash",
-        "--seed", "3", "--out", again)
+    pks(
+        "generate",
+        trained,
+        "--tags",
+        "camera=pan_left,motion=combat_dash,stage=2",
+        "--narrative",
+        "a dash",
+        "--seed",
+        "3",
+        "--out",
+        again,
+    )
     assert all((a == b).all() for a, b in zip(decoded(again), frames))  # seeded
     report_run = tmp_path / "curated"  # the report shows generated clips under OUT/generated/
     shutil.copytree(sharded_run, report_run)
@@ -291,9 +359,11 @@ def test_generate_writes_the_requested_clip_and_refuses_bad_tags(trained, sharde
     page = (report_run / "report.html").read_text()
     assert "<h2>Generated clips</h2>" in page and "tilt.mp4: camera=tilt_up, shot=wide" in page
     assert re.search(r"measured: camera=[a-z_+]+, deformation \d\.\d\d \(stage \d\), flags: ", page)
-    for tags, message in (("camera=pan_lft", "unknown tag 'pan_lft' on axis camera; valid: static, pan_left"),
-                          ("cam=pan_left", "unknown axis 'cam'; axes: style, motion, camera, vfx, shot, stage"),
-                          ("stage=7", "stage must be 0..3")):
+    for tags, message in (
+        ("camera=pan_lft", "unknown tag 'pan_lft' on axis camera; valid: static, pan_left"),
+        ("cam=pan_left", "unknown axis 'cam'; axes: style, motion, camera, vfx, shot, stage"),
+        ("stage=7", "stage must be 0..3"),
+    ):
         r = pks("generate", trained, "--tags", tags, "--out", tmp_path / "x.mp4")
         assert r.returncode == 2 and message in r.stderr and len(r.stderr.strip().splitlines()) == 1, r.stderr
 
@@ -335,8 +405,17 @@ def test_generate_writes_whole_clips_only_and_devices_are_checked(trained, shard
     if not torch.cuda.is_available():
         r = pks("generate", trained, "--device", "cuda", "--out", tmp_path / "gpu.mp4")
         assert r.returncode == 2 and "no such GPU here" in r.stderr and len(r.stderr.strip().splitlines()) == 1
-        r = pks("train", "encode", sharded_run, "--config", CONFIG_DIR / "tiny.yaml", "--out", tmp_path / "lat",
-                "--device", "cuda")
+        r = pks(
+            "train",
+            "encode",
+            sharded_run,
+            "--config",
+            CONFIG_DIR / "tiny_pixel.yaml",
+            "--out",
+            tmp_path / "lat",
+            "--device",
+            "cuda",
+        )
         assert r.returncode == 2 and "no such GPU here" in r.stderr, r.stderr
     r = pks("generate", trained, "--device", "abacus", "--out", tmp_path / "x.mp4")
     assert r.returncode == 2 and "--device must be cpu, cuda or cuda:N" in r.stderr, r.stderr
@@ -361,7 +440,7 @@ def test_the_tag_channel_moves_the_camera_on_a_two_tag_toy_set():
         for d in direction.tolist():
             tex = cv2.resize(rng.random((6, 10, 3)).astype(np.float32), (W + 2 * T, H), interpolation=cv2.INTER_CUBIC)
             x = T if d < 0 else 0
-            out.append(np.stack([tex[:, x + d * f: x + d * f + W] for f in range(T)]) * 2 - 1)
+            out.append(np.stack([tex[:, x + d * f : x + d * f + W] for f in range(T)]) * 2 - 1)
         return torch.tensor(np.stack(out)).permute(0, 4, 1, 2, 3)
 
     def conditions(direction, known_tags):
@@ -373,8 +452,9 @@ def test_the_tag_channel_moves_the_camera_on_a_two_tag_toy_set():
         return tags, known
 
     torch.manual_seed(0)
-    model = VideoDiT(DiTConfig(in_channels=3, patch=(2, 4, 4), dim=64, depth=2, heads=2, text_dim=8,
-                               prediction="x0"), TAX)
+    model = VideoDiT(
+        DiTConfig(in_channels=3, patch=(2, 4, 4), dim=64, depth=2, heads=2, text_dim=8, prediction="x0"), TAX
+    )
     ema = {k: v.detach().clone() for k, v in model.named_parameters()}
     opt = torch.optim.AdamW(model.parameters(), lr=1e-3)
     text, mask, none = torch.zeros(n, 1, 8), torch.ones(n, 1, dtype=torch.bool), torch.full((n,), -1)
@@ -400,8 +480,16 @@ def test_the_tag_channel_moves_the_camera_on_a_two_tag_toy_set():
                 tags, known = conditions(torch.tensor([d, d]), torch.tensor([False, True]))  # unconditioned, tagged
                 ts = torch.linspace(1, 0, 21)
                 for i in range(20):
-                    v = model(x.expand(2, -1, -1, -1, -1), ts[i].expand(2), text[:2], mask[:2], tags, known,
-                              none[:2], none[:2])
+                    v = model(
+                        x.expand(2, -1, -1, -1, -1),
+                        ts[i].expand(2),
+                        text[:2],
+                        mask[:2],
+                        tags,
+                        known,
+                        none[:2],
+                        none[:2],
+                    )
                     x = x + (ts[i + 1] - ts[i]) * (v[:1] + 3.0 * (v[1:] - v[:1]))  # tag guidance 3
                 grey = x[0].clamp(-1, 1).mean(0).double().numpy()
                 shifts.append(np.mean([cv2.phaseCorrelate(grey[f], grey[f + 1])[0][0] for f in range(T - 1)]))
@@ -438,8 +526,11 @@ def test_a_model_that_memorised_one_clip_samples_that_clip():
         def states(self, texts):
             return [torch.zeros(1, 8) for _ in texts]
 
-    cfg = {"sample": {"steps": 30, "guidance_tags": 1.0, "guidance_text": 0.0},
-           "data": {"frames": 4, "size": [8, 8]}, "train": {"shift": 1.0}}
+    cfg = {
+        "sample": {"steps": 30, "guidance_tags": 1.0, "guidance_text": 0.0},
+        "data": {"frames": 4, "size": [8, 8]},
+        "train": {"shift": 1.0},
+    }
     out = sample(model.eval(), NoText(), space, cfg, {}, seed=1, tax=TAX)
     assert out.shape == clip.shape and (out.float() - clip.float()).abs().mean() < 0.05 * 255
 

@@ -1,4 +1,5 @@
 """The clip writer lets go of its file on every path, errors included."""
+
 import os
 
 import numpy as np

@@ -19,6 +19,7 @@ take disjoint batches, or with split_batches each its slice of every batch), rea
 those samples: one byte-range read per sample, at the offset that index.parquet records (a
 range read works the same on object storage). Bytes read do not grow with workers x ranks.
 """
+
 from __future__ import annotations
 
 import io
@@ -30,6 +31,7 @@ from bisect import bisect_right
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Any, cast
 
 import numpy as np
 import pyarrow.parquet as pq
@@ -49,6 +51,7 @@ class Schedule:
     """Stage mixing weights per training step: linear from `start` to `end` over `steps`,
     then `end`. The loader gives stages without samples weight 0 (`start` and `end` each
     renormalised over the rest)."""
+
     start: tuple[float, ...] = (0.7, 0.2, 0.1, 0.0)
     end: tuple[float, ...] = (0.1, 0.2, 0.3, 0.4)
     steps: int = 10_000
@@ -70,14 +73,17 @@ def tar_sample(data: bytes, key: str) -> dict:
     """One sample's members ({ext: bytes, "__key__": key}) from its byte range of a tar.
     ValueError unless the range holds exactly that sample's members, so a stale index (or one
     copied from other tars) is caught, not read as garbage."""
-    raw, end = {"__key__": key}, 0
+    raw: dict[str, Any] = {"__key__": key}
+    end = 0
     try:
         with tarfile.open(fileobj=io.BytesIO(data), mode="r:") as t:
             for m in t:
                 name, _, ext = m.name.partition(".")
                 if name != key or not m.isfile():
                     raise ValueError(f"{m.name} is not a member of sample {key}")
-                raw[ext] = t.extractfile(m).read()
+                member = t.extractfile(m)
+                assert member is not None  # a regular file (checked above)
+                raw[ext] = member.read()
                 end = member_end(m)
     except tarfile.TarError as e:
         raise ValueError(f"not sample {key}: {e}") from None
@@ -101,8 +107,9 @@ def pick(got: dict[int, np.ndarray], want: list[int]) -> np.ndarray:
     return np.stack([got[i] for i in want if i in got])
 
 
-def decode_clip(data: bytes, src_fps: float, frames: int, fps: float, size: tuple[int, int],
-                start: int = 0) -> np.ndarray:
+def decode_clip(
+    data: bytes, src_fps: float, frames: int, fps: float, size: tuple[int, int], start: int = 0
+) -> np.ndarray:
     """mp4 bytes -> uint8 [n, H, W, 3] sampled at `fps` from frame `start` of the clip, each
     frame scaled to cover `size` (H, W) and centre-cropped: n = `frames` when the clip holds the
     whole window, fewer when it ends early (never padded: a repeated frame would teach the model
@@ -121,19 +128,22 @@ def decode_frames(data: bytes, size: tuple[int, int], wanted: set[int] | None = 
     last = max(wanted) if wanted else None
     got: dict[int, np.ndarray] = {}
     try:
-        with av.open(io.BytesIO(data)) as container:
+        with av.open(io.BytesIO(data), mode="r") as container:
             stream = container.streams.video[0]
             stream.thread_type = "AUTO"
             for i, frame in enumerate(container.decode(stream)):
                 if last is not None and i > last:
                     break
                 if wanted is None or i in wanted:
-                    rgb = frame.to_ndarray(format="rgb24")
+                    rgb: np.ndarray = frame.to_ndarray(format="rgb24")
                     s = max(h / rgb.shape[0], w / rgb.shape[1])
-                    rgb = cv2.resize(rgb, (max(w, round(rgb.shape[1] * s)), max(h, round(rgb.shape[0] * s))),
-                                     interpolation=cv2.INTER_AREA)
+                    rgb = cv2.resize(
+                        rgb,
+                        (max(w, round(rgb.shape[1] * s)), max(h, round(rgb.shape[0] * s))),
+                        interpolation=cv2.INTER_AREA,
+                    )
                     y, x = (rgb.shape[0] - h) // 2, (rgb.shape[1] - w) // 2
-                    got[i] = rgb[y:y + h, x:x + w]
+                    got[i] = rgb[y : y + h, x : x + w]
     except (av.error.FFmpegError, IndexError) as e:  # not a video, or no video stream
         if not got:
             raise ValueError(f"cannot decode the clip: {e}") from None
@@ -154,8 +164,10 @@ def refuse_stale(root: Path) -> None:
     if Path(root).name == "shards" and (out / "manifest.parquet").is_file():
         stale, held = stale_samples(out)
         if stale:
-            raise StaleShards(f"{stale} sample(s) of {root} no longer match {out / 'manifest.parquet'} "
-                             f"({held} sharded): run pks shard {out} (or pass --allow-stale)")
+            raise StaleShards(
+                f"{stale} sample(s) of {root} no longer match {out / 'manifest.parquet'} "
+                f"({held} sharded): run pks shard {out} (or pass --allow-stale)"
+            )
 
 
 def shards_root(source: str | Path) -> Path:
@@ -184,12 +196,26 @@ class CurriculumLoader(torch.utils.data.IterableDataset):
     """Batches from OUT/shards of one split, stages mixed per the schedule. Infinite; `steps`
     bounds it. Pass to a DataLoader with batch_size=None (the loader batches)."""
 
-    def __init__(self, root: str | Path, split: str = "train", schedule: Schedule | None = None,
-                 frames: int = 16, fps: float = 8.0, size: tuple[int, int] = (256, 256), batch_size: int = 8,
-                 seed: int = 0, start_step: int = 0, steps: int | None = None,
-                 taxonomy_version: int | None = None, rank: int | None = None, world_size: int | None = None,
-                 random_window: bool = False, split_batches: bool = False, cache_mb: float = 0,
-                 allow_stale: bool = False):
+    def __init__(
+        self,
+        root: str | Path,
+        split: str = "train",
+        schedule: Schedule | None = None,
+        frames: int = 16,
+        fps: float = 8.0,
+        size: tuple[int, int] = (256, 256),
+        batch_size: int = 8,
+        seed: int = 0,
+        start_step: int = 0,
+        steps: int | None = None,
+        taxonomy_version: int | None = None,
+        rank: int | None = None,
+        world_size: int | None = None,
+        random_window: bool = False,
+        split_batches: bool = False,
+        cache_mb: float = 0,
+        allow_stale: bool = False,
+    ):
         self.root = Path(root)
         index = pq.read_table(self.root / "index.parquet").to_pylist()
         index = sorted((r for r in index if r["split"] == split), key=lambda r: (r["shard"], r["position"]))
@@ -216,13 +242,15 @@ class CurriculumLoader(torch.utils.data.IterableDataset):
             self.members.setdefault(r["shard"], []).append((r["clip_id"], r.get("offset"), r.get("length")))
         self.sizes = np.array([sum(len(self.members[s]) for s in self.shards.get(k, [])) for k in range(N_STAGES)])
         self.schedule = schedule or Schedule()
-        self.frames, self.fps, self.size, self.batch_size = frames, fps, tuple(size), batch_size
+        self.frames, self.fps, self.batch_size = frames, fps, batch_size
+        self.size = cast("tuple[int, int]", tuple(size))  # (H, W), given as a list by a YAML config
         self.seed, self.start_step, self.steps = seed, start_step, steps
         self.random_window = random_window  # a seeded random window of a longer clip, not its start
         # Clips decoded once at the target size and kept (per process, up to cache_mb): a small
         # run draws each clip many times, and decoding from frame 0 to a random window costs
         # more than a tiny model's step. Batches are the same with and without the cache.
-        self.cache_bytes, self._decoded, self._cached = cache_mb * 2 ** 20, {}, 0
+        self.cache_bytes, self._cached = cache_mb * 2**20, 0
+        self._decoded: dict[str, np.ndarray] = {}
         # split_batches: every rank reads each batch and decodes its own slice (batch_size / ranks
         # samples), so a step's global batch is the same on any number of ranks (data parallel
         # training); otherwise ranks take whole, disjoint batches of the stream.
@@ -269,7 +297,7 @@ class CurriculumLoader(torch.utils.data.IterableDataset):
         if c not in self._chunks:
             lo, hi = self._drawn(c * PLAN_CHUNK), self._drawn((c + 1) * PLAN_CHUNK)
             stages = np.repeat(np.arange(N_STAGES), np.subtract(hi, lo))
-            stages = stages[np.random.default_rng(int(unit(self.seed, "chunk", c) * 2 ** 63)).permutation(len(stages))]
+            stages = stages[np.random.default_rng(int(unit(self.seed, "chunk", c) * 2**63)).permutation(len(stages))]
             nth, seen = np.empty(len(stages), np.int64), list(lo)
             for o, k in enumerate(stages):
                 nth[o], seen[k] = seen[k], seen[k] + 1
@@ -296,7 +324,7 @@ class CurriculumLoader(torch.utils.data.IterableDataset):
 
     def shard_order(self, stage: int, epoch: int) -> list[str]:
         shards = self.shards[stage]
-        rng = np.random.default_rng(int(unit(self.seed, "epoch", stage, epoch) * 2 ** 63))
+        rng = np.random.default_rng(int(unit(self.seed, "epoch", stage, epoch) * 2**63))
         return [shards[i] for i in rng.permutation(len(shards))]
 
     def place(self, i: int) -> tuple[int, str, int]:
@@ -324,7 +352,7 @@ class CurriculumLoader(torch.utils.data.IterableDataset):
         key, offset, length = self.members[shard][pos]
         path = self.root / shard
         ranges = self._scanned.get(shard)
-        if ranges is None and offset is not None:
+        if ranges is None and offset is not None and length is not None:
             try:
                 return tar_sample(read_range(path, offset, length), key)
             except ValueError:
@@ -351,8 +379,9 @@ class CurriculumLoader(torch.utils.data.IterableDataset):
             if self.steps is not None and step >= self.start_step + self.steps:
                 return
             first = step * self.batch_size
-            yield self.collate([self.sample(self.read(*self.place(i)[1:]), i)
-                                for i in range(first + lo, first + hi)], step)
+            yield self.collate(
+                [self.sample(self.read(*self.place(i)[1:]), i) for i in range(first + lo, first + hi)], step
+            )
 
     def sample(self, raw: dict, index: int = 0) -> dict:
         record = json.loads(raw["json"])
@@ -362,11 +391,19 @@ class CurriculumLoader(torch.utils.data.IterableDataset):
             start = int(unit(self.seed, "window", index) * (spare + 1)) if spare > 0 else 0
         video = self._window(raw, record["fps"], start)
         if len(video) < self.frames:  # the record promised the frames; the clip file lacks them
-            raise ValueError(f"clip {raw['__key__']} decodes {len(video)} of the {self.frames} frames its record promises")
+            raise ValueError(
+                f"clip {raw['__key__']} decodes {len(video)} of the {self.frames} frames its record promises"
+            )
         tags, shot = tag_targets(record.get("caption"), self.tax)
-        return {"index": index, "video": video,
-                "text": (record.get("caption") or {}).get("narrative", ""),
-                "tags": tags, "shot": shot, "stage": record["curriculum_stage"], "record": record}
+        return {
+            "index": index,
+            "video": video,
+            "text": (record.get("caption") or {}).get("narrative", ""),
+            "tags": tags,
+            "shot": shot,
+            "stage": record["curriculum_stage"],
+            "record": record,
+        }
 
     def _window(self, raw: dict, src_fps: float, start: int) -> np.ndarray:
         key, want = raw["__key__"], window(start, self.frames, self.fps, src_fps)

@@ -1,4 +1,5 @@
 """Where training runs: the device, and the process group of a multi-process run."""
+
 from __future__ import annotations
 
 import os
@@ -10,6 +11,12 @@ import torch.distributed as dist
 def default_device() -> torch.device:
     """The GPU when there is one, else the CPU."""
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def is_main_process() -> bool:
+    """Whether this process speaks for the run (prints its summary): the only process, or rank 0
+    of torchrun's. Read from torchrun's environment, as the process group is gone by then."""
+    return int(os.environ.get("RANK", "0")) == 0
 
 
 def setup_distributed() -> tuple[int, int, torch.device]:

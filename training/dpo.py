@@ -24,6 +24,7 @@ The run folder has the layout of `pks train`'s (config.yaml with a `dpo` section
 with EMA weights, metrics.jsonl), so `pks generate RUN_DPO` samples from it. Resuming replays
 the offline pair stream exactly; the online pool is regenerated from the resumed policy.
 """
+
 from __future__ import annotations
 
 import copy
@@ -31,6 +32,7 @@ import json
 import shutil
 import time
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -39,6 +41,7 @@ import yaml
 
 import taxonomy
 from pks.errors import UserError
+from pks.progress import bar as progress_bar
 from pks.seeded import unit
 from training.data import CurriculumLoader, Schedule, shards_root
 from training.devices import default_device
@@ -62,14 +65,16 @@ PAIR_MODES = ("offline", "online", "mixed")
 ONLINE_INDEX = 1 << 40  # stream indices of online pairs' draws (noise, t): never an offline sample's
 
 
-def dpo_loss(pol_w, pol_l, ref_w, ref_l, target_w, target_l, beta: float,
-             sft_weight: float = 0.0) -> tuple[torch.Tensor, dict]:
+def dpo_loss(
+    pol_w, pol_l, ref_w, ref_l, target_w, target_l, beta: float, sft_weight: float = 0.0
+) -> tuple[torch.Tensor, dict]:
     """Diffusion-DPO on velocities. Returns the loss and its diagnostics: implicit accuracy (the
     share of pairs whose preferred sample the policy now fits better, relative to the reference)
     and the mean implicit reward margin, and the velocity error on the preferred clips, the
     policy's and the reference's. DPO alone can lower both clips' likelihood as long as the
     rejected one falls faster; `sft_weight` adds the flow-matching loss on the preferred clips
     (as RPO / DPO-Positive do) to hold their fit."""
+
     def err(pred, target):
         return ((pred.float() - target) ** 2).mean(dim=tuple(range(1, target.dim())))
 
@@ -77,15 +82,19 @@ def dpo_loss(pol_w, pol_l, ref_w, ref_l, target_w, target_l, beta: float,
     d = (fit_w - ref_fit_w) - (err(pol_l, target_l) - err(ref_l, target_l))
     inside = -0.5 * beta * d
     loss = -F.logsigmoid(inside).mean() + sft_weight * fit_w.mean()
-    return loss, {"implicit_acc": float((inside.detach() > 0).float().mean()), "margin": float(inside.detach().mean()),
-                  # how well the preferred clips are still fitted: drift shows here
-                  "fit_w": float(fit_w.detach().mean()), "ref_fit_w": float(ref_fit_w.mean())}
+    return loss, {
+        "implicit_acc": float((inside.detach() > 0).float().mean()),
+        "margin": float(inside.detach().mean()),
+        # how well the preferred clips are still fitted: drift shows here
+        "fit_w": float(fit_w.detach().mean()),
+        "ref_fit_w": float(ref_fit_w.mean()),
+    }
 
 
 def failure_copy(video: torch.Tensor, seed: int, index: int) -> tuple[torch.Tensor, str]:
     """A failure copy of one uint8 clip [T, 3, H, W]: the kind and its randomness drawn from the
     sample's place in the stream, so a resumed run makes the same copy."""
-    rng = np.random.default_rng(int(unit(seed, "dpo-failure", index) * 2 ** 62))
+    rng = np.random.default_rng(int(unit(seed, "dpo-failure", index) * 2**62))
     kinds = sorted(FAILURES)
     kind = kinds[int(rng.integers(len(kinds)))]
     bad = FAILURES[kind](video.permute(0, 2, 3, 1).numpy(), rng)
@@ -102,17 +111,24 @@ def prompts_from(root: Path, n: int, seed: int, tax) -> list[dict]:
     index = pq.read_table(root / "index.parquet").to_pylist()
     split = "val" if any(r["split"] == "val" for r in index) else "train"
     found = []
-    for s in wds.WebDataset(sorted({str(root / r["shard"]) for r in index if r["split"] == split}),
-                            shardshuffle=False, empty_check=False):
+    for s in wds.WebDataset(
+        sorted({str(root / r["shard"]) for r in index if r["split"] == split}), shardshuffle=False, empty_check=False
+    ):
         rec = json.loads(s["json"])
         cap = rec.get("caption") or {}
         known = known_axes(rec)
-        found.append({"tags": {a: list(cap.get(a) or []) for a, k in zip(taxonomy.TAG_AXES, known) if k},
-                      "shot": cap.get("shot") if cap.get("shot") in tax.axes[taxonomy.SHOT_AXIS].ids else None,
-                      "stage": rec["curriculum_stage"], "narrative": cap.get("narrative", ""), "clip_id": rec["clip_id"]})
-    found.sort(key=lambda p: (unit(seed, "dpo-prompt", p["clip_id"])))
+        found.append(
+            {
+                "tags": {a: list(cap.get(a) or []) for a, k in zip(taxonomy.TAG_AXES, known) if k},
+                "shot": cap.get("shot") if cap.get("shot") in tax.axes[taxonomy.SHOT_AXIS].ids else None,
+                "stage": rec["curriculum_stage"],
+                "narrative": cap.get("narrative", ""),
+                "clip_id": rec["clip_id"],
+            }
+        )
+    found.sort(key=lambda p: unit(seed, "dpo-prompt", p["clip_id"]))
     by_stage = [[p for p in found if p["stage"] == k] for k in range(4)]
-    picked = []
+    picked: list[dict] = []
     while len(picked) < n and any(by_stage):  # round robin over the stages
         for lst in by_stage:
             if lst and len(picked) < n:
@@ -133,8 +149,9 @@ def prompt_condition(prompts: list[dict], tax) -> dict:
     return {"tags": tags, "known": known, "shot": shot, "stage": stage, "texts": [p["narrative"] for p in prompts]}
 
 
-def online_pairs(model, text_encoder, space, cfg: dict, prompts: list[dict], judge, acfg: dict, round_: int,
-                 tax) -> tuple[list[dict], dict]:
+def online_pairs(
+    model, text_encoder, space, cfg: dict, prompts: list[dict], judge, acfg: dict, round_: int, tax
+) -> tuple[list[dict], dict]:
     """K samples per prompt from the policy, scored by the Judge; best vs worst per prompt when
     their scores differ by at least the margin. Returns the pairs and the round's statistics."""
     from training.judge import judge_frames
@@ -147,9 +164,20 @@ def online_pairs(model, text_encoder, space, cfg: dict, prompts: list[dict], jud
     for i, p in enumerate(prompts):
         got = []
         for k in range(dc["k"]):
-            seed = int(unit(cfg["train"]["seed"], "dpo-online", round_, i, k) * 2 ** 31)
-            video = sample(model, text_encoder, space, cfg, p["tags"], p["narrative"], p["shot"], p["stage"], seed,
-                           steps=dc["sample_steps"], tax=tax).cpu()  # uint8 [T, 3, H, W], beside the loader's
+            seed = int(unit(cfg["train"]["seed"], "dpo-online", round_, i, k) * 2**31)
+            video = sample(
+                model,
+                text_encoder,
+                space,
+                cfg,
+                p["tags"],
+                p["narrative"],
+                p["shot"],
+                p["stage"],
+                seed,
+                steps=dc["sample_steps"],
+                tax=tax,
+            ).cpu()  # uint8 [T, 3, H, W], beside the loader's
             s, logit, deform = judge_frames(judge, video.permute(0, 2, 3, 1).numpy(), pc["fps"], acfg)
             got.append((logit, deform, video, s))
         scores += [g[3] for g in got]
@@ -161,20 +189,34 @@ def online_pairs(model, text_encoder, space, cfg: dict, prompts: list[dict], jud
             pairs.append({"prompt": p, "w": best[2], "l": worst[2]})
             less.append(best[1] < worst[1])
     model.train(was)
-    return pairs, {"judge_mean": float(np.mean(scores)) if scores else float("nan"),
-                   "judge_logit_mean": float(np.mean(logits_seen)) if logits_seen else float("nan"), "pairs": len(pairs),
-                   "winner_less_deformed": float(np.mean(less)) if less else float("nan")}
+    return pairs, {
+        "judge_mean": float(np.mean(scores)) if scores else float("nan"),
+        "judge_logit_mean": float(np.mean(logits_seen)) if logits_seen else float("nan"),
+        "pairs": len(pairs),
+        "winner_less_deformed": float(np.mean(less)) if less else float("nan"),
+    }
 
 
-def pair_loss(policy, reference, text_encoder, space, cfg: dict, cond_parts: list[dict], videos_w: list, videos_l: list,
-              indices: list[int]) -> tuple[torch.Tensor, dict]:
+def pair_loss(
+    policy,
+    reference,
+    text_encoder,
+    space,
+    cfg: dict,
+    cond_parts: list[dict],
+    videos_w: list,
+    videos_l: list,
+    indices: list[int],
+) -> tuple[torch.Tensor, dict]:
     """The DPO loss of a batch of pairs: uint8 clips [T, 3, H, W] preferred and rejected, their
     conditions (parts to concatenate), and stream indices that seed one noise and t per pair."""
     device = next(policy.parameters()).device
     tc = cfg["train"]
     latent_shape = space.latent_shape(cfg["data"]["frames"], tuple(cfg["data"]["size"]))
-    cond = {k: (torch.cat([c[k] for c in cond_parts]) if k != "texts" else sum((c[k] for c in cond_parts), []))
-            for k in ("known", "shot", "stage", "texts")}
+    cond: dict[str, Any] = {
+        k: (torch.cat([c[k] for c in cond_parts]) if k != "texts" else sum((c[k] for c in cond_parts), []))
+        for k in ("known", "shot", "stage", "texts")
+    }
     cond["tags"] = {a: torch.cat([c["tags"][a] for c in cond_parts]) for a in taxonomy.TAG_AXES}
     x_w = space.encode(torch.stack(videos_w)).to(device)
     x_l = space.encode(torch.stack(videos_l)).to(device)
@@ -185,15 +227,29 @@ def pair_loss(policy, reference, text_encoder, space, cfg: dict, cond_parts: lis
     x = torch.cat([(1 - tt) * x_w + tt * noise, (1 - tt) * x_l + tt * noise])
     target = torch.cat([noise - x_w, noise - x_l])
     text, mask = pad_states(text_encoder.states(cond["texts"]))
-    args = (torch.cat([t, t]), text.repeat(2, 1, 1).to(device), mask.repeat(2, 1).to(device),
-            {a: v.repeat(2, 1).to(device) for a, v in cond["tags"].items()}, cond["known"].repeat(2, 1).to(device),
-            cond["shot"].repeat(2).to(device), cond["stage"].repeat(2).to(device))
+    args = (
+        torch.cat([t, t]),
+        text.repeat(2, 1, 1).to(device),
+        mask.repeat(2, 1).to(device),
+        {a: v.repeat(2, 1).to(device) for a, v in cond["tags"].items()},
+        cond["known"].repeat(2, 1).to(device),
+        cond["shot"].repeat(2).to(device),
+        cond["stage"].repeat(2).to(device),
+    )
     pred = policy(x, *args)
     with torch.no_grad():
         ref = reference(x, *args)
     n = len(indices)
-    return dpo_loss(pred[:n], pred[n:], ref[:n], ref[n:], target[:n], target[n:], cfg["dpo"]["beta"],
-                    cfg["dpo"].get("sft_weight", 0.0))
+    return dpo_loss(
+        pred[:n],
+        pred[n:],
+        ref[:n],
+        ref[n:],
+        target[:n],
+        target[n:],
+        cfg["dpo"]["beta"],
+        cfg["dpo"].get("sft_weight", 0.0),
+    )
 
 
 def offline_pairs(batch: dict, cfg: dict, tax, latent_shape) -> tuple[dict, list, list, list[int]]:
@@ -202,8 +258,12 @@ def offline_pairs(batch: dict, cfg: dict, tax, latent_shape) -> tuple[dict, list
     seed = cfg["train"]["seed"]
     samples = [draws(seed, int(i), latent_shape, cfg) for i in batch["index"]]
     indices = batch["index"].tolist()
-    return (conditions(batch, samples, tax, cfg.get("tag_channel", True)), list(batch["video"]),
-            [failure_copy(v, seed, i)[0] for v, i in zip(batch["video"], indices)], indices)
+    return (
+        conditions(batch, samples, tax, cfg.get("tag_channel", True)),
+        list(batch["video"]),
+        [failure_copy(v, seed, i)[0] for v, i in zip(batch["video"], indices)],
+        indices,
+    )
 
 
 # ---- the loop -------------------------------------------------------------------------------
@@ -219,8 +279,16 @@ def dpo_config(cfg: dict, overrides: dict) -> dict:
     return dc
 
 
-def train_dpo(source: str | Path, init: str | Path, judge_path: str | Path | None, out: str | Path,
-              dpo: dict, acfg: dict | None = None, resume: bool = False, progress: bool = True) -> dict:
+def train_dpo(
+    source: str | Path,
+    init: str | Path,
+    judge_path: str | Path | None,
+    out: str | Path,
+    dpo: dict,
+    acfg: dict | None = None,
+    resume: bool = False,
+    progress: bool = True,
+) -> dict:
     """Run the preference stage from the run `init` into `out`. `dpo` holds the stage's settings
     (the `dpo` section of a training config). Returns the last logged metrics."""
     from pks.config import load_config
@@ -241,6 +309,8 @@ def train_dpo(source: str | Path, init: str | Path, judge_path: str | Path | Non
     if not cfg.get("tag_channel", True):
         raise UserError(f"{init} is the text-only ablation: the preference stage runs on the dual-channel model")
     cfg["dpo"] = {**dpo, "init": str(init.resolve())}
+    if cfg["latent"]["kind"] == "learned" and not cfg["latent"].get("path"):
+        cfg["latent"]["path"] = str((init / "vae").resolve())  # the starting run's VAE, kept where it is
     cfg["taxonomy_version"] = run_taxonomy(cfg).version  # the starting run's (v1 before versions were recorded)
     acfg = acfg or load_config()
     out.mkdir(parents=True, exist_ok=True)
@@ -269,12 +339,22 @@ def train_dpo(source: str | Path, init: str | Path, judge_path: str | Path | Non
     batches = None
     if n_offline:
         sched = data["schedule"]
-        batches = iter(CurriculumLoader(root, frames=data["frames"], fps=data["fps"], size=tuple(data["size"]),
-                                        batch_size=n_offline, seed=tc["seed"] + 1, start_step=start,
-                                        steps=dc["steps"] - start, random_window=data["random_window"],
-                                        # the stages as evenly as the data allows: art of every level is a winner
-                                        schedule=Schedule((0.25,) * 4, (0.25,) * 4, sched["steps"]),
-                                        taxonomy_version=cfg["taxonomy_version"]))
+        batches = iter(
+            CurriculumLoader(
+                root,
+                frames=data["frames"],
+                fps=data["fps"],
+                size=tuple(data["size"]),
+                batch_size=n_offline,
+                seed=tc["seed"] + 1,
+                start_step=start,
+                steps=dc["steps"] - start,
+                random_window=data["random_window"],
+                # the stages as evenly as the data allows: art of every level is a winner
+                schedule=Schedule((0.25,) * 4, (0.25,) * 4, sched["steps"]),
+                taxonomy_version=cfg["taxonomy_version"],
+            )
+        )
     judge = None
     if judge_path:
         from training.judge import load
@@ -283,26 +363,29 @@ def train_dpo(source: str | Path, init: str | Path, judge_path: str | Path | Non
     prompts = prompts_from(root, dc["prompts"], tc["seed"], tax) if n_online else []
     if n_online and not prompts:
         raise UserError(f"no captioned clips in {root} to prompt the online pairs with")
-    pool, pool_stats = [], {}
-    bar = None
-    if progress:
-        from tqdm import tqdm
-        bar = tqdm(total=dc["steps"], initial=start, desc="pks train --stage dpo", unit="step", dynamic_ncols=True)
+    pool: list[dict] = []
+    pool_stats: dict = {}
+    bar = progress_bar(dc["steps"], "pks train --stage dpo", "step", initial=start, enabled=progress)
     window = {"loss": 0.0, "acc": 0.0, "margin": 0.0, "n": 0, "t0": time.perf_counter()}
     last = {}
     policy.train()
     for step in range(start, dc["steps"]):
-        videos_w, videos_l, indices, cond_parts = [], [], [], []
+        videos_w: list = []
+        videos_l: list = []
+        indices: list[int] = []
+        cond_parts: list[dict] = []
         if n_offline:
+            assert batches is not None  # made above when there are offline pairs
             cond, videos_w, videos_l, indices = offline_pairs(next(batches), cfg, tax, latent_shape)
             cond_parts.append(cond)
         if n_online:
             if (step - start) % dc["refresh"] == 0:
-                pool, pool_stats = online_pairs(policy, text_encoder, space, cfg, prompts, judge, acfg,
-                                                step // dc["refresh"], tax)
+                pool, pool_stats = online_pairs(
+                    policy, text_encoder, space, cfg, prompts, judge, acfg, step // dc["refresh"], tax
+                )
                 pool_stats = {f"online_{k}": v for k, v in pool_stats.items()}
             if pool:
-                order = np.random.default_rng(int(unit(tc["seed"], "dpo-pool", step) * 2 ** 62)).permutation(len(pool))
+                order = np.random.default_rng(int(unit(tc["seed"], "dpo-pool", step) * 2**62)).permutation(len(pool))
                 chosen = [pool[j] for j in order[:n_online]]
                 cond_parts.append(prompt_condition([c["prompt"] for c in chosen], tax))
                 for j, c in enumerate(chosen):
@@ -310,7 +393,9 @@ def train_dpo(source: str | Path, init: str | Path, judge_path: str | Path | Non
                     videos_l.append(c["l"])
                     indices.append(ONLINE_INDEX + step * dc["batch"] + j)
         if videos_w:  # (online only, a round where the Judge found no pair: nothing to prefer)
-            loss, stats = pair_loss(policy, reference, text_encoder, space, cfg, cond_parts, videos_w, videos_l, indices)
+            loss, stats = pair_loss(
+                policy, reference, text_encoder, space, cfg, cond_parts, videos_w, videos_l, indices
+            )
             opt.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(policy.parameters(), tc["grad_clip"])
@@ -324,19 +409,32 @@ def train_dpo(source: str | Path, init: str | Path, judge_path: str | Path | Non
             window["n"] += 1
         done = step + 1
         if done % tc["log_every"] == 0 or done == dc["steps"]:
-            k = max(1, window["n"])
-            last = {"step": done, "loss": window["loss"] / k if window["n"] else None,
-                    "implicit_acc": window["acc"] / k, "margin": window["margin"] / k, "pairs_offline": n_offline,
-                    "steps_per_s": window["n"] / (time.perf_counter() - window["t0"]), **pool_stats}
+            count = max(1, window["n"])
+            last = {
+                "step": done,
+                "loss": window["loss"] / count if window["n"] else None,
+                "implicit_acc": window["acc"] / count,
+                "margin": window["margin"] / count,
+                "pairs_offline": n_offline,
+                "steps_per_s": window["n"] / (time.perf_counter() - window["t0"]),
+                **pool_stats,
+            }
             with open(metrics_path, "a") as f:
                 f.write(json.dumps(last) + "\n")
             window = {"loss": 0.0, "acc": 0.0, "margin": 0.0, "n": 0, "t0": time.perf_counter()}
         if done % tc["ckpt_every"] == 0 or done == dc["steps"]:
-            save_checkpoint(out, done, policy, ema, opt, sharded=False, rank=0, keep=tc["keep_ckpts"],
-                            meta={"taxonomy_version": cfg["taxonomy_version"]})
-        if bar:
-            bar.update(1)
-            bar.set_postfix(last and {"loss": last["loss"], "acc": last["implicit_acc"]})
-    if bar:
-        bar.close()
+            save_checkpoint(
+                out,
+                done,
+                policy,
+                ema,
+                opt,
+                sharded=False,
+                rank=0,
+                keep=tc["keep_ckpts"],
+                meta={"taxonomy_version": cfg["taxonomy_version"]},
+            )
+        bar.update(1)
+        bar.set_postfix(last and {"loss": last["loss"], "acc": last["implicit_acc"]})
+    bar.close()
     return last

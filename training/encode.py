@@ -8,11 +8,14 @@ A latent shard is kept on a rerun while its source shard and the encoding settin
 unchanged (the same fingerprint scheme as `pks shard`). `LATENTS/encode.json` says how they
 were made; `pks train LATENTS ...` reads them with `LatentLoader`.
 """
+
 from __future__ import annotations
 
 import io
 import json
+import logging
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pyarrow as pa
@@ -20,6 +23,7 @@ import pyarrow.parquet as pq
 import torch
 
 from pipelines.shard import digest, sample_ranges, write_tar, written_fingerprint
+from pks.progress import bar as progress_bar
 from training.data import (
     CurriculumLoader,
     collate_conditions,
@@ -31,6 +35,7 @@ from training.devices import default_device
 from training.text import TextEncoder, text_encoder_path
 from training.vae import latent_space
 
+log = logging.getLogger(__name__)
 EMPTY_TEXT = "empty_text.npy"  # the states of "" (guidance dropout of the narrative)
 
 
@@ -40,9 +45,11 @@ def npy(a: np.ndarray) -> bytes:
     return buf.getvalue()
 
 
-def encode_shards(source: str | Path, out: str | Path, cfg: dict, progress=print,
-                  device: str | torch.device | None = None) -> dict:
-    """Encode a run's shards into latent shards at `out` (device: default the GPU when there is one)."""
+def encode_shards(
+    source: str | Path, out: str | Path, cfg: dict, progress=None, device: str | torch.device | None = None
+) -> dict:
+    """Encode a run's shards into latent shards at `out` (device: default the GPU when there is
+    one). `progress` takes a line per shard written (default: this module's log)."""
     import webdataset as wds
 
     root, out = shards_root(source), Path(out)
@@ -52,15 +59,24 @@ def encode_shards(source: str | Path, out: str | Path, cfg: dict, progress=print
     text = TextEncoder(te_path, cfg["text_encoder"]["max_length"], device)
     space = latent_space(cfg, device)
     dc = cfg["data"]
-    settings = {"latent": cfg["latent"], "text_encoder": str(te_path.resolve()), "frames": dc["frames"],
-                "fps": dc["fps"], "size": list(dc["size"]), "max_length": cfg["text_encoder"]["max_length"]}
+    settings = {
+        "latent": cfg["latent"],
+        "text_encoder": str(te_path.resolve()),
+        "frames": dc["frames"],
+        "fps": dc["fps"],
+        "size": list(dc["size"]),
+        "max_length": cfg["text_encoder"]["max_length"],
+    }
     index = pq.read_table(root / "index.parquet")
-    shards = list(dict.fromkeys(index.column("shard").to_pylist()))
+    shards = cast("list[str]", list(dict.fromkeys(index.column("shard").to_pylist())))  # never null
     kept = written = 0
+    bar = progress_bar(len(shards), "pks train encode", "shard")
     for name in shards:
         fingerprint = digest(written_fingerprint(root / name), json.dumps(settings, sort_keys=True))
         if written_fingerprint(out / name) == fingerprint:
             kept += 1
+            log.debug(f"  {name}: kept")
+            bar.update(1)
             continue
 
         def samples(name=name):
@@ -72,17 +88,31 @@ def encode_shards(source: str | Path, out: str | Path, cfg: dict, progress=print
                 latent = space.encode(torch.from_numpy(video).permute(0, 3, 1, 2)[None].to(device))[0].cpu()
                 narrative = (record.get("caption") or {}).get("narrative", "")
                 (states,) = (s.cpu() for s in text.states([narrative]))
-                yield s["__key__"], {"latent.npy": npy(latent.numpy().astype(np.float16)),
-                                     "text.npy": npy(states.numpy().astype(np.float16)), "json": s["json"]}
+                yield (
+                    s["__key__"],
+                    {
+                        "latent.npy": npy(latent.numpy().astype(np.float16)),
+                        "text.npy": npy(states.numpy().astype(np.float16)),
+                        "json": s["json"],
+                    },
+                )
 
         write_tar(out / name, fingerprint, samples())
         written += 1
-        progress(f"  {name}: encoded")
+        (progress or log.info)(f"  {name}: encoded")
+        bar.update(1)
+    bar.close()
     np.save(out / EMPTY_TEXT, text.states([""])[0].cpu().numpy().astype(np.float16))
     pq.write_table(latent_index(index, out), out / "index.parquet")
     (out / "encode.json").write_text(json.dumps(settings, indent=1))
-    return {"shards": len(shards), "kept": kept, "written": written, "samples": index.num_rows, "out": str(out),
-            "text_encoded": text.encoded}
+    return {
+        "shards": len(shards),
+        "kept": kept,
+        "written": written,
+        "samples": index.num_rows,
+        "out": str(out),
+        "text_encoded": text.encoded,
+    }
 
 
 def latent_index(index: pa.Table, out: Path) -> pa.Table:
@@ -104,12 +134,21 @@ class LatentLoader(CurriculumLoader):
     def sample(self, raw: dict, index: int = 0) -> dict:
         record = json.loads(raw["json"])
         tags, shot = tag_targets(record.get("caption"), self.tax)
-        return {"index": index, "latent": np.load(io.BytesIO(raw["latent.npy"])).astype(np.float32),
-                "text_states": torch.from_numpy(np.load(io.BytesIO(raw["text.npy"])).astype(np.float32)),
-                "text": (record.get("caption") or {}).get("narrative", ""), "tags": tags, "shot": shot,
-                "stage": record["curriculum_stage"], "record": record}
+        return {
+            "index": index,
+            "latent": np.load(io.BytesIO(raw["latent.npy"])).astype(np.float32),
+            "text_states": torch.from_numpy(np.load(io.BytesIO(raw["text.npy"])).astype(np.float32)),
+            "text": (record.get("caption") or {}).get("narrative", ""),
+            "tags": tags,
+            "shot": shot,
+            "stage": record["curriculum_stage"],
+            "record": record,
+        }
 
     @staticmethod
     def collate(samples: list[dict], step: int) -> dict:
-        return {**collate_conditions(samples, step), "latent": torch.from_numpy(np.stack([s["latent"] for s in samples])),
-                "text_states": [s["text_states"] for s in samples]}
+        return {
+            **collate_conditions(samples, step),
+            "latent": torch.from_numpy(np.stack([s["latent"] for s in samples])),
+            "text_states": [s["text_states"] for s in samples],
+        }

@@ -12,7 +12,10 @@ that), except where the two coincide (frozen frames, block noise):
 - frozen: one frame held for the whole clip;
 - block_noise: macroblocks shuffled and shifted in a burst of frames.
 """
+
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import cv2
 import numpy as np
@@ -100,10 +103,17 @@ def block_noise(frames: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         for _ in range(rows * cols // 4):
             r, c = int(rng.integers(rows)), int(rng.integers(cols))
             r2, c2 = int(rng.integers(rows)), int(rng.integers(cols))
-            block = frames[i, r2 * MB:(r2 + 1) * MB, c2 * MB:(c2 + 1) * MB].astype(np.int16)
-            out[i, r * MB:(r + 1) * MB, c * MB:(c + 1) * MB] = np.clip(block + rng.integers(-60, 60, 3), 0, 255)
+            block = frames[i, r2 * MB : (r2 + 1) * MB, c2 * MB : (c2 + 1) * MB].astype(np.int16)
+            out[i, r * MB : (r + 1) * MB, c * MB : (c + 1) * MB] = np.clip(block + rng.integers(-60, 60, 3), 0, 255)
     return out
 
 
-FAILURES = {"boiling": boiling, "melting": melting, "identity_drift": identity_drift, "tearing": tearing,
-            "ghosting": ghosting, "frozen": frozen, "block_noise": block_noise}
+FAILURES: dict[str, Callable[[np.ndarray, np.random.Generator], np.ndarray]] = {
+    "boiling": boiling,
+    "melting": melting,
+    "identity_drift": identity_drift,
+    "tearing": tearing,
+    "ghosting": ghosting,
+    "frozen": frozen,
+    "block_noise": block_noise,
+}

@@ -11,9 +11,11 @@ failure-flagged clips and failure augmentations of ok clips (`training.failures`
 negatives, each augmented copy paired with its art clip. Train / validation split by source
 video. Everything here runs on a CPU.
 """
+
 from __future__ import annotations
 
 import json
+import logging
 import math
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
@@ -30,8 +32,20 @@ from pks.record import DEFECT_FLAGS
 from pks.seeded import unit
 from training.failures import FAILURES
 
-SIGNALS = ("deformation_score", "cadence", "held_ratio", "smear_rate", "impact_rate", "motion_score",
-           "combing", "grid_max", "dead_spike", "lost_band")
+log = logging.getLogger(__name__)
+
+SIGNALS = (
+    "deformation_score",
+    "cadence",
+    "held_ratio",
+    "smear_rate",
+    "impact_rate",
+    "motion_score",
+    "combing",
+    "grid_max",
+    "dead_spike",
+    "lost_band",
+)
 
 
 @dataclass
@@ -55,9 +69,18 @@ def signal_vector(out: dict, n_frames: int) -> list[float]:
     """The PKS signals the Judge reads, from `analyse`'s record fields."""
     q = json.loads(out["signals"]).get("quality", {})
     n = max(1, n_frames)
-    return [out["deformation_score"], min(out["cadence"], 4.0), out["held_ratio"], out["smear_frames"] / n,
-            out["impact_frames"] / n, 100.0 * out["motion_score"], 100.0 * q.get("combing", 0.0),
-            q.get("grid_max", 0.0), q.get("dead_spike", 0.0), q.get("lost_band", 0.0)]
+    return [
+        out["deformation_score"],
+        min(out["cadence"], 4.0),
+        out["held_ratio"],
+        out["smear_frames"] / n,
+        out["impact_frames"] / n,
+        100.0 * out["motion_score"],
+        100.0 * q.get("combing", 0.0),
+        q.get("grid_max", 0.0),
+        q.get("dead_spike", 0.0),
+        q.get("lost_band", 0.0),
+    ]
 
 
 def clip_example(rgb: np.ndarray, fps: float, cfg: JudgeConfig, acfg: dict) -> tuple[np.ndarray, list[float]]:
@@ -88,7 +111,7 @@ class Examples:
         for f, v in zip(fields(self), (frames, signals, label, kind, video, deformation, pair, extra)):
             getattr(self, f.name).append(v)
 
-    def subset(self, keep) -> "Examples":
+    def subset(self, keep) -> Examples:
         out = Examples()
         for i in keep:
             out.add(*(getattr(self, f.name)[i] for f in fields(self)))
@@ -103,8 +126,9 @@ def collect(outs: list[Path], cfg: JudgeConfig, acfg: dict, progress=lambda *_: 
     rng = np.random.default_rng(cfg.seed)
     kinds = sorted(FAILURES)
     for out in map(Path, outs):
-        rows = pq.read_table(out / "manifest.parquet",
-                             columns=["clip_id", "video_id", "status", "quality_flags", "fps"]).to_pylist()
+        rows = pq.read_table(
+            out / "manifest.parquet", columns=["clip_id", "video_id", "status", "quality_flags", "fps"]
+        ).to_pylist()
         for r in rows:
             path = clip_path(out, r["clip_id"])
             flags = set(r["quality_flags"] or []) & set(DEFECT_FLAGS)
@@ -134,7 +158,7 @@ def split(ex: Examples, cfg: JudgeConfig) -> tuple[Examples, Examples]:
     u = {v: unit(cfg.seed, "judge-split", v) for v in set(ex.videos)}
     held = {v for v, x in u.items() if x < cfg.val_fraction}
     if not held and cfg.val_fraction > 0 and len(u) >= 2:
-        held = {min(u, key=u.get)}  # at least one validation video
+        held = {min(u, key=u.__getitem__)}  # at least one validation video
     val = [i for i, v in enumerate(ex.videos) if v in held]
     train = sorted(set(range(len(ex.labels))) - set(val))
     return ex.subset(train), ex.subset(val)
@@ -144,6 +168,9 @@ class OpenClipFrames(nn.Module):
     """A frozen OpenCLIP image tower from a local folder (`local-dir:` in open_clip's terms; no
     download), projected to the Judge's feature width. It reads the RGB half of the input; its
     weights are not part of a saved Judge (the folder is named in the Judge's config)."""
+
+    mean: torch.Tensor  # buffers (registered in __init__)
+    std: torch.Tensor
 
     def __init__(self, folder: str, width: int):
         super().__init__()
@@ -172,6 +199,9 @@ class OpenClipFrames(nn.Module):
 
 
 class Judge(nn.Module):
+    sig_mean: torch.Tensor  # buffers (registered in __init__)
+    sig_std: torch.Tensor
+
     def __init__(self, cfg: JudgeConfig, n_signals: int = len(SIGNALS)):
         super().__init__()
         w = cfg.width
@@ -179,13 +209,21 @@ class Judge(nn.Module):
 
         def block(a, b):
             return nn.Sequential(nn.Conv2d(a, b, 3, stride=2, padding=1), nn.GroupNorm(4, b), nn.GELU())
+
         if cfg.backbone == "cnn":
-            self.frame = nn.Sequential(block(6, w), block(w, 2 * w), block(2 * w, 2 * w), block(2 * w, 4 * w),
-                                       nn.AdaptiveAvgPool2d(1), nn.Flatten())
+            self.frame: nn.Module = nn.Sequential(
+                block(6, w),
+                block(w, 2 * w),
+                block(2 * w, 2 * w),
+                block(2 * w, 4 * w),
+                nn.AdaptiveAvgPool2d(1),
+                nn.Flatten(),
+            )
         else:
             self.frame = OpenClipFrames(cfg.backbone, 4 * w)
-        self.temporal = nn.Sequential(nn.Conv1d(8 * w, 4 * w, 3, padding=1), nn.GELU(),
-                                      nn.Conv1d(4 * w, 4 * w, 3, padding=1), nn.GELU())
+        self.temporal = nn.Sequential(
+            nn.Conv1d(8 * w, 4 * w, 3, padding=1), nn.GELU(), nn.Conv1d(4 * w, 4 * w, 3, padding=1), nn.GELU()
+        )
         self.head = nn.Sequential(nn.Linear(8 * w + n_signals, 4 * w), nn.GELU(), nn.Linear(4 * w, 1))
         self.register_buffer("sig_mean", torch.zeros(n_signals))
         self.register_buffer("sig_std", torch.ones(n_signals))
@@ -201,8 +239,11 @@ class Judge(nn.Module):
 
 
 def _tensors(ex: Examples):
-    return (torch.from_numpy(np.stack(ex.frames)), torch.tensor(ex.signals, dtype=torch.float32),
-            torch.tensor(ex.labels, dtype=torch.float32))
+    return (
+        torch.from_numpy(np.stack(ex.frames)),
+        torch.tensor(ex.signals, dtype=torch.float32),
+        torch.tensor(ex.labels, dtype=torch.float32),
+    )
 
 
 def auc(labels, scores) -> float:
@@ -214,7 +255,7 @@ def auc(labels, scores) -> float:
     return float(((pos[:, None] > neg[None]) + 0.5 * (pos[:, None] == neg[None])).mean())
 
 
-def train(train_ex: Examples, val_ex: Examples | None, cfg: JudgeConfig, progress=print) -> Judge:
+def train(train_ex: Examples, val_ex: Examples | None, cfg: JudgeConfig, progress=None) -> Judge:
     torch.manual_seed(cfg.seed)
     model = Judge(cfg)
     x, s, y = _tensors(train_ex)
@@ -239,7 +280,7 @@ def train(train_ex: Examples, val_ex: Examples | None, cfg: JudgeConfig, progres
         msg = f"judge epoch {epoch + 1}/{cfg.epochs}: loss {total / steps:.4f}"
         if val_ex is not None and val_ex.labels and (epoch + 1) % 5 == 0:
             msg += f", validation AUC {auc(val_ex.labels, score(model, val_ex)):.3f}"
-        progress(msg)
+        (progress or log.info)(msg)
     return model.eval()
 
 
@@ -248,7 +289,7 @@ def score(model: Judge, ex: Examples, batch: int = 64, logits: bool = False) -> 
     """Scores in [0, 1], or the logits behind them (they still rank where scores saturate)."""
     model.eval()
     x, s, _ = _tensors(ex)
-    out = torch.cat([model(x[k:k + batch], s[k:k + batch]) for k in range(0, len(x), batch)])
+    out = torch.cat([model(x[k : k + batch], s[k : k + batch]) for k in range(0, len(x), batch)])
     return [float(v) for v in (out if logits else torch.sigmoid(out))]
 
 
@@ -259,8 +300,9 @@ def judge_frames(model: Judge, rgb: np.ndarray, fps: float, acfg: dict) -> tuple
     width = model.cfg.analysis_width
     if w != width:
         size = (width, max(2, round(h * width / w / 2) * 2))
-        rgb = np.stack([cv2.resize(f, size, interpolation=cv2.INTER_AREA if w > width else cv2.INTER_LINEAR)
-                        for f in rgb])
+        rgb = np.stack(
+            [cv2.resize(f, size, interpolation=cv2.INTER_AREA if w > width else cv2.INTER_LINEAR) for f in rgb]
+        )
     frames, sig = clip_example(rgb, fps, model.cfg, acfg)
     ex = Examples()
     ex.add(frames, sig, 1, "", "", sig[0])
@@ -285,22 +327,25 @@ def load(path: Path) -> Judge:
     return model.eval()
 
 
-def train_judge(outs: list[Path], dest: Path, cfg: JudgeConfig, acfg: dict, progress=print) -> dict:
+def train_judge(outs: list[Path], dest: Path, cfg: JudgeConfig, acfg: dict, progress=None) -> dict:
     """The whole `pks judge train`: examples from the runs, split by source video, trained,
     saved to `dest`. Returns the held-out AUC (None without held-out videos) and its counts."""
     from pks.errors import UserError
 
-    ex = collect(outs, cfg, acfg, progress=progress)
+    ex = collect(outs, cfg, acfg, progress=progress or log.info)
     if len(set(ex.labels)) < 2:
         raise UserError("the runs hold no usable clips (need ok clips with clip files)")
     tr, va = split(ex, cfg)
     model = train(tr, va if va.labels else None, cfg, progress=progress)
     save(model, dest)
-    return {"val_auc": auc(va.labels, score(model, va)) if va.labels else None, "val_examples": len(va.labels),
-            "val_videos": len(set(va.videos))}
+    return {
+        "val_auc": auc(va.labels, score(model, va)) if va.labels else None,
+        "val_examples": len(va.labels),
+        "val_videos": len(set(va.videos)),
+    }
 
 
-def score_run(out: Path, model: Judge, cfg: dict, progress=print) -> dict[str, int]:
+def score_run(out: Path, model: Judge, cfg: dict, progress=None) -> dict[str, int]:
     """Write judge_score into every analysed record with a clip file (parts, then manifest),
     part by part and atomically; rerunning rescores the same clips to the same values."""
     import dataclasses
@@ -328,5 +373,5 @@ def score_run(out: Path, model: Judge, cfg: dict, progress=print) -> dict[str, i
         return result
 
     for stem, _ in rewrite_parts(out, cfg, scored):
-        progress(f"judge: {stem}: {counts['scored']} clips scored so far")
+        (progress or log.info)(f"judge: {stem}: {counts['scored']} clips scored so far")
     return counts

@@ -19,10 +19,12 @@ leaves has standard deviation c_out = s / sqrt(V). The network reads x_t / sqrt(
 predicts only that residual: v = c_skip x_t + c_out F. At initialisation (F = 0) the model is
 already the optimal linear denoiser, so nothing has to learn to carry the noise through.
 """
+
 from __future__ import annotations
 
 import math
 from dataclasses import asdict, dataclass
+from typing import Any, cast
 
 import torch
 import torch.nn.functional as F
@@ -79,7 +81,8 @@ def model_config(name: str, arch: dict | None = None) -> DiTConfig:
         raise ValueError(f"unknown arch keys {unknown}")
     if arch.get("prediction", "velocity") not in ("velocity", "x0", "precond"):
         raise ValueError(f"arch.prediction must be velocity, x0 or precond, got {arch['prediction']!r}")
-    return replace(MODELS[name], **{k: tuple(v) if isinstance(v, list) else v for k, v in arch.items()})
+    overrides: dict[str, Any] = {k: tuple(v) if isinstance(v, list) else v for k, v in arch.items()}
+    return replace(MODELS[name], **overrides)
 
 
 def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
@@ -97,9 +100,14 @@ def rope_angles(grid: tuple[int, int, int], head_dim: int, theta: float = 10000.
         freqs = 1.0 / theta ** (torch.arange(0, d, 2, dtype=torch.float64) / d)
         per_axis.append(torch.outer(torch.arange(n, dtype=torch.float64), freqs))
     t, h, w = grid
-    angles = torch.cat([per_axis[0][:, None, None].expand(t, h, w, -1),
-                        per_axis[1][None, :, None].expand(t, h, w, -1),
-                        per_axis[2][None, None, :].expand(t, h, w, -1)], dim=-1)
+    angles = torch.cat(
+        [
+            per_axis[0][:, None, None].expand(t, h, w, -1),
+            per_axis[1][None, :, None].expand(t, h, w, -1),
+            per_axis[2][None, None, :].expand(t, h, w, -1),
+        ],
+        dim=-1,
+    )
     return angles.reshape(t * h * w, head_dim // 2).float()
 
 
@@ -132,7 +140,8 @@ class TimestepEmbedder(nn.Module):
         half = self.freq_dim // 2
         freqs = torch.exp(-math.log(10000) * torch.arange(half, device=t.device, dtype=torch.float32) / half)
         args = 1000 * t.float()[:, None] * freqs[None]
-        return self.mlp(torch.cat([torch.cos(args), torch.sin(args)], dim=-1).to(self.mlp[0].weight.dtype))
+        dtype = cast(nn.Linear, self.mlp[0]).weight.dtype
+        return self.mlp(torch.cat([torch.cos(args), torch.sin(args)], dim=-1).to(dtype))
 
 
 class TagEncoder(nn.Module):
@@ -160,19 +169,20 @@ class TagEncoder(nn.Module):
         # to ~2) and the model's outputs by 0.04 %, so a short run learnt to ignore the tags
         # (issue 21's diagnosis, BENCHMARKS.md).
         for e in (*self.values.values(), self.shot, self.stage, self.fields):
-            nn.init.normal_(e.weight, std=init_std)
+            nn.init.normal_(cast(nn.Embedding, e).weight, std=init_std)
 
-    def fields_of(self, tags: dict[str, torch.Tensor], known: torch.Tensor, shot: torch.Tensor,
-                  stage: torch.Tensor) -> torch.Tensor:
+    def fields_of(
+        self, tags: dict[str, torch.Tensor], known: torch.Tensor, shot: torch.Tensor, stage: torch.Tensor
+    ) -> torch.Tensor:
         """Per-field vectors [B, fields, dim]. tags: multi-hot [B, n_axis_tags] per axis;
         known: bool [B, 4] per axis; shot, stage: long [B], -1 = unknown."""
         out = []
         for i, a in enumerate(self.axes):
-            n, table = self.sizes[a], self.values[a].weight
+            n, table = self.sizes[a], cast(nn.Embedding, self.values[a]).weight
             m = tags[a].to(table.dtype)
             count = m.sum(1, keepdim=True)
             pooled = torch.where(count > 0, (m @ table[:n]) / count.clamp(min=1), table[n])  # n: none
-            pooled = torch.where(known[:, i:i + 1], pooled, table[n + 1])  # n + 1: unknown
+            pooled = torch.where(known[:, i : i + 1], pooled, table[n + 1])  # n + 1: unknown
             out.append(pooled + self.fields.weight[i])
         out.append(self.shot(torch.where(shot < 0, self.n_shots, shot)) + self.fields.weight[len(self.axes)])
         out.append(self.stage(torch.where(stage < 0, N_STAGES, stage)) + self.fields.weight[len(self.axes) + 1])
@@ -223,8 +233,9 @@ class Block(nn.Module):
         hidden = int(dim * mlp_ratio)
         self.mlp = nn.Sequential(nn.Linear(dim, hidden), nn.GELU(approximate="tanh"), nn.Linear(hidden, dim))
         self.ada = nn.Sequential(nn.SiLU(), nn.Linear(dim, 9 * dim))
-        nn.init.zeros_(self.ada[1].weight)
-        nn.init.zeros_(self.ada[1].bias)
+        ada = cast(nn.Linear, self.ada[1])
+        nn.init.zeros_(ada.weight)
+        nn.init.zeros_(ada.bias)
 
     def forward(self, x, c, text, text_mask, angles):
         s1, k1, g1, s2, k2, g2, s3, k3, g3 = self.ada(c).chunk(9, dim=-1)
@@ -239,7 +250,8 @@ class FinalLayer(nn.Module):
         self.norm = nn.LayerNorm(dim, elementwise_affine=False, eps=1e-6)
         self.ada = nn.Sequential(nn.SiLU(), nn.Linear(dim, 2 * dim))
         self.linear = nn.Linear(dim, out)
-        for p in (self.ada[1].weight, self.ada[1].bias, self.linear.weight, self.linear.bias):
+        ada = cast(nn.Linear, self.ada[1])
+        for p in (ada.weight, ada.bias, self.linear.weight, self.linear.bias):
             nn.init.zeros_(p)
 
     def forward(self, x, c):
@@ -262,6 +274,7 @@ class VideoDiT(nn.Module):
         self.grad_checkpointing = False
         w = self.patchify.weight.data  # as DiT: the patch projection initialised like a linear layer
         nn.init.xavier_uniform_(w.view(w.shape[0], -1))
+        assert self.patchify.bias is not None  # made with a bias
         nn.init.zeros_(self.patchify.bias)
 
     def condition(self, t, tags, known, shot, stage) -> torch.Tensor:
@@ -280,8 +293,8 @@ class VideoDiT(nn.Module):
         tt = t.view(-1, 1, 1, 1, 1).to(x.dtype)
         inp = x
         if self.cfg.prediction == "precond":
-            s2 = self.cfg.sigma_data ** 2
-            var = (1 - tt) ** 2 * s2 + tt ** 2
+            s2 = self.cfg.sigma_data**2
+            var = (1 - tt) ** 2 * s2 + tt**2
             c_in = var.rsqrt()
             c_skip, c_out = (tt - (1 - tt) * s2) / var, self.cfg.sigma_data * c_in
             inp = x * c_in  # the network reads x_t at unit scale
@@ -309,11 +322,14 @@ def flops_per_step(cfg: DiTConfig, tokens: int, text_tokens: int, batch: int) ->
     """Training FLOPs of one step (forward + backward = 3x forward), counting matmuls:
     2 FLOPs per multiply-add; attention scores and values included."""
     d, hidden = cfg.dim, int(cfg.dim * cfg.mlp_ratio)
-    per_token = (2 * d * 3 * d + 2 * d * d  # self-attention projections (q, kv, out)
-                 + 2 * d * d * 2  # cross-attention q and out
-                 + 2 * d * hidden * 2  # MLP
-                 + 4 * tokens * d  # self-attention scores and weighted sum
-                 + 4 * text_tokens * d)  # cross-attention scores and weighted sum
+    per_token = (
+        2 * d * 3 * d
+        + 2 * d * d  # self-attention projections (q, kv, out)
+        + 2 * d * d * 2  # cross-attention q and out
+        + 2 * d * hidden * 2  # MLP
+        + 4 * tokens * d  # self-attention scores and weighted sum
+        + 4 * text_tokens * d
+    )  # cross-attention scores and weighted sum
     cross_kv = 2 * text_tokens * d * 2 * d  # per sample, per block
     forward = batch * cfg.depth * (tokens * per_token + cross_kv)
     return 3.0 * forward

@@ -5,6 +5,7 @@ and two guidance scales, one for the tags and one for the narrative:
 
 where `-` is the dropped condition the model learned in training (unknown tags, empty text).
 """
+
 from __future__ import annotations
 
 import json
@@ -65,14 +66,34 @@ def load_run(run: str | Path, device: str | torch.device | None = None):
     model.load_state_dict(torch.load(done[-1] / "ema.pt", map_location="cpu", weights_only=True))
     model.to(device).eval()
     text = TextEncoder(text_encoder_path(cfg, run), cfg["text_encoder"]["max_length"], device)
-    return cfg, tax, model, text, latent_space(cfg, device), json.loads((done[-1] / "meta.json").read_text())["step"]
+    return (
+        cfg,
+        tax,
+        model,
+        text,
+        latent_space(cfg, device, run),
+        json.loads((done[-1] / "meta.json").read_text())["step"],
+    )
 
 
 @torch.no_grad()
-def sample(model, text_encoder, space, cfg: dict, tags: dict[str, list[str]], narrative: str = "",
-           shot: str | None = None, stage: int | None = None, seed: int = 0, steps: int | None = None,
-           guidance_tags: float | None = None, guidance_text: float | None = None, frames: int | None = None,
-           size: tuple[int, int] | None = None, tax=None) -> torch.Tensor:
+def sample(
+    model,
+    text_encoder,
+    space,
+    cfg: dict,
+    tags: dict[str, list[str]],
+    narrative: str = "",
+    shot: str | None = None,
+    stage: int | None = None,
+    seed: int = 0,
+    steps: int | None = None,
+    guidance_tags: float | None = None,
+    guidance_text: float | None = None,
+    frames: int | None = None,
+    size: tuple[int, int] | None = None,
+    tax=None,
+) -> torch.Tensor:
     """One clip, uint8 [T, 3, H, W]. Axes not given are 'unknown' (the model chooses)."""
     tax = tax or run_taxonomy(cfg)
     sc, dc = cfg["sample"], cfg["data"]
@@ -108,8 +129,15 @@ def sample(model, text_encoder, space, cfg: dict, tags: dict[str, list[str]], na
     return space.decode(x)[0]
 
 
-def generate(run: str | Path, out: str | Path, tags_spec: str = "", narrative: str = "", seed: int = 0,
-             device: str | None = None, **kw) -> dict:
+def generate(
+    run: str | Path,
+    out: str | Path,
+    tags_spec: str = "",
+    narrative: str = "",
+    seed: int = 0,
+    device: str | None = None,
+    **kw,
+) -> dict:
     """Write one generated clip to `out` (mp4; under a temporary name, renamed when whole).
     Returns what was made."""
     from pks.videoio import Mp4Writer
@@ -130,7 +158,18 @@ def generate(run: str | Path, out: str | Path, tags_spec: str = "", narrative: s
                 writer.write(frame)
         finally:
             writer.close()
-    made = {"out": str(out), "frames": t, "size": [h, w], "fps": cfg["data"]["fps"], "checkpoint_step": step,
-            "run": str(run), "tags": tags, "shot": shot, "stage": stage, "narrative": narrative, "seed": seed}
+    made = {
+        "out": str(out),
+        "frames": t,
+        "size": [h, w],
+        "fps": cfg["data"]["fps"],
+        "checkpoint_step": step,
+        "run": str(run),
+        "tags": tags,
+        "shot": shot,
+        "stage": stage,
+        "narrative": narrative,
+        "seed": seed,
+    }
     Path(out).with_suffix(".json").write_text(json.dumps(made, indent=1))  # what was asked (the report shows it)
     return made

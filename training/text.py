@@ -2,6 +2,7 @@
 `transformers` from a local folder; nothing is downloaded), its token states fed to the
 generator's cross-attention. States are cached per narrative, so a run never encodes the same
 text twice (captions repeat a lot, and the empty narrative of guidance dropout is one entry)."""
+
 from __future__ import annotations
 
 import json
@@ -17,9 +18,10 @@ from pks.store import TMP_MARK
 
 
 class TextEncoder:
-    def __init__(self, path: str | Path, max_length: int = 64, device: str | torch.device = "cpu",
-                 cache_size: int = 100_000):
-        from transformers import AutoTokenizer, T5EncoderModel, UMT5EncoderModel
+    def __init__(
+        self, path: str | Path, max_length: int = 64, device: str | torch.device = "cpu", cache_size: int = 100_000
+    ):
+        from transformers import AutoTokenizer, PreTrainedModel, T5EncoderModel, UMT5EncoderModel
         from transformers.utils import logging as hf_logging
 
         hf_logging.disable_progress_bar()
@@ -28,11 +30,13 @@ class TextEncoder:
         if not (path / "config.json").is_file():
             raise FileNotFoundError(f"no text encoder in {path} (a local T5-family folder; PKS never downloads)")
         kind = json.loads((path / "config.json").read_text()).get("model_type")
-        cls = {"t5": T5EncoderModel, "umt5": UMT5EncoderModel}.get(kind)
+        encoders: dict[str, type[PreTrainedModel]] = {"t5": T5EncoderModel, "umt5": UMT5EncoderModel}
+        cls = encoders.get(kind)
         if cls is None:
             raise ValueError(f"{path}: model_type {kind!r} is not a T5-family encoder (t5, umt5)")
         self.tokenizer = AutoTokenizer.from_pretrained(path)
-        self.model = cls.from_pretrained(path).to(device).eval().requires_grad_(False)
+        # (transformers wraps PreTrainedModel.to so that mypy does not bind self)
+        self.model = cls.from_pretrained(path).to(device).eval().requires_grad_(False)  # type: ignore[arg-type]
         self.dim = self.model.config.d_model
         self.max_length, self.device = max_length, device
         self.cache: OrderedDict[str, torch.Tensor] = OrderedDict()
@@ -44,8 +48,9 @@ class TextEncoder:
         """Per text, its token states [L_i, dim] (real tokens only), from the cache when seen."""
         todo = list(dict.fromkeys(t for t in texts if t not in self.cache))
         if todo:
-            tok = self.tokenizer(todo, max_length=self.max_length, truncation=True, padding=True,
-                                 return_tensors="pt").to(self.device)
+            tok = self.tokenizer(
+                todo, max_length=self.max_length, truncation=True, padding=True, return_tensors="pt"
+            ).to(self.device)
             hidden = self.model(**tok).last_hidden_state.float().cpu()
             for text, h, m in zip(todo, hidden, tok["attention_mask"].bool().cpu()):
                 self.cache[text] = h[m].clone()
@@ -67,7 +72,7 @@ def pad_states(states: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     out = torch.zeros(len(states), n, states[0].shape[-1])
     mask = torch.zeros(len(states), n, dtype=torch.bool)
     for i, s in enumerate(states):
-        out[i, :len(s)], mask[i, :len(s)] = s, True
+        out[i, : len(s)], mask[i, : len(s)] = s, True
     return out, mask
 
 

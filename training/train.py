@@ -13,17 +13,21 @@ sample's place in the stream, and the stream itself is a pure function of the se
 resumed from a checkpoint, or spread over any number of ranks, computes exactly the same
 steps. Checkpoints are directories written under a temporary name and renamed when complete.
 """
+
 from __future__ import annotations
 
 import copy
+import difflib
 import io
 import json
+import logging
 import math
 import os
 import shutil
-import sys
 import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,6 +36,7 @@ import yaml
 
 import taxonomy
 from pks.errors import UserError
+from pks.progress import bar as progress_bar
 from pks.seeded import unit
 from pks.store import atomic_path, jsonl_entries
 from training.data import CurriculumLoader, Schedule, refuse_stale, shards_root
@@ -43,6 +48,7 @@ from training.vae import latent_space
 CONFIG_DIR = Path(__file__).parent / "configs"
 CKPT = "step-{:08d}"
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense tensor-core peaks
+log = logging.getLogger(__name__)
 
 
 # ---- configuration ----------------------------------------------------------------------
@@ -59,12 +65,14 @@ def load_train_config(name: str | Path, overrides: dict | None = None) -> dict:
         if v is None:
             continue
         node = cfg
-        *parents, leaf = dotted.split(".")
-        for k in parents:
+        for depth, k in enumerate(keys := dotted.split(".")):
+            if not isinstance(node, dict) or k not in node:
+                near = difflib.get_close_matches(k, list(node) if isinstance(node, dict) else [], n=1)
+                hint = f" (did you mean {'.'.join([*keys[:depth], near[0], *keys[depth + 1 :]])}?)" if near else ""
+                raise UserError(f"unknown training config key {dotted}{hint}")
+            if depth == len(keys) - 1:
+                node[k] = v
             node = node[k]
-        if leaf not in node:
-            raise UserError(f"unknown training config key {dotted}")
-        node[leaf] = v
     try:
         model_config(cfg["model"], cfg.get("arch"))
     except ValueError as e:
@@ -74,8 +82,6 @@ def load_train_config(name: str | Path, overrides: dict | None = None) -> dict:
     if cfg["train"].get("loss_weight", "velocity") not in ("velocity", "x0"):
         raise UserError(f"train.loss_weight must be velocity or x0, got {cfg['train']['loss_weight']!r}")
     return cfg
-
-
 
 
 # ---- conditioning -------------------------------------------------------------------------
@@ -106,15 +112,21 @@ def tag_lists(tags: dict[str, torch.Tensor], i: int, tax) -> dict[str, list[str]
 def draws(seed: int, index: int, latent_shape: tuple, cfg: dict) -> dict:
     """Everything random about one sample, from its place in the stream: timestep, noise and
     guidance dropout. Counter-based, so resume and any rank count give the same draws."""
-    g = torch.Generator().manual_seed(int(unit(seed, "sample", index) * 2 ** 62))
+    g = torch.Generator().manual_seed(int(unit(seed, "sample", index) * 2**62))
     tc = cfg["train"]
     t = torch.sigmoid(tc["logit_mean"] + tc["logit_std"] * torch.randn((), generator=g))
     s = tc["shift"]
     t = s * t / (1 + (s - 1) * t)  # resolution shift: more noise for more tokens (SD3)
     noise = torch.randn(latent_shape, generator=g)
     drop = torch.rand(len(taxonomy.TAG_AXES) + 3, generator=g)
-    return {"t": t, "noise": noise, "drop_axes": drop[:4] < tc["drop_tags"], "drop_shot": bool(drop[4] < tc["drop_tags"]),
-            "drop_stage": bool(drop[5] < tc["drop_tags"]), "drop_text": bool(drop[6] < tc["drop_text"])}
+    return {
+        "t": t,
+        "noise": noise,
+        "drop_axes": drop[:4] < tc["drop_tags"],
+        "drop_shot": bool(drop[4] < tc["drop_tags"]),
+        "drop_stage": bool(drop[5] < tc["drop_tags"]),
+        "drop_text": bool(drop[6] < tc["drop_text"]),
+    }
 
 
 def conditions(batch: dict, samples: list[dict], tax, tag_channel: bool) -> dict:
@@ -122,8 +134,11 @@ def conditions(batch: dict, samples: list[dict], tax, tag_channel: bool) -> dict
     axes, shot and stage (-1 unknown), and the narratives to encode."""
     n = len(batch["records"])
     known = torch.tensor([known_axes(r) for r in batch["records"]])
-    unspecified = tax.axes[taxonomy.SHOT_AXIS].ids.index("unspecified") if "unspecified" in tax.axes[
-        taxonomy.SHOT_AXIS].ids else -2
+    unspecified = (
+        tax.axes[taxonomy.SHOT_AXIS].ids.index("unspecified")
+        if "unspecified" in tax.axes[taxonomy.SHOT_AXIS].ids
+        else -2
+    )
     shot = torch.where(batch["shot"] == unspecified, -1, batch["shot"])
     stage = batch["stage"].clone()
     texts = list(batch["text"])
@@ -199,8 +214,9 @@ def checkpoints(run: Path) -> list[Path]:
     return sorted(p for p in d.glob("step-*") if p.is_dir() and p.name[5:].isdigit()) if d.is_dir() else []
 
 
-def save_checkpoint(run: Path, step: int, model, ema: dict, opt, sharded: bool, rank: int, keep: int,
-                    meta: dict | None = None) -> None:
+def save_checkpoint(
+    run: Path, step: int, model, ema: dict, opt, sharded: bool, rank: int, keep: int, meta: dict | None = None
+) -> None:
     """RUN/checkpoints/step-N/: state (one file, or torch.distributed.checkpoint shards), the EMA
     weights in full for sampling, meta.json (with `meta`: e.g. the taxonomy version). Written
     under a temporary name, renamed when whole."""
@@ -223,8 +239,9 @@ def save_checkpoint(run: Path, step: int, model, ema: dict, opt, sharded: bool, 
             torch.save({"model": unwrap(model).state_dict(), "optimizer": opt.state_dict()}, tmp / "state.pt")
     if rank == 0:
         torch.save(full, tmp / "ema.pt")
-        (tmp / "meta.json").write_text(json.dumps({"step": step, "sharded": sharded, **(meta or {}),
-                                                   "rng": torch.get_rng_state().tolist()}))
+        (tmp / "meta.json").write_text(
+            json.dumps({"step": step, "sharded": sharded, **(meta or {}), "rng": torch.get_rng_state().tolist()})
+        )
         os.replace(tmp, final)
         for old in checkpoints(run)[:-keep]:
             shutil.rmtree(old, ignore_errors=True)
@@ -242,7 +259,7 @@ def load_checkpoint(path: Path, model, ema: dict, opt) -> int:
         )
 
         msd, osd = get_state_dict(model, opt)
-        state = {"model": msd, "optimizer": osd, "ema": ema}
+        state: dict[str, Any] = {"model": msd, "optimizer": osd, "ema": ema}
         dcp.load(state, checkpoint_id=str(path / "state"))
         set_state_dict(model, opt, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
     else:
@@ -287,8 +304,14 @@ def unwrap(model):
 
 
 # ---- the loop ----------------------------------------------------------------------------
-def train(source: str | Path, run: str | Path, cfg: dict, resume: bool = False, progress: bool = True,
-          allow_stale: bool = False) -> dict:
+def train(
+    source: str | Path,
+    run: str | Path,
+    cfg: dict,
+    resume: bool = False,
+    progress: bool = True,
+    allow_stale: bool = False,
+) -> dict:
     """Train (or resume) a run. Returns the last logged metrics. Shards whose records no longer
     match their run's manifest are refused unless allow_stale."""
     rank, world, device = setup_distributed()
@@ -330,15 +353,24 @@ def train(source: str | Path, run: str | Path, cfg: dict, resume: bool = False, 
             holder = [te_path]
             dist.broadcast_object_list(holder, src=0)
             te_path = holder[0]
+        assert te_path is not None  # rank 0's, broadcast to the others
         text_encoder = TextEncoder(te_path, cfg["text_encoder"]["max_length"], device)
         text_dim = text_encoder.dim
-        space = latent_space(cfg, device)
+        if cfg["latent"]["kind"] == "learned":
+            ensure_learned_vae(root, run, cfg, device, rank, progress)
+        space = latent_space(cfg, device, run)
         latent_shape = space.latent_shape(dc["frames"], tuple(dc["size"]))
 
     model = build_model(cfg, tax).to(device)
+    if model.cfg.in_channels != latent_shape[0]:
+        raise UserError(
+            f"model {cfg['model']} reads {model.cfg.in_channels} latent channels, the latent space "
+            f"({cfg['latent']['kind']}) has {latent_shape[0]}: set arch.in_channels"
+        )
     if model.cfg.text_dim != text_dim:
-        raise UserError(f"model {cfg['model']} reads text states of width {model.cfg.text_dim}, "
-                        f"the text encoder gives {text_dim}")
+        raise UserError(
+            f"model {cfg['model']} reads text states of width {model.cfg.text_dim}, the text encoder gives {text_dim}"
+        )
     model.grad_checkpointing = tc["grad_checkpointing"]
     sharded = world > 1 and tc["parallel"] == "fsdp"
     if sharded:
@@ -352,15 +384,21 @@ def train(source: str | Path, run: str | Path, cfg: dict, resume: bool = False, 
     ema = {k: v.detach().clone() for k, v in model.named_parameters()}
     decay_params = [p for n, p in model.named_parameters() if p.dim() >= 2]
     other_params = [p for n, p in model.named_parameters() if p.dim() < 2]
-    opt = torch.optim.AdamW([{"params": decay_params, "weight_decay": tc["weight_decay"]},
-                             {"params": other_params, "weight_decay": 0.0}], lr=tc["lr"], betas=tuple(tc["betas"]))
+    opt = torch.optim.AdamW(
+        [{"params": decay_params, "weight_decay": tc["weight_decay"]}, {"params": other_params, "weight_decay": 0.0}],
+        lr=tc["lr"],
+        betas=tuple(tc["betas"]),
+    )
     start = 0
     if resume and checkpoints(run):
         start = load_checkpoint(checkpoints(run)[-1], model, ema, opt)
     if world > 1 and not sharded:
-        model = torch.nn.parallel.DistributedDataParallel(model, device_ids=[device.index] if device.type == "cuda" else None)
+        # (wrapped in place: called and saved as the model is; unwrap() reaches the VideoDiT)
+        model = torch.nn.parallel.DistributedDataParallel(  # type: ignore[assignment]
+            model, device_ids=[device.index] if device.type == "cuda" else None
+        )
     if tc["compile"]:
-        model = torch.compile(model)
+        model = torch.compile(model)  # type: ignore[assignment]  # (as above)
     metrics_path = run / "metrics.jsonl"
     if rank == 0:
         trim_metrics(metrics_path, start)
@@ -370,33 +408,49 @@ def train(source: str | Path, run: str | Path, cfg: dict, resume: bool = False, 
 
     try:
         loader = (LatentLoader if latents else CurriculumLoader)(
-            root, frames=dc["frames"], fps=dc["fps"], size=tuple(dc["size"]), batch_size=dc["batch_size"],
-            seed=tc["seed"], start_step=start, steps=tc["steps"] - start,
+            root,
+            frames=dc["frames"],
+            fps=dc["fps"],
+            size=tuple(dc["size"]),
+            batch_size=dc["batch_size"],
+            seed=tc["seed"],
+            start_step=start,
+            steps=tc["steps"] - start,
             schedule=Schedule(tuple(sched["start"]), tuple(sched["end"]), sched["steps"]),
-            random_window=dc["random_window"], rank=rank, world_size=world, split_batches=True,
-            taxonomy_version=cfg["taxonomy_version"], cache_mb=dc.get("cache_mb", 0), allow_stale=True)
+            random_window=dc["random_window"],
+            rank=rank,
+            world_size=world,
+            split_batches=True,
+            taxonomy_version=cfg["taxonomy_version"],
+            cache_mb=dc.get("cache_mb", 0),
+            allow_stale=True,
+        )
     except ValueError as e:  # an old index, no clip long enough for the window: the user's to fix
         raise UserError(str(e)) from None
     if rank == 0 and progress and loader.left_out:
-        print(f"pks train: {loader.left_out} of {loader.left_out + int(loader.sizes.sum())} clips are shorter than "
-              f"{dc['frames']} frames at {dc['fps']} fps and stay out of the stream", file=sys.stderr)
+        log.warning(
+            f"pks train: {loader.left_out} of {loader.left_out + int(loader.sizes.sum())} clips are shorter "
+            f"than {dc['frames']} frames at {dc['fps']} fps and stay out of the stream"
+        )
     batches = torch.utils.data.DataLoader(loader, batch_size=None, num_workers=dc["workers"])
     tokens = math.prod(latent_shape[1:]) // math.prod(model_cfg(model).patch)
     flops = flops_per_step(model_cfg(model), tokens, cfg["text_encoder"]["max_length"], dc["batch_size"])
-    peak = next((v for k, v in PEAK_BF16_FLOPS.items() if device.type == "cuda" and k in torch.cuda.get_device_name(device)), None)
+    peak = next(
+        (v for k, v in PEAK_BF16_FLOPS.items() if device.type == "cuda" and k in torch.cuda.get_device_name(device)),
+        None,
+    )
     writer = None
     if rank == 0:
         try:
             from torch.utils.tensorboard import SummaryWriter
+
             writer = SummaryWriter(str(run / "tensorboard"))
         except ImportError:  # tensorboard is optional
             writer = None
-    bar = None
-    if rank == 0 and progress:
-        from tqdm import tqdm
-        bar = tqdm(total=tc["steps"], initial=start, desc="pks train", unit="step", dynamic_ncols=True)
+    bar = progress_bar(tc["steps"], "pks train", "step", initial=start, enabled=rank == 0 and progress)
     autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and tc["bf16"])
-    last, window = {}, {"loss": 0.0, "n": 0, "stage": np.zeros((4, 2)), "t0": time.perf_counter()}
+    last: dict = {}
+    window: dict[str, Any] = {"loss": 0.0, "n": 0, "stage": np.zeros((4, 2)), "t0": time.perf_counter()}
     model.train()
     for batch in batches:
         step = batch["step"]
@@ -408,6 +462,7 @@ def train(source: str | Path, run: str | Path, cfg: dict, resume: bool = False, 
             x0 = batch["latent"].to(device)
             states = [empty_text if d["drop_text"] else s for d, s in zip(samples, batch["text_states"])]
         else:
+            assert space is not None and text_encoder is not None  # made above without latents
             x0 = space.encode(batch["video"]).to(device)
             states = text_encoder.states(cond["texts"])
         noise = torch.stack([d["noise"] for d in samples]).to(device)
@@ -416,8 +471,16 @@ def train(source: str | Path, run: str | Path, cfg: dict, resume: bool = False, 
         xt, target = (1 - tt) * x0 + tt * noise, noise - x0
         text, mask = pad_states(states)
         with autocast:
-            pred = model(xt, t, text.to(device), mask.to(device), {a: v.to(device) for a, v in cond["tags"].items()},
-                         cond["known"].to(device), cond["shot"].to(device), cond["stage"].to(device))
+            pred = model(
+                xt,
+                t,
+                text.to(device),
+                mask.to(device),
+                {a: v.to(device) for a, v in cond["tags"].items()},
+                cond["known"].to(device),
+                cond["shot"].to(device),
+                cond["stage"].to(device),
+            )
         per_sample = flow_loss(pred.float(), target, t, tc.get("loss_weight", "velocity"))
         loss = per_sample.mean()
         opt.zero_grad(set_to_none=True)
@@ -443,15 +506,20 @@ def train(source: str | Path, run: str | Path, cfg: dict, resume: bool = False, 
             dt = time.perf_counter() - window["t0"]
             steps_done = window["n"] * world / dc["batch_size"]
             stage = stats[2:].view(4, 2)
-            last = {"step": done, "loss": float(stats[0] / stats[1]), "lr": lr_at(step, tc),
-                    "grad_norm": float(norm), "stage_loss": {str(k): float(stage[k, 0] / stage[k, 1])
-                                                             for k in range(4) if stage[k, 1]},
-                    "steps_per_s": steps_done / dt, "tokens_per_s": steps_done * dc["batch_size"] * tokens / dt,
-                    "tflops": steps_done * flops / dt / 1e12}
+            last = {
+                "step": done,
+                "loss": float(stats[0] / stats[1]),
+                "lr": lr_at(step, tc),
+                "grad_norm": float(norm),
+                "stage_loss": {str(k): float(stage[k, 0] / stage[k, 1]) for k in range(4) if stage[k, 1]},
+                "steps_per_s": steps_done / dt,
+                "tokens_per_s": steps_done * dc["batch_size"] * tokens / dt,
+                "tflops": steps_done * flops / dt / 1e12,
+            }
             if peak:
                 last["mfu"] = steps_done * flops / dt / (peak * world)
             if device.type == "cuda":
-                last["peak_memory_gb"] = torch.cuda.max_memory_allocated(device) / 2 ** 30
+                last["peak_memory_gb"] = torch.cuda.max_memory_allocated(device) / 2**30
             if rank == 0:
                 with open(metrics_path, "a") as f:
                     f.write(json.dumps(last) + "\n")
@@ -462,26 +530,73 @@ def train(source: str | Path, run: str | Path, cfg: dict, resume: bool = False, 
                         elif k != "step":
                             writer.add_scalar(k, v, done)
             window = {"loss": 0.0, "n": 0, "stage": np.zeros((4, 2)), "t0": time.perf_counter()}
-        if bar:
-            bar.update(1)
-            if last:
-                bar.set_postfix(loss=f"{last['loss']:.4f}", steps_s=f"{last['steps_per_s']:.2f}")
+        bar.update(1)
+        if last:
+            bar.set_postfix(loss=f"{last['loss']:.4f}", steps_s=f"{last['steps_per_s']:.2f}")
         if done % tc["ckpt_every"] == 0 or done == tc["steps"]:
-            save_checkpoint(run, done, model, ema, opt, sharded, rank, tc["keep_ckpts"],
-                            {"taxonomy_version": cfg["taxonomy_version"]})
-    if bar:
-        bar.close()
+            save_checkpoint(
+                run,
+                done,
+                model,
+                ema,
+                opt,
+                sharded,
+                rank,
+                tc["keep_ckpts"],
+                {"taxonomy_version": cfg["taxonomy_version"]},
+            )
+    bar.close()
     if writer:
         writer.close()
     return last
+
+
+def ensure_learned_vae(root: Path, run: Path, cfg: dict, device, rank: int, progress: bool) -> None:
+    """The first stage of a `learned` run: train the small VAE on the run's clips into RUN/vae,
+    unless it is there (a resumed run) or latent.path names one (an earlier run's, reused).
+    Rank 0 trains it; the other ranks wait."""
+    from training.clipvae import META, train_vae
+    from training.vae import learned_vae_folder
+
+    folder = learned_vae_folder(cfg, run)
+    if rank == 0 and not (folder / META).is_file():
+        if cfg["latent"].get("path"):
+            raise UserError(f"latent.path {folder} holds no trained VAE (a run's vae/ folder)")
+        lc, dc = cfg["latent"], cfg["data"]
+        loader = CurriculumLoader(  # every stage alike: the VAE must draw all of them
+            root,
+            frames=dc["frames"],
+            fps=dc["fps"],
+            size=tuple(dc["size"]),
+            batch_size=lc["batch_size"],
+            seed=cfg["train"]["seed"],
+            steps=lc["steps"],
+            schedule=Schedule((1, 1, 1, 1), (1, 1, 1, 1), 1),
+            random_window=dc["random_window"],
+            taxonomy_version=cfg["taxonomy_version"],
+            cache_mb=dc.get("cache_mb", 0),
+            allow_stale=True,
+        )
+        meta = train_vae(
+            torch.utils.data.DataLoader(loader, batch_size=None),
+            folder,
+            lc,
+            device,
+            cfg["train"]["seed"],
+            show=progress,
+        )
+        log.info(f"pks train: trained the VAE in {meta['seconds']:.0f} s into {folder}")
+    if dist.is_initialized():
+        dist.barrier()
 
 
 def model_cfg(model):
     return unwrap(model).cfg
 
 
-def train_ray(source: str | Path, run: str | Path, cfg: dict, workers: int, use_gpu: bool, resume: bool,
-              allow_stale: bool = False) -> dict:
+def train_ray(
+    source: str | Path, run: str | Path, cfg: dict, workers: int, use_gpu: bool, resume: bool, allow_stale: bool = False
+) -> dict:
     """The same loop on a Ray cluster through Ray Train's TorchTrainer: one worker per GPU (or
     CPU process), the process group set up by Ray; RUN must be on storage every node sees."""
     from ray.train import RunConfig, ScalingConfig
@@ -492,15 +607,90 @@ def train_ray(source: str | Path, run: str | Path, cfg: dict, workers: int, use_
     def loop(config):
         from ray import train as ray_train
 
-        metrics = train(config["source"], config["run"], config["cfg"], config["resume"], progress=False,
-                        allow_stale=config["allow_stale"])
+        metrics = train(
+            config["source"],
+            config["run"],
+            config["cfg"],
+            config["resume"],
+            progress=False,
+            allow_stale=config["allow_stale"],
+        )
         ray_train.report(metrics)
 
-    trainer = TorchTrainer(loop, train_loop_config={"source": str(Path(source).resolve()), "run": str(run),
-                                                    "cfg": copy.deepcopy(cfg), "resume": resume,
-                                                    "allow_stale": allow_stale},
-                           scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu),
-                           run_config=RunConfig(name="pks-train", storage_path=str(run / "ray")))
+    trainer = TorchTrainer(
+        loop,
+        train_loop_config={
+            "source": str(Path(source).resolve()),
+            "run": str(run),
+            "cfg": copy.deepcopy(cfg),
+            "resume": resume,
+            "allow_stale": allow_stale,
+        },
+        scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu),
+        run_config=RunConfig(name="pks-train", storage_path=str(run / "ray")),
+    )
     trainer.fit()
     lines = jsonl_entries((run / "metrics.jsonl").read_text())  # a line torn by a killed worker is skipped
     return lines[-1] if lines else {}
+
+
+def parse_sets(sets) -> dict:
+    """["latent.steps=300", ...] -> {"latent.steps": 300, ...}: values read as YAML (numbers, lists,
+    null), so a value means what it would in the config file."""
+    out = {}
+    for item in sets:
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise UserError(f"--set takes KEY=VALUE (a dotted config key), got {item!r}")
+        out[key.strip()] = yaml.safe_load(value)
+    return out
+
+
+def train_job(
+    source: str | Path,
+    run: Path,
+    config: str | Path,
+    steps: int | None = None,
+    batch_size: int | None = None,
+    tag_channel: bool = True,
+    stage: str = "sft",
+    init: Path | None = None,
+    judge: Path | None = None,
+    ray_workers: int | None = None,
+    gpu: bool = False,
+    resume: bool = False,
+    allow_stale: bool = False,
+    sets: Sequence[str] = (),
+) -> dict:
+    """What `pks train SOURCE ...` runs: the flow-matching stage in this process (or one of
+    torchrun's), on Ray Train with `ray_workers`, or the preference stage from `init`. Checks the
+    combination of options first (one line each). Returns the last logged metrics."""
+    if stage not in ("sft", "dpo"):
+        raise UserError(f"--stage must be sft or dpo, got {stage!r}")
+    if stage == "dpo":
+        from training.dpo import dpo_config, train_dpo
+
+        if init is None:
+            raise UserError("--stage dpo needs --init RUN (a pks train run to start from)")
+        if ray_workers or not tag_channel:
+            raise UserError("--stage dpo runs in one process on raw shards (no --ray-workers or ablation)")
+        base = load_train_config(config).get("dpo")
+        if not base:
+            raise UserError(f"training config {config} has no dpo section (see training/configs/tiny.yaml)")
+        return train_dpo(
+            source, init, judge, run, dpo_config(base, {"steps": steps, "batch": batch_size}), resume=resume
+        )
+    if init or judge:
+        raise UserError("--init and --judge belong to --stage dpo")
+    cfg = load_train_config(
+        config,
+        {
+            **parse_sets(sets),
+            "train.steps": steps,
+            "data.batch_size": batch_size,
+            "tag_channel": None if tag_channel else False,
+        },
+    )
+    if ray_workers:
+        return train_ray(source, run, cfg, ray_workers, gpu, resume, allow_stale)
+    return train(source, run, cfg, resume=resume, allow_stale=allow_stale)

@@ -1,19 +1,24 @@
 """The generator's latent space: a video VAE through `diffusers` (AutoencoderKLWan from a local
-folder: 4x temporal and 8x spatial compression), or plain pixels for the smallest CPU run.
+folder: 4x temporal and 8x spatial compression), a small VAE the run trains on its own clips
+(`training/clipvae.py`: 4x and 4x, the CPU configuration), or plain pixels.
 
 Both map uint8 video [B, T, 3, H, W] to float latents [B, C, T', H', W'] and back. Wan's
 latents are normalised with the mean and std in its config, so the DiT sees unit scale.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
 
 import torch
 
+from pks.errors import UserError
+
 
 class PixelSpace:
     """No compression: pixels scaled to [-1, 1]. Fine for tiny runs, where a random VAE could
     not reconstruct anything."""
+
     channels, time_stride, space_stride = 3, 1, 1
     name = "pixel"
 
@@ -29,6 +34,7 @@ class PixelSpace:
 
 class WanVAE:
     """diffusers' AutoencoderKLWan, frozen. Clips need 1 + 4k frames and sides divisible by 8."""
+
     time_stride, space_stride = 4, 8
 
     def __init__(self, path: str | Path, device: str | torch.device = "cpu", dtype=torch.float32):
@@ -61,12 +67,27 @@ class WanVAE:
         return ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 1, 3, 4).cpu()
 
 
-def latent_space(cfg: dict, device="cpu") -> PixelSpace | WanVAE:
+def learned_vae_folder(cfg: dict, run: str | Path | None) -> Path:
+    """Where a `learned` space lives: latent.path (an earlier run's vae/, reused), else RUN/vae."""
+    path = cfg["latent"].get("path")
+    if path:
+        return Path(path)
+    if run is None:
+        raise UserError("latent.kind learned needs latent.path (a trained RUN/vae folder) outside a run")
+    return Path(run) / "vae"
+
+
+def latent_space(cfg: dict, device="cpu", run: str | Path | None = None):
+    """The run's latent space; `run` locates a learned VAE trained into RUN/vae."""
     lat = cfg["latent"]
     if lat["kind"] == "pixel":
         return PixelSpace()
+    if lat["kind"] == "learned":
+        from training.clipvae import LearnedSpace
+
+        return LearnedSpace(learned_vae_folder(cfg, run), device)
     if lat["kind"] == "wan":
         if not lat.get("path"):
             raise ValueError("latent.kind wan needs latent.path (a local AutoencoderKLWan folder)")
         return WanVAE(lat["path"], device)
-    raise ValueError(f"latent.kind must be pixel or wan, got {lat['kind']!r}")
+    raise ValueError(f"latent.kind must be pixel, learned or wan, got {lat['kind']!r}")

@@ -8,11 +8,13 @@ against the human reference (a lead's adjudication, else the annotators' majorit
 tag pairs the model most often confuses (says A where people say B, on the same axis).
 Cohen's kappa is written out here (five lines) rather than pulling in scikit-learn.
 """
+
 from __future__ import annotations
 
 import itertools
 import math
 from collections import Counter
+from typing import Any
 
 import krippendorff
 import numpy as np
@@ -43,7 +45,7 @@ def alpha(matrix: list[list]) -> float:
         return math.nan
 
 
-def _decisions(labels: dict, axis: str, tag: str):
+def _decisions(labels: dict, axis: str, tag: str | None):
     return labels.get(SHOT_AXIS) if axis == SHOT_AXIS else int(tag in labels.get(axis, []))
 
 
@@ -81,10 +83,11 @@ def agreement(labels: dict[str, dict[str, dict]], tax: Taxonomy) -> dict:
     per_tag, per_axis = {}, {}
     for axis in (*TAG_AXES, SHOT_AXIS):
         tags = [None] if axis == SHOT_AXIS else tax.axes[axis].ids
-        axis_rows = {u: [] for u in users}
+        axis_rows: dict[str, list] = {u: [] for u in users}
         for tag in tags:
-            rows = {u: [(_decisions(labels[c][u], axis, tag) if u in labels[c] else None) for c in clips]
-                    for u in users}
+            rows = {
+                u: [(_decisions(labels[c][u], axis, tag) if u in labels[c] else None) for c in clips] for u in users
+            }
             for u in users:
                 axis_rows[u] += rows[u]
             if tag is None:
@@ -108,11 +111,14 @@ def model_vs_human(model: dict[str, dict], human: dict[str, dict], tax: Taxonomy
     """Per tag precision / recall / F1 of model captions against human references on the clips
     both have, and the most confused (model tag, human tag) pairs within an axis."""
     common = sorted(set(model) & set(human))
-    per_tag, confused = {}, Counter()
+    per_tag: dict[str, dict] = {}
+    confused: Counter[tuple[str, str]] = Counter()
     for axis in (*TAG_AXES, SHOT_AXIS):
         for tag in tax.axes[axis].ids:
+
             def has(c, t=tag, ax=axis):
                 return c.get(ax) == t if ax == SHOT_AXIS else t in c.get(ax, [])
+
             tp = sum(has(model[c]) and has(human[c]) for c in common)
             fp = sum(has(model[c]) and not has(human[c]) for c in common)
             fn = sum(not has(model[c]) and has(human[c]) for c in common)
@@ -123,19 +129,24 @@ def model_vs_human(model: dict[str, dict], human: dict[str, dict], tax: Taxonomy
             f1 = 2 * tp / (2 * tp + fp + fn)
             per_tag[f"{axis}/{tag}"] = {"precision": p, "recall": r, "f1": f1, "support": tp + fn}
         for c in common:
-            m = {model[c].get(axis)} if axis == SHOT_AXIS else set(model[c].get(axis, []))
-            h = {human[c].get(axis)} if axis == SHOT_AXIS else set(human[c].get(axis, []))
+            m: set[Any] = {model[c].get(axis)} if axis == SHOT_AXIS else set(model[c].get(axis, []))
+            h: set[Any] = {human[c].get(axis)} if axis == SHOT_AXIS else set(human[c].get(axis, []))
             for a, b in itertools.product(sorted(m - h), sorted(h - m)):
                 confused[(f"{axis}/{a}", f"{axis}/{b}")] += 1
-    return {"clips": len(common), "per_tag": per_tag,
-            "confused": [{"model": a, "human": b, "count": n} for (a, b), n in confused.most_common(top)]}
+    return {
+        "clips": len(common),
+        "per_tag": per_tag,
+        "confused": [{"model": a, "human": b, "count": n} for (a, b), n in confused.most_common(top)],
+    }
 
 
 def gold_accuracy(labels: dict[str, dict[str, dict]], gold: dict[str, dict]) -> dict[str, dict]:
     """Per annotator, on the gold clips they labelled: the mean Jaccard overlap of their tag set
     (all axes, shot included) with the gold answer, and how many gold clips that covers."""
+
     def tagset(c):
         return {f"{ax}/{t}" for ax in TAG_AXES for t in c.get(ax, [])} | {f"{SHOT_AXIS}/{c.get(SHOT_AXIS)}"}
+
     scores: dict[str, list[float]] = {}
     for clip, answer in gold.items():
         for user, given in labels.get(clip, {}).items():

@@ -5,6 +5,7 @@ runs never overwrite it); one that says "failure, not art" makes the clip `rejec
 reason. Parts are rewritten atomically and the manifest rebuilt; shards change only when
 `pks shard` runs again. Rerunning apply changes nothing that was already applied.
 """
+
 from __future__ import annotations
 
 import dataclasses

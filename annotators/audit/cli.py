@@ -1,25 +1,28 @@
 """`pks audit ...`: the audit workbench's commands (mounted by pks.cli). The web app and its
 dependencies load only inside the commands that need them."""
+
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Optional
 
 import typer
 
 from pks.cliutil import friendly, load_taxonomy, need_audit, need_manifest
 from pks.errors import UserError
 
-audit_app = typer.Typer(help="The annotators' audit workbench: users, agreement, corrections back into the run.",
-                        no_args_is_help=True)
+audit_app = typer.Typer(
+    help="The annotators' audit workbench: users, agreement, corrections back into the run.", no_args_is_help=True
+)
 
 
 @audit_app.command("add-user")
 @friendly
-def audit_add_user(out: Path = typer.Argument(..., help="A curated output folder."),
-                   name: str = typer.Argument(..., help="Login name."),
-                   role: str = typer.Option("annotator", help="annotator (labels) or lead (adjudicates, manages gold)")):
+def audit_add_user(
+    out: Path = typer.Argument(..., help="A curated output folder."),
+    name: str = typer.Argument(..., help="Login name."),
+    role: str = typer.Option("annotator", help="annotator (labels) or lead (adjudicates, manages gold)"),
+):
     """Create an audit user in OUT/audit/audit.db and print their login token."""
     from annotators.audit.store import Store
 
@@ -33,14 +36,17 @@ def audit_add_user(out: Path = typer.Argument(..., help="A curated output folder
 
 @audit_app.command("serve")
 @friendly
-def audit_serve(out: Path = typer.Argument(..., help="A curated output folder (manifest.parquet and clips/)."),
-                host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
-                port: int = typer.Option(8765, help="Port."),
-                overlap: int = typer.Option(2, help="Annotators per clip (agreement needs 2 or more)."),
-                strategy: str = typer.Option("uncertain", help="uncertain | stratified | random"),
-                gold_rate: float = typer.Option(0.1, help="Share of each annotator's clips that are gold clips."),
-                idle_hours: float = typer.Option(12.0, help="A session ends after this many hours without a "
-                                                 "request (and 7 days after login in any case).")):
+def audit_serve(
+    out: Path = typer.Argument(..., help="A curated output folder (manifest.parquet and clips/)."),
+    host: str = typer.Option("127.0.0.1", help="Interface to listen on."),
+    port: int = typer.Option(8765, help="Port."),
+    overlap: int = typer.Option(2, help="Annotators per clip (agreement needs 2 or more)."),
+    strategy: str = typer.Option("uncertain", help="uncertain | stratified | random"),
+    gold_rate: float = typer.Option(0.1, help="Share of each annotator's clips that are gold clips."),
+    idle_hours: float = typer.Option(
+        12.0, help="A session ends after this many hours without a request (and 7 days after login in any case)."
+    ),
+):
     """Serve the audit workbench (log in with a token from pks audit add-user). Off loopback
     the session cookie is Secure: put the server behind TLS."""
     from annotators.audit.queue import QueueConfig
@@ -54,14 +60,17 @@ def audit_serve(out: Path = typer.Argument(..., help="A curated output folder (m
     import uvicorn
 
     typer.echo(f"pks audit: http://{host}:{port}/ (Ctrl-C stops)")
-    uvicorn.run(create_app(out, queue, host=host, session_idle=idle_hours * 3600), host=host, port=port,
-                log_level="warning")
+    uvicorn.run(
+        create_app(out, queue, host=host, session_idle=idle_hours * 3600), host=host, port=port, log_level="warning"
+    )
 
 
 @audit_app.command("revoke")
 @friendly
-def audit_revoke(out: Path = typer.Argument(..., help="A curated output folder with an audit."),
-                 name: str = typer.Argument(..., help="The user to lock out.")):
+def audit_revoke(
+    out: Path = typer.Argument(..., help="A curated output folder with an audit."),
+    name: str = typer.Argument(..., help="The user to lock out."),
+):
     """Lock a user out at once: their token stops working and their sessions end (running
     servers included)."""
     from annotators.audit.store import Store
@@ -77,12 +86,16 @@ def audit_revoke(out: Path = typer.Argument(..., help="A curated output folder w
 
 @audit_app.command("export")
 @friendly
-def audit_export(out: Path = typer.Argument(..., help="A curated output folder."),
-                 format: str = typer.Option("label-studio", "--format", help="label-studio"),
-                 dest: Optional[Path] = typer.Option(None, "--out", help="Folder for config.xml and tasks.json "
-                                                     "(default OUT/audit/label-studio)."),
-                 video_prefix: str = typer.Option("/data/local-files/?d=clips/",
-                                                  help="How Label Studio reaches OUT/clips/ (URL prefix).")):
+def audit_export(
+    out: Path = typer.Argument(..., help="A curated output folder."),
+    format: str = typer.Option("label-studio", "--format", help="label-studio"),
+    dest: Path | None = typer.Option(
+        None, "--out", help="Folder for config.xml and tasks.json (default OUT/audit/label-studio)."
+    ),
+    video_prefix: str = typer.Option(
+        "/data/local-files/?d=clips/", help="How Label Studio reaches OUT/clips/ (URL prefix)."
+    ),
+):
     """Label Studio tasks (model captions as predictions) and a labelling config from the taxonomy."""
     from annotators.audit.labelstudio import export
 
@@ -96,8 +109,10 @@ def audit_export(out: Path = typer.Argument(..., help="A curated output folder."
 
 @audit_app.command("import")
 @friendly
-def audit_import(out: Path = typer.Argument(..., help="A curated output folder."),
-                 file: Path = typer.Argument(..., help="A Label Studio JSON export.")):
+def audit_import(
+    out: Path = typer.Argument(..., help="A curated output folder."),
+    file: Path = typer.Argument(..., help="A Label Studio JSON export."),
+):
     """Label Studio annotations into the audit store (as labels by ls-NAME users)."""
     from annotators.audit.labelstudio import import_
     from annotators.audit.store import Store
@@ -115,8 +130,10 @@ def audit_import(out: Path = typer.Argument(..., help="A curated output folder."
 
 @audit_app.command("stats")
 @friendly
-def audit_stats(out: Path = typer.Argument(..., help="A curated output folder with an audit."),
-                as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON.")):
+def audit_stats(
+    out: Path = typer.Argument(..., help="A curated output folder with an audit."),
+    as_json: bool = typer.Option(False, "--json", help="Print the figures as JSON."),
+):
     """Agreement per axis and tag (Cohen's kappa, Krippendorff's alpha), model vs human per tag,
     most confused tags, accuracy on gold clips."""
     from annotators.audit.stats import audit_stats as compute
@@ -134,8 +151,10 @@ def audit_stats(out: Path = typer.Argument(..., help="A curated output folder wi
 
 @audit_app.command("apply")
 @friendly
-def audit_apply(out: Path = typer.Argument(..., help="A curated output folder with an audit."),
-                config: Optional[Path] = typer.Option(None, help="Job config YAML.")):
+def audit_apply(
+    out: Path = typer.Argument(..., help="A curated output folder with an audit."),
+    config: Path | None = typer.Option(None, help="Job config YAML."),
+):
     """Write adjudicated labels into the run's parts and manifest (caption_source human:LEAD);
     clips adjudicated as failures become rejected. Then rerun pks shard."""
     from annotators.audit.apply import apply_adjudications
@@ -148,7 +167,9 @@ def audit_apply(out: Path = typer.Argument(..., help="A curated output folder wi
         counts = apply_adjudications(out, load_config(config), store)
     finally:
         store.close()
-    typer.echo(f"captions written: {counts['captions']}, clips rejected as failures: {counts['rejected']}, "
-               f"already applied: {counts['unchanged']}")
+    typer.echo(
+        f"captions written: {counts['captions']}, clips rejected as failures: {counts['rejected']}, "
+        f"already applied: {counts['unchanged']}"
+    )
     if counts["captions"] or counts["rejected"]:
         typer.echo(f"rerun `pks shard {out}` to rewrite the shards")

@@ -5,57 +5,79 @@ JSON export that turns each annotation into a label in the audit store.
 The config is plain Label Studio XML (Video + Choices per axis + TextArea); tag ids are the
 choice values, definitions their hints, so answers map back to taxonomy ids unchanged.
 """
+
 from __future__ import annotations
 
 import json
 import re
 from pathlib import Path
+from typing import Any
 from xml.sax.saxutils import quoteattr
 
 import pyarrow.parquet as pq
 
 from annotators.audit.store import Store
 from pks.errors import UserError
-from taxonomy.loader import CaptionError, SHOT_AXIS, TAG_AXES, Taxonomy
+from taxonomy.loader import SHOT_AXIS, TAG_AXES, CaptionError, Taxonomy
 
 FAILURE = "failure, not art"
 
 
 def label_config(tax: Taxonomy) -> str:
-    lines = ['<View>', '  <Video name="video" value="$video" frameRate="$fps"/>']
+    lines = ["<View>", '  <Video name="video" value="$video" frameRate="$fps"/>']
     for axis in (*TAG_AXES, SHOT_AXIS):
         ax = tax.axes[axis]
-        lines.append(f'  <Header value={quoteattr(axis)}/>')
+        lines.append(f"  <Header value={quoteattr(axis)}/>")
         choice = "single" if axis == SHOT_AXIS else "multiple"
         lines.append(f'  <Choices name={quoteattr(axis)} toName="video" choice="{choice}" showInline="true">')
-        lines += [f'    <Choice value={quoteattr(t.id)} alias={quoteattr(t.id)} hint={quoteattr(t.definition)}/>'
-                  for t in ax.tags]
-        lines.append('  </Choices>')
-    lines += ['  <Header value="narrative"/>', '  <TextArea name="narrative" toName="video" maxSubmissions="1" editable="true"/>',
-              f'  <Choices name="failure" toName="video" choice="multiple"><Choice value={quoteattr(FAILURE)}/></Choices>',
-              '</View>']
+        lines += [
+            f"    <Choice value={quoteattr(t.id)} alias={quoteattr(t.id)} hint={quoteattr(t.definition)}/>"
+            for t in ax.tags
+        ]
+        lines.append("  </Choices>")
+    lines += [
+        '  <Header value="narrative"/>',
+        '  <TextArea name="narrative" toName="video" maxSubmissions="1" editable="true"/>',
+        f'  <Choices name="failure" toName="video" choice="multiple"><Choice value={quoteattr(FAILURE)}/></Choices>',
+        "</View>",
+    ]
     return "\n".join(lines) + "\n"
 
 
 def _result(caption: dict) -> list[dict]:
-    res = [{"from_name": axis, "to_name": "video", "type": "choices", "value": {"choices": list(caption.get(axis) or [])}}
-           for axis in TAG_AXES if caption.get(axis)]
+    res = [
+        {"from_name": axis, "to_name": "video", "type": "choices", "value": {"choices": list(caption.get(axis) or [])}}
+        for axis in TAG_AXES
+        if caption.get(axis)
+    ]
     if caption.get(SHOT_AXIS):
-        res.append({"from_name": SHOT_AXIS, "to_name": "video", "type": "choices", "value": {"choices": [caption[SHOT_AXIS]]}})
+        res.append(
+            {"from_name": SHOT_AXIS, "to_name": "video", "type": "choices", "value": {"choices": [caption[SHOT_AXIS]]}}
+        )
     if caption.get("narrative"):
-        res.append({"from_name": "narrative", "to_name": "video", "type": "textarea", "value": {"text": [caption["narrative"]]}})
+        res.append(
+            {
+                "from_name": "narrative",
+                "to_name": "video",
+                "type": "textarea",
+                "value": {"text": [caption["narrative"]]},
+            }
+        )
     return res
 
 
 def export(out: Path, dest: Path, tax: Taxonomy, video_prefix: str = "/data/local-files/?d=clips/") -> int:
     """Write dest/config.xml and dest/tasks.json (ok clips with a clip file); returns tasks written."""
-    rows = pq.read_table(Path(out) / "manifest.parquet",
-                         columns=["clip_id", "status", "fps", "caption", "caption_source"]).to_pylist()
+    rows = pq.read_table(
+        Path(out) / "manifest.parquet", columns=["clip_id", "status", "fps", "caption", "caption_source"]
+    ).to_pylist()
     tasks = []
     for r in rows:
         if r["status"] != "ok" or not (Path(out) / "clips" / f"{r['clip_id']}.mp4").exists():
             continue
-        task = {"data": {"video": f"{video_prefix}{r['clip_id']}.mp4", "clip_id": r["clip_id"], "fps": r["fps"]}}
+        task: dict[str, Any] = {
+            "data": {"video": f"{video_prefix}{r['clip_id']}.mp4", "clip_id": r["clip_id"], "fps": r["fps"]}
+        }
         if r["caption"]:
             task["predictions"] = [{"model_version": r["caption_source"] or "model", "result": _result(r["caption"])}]
         tasks.append(task)
@@ -90,10 +112,10 @@ def import_(out: Path, path: Path, store: Store, tax: Taxonomy) -> dict[str, int
         for a in task.get("annotations") or []:
             if a.get("was_cancelled"):
                 continue
-            if clip not in known:
+            if clip is None or clip not in known:
                 counts["unknown_clip"] += 1
                 continue
-            caption = {axis: [] for axis in TAG_AXES}
+            caption: dict[str, Any] = {axis: [] for axis in TAG_AXES}
             caption.update(narrative="", **{SHOT_AXIS: ""})
             failure = False
             for item in a.get("result") or []:

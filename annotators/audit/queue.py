@@ -9,6 +9,7 @@ by others come first, so overlaps complete before new clips open. Within that, a
 Gold clips (known answers) are mixed in at `gold_rate`, so each annotator's accuracy on gold
 is known; an annotator never sees the same clip twice.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -50,22 +51,27 @@ def uncertainty(row: dict) -> float:
     return score
 
 
-def next_clips(rows: list[dict], done: dict[str, set[str]], gold: set[str], user: str,
-               cfg: QueueConfig, n: int = 1) -> list[str]:
+def next_clips(
+    rows: list[dict], done: dict[str, set[str]], gold: set[str], user: str, cfg: QueueConfig, n: int = 1
+) -> list[str]:
     """The next `n` clip ids for `user`. rows: the run's records (ok clips with captions);
     done: {clip_id: users who labelled it}; gold: clip ids with a gold answer."""
     mine = {c for c, users in done.items() if user in users}
     labelled_by_user = len(mine)
     gold_seen = len(mine & gold)
     open_gold = sorted((c for c in gold if c not in mine), key=lambda c: _shuffle_key(user, c))
-    candidates = [r for r in rows if r["clip_id"] not in mine and r["clip_id"] not in gold
-                  and len(done.get(r["clip_id"], ())) < cfg.overlap]
+    candidates = [
+        r
+        for r in rows
+        if r["clip_id"] not in mine and r["clip_id"] not in gold and len(done.get(r["clip_id"], ())) < cfg.overlap
+    ]
     if cfg.strategy == "stratified":
         freq = Counter(f"{a}/{t}" for r in rows for a in TAG_AXES for t in ((r.get("caption") or {}).get(a) or []))
 
         def rarity(r):
             tags = [freq[f"{a}/{t}"] for a in TAG_AXES for t in ((r.get("caption") or {}).get(a) or [])]
             return min(tags) if tags else float("inf")
+
     order = {
         "uncertain": lambda r: -uncertainty(r),
         "stratified": lambda r: rarity(r),

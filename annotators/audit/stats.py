@@ -1,5 +1,6 @@
 """Every agreement figure of a run's audit, as one dict (for `pks audit stats`, the stats
 page and the run report), as text, and grouped per taxonomy axis for the stats page's tables."""
+
 from __future__ import annotations
 
 import math
@@ -19,15 +20,24 @@ def audit_stats(out: Path, store: Store, tax: Taxonomy) -> dict:
     adjudicated = {c: a.labels for c, a in store.final("adjudication").items()}
     gold = {c: a.labels for c, a in store.final("gold").items()}
     rows = pq.read_table(Path(out) / "manifest.parquet", columns=["clip_id", "caption", "caption_source"]).to_pylist()
-    model = {r["clip_id"]: r["caption"] for r in rows
-             if r["caption"] and not (r["caption_source"] or "").startswith(HUMAN)}
-    human = {c: human_reference(labels.get(c, {}), adjudicated.get(c), tax)
-             for c in set(labels) | set(adjudicated) if c not in gold}
+    model = {
+        r["clip_id"]: r["caption"] for r in rows if r["caption"] and not (r["caption_source"] or "").startswith(HUMAN)
+    }
+    human = {
+        c: human_reference(labels.get(c, {}), adjudicated.get(c), tax)
+        for c in set(labels) | set(adjudicated)
+        if c not in gold
+    }
     failures = sum(a.failure for per in latest.values() for a in per.values())
-    return {"labels": sum(len(v) for v in labels.values()), "clips_labelled": len(labels),
-            "adjudicated": len(adjudicated), "failure_marks": failures,
-            "agreement": agreement({c: v for c, v in labels.items() if c not in gold}, tax),
-            "model_vs_human": model_vs_human(model, human, tax), "gold": gold_accuracy(labels, gold)}
+    return {
+        "labels": sum(len(v) for v in labels.values()),
+        "clips_labelled": len(labels),
+        "adjudicated": len(adjudicated),
+        "failure_marks": failures,
+        "agreement": agreement({c: v for c, v in labels.items() if c not in gold}, tax),
+        "model_vs_human": model_vs_human(model, human, tax),
+        "gold": gold_accuracy(labels, gold),
+    }
 
 
 def number(x: float) -> str:
@@ -36,9 +46,12 @@ def number(x: float) -> str:
 
 def format_stats(s: dict) -> str:
     ag, mh = s["agreement"], s["model_vs_human"]
-    lines = [f"{s['labels']} labels on {s['clips_labelled']} clips by {ag['annotators']} annotators; "
-             f"{s['adjudicated']} adjudicated; {s['failure_marks']} marked failure, not art",
-             "", "agreement per axis (Krippendorff's alpha; shot: also mean pairwise Cohen's kappa):"]
+    lines = [
+        f"{s['labels']} labels on {s['clips_labelled']} clips by {ag['annotators']} annotators; "
+        f"{s['adjudicated']} adjudicated; {s['failure_marks']} marked failure, not art",
+        "",
+        "agreement per axis (Krippendorff's alpha; shot: also mean pairwise Cohen's kappa):",
+    ]
     for axis, v in ag["per_axis"].items():
         kappa = f"  kappa {number(v['kappa'])}" if "kappa" in v else ""
         lines.append(f"  {axis:8s} alpha {number(v['alpha'])}{kappa}")
@@ -82,11 +95,19 @@ def by_axis(s: dict, tax: Taxonomy) -> list[dict]:
             if not m and _undefined(a.get("kappa")) and _undefined(a.get("alpha")):
                 unused.append(t.label)
                 continue
-            rows.append({"id": t.id, "label": t.label, "kappa": a.get("kappa"), "alpha": a.get("alpha"),
-                         **{k: m.get(k) for k in ("f1", "precision", "recall", "support")}})
+            rows.append(
+                {
+                    "id": t.id,
+                    "label": t.label,
+                    "kappa": a.get("kappa"),
+                    "alpha": a.get("alpha"),
+                    **{k: m.get(k) for k in ("f1", "precision", "recall", "support")},
+                }
+            )
         whole = ag["per_axis"].get(axis, {})
-        tables.append({"axis": axis, "kappa": whole.get("kappa"), "alpha": whole.get("alpha"),
-                       "rows": rows, "unused": unused})
+        tables.append(
+            {"axis": axis, "kappa": whole.get("kappa"), "alpha": whole.get("alpha"), "rows": rows, "unused": unused}
+        )
     return tables
 
 
@@ -95,7 +116,7 @@ def bar(x: float | None, signed: bool = False) -> tuple[float, float] | None:
     (0..1) grow from the left edge; kappa and alpha (-1..1, below 0 agreement is worse than
     chance) grow left or right from a centre line at 0. Clamped to the cell (alpha can fall
     below -1 on few clips): the number printed beside it is the exact figure. None: no figure."""
-    if _undefined(x):
+    if x is None or _undefined(x):
         return None
     if signed:
         v = max(-1.0, min(1.0, x))

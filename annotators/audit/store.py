@@ -7,6 +7,7 @@ loses nothing it acknowledged, and readers never block the writer.
 Sessions end after SESSION_MAX_AGE from login or SESSION_IDLE without a request, whichever
 comes first; `revoke` ends a user's token and sessions at once.
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -125,17 +126,22 @@ class Store:
     def new_session(self, user: str) -> tuple[str, str]:
         """(session id for the cookie, CSRF token for forms) of a fresh login."""
         sid, csrf, now = secrets.token_urlsafe(32), secrets.token_urlsafe(24), time.time()
-        self.db.execute("INSERT INTO sessions (id_sha256, user, csrf, created, seen) VALUES (?, ?, ?, ?, ?)",
-                        (_digest(sid), user, csrf, now, now))
+        self.db.execute(
+            "INSERT INTO sessions (id_sha256, user, csrf, created, seen) VALUES (?, ?, ?, ?, ?)",
+            (_digest(sid), user, csrf, now, now),
+        )
         return sid, csrf
 
-    def session(self, sid: str, max_age: float = SESSION_MAX_AGE, idle: float = SESSION_IDLE) -> tuple[str, str, str] | None:
+    def session(
+        self, sid: str, max_age: float = SESSION_MAX_AGE, idle: float = SESSION_IDLE
+    ) -> tuple[str, str, str] | None:
         """(user, role, csrf) of a live session, or None; a hit counts as activity."""
         now = time.time()
         row = self.db.execute(
             "SELECT s.user, u.role, s.csrf, s.seen FROM sessions s JOIN users u ON u.name = s.user "
             "WHERE s.id_sha256 = ? AND s.created > ? AND s.seen > ?",
-            (_digest(sid), now - max_age, now - idle)).fetchone()
+            (_digest(sid), now - max_age, now - idle),
+        ).fetchone()
         if row is None:
             return None
         if row[3] < now - TOUCH_EVERY:
@@ -145,8 +151,9 @@ class Store:
     def purge_sessions(self, max_age: float = SESSION_MAX_AGE, idle: float = SESSION_IDLE) -> int:
         """Delete expired sessions (they no longer work anyway); returns how many."""
         now = time.time()
-        return self.db.execute("DELETE FROM sessions WHERE created <= ? OR seen <= ?",
-                               (now - max_age, now - idle)).rowcount
+        return self.db.execute(
+            "DELETE FROM sessions WHERE created <= ? OR seen <= ?", (now - max_age, now - idle)
+        ).rowcount
 
     def revoke(self, name: str) -> int:
         """Lock `name` out at once: their token is replaced by one no one knows (the column is
@@ -155,8 +162,9 @@ class Store:
         Returns how many sessions ended."""
         with self.db:  # commits, or rolls back on an exception
             self.db.execute("BEGIN IMMEDIATE")
-            if not self.db.execute("UPDATE users SET token_sha256 = ? WHERE name = ?",
-                                   (_digest(secrets.token_urlsafe(24)), name)).rowcount:
+            if not self.db.execute(
+                "UPDATE users SET token_sha256 = ? WHERE name = ?", (_digest(secrets.token_urlsafe(24)), name)
+            ).rowcount:
                 raise UserError(f"no such user: {name!r}")
             return self.db.execute("DELETE FROM sessions WHERE user = ?", (name,)).rowcount
 
@@ -167,16 +175,35 @@ class Store:
         return dict(self.db.execute("SELECT name, role FROM users ORDER BY name").fetchall())
 
     # ---- annotations --------------------------------------------------------------------
-    def submit(self, clip_id: str, user: str, labels: dict, *, kind: str = "label", mode: str = "",
-               failure: bool = False, reasons: list[str] | tuple = ()) -> int:
+    def submit(
+        self,
+        clip_id: str,
+        user: str,
+        labels: dict,
+        *,
+        kind: str = "label",
+        mode: str = "",
+        failure: bool = False,
+        reasons: list[str] | tuple = (),
+    ) -> int:
         """Append one annotation (labels already validated against the taxonomy); durable on return."""
         if kind not in KINDS:
             raise ValueError(f"kind must be one of {KINDS}")
         cur = self.db.execute(
             "INSERT INTO annotations (clip_id, user, kind, mode, labels, failure, reasons, created) "
             "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (clip_id, user, kind, mode, json.dumps(labels, sort_keys=True), int(failure),
-             json.dumps(list(reasons)), time.time()))
+            (
+                clip_id,
+                user,
+                kind,
+                mode,
+                json.dumps(labels, sort_keys=True),
+                int(failure),
+                json.dumps(list(reasons)),
+                time.time(),
+            ),
+        )
+        assert cur.lastrowid is not None  # set by the INSERT
         return int(cur.lastrowid)
 
     def history(self, kind: str | None = None, clip_id: str | None = None) -> list[Annotation]:
@@ -185,9 +212,13 @@ class Store:
         where = {k: v for k, v in where.items() if v is not None}
         rows = self.db.execute(
             "SELECT id, clip_id, user, kind, mode, labels, failure, reasons, created FROM annotations"
-            + (" WHERE " + " AND ".join(where) if where else "") + " ORDER BY id", tuple(where.values()))
-        return [Annotation(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), bool(r[6]), json.loads(r[7]), r[8])
-                for r in rows]
+            + (" WHERE " + " AND ".join(where) if where else "")
+            + " ORDER BY id",
+            tuple(where.values()),
+        )
+        return [
+            Annotation(r[0], r[1], r[2], r[3], r[4], json.loads(r[5]), bool(r[6]), json.loads(r[7]), r[8]) for r in rows
+        ]
 
     def latest(self, kind: str = "label", clip_id: str | None = None) -> dict[str, dict[str, Annotation]]:
         """{clip_id: {user: their newest annotation of this kind}} (on one clip, when given)."""

@@ -17,6 +17,7 @@ Sessions: an absolute and an idle timeout (store.SESSION_MAX_AGE, SESSION_IDLE),
 the database on every request (so `pks audit revoke` holds at once); the cookie is `Secure`
 unless the server only listens on loopback; login attempts are limited per client address.
 """
+
 from __future__ import annotations
 
 import ipaddress
@@ -26,7 +27,7 @@ import threading
 import time
 from collections import deque
 from pathlib import Path
-from typing import Literal, get_args
+from typing import Any, Literal, get_args
 
 import av
 import cv2
@@ -51,11 +52,34 @@ COOKIE = "pks_audit"
 Mode = Literal["blind", "review"]  # blind: the model caption stays hidden until you save
 MODES = get_args(Mode)
 LOGIN_ATTEMPTS = (10, 60.0)  # per client address: at most 10 in any 60 s
-FAILURE_REASONS = ("texture boiling", "melting or warping", "identity drift", "tearing", "ghosting / frame blending",
-                   "frozen", "block noise", "other")
-COLUMNS = ["clip_id", "status", "fps", "start_frame", "end_frame", "caption", "caption_source", "camera_motion",
-           "motion_score", "deformation_score", "cadence", "smear_frames", "impact_frames", "curriculum_stage",
-           "quality_flags", "signals"]
+FAILURE_REASONS = (
+    "texture boiling",
+    "melting or warping",
+    "identity drift",
+    "tearing",
+    "ghosting / frame blending",
+    "frozen",
+    "block noise",
+    "other",
+)
+COLUMNS = [
+    "clip_id",
+    "status",
+    "fps",
+    "start_frame",
+    "end_frame",
+    "caption",
+    "caption_source",
+    "camera_motion",
+    "motion_score",
+    "deformation_score",
+    "cadence",
+    "smear_frames",
+    "impact_frames",
+    "curriculum_stage",
+    "quality_flags",
+    "signals",
+]
 
 
 class BodyLimit:
@@ -69,8 +93,9 @@ class BodyLimit:
         if scope["type"] == "http" and scope["method"] in ("POST", "PUT", "PATCH"):
             refusal = self.refusal(dict(scope["headers"]).get(b"content-length"))
             if refusal:
-                await send({"type": "http.response.start", "status": refusal[0],
-                            "headers": [(b"content-type", b"text/plain")]})
+                await send(
+                    {"type": "http.response.start", "status": refusal[0], "headers": [(b"content-type", b"text/plain")]}
+                )
                 await send({"type": "http.response.body", "body": refusal[1]})
                 return
         await self.app(scope, receive, send)
@@ -127,8 +152,14 @@ class Auth(Exception):
     pass
 
 
-def create_app(out: str | Path, queue: QueueConfig | None = None, max_body: int = 64 * 1024, host: str = "127.0.0.1",
-               session_idle: float = SESSION_IDLE, login_attempts: tuple[int, float] = LOGIN_ATTEMPTS) -> FastAPI:
+def create_app(
+    out: str | Path,
+    queue: QueueConfig | None = None,
+    max_body: int = 64 * 1024,
+    host: str = "127.0.0.1",
+    session_idle: float = SESSION_IDLE,
+    login_attempts: tuple[int, float] = LOGIN_ATTEMPTS,
+) -> BodyLimit:
     """`host`: the interface the server binds to (off loopback, cookies are Secure: serve it
     behind TLS); `session_idle`: seconds without a request that end a session."""
     out = Path(out)
@@ -154,8 +185,11 @@ def create_app(out: str | Path, queue: QueueConfig | None = None, max_body: int 
         with lock:
             if manifest["mtime"] != mtime:
                 table = pq.read_table(path, columns=COLUMNS).to_pylist()
-                manifest["rows"] = {r["clip_id"]: r for r in table
-                                    if r["status"] == "ok" and (out / "clips" / f"{r['clip_id']}.mp4").exists()}
+                manifest["rows"] = {
+                    r["clip_id"]: r
+                    for r in table
+                    if r["status"] == "ok" and (out / "clips" / f"{r['clip_id']}.mp4").exists()
+                }
                 manifest["mtime"] = mtime
             return manifest["rows"]
 
@@ -203,16 +237,29 @@ def create_app(out: str | Path, queue: QueueConfig | None = None, max_body: int 
         r = rs.get(clip_id) if clip_id else None
         signals = json.loads(r["signals"] or "{}") if r else {}
         others = {}
-        if r and user[1] == "lead":
+        if r and clip_id and user[1] == "lead":
             others = {u: a.labels for u, a in store().latest("label", clip_id).get(clip_id, {}).items()}
-        return templates.TemplateResponse(request, "clip.html", {
-            "r": r, "user": user, "mode": mode, "tax": tax, "axes": (*TAG_AXES,), "shot_axis": SHOT_AXIS,
-            "signals": signals, "camera": camera_phrase(r["camera_motion"], signals.get("camera")) if r else "",
-            "reveal": reveal, "reasons": FAILURE_REASONS, "others": others,
-            "prefill": (r["caption"] or {}) if r and mode == "review" else {},
-            "prefetch": next((c for c in upcoming if c != clip_id), None),
-            "n_frames": (r["end_frame"] - r["start_frame"]) if r else 0,
-            "strip": strip_frames(r["end_frame"] - r["start_frame"]) if r else []})
+        return templates.TemplateResponse(
+            request,
+            "clip.html",
+            {
+                "r": r,
+                "user": user,
+                "mode": mode,
+                "tax": tax,
+                "axes": (*TAG_AXES,),
+                "shot_axis": SHOT_AXIS,
+                "signals": signals,
+                "camera": camera_phrase(r["camera_motion"], signals.get("camera")) if r else "",
+                "reveal": reveal,
+                "reasons": FAILURE_REASONS,
+                "others": others,
+                "prefill": (r["caption"] or {}) if r and mode == "review" else {},
+                "prefetch": next((c for c in upcoming if c != clip_id), None),
+                "n_frames": (r["end_frame"] - r["start_frame"]) if r else 0,
+                "strip": strip_frames(r["end_frame"] - r["start_frame"]) if r else [],
+            },
+        )
 
     @app.get("/login", response_class=HTMLResponse)
     def login_page(request: Request):
@@ -221,16 +268,22 @@ def create_app(out: str | Path, queue: QueueConfig | None = None, max_body: int 
     @app.post("/login")
     def login(request: Request, form: FormData = Depends(read_form)):
         if not attempts.allow(request.client.host if request.client else ""):
-            return templates.TemplateResponse(request, "login.html", {"error": "too many attempts: wait a minute"},
-                                              status_code=429, headers={"Retry-After": str(round(attempts.window))})
+            return templates.TemplateResponse(
+                request,
+                "login.html",
+                {"error": "too many attempts: wait a minute"},
+                status_code=429,
+                headers={"Retry-After": str(round(attempts.window))},
+            )
         user = store().user(str(form.get("token", "")))
         if user is None:
             return templates.TemplateResponse(request, "login.html", {"error": "unknown token"}, status_code=401)
         store().purge_sessions(idle=session_idle)  # logins are rare: a good time to drop dead rows
         sid, _ = store().new_session(user[0])
         resp = RedirectResponse("/", status_code=303)
-        resp.set_cookie(COOKIE, sid, httponly=True, samesite="strict", secure=cookie_secure(request),
-                        max_age=SESSION_MAX_AGE)
+        resp.set_cookie(
+            COOKIE, sid, httponly=True, samesite="strict", secure=cookie_secure(request), max_age=SESSION_MAX_AGE
+        )
         return resp
 
     @app.post("/logout")
@@ -259,7 +312,7 @@ def create_app(out: str | Path, queue: QueueConfig | None = None, max_body: int 
         r = rows().get(clip_id)
         if r is None:
             raise HTTPException(404, "no such clip")
-        caption = {axis: [str(t) for t in form.getlist(axis)] for axis in TAG_AXES}
+        caption: dict[str, Any] = {axis: [str(t) for t in form.getlist(axis)] for axis in TAG_AXES}
         caption[SHOT_AXIS] = str(form.get(SHOT_AXIS, ""))
         caption["narrative"] = str(form.get("narrative", ""))[:4000]
         try:
@@ -306,11 +359,16 @@ def create_app(out: str | Path, queue: QueueConfig | None = None, max_body: int 
         if user[1] != "lead":
             raise HTTPException(403, "leads only")
         final = store().final("adjudication")
+
         def answers(per):
             return {(json.dumps(a.labels, sort_keys=True), a.failure) for a in per.values()}
-        open_ = [(c, per) for c, per in sorted(store().latest("label").items())
-                 if c not in final and len(answers(per)) > 1]
-        return templates.TemplateResponse(request, "disagreements.html", {"user": user, "open": open_, "axes": TAG_AXES})
+
+        open_ = [
+            (c, per) for c, per in sorted(store().latest("label").items()) if c not in final and len(answers(per)) > 1
+        ]
+        return templates.TemplateResponse(
+            request, "disagreements.html", {"user": user, "open": open_, "axes": TAG_AXES}
+        )
 
     @app.get("/stats", response_class=HTMLResponse)
     def stats_page(request: Request):

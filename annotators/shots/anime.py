@@ -21,6 +21,7 @@ Why the usual detectors fail on anime and what this one does instead:
   them, and a clip never spans two shots through a black card. Letterbox and pillarbox bars
   are cropped first: identical in every shot, they would dilute every change.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -35,6 +36,12 @@ def runs(mask: np.ndarray) -> list[tuple[int, int]]:
     """The runs [start, end) of True in a 1-D boolean array."""
     edges = np.diff(np.r_[0, mask.astype(np.int8), 0])
     return list(zip(np.nonzero(edges == 1)[0].tolist(), np.nonzero(edges == -1)[0].tolist()))
+
+
+def span_of(b: Boundary) -> tuple[int, int]:
+    """A gradual boundary's [start, end) (fades, dissolves and blank runs always have one)."""
+    assert b.span is not None
+    return b.span
 
 
 @dataclass
@@ -90,11 +97,11 @@ class AnimeDetector(ShotDetector):
             M = cv2.getRotationMatrix2D((w / 2, h / 2), 0, scale)
             wb = cv2.warpAffine(fb, M, (w, h), borderMode=cv2.BORDER_REPLICATE)
             (dx, dy), _ = cv2.phaseCorrelate(ga, cv2.cvtColor(wb, cv2.COLOR_RGB2GRAY))
-            M[:, 2] -= (dx, dy)
+            M[:, 2] -= np.array((dx, dy))
             wb = cv2.warpAffine(fb, M, (w, h), borderMode=cv2.BORDER_REPLICATE)
             # Ignore the replicated border (but keep at least half the frame).
             m = min(w // 4, int(abs(dx)) + 1), min(h // 4, int(abs(dy)) + 1)
-            pair = np.stack([fa, wb])[:, m[1]:h - m[1], m[0]:w - m[0]]
+            pair = np.stack([fa, wb])[:, m[1] : h - m[1], m[0] : w - m[0]]
             flat = pair.reshape(2, -1)
             zz = (flat - flat.mean(1, keepdims=True)) / np.maximum(flat.std(1, keepdims=True), 1e-3)
             best = min(best, float(np.abs(zz[0] - zz[1]).mean()))
@@ -136,10 +143,16 @@ class AnimeDetector(ShotDetector):
                 b -= 1
             return a, b
 
-        (t, b), (l, r) = inner(rows), inner(cols)
-        if (t, b, l, r) == (0, len(rows), 0, len(cols)) or b - t < len(rows) // 3 or r - l < len(cols) // 3:
+        (top, bottom), (left, right) = inner(rows), inner(cols)
+        if (
+            (top, bottom, left, right) == (0, len(rows), 0, len(cols))
+            or bottom - top < len(rows) // 3
+            or right - left < len(cols) // 3
+        ):
             return frames
-        return np.stack([cv2.resize(f[t:b, l:r], self.frame_size, interpolation=cv2.INTER_LINEAR) for f in frames])
+        return np.stack(
+            [cv2.resize(f[top:bottom, left:right], self.frame_size, interpolation=cv2.INTER_LINEAR) for f in frames]
+        )
 
     def gradual(self, frames: np.ndarray):
         """Features, frame-to-frame changes, flat frames, and the fades and dissolves.
@@ -153,8 +166,8 @@ class AnimeDetector(ShotDetector):
         blank = self._blank_runs(frames, z, contrast, low)
         covered = np.zeros(n, bool)
         for b in blank:
-            covered[b.span[0]:b.span[1]] = True
-        fades = [f for f in self._fades(z, contrast, low) if not covered[f.span[0]:f.span[1]].any()] + blank
+            covered[slice(*span_of(b))] = True
+        fades = [f for f in self._fades(z, contrast, low) if not covered[slice(*span_of(f))].any()] + blank
         return z, jump, low, fades + self._dissolves(z, blurred, jump, low, fades)
 
     def _blank_runs(self, frames: np.ndarray, z, contrast, low) -> list[Boundary]:
@@ -170,8 +183,12 @@ class AnimeDetector(ShotDetector):
         for a, b in runs(blank):
             if a == 0 and b == n:
                 break
-            if b - a <= self.blank_max_flash and 0 < a and b < n \
-                    and self._comes_back(z, a, max(float(self._dist(z, [a - 1], [a])[0]), self.cut_threshold)):
+            if (
+                b - a <= self.blank_max_flash
+                and 0 < a
+                and b < n
+                and self._comes_back(z, a, max(float(self._dist(z, [a - 1], [a])[0]), self.cut_threshold))
+            ):
                 continue  # a white flash or a flat impact frame inside the shot
             lo = a
             while lo > 0 and a - lo < self.ramp_max and self._faded(contrast, lo - 1, -1):
@@ -191,21 +208,21 @@ class AnimeDetector(ShotDetector):
     def _faded(contrast, t: int, away: int) -> bool:
         """Frame t is part of a fade toward the blank run on its other side: its contrast is
         clearly under that of the frames further away, which rise toward the shot's own."""
-        ref = contrast[t + 1:t + 9] if away > 0 else contrast[max(0, t - 8):t][::-1]  # nearest first
+        ref = contrast[t + 1 : t + 9] if away > 0 else contrast[max(0, t - 8) : t][::-1]  # nearest first
         return len(ref) > 0 and contrast[t] < 0.92 * float(np.median(ref)) and contrast[t] < ref[0]
 
     def _cuts(self, z, jump, low, gradual) -> list[Boundary]:
         n = len(jump)
         inside = np.zeros(n, bool)
         for b in gradual:
-            inside[max(0, b.span[0] - 1):b.span[1] + 1] = True
+            inside[max(0, b.span[0] - 1) : b.span[1] + 1] = True
         cuts = []
         cand = np.nonzero((jump > self.quiet_cut) & ~low & ~np.roll(low, 1) & ~inside)[0]
         for t in cand:
-            neigh = np.r_[jump[max(1, t - self.window):t], jump[t + 1:t + self.window + 1]]
+            neigh = np.r_[jump[max(1, t - self.window) : t], jump[t + 1 : t + self.window + 1]]
             base = float(np.percentile(neigh, self.baseline_percentile)) if len(neigh) else 0.0
             ratio = self.ratio if jump[t] > self.cut_threshold else self.quiet_ratio
-            if jump[t] < ratio * base or self._comes_back(z, t, jump[t]):
+            if jump[t] < ratio * base or self._comes_back(z, int(t), jump[t]):
                 continue
             cuts.append(Boundary(int(t), "cut"))
         return cuts
@@ -229,7 +246,7 @@ class AnimeDetector(ShotDetector):
         out = []
         t = 1
         while t < n - 1:
-            around = contrast[max(0, t - 30):t + 31].max()
+            around = contrast[max(0, t - 30) : t + 31].max()
             is_valley = contrast[t] <= contrast[t - 1] and contrast[t] <= contrast[t + 1]
             if not is_valley or contrast[t] >= self.fade_contrast * around:
                 t += 1
@@ -244,7 +261,7 @@ class AnimeDetector(ShotDetector):
             right = e
             while right < n - 1 and contrast[right + 1] > contrast[right] * 1.02:
                 right += 1
-            floor = contrast[t:e + 1].min()
+            floor = contrast[t : e + 1].min()
             ramps_ok = (t - left) >= self.fade_min_ramp and (right - e) >= self.fade_min_ramp
             deep = floor < self.fade_contrast * min(contrast[left], contrast[right])
             if ramps_ok and deep and not low[left] and not low[right]:
@@ -274,26 +291,35 @@ class AnimeDetector(ShotDetector):
             lam = vu / uu
             resid = np.maximum(vv - vu * vu / uu, 0.0) / uu
             ends = self._dist(z, t - k, t + k)
-            biggest_step = np.lib.stride_tricks.sliding_window_view(jump[1:], 2 * k).max(1)[:len(t)]
-            ok = (ends > self.cut_threshold) & (resid < self.dissolve_residual) \
-                & (biggest_step < self.dissolve_step * ends) \
-                & (lam > self.dissolve_min_weight) & (lam < 1.0 - self.dissolve_min_weight) \
-                & ~low[t] & ~low[t - k] & ~low[t + k]
+            biggest_step = np.lib.stride_tricks.sliding_window_view(jump[1:], 2 * k).max(1)[: len(t)]
+            ok = (
+                (ends > self.cut_threshold)
+                & (resid < self.dissolve_residual)
+                & (biggest_step < self.dissolve_step * ends)
+                & (lam > self.dissolve_min_weight)
+                & (lam < 1.0 - self.dissolve_min_weight)
+                & ~low[t]
+                & ~low[t - k]
+                & ~low[t + k]
+            )
             hit[t[ok]] = True
             reach[t[ok]] = np.maximum(reach[t[ok]], k)
         covered = np.zeros(n, bool)
         for f in fades:
-            covered[f.span[0]:f.span[1]] = True
+            covered[f.span[0] : f.span[1]] = True
         out = []
-        for t, end in runs(hit):
+        for s, end in runs(hit):
             e = end - 1
-            k = int(reach[t:e + 1].max())
-            span = (max(0, t - k + 1), min(n, e + k))
+            k = int(reach[s : e + 1].max())
+            span = (max(0, s - k + 1), min(n, e + k))
             # The shots on either side must differ, also once a camera move is undone.
             before, after = max(0, span[0] - 1), min(n - 1, span[1])
-            if not covered[t:e + 1].any() and self._dist(z, [before], [after])[0] > self.dissolve_across \
-                    and self._aligned_dist(blurred, before, after) > self.dissolve_aligned:
-                out.append(Boundary(int((t + e + 1) // 2), "dissolve", span))
+            if (
+                not covered[s : e + 1].any()
+                and self._dist(z, [before], [after])[0] > self.dissolve_across
+                and self._aligned_dist(blurred, before, after) > self.dissolve_aligned
+            ):
+                out.append(Boundary(int((s + e + 1) // 2), "dissolve", span))
         return out
 
     def _merge(self, bounds: list[Boundary], jump) -> list[Boundary]:

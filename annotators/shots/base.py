@@ -3,6 +3,7 @@
 Modelled on PySceneDetect's detector interface, but whole-video: anime needs look-ahead (a
 flash is only a flash if the shot comes back) so detectors see all frames at once.
 """
+
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
@@ -43,8 +44,14 @@ class ShotDetector(ABC):
         """Boundaries in a video given as uint8 RGB frames [N, h, w, 3] at `frame_size`."""
 
 
-def shots_from_boundaries(boundaries: list[Boundary], n_frames: int, fps: float, min_shot_s: float = 0.0,
-                          max_shot_s: float | None = None, trim_frames: int = 0) -> list[Shot]:
+def shots_from_boundaries(
+    boundaries: list[Boundary],
+    n_frames: int,
+    fps: float,
+    min_shot_s: float = 0.0,
+    max_shot_s: float | None = None,
+    trim_frames: int = 0,
+) -> list[Shot]:
     """Turn boundaries into shots [start, end).
 
     Frames inside a gradual transition belong to neither shot (they blend two shots).

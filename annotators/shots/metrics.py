@@ -1,4 +1,5 @@
 """Score detected boundaries against synthetic ground truth (pks synth truth JSON)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -22,9 +23,18 @@ class Score:
     false_frames: list[int] = field(default_factory=list)
     missed_frames: list[int] = field(default_factory=list)
 
-    def __iadd__(self, o: "Score") -> "Score":
-        for k in ("tp", "fp", "fn", "gradual_total", "gradual_found", "flashes_total", "flash_false_cuts", "clips",
-                  "leaky_clips"):
+    def __iadd__(self, o: Score) -> Score:
+        for k in (
+            "tp",
+            "fp",
+            "fn",
+            "gradual_total",
+            "gradual_found",
+            "flashes_total",
+            "flash_false_cuts",
+            "clips",
+            "leaky_clips",
+        ):
             setattr(self, k, getattr(self, k) + getattr(o, k))
         self.false_frames += o.false_frames
         self.missed_frames += o.missed_frames

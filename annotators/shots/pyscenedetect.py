@@ -3,6 +3,7 @@
 Frames are fed through the detectors' own `process_frame`, at about the width PySceneDetect's
 SceneManager downscales to by default (256-px minimum), so the comparison is like for like.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field

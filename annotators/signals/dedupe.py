@@ -5,6 +5,7 @@ Re-encoding, rescaling and small colour shifts flip few bits; different content 
 half. Duplicates are marked (`duplicate` flag, `duplicate_of` the first clip seen), never
 dropped.
 """
+
 from __future__ import annotations
 
 import cv2

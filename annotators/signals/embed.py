@@ -1,6 +1,7 @@
 """Semantic clip embeddings with OpenCLIP, from a checkpoint file the user configures (nothing
 is downloaded), for near-duplicates that perceptual hashes miss (recoloured or reframed
 reuse). Optional: install the `clip` extra and set analyse.clip_embeddings.checkpoint."""
+
 from __future__ import annotations
 
 from collections.abc import Callable
@@ -29,10 +30,11 @@ class ClipEmbedder:
         """Shortest side to the model size, centre crop, normalise (OpenCLIP's own recipe)."""
         h, w = rgb.shape[:2]
         s = self.size / min(h, w)
-        img = cv2.resize(rgb, (max(self.size, round(w * s)), max(self.size, round(h * s))),
-                         interpolation=cv2.INTER_CUBIC)
+        img = cv2.resize(
+            rgb, (max(self.size, round(w * s)), max(self.size, round(h * s))), interpolation=cv2.INTER_CUBIC
+        )
         y, x = (img.shape[0] - self.size) // 2, (img.shape[1] - self.size) // 2
-        img = img[y:y + self.size, x:x + self.size].astype(np.float32) / 255.0
+        img = img[y : y + self.size, x : x + self.size].astype(np.float32) / 255.0
         return ((img - self.mean) / self.std).transpose(2, 0, 1)
 
     def embed(self, frames: np.ndarray, k: int = 4) -> np.ndarray:
@@ -53,13 +55,14 @@ def embedder(arch: str, checkpoint: str) -> ClipEmbedder:
     return ClipEmbedder(arch, checkpoint)
 
 
-def semantic_duplicates(ids: list[str], vectors: np.ndarray, threshold: float = 0.95,
-                        chunk: int = 4096) -> dict[str, str]:
+def semantic_duplicates(
+    ids: list[str], vectors: np.ndarray, threshold: float = 0.95, chunk: int = 4096
+) -> dict[str, str]:
     """{clip_id: earlier clip_id} for clips whose cosine similarity to an earlier one exceeds
     `threshold` (vectors are L2-normalised; compared in chunks to bound memory)."""
     dupes: dict[str, str] = {}
     for start in range(0, len(ids), chunk):
-        sims = vectors[start:start + chunk] @ vectors.T
+        sims = vectors[start : start + chunk] @ vectors.T
         for row, i in enumerate(range(start, min(start + chunk, len(ids)))):
             earlier = np.nonzero(sims[row, :i] > threshold)[0]
             if len(earlier):
@@ -76,9 +79,15 @@ def semantic_duplicates(ids: list[str], vectors: np.ndarray, threshold: float = 
 EXACT_BELOW = 20_000
 
 
-def streamed_duplicates(ids: list[str], load: Callable[[list[str]], np.ndarray], threshold: float = 0.95,
-                        batch: int = 4096, exact_below: int = EXACT_BELOW, m: int = 16,
-                        ef_construction: int = 100) -> dict[str, str]:
+def streamed_duplicates(
+    ids: list[str],
+    load: Callable[[list[str]], np.ndarray],
+    threshold: float = 0.95,
+    batch: int = 4096,
+    exact_below: int = EXACT_BELOW,
+    m: int = 16,
+    ef_construction: int = 100,
+) -> dict[str, str]:
     """semantic_duplicates over vectors that `load(ids)` reads `batch` at a time (L2-normalised
     rows, in the order of `ids`), never all in memory at once from `exact_below` clips on: each
     batch is searched against an HNSW index of the batches before it (and exactly within
@@ -93,12 +102,12 @@ def streamed_duplicates(ids: list[str], load: Callable[[list[str]], np.ndarray],
     except ImportError:  # exact, all vectors at once (pip install 'pks[clip]' for the index)
         hnswlib = None
     if len(ids) < exact_below or hnswlib is None:
-        vectors = np.concatenate([load(ids[i:i + batch]) for i in range(0, len(ids), batch)])
-        return semantic_duplicates(ids, vectors, threshold, chunk=max(1, min(4096, 2 ** 24 // len(ids))))
+        vectors = np.concatenate([load(ids[i : i + batch]) for i in range(0, len(ids), batch)])
+        return semantic_duplicates(ids, vectors, threshold, chunk=max(1, min(4096, 2**24 // len(ids))))
     index = None
     dupes: dict[str, str] = {}
     for start in range(0, len(ids), batch):
-        v = np.ascontiguousarray(load(ids[start:start + batch]), dtype=np.float32)
+        v = np.ascontiguousarray(load(ids[start : start + batch]), dtype=np.float32)
         if index is None:
             index = hnswlib.Index(space="ip", dim=v.shape[1])
             index.init_index(max_elements=len(ids), ef_construction=ef_construction, M=m, random_seed=0)
@@ -129,7 +138,7 @@ def _earliest_in_index(index, v: np.ndarray, threshold: float, k: int = 16, slac
         while kk < n and sim[-1] > threshold - slack:  # all fetched are close: there may be more
             kk = min(2 * kk, n)
             index.set_ef(max(64, kk))
-            more, d = index.knn_query(v[r:r + 1], k=kk)
+            more, d = index.knn_query(v[r : r + 1], k=kk)
             lab, sim = more[0], 1 - d[0]
         cand = lab[sim > threshold - slack]
         if len(cand):

@@ -1,5 +1,6 @@
 """Decode a clip once for analysis: small RGB frames for flow, sampled full-size luma for
 quality checks that downscaling would erase (interlace combing, macroblock edges)."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -16,10 +17,11 @@ class ClipFrames:
     luma: dict[int, np.ndarray]  # frame index -> full-size Y plane (every `luma_every` frames)
     fps: float
 
-    def span(self, start: int, end: int) -> "ClipFrames":
+    def span(self, start: int, end: int) -> ClipFrames:
         """Frames [start, end) of this clip, indices renumbered from 0."""
-        return ClipFrames(self.rgb[start:end], {k - start: v for k, v in self.luma.items() if start <= k < end},
-                          self.fps)
+        return ClipFrames(
+            self.rgb[start:end], {k - start: v for k, v in self.luma.items() if start <= k < end}, self.fps
+        )
 
 
 class ClipCollector:
@@ -54,8 +56,15 @@ class ClipCollector:
         return ClipFrames(rgb, self.luma, self.fps)
 
 
-def load_clip(path: str, start: int = 0, end: int | None = None, width: int = 192, luma_every: int = 2,
-              fps: float = 0.0, grid=None) -> ClipFrames:
+def load_clip(
+    path: str,
+    start: int = 0,
+    end: int | None = None,
+    width: int = 192,
+    luma_every: int = 2,
+    fps: float = 0.0,
+    grid=None,
+) -> ClipFrames:
     """Frames [start, end) of `path` for analysis. With a `grid` (pks.seek.frame_grid) it seeks
     to the keyframe before `start` instead of decoding from frame 0."""
     from pks.seek import Irregular, iter_range
@@ -75,9 +84,11 @@ def picture_box(gray: np.ndarray, dark: float = 30.0) -> tuple[tuple[int, int], 
     """(top, bottom), (left, right) of the picture inside letterbox/pillarbox bars of [N, h, w]
     frames: rows and columns dark in every frame are bars (the whole frame when none is found,
     or when the rest is small)."""
+
     def inner(profile):
         lit = np.nonzero(profile >= dark)[0]
         if not len(lit) or lit[-1] + 1 - lit[0] < len(profile) // 2:
             return 0, len(profile)
         return int(lit[0]), int(lit[-1]) + 1
+
     return inner(gray.max(axis=(0, 2))), inner(gray.max(axis=(0, 1)))

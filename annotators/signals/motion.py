@@ -14,6 +14,7 @@ of the camera fitted to it. Then:
   the non-rigid rest (wobble, melting, a new pose). Only the non-rigid part is deformation, so
   a fast pan, a rigid slide or an arm swing scores near zero.
 """
+
 from __future__ import annotations
 
 import math
@@ -24,7 +25,7 @@ import numpy as np
 
 from annotators.signals.frames import picture_box
 
-IDENTITY = np.float32([[1, 0, 0], [0, 1, 0]])
+IDENTITY = np.array([[1, 0, 0], [0, 1, 0]], np.float32)
 
 
 @dataclass
@@ -82,7 +83,7 @@ def _affine_parts(A: np.ndarray) -> tuple[float, float]:
 class MotionAnalyser:
     def __init__(self, params: MotionParams | None = None):
         self.p = params or MotionParams()
-        self.dis = cv2.DISOpticalFlow_create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
+        self.dis = cv2.DISOpticalFlow.create(cv2.DISOPTICAL_FLOW_PRESET_ULTRAFAST)
 
     def run(self, rgb: np.ndarray) -> MotionResult:
         p = self.p
@@ -99,13 +100,15 @@ class MotionAnalyser:
         (top, bottom), (left, right) = picture_box(np.stack(gray))
         # Flow is sampled inside the picture only: the edge of a letterbox or pillarbox bar is
         # strong texture that never moves, and would pull the camera fit toward a zoom.
-        ys, xs = np.mgrid[top + 4:bottom - 4:p.grid, left + 4:right - 4:p.grid]
+        ys, xs = np.mgrid[top + 4 : bottom - 4 : p.grid, left + 4 : right - 4 : p.grid]
         pts = np.stack([xs.ravel(), ys.ravel()], 1).astype(np.float32)
         xi, yi = pts[:, 0].astype(int), pts[:, 1].astype(int)
         m = 6  # border left out of comparisons (warping replicates it)
         for (a, b), (fa, fb) in zip(zip(gray, gray[1:]), zip(seen, seen[1:])):
-            flow = self.dis.calc(fa, fb, None)
-            tex = (np.abs(cv2.Sobel(fa, cv2.CV_32F, 1, 0)) + np.abs(cv2.Sobel(fa, cv2.CV_32F, 0, 1)))[yi, xi] > p.texture
+            flow = self.dis.calc(fa, fb, None)  # type: ignore[call-overload]  # (stubs: no None for the output flow)
+            tex = (np.abs(cv2.Sobel(fa, cv2.CV_32F, 1, 0)) + np.abs(cv2.Sobel(fa, cv2.CV_32F, 0, 1)))[
+                yi, xi
+            ] > p.texture
             src = pts[tex]
             dst = src + flow[yi[tex], xi[tex]]
             M = None
@@ -154,8 +157,9 @@ class MotionAnalyser:
         for _ in range(self.p.rigid_parts):
             if left.sum() < 6:  # too few points left to be a piece: what remains is non-rigid
                 break
-            S, _ = cv2.estimateAffinePartial2D(src[left], dst[left], method=cv2.RANSAC,
-                                               ransacReprojThreshold=self.p.part_px)
+            S, _ = cv2.estimateAffinePartial2D(
+                src[left], dst[left], method=cv2.RANSAC, ransacReprojThreshold=self.p.part_px
+            )
             if S is None:
                 break
             left &= np.linalg.norm(dst - (src @ S[:, :2].T + S[:, 2]), axis=1) > self.p.part_px
@@ -175,17 +179,35 @@ def summarise(res: MotionResult, p: MotionParams, cam: dict) -> dict:
     pairs = res.pairs
     n = len(pairs) + 1
     if not pairs:
-        return {"cadence": 1.0, "held_ratio": 0.0, "camera_motion": ["static"], "motion_score": 0.0,
-                "deformation_score": 0.0, "smear_frames": 0, "impact_frames": 0, "scene_changes": 0, "camera": {},
-                "deformation_raw": 0.0, "flow_magnitude": 0.0, "smear_at": [], "impact_at": []}
+        return {
+            "cadence": 1.0,
+            "held_ratio": 0.0,
+            "camera_motion": ["static"],
+            "motion_score": 0.0,
+            "deformation_score": 0.0,
+            "smear_frames": 0,
+            "impact_frames": 0,
+            "scene_changes": 0,
+            "camera": {},
+            "deformation_raw": 0.0,
+            "flow_magnitude": 0.0,
+            "smear_at": [],
+            "impact_at": [],
+        }
     changed = np.array([q.changed for q in pairs])
     impact = _impacts(changed, p.impact_change)
     # A change as big as an impact that does not come back is a cut the shot detector missed:
     # the clip holds two shots. Counted (the caller flags the clip) and kept out of deformation.
     # Only where frames on both sides can show it: a flash on a clip's first or last frames
     # looks the same as a cut there.
-    cuts = [i for i in range(2, len(pairs) - 2) if changed[i] >= p.impact_change and i not in impact
-            and i + 1 not in impact and _changed_between(res, i - 1, i + 3, p) >= p.impact_change]
+    cuts = [
+        i
+        for i in range(2, len(pairs) - 2)
+        if changed[i] >= p.impact_change
+        and i not in impact
+        and i + 1 not in impact
+        and _changed_between(res, i - 1, i + 3, p) >= p.impact_change
+    ]
     # Impact frames are not drawings of the shot: leave them out of timing and deformation.
     normal = [i for i in range(len(pairs)) if i not in impact and i + 1 not in impact and i not in cuts]
     typical = float(np.percentile(changed[normal], 80)) if normal else 0.0
@@ -195,20 +217,26 @@ def summarise(res: MotionResult, p: MotionParams, cam: dict) -> dict:
     cadence = _steady_cadence(changed, set(normal), held_thr, p) or float(1.0 / max(1.0 - held_ratio, 1.0 / 3.5))
     terms = np.array([camera_terms(q.M, res.width, res.height) for q in pairs])
     tags, stats = camera_tags(terms[normal] if normal else terms, cam)
-    deforms = [pairs[i].deform for i in normal if pairs[i].deform is not None]
+    deforms = [d for d in (pairs[i].deform for i in normal) if d is not None]
     raw = float(np.mean(deforms)) if deforms else 0.0
     starts = [i + 1 for i in normal if changed[i] >= held_thr]  # frames where a new drawing appears
     smear_at = _smears(res, starts, impact, p)
     smear_frames = len(smear_at)
     raw += p.smear_weight * smear_frames / n  # smears are deformation too: the most extreme kind
     return {
-        "cadence": round(cadence, 3), "held_ratio": round(held_ratio, 4), "camera_motion": tags,
+        "cadence": round(cadence, 3),
+        "held_ratio": round(held_ratio, 4),
+        "camera_motion": tags,
         "motion_score": round(float(np.mean([q.fg_mag for q in pairs])) / max(1, res.width), 6),
         "deformation_score": round(1.0 - math.exp(-raw / p.deformation_scale), 4),
-        "smear_frames": smear_frames, "impact_frames": len(impact), "scene_changes": len(cuts),
-        "camera": stats, "deformation_raw": round(raw, 4),
+        "smear_frames": smear_frames,
+        "impact_frames": len(impact),
+        "scene_changes": len(cuts),
+        "camera": stats,
+        "deformation_raw": round(raw, 4),
         "flow_magnitude": round(float(np.mean([q.flow_mag for q in pairs])) / max(1, res.width), 6),
-        "smear_at": smear_at, "impact_at": sorted(impact),
+        "smear_at": smear_at,
+        "impact_at": sorted(impact),
     }
 
 
@@ -220,8 +248,11 @@ def _steady_cadence(changed: np.ndarray, normal: set[int], held_thr: float, p: M
     held frames gives the cadence, which also covers mixed timing)."""
     for c in range(2, 5):
         for phase in range(c):
-            runs = [changed[s:s + c] for s in range(phase, len(changed) - c + 1, c)
-                    if all(i in normal for i in range(s, s + c))]  # impact frames say nothing about timing
+            runs = [
+                changed[s : s + c]
+                for s in range(phase, len(changed) - c + 1, c)
+                if all(i in normal for i in range(s, s + c))
+            ]  # impact frames say nothing about timing
             if len(runs) < p.cadence_windows:
                 continue
             floor = float(np.median([r[1:] for r in runs]))  # held frames, effects and all
@@ -239,8 +270,9 @@ def _changed_between(res: MotionResult, a: int, b: int, p: MotionParams) -> floa
     for q in res.pairs[a:b]:
         M = np.vstack([q.M, [0, 0, 1]]) @ M
     h, w = res.gray[a].shape
-    warped = cv2.GaussianBlur(cv2.warpAffine(res.gray[a], M[:2].astype(np.float32), (w, h),
-                                             borderMode=cv2.BORDER_REPLICATE), (0, 0), 1.0)
+    warped = cv2.GaussianBlur(
+        cv2.warpAffine(res.gray[a], M[:2].astype(np.float32), (w, h), borderMode=cv2.BORDER_REPLICATE), (0, 0), 1.0
+    )
     diff = np.abs(warped.astype(np.int16) - cv2.GaussianBlur(res.gray[b], (0, 0), 1.0))[6:-6, 6:-6]
     return float((diff > p.held_diff).mean())
 
@@ -248,7 +280,7 @@ def _changed_between(res: MotionResult, a: int, b: int, p: MotionParams) -> floa
 def _smears(res: MotionResult, starts: list[int], impact: set[int], p: MotionParams) -> list[int]:
     """Frames showing a smear drawing: one that neither neighbouring drawing explains, while
     the neighbours explain each other (the pose before and after a smear are close)."""
-    frames = []
+    frames: list[int] = []
     for k in range(1, len(starts) - 1):
         s, e = starts[k], starts[k + 1]  # the drawing held over [s, e)
         if s in impact or (e - 1) in impact:
@@ -264,7 +296,7 @@ def _smears(res: MotionResult, starts: list[int], impact: set[int], p: MotionPar
 def _impacts(changed: np.ndarray, threshold: float) -> set[int]:
     """Frames (as pair indices into the clip) that break from the shot and come back within 2
     frames: a big change in, and a big change out."""
-    frames = set()
+    frames: set[int] = set()
     for i in range(len(changed)):
         if changed[i] < threshold:
             continue
@@ -300,8 +332,13 @@ def camera_tags(terms: np.ndarray, cam: dict) -> tuple[list[str], dict]:
         tags.append("roll")
     if not tags:
         tags = ["static"]
-    stats = {"pan_per_frame": round(mx, 5), "tilt_per_frame": round(my, 5), "zoom_per_frame": round(zoom, 5),
-             "roll_per_frame": round(roll, 5), "jitter": round(jitter, 5)}
+    stats = {
+        "pan_per_frame": round(mx, 5),
+        "tilt_per_frame": round(my, 5),
+        "zoom_per_frame": round(zoom, 5),
+        "roll_per_frame": round(roll, 5),
+        "jitter": round(jitter, 5),
+    }
     return tags, stats
 
 
@@ -323,9 +360,12 @@ def _scale(v: float) -> str:
 # both by w, so they compare), zoom is a log scale per frame (said as the picture's change in
 # size), roll is radians per frame (said in degrees), jitter is widths from frame to frame.
 _SIZES = {
-    "pan_left": ("pan_per_frame", _widths), "pan_right": ("pan_per_frame", _widths),
-    "tilt_up": ("tilt_per_frame", _widths), "tilt_down": ("tilt_per_frame", _widths),
-    "zoom_in": ("zoom_per_frame", _scale), "zoom_out": ("zoom_per_frame", _scale),
+    "pan_left": ("pan_per_frame", _widths),
+    "pan_right": ("pan_per_frame", _widths),
+    "tilt_up": ("tilt_per_frame", _widths),
+    "tilt_down": ("tilt_per_frame", _widths),
+    "zoom_in": ("zoom_per_frame", _scale),
+    "zoom_out": ("zoom_per_frame", _scale),
     "roll": ("roll_per_frame", lambda v: f"{_size(math.degrees(abs(v)))}° per frame"),
     "shake": ("jitter", lambda v: f"{_size(abs(v) * 100)}% of the frame width from frame to frame"),
 }
@@ -346,6 +386,7 @@ def camera_phrase(tags: list[str] | None, camera: dict | None) -> str:
         stat, say = _SIZES.get(tag, (None, None))
         v = camera.get(stat) if stat else None
         if isinstance(v, (int, float)) and math.isfinite(v):
+            assert say is not None  # found with its stat
             words += ", " + say(v)
         elif stat:
             words += " (no measurement)"

@@ -1,6 +1,7 @@
 """Failure flags: defects of the footage, never of the art. A smear or a squash is drawn on
 purpose and changes the drawing smoothly inside the subject; these checks look for what no
 animator draws: macroblock grids, combing between fields, lost slices, bars, black, freezes."""
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -42,13 +43,13 @@ def combing(y: np.ndarray, prev: np.ndarray | None = None, t: float = 12.0, rows
     m = len(alt) - rows + 2
     teeth = alt[:m].copy()
     for k in range(1, rows - 1):
-        teeth &= alt[k:m + k]
+        teeth &= alt[k : m + k]
     if not teeth.size:
         return 0.0
     if prev is None:
         return float(np.count_nonzero(teeth) / teeth.size)
     # Counts, not boolean indexing: this runs on full-size frames (4x faster, same values).
-    moved = (cv2.absdiff(y, prev) > t)[1:1 + len(teeth)]
+    moved = (cv2.absdiff(y, prev) > t)[1 : 1 + len(teeth)]
     n_moved, n_teeth, both = np.count_nonzero(moved), np.count_nonzero(teeth), np.count_nonzero(teeth & moved)
     on_moving = both / n_moved if n_moved else 0.0
     on_still = (n_teeth - both) / (teeth.size - n_moved) if teeth.size > n_moved else 0.0
@@ -68,9 +69,9 @@ def grid_ratio(y: np.ndarray, tile: int = 64, floor: float = 2.0) -> float:
         H, W = y.shape[0] - 1, y.shape[1] - 1
         tile = 0
     # uint8 steps and exact sums: this runs on full-size frames (4x faster than float32 arrays).
-    dx = cv2.absdiff(y[:H, 1:W + 1], y[:H, :W])  # step from column c to c + 1
-    dy = cv2.absdiff(y[1:H + 1, :W], y[:H, :W])
-    on_x, on_y = dx[:, MB - 1::MB], dy[MB - 1::MB]  # steps across block edges
+    dx = cv2.absdiff(y[:H, 1 : W + 1], y[:H, :W])  # step from column c to c + 1
+    dy = cv2.absdiff(y[1 : H + 1, :W], y[:H, :W])
+    on_x, on_y = dx[:, MB - 1 :: MB], dy[MB - 1 :: MB]  # steps across block edges
     n_on_x, n_on_y = on_x.size, on_y.size
     if not n_on_x + n_on_y:  # a frame narrower than one block: no block edges, so no block grid
         return 1.0
@@ -125,6 +126,7 @@ def lost_band(rgb: np.ndarray, diff: int = 40, row_share: float = 0.8) -> np.nda
 
     def differ(a, b):  # in any channel (green garbage can match a picture's brightness)
         return (cv2.absdiff(a, b) > diff).reshape(-1, h, w, 3).any(-1)
+
     lost = (differ(flat[1:-1], flat[:-2]) & differ(flat[1:-1], flat[2:])).mean(2) > row_share
     moved = differ(flat[:-2], flat[2:]).mean(2)  # per row: the neighbours differ from each other
     out = np.zeros(n)
@@ -141,7 +143,7 @@ def has_detail(y: np.ndarray, min_std: float = 6.0) -> bool:
     faint compression edges, so they are not judged for block edges; the centre, so that
     black bars around a white flash do not count as detail."""
     h, w = y.shape[:2]
-    return float(y[h // 4:h - h // 4, w // 4:w - w // 4].std()) >= min_std
+    return float(y[h // 4 : h - h // 4, w // 4 : w - w // 4].std()) >= min_std
 
 
 def intact_part(rgb: np.ndarray, i: int, others: set, tol: float = 20.0) -> bool:
@@ -167,20 +169,29 @@ def intact_part(rgb: np.ndarray, i: int, others: set, tol: float = 20.0) -> bool
     return False
 
 
-def quality_flags(rgb: np.ndarray, luma: dict[int, np.ndarray], changed: list[float], fps: float,
-                  p: QualityParams | None = None, min_frames: int = 0,
-                  flow: list[float] | None = None) -> tuple[list[str], dict]:
+def quality_flags(
+    rgb: np.ndarray,
+    luma: dict[int, np.ndarray],
+    changed: list[float],
+    fps: float,
+    p: QualityParams | None = None,
+    min_frames: int = 0,
+    flow: list[float] | None = None,
+) -> tuple[list[str], dict]:
     """Flags for one clip from its small RGB frames, sampled full-size luma, and per frame
     pair the camera-compensated change and the mean flow (from the motion pass)."""
     p = p or QualityParams()
-    flags, stats = [], {}
+    flags: list[str] = []
+    stats: dict = {}
     n = len(rgb)
     if n < min_frames:
         flags.append("too_short")
     if n == 0:
         return flags, stats
     ys = [luma[k] for k in sorted(luma)]
-    before = ys[-1:] + ys[:-1] if len(ys) > 1 else [None]  # each frame against the one sampled before (the first: the last)
+    before = (
+        ys[-1:] + ys[:-1] if len(ys) > 1 else [None]
+    )  # each frame against the one sampled before (the first: the last)
     comb = np.array([combing(y, b) for y, b in zip(ys, before)]) if ys else np.zeros(0)
     stats["combing"] = round(float(np.median(comb)), 4) if len(comb) else 0.0
     if len(comb) and (comb > p.comb).mean() >= p.comb_frames:
@@ -194,7 +205,7 @@ def quality_flags(rgb: np.ndarray, luma: dict[int, np.ndarray], changed: list[fl
     # Lost data flattens many blocks (or smears one row down) for 1-3 frames: a spike over the
     # frames around it.
     dead = np.maximum(dead_blocks(rgb), repeated_rows(rgb))
-    local = np.array([np.median(dead[max(0, i - 6):i + 7]) for i in range(n)])
+    local = np.array([np.median(dead[max(0, i - 6) : i + 7]) for i in range(n)])
     stats["dead_spike"] = round(float((dead - local).max()), 3)
     suspects = set(np.nonzero(dead - local > p.garbage_flat)[0].tolist())
     band = lost_band(rgb)

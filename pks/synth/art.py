@@ -4,6 +4,7 @@ Everything is drawn with OpenCV on uint8 RGB(A) arrays. Backgrounds are painted 
 location on a world canvas larger than the frame (the camera moves over it); characters are
 drawn per *drawing* onto an RGBA sprite, as an animator redraws a cel.
 """
+
 from __future__ import annotations
 
 import colorsys
@@ -36,7 +37,7 @@ class Palette:
     foliage: tuple
 
     @classmethod
-    def random(cls, rng: np.random.Generator) -> "Palette":
+    def random(cls, rng: np.random.Generator) -> Palette:
         hue = rng.random()
         dusk = rng.random() < 0.3
         sky_v = 0.55 if dusk else 0.95
@@ -56,7 +57,7 @@ def paint_world(rng: np.random.Generator, width: int, height: int, pal: Palette)
     horizon = int(height * rng.uniform(0.55, 0.7))
     bands = np.linspace(0, horizon, len(pal.sky) + 1).astype(int)
     for i, c in enumerate(pal.sky):  # stepped, not smooth: painted cel skies are banded
-        img[bands[i]:bands[i + 1]] = c
+        img[bands[i] : bands[i + 1]] = c
     img[horizon:] = pal.ground
     lw = max(2, height // 300)
     # Clouds: clusters of white ellipses with a hard shadow underside.
@@ -104,7 +105,9 @@ def paint_world(rng: np.random.Generator, width: int, height: int, pal: Palette)
         cv2.line(img, (x0, y), (x0 + int(rng.uniform(0.05, 0.3) * width), y), shadow(pal.ground, 0.8), lw * 2)
     for _ in range(int(rng.integers(10, 30))):
         c = (int(rng.uniform(0, width)), int(rng.uniform(horizon + 5, height)))
-        cv2.ellipse(img, c, (int(rng.uniform(4, 14)), int(rng.uniform(2, 6))), 0, 0, 360, shadow(pal.ground, 0.75), -1, AA)
+        cv2.ellipse(
+            img, c, (int(rng.uniform(4, 14)), int(rng.uniform(2, 6))), 0, 0, 360, shadow(pal.ground, 0.75), -1, AA
+        )
     return img
 
 
@@ -117,12 +120,14 @@ class Character:
     eyes: tuple
 
     @classmethod
-    def random(cls, rng: np.random.Generator) -> "Character":
-        return cls(hair=_rgb(rng.random(), rng.uniform(0.4, 0.9), rng.uniform(0.3, 0.95)),
-                   skin=_rgb(0.07, rng.uniform(0.15, 0.35), rng.uniform(0.8, 0.98)),
-                   shirt=_rgb(rng.random(), rng.uniform(0.4, 0.9), rng.uniform(0.5, 0.95)),
-                   pants=_rgb(rng.random(), rng.uniform(0.2, 0.6), rng.uniform(0.2, 0.6)),
-                   eyes=_rgb(rng.random(), 0.7, 0.6))
+    def random(cls, rng: np.random.Generator) -> Character:
+        return cls(
+            hair=_rgb(rng.random(), rng.uniform(0.4, 0.9), rng.uniform(0.3, 0.95)),
+            skin=_rgb(0.07, rng.uniform(0.15, 0.35), rng.uniform(0.8, 0.98)),
+            shirt=_rgb(rng.random(), rng.uniform(0.4, 0.9), rng.uniform(0.5, 0.95)),
+            pants=_rgb(rng.random(), rng.uniform(0.2, 0.6), rng.uniform(0.2, 0.6)),
+            eyes=_rgb(rng.random(), 0.7, 0.6),
+        )
 
 
 def _blob(img, center, axes, angle, colour, lw, shade=True):
@@ -182,8 +187,12 @@ def draw_character(ch: Character, height: int, phase: float, chibi: bool = False
         a = math.pi * (1.05 + 0.9 * i / 6)
         r = head_r * (1.25 if i % 2 else 1.02)
         spikes.append((hc[0] + r * math.cos(a), hc[1] + r * math.sin(a) * 1.05))
-    hair = np.array([[int(hc[0] - head_r), int(hc[1])]] + [[int(x), int(y)] for x, y in spikes]
-                    + [[int(hc[0] + head_r), int(hc[1])]], np.int32)
+    hair = np.array(
+        [[int(hc[0] - head_r), int(hc[1])]]
+        + [[int(x), int(y)] for x, y in spikes]
+        + [[int(hc[0] + head_r), int(hc[1])]],
+        np.int32,
+    )
     cv2.fillPoly(img, [hair], col(ch.hair), AA)
     cv2.polylines(img, [hair], True, INK + (255,), lw, AA)
     for side in (-1, 1):
@@ -195,8 +204,15 @@ def draw_character(ch: Character, height: int, phase: float, chibi: bool = False
     return img
 
 
-def deform_sprite(sprite: np.ndarray, sx: float, sy: float, wobble: float, wobble_phase: float,
-                  smear: float = 0.0, direction: tuple[float, float] = (1.0, 0.0)) -> np.ndarray:
+def deform_sprite(
+    sprite: np.ndarray,
+    sx: float,
+    sy: float,
+    wobble: float,
+    wobble_phase: float,
+    smear: float = 0.0,
+    direction: tuple[float, float] = (1.0, 0.0),
+) -> np.ndarray:
     """Non-rigid deformation of a drawing, anchored at the feet, in one remap.
 
     sx, sy: squash-and-stretch scales; wobble: amplitude of a travelling sine displacement
@@ -236,8 +252,14 @@ def speed_lines(frame: np.ndarray, rng: np.random.Generator, direction: tuple[fl
         off = rng.uniform(-0.6, 0.6) * max(w, h)
         start = np.array([w / 2, h / 2]) + n * off - u * rng.uniform(0.2, 1.0) * w
         end = start + u * rng.uniform(0.3, 0.9) * w
-        cv2.line(overlay, tuple(int(v) for v in start), tuple(int(v) for v in end), (250, 250, 250),
-                 int(rng.integers(1, 4)), AA)
+        cv2.line(
+            overlay,
+            tuple(int(v) for v in start),
+            tuple(int(v) for v in end),
+            (250, 250, 250),
+            int(rng.integers(1, 4)),
+            AA,
+        )
     cv2.addWeighted(overlay, 0.75, frame, 0.25, 0, dst=frame)
 
 
@@ -250,7 +272,12 @@ def focus_lines(frame: np.ndarray, rng: np.random.Generator) -> None:
         a = rng.uniform(0, 2 * math.pi)
         da = rng.uniform(0.004, 0.015)
         r0 = rng.uniform(0.3, 0.45) * min(w, h)
-        pts = np.array([c + r0 * np.array([math.cos(a), math.sin(a)]),
-                        c + R * np.array([math.cos(a - da), math.sin(a - da)]),
-                        c + R * np.array([math.cos(a + da), math.sin(a + da)])], np.int32)
+        pts = np.array(
+            [
+                c + r0 * np.array([math.cos(a), math.sin(a)]),
+                c + R * np.array([math.cos(a - da), math.sin(a - da)]),
+                c + R * np.array([math.cos(a + da), math.sin(a + da)]),
+            ],
+            np.int32,
+        )
         cv2.fillPoly(frame, [pts], INK, AA)

@@ -3,6 +3,7 @@
 Each function takes the shot's frames (list of RGB arrays, modified in place) and a generator,
 and returns the shot-relative frame indices it damaged.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -31,8 +32,8 @@ def block_corruption(frames: list[np.ndarray], rng: np.random.Generator) -> list
             for c in range(c0, min(cols, c0 + run)):
                 y, x = r * MB, c * MB
                 sy, sx = np.clip(y + dy, 0, h - MB), np.clip(x + dx, 0, w - MB)
-                block = src[sy:sy + MB, sx:sx + MB].astype(np.int16) + tint
-                f[y:y + MB, x:x + MB] = np.clip(block, 0, 255).astype(np.uint8)
+                block = src[sy : sy + MB, sx : sx + MB].astype(np.int16) + tint
+                f[y : y + MB, x : x + MB] = np.clip(block, 0, 255).astype(np.uint8)
         hit.append(i)
     return hit
 
@@ -58,8 +59,8 @@ def decoder_garbage(frames: list[np.ndarray], rng: np.random.Generator) -> list[
             y = int(rng.integers(y0, h - MB)) // MB * MB
             x = int(rng.integers(0, w - MB)) // MB * MB
             bw = MB * int(rng.integers(1, 6))
-            f[y:y + MB, x:x + bw] = rng.integers(0, 256, (MB, min(bw, w - x), 3), dtype=np.uint8)
-        f[y0:y0 + MB] = f[y0 - 1:y0]  # the last good row smeared down
+            f[y : y + MB, x : x + bw] = rng.integers(0, 256, (MB, min(bw, w - x), 3), dtype=np.uint8)
+        f[y0 : y0 + MB] = f[y0 - 1 : y0]  # the last good row smeared down
     return hit
 
 

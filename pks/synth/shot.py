@@ -5,6 +5,7 @@ is re-evaluated every frame, while the character is redrawn only every `cadence`
 ones, twos or threes), with squash-and-stretch, wobble, smears and chibi shifts scaled by the
 shot's deformation level. Flashes (white or inverted impact frames) happen inside the shot.
 """
+
 from __future__ import annotations
 
 import math
@@ -38,6 +39,7 @@ class ShotSpec:
 @dataclass
 class ShotTruth:
     """What the renderer knows about each drawing, for the truth file."""
+
     smear_frames: list[int] = field(default_factory=list)
     chibi_frames: list[int] = field(default_factory=list)
     drawing_starts: list[int] = field(default_factory=list)
@@ -81,8 +83,9 @@ def world_size(spec: ShotSpec, w: int, h: int) -> tuple[int, int]:
     return W, H
 
 
-def render_shot(spec: ShotSpec, size: tuple[int, int], character: Character, palette: Palette,
-                world: np.ndarray | None = None):
+def render_shot(
+    spec: ShotSpec, size: tuple[int, int], character: Character, palette: Palette, world: np.ndarray | None = None
+):
     """Yield the shot's RGB frames; returns (via StopIteration.value) a ShotTruth."""
     w, h = size
     rng = np.random.default_rng(spec.seed)
@@ -122,8 +125,9 @@ def render_shot(spec: ShotSpec, size: tuple[int, int], character: Character, pal
                 truth.smear_frames.extend(range(i, min(spec.n_frames, i + spec.cadence)))
             if chibi:
                 truth.chibi_frames.extend(range(i, min(spec.n_frames, i + spec.cadence)))
-            sprite = deform_sprite(art, sx=1.0 / squash, sy=squash,
-                                   wobble=0.06 * d, wobble_phase=1.9 * k, smear=smear, direction=direction)
+            sprite = deform_sprite(
+                art, sx=1.0 / squash, sy=squash, wobble=0.06 * d, wobble_phase=1.9 * k, smear=smear, direction=direction
+            )
             px += spec.subject_speed * spec.cadence * direction[0]
             py += spec.subject_speed * spec.cadence * direction[1] * 0.3
         # The camera moves on ones: world -> screen affine for this frame.
@@ -131,6 +135,7 @@ def render_shot(spec: ShotSpec, size: tuple[int, int], character: Character, pal
         wx, wy = Ww / 2 + cx[i] + spec.view[0] * w, Wh / 2 + cy[i] + spec.view[1] * h
         M = np.array([[s, 0, w / 2 - s * wx], [0, s, h / 2 - s * wy]], np.float32)
         frame = cv2.warpAffine(world, M, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
+        assert sprite is not None  # drawn at i = 0
         sh, sw = sprite.shape[:2]
         Ms = M.copy()
         Ms[:, 2] += M[:, :2] @ np.array([px - sw / 2, py - sh], np.float32)

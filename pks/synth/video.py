@@ -7,6 +7,7 @@ truth: every boundary with the span of frames that belong to no shot, every shot
 the renderer knows about it. Frame rate, size, quality, cadence, camera, deformation, flashes
 and damage all vary per video and shot, so nothing tuned on one video carries over for free.
 """
+
 from __future__ import annotations
 
 import json
@@ -35,20 +36,23 @@ def card_frame(size: tuple[int, int], text: str | None, seed: int) -> np.ndarray
         (tw, th), _ = cv2.getTextSize(text, cv2.FONT_HERSHEY_DUPLEX, 1.1 * scale, 2)
         rng = np.random.default_rng(seed)
         org = (int((w - tw) / 2 + rng.uniform(-0.1, 0.1) * w), int(h / 2 + th / 2 + rng.uniform(-0.15, 0.15) * h))
-        cv2.putText(img, text, org, cv2.FONT_HERSHEY_DUPLEX, 1.1 * scale, (225, 222, 210), max(1, int(2 * scale)),
-                    cv2.LINE_AA)
+        cv2.putText(
+            img, text, org, cv2.FONT_HERSHEY_DUPLEX, 1.1 * scale, (225, 222, 210), max(1, int(2 * scale)), cv2.LINE_AA
+        )
     return img
 
 
 def compose(path: Path, fps, size: tuple[int, int], crf: int, transitions: list[dict], shots) -> tuple[list, list, int]:
     """Write the shots joined by their transitions; returns (boundaries, shots' truth, frames)."""
     w, h = size
-    shots_truth, boundaries = [], []
+    shots_truth: list[dict] = []
+    boundaries: list[dict] = []
     pending_tail: list[np.ndarray] = []  # previous shot's frames held back for a dissolve
     g = 0  # global index of the next frame to be written
     with Mp4Writer(path, fps, w, h, crf=crf) as out:
         for i, (frames, info) in enumerate(shots):
-            tin, tout = transitions[i], transitions[i + 1] if i + 1 < len(transitions) else {"type": "end"}
+            tin = transitions[i]
+            tout: dict = transitions[i + 1] if i + 1 < len(transitions) else {"type": "end"}
             prev_end = g
             if tin["type"] == "dissolve":
                 L = tin["length"]
@@ -67,8 +71,9 @@ def compose(path: Path, fps, size: tuple[int, int], crf: int, transitions: list[
                 for j in range(L):
                     frames[j] = _fade(frames[j], colour, 1 - (j + 1) / (L + 1))
                 cut_at = g
-                boundaries.append({"frame": cut_at, "type": "fade", "colour": tin["colour"],
-                                   "span": [prev_end - tin["_out"], g + L]})
+                boundaries.append(
+                    {"frame": cut_at, "type": "fade", "colour": tin["colour"], "span": [prev_end - tin["_out"], g + L]}
+                )
             elif tin["type"] == "card":  # cut to black or a title card, then cut or fade into the shot
                 card = card_frame(size, tin.get("text"), i)
                 for _ in range(tin["length"]):
@@ -78,8 +83,14 @@ def compose(path: Path, fps, size: tuple[int, int], crf: int, transitions: list[
                 for j in range(L):
                     frames[j] = _fade(frames[j], 0, 1 - (j + 1) / (L + 1))
                 cut_at = g
-                boundaries.append({"frame": cut_at, "type": "card", "title": bool(tin.get("text")),
-                                   "span": [prev_end - tin.get("_out", 0), g + max(L, 1)]})
+                boundaries.append(
+                    {
+                        "frame": cut_at,
+                        "type": "card",
+                        "title": bool(tin.get("text")),
+                        "span": [prev_end - tin.get("_out", 0), g + max(L, 1)],
+                    }
+                )
             elif tin["type"] == "cut":
                 cut_at = g
                 boundaries.append({"frame": cut_at, "type": "cut", "span": [g, g + 1]})
@@ -98,17 +109,24 @@ def compose(path: Path, fps, size: tuple[int, int], crf: int, transitions: list[
             elif tout["type"] == "dissolve":
                 hold = tout["length"]
             start_g = g  # global index of this shot's frame 0
-            for f in frames[:len(frames) - hold]:
+            for f in frames[: len(frames) - hold]:
                 out.write(f)
-            pending_tail = frames[len(frames) - hold:] if hold else []
+            pending_tail = frames[len(frames) - hold :] if hold else []
             g += len(frames) - hold
-            rel = lambda fr: [start_g + int(x) for x in fr]  # noqa: E731
-            shots_truth.append({
-                "index": i, "start_frame": cut_at, "end_frame": None, "transition_in": tin["type"], **info,
-                "flashes": [{**f, "frame": start_g + f["frame"]} for f in info["flashes"]],
-                "failures": [{**f, "frames": rel(f["frames"])} for f in info["failures"]],
-                "smear_frames": rel(info["smear_frames"]), "chibi_frames": rel(info["chibi_frames"]),
-            })
+            rel = lambda fr, base=start_g: [base + int(x) for x in fr]  # noqa: E731
+            shots_truth.append(
+                {
+                    "index": i,
+                    "start_frame": cut_at,
+                    "end_frame": None,
+                    "transition_in": tin["type"],
+                    **info,
+                    "flashes": [{**f, "frame": start_g + f["frame"]} for f in info["flashes"]],
+                    "failures": [{**f, "frames": rel(f["frames"])} for f in info["failures"]],
+                    "smear_frames": rel(info["smear_frames"]),
+                    "chibi_frames": rel(info["chibi_frames"]),
+                }
+            )
         n_frames = out.count
     shots_truth[-1]["end_frame"] = n_frames
     for t in transitions:
@@ -116,10 +134,18 @@ def compose(path: Path, fps, size: tuple[int, int], crf: int, transitions: list[
     return boundaries, shots_truth, n_frames
 
 
-def synthesize_video(path: str | Path, seed: int, n_shots: int | None = None,
-                     size: tuple[int, int] | None = None, fps: str | None = None,
-                     crf: int | None = None, shot_frames: tuple[int, int] = (40, 110),
-                     damage_p: float = 0.18, flash_p: float = 0.35, family: str = "cel") -> dict:
+def synthesize_video(
+    path: str | Path,
+    seed: int,
+    n_shots: int | None = None,
+    size: tuple[int, int] | None = None,
+    fps: str | None = None,
+    crf: int | None = None,
+    shot_frames: tuple[int, int] = (40, 110),
+    damage_p: float = 0.18,
+    flash_p: float = 0.35,
+    family: str = "cel",
+) -> dict:
     """Render one video of a footage family to `path` (mp4) and its truth to `path.with_suffix('.json')`."""
     path = Path(path)
     fam = FAMILIES[family]
@@ -131,10 +157,18 @@ def synthesize_video(path: str | Path, seed: int, n_shots: int | None = None,
     boundaries, shots_truth, n_frames = compose(path, fmt["fps"], fmt["size"], crf, transitions, shots)
     w, h = fmt["size"]
     truth = {
-        "video": path.name, "seed": seed, "family": family, "fps": float(as_rate(fmt["fps"])),
-        "fps_fraction": str(as_rate(fmt["fps"])), "width": w, "height": h, "crf": crf, "n_frames": n_frames,
+        "video": path.name,
+        "seed": seed,
+        "family": family,
+        "fps": float(as_rate(fmt["fps"])),
+        "fps_fraction": str(as_rate(fmt["fps"])),
+        "width": w,
+        "height": h,
+        "crf": crf,
+        "n_frames": n_frames,
         **{k: fmt[k] for k in ("matte", "grain") if k in fmt},
-        "boundaries": boundaries, "shots": shots_truth,
+        "boundaries": boundaries,
+        "shots": shots_truth,
     }
     path.with_suffix(".json").write_text(json.dumps(truth, indent=1))
     return truth

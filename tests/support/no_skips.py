@@ -2,6 +2,7 @@
 and CI runs `make test`), a skipped test is a failure, not a quiet pass. On when the environment
 says CI (`CI=true`) or PKS_NO_SKIPS=1 (`make test` sets it). An expected failure (xfail) is not
 a skip and stays as it is."""
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """Kill a CLI run mid-way, as a crash or an operator would."""
+
 from __future__ import annotations
 
 import os

@@ -1,4 +1,5 @@
 """Helpers over a curated run: edit its records as an audit would, read its shards back."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -36,8 +37,10 @@ def stamps(out: Path) -> dict[str, int]:
 
 def edit(out: Path, cfg: dict, changes: dict[str, dict]) -> None:
     """Change fields of the named clips' records in their parts, then rebuild the manifest."""
+
     def apply(records):
         return [dataclasses.replace(r, **changes[r.clip_id]) if r.clip_id in changes else r for r in records]
+
     for _ in rewrite_parts(out, cfg, apply):
         pass
 

