@@ -62,7 +62,7 @@ def rendered(seed, size=(160, 90)):
     """sha256 of every frame the family renders for a seed (before the encoder)."""
     rng = np.random.default_rng(seed)
     fmt = {**limited.choose_format(rng), "size": size}
-    _, shots = limited.render_video(rng, fmt, 5, (30, 45), 0.18, 0.35)
+    _, shots = limited.render_video(rng, fmt, 3, (24, 30), 0.18, 0.35)
     h = hashlib.sha256()
     for frames, _ in shots:
         for f in frames:
@@ -238,3 +238,21 @@ def test_cli_family_and_real_damage_processes(tmp_path):
         # Corruption damages visibly; dropping or repeating a frame may land in a held drawing and
         # show nothing (the truth then rightly lists none), but the copy must hold or miss frames.
         assert t["damaged_frames"] if tag == "corrupt" else (t["held"] or t["missing"]), tag
+
+
+def test_deformation_level_scales_the_drawings_and_smears_widen_them():
+    """The same shot at deformation 0, 0.3 and 0.65: a rigid character keeps its height from
+    drawing to drawing (poses move arms and legs), squash-and-stretch varies it in proportion
+    to the level; the truth's smear frames are the widest."""
+
+    def heights(d):
+        _, tr = render(spec(n_frames=48, cadence=2, deformation=d, subject_height=0.6, seed=21))
+        plain = [i for i in tr.drawing_starts if i not in tr.smear_frames]
+        return np.std(np.log([tr.boxes[i][3] - tr.boxes[i][1] for i in plain])), tr
+
+    (rigid, tr0), (mild, _), (strong, tr1) = heights(0.0), heights(0.3), heights(0.65)
+    assert rigid < 0.02 and 0.05 < mild < strong and strong > 1.5 * mild
+    assert not tr0.smear_frames and tr1.smear_frames
+    width = {i: tr1.boxes[i][2] - tr1.boxes[i][0] for i in tr1.drawing_starts}
+    smeared = [width[i] for i in tr1.drawing_starts if i in tr1.smear_frames]
+    assert min(smeared) > np.median([width[i] for i in tr1.drawing_starts if i not in tr1.smear_frames])

@@ -498,7 +498,8 @@ def _flash(frame: np.ndarray, kind: str) -> np.ndarray:
 
 
 def _composite(frame: np.ndarray, sprite: np.ndarray, M: np.ndarray) -> tuple[int, int, int, int] | None:
-    """Alpha-composite the sprite warped by M onto the frame, inside its bounding box only."""
+    """Alpha-composite the sprite warped by M onto the frame, inside its bounding box only;
+    returns the box on screen of what was drawn (None when nothing was)."""
     h, w = frame.shape[:2]
     sh, sw = sprite.shape[:2]
     corners = np.array([[0, 0, 1], [sw, 0, 1], [0, sh, 1], [sw, sh, 1]], np.float32) @ M.T
@@ -513,7 +514,10 @@ def _composite(frame: np.ndarray, sprite: np.ndarray, M: np.ndarray) -> tuple[in
     a = layer[..., 3:4].astype(np.float32) / 255
     roi = frame[y0:y1, x0:x1]
     roi[:] = (roi * (1 - a) + layer[..., :3] * a).astype(np.uint8)
-    return x0, y0, x1, y1
+    ys, xs = np.nonzero(layer[..., 3])  # the drawing's own extent, not its canvas
+    if not len(xs):
+        return None
+    return x0 + int(xs.min()), y0 + int(ys.min()), x0 + int(xs.max()) + 1, y0 + int(ys.max()) + 1
 
 
 @dataclass
@@ -754,11 +758,11 @@ def plan_shot(rng: np.random.Generator, n: int, w: int, h: int, flash_p: float, 
     )
 
 
-def _transition(rng: np.random.Generator, prev_n: int) -> dict:
+def _transition(rng: np.random.Generator, prev_n: int, next_n: int) -> dict:
     kind = pick(rng, TRANSITION_P)
-    if kind == "dissolve":
-        return {"type": "dissolve", "length": int(rng.integers(6, min(17, prev_n - 8)))}
-    if kind == "fade":
+    if kind == "dissolve" and min(prev_n, next_n) >= 16:  # both shots keep 8 frames of their own
+        return {"type": "dissolve", "length": int(rng.integers(6, min(16, prev_n - 8, next_n - 8) + 1))}
+    if kind == "fade" and min(prev_n, next_n) >= 16:
         return {
             "type": "fade",
             "colour": "white" if rng.random() < 0.3 else "black",
@@ -766,7 +770,7 @@ def _transition(rng: np.random.Generator, prev_n: int) -> dict:
             "in": int(rng.integers(4, 13)),
             "hold": int(rng.integers(0, 7)),
         }
-    if kind == "card":
+    if kind == "card" and min(prev_n, next_n) >= 16:
         return {
             "type": "card",
             "length": int(rng.integers(10, 25)),
@@ -791,7 +795,7 @@ def render_video(rng: np.random.Generator, fmt: dict, n_shots: int, shot_frames,
     who = [int(rng.integers(len(cast))) for _ in specs]
     transitions: list[dict] = [{"type": "start"}]
     for i in range(1, n_shots):
-        transitions.append(_transition(rng, lengths[i - 1]))
+        transitions.append(_transition(rng, lengths[i - 1], lengths[i]))
 
     def shots() -> Iterator[tuple[list, dict]]:
         for spec, c in zip(specs, who):
