@@ -184,6 +184,12 @@ def test_impact_frames_and_cuts_are_visible(limited_video):
     for b in t["boundaries"]:
         if b["type"] == "cut":  # a hard cut changes the picture far more than the shot's own motion
             assert step[b["frame"] - 1] > max(8.0, 3 * within), b
+        elif b["type"] == "fade":  # the frame before the next shot is (nearly) the fade's colour
+            colour = 255 if b["colour"] == "white" else 0
+            assert abs(frames[b["frame"] - 1].mean() - colour) < 40, b
+        elif b["type"] == "card":  # black or a title on near-black between the shots
+            assert frames[b["frame"] - 1].mean() < 30, b
+    assert {b["type"] for b in t["boundaries"]} >= {"cut", "fade"}
     s = spec(n_frames=40, camera="shake", camera_speed=4.0, flashes=[{"frame": 18, "length": 4, "kind": "white"}])
     for kind in ("white", "invert", "duotone", "silhouette"):
         s.flashes = [{"frame": 18, "length": 4, "kind": kind}]
