@@ -9,7 +9,8 @@ manage, and it leans on what limited TV animation really does:
   2s or 3s) or the eyes blink; a held cel of a second character that never moves;
 - the camera as a rostrum over a painting larger than the frame: pans and tilts from 0.5 px a
   frame at 1920 px wide (0.00026 frame widths) up to fast ones, sometimes stepped on twos;
-  zooms about an off-centre point (the whole plate and its cels scale together); jolting
+  zooms about an off-centre point (the whole plate and its cels scale together), some with
+  a pan beside them; jolting
   shakes; all resampled from the plate at sub-pixel positions, nothing drawn anew;
 - deformation on the drawings only: squash-and-stretch about the feet, lean, a rubbery bend,
   multiple-image smears and a super-deformed (chibi) stretch, all scaled by the shot's level;
@@ -23,6 +24,7 @@ others do not: `holds` (spans in which the body drawing is held), `drawing_start
 `mouth_frames`, `blink_frames` (video frame numbers), `camera_cadence` (the camera steps on
 ones or twos), `camera_speed_frac` (pans in frame widths, tilts in frame heights per frame),
 `camera_path` (the plate point under the frame centre and the scale, per shot frame),
+`camera_tags` (the camera, and a pan beside a zoom where there is one, `pan_speed` px/frame),
 `anchor` (the character fixed on the plate, "world", or held in frame while the plate slides,
 "screen") and `layers` (screen-space art: scan_lines, screen_tone, hatching). `failures` is
 always empty: damage is made by real processes (processes.py) on the encoded file.
@@ -375,6 +377,7 @@ class LimitedSpec:
     holds: list[list[int]] = field(default_factory=list)  # [start, end) of body holds, shot frames
     second: bool = False  # a second character, a held cel
     zoom_centre: tuple[float, float] = (0.5, 0.5)
+    pan: float = 0.0  # zooms only: plate px/frame the view drifts sideways (+: pan_right)
     location: int = 0
     seed: int = 0
 
@@ -396,8 +399,11 @@ def camera_path(spec: LimitedSpec, w: int, h: int, rng: np.random.Generator):
         # Keep the plate point under the zoom centre fixed on screen.
         zx, zy = (spec.zoom_centre[0] - 0.5) * w, (spec.zoom_centre[1] - 0.5) * h
         x, y = zx - zx / s, zy - zy / s
-        widest = int(np.argmin(s))  # centre the widest view on the plate; the others lie inside it
-        return x - x[widest], y - y[widest], s
+        x = x + spec.pan * t  # a zoom may drift sideways too (a pan beside the zoom)
+        # Centre everything the camera sees over the shot on the plate.
+        x -= ((x - w / 2 / s).min() + (x + w / 2 / s).max()) / 2
+        y -= ((y - h / 2 / s).min() + (y + h / 2 / s).max()) / 2
+        return x, y, s
     elif spec.camera == "shake":  # jolts that decay and come again, on the camera's steps
         jolt = np.exp(-(t % max(8, n // 3)) / 5.0)
         x = v * jolt * rng.uniform(-1, 1, n)
@@ -536,7 +542,8 @@ def plate_size(spec: LimitedSpec, w: int, h: int) -> tuple[int, int]:
     travel = spec.camera_speed * spec.n_frames if spec.camera.startswith(("pan", "tilt")) else 0.0
     grow = math.exp(spec.camera_speed) if spec.camera.startswith("zoom") else 1.0
     shake = 2 * spec.camera_speed if spec.camera == "shake" else 0.0
-    W = int(w * grow + (travel if spec.camera.startswith("pan") else 0) + shake + 48)
+    travel_x = travel if spec.camera.startswith("pan") else abs(spec.pan) * spec.n_frames
+    W = int(w * grow + travel_x + shake + 48)
     H = int(h * grow + (travel if spec.camera.startswith("tilt") else 0) + shake + 48)
     return W, H
 
@@ -732,6 +739,9 @@ def plan_shot(rng: np.random.Generator, n: int, w: int, h: int, flash_p: float, 
     # shot on a static camera may trade it for an abstract background.
     plate = "abstract" if camera == "static" and action and rng.random() < 0.4 else ("town", "room")[location % 2]
     anchor = "screen" if camera.startswith("pan") and rng.random() < 0.4 else "world"
+    pan = 0.0
+    if camera.startswith("zoom") and rng.random() < 0.3:  # a zoom with a pan beside it
+        pan = float(rng.choice([-1, 1]) * math.exp(rng.uniform(math.log(SLOWEST_PAN), math.log(FASTEST_PAN / 2))) * w)
     return LimitedSpec(
         n_frames=n,
         camera=camera,
@@ -753,6 +763,7 @@ def plan_shot(rng: np.random.Generator, n: int, w: int, h: int, flash_p: float, 
         holds=_holds(rng, n, cadence, talking),
         second=bool(talking and rng.random() < 0.5),
         zoom_centre=(round(float(rng.uniform(0.3, 0.7)), 3), round(float(rng.uniform(0.3, 0.7)), 3)),
+        pan=round(pan, 4),
         location=location,
         seed=int(rng.integers(2**31)),
     )
@@ -818,7 +829,9 @@ def shot_info(spec: LimitedSpec, tr: LimitedTruth, w: int, h: int) -> dict[str, 
     cx, cy, cs = tr.camera
     info: dict[str, Any] = {
         "camera": spec.camera,
+        "camera_tags": [spec.camera] + (["pan_right" if spec.pan > 0 else "pan_left"] if spec.pan else []),
         "camera_speed": spec.camera_speed,
+        "pan_speed": abs(spec.pan) if spec.pan else None,
         "camera_speed_frac": round(frac, 6),
         "camera_cadence": spec.camera_cadence,
         "cadence": spec.cadence,
