@@ -14,6 +14,7 @@ import pytest
 
 from pks.synth import limited, synthesize_video
 from pks.synth.limited import LimitedSpec, random_design, render_shot
+from pks.synth.processes import make_damaged
 from pks.synth.shot import CAMERAS
 from pks.synth.video import EVALUATION_ONLY
 
@@ -80,7 +81,7 @@ def test_same_seed_same_truth_and_frames(limited_video, tmp_path):
     assert again.with_suffix(".json").read_bytes() == path.with_suffix(".json").read_bytes()
     assert rendered(4) == rendered(4) != rendered(5)
     a, b = decode(path), decode(again)
-    assert len(a) == len(b) == truth["n_frames"] and np.abs(a.astype(int) - b).mean() < 1.0
+    assert len(a) == len(b) == truth["n_frames"] and np.abs(a.astype(np.int16) - b).mean() < 1.0
 
 
 def test_truth_schema_and_evaluation_only_mark(limited_video):
@@ -250,23 +251,31 @@ def test_old_families_truth_is_unchanged(tmp_path):
         assert hashlib.sha256((d / "v.json").read_bytes()).hexdigest() == digest, family
 
 
-def test_cli_family_and_real_damage_processes(tmp_path):
+def test_cli_makes_the_family(tmp_path):
     out = tmp_path / "x"
-    cmd = [sys.executable, "-m", "pks.cli", "synth", str(out), "--videos", "1", "--shots", "3"]
-    cmd += ["--size", "320x176", "--fps", "24", "--seed", "2", "--family", "limited", "--damage-process", "corrupt,mux"]
-    r = subprocess.run(cmd, capture_output=True, text=True)
+    cmd = [sys.executable, "-m", "pks.cli", "synth", str(out), "--videos", "1", "--shots", "2"]
+    r = subprocess.run(cmd + ["--size", "160x96", "--seed", "2", "--family", "limited"], capture_output=True, text=True)
     assert r.returncode == 0, r.stderr
     clean = out / "limited_2_000.mp4"
     synth = json.loads(clean.with_suffix(".json").read_text())
-    assert len(decode(clean)) == synth["n_frames"]
-    for tag in ("corrupt", "mux"):
-        dam = clean.with_name(f"limited_2_000.{tag}.mp4")
+    assert synth["family"] == "limited" and len(decode(clean)) == synth["n_frames"] > 0
+
+
+def test_every_real_damage_process_works_on_the_family(tmp_path):
+    """make_damaged (what --damage-process runs) on this family's footage: each copy decodes,
+    its truth follows the synth truth's shots; corruption and telecine combing show."""
+    clean = tmp_path / "lim.mp4"
+    synth = synthesize_video(clean, 2, family="limited", n_shots=3, size=(160, 96), fps="24", shot_frames=(24, 32))
+    made = {p.name.split(".")[1]: p for p in make_damaged(clean)}
+    assert set(made) == {"corrupt", "telecine_tff", "telecine_bff", "starve", "mux"}
+    for tag, dam in made.items():
         t = json.loads(dam.with_suffix(".json").read_text())
-        assert t["process"] == tag and len(decode(dam)) == t["n_frames"]
-        assert [s["index"] for s in t["shots"]] == [s["index"] for s in synth["shots"]]
-        # Corruption damages visibly; dropping or repeating a frame may land in a held drawing and
-        # show nothing (the truth then rightly lists none), but the copy must hold or miss frames.
-        assert t["damaged_frames"] if tag == "corrupt" else (t["held"] or t["missing"]), tag
+        assert len(decode(dam)) == t["n_frames"], tag
+        assert [s["index"] for s in t["shots"]] == [s["index"] for s in synth["shots"]], tag
+        if tag in ("corrupt", "telecine_tff", "telecine_bff"):
+            assert t["damaged_frames"], tag
+        elif tag == "mux":  # frames were dropped and repeated; in held drawings that shows nothing,
+            assert t["params"]["drop"] and t["params"]["dup"]  # and the truth rightly may list none
 
 
 def test_deformation_level_scales_the_drawings_and_smears_widen_them():
