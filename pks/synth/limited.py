@@ -10,8 +10,7 @@ manage, and it leans on what limited TV animation really does:
 - the camera as a rostrum over a painting larger than the frame: pans and tilts from 0.5 px a
   frame at 1920 px wide (0.00026 frame widths) up to fast ones, sometimes stepped on twos;
   zooms about an off-centre point (the whole plate and its cels scale together), some with
-  a pan beside them; jolting
-  shakes; all resampled from the plate at sub-pixel positions, nothing drawn anew;
+  a pan beside them; jolting shakes; all resampled from the plate at sub-pixel positions;
 - deformation on the drawings only: squash-and-stretch about the feet, lean, a rubbery bend,
   multiple-image smears and a super-deformed (chibi) stretch, all scaled by the shot's level;
 - layers composited in screen space over everything: speed lines, focus lines, boiling
@@ -26,8 +25,11 @@ ones or twos), `camera_speed_frac` (pans in frame widths, tilts in frame heights
 `camera_path` (the plate point under the frame centre and the scale, per shot frame),
 `camera_tags` (the camera, and a pan beside a zoom where there is one, `pan_speed` px/frame),
 `anchor` (the character fixed on the plate, "world", or held in frame while the plate slides,
-"screen") and `layers` (screen-space art: scan_lines, screen_tone, hatching). `failures` is
-always empty: damage is made by real processes (processes.py) on the encoded file.
+"screen"), `layers` (screen-space art: scan_lines, screen_tone, hatching) with `vfx_detail`
+(the drawn layers' parameters), `talking` and `mouth_cadence`, `second_character`, `plate`
+(town, room, abstract) and `zoom_centre`. Flash kinds are white, invert, duotone, silhouette.
+`failures` is always empty: damage is made by real processes (processes.py) on the encoded
+file.
 """
 
 from __future__ import annotations
@@ -79,7 +81,7 @@ def _hsv(h: float, s: float, v: float) -> tuple[int, int, int]:
 
 
 def _darker(c, f: float = 0.62) -> tuple[int, int, int]:
-    return tuple(int(x * f) for x in c)  # type: ignore[return-value]
+    return int(c[0] * f), int(c[1] * f), int(c[2] * f)
 
 
 # ---------------------------------------------------------------- background plates
