@@ -575,7 +575,7 @@ def render_shot(
     M0 = lambda i: np.array(  # noqa: E731  plate -> screen for frame i
         [[cs[i], 0, w / 2 - cs[i] * (PW / 2 + cx[i])], [0, cs[i], h / 2 - cs[i] * (PH / 2 + cy[i])]], np.float32
     )
-    other_feet = np.array([w - feet[0], feet[1]])
+    other_feet = np.array([feet[0] + (0.3 if feet[0] < w / 2 else -0.3) * w, feet[1]])  # beside, not behind
     if spec.anchor == "world":  # the plate positions at frame 0
         feet = (feet - M0(0)[:, 2]) / cs[0]
         other_feet = (other_feet - M0(0)[:, 2]) / cs[0]
