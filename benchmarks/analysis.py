@@ -1,6 +1,6 @@
 """Clip-analysis benchmark against synthetic ground truth, beside the flow-magnitude baseline.
 
-    python benchmarks/analysis.py [--videos 16] [--seed 2027] [--family cel|painted]
+    python benchmarks/analysis.py [--videos 16] [--seed 2027] [--family cel|painted|limited]
 
 Each true shot of each synthetic video (transition frames left out) is analysed as a clip.
 Reports Spearman rank correlation of deformation_score with the true deformation level (over
@@ -52,7 +52,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--videos", type=int, default=16)
     ap.add_argument("--seed", type=int, default=2027)
-    ap.add_argument("--family", default="cel", help="footage family: cel | painted")
+    ap.add_argument("--family", default="cel", help="footage family: cel | painted | limited (evaluation only)")
     ap.add_argument("--out", default=None)
     ap.add_argument("--dump", default=None, help="also write every shot's truth and result (JSON lines) here")
     args = ap.parse_args()

@@ -46,7 +46,7 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--videos", type=int, default=16)
     ap.add_argument("--seed", type=int, default=2026)
-    ap.add_argument("--family", default="cel", help="footage family: cel | painted")
+    ap.add_argument("--family", default="cel", help="footage family: cel | painted | limited (evaluation only)")
     ap.add_argument("--detectors", default="anime,adaptive,content,transnetv2,hybrid")
     ap.add_argument("--out", default=None, help="also write the table to this file")
     args = ap.parse_args()

@@ -61,8 +61,9 @@ def synth(
     crf: int | None = typer.Option(None, min=0, max=51, help="x264 quality (default: varied 16-30)."),
     family: str = typer.Option(
         "cel",
-        help="Footage family: cel (flat cel shading) or painted (painted "
-        "backgrounds, grain, mattes, title cards; rendered independently).",
+        help="Footage family: cel (flat cel shading), painted (painted "
+        "backgrounds, grain, mattes, title cards; rendered independently) or limited "
+        "(limited TV animation; EVALUATION ONLY: report on it, tune nothing on it).",
     ),
     damage_process: str | None = typer.Option(
         None,

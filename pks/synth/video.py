@@ -1,6 +1,6 @@
 """Compose synthetic shots into an H.264 video with a ground-truth JSON beside it.
 
-A footage family (cel.py, painted.py) plans and renders the shots; this module joins them
+A footage family (cel.py, painted.py, limited.py) plans and renders the shots; this module joins them
 with hard cuts, fades (to/from black or white, optionally holding the colour), dissolves and
 cards (black or a title on near-black, cut or faded into the next shot), and writes the
 truth: every boundary with the span of frames that belong to no shot, every shot with what
@@ -16,10 +16,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pks.synth import cel, painted
+from pks.synth import cel, limited, painted
 from pks.videoio import Mp4Writer, as_rate
 
-FAMILIES = {"cel": cel, "painted": painted}
+FAMILIES = {"cel": cel, "painted": painted, "limited": limited}
+# Families benchmarks report on and nothing is tuned on (limited.py says why).
+EVALUATION_ONLY = frozenset({"limited"})
+# Further per-shot truth a family may give, in shot-relative frames, shifted to video frames.
+FRAME_LISTS, FRAME_SPANS = ("drawing_starts", "mouth_frames", "blink_frames"), ("holds",)
 
 
 def _fade(frame: np.ndarray, colour: int, a: float) -> np.ndarray:
@@ -125,6 +129,8 @@ def compose(path: Path, fps, size: tuple[int, int], crf: int, transitions: list[
                     "failures": [{**f, "frames": rel(f["frames"])} for f in info["failures"]],
                     "smear_frames": rel(info["smear_frames"]),
                     "chibi_frames": rel(info["chibi_frames"]),
+                    **{k: rel(info[k]) for k in FRAME_LISTS if k in info},
+                    **{k: [rel(x) for x in info[k]] for k in FRAME_SPANS if k in info},
                 }
             )
         n_frames = out.count
@@ -167,6 +173,7 @@ def synthesize_video(
         "crf": crf,
         "n_frames": n_frames,
         **{k: fmt[k] for k in ("matte", "grain") if k in fmt},
+        **({"evaluation_only": True} if family in EVALUATION_ONLY else {}),
         "boundaries": boundaries,
         "shots": shots_truth,
     }
