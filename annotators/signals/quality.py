@@ -21,7 +21,7 @@ class QualityParams:
     block_ratio: float = 3.0  # edge energy on the 16-px grid over elsewhere, in a corrupt frame
     block_jump: float = 1.8  # ...and over the clip's own median (compression is steady, corruption bursts)
     garbage_flat: float = 0.25  # extra share of dead (flat) blocks over the frames around
-    garbage_band: float = 0.15  # share of the height lost at the top or bottom for one frame (see lost_band)
+    garbage_band: float = 0.05  # share of the height lost at the top or bottom for one frame (see lost_band)
     bar_luma: float = 20.0  # letterbox bars: darker than this...
     bar_std: float = 4.0  # ...and this flat
     bar_min: float = 0.04  # ...over at least this share of the height (width) on both sides
@@ -146,12 +146,14 @@ def has_detail(y: np.ndarray, min_std: float = 6.0) -> bool:
     return float(y[h // 4 : h - h // 4, w // 4 : w - w // 4].std()) >= min_std
 
 
-def intact_part(rgb: np.ndarray, i: int, others: set, tol: float = 20.0) -> bool:
-    """The top or the bottom third of frame i matches a nearby frame not in `others` (the
-    other suspects) while the other third does not: lost data spares part of a frame, while
-    an impact frame or a flash changes all of it. "Matches" allows for a moving camera: no
-    more change than `tol`, or than that third shows between the good frames either side."""
-    h = rgb.shape[1] // 3
+def intact_part(rgb: np.ndarray, i: int, others: set, tol: float = 20.0, share: float = 1 / 3) -> bool:
+    """The top or the bottom `share` of frame i (a third; a lost band's own height where
+    lost_band measured one, so a thin band is not diluted by the intact rows of its third)
+    matches a nearby frame not in `others` (the other suspects) while the other does not: lost
+    data spares part of a frame, while an impact frame or a flash changes all of it. "Matches"
+    allows for a moving camera: no more change than `tol`, or than that part shows between the
+    good frames either side."""
+    h = max(1, int(round(rgb.shape[1] * min(share, 1 / 3))))
     parts = (slice(0, h), slice(rgb.shape[1] - h, None))
 
     def change(a, b):
@@ -210,12 +212,16 @@ def quality_flags(
     suspects = set(np.nonzero(dead - local > p.garbage_flat)[0].tolist())
     band = lost_band(rgb)
     stats["lost_band"] = round(float(band.max()), 3) if n else 0.0
-    suspects |= set(np.nonzero((band >= p.garbage_band) & (band <= 1 - p.garbage_band))[0].tolist())
+    banded = set(np.nonzero((band >= p.garbage_band) & (band <= 1 - p.garbage_band))[0].tolist())
+    suspects |= banded
     if suspects:
         third = rgb[:, : rgb.shape[1] // 3].astype(np.int16)
         steady = float(np.median(np.abs(np.diff(third, axis=0)).mean(axis=(1, 2, 3)))) if n > 1 else 0.0
         tol = max(8.0, 2.0 * steady)  # what part of a frame changes by anyway (camera moves); a flash changes more
-    if suspects and any(intact_part(rgb, i, suspects, tol) for i in suspects):
+    if suspects and any(
+        intact_part(rgb, i, suspects, tol) or (i in banded and intact_part(rgb, i, suspects, tol, float(band[i])))
+        for i in suspects
+    ):
         flags.append("decoder_garbage")
     grey = rgb.mean(-1)
     mean_luma = float(grey.mean())
