@@ -202,7 +202,9 @@ def summarise(res: MotionResult, p: MotionParams, cam: dict) -> dict:
             "impact_at": [],
         }
     changed = np.array([q.changed for q in pairs])
-    impact = _impacts(changed, p.impact_change, p.impact_max_frames)
+    impact = _impacts(
+        changed, p.impact_change, p.impact_max_frames, lambda a, b: _changed_between(res, a, b, p, steady=True)
+    )
     # A change as big as an impact that does not come back is a cut the shot detector missed:
     # the clip holds two shots. Counted (the caller flags the clip) and kept out of deformation.
     # Only where frames on both sides can show it: a flash on a clip's first or last frames
@@ -286,12 +288,15 @@ def _fits(changed: np.ndarray, normal: set[int], held_thr: float, p: MotionParam
     return False
 
 
-def _changed_between(res: MotionResult, a: int, b: int, p: MotionParams) -> float:
+def _changed_between(res: MotionResult, a: int, b: int, p: MotionParams, steady: bool = False) -> float:
     """Share of pixels that differ between frames a < b once the camera moves between them
-    (composed from the per-pair models) are undone."""
+    (composed from the per-pair models) are undone. `steady`: the frames between may not be
+    the shot's (an impact: the camera fit on them is meaningless), so the camera is taken to
+    keep the move it made into frame a."""
     M = np.vstack([IDENTITY, [0, 0, 1]]).astype(np.float64)
-    for q in res.pairs[a:b]:
-        M = np.vstack([q.M, [0, 0, 1]]) @ M
+    for k in range(a, b):
+        q = res.pairs[max(a - 1, 0)] if steady and a > 0 else (None if steady else res.pairs[k])
+        M = (np.vstack([q.M, [0, 0, 1]]) if q is not None else np.eye(3)) @ M
     h, w = res.gray[a].shape
     warped = cv2.GaussianBlur(
         cv2.warpAffine(res.gray[a], M[:2].astype(np.float32), (w, h), borderMode=cv2.BORDER_REPLICATE), (0, 0), 1.0
@@ -316,16 +321,21 @@ def _smears(res: MotionResult, starts: list[int], impact: set[int], p: MotionPar
     return frames
 
 
-def _impacts(changed: np.ndarray, threshold: float, longest: int = 4) -> set[int]:
+def _impacts(changed: np.ndarray, threshold: float, longest: int = 4, between=None) -> set[int]:
     """Frames (as pair indices into the clip) that break from the shot and come back within
-    `longest` frames: a big change in, and a big change out."""
+    `longest` frames: a big change in, a big change out, and (where `between(a, b)`, the
+    change from frame a to frame b, is given) the frame after them close to the frame before,
+    so that effects redrawn big with every drawing (speed and focus lines) are not impacts."""
     frames: set[int] = set()
     for i in range(len(changed)):
         if changed[i] < threshold:
             continue
         for L in range(1, longest + 1):
             if i + L < len(changed) and changed[i + L] >= threshold:
-                frames.update(range(i + 1, i + L + 1))
+                # back: the frames either side are at least twice as close to each other as
+                # to the break (a drawing change on 2s under redrawn speed lines is not)
+                if between is None or between(i, i + L + 1) < 0.5 * min(changed[i], changed[i + L]):
+                    frames.update(range(i + 1, i + L + 1))
                 break
     return frames
 
@@ -346,7 +356,11 @@ def camera_tags(terms: np.ndarray, cam: dict) -> tuple[list[str], dict]:
     # sqrt(2)): a static camera over subjects animated on ones leaves per-frame flow noise
     # whose median wanders by up to 0.00013 widths on the tuning footage, where the floor alone
     # would be too close to call, while a real slow pan is steady (small jitter).
-    drift_floor = cam["pan"]
+    # A zoom toward a point off the frame centre moves the centre too: by |log scale| x the
+    # point's offset, and framing keeps what a zoom closes on within the centre half of the
+    # frame (offset <= 1/4 width), so a drift under `pan_per_zoom` (0.25) x the zoom is the
+    # zoom's own.
+    drift_floor = max(cam["pan"], cam["pan_per_zoom"] * abs(float(np.median(ls))))
     if n > 2:
         drift_floor = max(drift_floor, cam["pan_sigmas"] * 1.25 * jitter / math.sqrt(2 * n))
     tags = []
