@@ -201,7 +201,7 @@ def stage_rows(t: Table, totals: dict) -> list[tuple[str, float]]:
         ("phash signature (dedupe)", phash),
         ("analyse: rest (params, curriculum stage, JSON)", analyse_rest),
         ("embedding (OpenCLIP; off without a checkpoint)", embed),
-        ("group pass: rest (clip_pass bookkeeping, records)", group_rest),
+        ("group pass: rest (captions from the signals, clip_pass bookkeeping)", group_rest),
         ("grouping (merge segments, clip records, groups)", grouping),
         ("write the part", write_part),
         ("manifest: duplicate search (hashes; embeddings if any)", dupes),
