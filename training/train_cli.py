@@ -64,7 +64,7 @@ def train(
     """Train the dual-channel generator on curriculum shards (one process, torchrun's processes,
     Ray Train with --ray-workers, or the preference stage with --stage dpo)."""
     from training.devices import is_main_process
-    from training.train import train_job
+    from training.jobs import train_job
 
     local_out(source)
     local_out(out)
