@@ -159,3 +159,14 @@ def test_set_overrides_config_values_and_names_a_typo(sharded_run, tmp_path):
         load_train_config("tiny", parse_sets(["latnt.steps=3"]))  # a typo above the leaf, too
     r = pks("train", sharded_run, "--config", "tiny", "--set", "latent.steps", "--out", tmp_path / "run")
     assert r.returncode == 2 and "--set takes KEY=VALUE" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_unit_range_round_trips_every_uint8_level():
+    from training.pixels import to_uint8, to_unit
+
+    video = torch.arange(256, dtype=torch.uint8).repeat(2 * 3 * 4 * 2).view(2, 4, 3, 16, 32)  # [B, T, 3, H, W]
+    x = to_unit(video)
+    assert x.shape == (2, 3, 4, 16, 32) and x.min() == -1.0 and x.max() == 1.0
+    assert torch.equal(to_uint8(x), video)
+    beyond = torch.tensor([-3.0, -1.5, 1.5, 3.0]).view(1, 1, 4, 1, 1)  # [B, 3=1 here, T, H, W]
+    assert to_uint8(beyond).flatten().tolist() == [0, 0, 255, 255]  # clamped, not wrapped

@@ -32,6 +32,7 @@ from torch import nn
 
 from pks.progress import bar
 from pks.store import atomic_path
+from training.pixels import to_uint8, to_unit
 
 log = logging.getLogger(__name__)
 WEIGHTS, META = "vae.pt", "vae.json"
@@ -143,11 +144,6 @@ def vae_loss(
     }
 
 
-def to_unit(video: torch.Tensor) -> torch.Tensor:
-    """uint8 [B, T, 3, H, W] -> float [B, 3, T, H, W] in [-1, 1]."""
-    return video.permute(0, 2, 1, 3, 4).float() / 127.5 - 1.0
-
-
 class LearnedSpace:
     """A trained ClipVAE as the generator's latent space (the PixelSpace / WanVAE interface)."""
 
@@ -181,7 +177,7 @@ class LearnedSpace:
     @torch.no_grad()
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         x = self.vae.decoder(z.to(self.device) * self.std + self.mean)
-        return ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 1, 3, 4).cpu()
+        return to_uint8(x).cpu()
 
 
 def train_vae(

@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from pks.errors import UserError
+from training.pixels import to_uint8, to_unit
 
 
 class PixelSpace:
@@ -26,10 +27,10 @@ class PixelSpace:
         return self.channels, frames, size[0], size[1]
 
     def encode(self, video: torch.Tensor) -> torch.Tensor:
-        return video.permute(0, 2, 1, 3, 4).float() / 127.5 - 1.0
+        return to_unit(video)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return ((z.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 1, 3, 4)
+        return to_uint8(z)
 
 
 class WanVAE:
@@ -57,14 +58,14 @@ class WanVAE:
 
     @torch.no_grad()
     def encode(self, video: torch.Tensor) -> torch.Tensor:
-        x = video.to(self.device).permute(0, 2, 1, 3, 4).to(self.dtype) / 127.5 - 1.0
+        x = to_unit(video.to(self.device), self.dtype)
         z = self.vae.encode(x).latent_dist.mean
         return ((z - self.mean) / self.std).float()
 
     @torch.no_grad()
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         x = self.vae.decode((z.to(self.device) * self.std + self.mean).to(self.dtype)).sample
-        return ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 1, 3, 4).cpu()
+        return to_uint8(x).cpu()
 
 
 def learned_vae_folder(cfg: dict, run: str | Path | None) -> Path:
