@@ -9,12 +9,20 @@ from pathlib import Path
 
 from pks.errors import UserError
 from pks.store import jsonl_entries
+from pks.typedconfig import parse_sets
+from training.config import TrainConfig, load_train_config
 from training.dpo import dpo_config, train_dpo
-from training.train import load_train_config, parse_sets, train
+from training.train import train
 
 
 def train_ray(
-    source: str | Path, run: str | Path, cfg: dict, workers: int, use_gpu: bool, resume: bool, allow_stale: bool = False
+    source: str | Path,
+    run: str | Path,
+    cfg: TrainConfig,
+    workers: int,
+    use_gpu: bool,
+    resume: bool,
+    allow_stale: bool = False,
 ) -> dict:
     """The same loop on a Ray cluster through Ray Train's TorchTrainer: one worker per GPU (or
     CPU process), the process group set up by Ray; RUN must be on storage every node sees."""
@@ -79,7 +87,7 @@ def train_job(
             raise UserError("--stage dpo needs --init RUN (a pks train run to start from)")
         if ray_workers or not tag_channel:
             raise UserError("--stage dpo runs in one process on raw shards (no --ray-workers or ablation)")
-        base = load_train_config(config).get("dpo")
+        base = load_train_config(config).dpo
         if not base:
             raise UserError(f"training config {config} has no dpo section (see training/configs/tiny.yaml)")
         return train_dpo(

@@ -98,8 +98,8 @@ def encode(
 ):
     """Precompute VAE latents and text states into latent shards that `pks train LATENTS ...`
     reads (resumable: shards whose source and settings are unchanged are kept)."""
+    from training.config import load_train_config
     from training.encode import encode_shards
-    from training.train import load_train_config
 
     local_out(shards)
     local_out(out)
