@@ -37,6 +37,7 @@ import pyarrow.parquet as pq
 from pipelines.parts import duplicates, rewrite_parts, set_aside_bad_parts
 from pipelines.raytools import init_ray, logs_of, ray_scope
 from pks.errors import UserError
+from pks.jobconfig import JobConfig, ShardConfig
 from pks.progress import bar as progress_bar
 from pks.record import SCHEMA, SHARD_REJECT, ClipRecord
 from pks.seeded import unit
@@ -75,27 +76,29 @@ def shard_name(split: str, stage: int, n: int) -> str:
     return f"{split}/stage-{stage}/shard-{n:06d}.tar"
 
 
-def rejection(r: ClipRecord, clips: set[str], sc: dict, kept: str = "") -> str:
+def rejection(r: ClipRecord, clips: set[str], sc: ShardConfig, kept: str = "") -> str:
     """Why an ok record stays out of the shards ('' when it goes in); `clips` holds the names
     in OUT/clips/ (one listing, not one request per clip); `kept` is the clip kept of its
     near-duplicate group when that is another clip."""
-    if kept and "duplicate" in sc["reject_flags"]:
+    if kept and "duplicate" in sc.reject_flags:
         return f"{SHARD_REJECT}duplicate of {kept}"
-    bad = sorted(set(r.quality_flags) & set(sc["reject_flags"]))
+    bad = sorted(set(r.quality_flags) & set(sc.reject_flags))
     if bad:
         return f"{SHARD_REJECT}quality flags {', '.join(bad)}"
     if r.curriculum_stage is None:
         return f"{SHARD_REJECT}not analysed (no curriculum stage)"
-    if sc["min_judge_score"] is not None and r.judge_score is not None and r.judge_score < sc["min_judge_score"]:
-        return f"{SHARD_REJECT}judge score {r.judge_score:.3f} below {sc['min_judge_score']}"
-    if sc["require_caption"] and not r.caption:
+    if sc.min_judge_score is not None and r.judge_score is not None and r.judge_score < sc.min_judge_score:
+        return f"{SHARD_REJECT}judge score {r.judge_score:.3f} below {sc.min_judge_score}"
+    if sc.require_caption and not r.caption:
         return f"{SHARD_REJECT}no caption"
     if f"{r.clip_id}.mp4" not in clips:
         return f"{SHARD_REJECT}no clip file"
     return ""
 
 
-def judge(records: list[ClipRecord], clips: set[str], sc: dict, kept: dict[str, str] | None = None) -> list[ClipRecord]:
+def judge(
+    records: list[ClipRecord], clips: set[str], sc: ShardConfig, kept: dict[str, str] | None = None
+) -> list[ClipRecord]:
     """Mark ok records that stay out as rejected (with why); earlier shard rejections are judged
     again, so a changed config takes them back in. `kept` ({clip_id: the clip kept of its
     near-duplicate group}, pipelines.parts.duplicates) keeps one clip of each group: the
@@ -148,23 +151,23 @@ def _lead(lead: dict[str, str], v: str) -> str:
     return v
 
 
-def plan(rows: list[dict], sc: dict, kept: dict[str, str] | None = None) -> list[dict]:
+def plan(rows: list[dict], sc: ShardConfig, kept: dict[str, str] | None = None) -> list[dict]:
     """Shards to write: [{name, split, stage, members}], members being rows with clip_id,
     video_id and clip_bytes. Within a split and stage the clips are shuffled with the seed (so
     clips of one video spread across shards), then packed up to max_samples and max_bytes."""
-    split = assign_splits([r["video_id"] for r in rows], sc["seed"], sc["val_fraction"], kept)
+    split = assign_splits([r["video_id"] for r in rows], sc.seed, sc.val_fraction, kept)
     groups: dict[tuple[str, int], list[dict]] = {}
     for r in rows:
         groups.setdefault((split[r["video_id"]], r["curriculum_stage"]), []).append(r)
     shards = []
     for (sp, stage), members in sorted(groups.items()):
         members.sort(key=lambda r: r["clip_id"])
-        rng = np.random.default_rng(int(unit(sc["seed"], "order", sp, stage) * 2**63))
+        rng = np.random.default_rng(int(unit(sc.seed, "order", sp, stage) * 2**63))
         packed: list[list[dict]] = [[]]
         size = 0
         for i in rng.permutation(len(members)):
             r = members[i]
-            if packed[-1] and (len(packed[-1]) >= sc["max_samples"] or size + r["clip_bytes"] > sc["max_bytes"]):
+            if packed[-1] and (len(packed[-1]) >= sc.max_samples or size + r["clip_bytes"] > sc.max_bytes):
                 packed.append([])
                 size = 0
             packed[-1].append(r)
@@ -382,7 +385,7 @@ def read_index(out: Store) -> dict[str, dict]:
     return {r["clip_id"]: r for r in table.to_pylist()}
 
 
-def shard_run(out: Path | Store, cfg: dict, progress=None) -> dict:
+def shard_run(out: Path | Store, cfg: JobConfig, progress=None) -> dict:
     """Judge, plan and write the shards of a finished run; then the index. Resumable; keeps
     every shard that already holds exactly its planned samples and content. A Ray it starts
     is stopped when it ends. `progress` takes its lines (default: this module's log)."""
@@ -390,11 +393,11 @@ def shard_run(out: Path | Store, cfg: dict, progress=None) -> dict:
         return write_shards(as_store(out), cfg, progress)
 
 
-def write_shards(out: Store, cfg: dict, progress=None) -> dict:
+def write_shards(out: Store, cfg: JobConfig, progress=None) -> dict:
     import ray
 
     say = progress or log.info
-    sc = cfg["shard"]
+    sc = cfg.shard
     if not (Path(out.path("parts")).is_dir() if out.local else out.list("parts")):
         raise UserError(f"no curated run in {out.url()} (run pks curate first)")
     set_aside_bad_parts(out, progress)
@@ -406,7 +409,7 @@ def write_shards(out: Store, cfg: dict, progress=None) -> dict:
     rows = samples(out, previous)
     shards = plan(rows, sc, kept)
     for s in shards:
-        s["fingerprint"] = shard_fingerprint(s, sc["thumb_width"])
+        s["fingerprint"] = shard_fingerprint(s, sc.thumb_width)
     existing = out.find("shards")
     for stale in existing:  # left by a killed run (an object store never holds one: no partial PUT)
         if TMP_MARK in Path(stale).name:
@@ -428,7 +431,7 @@ def write_shards(out: Store, cfg: dict, progress=None) -> dict:
         # (Ray types the function without its fn_kwargs)
         ds = ds.map(
             _ray_write,  # type: ignore[arg-type]
-            fn_kwargs={"out": out, "thumb_width": sc["thumb_width"]},
+            fn_kwargs={"out": out, "thumb_width": sc.thumb_width},
             num_cpus=1,
         )
         with progress_bar(len(todo), "pks shard", "shard") as bar:

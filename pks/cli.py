@@ -206,7 +206,7 @@ def caption(
             "caption.concurrency": concurrency,
         },
     )
-    if cfg["caption"]["captioner"] == "none":
+    if cfg.caption.captioner == "none":
         raise UserError("captioner 'none' captions nothing; choose signals, openai, vllm or transformers")
     typer.echo(json.dumps(caption_run(out, cfg)))
 

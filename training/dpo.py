@@ -41,6 +41,7 @@ import torch.nn.functional as F
 
 import taxonomy
 from pks.errors import UserError
+from pks.jobconfig import JobConfig
 from pks.progress import bar as progress_bar
 from pks.seeded import unit
 from training.config import DpoConfig, TrainConfig, load_run_config, write_run_config
@@ -150,7 +151,7 @@ def prompt_condition(prompts: list[dict], tax) -> dict:
 
 
 def online_pairs(
-    model, text_encoder, space, cfg: TrainConfig, prompts: list[dict], judge, acfg: dict, round_: int, tax
+    model, text_encoder, space, cfg: TrainConfig, prompts: list[dict], judge, acfg: JobConfig, round_: int, tax
 ) -> tuple[list[dict], dict]:
     """K samples per prompt from the policy, scored by the Judge; best vs worst per prompt when
     their scores differ by at least the margin. Returns the pairs and the round's statistics."""
@@ -280,7 +281,7 @@ def train_dpo(
     judge_path: str | Path | None,
     out: str | Path,
     dpo: DpoConfig,
-    acfg: dict | None = None,
+    acfg: JobConfig | None = None,
     resume: bool = False,
     progress: bool = True,
 ) -> dict:
