@@ -13,7 +13,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from annotators.signals.dedupe import find_duplicates
-from annotators.signals.embed import semantic_duplicates
+from annotators.signals.embed import streamed_duplicates
 from pks.jobconfig import JobConfig
 from pks.record import SCHEMA, SHARD_REJECT, ClipRecord, write_parquet
 from pks.store import Store, as_store, first_line
@@ -82,11 +82,14 @@ def duplicates(out: Path | Store, cfg: JobConfig, parts: list[str] | None = None
     sigs.sort()  # both searches point each duplicate at an earlier clip: the earliest is kept
     dupes = find_duplicates(sigs, cfg.analyse.duplicate_bits)
     have = set(out.list("embeddings"))
-    emb = [(cid, f"embeddings/{cid}.npy") for cid, _ in sigs if f"{cid}.npy" in have]
-    if emb:  # semantic near-duplicates (OpenCLIP) that the hashes did not already catch
-        vecs = np.stack([np.load(io.BytesIO(out.read_bytes(p))) for _, p in emb])
+    emb = [cid for cid, _ in sigs if f"{cid}.npy" in have]
+    if emb:  # semantic near-duplicates (OpenCLIP) that the hashes did not already catch, read a batch at a time
+
+        def load(ids: list[str]) -> np.ndarray:
+            return np.stack([np.load(io.BytesIO(out.read_bytes(f"embeddings/{c}.npy"))) for c in ids])
+
         similarity = cfg.analyse.clip_embeddings.similarity
-        for cid, other in semantic_duplicates([c for c, _ in emb], vecs, similarity).items():
+        for cid, other in streamed_duplicates(emb, load, similarity).items():
             dupes.setdefault(cid, other)
 
     def kept(cid: str) -> str:  # a semantic match can point at a hash duplicate: follow it to the group's first
@@ -97,13 +100,14 @@ def duplicates(out: Path | Store, cfg: JobConfig, parts: list[str] | None = None
     return {cid: kept(cid) for cid in dupes}
 
 
-def build_manifest(out: Path | Store, cfg: JobConfig) -> dict[str, int]:
+def build_manifest(out: Path | Store, cfg: JobConfig, dupes: dict[str, str] | None = None) -> dict[str, int]:
     """Stream all finished parts into OUT/manifest.parquet (atomically); count statuses and
-    mark near-duplicates across videos (`duplicate`, duplicate_of the clip kept of the group).
-    One part in memory at a time, so memory does not grow with the length of the footage."""
+    mark near-duplicates across videos (`duplicate`, duplicate_of the clip kept of the group;
+    `dupes` when the caller has them from these parts). One part in memory at a time, so memory
+    does not grow with the length of the footage."""
     out = as_store(out)
     parts = parts_of(out)
-    dupes = duplicates(out, cfg, parts)
+    dupes = duplicates(out, cfg, parts) if dupes is None else dupes
     counts = {"ok": 0, "rejected": 0, "error": 0}
     with out.writing("manifest.parquet") as tmp, pq.ParquetWriter(tmp, SCHEMA) as writer:
         for p in parts:
@@ -121,15 +125,16 @@ def build_manifest(out: Path | Store, cfg: JobConfig) -> dict[str, int]:
     return counts
 
 
-def rewrite_parts(out: Path | Store, cfg: JobConfig, fn):
+def rewrite_parts(out: Path | Store, cfg: JobConfig, fn, dupes: dict[str, str] | None = None):
     """Apply `fn` to each finished part's records, rewrite the part atomically, and yield the
-    new records; the manifest is rebuilt once every part is done."""
+    new records; the manifest is rebuilt once every part is done (with `dupes`, duplicates of
+    these parts, when `fn` leaves them as they were: the shard stage's judge does)."""
     for p in parts_of(as_store(out)):
         stem = Path(p).stem
         records = fn(read_part(out, stem))
         write_part(out, stem, records)
         yield stem, records
-    build_manifest(out, cfg)
+    build_manifest(out, cfg, dupes)
 
 
 def status_counts(out: Path | Store) -> dict[str, int]:
