@@ -104,3 +104,35 @@ def test_a_run_config_from_before_the_optional_keys_loads_with_their_old_default
         None,
         None,
     )
+
+
+def test_the_job_config_is_built_once_into_typed_sections():
+    from pks.config import DEFAULT_CONFIG, load_config, replace_config
+    from pks.jobconfig import JobConfig, ShardConfig
+
+    cfg = load_config(None, {"shard.max_samples": 3, "split.params": {"bright_luma": 90.0}})
+    assert isinstance(cfg, JobConfig) and isinstance(cfg.shard, ShardConfig) and cfg.shard.max_samples == 3
+    assert to_dict(load_config()) == yaml.safe_load(DEFAULT_CONFIG.read_text())  # the YAML holds the defaults
+    assert replace_config(cfg, {"shard.enabled": False}).shard.enabled is False and cfg.shard.enabled is True
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        cfg.shard.seed = 1  # type: ignore[misc]
+    for overrides, message in (
+        ({"shard.max_samplez": 3}, "unknown config key shard.max_samplez (did you mean shard.max_samples?)"),
+        ({"clips.crf": "high"}, "config clips.crf must be int, got 'high'"),
+        ({"shard.val_fraction": 1.5}, "config shard.val_fraction must be in [0, 1), got 1.5"),
+        ({"split.params": {"bright_lumaa": 1}}, "unexpected keyword argument 'bright_lumaa'"),
+    ):
+        with pytest.raises(ConfigError) as e:
+            load_config(None, overrides)
+        assert message in str(e.value)
+
+
+def test_a_job_config_file_with_an_unknown_section_lists_the_known_ones(tmp_path):
+    from pks.config import load_config
+
+    (tmp_path / "job.yaml").write_text("zzz: {a: 1}\n")
+    with pytest.raises(ConfigError) as e:
+        load_config(tmp_path / "job.yaml")
+    assert (
+        str(e.value) == "unknown config key zzz; known: analyse, caption, clips, curriculum, ingest, ray, shard, split"
+    )
