@@ -63,7 +63,7 @@ def main() -> None:
     for p in paths:
         truth = json.loads(p.with_suffix(".json").read_text())
         t0 = time.perf_counter()
-        video = load_clip(str(p), width=cfg["analyse"]["width"], fps=truth["fps"])  # one decode, as curate does
+        video = load_clip(str(p), width=cfg.analyse.width, fps=truth["fps"])  # one decode, as curate does
         seconds += time.perf_counter() - t0
         for sh, s, e in shot_spans(truth):
             t0 = time.perf_counter()

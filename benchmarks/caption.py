@@ -96,8 +96,8 @@ def main() -> None:
                     messages(
                         sample_frames(
                             str(work / "out" / "clips" / f"{r.clip_id}.mp4"),
-                            cfg["caption"]["frames"],
-                            cfg["caption"]["token_budget"],
+                            cfg.caption.frames,
+                            cfg.caption.token_budget,
                         ),
                         r,
                     )

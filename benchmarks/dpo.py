@@ -45,18 +45,18 @@ def held_out(run: Path, init: Path, data: Path, batches: int = 6) -> dict:
 
     cfg, tax, policy, text, space, _ = load_run(run)
     _, _, reference, _, _, _ = load_run(init)
-    dc = cfg["data"]
+    dc = cfg.data
     loader = CurriculumLoader(
         shards_root(data),
         split="val",
-        frames=dc["frames"],
-        fps=dc["fps"],
-        size=tuple(dc["size"]),
+        frames=dc.frames,
+        fps=dc.fps,
+        size=tuple(dc.size),
         batch_size=4,
         seed=12345,
         steps=batches,
     )
-    shape = space.latent_shape(dc["frames"], tuple(dc["size"]))
+    shape = space.latent_shape(dc.frames, tuple(dc.size))
     acc, fit, ref = [], [], []
     with torch.no_grad():
         for batch in loader:
@@ -79,10 +79,10 @@ def evaluate(run: Path, judge, acfg: dict, samples: int, work: Path) -> dict:
             for seed in range(samples):
                 video = sample(model, text, space, cfg, {"camera": [cam]}, "", None, stage, 500 + seed, tax=tax)
                 frames = video.permute(0, 2, 3, 1).numpy()
-                score, logit, _ = judge_frames(judge, frames, cfg["data"]["fps"], acfg)
+                score, logit, _ = judge_frames(judge, frames, cfg.data.fps, acfg)
                 scores.append(score)
                 logits.append(logit)
-                got = measure(frames, cfg["data"]["fps"], work / "gen.mp4", acfg)
+                got = measure(frames, cfg.data.fps, work / "gen.mp4", acfg)
                 hits.append(cam in got["camera_motion"])
                 stages.append(stage)
                 deform.append(got["deformation_score"])
@@ -115,16 +115,18 @@ def main() -> None:
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     from pks.config import load_config
+    from training.config import load_train_config
     from training.dpo import dpo_config, train_dpo
     from training.judge import load
-    from training.train import checkpoints, load_train_config
+    from training.train import checkpoints
 
     acfg = load_config()
     work = Path(args.work or tempfile.mkdtemp(prefix="pks-dpo-bench-"))
     init = Path(args.init) if args.init else work / "gen-init"
     if not (init / "checkpoints").is_dir():
         pks("train", args.data, "--config", "tiny", "--steps", args.init_steps, "--out", init)
-    base = load_train_config("tiny")["dpo"]
+    base = load_train_config("tiny").dpo
+    assert base is not None  # tiny.yaml has the section
     sweep = {}
     for beta in map(float, args.betas.split(",")):
         run = work / f"sweep-beta{beta:g}"
@@ -166,7 +168,7 @@ def main() -> None:
     init_steps = json.loads((checkpoints(init)[-1] / "meta.json").read_text())["step"]
     lines = [
         f"tiny generator ({init}), {init_steps} steps on {args.data}; DPO: {args.steps} steps, "
-        f"{base['batch']} pairs a step ({base['pairs']}), lr {base['lr']}, {minutes:.1f} min; "
+        f"{base.batch} pairs a step ({base.pairs}), lr {base.lr}, {minutes:.1f} min; "
         f"{init_cfg['data']['frames']} frames of {init_cfg['data']['size']}",
         "",
         "Beta on held-out pairs (validation clips vs their failure copies), offline stage of "

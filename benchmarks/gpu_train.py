@@ -42,7 +42,7 @@ def peak_flops(device: torch.device) -> float | None:
     return next((v for k, v in PEAK_BF16_FLOPS.items() if k in name), None)
 
 
-def synthetic(cfg: dict, frames: int, steps: int, device: torch.device, compile_: bool) -> dict:
+def synthetic(cfg, frames: int, steps: int, device: torch.device, compile_: bool) -> dict:
     """Time the training step on random latents of `frames` video frames."""
     import taxonomy
     from training.model import flops_per_step
@@ -50,16 +50,16 @@ def synthetic(cfg: dict, frames: int, steps: int, device: torch.device, compile_
     from training.vae import PixelSpace
 
     tax = taxonomy.load()
-    dc = cfg["data"]
-    if cfg["latent"]["kind"] == "pixel":
-        shape = PixelSpace().latent_shape(frames, tuple(dc["size"]))
+    dc = cfg.data
+    if cfg.latent.kind == "pixel":
+        shape = PixelSpace().latent_shape(frames, dc.size)
     else:  # Wan: 4x in time, 8x in space, 16 channels
-        shape = (16, (frames - 1) // 4 + 1, dc["size"][0] // 8, dc["size"][1] // 8)
+        shape = (16, (frames - 1) // 4 + 1, dc.size[0] // 8, dc.size[1] // 8)
     model = build_model(cfg, tax).to(device)
-    model.grad_checkpointing = cfg["train"]["grad_checkpointing"]
+    model.grad_checkpointing = cfg.train.grad_checkpointing
     opt = torch.optim.AdamW(model.parameters(), lr=1e-4)
     step_fn = torch.compile(model) if compile_ else model
-    b, L = dc["batch_size"], cfg["text_encoder"]["max_length"]
+    b, L = dc.batch_size, cfg.text_encoder.max_length
     g = torch.Generator(device="cpu").manual_seed(0)
     x = torch.randn((b, *shape), generator=g).to(device)
     text = torch.randn((b, L, model.cfg.text_dim), generator=g).to(device)
@@ -110,7 +110,7 @@ def pks(*args) -> str:
     return r.stdout
 
 
-def real_shards(config: str, cfg: dict, steps: int, work: Path, smoke: bool) -> dict:
+def real_shards(config: str, cfg, steps: int, work: Path, smoke: bool) -> dict:
     """`pks train encode` then `pks train` on the latent shards; the trainer's own last metrics."""
     import yaml
 
@@ -119,7 +119,9 @@ def real_shards(config: str, cfg: dict, steps: int, work: Path, smoke: bool) -> 
     if not (work / "run" / "shards" / "index.parquet").exists():
         pks("synth", work / "footage", "--videos", 2 if smoke else 8, "--seed", 31, "--size", "320x180")
         pks("curate", work / "footage", work / "run", "--captioner", "signals")
-    cfg = json.loads(json.dumps(cfg))
+    from pks.typedconfig import to_dict
+
+    cfg = to_dict(cfg)  # a plain mapping, changed and written into a config file below
     if cfg["latent"]["kind"] == "wan":
         if not (work / "vae" / "config.json").exists():
             build_wan_vae(work / "vae", z_dim=16)
@@ -147,12 +149,11 @@ def main() -> None:
     ap.add_argument("--smoke", action="store_true", help="tiny on the CPU, 3 steps: checks the script, not the GPU")
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
-    from training.train import load_train_config
+    from training.config import load_train_config
 
     if args.smoke:
         args.config, args.steps, args.frames = "tiny_pixel", 3, "8,16"
-    cfg = load_train_config(args.config)
-    cfg["train"]["grad_checkpointing"] = False
+    cfg = load_train_config(args.config, {"train.grad_checkpointing": False})
     device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
     name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     work = Path(args.work or tempfile.mkdtemp(prefix="pks-gpu-bench-"))
@@ -160,7 +161,7 @@ def main() -> None:
     real = real_shards(args.config, cfg, args.steps, work, args.smoke)
     fmt = lambda v, f: "-" if v is None else format(v, f)  # noqa: E731
     lines = [
-        f"{name}; config {args.config} (batch {cfg['data']['batch_size']}, {cfg['data']['size']}), bf16 autocast, "
+        f"{name}; config {args.config} (batch {cfg.data.batch_size}, {list(cfg.data.size)}), bf16 autocast, "
         f"torch.compile {'off (smoke)' if args.smoke else 'on'}, {args.steps} steps",
         "",
         "| input | frames | tokens/sample | step (s) | tokens/s | TFLOP/s | MFU | peak memory (GiB) |",
@@ -172,7 +173,7 @@ def main() -> None:
             f"{r['tflops']:.1f} | {fmt(r['mfu'], '.1%')} | {fmt(r['peak_memory_gb'], '.1f')} |"
         )
     lines.append(
-        f"| real shards (latents, loader included) | {cfg['data']['frames']} | - | {1 / real['steps_per_s']:.3f} | "
+        f"| real shards (latents, loader included) | {cfg.data.frames} | - | {1 / real['steps_per_s']:.3f} | "
         f"{real['tokens_per_s']:.0f} | {real['tflops']:.1f} | {fmt(real.get('mfu'), '.1%')} | "
         f"{fmt(real.get('peak_memory_gb'), '.1f')} |"
     )

@@ -64,7 +64,7 @@ def main() -> None:
                         tax=tax,
                     )
                     frames = video.permute(0, 2, 3, 1).numpy()
-                    got = measure(frames, cfg["data"]["fps"], work / "g.mp4", acfg)
+                    got = measure(frames, cfg.data.fps, work / "g.mp4", acfg)
                     per[cam].append(cam in got["camera_motion"])
                     flags.append(bool(got["quality_flags"]))
                     jumps.append(flicker(frames))

@@ -48,12 +48,12 @@ def main() -> None:
             print(f"{v}: not installed here")
             continue
         found, small = detect_video(str(v), get_detector("anime"))
-        shots = shots_from_boundaries(found, len(small.rgb), small.fps, min_shot_s=cfg["split"]["min_shot_s"])
+        shots = shots_from_boundaries(found, len(small.rgb), small.fps, min_shot_s=cfg.split.min_shot_s)
         print(
             f"{v.name}: {len(small.rgb)} frames @ {small.fps:.2f} fps; boundaries "
             + ", ".join(f"{b.kind} {b.frame}" + (f" {b.span}" if b.span else "") for b in found)
         )
-        clip = load_clip(str(v), width=cfg["analyse"]["width"], fps=small.fps)
+        clip = load_clip(str(v), width=cfg.analyse.width, fps=small.fps)
         tiles = []
         for s in shots:
             out = analyse(clip.span(s.start_frame, s.end_frame), cfg)

@@ -78,17 +78,17 @@ def encode_fps(path: Path, cfg: dict, n: int = 240) -> float:
             frames.append(f)
             if len(frames) == n:
                 break
-    cc = cfg["clips"]
+    cc = cfg.clips
     with tempfile.TemporaryDirectory() as d:
         w = Mp4Writer(
             Path(d) / "x.mp4",
             24,
             frames[0].width - frames[0].width % 2,
             frames[0].height - frames[0].height % 2,
-            crf=cc["crf"],
-            preset=cc["preset"],
-            encoder=pick_encoder(cc["encoder"]),
-            threads=cc["threads"],
+            crf=cc.crf,
+            preset=cc.preset,
+            encoder=pick_encoder(cc.encoder),
+            threads=cc.threads,
         )
         t0 = time.perf_counter()
         for f in frames:

@@ -143,7 +143,7 @@ from pipelines import shard
 from pks.config import load_config
 from pks.store import as_store
 rss0 = int(open("/proc/self/statm").read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
-out, sc = as_store(sys.argv[1]), load_config()["shard"]
+out, sc = as_store(sys.argv[1]), load_config().shard
 t = time.time()
 if hasattr(shard, "plan_shards"):  # columns and spill files
     rows, shards, previous = shard.plan_shards(out, sc, {})
@@ -159,7 +159,7 @@ else:  # a dict per clip, with its record's JSON
     rows = shard.samples(out, previous)
     shards = shard.plan(rows, sc, {})
     for s in shards:
-        s["fingerprint"] = shard.shard_fingerprint(s, sc["thumb_width"])
+        s["fingerprint"] = shard.shard_fingerprint(s, sc.thumb_width)
     for s in shards:
         s["why"] = shard.why_rewrite(out, s, previous)
     todo = [s for s in shards if s["why"]]

@@ -62,7 +62,7 @@ def measure(frames: np.ndarray, fps: float, path: Path, cfg: dict) -> dict:
     for f in frames:
         w.write(f)
     w.close()
-    return analyse(load_clip(str(path), width=cfg["analyse"]["width"], fps=fps), cfg)
+    return analyse(load_clip(str(path), width=cfg.analyse.width, fps=fps), cfg)
 
 
 def spearman(a, b) -> float:
@@ -75,7 +75,7 @@ def flicker(frames: np.ndarray) -> float:
     return float(np.abs(np.diff(frames.astype(np.int16), axis=0)).mean())
 
 
-def ceiling(run: Path, tcfg: dict, cfg: dict, work: Path, space=None) -> dict:
+def ceiling(run: Path, tcfg, cfg: dict, work: Path, space=None) -> dict:
     """The measure on training clips at the model's frames, fps and size, against their labels;
     with `space`, on the clips encoded and decoded by it (what the generator could draw at best)."""
     import pyarrow.parquet as pq
@@ -83,7 +83,7 @@ def ceiling(run: Path, tcfg: dict, cfg: dict, work: Path, space=None) -> dict:
 
     from training.data import decode_clip
 
-    dc = tcfg["data"]
+    dc = tcfg.data
     index = pq.read_table(run / "shards" / "index.parquet").to_pylist()
     hits, stages, deform, flags, flick = [], [], [], [], []
     for s in wds.WebDataset(
@@ -91,15 +91,15 @@ def ceiling(run: Path, tcfg: dict, cfg: dict, work: Path, space=None) -> dict:
     ):
         rec = json.loads(s["json"])
         label = [t for t in rec["camera_motion"] if t in CAMERA]
-        video = decode_clip(s["mp4"], rec["fps"], dc["frames"], dc["fps"], tuple(dc["size"]))
-        if len(label) != 1 or len(video) < dc["frames"]:
+        video = decode_clip(s["mp4"], rec["fps"], dc.frames, dc.fps, tuple(dc.size))
+        if len(label) != 1 or len(video) < dc.frames:
             continue
         if space is not None:
             import torch
 
             video = space.decode(space.encode(torch.from_numpy(video).permute(0, 3, 1, 2)[None]))[0]
             video = video.permute(0, 2, 3, 1).numpy()
-        got = measure(video, dc["fps"], work / "ceiling.mp4", cfg)
+        got = measure(video, dc.fps, work / "ceiling.mp4", cfg)
         hits.append((label[0], label[0] in got["camera_motion"]))
         stages.append(rec["curriculum_stage"])
         deform.append(got["deformation_score"])
@@ -118,7 +118,7 @@ def generated(run_dir: Path, cfg: dict, samples: int, work: Path) -> dict:
             for seed in range(samples):
                 video = sample(model, text, space, mcfg, {"camera": [cam]}, "", None, stage, seed, tax=tax)
                 frames = video.permute(0, 2, 3, 1).numpy()
-                got = measure(frames, mcfg["data"]["fps"], work / "gen.mp4", cfg)
+                got = measure(frames, mcfg.data.fps, work / "gen.mp4", cfg)
                 hits.append((cam, cam in got["camera_motion"]))
                 stages.append(stage)
                 deform.append(got["deformation_score"])
@@ -129,7 +129,7 @@ def generated(run_dir: Path, cfg: dict, samples: int, work: Path) -> dict:
         for want in (True, False):
             tags = {"camera": ["static"], "vfx": ["impact_frame"] if want else []}
             video = sample(model, text, space, mcfg, tags, "", None, None, 100 + seed, tax=tax)
-            got = measure(video.permute(0, 2, 3, 1).numpy(), mcfg["data"]["fps"], work / "gen.mp4", cfg)
+            got = measure(video.permute(0, 2, 3, 1).numpy(), mcfg.data.fps, work / "gen.mp4", cfg)
             impact.append((want, got["impact_frames"] > 0))
     diff = lambda a, b: float(np.abs(a.astype(np.int16) - b.astype(np.int16)).mean())  # noqa: E731
     by_tag = [
@@ -203,7 +203,8 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="also write the table here")
     args = ap.parse_args()
     from pks.config import load_config
-    from training.train import load_train_config
+    from pks.typedconfig import to_dict
+    from training.config import load_train_config
 
     cfg = load_config()
     config = str(Path(args.config).resolve()) if Path(args.config).is_file() else args.config
@@ -229,7 +230,7 @@ def main() -> None:
     prep = time.perf_counter() - t0
     results, times, runs = {}, {}, {}
     models = [("dual-channel", [])] + ([] if args.no_ablation else [("text-only ablation", ["--no-tag-channel"])])
-    learned = tcfg["latent"]["kind"] == "learned" and not tcfg["latent"].get("path")
+    learned = tcfg.latent.kind == "learned" and not tcfg.latent.path
     for name, extra in models:
         run = runs[name] = work / name.split()[0]
         if not (run / "checkpoints").exists():
@@ -238,7 +239,7 @@ def main() -> None:
             times[name] = time.perf_counter() - t
         results[name] = generated(run, cfg, args.samples, work)
         if learned and name == "dual-channel":  # the ablation shares its first stage: only the tag channel differs
-            shared = {**tcfg, "latent": {**tcfg["latent"], "path": str((run / "vae").resolve())}}
+            shared = to_dict(tcfg.replace({"latent.path": str((run / "vae").resolve())}))
             config = str(work / "shared_vae.yaml")
             Path(config).write_text(yaml.safe_dump(shared, sort_keys=False))
     results["training clips (ceiling)"] = ceiling(work / "run", tcfg, cfg, work)
@@ -252,11 +253,11 @@ def main() -> None:
         contact_sheet(results["dual-channel"]["clips"], Path(args.figures) / "train_samples.png")
         loss_curves(runs, Path(args.figures) / "train_loss.png")
 
-    dc = tcfg["data"]
+    dc = tcfg.data
     lines = [
         f"{args.videos} videos per family ({', '.join(families)}; seed {args.seed}, 320x180), prep {prep:.0f}s; "
-        f"config {Path(args.config).stem}, {args.steps} steps, batch {dc['batch_size']}, {dc['frames']} frames "
-        f"of {dc['size']} at {dc['fps']} fps",
+        f"config {Path(args.config).stem}, {args.steps} steps, batch {dc.batch_size}, {dc.frames} frames "
+        f"of {list(dc.size)} at {dc.fps} fps",
         "",
         "| clips | camera adherence | " + " | ".join(CAMERA) + " | stage vs deformation (Spearman) | "
         "impact frames found when asked / not asked | with a defect flag | flicker (levels) | "

@@ -10,6 +10,7 @@ prints one JSON line per row with benchmarks/train.py's measures. Run it on tuni
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import sys
 from pathlib import Path
@@ -31,12 +32,14 @@ def main() -> None:
     ap.add_argument("--set", dest="sets", action="append", default=[], help="KEY=VALUE, as pks train --set")
     args = ap.parse_args()
     from pks.config import load_config
-    from training.train import ensure_learned_vae, load_train_config, parse_sets, run_taxonomy
+    from pks.typedconfig import parse_sets
+    from training.config import load_train_config
+    from training.train import ensure_learned_vae, run_taxonomy
     from training.vae import latent_space
 
     out, folder = Path(args.out), Path(args.vae)
     tcfg = load_train_config(args.config, parse_sets(args.sets))
-    tcfg["taxonomy_version"] = run_taxonomy(tcfg).version
+    tcfg = dataclasses.replace(tcfg, taxonomy_version=run_taxonomy(tcfg).version)
     folder.mkdir(parents=True, exist_ok=True)
     ensure_learned_vae(out / "shards", folder, tcfg, "cpu", 0, True)
     acfg = load_config()

@@ -25,6 +25,7 @@ from annotators.signals import analyse
 from annotators.signals.embed import embedder
 from annotators.signals.frames import ClipCollector
 from pks.clips import clip_path, upright
+from pks.jobconfig import JobConfig
 from pks.record import ClipRecord
 from pks.seek import Irregular, iter_range
 from pks.store import AtomicFile, atomic_path
@@ -40,13 +41,13 @@ def stage_error(stage: str, e: Exception) -> str:
     return f"{stage}: {type(e).__name__}: {e}{where}"
 
 
-def analyse_one(r: ClipRecord, frames, out: Path, cfg: dict) -> ClipRecord:
+def analyse_one(r: ClipRecord, frames, out: Path, cfg: JobConfig) -> ClipRecord:
     """The analysis fields of one ok record, from its frames (pipelines.clipwork decodes them)."""
     fields = analyse(frames, cfg)
     fields["quality_flags"] = sorted(set(r.quality_flags) | set(fields["quality_flags"]))
-    ce = cfg["analyse"]["clip_embeddings"]
-    if ce.get("checkpoint"):  # semantic embedding, kept beside the manifest for the duplicate search
-        vec = embedder(ce["arch"], str(ce["checkpoint"])).embed(frames.rgb)
+    ce = cfg.analyse.clip_embeddings
+    if ce.checkpoint:  # semantic embedding, kept beside the manifest for the duplicate search
+        vec = embedder(ce.arch, str(ce.checkpoint)).embed(frames.rgb)
         # a temporary name per attempt: a retry may run beside the attempt it replaces
         with atomic_path(out / "embeddings" / f"{r.clip_id}.npy") as tmp, open(tmp, "wb") as f:
             np.save(f, vec.astype(np.float32))
@@ -117,7 +118,7 @@ class _Open:
 
 
 def clip_pass(
-    path: str, rotation: int, records: list[ClipRecord], out: Path, cfg: dict, analyse_one, grid=None, times=None
+    path: str, rotation: int, records: list[ClipRecord], out: Path, cfg: JobConfig, analyse_one, grid=None, times=None
 ) -> list[ClipRecord]:
     """Write the clip of each ok record that has none yet (clips.write) and analyse each ok
     record not analysed yet (analyse.enabled), from one decode. `analyse_one(record, frames)`
@@ -125,8 +126,8 @@ def clip_pass(
     marks a variable-rate source: its clips are resampled to their constant rate. A failure stays on its clip: a clip that comes out short, or
     that a decode failure left unwritten, becomes that record's error; so does an analysis
     failure (the clip file stays)."""
-    write = cfg["clips"]["write"]
-    analyse = cfg["analyse"]["enabled"]
+    write = cfg.clips.write
+    analyse = cfg.analyse.enabled
     to_write = {r.clip_id for r in records if write and r.status == "ok" and not clip_path(out, r.clip_id).exists()}
     to_analyse = {r.clip_id for r in records if analyse and r.status == "ok" and r.curriculum_stage is None}
     work = sorted((r for r in records if r.clip_id in to_write | to_analyse), key=lambda r: r.start_frame)
@@ -160,8 +161,8 @@ def clip_pass(
 def _decode_pass(path, rotation, work, to_write, to_analyse, out, cfg, analyse_one, grid, times, done) -> None:
     if not work:
         return
-    cc = cfg["clips"]
-    encoder = pick_encoder(cc.get("encoder", "libx264"))
+    cc = cfg.clips
+    encoder = pick_encoder(cc.encoder)
     start, end = work[0].start_frame, max(r.end_frame for r in work)
     open_: list[_Open] = []
     k, conv = 0, None
@@ -194,20 +195,20 @@ def _decode_pass(path, rotation, work, to_write, to_analyse, out, cfg, analyse_o
             while k < len(work) and work[k].start_frame <= i:
                 o = _Open(work[k], times)
                 if o.rec.clip_id in to_write:
-                    conv = conv or _ClipEncoder(frame, rotation, cc.get("max_height", 0))
+                    conv = conv or _ClipEncoder(frame, rotation, cc.max_height)
                     o.file = AtomicFile(clip_path(out, o.rec.clip_id))
                     o.writer = Mp4Writer(
                         o.file.tmp,
                         o.rec.fps,
                         *conv.size,
-                        crf=cc["crf"],
-                        preset=cc["preset"],
+                        crf=cc.crf,
+                        preset=cc.preset,
                         fmt="mp4",
                         encoder=encoder,
-                        threads=cc.get("threads", 0),
+                        threads=cc.threads,
                     )
                 if o.rec.clip_id in to_analyse:
-                    o.collector = ClipCollector(cfg["analyse"]["width"], fps=o.rec.fps, rotation=rotation)
+                    o.collector = ClipCollector(cfg.analyse.width, fps=o.rec.fps, rotation=rotation)
                 open_.append(o)
                 k += 1
             picture = None

@@ -38,6 +38,7 @@ from pipelines.segments import run_videos
 from pipelines.video import UNREADABLE, video_key
 from pks.config import load_config
 from pks.errors import UserError
+from pks.jobconfig import JobConfig
 from pks.probe import list_inputs
 from pks.progress import bar as progress_bar
 from pks.record import ClipRecord, read_parquet
@@ -54,7 +55,7 @@ from pks.store import (
 log = logging.getLogger(__name__)
 
 
-def restage(out: Path, cfg: dict) -> dict[int, int]:
+def restage(out: Path, cfg: JobConfig) -> dict[int, int]:
     """Recompute curriculum_stage of every record under new thresholds, part by part
     (atomically), then rebuild the manifest. Returns clips per stage (ok clips)."""
     from annotators.signals.curriculum import stage
@@ -62,7 +63,7 @@ def restage(out: Path, cfg: dict) -> dict[int, int]:
     def restaged(records):
         for r in records:
             if r.status == "ok" and r.deformation_score is not None:
-                r.curriculum_stage = stage(r.deformation_score, r.motion_score, cfg["curriculum"])
+                r.curriculum_stage = stage(r.deformation_score, r.motion_score, cfg.curriculum)
         return records
 
     per_stage = {k: 0 for k in range(4)}
@@ -108,7 +109,7 @@ def calibrate_run(out: Path, config: Path | None, write: Path | None, apply: boo
 
 
 @ray_scope()
-def caption_run(out: Path | Store, cfg: dict, progress=None) -> dict[str, int]:
+def caption_run(out: Path | Store, cfg: JobConfig, progress=None) -> dict[str, int]:
     """Caption (or finish captioning) an existing run in place, part by part; resumable.
     A batch backend (vllm) gets groups of parts in one pass, so its engines load once per
     group, not once per video; a kill loses at most the group in flight. `progress` takes its
@@ -138,7 +139,7 @@ def caption_run(out: Path | Store, cfg: dict, progress=None) -> dict[str, int]:
                 tally(stem, records)
             return counts
         init_ray(cfg, logs_of(out))
-        group_size = (cfg["caption"].get("vllm") or {}).get("group_clips", 4096)
+        group_size = cfg.caption.vllm.group_clips
         group: list[tuple[str, list[ClipRecord]]] = []
         for n, p in enumerate(parts):
             group.append((p.stem, read_parquet(p)))
@@ -157,12 +158,12 @@ def caption_run(out: Path | Store, cfg: dict, progress=None) -> dict[str, int]:
 INPUT_KEYS = "input_keys.jsonl"  # OUT/: path, size, mtime_ns (or version) -> video_id, from earlier runs
 
 
-def hash_inputs(paths: list[str], out: Store, cfg: dict) -> list[str]:
+def hash_inputs(paths: list[str], out: Store, cfg: JobConfig) -> list[str]:
     """The video_ids of `paths`, hashed as Ray tasks (where the inputs are read: on the nodes,
     from their store), so a first run is not bound by one driver reading every byte. Local
     files without a cluster are hashed here: one disk, and Ray's task start costs more than
     it saves (6 x 96 MB: 0.8 s here, 2.0 s as tasks on 2 CPUs)."""
-    cluster = cfg["ray"].get("address") or os.environ.get("RAY_ADDRESS")
+    cluster = cfg.ray.address or os.environ.get("RAY_ADDRESS")
     if len(paths) < 2 or not (cluster or any(is_url(p) for p in paths)):
         return [video_key(p, out) for p in paths]
     import ray
@@ -247,7 +248,7 @@ def remove_orphan_clips(out: Path | Store) -> int:
 def run(
     input_spec: str,
     out: str | Path | Store,
-    cfg: dict | None = None,
+    cfg: JobConfig | None = None,
     progress=None,
     retry_errors: bool = True,
     storage_options: dict | None = None,
@@ -258,10 +259,10 @@ def run(
     `progress` takes its lines (default: this module's log)."""
     say = progress or log.info
     cfg = cfg or load_config()  # load_config validated it: nothing below fails on a config value
-    backend = make_backend(cfg) if cfg["caption"]["captioner"] != "none" else None
+    backend = make_backend(cfg) if cfg.caption.captioner != "none" else None
     out = as_store(out, storage_options)
     if backend and backend.batch and not out.local:
-        raise UserError(f"captioner {cfg['caption']['captioner']} needs a local OUT (it captions the run in place)")
+        raise UserError(f"captioner {cfg.caption.captioner} needs a local OUT (it captions the run in place)")
     # a bad input spec is a user error, before OUT is touched
     paths = list_inputs(input_spec, input_options(out, input_spec))
     out.check()  # a missing bucket, refused credentials: one line, before any work
@@ -272,7 +273,7 @@ def run(
     todo, skipped = plan(
         paths,
         out,
-        cfg["ingest"].get("dedupe", True),
+        cfg.ingest.dedupe,
         retry_errors,
         hash_many=functools.partial(hash_inputs, out=out, cfg=cfg),
     )
@@ -334,7 +335,7 @@ def run(
             "ok": counts["ok"],
         },
     )
-    if cfg["shard"]["enabled"] and cfg["clips"]["write"]:
+    if cfg.shard.enabled and cfg.clips.write:
         from pipelines.shard import shard_run
 
         t1 = time.perf_counter()

@@ -14,6 +14,7 @@ import pyarrow.parquet as pq
 
 from annotators.signals.dedupe import find_duplicates
 from annotators.signals.embed import streamed_duplicates
+from pks.jobconfig import JobConfig
 from pks.record import SCHEMA, SHARD_REJECT, ClipRecord, write_parquet
 from pks.store import Store, as_store, first_line
 
@@ -64,7 +65,7 @@ def set_aside_bad_parts(out: Store, progress=None) -> int:
     return moved
 
 
-def duplicates(out: Path | Store, cfg: dict, parts: list[str] | None = None) -> dict[str, str]:
+def duplicates(out: Path | Store, cfg: JobConfig, parts: list[str] | None = None) -> dict[str, str]:
     """{clip_id: the clip kept of its near-duplicate group} for every clip that nearly repeats
     another; the group's earliest clip_id (smallest video_id, then start_frame) is the one kept.
     Searched over ok clips and the shard stage's rejections (which it judges again), so a
@@ -79,7 +80,7 @@ def duplicates(out: Path | Store, cfg: dict, parts: list[str] | None = None) -> 
             if r["phash"] and (r["status"] == "ok" or r["error"].startswith(SHARD_REJECT))
         ]
     sigs.sort()  # both searches point each duplicate at an earlier clip: the earliest is kept
-    dupes = find_duplicates(sigs, cfg["analyse"]["duplicate_bits"])
+    dupes = find_duplicates(sigs, cfg.analyse.duplicate_bits)
     have = set(out.list("embeddings"))
     emb = [cid for cid, _ in sigs if f"{cid}.npy" in have]
     if emb:  # semantic near-duplicates (OpenCLIP) that the hashes did not already catch, read a batch at a time
@@ -87,7 +88,7 @@ def duplicates(out: Path | Store, cfg: dict, parts: list[str] | None = None) -> 
         def load(ids: list[str]) -> np.ndarray:
             return np.stack([np.load(io.BytesIO(out.read_bytes(f"embeddings/{c}.npy"))) for c in ids])
 
-        similarity = cfg["analyse"]["clip_embeddings"]["similarity"]
+        similarity = cfg.analyse.clip_embeddings.similarity
         for cid, other in streamed_duplicates(emb, load, similarity).items():
             dupes.setdefault(cid, other)
 
@@ -99,7 +100,7 @@ def duplicates(out: Path | Store, cfg: dict, parts: list[str] | None = None) -> 
     return {cid: kept(cid) for cid in dupes}
 
 
-def build_manifest(out: Path | Store, cfg: dict, dupes: dict[str, str] | None = None) -> dict[str, int]:
+def build_manifest(out: Path | Store, cfg: JobConfig, dupes: dict[str, str] | None = None) -> dict[str, int]:
     """Stream all finished parts into OUT/manifest.parquet (atomically); count statuses and
     mark near-duplicates across videos (`duplicate`, duplicate_of the clip kept of the group;
     `dupes` when the caller has them from these parts). One part in memory at a time, so memory
@@ -124,7 +125,7 @@ def build_manifest(out: Path | Store, cfg: dict, dupes: dict[str, str] | None = 
     return counts
 
 
-def rewrite_parts(out: Path | Store, cfg: dict, fn, dupes: dict[str, str] | None = None):
+def rewrite_parts(out: Path | Store, cfg: JobConfig, fn, dupes: dict[str, str] | None = None):
     """Apply `fn` to each finished part's records, rewrite the part atomically, and yield the
     new records; the manifest is rebuilt once every part is done (with `dupes`, duplicates of
     these parts, when `fn` leaves them as they were: the shard stage's judge does)."""

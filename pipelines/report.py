@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 
 import taxonomy
 from pks.errors import UserError
+from pks.jobconfig import JobConfig
 from pks.store import atomic_path, jsonl_entries
 
 COLUMNS = [
@@ -284,7 +285,7 @@ def filmstrip(clip: Path, n: int = 8, height: int = 96) -> str:
     return "data:image/png;base64," + base64.b64encode(buf.tobytes()).decode()
 
 
-def measured(clip: Path, cfg: dict) -> str:
+def measured(clip: Path, cfg: JobConfig) -> str:
     """What the signal analysers (job config `cfg`) read in a generated clip: camera, deformation
     (its stage), flags."""
     import av
@@ -297,7 +298,7 @@ def measured(clip: Path, cfg: dict) -> str:
             if rate is None:
                 raise ValueError("no frame rate")
             fps = float(rate)
-        got = analyse(load_clip(str(clip), width=cfg["analyse"]["width"], fps=fps), cfg)
+        got = analyse(load_clip(str(clip), width=cfg.analyse.width, fps=fps), cfg)
     except Exception as e:  # a clip the analysers cannot read is reported, not fatal to the report
         return f"cannot analyse ({e})"
     return (

@@ -32,6 +32,7 @@ from annotators.shots import Boundary, get_detector
 from pipelines.parts import write_part
 from pipelines.video import clip_records, clip_stages, ingest, ray_task
 from pks.decode import _small_yuv
+from pks.jobconfig import JobConfig, SplitConfig
 from pks.probe import VideoInfo
 from pks.record import ClipRecord
 from pks.seek import Grid, Irregular, frame_grid, iter_range
@@ -45,12 +46,12 @@ def plan_segments(n_frames: int, fps: float, segment_s: float) -> list[tuple[int
     return [(int(a), int(b)) for a, b in zip(edges, edges[1:])]
 
 
-def detect_segment(path: str, core: tuple[int, int], grid: Grid, fps: float, sc: dict) -> dict:
+def detect_segment(path: str, core: tuple[int, int], grid: Grid, fps: float, sc: SplitConfig) -> dict:
     """Boundaries inside `core` of one segment, from its frames plus overlap_s either side.
     Returns {boundaries: [(frame, kind, span)], filled: [index], end: last decoded index + 1
     (within the window), irregular: bool}. Holds the window's small frames only."""
-    detector = get_detector(sc["detector"], **(sc.get("params") or {}))
-    pad = int(round(sc["overlap_s"] * fps))
+    detector = get_detector(sc.detector, **sc.params)
+    pad = int(round(sc.overlap_s * fps))
     lo, hi = max(0, core[0] - pad), min(grid.n_frames, core[1] + pad)
     yuv, filled, end = [], [], lo
     try:
@@ -103,19 +104,19 @@ def group_records(records: list[ClipRecord], span_frames: int) -> list[list[Clip
 # ---- Ray tasks: one JSON column in and out, so rows of different kinds share a schema ----------
 
 
-def plan_task(row: dict, cfg: dict) -> list[dict]:
+def plan_task(row: dict, cfg: JobConfig) -> list[dict]:
     """A todo row -> one `whole` job (the one-task path) or a video's `segment` jobs."""
     job = json.loads(row["job"])
-    sc = cfg["split"]
+    sc = cfg.split
     if job.get("retry") or is_url(job["path"]):  # a remote input is downloaded once, by one task
         return [{"job": json.dumps({**job, "kind": "whole"})}]
     info = ingest(job["path"], job["video_id"])
-    if isinstance(info, ClipRecord) or info.n_frames <= sc["segment_s"] * info.avg_fps:
+    if isinstance(info, ClipRecord) or info.n_frames <= sc.segment_s * info.avg_fps:
         return [{"job": json.dumps({**job, "kind": "whole"})}]
     grid = frame_grid(info.path)
     if grid is None:
         return [{"job": json.dumps({**job, "kind": "whole"})}]
-    cores = plan_segments(grid.n_frames, info.avg_fps, sc["segment_s"])
+    cores = plan_segments(grid.n_frames, info.avg_fps, sc.segment_s)
     return [
         {
             "job": json.dumps(
@@ -134,7 +135,7 @@ def plan_task(row: dict, cfg: dict) -> list[dict]:
     ]
 
 
-def work_task(row: dict, out: Store, cfg: dict) -> dict:
+def work_task(row: dict, out: Store, cfg: JobConfig) -> dict:
     """Run one job: a whole video (its part written, a summary back), a segment's shot
     detection, or a group's cut and analysis (records back: the driver writes the part)."""
     job = json.loads(row["job"])
@@ -143,7 +144,7 @@ def work_task(row: dict, out: Store, cfg: dict) -> dict:
         result: dict[str, Any] = {"summary": ray_task(job, out, cfg)}
     elif job["kind"] == "segment":
         info = job["info"]
-        result = detect_segment(info["path"], tuple(job["core"]), Grid(**job["grid"]), info["avg_fps"], cfg["split"])
+        result = detect_segment(info["path"], tuple(job["core"]), Grid(**job["grid"]), info["avg_fps"], cfg.split)
     else:
         records = [ClipRecord.from_row(r) for r in job["records"]]
         with staged(out, job["path"]) as (work, _):  # clips in OUT when this block ends
@@ -153,7 +154,7 @@ def work_task(row: dict, out: Store, cfg: dict) -> dict:
     return {"result": json.dumps({**job, **result, "seconds": time.perf_counter() - t0}, default=str)}
 
 
-def _run_jobs(jobs: list[dict], out: Store, cfg: dict, plan: bool):
+def _run_jobs(jobs: list[dict], out: Store, cfg: JobConfig, plan: bool):
     import ray
 
     ds: ray.data.Dataset = ray.data.from_items([{"job": json.dumps(j)} for j in jobs], override_num_blocks=len(jobs))
@@ -184,10 +185,10 @@ def _run_jobs(jobs: list[dict], out: Store, cfg: dict, plan: bool):
         yield json.loads(row["result"])
 
 
-def run_videos(todo: list[dict], out: Store, cfg: dict):
+def run_videos(todo: list[dict], out: Store, cfg: JobConfig):
     """Process `todo` (curate.plan's rows); yield one curate.ray_task-style summary per video
     as its part is written."""
-    sc = cfg["split"]
+    sc = cfg.split
     segs: dict[str, list[dict]] = defaultdict(list)  # video_id -> its segments' results so far
     pending: dict[str, dict] = {}  # video_id -> its records and the groups still out
     second: list[dict] = []
@@ -205,7 +206,7 @@ def run_videos(todo: list[dict], out: Store, cfg: dict):
         info = VideoInfo(**r["info"])
         bounds, n, filled = merge_segments(results)
         records = clip_records(info, bounds, n, filled, sc)
-        groups = group_records(records, int(sc["segment_s"] * info.avg_fps))
+        groups = group_records(records, int(sc.segment_s * info.avg_fps))
         pending[r["video_id"]] = {
             "records": records,
             "groups": len(groups),

@@ -46,6 +46,7 @@ import pyarrow.parquet as pq
 from pipelines.parts import duplicates, rewrite_parts, set_aside_bad_parts
 from pipelines.raytools import init_ray, logs_of, ray_scope
 from pks.errors import UserError
+from pks.jobconfig import JobConfig, ShardConfig
 from pks.progress import bar as progress_bar
 from pks.record import SCHEMA, SHARD_REJECT, ClipRecord
 from pks.seeded import unit
@@ -84,27 +85,29 @@ def shard_name(split: str, stage: int, n: int) -> str:
     return f"{split}/stage-{stage}/shard-{n:06d}.tar"
 
 
-def rejection(r: ClipRecord, clips: set[str], sc: dict, kept: str = "") -> str:
+def rejection(r: ClipRecord, clips: set[str], sc: ShardConfig, kept: str = "") -> str:
     """Why an ok record stays out of the shards ('' when it goes in); `clips` holds the names
     in OUT/clips/ (one listing, not one request per clip); `kept` is the clip kept of its
     near-duplicate group when that is another clip."""
-    if kept and "duplicate" in sc["reject_flags"]:
+    if kept and "duplicate" in sc.reject_flags:
         return f"{SHARD_REJECT}duplicate of {kept}"
-    bad = sorted(set(r.quality_flags) & set(sc["reject_flags"]))
+    bad = sorted(set(r.quality_flags) & set(sc.reject_flags))
     if bad:
         return f"{SHARD_REJECT}quality flags {', '.join(bad)}"
     if r.curriculum_stage is None:
         return f"{SHARD_REJECT}not analysed (no curriculum stage)"
-    if sc["min_judge_score"] is not None and r.judge_score is not None and r.judge_score < sc["min_judge_score"]:
-        return f"{SHARD_REJECT}judge score {r.judge_score:.3f} below {sc['min_judge_score']}"
-    if sc["require_caption"] and not r.caption:
+    if sc.min_judge_score is not None and r.judge_score is not None and r.judge_score < sc.min_judge_score:
+        return f"{SHARD_REJECT}judge score {r.judge_score:.3f} below {sc.min_judge_score}"
+    if sc.require_caption and not r.caption:
         return f"{SHARD_REJECT}no caption"
     if f"{r.clip_id}.mp4" not in clips:
         return f"{SHARD_REJECT}no clip file"
     return ""
 
 
-def judge(records: list[ClipRecord], clips: set[str], sc: dict, kept: dict[str, str] | None = None) -> list[ClipRecord]:
+def judge(
+    records: list[ClipRecord], clips: set[str], sc: ShardConfig, kept: dict[str, str] | None = None
+) -> list[ClipRecord]:
     """Mark ok records that stay out as rejected (with why); earlier shard rejections are judged
     again, so a changed config takes them back in. `kept` ({clip_id: the clip kept of its
     near-duplicate group}, pipelines.parts.duplicates) keeps one clip of each group: the
@@ -157,7 +160,7 @@ def _lead(lead: dict[str, str], v: str) -> str:
     return v
 
 
-def plan(rows: list[dict], sc: dict, kept: dict[str, str] | None = None) -> list[dict]:
+def plan(rows: list[dict], sc: ShardConfig, kept: dict[str, str] | None = None) -> list[dict]:
     """Shards to write: [{name, split, stage, members}], members being rows with clip_id,
     video_id, curriculum_stage and clip_bytes (plan_table over them)."""
     table = pa.table(
@@ -177,7 +180,7 @@ def plan(rows: list[dict], sc: dict, kept: dict[str, str] | None = None) -> list
     ]
 
 
-def plan_table(rows: pa.Table, sc: dict, kept: dict[str, str] | None = None) -> list[dict]:
+def plan_table(rows: pa.Table, sc: ShardConfig, kept: dict[str, str] | None = None) -> list[dict]:
     """Shards to write: [{name, split, stage, rows}], rows being the row numbers of its samples
     in `rows` (a table with clip_id, video_id, curriculum_stage and clip_bytes), in order.
     Within a split and stage the clips are shuffled with the seed (so clips of one video spread
@@ -185,7 +188,7 @@ def plan_table(rows: pa.Table, sc: dict, kept: dict[str, str] | None = None) -> 
     the driver plans 10^6 clips in ~100 bytes each."""
     videos = typing.cast(pa.DictionaryArray, pc.dictionary_encode(rows.column("video_id")).combine_chunks())
     vids = typing.cast("list[str]", videos.dictionary.to_pylist())  # (the dictionary holds no null)
-    split = assign_splits(vids, sc["seed"], sc["val_fraction"], kept)
+    split = assign_splits(vids, sc.seed, sc.val_fraction, kept)
     names = sorted(set(split.values()))
     code = np.array([names.index(split[v]) for v in vids], np.int64)
     key = code[videos.indices.to_numpy(zero_copy_only=False)] * 256 + rows.column("curriculum_stage").to_numpy()
@@ -195,11 +198,11 @@ def plan_table(rows: pa.Table, sc: dict, kept: dict[str, str] | None = None) -> 
     for k in np.unique(key).tolist():  # (split, stage) in order
         sp, stage = names[k // 256], k % 256
         members = by_id[key[by_id] == k]  # by clip_id
-        rng = np.random.default_rng(int(unit(sc["seed"], "order", sp, stage) * 2**63))
+        rng = np.random.default_rng(int(unit(sc.seed, "order", sp, stage) * 2**63))
         members = members[rng.permutation(len(members))]
         cuts, n, total = [], 0, 0
         for i, b in enumerate(size[members].tolist()):
-            if n and (n >= sc["max_samples"] or total + b > sc["max_bytes"]):
+            if n and (n >= sc.max_samples or total + b > sc.max_bytes):
                 cuts.append(i)
                 n = total = 0
             n += 1
@@ -576,7 +579,7 @@ def reused_ranges(
     return old.column("offset"), old.column("length")
 
 
-def shard_run(out: Path | Store, cfg: dict, progress=None) -> dict:
+def shard_run(out: Path | Store, cfg: JobConfig, progress=None) -> dict:
     """Judge, plan and write the shards of a finished run; then the index. Resumable; keeps
     every shard that already holds exactly its planned samples and content. A Ray it starts
     is stopped when it ends. `progress` takes its lines (default: this module's log)."""
@@ -584,22 +587,22 @@ def shard_run(out: Path | Store, cfg: dict, progress=None) -> dict:
         return write_shards(as_store(out), cfg, progress)
 
 
-def plan_shards(out: Store, sc: dict, kept: dict[str, str]) -> tuple[pa.Table, list[dict], pa.Table | None]:
+def plan_shards(out: Store, sc: ShardConfig, kept: dict[str, str]) -> tuple[pa.Table, list[dict], pa.Table | None]:
     """(the planned samples, the shards with their fingerprints, the previous index) for a
     judged run: columns and row numbers, no record's JSON (see spill_records)."""
     previous = read_index(out)
     rows = samples(out, previous)
     shards = plan_table(rows, sc, kept)
     for s in shards:
-        s["fingerprint"] = fingerprint_of(rows.take(pa.array(s["rows"])), sc["thumb_width"])
+        s["fingerprint"] = fingerprint_of(rows.take(pa.array(s["rows"])), sc.thumb_width)
     return rows, shards, previous
 
 
-def write_shards(out: Store, cfg: dict, progress=None) -> dict:
+def write_shards(out: Store, cfg: JobConfig, progress=None) -> dict:
     import ray
 
     say = progress or log.info
-    sc = cfg["shard"]
+    sc = cfg.shard
     if not (Path(out.path("parts")).is_dir() if out.local else out.list("parts")):
         raise UserError(f"no curated run in {out.url()} (run pks curate first)")
     set_aside_bad_parts(out, progress)
@@ -635,7 +638,7 @@ def write_shards(out: Store, cfg: dict, progress=None) -> dict:
             # (Ray types the function without its fn_kwargs)
             ds = ds.map(
                 _ray_write,  # type: ignore[arg-type]
-                fn_kwargs={"out": out, "thumb_width": sc["thumb_width"]},
+                fn_kwargs={"out": out, "thumb_width": sc.thumb_width},
                 num_cpus=1,
             )
             with progress_bar(len(todo), "pks shard", "shard") as bar:

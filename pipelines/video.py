@@ -19,6 +19,7 @@ from annotators.shots import Boundary, get_detector, shots_from_boundaries
 from pipelines.clipwork import analyse_one, clip_pass, stage_error
 from pipelines.parts import part_key, read_part, write_part
 from pks.decode import decode_small
+from pks.jobconfig import JobConfig, SplitConfig
 from pks.probe import ProbeError, VideoInfo, content_hash, probe
 from pks.record import ClipRecord
 from pks.store import Store, as_store, is_url, open_input, staged
@@ -51,17 +52,19 @@ def ingest(path: str, vid: str) -> VideoInfo | ClipRecord:
         return ClipRecord(video_id=vid, source_path=path, status="error", error=f"cannot read file: {e}")
 
 
-def split(info: VideoInfo, cfg: dict) -> list[ClipRecord]:
+def split(info: VideoInfo, cfg: JobConfig) -> list[ClipRecord]:
     """Detect shots and turn them into clip records (or one rejected record if none is long enough)."""
-    sc = cfg["split"]
-    detector = get_detector(sc["detector"], **(sc.get("params") or {}))
+    sc = cfg.split
+    detector = get_detector(sc.detector, **sc.params)
     frames = decode_small(info.path, detector.frame_size)
     boundaries = detector.detect(frames.rgb, info.avg_fps) if len(frames.rgb) else []
     assert frames.filled is not None  # decode_small always gives the mask
     return clip_records(info, boundaries, len(frames.rgb), frames.filled, sc)
 
 
-def clip_records(info: VideoInfo, boundaries: list[Boundary], n: int, filled: np.ndarray, sc: dict) -> list[ClipRecord]:
+def clip_records(
+    info: VideoInfo, boundaries: list[Boundary], n: int, filled: np.ndarray, sc: SplitConfig
+) -> list[ClipRecord]:
     """A video's clip records from its shot boundaries, `n` decodable frames and the frames
     filled in for corrupt data (a clip holding one is flagged decode_error)."""
     base: dict[str, Any] = dict(
@@ -69,14 +72,14 @@ def clip_records(info: VideoInfo, boundaries: list[Boundary], n: int, filled: np
     )
     if n == 0:
         return [ClipRecord(**base, status="error", error="no decodable frames")]
-    shots = shots_from_boundaries(boundaries, n, info.avg_fps, sc["min_shot_s"], sc["max_shot_s"], sc["trim_frames"])
+    shots = shots_from_boundaries(boundaries, n, info.avg_fps, sc.min_shot_s, sc.max_shot_s, sc.trim_frames)
     if not shots:
         return [
             ClipRecord(
                 **base,
                 end_frame=n,
                 status="rejected",
-                error=f"no shot of at least {sc['min_shot_s']}s",
+                error=f"no shot of at least {sc.min_shot_s}s",
                 quality_flags=["too_short"],
             )
         ]
@@ -92,7 +95,7 @@ def clip_records(info: VideoInfo, boundaries: list[Boundary], n: int, filled: np
     ]
 
 
-def caption_clips(records: list[ClipRecord], out: Path, cfg: dict) -> list[ClipRecord]:
+def caption_clips(records: list[ClipRecord], out: Path, cfg: JobConfig) -> list[ClipRecord]:
     """Caption ok records; if the stage fails as a whole, each clip is tried alone so the
     failure lands on the clip that caused it."""
     backend = worker_backend(cfg)
@@ -111,10 +114,10 @@ def caption_clips(records: list[ClipRecord], out: Path, cfg: dict) -> list[ClipR
 _BACKENDS: dict[str, object] = {}
 
 
-def worker_backend(cfg: dict):
+def worker_backend(cfg: JobConfig):
     """One caption backend per worker process and caption config: a local model loads once,
     not once per video."""
-    key = json.dumps(cfg["caption"], sort_keys=True)
+    key = json.dumps(dataclasses.asdict(cfg.caption), sort_keys=True)
     if key not in _BACKENDS:
         _BACKENDS[key] = make_backend(cfg)
     return _BACKENDS[key]
@@ -125,7 +128,7 @@ def retry_copy(r: ClipRecord) -> ClipRecord:
     return dataclasses.replace(r, status="ok", error="")
 
 
-def clip_stages(info: VideoInfo, records: list[ClipRecord], out: Path, cfg: dict, grid=None) -> list[ClipRecord]:
+def clip_stages(info: VideoInfo, records: list[ClipRecord], out: Path, cfg: JobConfig, grid=None) -> list[ClipRecord]:
     """Cut, analyse and caption `records` (the ok ones); each failure stays on its clip. Cut
     and analysis share one decode of the records' span (seeking to it with a `grid`, see
     pks.seek)."""
@@ -133,13 +136,13 @@ def clip_stages(info: VideoInfo, records: list[ClipRecord], out: Path, cfg: dict
     records = clip_pass(
         info.path, info.rotation, records, out, cfg, lambda r, frames: analyse_one(r, frames, out, cfg), grid, times
     )
-    if cfg["caption"]["captioner"] != "none" and not worker_backend(cfg).batch:
+    if cfg.caption.captioner != "none" and not worker_backend(cfg).batch:
         records = caption_clips(records, out, cfg)
     return records
 
 
 def process_video(
-    path: str, vid: str, out: Path, cfg: dict, previous: list[ClipRecord] | None = None
+    path: str, vid: str, out: Path, cfg: JobConfig, previous: list[ClipRecord] | None = None
 ) -> list[ClipRecord]:
     """All stages for one video, as a plain function. `previous` holds the video's records from
     an earlier run: its clip-level error records are retried and every other record is kept as
@@ -178,7 +181,7 @@ def with_source(records: list[ClipRecord] | None, path: str) -> list[ClipRecord]
     return records and [dataclasses.replace(r, source_path=path) for r in records]
 
 
-def ray_task(row: dict, out: str | Store, cfg: dict) -> dict:
+def ray_task(row: dict, out: str | Store, cfg: JobConfig) -> dict:
     """The thin Ray wrapper: run one video (or retry its errors), persist its part, return a
     one-line summary."""
     t0 = time.perf_counter()

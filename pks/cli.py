@@ -9,17 +9,19 @@ from pathlib import Path
 import typer
 
 from annotators.audit.cli import audit_app
+from annotators.caption.cli import serve_vlm
+from annotators.shots.cli import shots
 from pks.cliutil import (
     STORAGE_OPTIONS_HELP,
     friendly,
     load_taxonomy,
     local_out,
     need_manifest,
-    size_option,
     torch_device,
 )
 from pks.errors import UserError
 from pks.progress import configure_logging
+from pks.synth.cli import synth
 from training.judge_cli import judge_app
 from training.train_cli import train_app
 
@@ -49,62 +51,8 @@ def verbosity(
     configure_logging(logging.DEBUG if verbose else logging.WARNING if quiet else logging.INFO)
 
 
-@app.command()
-@friendly
-def synth(
-    out: Path = typer.Argument(..., help="Folder to write videos and truth JSON into."),
-    videos: int = typer.Option(4, min=1, help="How many videos."),
-    seed: int = typer.Option(0, help="Random seed; the same seed gives the same footage."),
-    shots: int | None = typer.Option(None, min=1, help="Shots per video (default: 6-10, random)."),
-    size: str | None = typer.Option(None, help="Frame size WxH (default: varied per video)."),
-    fps: str | None = typer.Option(None, help="Frame rate, e.g. 24, 24000/1001 (default: varied)."),
-    crf: int | None = typer.Option(None, min=0, max=51, help="x264 quality (default: varied 16-30)."),
-    family: str = typer.Option(
-        "cel",
-        help="Footage family: cel (flat cel shading), painted (painted "
-        "backgrounds, grain, mattes, title cards; rendered independently) or limited "
-        "(limited TV animation; EVALUATION ONLY: report on it, tune nothing on it).",
-    ),
-    damage_process: str | None = typer.Option(
-        None,
-        help="Also damage each video by real processes, "
-        "comma-separated: corrupt,telecine,starve,mux; writes "
-        "NAME.PROCESS.mp4 and its truth JSON beside it.",
-    ),
-):
-    """Synthesise anime footage with ground-truth JSON beside each mp4."""
-    from pks.synth import synthesize
-    from pks.synth.processes import PROCESSES, make_damaged
-    from pks.synth.video import FAMILIES
-
-    if family not in FAMILIES:
-        raise UserError(f"--family must be one of {', '.join(FAMILIES)}, got {family!r}")
-    procs = [x.strip() for x in (damage_process or "").split(",") if x.strip()]
-    if damage_process is not None and (not procs or set(procs) - set(PROCESSES)):
-        raise UserError(
-            f"--damage-process takes a comma-separated list of {', '.join(PROCESSES)}, got {damage_process!r}"
-        )
-    if fps is not None:
-        try:
-            from fractions import Fraction
-
-            if Fraction(fps) <= 0:
-                raise ValueError
-        except (ValueError, ZeroDivisionError):
-            raise UserError(f"--fps must be a positive number or fraction, got {fps!r}") from None
-    paths = synthesize(out, videos, seed=seed, n_shots=shots, size=size_option(size), fps=fps, crf=crf, family=family)
-    for p in paths:
-        t = json.loads(p.with_suffix(".json").read_text())
-        typer.echo(
-            f"{p}  {t['width']}x{t['height']} @ {t['fps_fraction']} fps, {t['n_frames']} frames, "
-            f"{len(t['shots'])} shots"
-        )
-        for d in make_damaged(p, procs) if procs else []:
-            t = json.loads(d.with_suffix(".json").read_text())
-            typer.echo(
-                f"  {d.name}  {t['process']}: {len(t['damaged_frames'])} of {t['n_frames']} frames damaged, "
-                f"shots {t['damaged_shots']}, {len(t['missing'])} missing"
-            )
+# Commands whose bodies live in their packages are registered here, in the order `pks --help` lists them.
+app.command()(synth)
 
 
 @tax_app.command("show")
@@ -179,45 +127,7 @@ def probe_cmd(videos: list[Path] = typer.Argument(..., help="Video files.")):
         raise typer.Exit(1)
 
 
-@app.command()
-@friendly
-def shots(
-    video: Path = typer.Argument(..., help="A video file."),
-    detector: str = typer.Option("anime", help="anime | transnetv2 | hybrid | adaptive | content."),
-    out: Path | None = typer.Option(None, help="Write the JSON here instead of stdout."),
-    min_shot_s: float = typer.Option(0.0, help="Drop shots shorter than this."),
-    max_shot_s: float | None = typer.Option(None, help="Split shots longer than this."),
-    trim_frames: int = typer.Option(0, min=0, help="Frames to drop at each end of every shot."),
-):
-    """Detect the shots of one video: JSON with shots [start_frame, end_frame) and transition_in."""
-    from annotators.shots import detect_video, get_detector, shots_from_boundaries
-    from pks.probe import ProbeError, probe
-
-    if not video.exists():
-        raise UserError(f"no such file: {video}")
-    try:
-        probe(video, video_id="-")
-    except ProbeError as e:
-        raise UserError(f"{video}: {e}") from None
-    try:
-        det = get_detector(detector)
-    except ValueError as e:
-        raise UserError(str(e)) from None
-    bounds, frames = detect_video(str(video), det)
-    shots_ = shots_from_boundaries(bounds, len(frames.rgb), frames.fps, min_shot_s, max_shot_s, trim_frames)
-    doc = {
-        "video": str(video),
-        "fps": frames.fps,
-        "n_frames": len(frames.rgb),
-        "detector": detector,
-        "shots": [s.to_dict() for s in shots_],
-    }
-    text = json.dumps(doc, indent=1)
-    if out:
-        out.write_text(text + "\n")
-        typer.echo(f"{len(shots_)} shot(s) -> {out}", err=True)
-    else:
-        typer.echo(text)
+app.command()(shots)
 
 
 @app.command()
@@ -296,51 +206,12 @@ def caption(
             "caption.concurrency": concurrency,
         },
     )
-    if cfg["caption"]["captioner"] == "none":
+    if cfg.caption.captioner == "none":
         raise UserError("captioner 'none' captions nothing; choose signals, openai, vllm or transformers")
     typer.echo(json.dumps(caption_run(out, cfg)))
 
 
-@app.command("serve-vlm")
-@friendly
-def serve_vlm(
-    model: str = typer.Option("Qwen/Qwen2.5-VL-7B-Instruct", help="Model to serve."),
-    port: int = typer.Option(8000),
-    frames: int = typer.Option(4, help="Images per request (caption.frames)."),
-    start: bool = typer.Option(False, help="Start it (needs vllm installed) instead of printing."),
-):
-    """The recommended `vllm serve` command for captioning (prefix caching for the fixed
-    taxonomy prompt, structured outputs for the JSON Schema, room for the clip's frames)."""
-    import shlex
-    import subprocess
-
-    cmd = [
-        "vllm",
-        "serve",
-        model,
-        "--port",
-        str(port),
-        "--max-model-len",
-        "16384",
-        "--limit-mm-per-prompt",
-        json.dumps({"image": frames}),
-        "--enable-prefix-caching",
-        "--structured-outputs-config",
-        json.dumps({"backend": "xgrammar"}),
-        "--mm-processor-kwargs",
-        json.dumps({"max_pixels": 256 * 28 * 28}),
-    ]
-    line = " ".join(shlex.quote(c) for c in cmd)
-    if not start:
-        typer.echo(line)
-        typer.echo(
-            f"# then: pks curate IN OUT --captioner openai --endpoint http://HOST:{port}/v1 --model {model}", err=True
-        )
-        return
-    try:
-        raise typer.Exit(subprocess.call(cmd))
-    except FileNotFoundError:
-        raise UserError("vllm is not installed here (it needs a GPU; see pks serve-vlm without --start)") from None
+app.command("serve-vlm")(serve_vlm)
 
 
 @app.command()

@@ -18,7 +18,7 @@ from annotators.audit.store import Store
 from pipelines.curate import caption_run
 from pipelines.parts import build_manifest, write_part
 from pks.cli import app
-from pks.config import load_config
+from pks.config import load_config, replace_config
 from pks.errors import UserError
 from pks.record import ClipRecord, read_parquet
 
@@ -242,7 +242,7 @@ def test_apply_writes_human_captions_and_rejections_and_reruns_change_nothing(ru
     assert recs[ids[2]].caption_source.startswith("signals")
     assert apply_adjudications(out, cfg, s) == {"captions": 0, "rejected": 0, "unchanged": 2}
     # a later caption run never overwrites what people decided
-    caption_run(out, {**cfg, "caption": {**cfg["caption"], "captioner": "signals"}}, progress=lambda *_: None)
+    caption_run(out, replace_config(cfg, {"caption.captioner": "signals"}), progress=lambda *_: None)
     recs = {r.clip_id: r for r in read_parquet(out / "manifest.parquet")}
     assert recs[ids[0]].caption["camera"] == ["shake"] and recs[ids[0]].caption_source == "human:lee"
 

@@ -2,6 +2,7 @@
 the faces people read (agreement tables, the camera in words), and a real server under load."""
 
 import asyncio
+import dataclasses
 import math
 import re
 import secrets
@@ -323,7 +324,7 @@ def test_camera_in_words_and_units():
     assert camera_phrase(["dolly_zoom"], cam) == "dolly zoom"  # a tag the analyser never sizes
     assert camera_phrase([], cam) == camera_phrase(None, None) == "not measured"
     # the phrase reads camera_tags' own output: its stat names, its signs, its units
-    thresholds = load_config()["analyse"]["camera"]
+    thresholds = dataclasses.asdict(load_config().analyse.camera)  # as analyse passes them
     tags, stats = camera_tags(np.array([[0.006, -0.004, 0.0, 0.0]] * 10), thresholds)  # background moves right, up
     assert camera_phrase(tags, stats) == f"pan left, 0.6% {width}; tilt down, 0.4% {width}"
     tags, stats = camera_tags(np.array([[0.0, 0.0, math.log(1.008), 0.0]] * 10), thresholds)

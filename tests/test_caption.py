@@ -15,7 +15,7 @@ import taxonomy
 from annotators.caption.backends import OpenAIBackend, SignalsBackend, make_backend
 from annotators.caption.captioner import caption_records, from_cache
 from pipelines.curate import caption_run, run
-from pks.config import load_config
+from pks.config import load_config, replace_config
 from pks.errors import ConfigError
 from pks.record import ClipRecord
 from support.vllm_server import ROOT, VLLM_PY, Server, build_tiny_vlm
@@ -380,5 +380,5 @@ def test_the_constraint_and_the_validation_use_the_configured_taxonomy(monkeypat
         },
     )
     assert make_backend(cfg).schema == v1.json_schema()
-    cfg["caption"]["captioner"] = "signals"
+    cfg = replace_config(cfg, {"caption.captioner": "signals"})
     assert make_backend(cfg).taxonomy_version == 1

@@ -11,7 +11,7 @@ import torch
 import yaml
 
 from training.clipvae import META, WEIGHTS, ClipVAE, Depth2Space, LearnedSpace, Space2Depth, train_vae
-from training.train import CONFIG_DIR
+from training.config import CONFIG_DIR, LatentConfig
 
 
 def sliding_texture(n: int, frames: int = 8, size: int = 16, seed: int = 0) -> torch.Tensor:
@@ -36,7 +36,7 @@ def test_space_to_depth_round_trips():
 def test_the_vae_learns_to_redraw_clips_and_keeps_the_latent_interface(tmp_path):
     data = sliding_texture(16)
     batches = ({"video": data[(i * 4) % 16 : (i * 4) % 16 + 4]} for i in range(10_000))
-    lc = {"channels": 4, "width": 16, "time_stride": 2, "steps": 300, "lr": 2e-3, "kl": 1e-4, "motion": 2.0}
+    lc = LatentConfig(kind="learned", channels=4, width=16, time_stride=2, steps=300, lr=2e-3, kl=1e-4, motion=2.0)
     meta = train_vae(batches, tmp_path / "vae", lc, seed=0)
     first, last = meta["history"][0], meta["history"][-1]
     assert last["l1"] < 0.5 * first["l1"], meta["history"]
@@ -148,14 +148,26 @@ def test_a_learned_run_trains_its_vae_once_and_generates_through_it(sharded_run,
 
 def test_set_overrides_config_values_and_names_a_typo(sharded_run, tmp_path):
     from pks.errors import UserError
-    from training.train import load_train_config, parse_sets
+    from pks.typedconfig import parse_sets
+    from training.config import load_train_config
 
     sets = parse_sets(["latent.steps=300", "latent.path=/runs/a/vae", "data.size=[16, 32]"])
     cfg = load_train_config("tiny", sets)
-    assert cfg["latent"]["steps"] == 300 and cfg["latent"]["path"] == "/runs/a/vae" and cfg["data"]["size"] == [16, 32]
+    assert cfg.latent.steps == 300 and cfg.latent.path == "/runs/a/vae" and cfg.data.size == (16, 32)
     with pytest.raises(UserError, match="did you mean latent.steps"):
         load_train_config("tiny", parse_sets(["latent.stepz=3"]))
     with pytest.raises(UserError, match="did you mean latent.steps"):
         load_train_config("tiny", parse_sets(["latnt.steps=3"]))  # a typo above the leaf, too
     r = pks("train", sharded_run, "--config", "tiny", "--set", "latent.steps", "--out", tmp_path / "run")
     assert r.returncode == 2 and "--set takes KEY=VALUE" in r.stderr and len(r.stderr.strip().splitlines()) == 1
+
+
+def test_unit_range_round_trips_every_uint8_level():
+    from training.pixels import to_uint8, to_unit
+
+    video = torch.arange(256, dtype=torch.uint8).repeat(2 * 3 * 4 * 2).view(2, 4, 3, 16, 32)  # [B, T, 3, H, W]
+    x = to_unit(video)
+    assert x.shape == (2, 3, 4, 16, 32) and x.min() == -1.0 and x.max() == 1.0
+    assert torch.equal(to_uint8(x), video)
+    beyond = torch.tensor([-3.0, -1.5, 1.5, 3.0]).view(1, 1, 4, 1, 1)  # [B, 3=1 here, T, H, W]
+    assert to_uint8(beyond).flatten().tolist() == [0, 0, 255, 255]  # clamped, not wrapped

@@ -344,7 +344,9 @@ def test_two_attempts_at_one_clip_both_write_its_embedding(tmp_path, monkeypatch
     monkeypatch.setattr(
         clipwork, "embedder", lambda arch, ckpt: type("E", (), {"embed": lambda self, rgb: np.ones(4)})()
     )
-    cfg = {"analyse": {"clip_embeddings": {"arch": "test", "checkpoint": "test.bin"}}}
+    base = load_config()
+    embeddings = dataclasses.replace(base.analyse.clip_embeddings, arch="test", checkpoint="test.bin")
+    cfg = dataclasses.replace(base, analyse=dataclasses.replace(base.analyse, clip_embeddings=embeddings))
     r = ClipRecord(video_id="v", source_path="v.mp4", start_frame=0, end_frame=10)
     frames = types.SimpleNamespace(rgb=None)
     real_save, calls = np.save, []

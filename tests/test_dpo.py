@@ -12,9 +12,9 @@ import torch
 import yaml
 
 import taxonomy
+from training.config import CONFIG_DIR
 from training.dpo import dpo_loss, failure_copy, prompt_condition
 from training.model import DiTConfig, VideoDiT
-from training.train import CONFIG_DIR
 
 TAX = taxonomy.load()
 TINY = DiTConfig(in_channels=3, patch=(2, 4, 4), dim=64, depth=2, heads=2, text_dim=32)

@@ -1,6 +1,8 @@
 """The Judge: data from a curated run (ok clips, their failure copies), split by source video,
 training, saving and loading."""
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -86,10 +88,10 @@ def test_judge_score_lands_in_parts_and_manifest_and_survives_reruns(tmp_path):
     page = write_report(out).read_text()
     assert "Judge: lowest scores" in page and "Judge: highest scores" in page
     rec = read_parquet(out / "manifest.parquet")[0]
-    sc = {**load_config()["shard"], "min_judge_score": rec.judge_score + 0.01}
+    sc = dataclasses.replace(load_config().shard, min_judge_score=rec.judge_score + 0.01)
     clips = {p.name for p in (out / "clips").iterdir()}
     assert "judge score" in rejection(rec, clips, sc)
-    assert rejection(rec, clips, {**sc, "min_judge_score": None}) == ""
+    assert rejection(rec, clips, dataclasses.replace(sc, min_judge_score=None)) == ""
     r = CliRunner().invoke(app, ["judge", "score", str(out), "--judge", str(tmp_path / "nope.pt")])
     assert r.exit_code == 2 and "no such Judge file" in r.stderr
 

@@ -228,7 +228,7 @@ def test_workers_read_their_records_from_spill_files(tiny_run):
 
     out, cfg = tiny_run
     store = as_store(out)
-    rows, shards, _ = plan_shards(store, cfg["shard"], {})
+    rows, shards, _ = plan_shards(store, cfg.shard, {})
     assert "record" not in rows.column_names and all(
         set(s) == {"name", "split", "stage", "rows", "fingerprint"} for s in shards
     )

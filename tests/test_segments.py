@@ -2,6 +2,7 @@
 video's boundaries (edges inside shots and on cuts), a segmented run gives the unsegmented
 run's records and frame-exact clips, memory is windowed, and the clip options work."""
 
+import dataclasses
 import hashlib
 
 import decord
@@ -13,7 +14,7 @@ from pipelines import clipwork, segments
 from pipelines.curate import run
 from pipelines.video import process_video, video_key
 from pks import seek
-from pks.config import load_config
+from pks.config import load_config, replace_config
 from pks.decode import decode_small, iter_decoded
 from pks.errors import ConfigError
 from pks.probe import probe
@@ -73,7 +74,7 @@ def test_seeking_refuses_a_frame_missing_without_a_decode_error(long_video, monk
 
 def test_segments_reconcile_to_the_whole_videos_boundaries(long_video, monkeypatch):
     path, truth = long_video
-    sc = {**load_config()["split"], "overlap_s": 2.0}
+    sc = dataclasses.replace(load_config().split, overlap_s=2.0)
     det = get_detector("anime")
     small = decode_small(str(path), det.frame_size)
     whole = [(b.frame, b.kind, list(b.span) if b.span else None) for b in det.detect(small.rgb, 24.0)]
@@ -116,7 +117,7 @@ def test_a_segmented_run_gives_the_unsegmented_records_and_exact_clips(long_vide
     cfg = load_config(None, {"split.segment_s": 2.5, "split.overlap_s": 2.0, "shard.enabled": False})
     whole = {
         p.name: process_video(
-            str(p), video_key(str(p)), tmp_path / "whole", {**cfg, "clips": {**cfg["clips"], "write": False}}
+            str(p), video_key(str(p)), tmp_path / "whole", replace_config(cfg, {"clips.write": False})
         )
         for p in src.iterdir()
     }
@@ -153,7 +154,7 @@ def test_clip_pass_analyses_each_clip_when_it_ends_and_cuts_to_max_height(long_v
     out = tmp_path / "out"
     (out / "clips").mkdir(parents=True)
     cfg = load_config(None, {"clips.max_height": 120, "clips.encoder": "auto", "clips.threads": 1})
-    records = segments.clip_records(probe(str(path), "v" * 16), *_whole_boundaries(path), cfg["split"])
+    records = segments.clip_records(probe(str(path), "v" * 16), *_whole_boundaries(path), cfg.split)
     position = []
     real = clipwork.iter_range
 
@@ -186,7 +187,7 @@ def test_a_failure_in_the_decode_retry_is_the_clips_error(long_video, tmp_path, 
     out = tmp_path / "out"
     (out / "clips").mkdir(parents=True)
     cfg = load_config()
-    records = segments.clip_records(probe(str(path), "v" * 16), *_whole_boundaries(path), cfg["split"])
+    records = segments.clip_records(probe(str(path), "v" * 16), *_whole_boundaries(path), cfg.split)
 
     def failing(path, start, end, grid=None, fast=False):  # the seek untrustworthy, then the decode from 0 fails
         raise Irregular("seek landed past start") if grid else OSError("disk gone")
@@ -212,7 +213,7 @@ def test_a_writer_failure_mid_pass_closes_every_writer_and_reports_its_own_error
     out = tmp_path / "out"
     (out / "clips").mkdir(parents=True)
     cfg = load_config()
-    records = segments.clip_records(probe(str(path), "v" * 16), *_whole_boundaries(path), cfg["split"])
+    records = segments.clip_records(probe(str(path), "v" * 16), *_whole_boundaries(path), cfg.split)
     opened, closed = [], []
     real_init, real_close, real_write = (
         clipwork.Mp4Writer.__init__,

@@ -96,13 +96,13 @@ def test_plan_spreads_videos_and_is_deterministic():
         for v in ("a" * 16, "b" * 16, "c" * 16, "d" * 16)
         for i in range(40)
     ]
-    sc = {"seed": 3, "val_fraction": 0.25, "max_samples": 10, "max_bytes": 10**9}
+    sc = dataclasses.replace(load_config().shard, seed=3, val_fraction=0.25, max_samples=10, max_bytes=10**9)
     shards = plan(rows, sc)
     assert plan(list(reversed(rows)), sc) == shards
     assert sum(len(s["members"]) for s in shards) == len(rows)
     train = [s for s in shards if s["split"] == "train"]
     assert all(len({m["video_id"] for m in s["members"]}) >= 2 for s in train)  # shuffled, not by video
-    by_bytes = plan(rows, {**sc, "max_bytes": 3500})
+    by_bytes = plan(rows, dataclasses.replace(sc, max_bytes=3500))
     assert max(len(s["members"]) for s in by_bytes) == 3
     vids = [f"{i:016x}" for i in range(40)]
     split = assign_splits(vids, 3, 0.25)

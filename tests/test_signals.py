@@ -1,5 +1,6 @@
 """Each signal on frames with known answers."""
 
+import dataclasses
 import json
 
 import cv2
@@ -12,6 +13,7 @@ from annotators.signals.dedupe import find_duplicates, signature
 from annotators.signals.frames import ClipFrames, load_clip
 from annotators.signals.quality import QualityParams, quality_flags
 from pks.config import load_config
+from pks.jobconfig import CurriculumConfig
 from pks.synth import painted
 from pks.synth.art import Character, Palette, paint_world
 from pks.synth.damage import DAMAGE
@@ -138,7 +140,7 @@ def test_a_tilt_with_a_small_scale_error_is_not_a_zoom():
     small scale term; a zoom beside a pan or tilt must stand out from that."""
     from annotators.signals.motion import camera_tags
 
-    cam = CFG["analyse"]["camera"]
+    cam = dataclasses.asdict(CFG.analyse.camera)  # as analyse passes them
     n = 30
     tilt = np.column_stack([np.zeros(n), np.full(n, 0.007), np.full(n, -0.0016), np.zeros(n)])
     zoom = np.column_stack([np.zeros(n), np.full(n, 0.001), np.full(n, -0.0016), np.zeros(n)])
@@ -325,9 +327,10 @@ def test_near_duplicates_found_across_reencodes_not_across_shots(tmp_path):
 
 
 def test_curriculum_stage_and_calibration():
-    cfg = {"deformation": [0.25, 0.5, 0.75], "motion_boost": None}
+    cfg = CurriculumConfig(deformation=[0.25, 0.5, 0.75], motion_boost=None)
+    boosted = dataclasses.replace(cfg, motion_boost=0.1)
     assert [stage(d, 0.0, cfg) for d in (0.1, 0.3, 0.6, 0.9)] == [0, 1, 2, 3]
-    assert stage(0.3, 0.5, {**cfg, "motion_boost": 0.1}) == 2 and stage(0.9, 0.5, {**cfg, "motion_boost": 0.1}) == 3
+    assert stage(0.3, 0.5, boosted) == 2 and stage(0.9, 0.5, boosted) == 3
     assert calibrate(list(np.linspace(0, 1, 101))) == [0.25, 0.5, 0.75]
     with pytest.raises(ValueError):
         calibrate([0.1, 0.2])

@@ -18,11 +18,12 @@ import yaml
 import taxonomy
 from pks.errors import UserError
 from support.procs import kill_9_when
+from training.config import CONFIG_DIR, load_train_config
 from training.data import tar_sample
 from training.model import MODELS, DiTConfig, TagEncoder, VideoDiT, flops_per_step
 from training.text import TextEncoder
 from training.tiny import build_text_encoder
-from training.train import CONFIG_DIR, draws, load_train_config, trim_metrics
+from training.train import draws, trim_metrics
 
 TAX = taxonomy.load()
 TINY = DiTConfig(in_channels=3, patch=(2, 4, 4), dim=64, depth=2, heads=2, text_dim=32)
@@ -145,11 +146,11 @@ def test_text_states_are_cached_per_narrative(tmp_path):
 def test_configs_and_the_base_model_on_the_meta_device():
     assert {p.stem for p in CONFIG_DIR.glob("*.yaml")} == {"tiny", "tiny_pixel", "small", "base"}
     for name in ("tiny", "small", "base"):
-        assert load_train_config(name)["model"] == name
-    assert load_train_config("tiny_pixel")["latent"]["kind"] == "pixel"
+        assert load_train_config(name).model == name
+    assert load_train_config("tiny_pixel").latent.kind == "pixel"
     learned = load_train_config("tiny")  # in a latent space the run trains first (training/clipvae.py)
-    assert learned["model"] == "tiny" and learned["latent"]["kind"] == "learned"
-    assert learned["arch"]["in_channels"] == learned["latent"]["channels"]
+    assert learned.model == "tiny" and learned.latent.kind == "learned"
+    assert learned.arch is not None and learned.arch["in_channels"] == learned.latent.channels
     with torch.device("meta"):
         base = VideoDiT(MODELS["base"], TAX)
     params = sum(p.numel() for p in base.parameters())
@@ -526,11 +527,17 @@ def test_a_model_that_memorised_one_clip_samples_that_clip():
         def states(self, texts):
             return [torch.zeros(1, 8) for _ in texts]
 
-    cfg = {
-        "sample": {"steps": 30, "guidance_tags": 1.0, "guidance_text": 0.0},
-        "data": {"frames": 4, "size": [8, 8]},
-        "train": {"shift": 1.0},
-    }
+    cfg = load_train_config(
+        "tiny_pixel",
+        {
+            "sample.steps": 30,
+            "sample.guidance_tags": 1.0,
+            "sample.guidance_text": 0.0,
+            "data.frames": 4,
+            "data.size": [8, 8],
+            "train.shift": 1.0,
+        },
+    )
     out = sample(model.eval(), NoText(), space, cfg, {}, seed=1, tax=TAX)
     assert out.shape == clip.shape and (out.float() - clip.float()).abs().mean() < 0.05 * 255
 
@@ -539,7 +546,7 @@ def test_the_x0_loss_is_the_clean_clips_error():
     """train.loss_weight x0: the velocity error times t^2 is the error of the clean clip the
     velocity implies; below X0_MIN_T the weight stops shrinking (as x0 prediction's does)."""
     from training.model import X0_MIN_T
-    from training.train import flow_loss, load_train_config
+    from training.train import flow_loss
 
     g = torch.Generator().manual_seed(0)
     x0, noise, v = (torch.randn(3, 3, 4, 8, 8, generator=g) for _ in range(3))
@@ -552,6 +559,6 @@ def test_the_x0_loss_is_the_clean_clips_error():
     assert torch.allclose(got[:2], want[:2], rtol=1e-5)
     assert torch.allclose(got[2], want[2] * (X0_MIN_T / 0.01) ** 2, rtol=1e-5)
     assert torch.allclose(flow_loss(v, noise - x0, t), ((v - noise + x0) ** 2).mean(dim=(1, 2, 3, 4)))
-    assert load_train_config("tiny")["train"]["loss_weight"] == "x0"
+    assert load_train_config("tiny").train.loss_weight == "x0"
     with pytest.raises(UserError, match="loss_weight must be velocity or x0"):
         load_train_config("tiny", {"train.loss_weight": "sigmoid"})

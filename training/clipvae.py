@@ -32,6 +32,8 @@ from torch import nn
 
 from pks.progress import bar
 from pks.store import atomic_path
+from training.config import LatentConfig
+from training.pixels import to_uint8, to_unit
 
 log = logging.getLogger(__name__)
 WEIGHTS, META = "vae.pt", "vae.json"
@@ -143,11 +145,6 @@ def vae_loss(
     }
 
 
-def to_unit(video: torch.Tensor) -> torch.Tensor:
-    """uint8 [B, T, 3, H, W] -> float [B, 3, T, H, W] in [-1, 1]."""
-    return video.permute(0, 2, 1, 3, 4).float() / 127.5 - 1.0
-
-
 class LearnedSpace:
     """A trained ClipVAE as the generator's latent space (the PixelSpace / WanVAE interface)."""
 
@@ -181,54 +178,54 @@ class LearnedSpace:
     @torch.no_grad()
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         x = self.vae.decoder(z.to(self.device) * self.std + self.mean)
-        return ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 1, 3, 4).cpu()
+        return to_uint8(x).cpu()
 
 
 def train_vae(
-    batches, folder: str | Path, lc: dict, device: str | torch.device = "cpu", seed: int = 0, show: bool = False
+    batches, folder: str | Path, lc: LatentConfig, device: str | torch.device = "cpu", seed: int = 0, show: bool = False
 ) -> dict:
-    """Train a ClipVAE on `batches` (dicts with "video": uint8 [B, T, 3, H, W]) for lc["steps"]
+    """Train a ClipVAE on `batches` (dicts with "video": uint8 [B, T, 3, H, W]) for lc.steps
     steps and write it to `folder` (weights, then vae.json last: a folder without vae.json is a
     torn one and is trained again). Returns vae.json's content."""
     folder = Path(folder)
     torch.manual_seed(seed)
-    vae = ClipVAE(lc["channels"], lc["width"], lc["time_stride"]).to(device)
-    opt = torch.optim.AdamW(vae.parameters(), lr=lc["lr"], weight_decay=0.0)
+    vae = ClipVAE(lc.channels, lc.width, lc.time_stride).to(device)
+    opt = torch.optim.AdamW(vae.parameters(), lr=lc.lr, weight_decay=0.0)
     g = torch.Generator().manual_seed(seed)
     t0, history = time.perf_counter(), []
     seen: list[torch.Tensor] = []
-    steps = bar(lc["steps"], "pks train: vae", "step", enabled=show)
+    steps = bar(lc.steps, "pks train: vae", "step", enabled=show)
     for step, batch in enumerate(batches):
-        if step >= lc["steps"]:
+        if step >= lc.steps:
             break
         x = to_unit(batch["video"]).to(device)
-        lr = lc["lr"] * min(1.0, (step + 1) / 50)  # a short warm-up: the first steps' gradients are large
+        lr = lc.lr * min(1.0, (step + 1) / 50)  # a short warm-up: the first steps' gradients are large
         for group in opt.param_groups:
             group["lr"] = lr
         recon, mean, logvar = vae(x, g)
-        loss, parts = vae_loss(x, recon, mean, logvar, lc["kl"], lc["motion"])
+        loss, parts = vae_loss(x, recon, mean, logvar, lc.kl, lc.motion)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(vae.parameters(), 1.0)
         opt.step()
         if len(seen) < 64:  # clips kept for the latent statistics (never more than 64 batches)
             seen.append(batch["video"])
-        if step == 0 or (step + 1) % 50 == 0 or step + 1 == lc["steps"]:
+        if step == 0 or (step + 1) % 50 == 0 or step + 1 == lc.steps:
             history.append({"step": step + 1, "loss": loss.item(), **parts})
-            log.debug(f"vae step {step + 1}/{lc['steps']}: loss {loss.item():.4f} (l1 {parts['l1']:.4f})")
+            log.debug(f"vae step {step + 1}/{lc.steps}: loss {loss.item():.4f} (l1 {parts['l1']:.4f})")
         steps.update(1)
     steps.close()
     vae.eval()
     with torch.no_grad():
         means = torch.cat([vae.posterior(to_unit(v).to(device))[0] for v in seen])
-    c = means.transpose(0, 1).reshape(lc["channels"], -1)
+    c = means.transpose(0, 1).reshape(lc.channels, -1)
     meta = {
-        "channels": lc["channels"],
-        "width": lc["width"],
-        "time_stride": lc["time_stride"],
-        "steps": lc["steps"],
-        "kl": lc["kl"],
-        "motion": lc["motion"],
+        "channels": lc.channels,
+        "width": lc.width,
+        "time_stride": lc.time_stride,
+        "steps": lc.steps,
+        "kl": lc.kl,
+        "motion": lc.motion,
         "latent_mean": c.mean(1).tolist(),
         "latent_std": c.std(1).clamp_min(1e-3).tolist(),
         "seconds": round(time.perf_counter() - t0, 1),

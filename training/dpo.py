@@ -28,6 +28,7 @@ the offline pair stream exactly; the online pool is regenerated from the resumed
 from __future__ import annotations
 
 import copy
+import dataclasses
 import json
 import shutil
 import time
@@ -37,12 +38,13 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
-import yaml
 
 import taxonomy
 from pks.errors import UserError
+from pks.jobconfig import JobConfig
 from pks.progress import bar as progress_bar
 from pks.seeded import unit
+from training.config import DpoConfig, TrainConfig, load_run_config, write_run_config
 from training.data import CurriculumLoader, Schedule, shards_root
 from training.devices import default_device
 from training.failures import FAILURES
@@ -61,7 +63,6 @@ from training.train import (
 )
 from training.vae import latent_space
 
-PAIR_MODES = ("offline", "online", "mixed")
 ONLINE_INDEX = 1 << 40  # stream indices of online pairs' draws (noise, t): never an offline sample's
 
 
@@ -150,21 +151,22 @@ def prompt_condition(prompts: list[dict], tax) -> dict:
 
 
 def online_pairs(
-    model, text_encoder, space, cfg: dict, prompts: list[dict], judge, acfg: dict, round_: int, tax
+    model, text_encoder, space, cfg: TrainConfig, prompts: list[dict], judge, acfg: JobConfig, round_: int, tax
 ) -> tuple[list[dict], dict]:
     """K samples per prompt from the policy, scored by the Judge; best vs worst per prompt when
     their scores differ by at least the margin. Returns the pairs and the round's statistics."""
     from training.judge import judge_frames
     from training.sample import sample
 
-    dc, pc = cfg["dpo"], cfg["data"]
+    dc, pc = cfg.dpo, cfg.data
+    assert dc is not None  # a preference run's config has its section
     pairs, scores, logits_seen, less = [], [], [], []
     was = model.training
     model.eval()
     for i, p in enumerate(prompts):
         got = []
-        for k in range(dc["k"]):
-            seed = int(unit(cfg["train"]["seed"], "dpo-online", round_, i, k) * 2**31)
+        for k in range(dc.k):
+            seed = int(unit(cfg.train.seed, "dpo-online", round_, i, k) * 2**31)
             video = sample(
                 model,
                 text_encoder,
@@ -175,17 +177,17 @@ def online_pairs(
                 p["shot"],
                 p["stage"],
                 seed,
-                steps=dc["sample_steps"],
+                steps=dc.sample_steps,
                 tax=tax,
             ).cpu()  # uint8 [T, 3, H, W], beside the loader's
-            s, logit, deform = judge_frames(judge, video.permute(0, 2, 3, 1).numpy(), pc["fps"], acfg)
+            s, logit, deform = judge_frames(judge, video.permute(0, 2, 3, 1).numpy(), pc.fps, acfg)
             got.append((logit, deform, video, s))
         scores += [g[3] for g in got]
         logits_seen += [g[0] for g in got]
         # Ranked by logit: a young generator's samples all score near 0, and the logits still
         # tell its better samples from its worse.
         best, worst = max(got, key=lambda g: g[0]), min(got, key=lambda g: g[0])
-        if best[0] - worst[0] >= dc["margin"]:
+        if best[0] - worst[0] >= dc.margin:
             pairs.append({"prompt": p, "w": best[2], "l": worst[2]})
             less.append(best[1] < worst[1])
     model.train(was)
@@ -202,7 +204,7 @@ def pair_loss(
     reference,
     text_encoder,
     space,
-    cfg: dict,
+    cfg: TrainConfig,
     cond_parts: list[dict],
     videos_w: list,
     videos_l: list,
@@ -211,8 +213,9 @@ def pair_loss(
     """The DPO loss of a batch of pairs: uint8 clips [T, 3, H, W] preferred and rejected, their
     conditions (parts to concatenate), and stream indices that seed one noise and t per pair."""
     device = next(policy.parameters()).device
-    tc = cfg["train"]
-    latent_shape = space.latent_shape(cfg["data"]["frames"], tuple(cfg["data"]["size"]))
+    tc, dpo = cfg.train, cfg.dpo
+    assert dpo is not None  # a preference run's config has its section
+    latent_shape = space.latent_shape(cfg.data.frames, cfg.data.size)
     cond: dict[str, Any] = {
         k: (torch.cat([c[k] for c in cond_parts]) if k != "texts" else sum((c[k] for c in cond_parts), []))
         for k in ("known", "shot", "stage", "texts")
@@ -220,7 +223,7 @@ def pair_loss(
     cond["tags"] = {a: torch.cat([c["tags"][a] for c in cond_parts]) for a in taxonomy.TAG_AXES}
     x_w = space.encode(torch.stack(videos_w)).to(device)
     x_l = space.encode(torch.stack(videos_l)).to(device)
-    d = [draws(tc["seed"], i, latent_shape, cfg) for i in indices]
+    d = [draws(tc.seed, i, latent_shape, cfg) for i in indices]
     noise = torch.stack([s["noise"] for s in d]).to(device)
     t = torch.stack([s["t"] for s in d]).to(device)
     tt = t.view(-1, 1, 1, 1, 1)
@@ -247,19 +250,19 @@ def pair_loss(
         ref[n:],
         target[:n],
         target[n:],
-        cfg["dpo"]["beta"],
-        cfg["dpo"].get("sft_weight", 0.0),
+        dpo.beta,
+        dpo.sft_weight,
     )
 
 
-def offline_pairs(batch: dict, cfg: dict, tax, latent_shape) -> tuple[dict, list, list, list[int]]:
+def offline_pairs(batch: dict, cfg: TrainConfig, tax, latent_shape) -> tuple[dict, list, list, list[int]]:
     """A loader batch as pairs: each clip preferred over its failure copy, under the clip's own
     (guidance-dropped) condition."""
-    seed = cfg["train"]["seed"]
+    seed = cfg.train.seed
     samples = [draws(seed, int(i), latent_shape, cfg) for i in batch["index"]]
     indices = batch["index"].tolist()
     return (
-        conditions(batch, samples, tax, cfg.get("tag_channel", True)),
+        conditions(batch, samples, tax, cfg.tag_channel),
         list(batch["video"]),
         [failure_copy(v, seed, i)[0] for v, i in zip(batch["video"], indices)],
         indices,
@@ -267,16 +270,9 @@ def offline_pairs(batch: dict, cfg: dict, tax, latent_shape) -> tuple[dict, list
 
 
 # ---- the loop -------------------------------------------------------------------------------
-def dpo_config(cfg: dict, overrides: dict) -> dict:
-    dc = dict(cfg)
-    for k, v in overrides.items():
-        if v is not None:
-            dc[k] = v
-    if dc["pairs"] not in PAIR_MODES:
-        raise UserError(f"dpo.pairs must be one of {', '.join(PAIR_MODES)}, got {dc['pairs']!r}")
-    if dc["beta"] <= 0 or dc["batch"] < 1 or dc["steps"] < 1 or dc["k"] < 2 or dc.get("sft_weight", 0) < 0:
-        raise UserError("dpo needs beta > 0, batch >= 1, steps >= 1, k >= 2 and sft_weight >= 0")
-    return dc
+def dpo_config(dpo: DpoConfig, overrides: dict[str, Any]) -> DpoConfig:
+    """The section with the values given (None: not given), checked again (DpoConfig)."""
+    return dataclasses.replace(dpo, **{k: v for k, v in overrides.items() if v is not None})
 
 
 def train_dpo(
@@ -284,8 +280,8 @@ def train_dpo(
     init: str | Path,
     judge_path: str | Path | None,
     out: str | Path,
-    dpo: dict,
-    acfg: dict | None = None,
+    dpo: DpoConfig,
+    acfg: JobConfig | None = None,
     resume: bool = False,
     progress: bool = True,
 ) -> dict:
@@ -299,60 +295,63 @@ def train_dpo(
         raise UserError("the preference stage makes failure copies and samples in pixels: give raw shards, not latents")
     if not checkpoints(init) or not (init / "config.yaml").is_file():
         raise UserError(f"no trained run in {init} (pass --init a pks train run folder)")
-    if dpo["pairs"] != "offline" and not judge_path:
-        raise UserError(f"dpo.pairs {dpo['pairs']} ranks samples with the Judge: pass --judge judge.pt")
+    if dpo.pairs != "offline" and not judge_path:
+        raise UserError(f"dpo.pairs {dpo.pairs} ranks samples with the Judge: pass --judge judge.pt")
     if judge_path and not Path(judge_path).is_file():
         raise UserError(f"no such Judge file: {judge_path}")
     if checkpoints(out) and not resume:
         raise UserError(f"{out} already holds a run; pass --resume to continue it, or choose another --out")
-    cfg = yaml.safe_load((init / "config.yaml").read_text())
-    if not cfg.get("tag_channel", True):
+    cfg = load_run_config(init)
+    if not cfg.tag_channel:
         raise UserError(f"{init} is the text-only ablation: the preference stage runs on the dual-channel model")
-    cfg["dpo"] = {**dpo, "init": str(init.resolve())}
-    if cfg["latent"]["kind"] == "learned" and not cfg["latent"].get("path"):
-        cfg["latent"]["path"] = str((init / "vae").resolve())  # the starting run's VAE, kept where it is
-    cfg["taxonomy_version"] = run_taxonomy(cfg).version  # the starting run's (v1 before versions were recorded)
+    cfg = dataclasses.replace(cfg, dpo=dataclasses.replace(dpo, init=str(init.resolve())))
+    if cfg.latent.kind == "learned" and not cfg.latent.path:
+        # the starting run's VAE, kept where it is
+        cfg = dataclasses.replace(cfg, latent=dataclasses.replace(cfg.latent, path=str((init / "vae").resolve())))
+    # the starting run's (v1 before versions were recorded)
+    cfg = dataclasses.replace(cfg, taxonomy_version=run_taxonomy(cfg).version)
     acfg = acfg or load_config()
     out.mkdir(parents=True, exist_ok=True)
-    if not cfg["text_encoder"].get("path") and not (out / "text_encoder").is_dir():
+    if not cfg.text_encoder.path and not (out / "text_encoder").is_dir():
         shutil.copytree(text_encoder_path(cfg, init), out / "text_encoder")  # the tiny one RUN built
-    (out / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+    write_run_config(cfg, out)
     remove_torn_checkpoints(out)
 
     tax = run_taxonomy(cfg)
     device = default_device()
-    text_encoder = TextEncoder(text_encoder_path(cfg, out), cfg["text_encoder"]["max_length"], device)
+    text_encoder = TextEncoder(text_encoder_path(cfg, out), cfg.text_encoder.max_length, device)
     space = latent_space(cfg, device)
-    tc, dc, data = cfg["train"], cfg["dpo"], cfg["data"]
-    latent_shape = space.latent_shape(data["frames"], tuple(data["size"]))
+    tc, dc, data = cfg.train, cfg.dpo, cfg.data
+    assert dc is not None  # set above
+    latent_shape = space.latent_shape(data.frames, data.size)
     policy = build_model(cfg, tax).to(device)
     policy.load_state_dict(torch.load(checkpoints(init)[-1] / "ema.pt", map_location="cpu", weights_only=True))
     reference = copy.deepcopy(policy).eval().requires_grad_(False)
     ema = {k: v.detach().clone() for k, v in policy.named_parameters()}
-    opt = torch.optim.AdamW(policy.parameters(), lr=dc["lr"], weight_decay=0.0)
+    opt = torch.optim.AdamW(policy.parameters(), lr=dc.lr, weight_decay=0.0)
     start = load_checkpoint(checkpoints(out)[-1], policy, ema, opt) if resume and checkpoints(out) else 0
     metrics_path = out / "metrics.jsonl"
     trim_metrics(metrics_path, start)
 
-    n_online = {"offline": 0, "online": dc["batch"], "mixed": dc["batch"] // 2}[dc["pairs"]]
-    n_offline = dc["batch"] - n_online
+    n_online = {"offline": 0, "online": dc.batch, "mixed": dc.batch // 2}[dc.pairs]
+    n_offline = dc.batch - n_online
     batches = None
     if n_offline:
-        sched = data["schedule"]
+        sched = data.schedule
         batches = iter(
             CurriculumLoader(
                 root,
-                frames=data["frames"],
-                fps=data["fps"],
-                size=tuple(data["size"]),
+                frames=data.frames,
+                fps=data.fps,
+                size=data.size,
                 batch_size=n_offline,
-                seed=tc["seed"] + 1,
+                seed=tc.seed + 1,
                 start_step=start,
-                steps=dc["steps"] - start,
-                random_window=data["random_window"],
+                steps=dc.steps - start,
+                random_window=data.random_window,
                 # the stages as evenly as the data allows: art of every level is a winner
-                schedule=Schedule((0.25,) * 4, (0.25,) * 4, sched["steps"]),
-                taxonomy_version=cfg["taxonomy_version"],
+                schedule=Schedule((0.25,) * 4, (0.25,) * 4, sched.steps),
+                taxonomy_version=cfg.taxonomy_version,
             )
         )
     judge = None
@@ -360,16 +359,16 @@ def train_dpo(
         from training.judge import load
 
         judge = load(Path(judge_path))
-    prompts = prompts_from(root, dc["prompts"], tc["seed"], tax) if n_online else []
+    prompts = prompts_from(root, dc.prompts, tc.seed, tax) if n_online else []
     if n_online and not prompts:
         raise UserError(f"no captioned clips in {root} to prompt the online pairs with")
     pool: list[dict] = []
     pool_stats: dict = {}
-    bar = progress_bar(dc["steps"], "pks train --stage dpo", "step", initial=start, enabled=progress)
+    bar = progress_bar(dc.steps, "pks train --stage dpo", "step", initial=start, enabled=progress)
     window = {"loss": 0.0, "acc": 0.0, "margin": 0.0, "n": 0, "t0": time.perf_counter()}
     last = {}
     policy.train()
-    for step in range(start, dc["steps"]):
+    for step in range(start, dc.steps):
         videos_w: list = []
         videos_l: list = []
         indices: list[int] = []
@@ -379,36 +378,36 @@ def train_dpo(
             cond, videos_w, videos_l, indices = offline_pairs(next(batches), cfg, tax, latent_shape)
             cond_parts.append(cond)
         if n_online:
-            if (step - start) % dc["refresh"] == 0:
+            if (step - start) % dc.refresh == 0:
                 pool, pool_stats = online_pairs(
-                    policy, text_encoder, space, cfg, prompts, judge, acfg, step // dc["refresh"], tax
+                    policy, text_encoder, space, cfg, prompts, judge, acfg, step // dc.refresh, tax
                 )
                 pool_stats = {f"online_{k}": v for k, v in pool_stats.items()}
             if pool:
-                order = np.random.default_rng(int(unit(tc["seed"], "dpo-pool", step) * 2**62)).permutation(len(pool))
+                order = np.random.default_rng(int(unit(tc.seed, "dpo-pool", step) * 2**62)).permutation(len(pool))
                 chosen = [pool[j] for j in order[:n_online]]
                 cond_parts.append(prompt_condition([c["prompt"] for c in chosen], tax))
                 for j, c in enumerate(chosen):
                     videos_w.append(c["w"])
                     videos_l.append(c["l"])
-                    indices.append(ONLINE_INDEX + step * dc["batch"] + j)
+                    indices.append(ONLINE_INDEX + step * dc.batch + j)
         if videos_w:  # (online only, a round where the Judge found no pair: nothing to prefer)
             loss, stats = pair_loss(
                 policy, reference, text_encoder, space, cfg, cond_parts, videos_w, videos_l, indices
             )
             opt.zero_grad(set_to_none=True)
             loss.backward()
-            torch.nn.utils.clip_grad_norm_(policy.parameters(), tc["grad_clip"])
+            torch.nn.utils.clip_grad_norm_(policy.parameters(), tc.grad_clip)
             opt.step()
             with torch.no_grad():
                 for k, p in policy.named_parameters():
-                    ema[k].lerp_(p.detach(), 1 - dc["ema_decay"])
+                    ema[k].lerp_(p.detach(), 1 - dc.ema_decay)
             window["loss"] += loss.item()
             window["acc"] += stats["implicit_acc"]
             window["margin"] += stats["margin"]
             window["n"] += 1
         done = step + 1
-        if done % tc["log_every"] == 0 or done == dc["steps"]:
+        if done % tc.log_every == 0 or done == dc.steps:
             count = max(1, window["n"])
             last = {
                 "step": done,
@@ -422,7 +421,7 @@ def train_dpo(
             with open(metrics_path, "a") as f:
                 f.write(json.dumps(last) + "\n")
             window = {"loss": 0.0, "acc": 0.0, "margin": 0.0, "n": 0, "t0": time.perf_counter()}
-        if done % tc["ckpt_every"] == 0 or done == dc["steps"]:
+        if done % tc.ckpt_every == 0 or done == dc.steps:
             save_checkpoint(
                 out,
                 done,
@@ -431,8 +430,8 @@ def train_dpo(
                 opt,
                 sharded=False,
                 rank=0,
-                keep=tc["keep_ckpts"],
-                meta={"taxonomy_version": cfg["taxonomy_version"]},
+                keep=tc.keep_ckpts,
+                meta={"taxonomy_version": cfg.taxonomy_version},
             )
         bar.update(1)
         bar.set_postfix(last and {"loss": last["loss"], "acc": last["implicit_acc"]})

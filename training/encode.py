@@ -24,6 +24,7 @@ import torch
 
 from pipelines.shard import digest, sample_ranges, write_tar, written_fingerprint
 from pks.progress import bar as progress_bar
+from training.config import TrainConfig
 from training.data import (
     CurriculumLoader,
     collate_conditions,
@@ -46,7 +47,7 @@ def npy(a: np.ndarray) -> bytes:
 
 
 def encode_shards(
-    source: str | Path, out: str | Path, cfg: dict, progress=None, device: str | torch.device | None = None
+    source: str | Path, out: str | Path, cfg: TrainConfig, progress=None, device: str | torch.device | None = None
 ) -> dict:
     """Encode a run's shards into latent shards at `out` (device: default the GPU when there is
     one). `progress` takes a line per shard written (default: this module's log)."""
@@ -56,16 +57,16 @@ def encode_shards(
     out.mkdir(parents=True, exist_ok=True)
     te_path = text_encoder_path(cfg, out)
     device = torch.device(device or default_device())
-    text = TextEncoder(te_path, cfg["text_encoder"]["max_length"], device)
+    text = TextEncoder(te_path, cfg.text_encoder.max_length, device)
     space = latent_space(cfg, device)
-    dc = cfg["data"]
+    dc = cfg.data
     settings = {
-        "latent": cfg["latent"],
+        "latent": cfg.latent.to_dict(),
         "text_encoder": str(te_path.resolve()),
-        "frames": dc["frames"],
-        "fps": dc["fps"],
-        "size": list(dc["size"]),
-        "max_length": cfg["text_encoder"]["max_length"],
+        "frames": dc.frames,
+        "fps": dc.fps,
+        "size": list(dc.size),
+        "max_length": cfg.text_encoder.max_length,
     }
     index = pq.read_table(root / "index.parquet")
     shards = cast("list[str]", list(dict.fromkeys(index.column("shard").to_pylist())))  # never null
@@ -82,8 +83,8 @@ def encode_shards(
         def samples(name=name):
             for s in wds.WebDataset(str(root / name), shardshuffle=False, empty_check=False):
                 record = json.loads(s["json"])
-                video = decode_clip(s["mp4"], record["fps"], dc["frames"], dc["fps"], tuple(dc["size"]))
-                if len(video) < dc["frames"]:  # shorter than the window: out of the stream (never padded)
+                video = decode_clip(s["mp4"], record["fps"], dc.frames, dc.fps, dc.size)
+                if len(video) < dc.frames:  # shorter than the window: out of the stream (never padded)
                     continue
                 latent = space.encode(torch.from_numpy(video).permute(0, 3, 1, 2)[None].to(device))[0].cpu()
                 narrative = (record.get("caption") or {}).get("narrative", "")

@@ -28,6 +28,7 @@ from torch import nn
 
 from annotators.signals import ClipFrames, analyse, load_clip
 from pks.clips import clip_path
+from pks.jobconfig import JobConfig
 from pks.record import DEFECT_FLAGS
 from pks.seeded import unit
 from training.failures import FAILURES
@@ -83,7 +84,7 @@ def signal_vector(out: dict, n_frames: int) -> list[float]:
     ]
 
 
-def clip_example(rgb: np.ndarray, fps: float, cfg: JudgeConfig, acfg: dict) -> tuple[np.ndarray, list[float]]:
+def clip_example(rgb: np.ndarray, fps: float, cfg: JudgeConfig, acfg: JobConfig) -> tuple[np.ndarray, list[float]]:
     """(frames [T, 6, size, size] float32: RGB and its change since the previous sample, signals)
     for one clip given as analysis-width RGB frames."""
     luma = {i: cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for i, f in enumerate(rgb) if i % 2 == 0}
@@ -118,7 +119,7 @@ class Examples:
         return out
 
 
-def collect(outs: list[Path], cfg: JudgeConfig, acfg: dict, progress=lambda *_: None, extra=None) -> Examples:
+def collect(outs: list[Path], cfg: JudgeConfig, acfg: JobConfig, progress=lambda *_: None, extra=None) -> Examples:
     """Examples from curation runs: ok clips, their failure copies, flagged clips. `extra(rgb)`,
     when given, is computed on every example's analysis-width frames (baseline rewards)."""
     measure = extra or (lambda _: None)
@@ -293,7 +294,7 @@ def score(model: Judge, ex: Examples, batch: int = 64, logits: bool = False) -> 
     return [float(v) for v in (out if logits else torch.sigmoid(out))]
 
 
-def judge_frames(model: Judge, rgb: np.ndarray, fps: float, acfg: dict) -> tuple[float, float, float]:
+def judge_frames(model: Judge, rgb: np.ndarray, fps: float, acfg: JobConfig) -> tuple[float, float, float]:
     """(score, its logit, measured deformation) of one clip given as uint8 [T, H, W, 3] frames
     of any size (a generated clip is resized to the analysis width first, as a curated one is)."""
     h, w = rgb.shape[1:3]
@@ -327,7 +328,7 @@ def load(path: Path) -> Judge:
     return model.eval()
 
 
-def train_judge(outs: list[Path], dest: Path, cfg: JudgeConfig, acfg: dict, progress=None) -> dict:
+def train_judge(outs: list[Path], dest: Path, cfg: JudgeConfig, acfg: JobConfig, progress=None) -> dict:
     """The whole `pks judge train`: examples from the runs, split by source video, trained,
     saved to `dest`. Returns the held-out AUC (None without held-out videos) and its counts."""
     from pks.errors import UserError
@@ -345,7 +346,7 @@ def train_judge(outs: list[Path], dest: Path, cfg: JudgeConfig, acfg: dict, prog
     }
 
 
-def score_run(out: Path, model: Judge, cfg: dict, progress=None) -> dict[str, int]:
+def score_run(out: Path, model: Judge, cfg: JobConfig, progress=None) -> dict[str, int]:
     """Write judge_score into every analysed record with a clip file (parts, then manifest),
     part by part and atomically; rerunning rescores the same clips to the same values."""
     import dataclasses

@@ -12,11 +12,11 @@ import json
 from pathlib import Path
 
 import torch
-import yaml
 
 import taxonomy
 from pks.errors import UserError
 from pks.store import atomic_path
+from training.config import TrainConfig, load_run_config
 from training.devices import default_device
 from training.model import N_STAGES
 from training.text import TextEncoder, pad_states, text_encoder_path
@@ -60,12 +60,12 @@ def load_run(run: str | Path, device: str | torch.device | None = None):
     done = checkpoints(run)
     if not (run / "config.yaml").is_file() or not done:
         raise UserError(f"no trained run in {run} (no checkpoint yet; run pks train first)")
-    cfg = yaml.safe_load((run / "config.yaml").read_text())
+    cfg = load_run_config(run)
     tax = run_taxonomy(cfg)
     model = build_model(cfg, tax)
     model.load_state_dict(torch.load(done[-1] / "ema.pt", map_location="cpu", weights_only=True))
     model.to(device).eval()
-    text = TextEncoder(text_encoder_path(cfg, run), cfg["text_encoder"]["max_length"], device)
+    text = TextEncoder(text_encoder_path(cfg, run), cfg.text_encoder.max_length, device)
     return (
         cfg,
         tax,
@@ -81,7 +81,7 @@ def sample(
     model,
     text_encoder,
     space,
-    cfg: dict,
+    cfg: TrainConfig,
     tags: dict[str, list[str]],
     narrative: str = "",
     shot: str | None = None,
@@ -96,28 +96,28 @@ def sample(
 ) -> torch.Tensor:
     """One clip, uint8 [T, 3, H, W]. Axes not given are 'unknown' (the model chooses)."""
     tax = tax or run_taxonomy(cfg)
-    sc, dc = cfg["sample"], cfg["data"]
-    steps = steps or sc["steps"]
-    g_tags = sc["guidance_tags"] if guidance_tags is None else guidance_tags
-    g_text = sc["guidance_text"] if guidance_text is None else guidance_text
-    shape = space.latent_shape(frames or dc["frames"], tuple(size or dc["size"]))
+    sc, dc = cfg.sample, cfg.data
+    steps = steps or sc.steps
+    g_tags = sc.guidance_tags if guidance_tags is None else guidance_tags
+    g_text = sc.guidance_text if guidance_text is None else guidance_text
+    shape = space.latent_shape(frames or dc.frames, tuple(size or dc.size))
     device = next(model.parameters()).device
     multi = {a: torch.zeros(3, len(tax.axes[a].ids), device=device) for a in taxonomy.TAG_AXES}
     for a, ids in tags.items():
-        for t in ids:
-            multi[a][:, tax.index(a, t)] = 1
+        for tag in ids:
+            multi[a][:, tax.index(a, tag)] = 1
     known = torch.zeros(3, len(taxonomy.TAG_AXES), dtype=torch.bool, device=device)
     known[1:] = torch.tensor([a in tags for a in taxonomy.TAG_AXES], device=device)
     shot_i = torch.tensor([-1] + [tax.index(taxonomy.SHOT_AXIS, shot) if shot else -1] * 2, device=device)
     stage_i = torch.tensor([-1] + [stage if stage is not None else -1] * 2, device=device)
-    if not cfg.get("tag_channel", True):  # the ablation reads its tags as words
+    if not cfg.tag_channel:  # the ablation reads its tags as words
         narrative = fold_tags(narrative, tags, shot, stage)
         known[:], shot_i[:], stage_i[:] = False, -1, -1
     text, mask = pad_states(text_encoder.states(["", "", narrative]))  # none, tags only, tags + narrative
     text, mask = text.to(device), mask.to(device)
     g = torch.Generator().manual_seed(seed)
     x = torch.randn((1, *shape), generator=g).to(device)
-    s = cfg["train"]["shift"]
+    s = cfg.train.shift
     ts = torch.linspace(1, 0, steps + 1)
     ts = s * ts / (1 + (s - 1) * ts)  # the shifted schedule training used
     for i in range(steps):
@@ -146,13 +146,13 @@ def generate(
     out.parent.mkdir(parents=True, exist_ok=True)
     run = Path(run)
     cfg_path = run / "config.yaml"
-    cfg = yaml.safe_load(cfg_path.read_text()) if cfg_path.is_file() else {}
-    tags, shot, stage = parse_tags(tags_spec, run_taxonomy(cfg))  # a typo fails before any model loads
+    tax = run_taxonomy(load_run_config(run)) if cfg_path.is_file() else taxonomy.load(1)
+    tags, shot, stage = parse_tags(tags_spec, tax)  # a typo fails before any model loads
     cfg, tax, model, text, space, step = load_run(run, device)
     video = sample(model, text, space, cfg, tags, narrative, shot, stage, seed, tax=tax, **kw)
     t, _, h, w = video.shape
     with atomic_path(out) as tmp:  # a killed run leaves no half clip at out
-        writer = Mp4Writer(tmp, cfg["data"]["fps"], w, h, crf=12, fmt="mp4")
+        writer = Mp4Writer(tmp, cfg.data.fps, w, h, crf=12, fmt="mp4")
         try:
             for frame in video.permute(0, 2, 3, 1).numpy():
                 writer.write(frame)
@@ -162,7 +162,7 @@ def generate(
         "out": str(out),
         "frames": t,
         "size": [h, w],
-        "fps": cfg["data"]["fps"],
+        "fps": cfg.data.fps,
         "checkpoint_step": step,
         "run": str(run),
         "tags": tags,

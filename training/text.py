@@ -15,6 +15,7 @@ from pathlib import Path
 import torch
 
 from pks.store import TMP_MARK
+from training.config import TrainConfig
 
 
 class TextEncoder:
@@ -76,18 +77,18 @@ def pad_states(states: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
     return out, mask
 
 
-def text_encoder_path(cfg: dict, run: Path) -> Path:
+def text_encoder_path(cfg: TrainConfig, run: Path) -> Path:
     """The configured T5-family folder, or a tiny random UMT5 built once into RUN/."""
-    te = cfg["text_encoder"]
-    if te.get("path"):
-        return Path(te["path"])
+    te = cfg.text_encoder
+    if te.path:
+        return Path(te.path)
     path = run / "text_encoder"
     if not (path / "config.json").is_file():
         from training.tiny import build_text_encoder
 
         tmp = run / f"text_encoder{TMP_MARK}{uuid.uuid4().hex}"  # a folder: built whole, then renamed
         try:
-            build_text_encoder(tmp, d_model=te["tiny_dim"], seed=cfg["train"]["seed"])
+            build_text_encoder(tmp, d_model=te.tiny_dim, seed=cfg.train.seed)
             os.replace(tmp, path)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)

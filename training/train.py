@@ -16,8 +16,7 @@ steps. Checkpoints are directories written under a temporary name and renamed wh
 
 from __future__ import annotations
 
-import copy
-import difflib
+import dataclasses
 import io
 import json
 import logging
@@ -25,7 +24,6 @@ import math
 import os
 import shutil
 import time
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -39,49 +37,17 @@ from pks.errors import UserError
 from pks.progress import bar as progress_bar
 from pks.seeded import unit
 from pks.store import atomic_path, jsonl_entries
+from pks.typedconfig import build
+from training.config import LABEL, LatentConfig, LoopConfig, TrainConfig, write_run_config
 from training.data import CurriculumLoader, Schedule, refuse_stale, shards_root
 from training.devices import setup_distributed
 from training.model import X0_MIN_T, VideoDiT, flops_per_step, model_config
 from training.text import pad_states, text_encoder_path
 from training.vae import latent_space
 
-CONFIG_DIR = Path(__file__).parent / "configs"
 CKPT = "step-{:08d}"
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense tensor-core peaks
 log = logging.getLogger(__name__)
-
-
-# ---- configuration ----------------------------------------------------------------------
-def load_train_config(name: str | Path, overrides: dict | None = None) -> dict:
-    """A config from training/configs/{name}.yaml or a YAML file, with dotted overrides."""
-    path = CONFIG_DIR / f"{name}.yaml"
-    if not path.is_file():
-        path = Path(name)
-    if not path.is_file():
-        names = ", ".join(sorted(p.stem for p in CONFIG_DIR.glob("*.yaml")))
-        raise UserError(f"no training config {str(name)!r}: name one of {names}, or a YAML file")
-    cfg = yaml.safe_load(path.read_text())
-    for dotted, v in (overrides or {}).items():
-        if v is None:
-            continue
-        node = cfg
-        for depth, k in enumerate(keys := dotted.split(".")):
-            if not isinstance(node, dict) or k not in node:
-                near = difflib.get_close_matches(k, list(node) if isinstance(node, dict) else [], n=1)
-                hint = f" (did you mean {'.'.join([*keys[:depth], near[0], *keys[depth + 1 :]])}?)" if near else ""
-                raise UserError(f"unknown training config key {dotted}{hint}")
-            if depth == len(keys) - 1:
-                node[k] = v
-            node = node[k]
-    try:
-        model_config(cfg["model"], cfg.get("arch"))
-    except ValueError as e:
-        raise UserError(f"training config: {e}") from None
-    if cfg["data"]["batch_size"] < 1 or cfg["train"]["steps"] < 1:
-        raise UserError("training config needs data.batch_size >= 1 and train.steps >= 1")
-    if cfg["train"].get("loss_weight", "velocity") not in ("velocity", "x0"):
-        raise UserError(f"train.loss_weight must be velocity or x0, got {cfg['train']['loss_weight']!r}")
-    return cfg
 
 
 # ---- conditioning -------------------------------------------------------------------------
@@ -109,23 +75,23 @@ def tag_lists(tags: dict[str, torch.Tensor], i: int, tax) -> dict[str, list[str]
     return {a: [tax.axes[a].ids[j] for j in torch.nonzero(tags[a][i]).flatten().tolist()] for a in taxonomy.TAG_AXES}
 
 
-def draws(seed: int, index: int, latent_shape: tuple, cfg: dict) -> dict:
+def draws(seed: int, index: int, latent_shape: tuple, cfg: TrainConfig) -> dict:
     """Everything random about one sample, from its place in the stream: timestep, noise and
     guidance dropout. Counter-based, so resume and any rank count give the same draws."""
     g = torch.Generator().manual_seed(int(unit(seed, "sample", index) * 2**62))
-    tc = cfg["train"]
-    t = torch.sigmoid(tc["logit_mean"] + tc["logit_std"] * torch.randn((), generator=g))
-    s = tc["shift"]
+    tc = cfg.train
+    t = torch.sigmoid(tc.logit_mean + tc.logit_std * torch.randn((), generator=g))
+    s = tc.shift
     t = s * t / (1 + (s - 1) * t)  # resolution shift: more noise for more tokens (SD3)
     noise = torch.randn(latent_shape, generator=g)
     drop = torch.rand(len(taxonomy.TAG_AXES) + 3, generator=g)
     return {
         "t": t,
         "noise": noise,
-        "drop_axes": drop[:4] < tc["drop_tags"],
-        "drop_shot": bool(drop[4] < tc["drop_tags"]),
-        "drop_stage": bool(drop[5] < tc["drop_tags"]),
-        "drop_text": bool(drop[6] < tc["drop_text"]),
+        "drop_axes": drop[:4] < tc.drop_tags,
+        "drop_shot": bool(drop[4] < tc.drop_tags),
+        "drop_stage": bool(drop[5] < tc.drop_tags),
+        "drop_text": bool(drop[6] < tc.drop_text),
     }
 
 
@@ -161,24 +127,24 @@ def conditions(batch: dict, samples: list[dict], tax, tag_channel: bool) -> dict
 
 
 # ---- parts -------------------------------------------------------------------------------
-def build_model(cfg: dict, tax=None) -> VideoDiT:
-    torch.manual_seed(cfg["train"]["seed"])
-    return VideoDiT(model_config(cfg["model"], cfg.get("arch")), tax or run_taxonomy(cfg))
+def build_model(cfg: TrainConfig, tax=None) -> VideoDiT:
+    torch.manual_seed(cfg.train.seed)
+    return VideoDiT(model_config(cfg.model, cfg.arch), tax or run_taxonomy(cfg))
 
 
-def run_taxonomy(cfg: dict):
+def run_taxonomy(cfg: TrainConfig):
     """The taxonomy a run was trained with (its tables are sized by it, its tags named by it):
     the version in its config; a run from before versions were recorded used v1, the only one."""
-    return taxonomy.load(cfg.get("taxonomy_version", 1))
+    return taxonomy.load(cfg.taxonomy_version or 1)
 
 
-def pin_taxonomy(cfg: dict, run: Path) -> dict:
+def pin_taxonomy(cfg: TrainConfig, run: Path) -> TrainConfig:
     """The config with its taxonomy version fixed: the one a resumed run already has, else the
     config's own, else the newest (recorded in RUN/config.yaml and every checkpoint)."""
     saved = run / "config.yaml"
     version = yaml.safe_load(saved.read_text()).get("taxonomy_version") if saved.is_file() else None
-    version = version or cfg.get("taxonomy_version") or taxonomy.load().version
-    return {**cfg, "taxonomy_version": int(version)}
+    version = version or cfg.taxonomy_version or taxonomy.load().version
+    return dataclasses.replace(cfg, taxonomy_version=int(version))
 
 
 def ema_decay_at(step: int, decay: float) -> float:
@@ -199,12 +165,12 @@ def flow_loss(pred: torch.Tensor, target: torch.Tensor, t: torch.Tensor, weight:
     return per_sample
 
 
-def lr_at(step: int, tc: dict) -> float:
+def lr_at(step: int, tc: LoopConfig) -> float:
     """Linear warmup, then cosine from lr down to min_lr at the last step."""
-    if step < tc["warmup"]:
-        return tc["lr"] * (step + 1) / tc["warmup"]
-    a = min(1.0, (step - tc["warmup"]) / max(1, tc["steps"] - tc["warmup"]))
-    return tc["min_lr"] + 0.5 * (tc["lr"] - tc["min_lr"]) * (1 + math.cos(math.pi * a))
+    if step < tc.warmup:
+        return tc.lr * (step + 1) / tc.warmup
+    a = min(1.0, (step - tc.warmup) / max(1, tc.steps - tc.warmup))
+    return tc.min_lr + 0.5 * (tc.lr - tc.min_lr) * (1 + math.cos(math.pi * a))
 
 
 # ---- checkpoints -------------------------------------------------------------------------
@@ -307,7 +273,7 @@ def unwrap(model):
 def train(
     source: str | Path,
     run: str | Path,
-    cfg: dict,
+    cfg: TrainConfig,
     resume: bool = False,
     progress: bool = True,
     allow_stale: bool = False,
@@ -322,19 +288,22 @@ def train(
     latents = (root / "encode.json").is_file()  # latent shards from `pks train encode`
     if latents:
         enc = json.loads((root / "encode.json").read_text())
-        if not cfg.get("tag_channel", True):
+        if not cfg.tag_channel:
             raise UserError("the text-only ablation folds tags into the narrative: train it on raw shards")
-        cfg = copy.deepcopy(cfg)  # the data and encoders are the ones the latents were made with
-        cfg["latent"], cfg["text_encoder"]["path"] = enc["latent"], enc["text_encoder"]
-        cfg["data"].update(frames=enc["frames"], fps=enc["fps"], size=enc["size"])
+        cfg = dataclasses.replace(  # the data and encoders are the ones the latents were made with
+            cfg,
+            latent=build(LatentConfig, enc["latent"], LABEL, "latent."),
+            text_encoder=dataclasses.replace(cfg.text_encoder, path=enc["text_encoder"]),
+            data=dataclasses.replace(cfg.data, frames=enc["frames"], fps=enc["fps"], size=tuple(enc["size"])),
+        )
     cfg = pin_taxonomy(cfg, run)
-    tc, dc = cfg["train"], cfg["data"]
+    tc, dc = cfg.train, cfg.data
     if rank == 0:
         run.mkdir(parents=True, exist_ok=True)
         if checkpoints(run) and not resume:
             raise UserError(f"{run} already holds a run; pass --resume to continue it, or choose another --out")
         remove_torn_checkpoints(run)
-        (run / "config.yaml").write_text(yaml.safe_dump(cfg, sort_keys=False))
+        write_run_config(cfg, run)
     if dist.is_initialized():
         dist.barrier()
     tax = run_taxonomy(cfg)
@@ -354,25 +323,25 @@ def train(
             dist.broadcast_object_list(holder, src=0)
             te_path = holder[0]
         assert te_path is not None  # rank 0's, broadcast to the others
-        text_encoder = TextEncoder(te_path, cfg["text_encoder"]["max_length"], device)
+        text_encoder = TextEncoder(te_path, cfg.text_encoder.max_length, device)
         text_dim = text_encoder.dim
-        if cfg["latent"]["kind"] == "learned":
+        if cfg.latent.kind == "learned":
             ensure_learned_vae(root, run, cfg, device, rank, progress)
         space = latent_space(cfg, device, run)
-        latent_shape = space.latent_shape(dc["frames"], tuple(dc["size"]))
+        latent_shape = space.latent_shape(dc.frames, dc.size)
 
     model = build_model(cfg, tax).to(device)
     if model.cfg.in_channels != latent_shape[0]:
         raise UserError(
-            f"model {cfg['model']} reads {model.cfg.in_channels} latent channels, the latent space "
-            f"({cfg['latent']['kind']}) has {latent_shape[0]}: set arch.in_channels"
+            f"model {cfg.model} reads {model.cfg.in_channels} latent channels, the latent space "
+            f"({cfg.latent.kind}) has {latent_shape[0]}: set arch.in_channels"
         )
     if model.cfg.text_dim != text_dim:
         raise UserError(
-            f"model {cfg['model']} reads text states of width {model.cfg.text_dim}, the text encoder gives {text_dim}"
+            f"model {cfg.model} reads text states of width {model.cfg.text_dim}, the text encoder gives {text_dim}"
         )
-    model.grad_checkpointing = tc["grad_checkpointing"]
-    sharded = world > 1 and tc["parallel"] == "fsdp"
+    model.grad_checkpointing = tc.grad_checkpointing
+    sharded = world > 1 and tc.parallel == "fsdp"
     if sharded:
         from torch.distributed.device_mesh import init_device_mesh
         from torch.distributed.fsdp import fully_shard
@@ -385,9 +354,9 @@ def train(
     decay_params = [p for n, p in model.named_parameters() if p.dim() >= 2]
     other_params = [p for n, p in model.named_parameters() if p.dim() < 2]
     opt = torch.optim.AdamW(
-        [{"params": decay_params, "weight_decay": tc["weight_decay"]}, {"params": other_params, "weight_decay": 0.0}],
-        lr=tc["lr"],
-        betas=tuple(tc["betas"]),
+        [{"params": decay_params, "weight_decay": tc.weight_decay}, {"params": other_params, "weight_decay": 0.0}],
+        lr=tc.lr,
+        betas=tc.betas,
     )
     start = 0
     if resume and checkpoints(run):
@@ -397,34 +366,34 @@ def train(
         model = torch.nn.parallel.DistributedDataParallel(  # type: ignore[assignment]
             model, device_ids=[device.index] if device.type == "cuda" else None
         )
-    if tc["compile"]:
+    if tc.compile:
         model = torch.compile(model)  # type: ignore[assignment]  # (as above)
     metrics_path = run / "metrics.jsonl"
     if rank == 0:
         trim_metrics(metrics_path, start)
 
-    sched = dc["schedule"]
+    sched = dc.schedule
     from training.encode import LatentLoader
 
     try:
         loader = (LatentLoader if latents else CurriculumLoader)(
             root,
-            frames=dc["frames"],
-            fps=dc["fps"],
-            size=tuple(dc["size"]),
-            batch_size=dc["batch_size"],
-            seed=tc["seed"],
+            frames=dc.frames,
+            fps=dc.fps,
+            size=dc.size,
+            batch_size=dc.batch_size,
+            seed=tc.seed,
             start_step=start,
-            steps=tc["steps"] - start,
-            schedule=Schedule(tuple(sched["start"]), tuple(sched["end"]), sched["steps"]),
-            random_window=dc["random_window"],
-            camera_moves=dc.get("camera_moves", {}).get("rate", 0.0),  # (absent from runs before it)
-            move_travel=dc.get("camera_moves", {}).get("travel", (0.1, 0.25)),
+            steps=tc.steps - start,
+            schedule=Schedule(tuple(sched.start), tuple(sched.end), sched.steps),
+            random_window=dc.random_window,
+            camera_moves=dc.camera_moves.rate,
+            move_travel=dc.camera_moves.travel,
             rank=rank,
             world_size=world,
             split_batches=True,
-            taxonomy_version=cfg["taxonomy_version"],
-            cache_mb=dc.get("cache_mb", 0),
+            taxonomy_version=cfg.taxonomy_version,
+            cache_mb=dc.cache_mb,
             allow_stale=True,
         )
     except ValueError as e:  # an old index, no clip long enough for the window: the user's to fix
@@ -432,11 +401,11 @@ def train(
     if rank == 0 and progress and loader.left_out:
         log.warning(
             f"pks train: {loader.left_out} of {loader.left_out + int(loader.sizes.sum())} clips are shorter "
-            f"than {dc['frames']} frames at {dc['fps']} fps and stay out of the stream"
+            f"than {dc.frames} frames at {dc.fps} fps and stay out of the stream"
         )
-    batches = torch.utils.data.DataLoader(loader, batch_size=None, num_workers=dc["workers"])
+    batches = torch.utils.data.DataLoader(loader, batch_size=None, num_workers=dc.workers)
     tokens = math.prod(latent_shape[1:]) // math.prod(model_cfg(model).patch)
-    flops = flops_per_step(model_cfg(model), tokens, cfg["text_encoder"]["max_length"], dc["batch_size"])
+    flops = flops_per_step(model_cfg(model), tokens, cfg.text_encoder.max_length, dc.batch_size)
     peak = next(
         (v for k, v in PEAK_BF16_FLOPS.items() if device.type == "cuda" and k in torch.cuda.get_device_name(device)),
         None,
@@ -449,8 +418,8 @@ def train(
             writer = SummaryWriter(str(run / "tensorboard"))
         except ImportError:  # tensorboard is optional
             writer = None
-    bar = progress_bar(tc["steps"], "pks train", "step", initial=start, enabled=rank == 0 and progress)
-    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and tc["bf16"])
+    bar = progress_bar(tc.steps, "pks train", "step", initial=start, enabled=rank == 0 and progress)
+    autocast = torch.autocast("cuda", dtype=torch.bfloat16, enabled=device.type == "cuda" and tc.bf16)
     last: dict = {}
     window: dict[str, Any] = {"loss": 0.0, "n": 0, "stage": np.zeros((4, 2)), "t0": time.perf_counter()}
     model.train()
@@ -458,8 +427,8 @@ def train(
         step = batch["step"]
         for g in opt.param_groups:
             g["lr"] = lr_at(step, tc)
-        samples = [draws(tc["seed"], int(i), latent_shape, cfg) for i in batch["index"]]
-        cond = conditions(batch, samples, tax, cfg.get("tag_channel", True))
+        samples = [draws(tc.seed, int(i), latent_shape, cfg) for i in batch["index"]]
+        cond = conditions(batch, samples, tax, cfg.tag_channel)
         if latents:
             x0 = batch["latent"].to(device)
             states = [empty_text if d["drop_text"] else s for d, s in zip(samples, batch["text_states"])]
@@ -483,14 +452,14 @@ def train(
                 cond["shot"].to(device),
                 cond["stage"].to(device),
             )
-        per_sample = flow_loss(pred.float(), target, t, tc.get("loss_weight", "velocity"))
+        per_sample = flow_loss(pred.float(), target, t, tc.loss_weight)
         loss = per_sample.mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
-        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc["grad_clip"])
+        norm = torch.nn.utils.clip_grad_norm_(model.parameters(), tc.grad_clip)
         opt.step()
         with torch.no_grad():
-            decay = ema_decay_at(step, tc["ema_decay"])
+            decay = ema_decay_at(step, tc.ema_decay)
             for k, p in model.named_parameters():
                 ema[k.removeprefix("_orig_mod.").removeprefix("module.")].lerp_(p.detach(), 1 - decay)
         # Loss per curriculum stage, summed over ranks for the log.
@@ -501,12 +470,12 @@ def train(
         window["n"] += len(per_sample)
         window["stage"] += st
         done = step + 1
-        if done % tc["log_every"] == 0 or done == tc["steps"]:
+        if done % tc.log_every == 0 or done == tc.steps:
             stats = torch.tensor([window["loss"], window["n"], *window["stage"].ravel()], dtype=torch.float64)
             if dist.is_initialized():
                 dist.all_reduce(stats)
             dt = time.perf_counter() - window["t0"]
-            steps_done = window["n"] * world / dc["batch_size"]
+            steps_done = window["n"] * world / dc.batch_size
             stage = stats[2:].view(4, 2)
             last = {
                 "step": done,
@@ -515,7 +484,7 @@ def train(
                 "grad_norm": float(norm),
                 "stage_loss": {str(k): float(stage[k, 0] / stage[k, 1]) for k in range(4) if stage[k, 1]},
                 "steps_per_s": steps_done / dt,
-                "tokens_per_s": steps_done * dc["batch_size"] * tokens / dt,
+                "tokens_per_s": steps_done * dc.batch_size * tokens / dt,
                 "tflops": steps_done * flops / dt / 1e12,
             }
             if peak:
@@ -535,7 +504,7 @@ def train(
         bar.update(1)
         if last:
             bar.set_postfix(loss=f"{last['loss']:.4f}", steps_s=f"{last['steps_per_s']:.2f}")
-        if done % tc["ckpt_every"] == 0 or done == tc["steps"]:
+        if done % tc.ckpt_every == 0 or done == tc.steps:
             save_checkpoint(
                 run,
                 done,
@@ -544,8 +513,8 @@ def train(
                 opt,
                 sharded,
                 rank,
-                tc["keep_ckpts"],
-                {"taxonomy_version": cfg["taxonomy_version"]},
+                tc.keep_ckpts,
+                {"taxonomy_version": cfg.taxonomy_version},
             )
     bar.close()
     if writer:
@@ -553,7 +522,7 @@ def train(
     return last
 
 
-def ensure_learned_vae(root: Path, run: Path, cfg: dict, device, rank: int, progress: bool) -> None:
+def ensure_learned_vae(root: Path, run: Path, cfg: TrainConfig, device, rank: int, progress: bool) -> None:
     """The first stage of a `learned` run: train the small VAE on the run's clips into RUN/vae,
     unless it is there (a resumed run) or latent.path names one (an earlier run's, reused).
     Rank 0 trains it; the other ranks wait."""
@@ -562,21 +531,21 @@ def ensure_learned_vae(root: Path, run: Path, cfg: dict, device, rank: int, prog
 
     folder = learned_vae_folder(cfg, run)
     if rank == 0 and not (folder / META).is_file():
-        if cfg["latent"].get("path"):
+        if cfg.latent.path:
             raise UserError(f"latent.path {folder} holds no trained VAE (a run's vae/ folder)")
-        lc, dc = cfg["latent"], cfg["data"]
+        lc, dc = cfg.latent, cfg.data
         loader = CurriculumLoader(  # every stage alike: the VAE must draw all of them
             root,
-            frames=dc["frames"],
-            fps=dc["fps"],
-            size=tuple(dc["size"]),
-            batch_size=lc["batch_size"],
-            seed=cfg["train"]["seed"],
-            steps=lc["steps"],
+            frames=dc.frames,
+            fps=dc.fps,
+            size=dc.size,
+            batch_size=lc.batch_size,
+            seed=cfg.train.seed,
+            steps=lc.steps,
             schedule=Schedule((1, 1, 1, 1), (1, 1, 1, 1), 1),
-            random_window=dc["random_window"],
-            taxonomy_version=cfg["taxonomy_version"],
-            cache_mb=dc.get("cache_mb", 0),
+            random_window=dc.random_window,
+            taxonomy_version=cfg.taxonomy_version,
+            cache_mb=dc.cache_mb,
             allow_stale=True,
         )
         meta = train_vae(
@@ -584,7 +553,7 @@ def ensure_learned_vae(root: Path, run: Path, cfg: dict, device, rank: int, prog
             folder,
             lc,
             device,
-            cfg["train"]["seed"],
+            cfg.train.seed,
             show=progress,
         )
         log.info(f"pks train: trained the VAE in {meta['seconds']:.0f} s into {folder}")
@@ -594,105 +563,3 @@ def ensure_learned_vae(root: Path, run: Path, cfg: dict, device, rank: int, prog
 
 def model_cfg(model):
     return unwrap(model).cfg
-
-
-def train_ray(
-    source: str | Path, run: str | Path, cfg: dict, workers: int, use_gpu: bool, resume: bool, allow_stale: bool = False
-) -> dict:
-    """The same loop on a Ray cluster through Ray Train's TorchTrainer: one worker per GPU (or
-    CPU process), the process group set up by Ray; RUN must be on storage every node sees."""
-    from ray.train import RunConfig, ScalingConfig
-    from ray.train.torch import TorchTrainer
-
-    run = Path(run).resolve()
-
-    def loop(config):
-        from ray import train as ray_train
-
-        metrics = train(
-            config["source"],
-            config["run"],
-            config["cfg"],
-            config["resume"],
-            progress=False,
-            allow_stale=config["allow_stale"],
-        )
-        ray_train.report(metrics)
-
-    trainer = TorchTrainer(
-        loop,
-        train_loop_config={
-            "source": str(Path(source).resolve()),
-            "run": str(run),
-            "cfg": copy.deepcopy(cfg),
-            "resume": resume,
-            "allow_stale": allow_stale,
-        },
-        scaling_config=ScalingConfig(num_workers=workers, use_gpu=use_gpu),
-        run_config=RunConfig(name="pks-train", storage_path=str(run / "ray")),
-    )
-    trainer.fit()
-    lines = jsonl_entries((run / "metrics.jsonl").read_text())  # a line torn by a killed worker is skipped
-    return lines[-1] if lines else {}
-
-
-def parse_sets(sets) -> dict:
-    """["latent.steps=300", ...] -> {"latent.steps": 300, ...}: values read as YAML (numbers, lists,
-    null), so a value means what it would in the config file."""
-    out = {}
-    for item in sets:
-        key, sep, value = item.partition("=")
-        if not sep or not key.strip():
-            raise UserError(f"--set takes KEY=VALUE (a dotted config key), got {item!r}")
-        out[key.strip()] = yaml.safe_load(value)
-    return out
-
-
-def train_job(
-    source: str | Path,
-    run: Path,
-    config: str | Path,
-    steps: int | None = None,
-    batch_size: int | None = None,
-    tag_channel: bool = True,
-    stage: str = "sft",
-    init: Path | None = None,
-    judge: Path | None = None,
-    ray_workers: int | None = None,
-    gpu: bool = False,
-    resume: bool = False,
-    allow_stale: bool = False,
-    sets: Sequence[str] = (),
-) -> dict:
-    """What `pks train SOURCE ...` runs: the flow-matching stage in this process (or one of
-    torchrun's), on Ray Train with `ray_workers`, or the preference stage from `init`. Checks the
-    combination of options first (one line each). Returns the last logged metrics."""
-    if stage not in ("sft", "dpo"):
-        raise UserError(f"--stage must be sft or dpo, got {stage!r}")
-    if stage == "dpo":
-        from training.dpo import dpo_config, train_dpo
-
-        if init is None:
-            raise UserError("--stage dpo needs --init RUN (a pks train run to start from)")
-        if ray_workers or not tag_channel:
-            raise UserError("--stage dpo runs in one process on raw shards (no --ray-workers or ablation)")
-        base = load_train_config(config).get("dpo")
-        if not base:
-            raise UserError(f"training config {config} has no dpo section (see training/configs/tiny.yaml)")
-        return train_dpo(
-            source, init, judge, run, dpo_config(base, {"steps": steps, "batch": batch_size}), resume=resume
-        )
-    if init or judge:
-        raise UserError("--init and --judge belong to --stage dpo")
-    cfg = load_train_config(
-        config,
-        {
-            **parse_sets(sets),
-            "train.steps": steps,
-            "data.batch_size": batch_size,
-            "tag_channel": None if tag_channel else False,
-        },
-    )
-    if ray_workers:
-        return train_ray(source, run, cfg, ray_workers, gpu, resume, allow_stale)
-    return train(source, run, cfg, resume=resume, allow_stale=allow_stale)

@@ -64,7 +64,7 @@ def train(
     """Train the dual-channel generator on curriculum shards (one process, torchrun's processes,
     Ray Train with --ray-workers, or the preference stage with --stage dpo)."""
     from training.devices import is_main_process
-    from training.train import train_job
+    from training.jobs import train_job
 
     local_out(source)
     local_out(out)
@@ -98,8 +98,8 @@ def encode(
 ):
     """Precompute VAE latents and text states into latent shards that `pks train LATENTS ...`
     reads (resumable: shards whose source and settings are unchanged are kept)."""
+    from training.config import load_train_config
     from training.encode import encode_shards
-    from training.train import load_train_config
 
     local_out(shards)
     local_out(out)

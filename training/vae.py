@@ -9,10 +9,15 @@ latents are normalised with the mean and std in its config, so the DiT sees unit
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
 
 from pks.errors import UserError
+from training.pixels import to_uint8, to_unit
+
+if TYPE_CHECKING:
+    from training.config import TrainConfig
 
 
 class PixelSpace:
@@ -26,10 +31,10 @@ class PixelSpace:
         return self.channels, frames, size[0], size[1]
 
     def encode(self, video: torch.Tensor) -> torch.Tensor:
-        return video.permute(0, 2, 1, 3, 4).float() / 127.5 - 1.0
+        return to_unit(video)
 
     def decode(self, z: torch.Tensor) -> torch.Tensor:
-        return ((z.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 1, 3, 4)
+        return to_uint8(z)
 
 
 class WanVAE:
@@ -57,19 +62,19 @@ class WanVAE:
 
     @torch.no_grad()
     def encode(self, video: torch.Tensor) -> torch.Tensor:
-        x = video.to(self.device).permute(0, 2, 1, 3, 4).to(self.dtype) / 127.5 - 1.0
+        x = to_unit(video.to(self.device), self.dtype)
         z = self.vae.encode(x).latent_dist.mean
         return ((z - self.mean) / self.std).float()
 
     @torch.no_grad()
     def decode(self, z: torch.Tensor) -> torch.Tensor:
         x = self.vae.decode((z.to(self.device) * self.std + self.mean).to(self.dtype)).sample
-        return ((x.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8).permute(0, 2, 1, 3, 4).cpu()
+        return to_uint8(x).cpu()
 
 
-def learned_vae_folder(cfg: dict, run: str | Path | None) -> Path:
+def learned_vae_folder(cfg: TrainConfig, run: str | Path | None) -> Path:
     """Where a `learned` space lives: latent.path (an earlier run's vae/, reused), else RUN/vae."""
-    path = cfg["latent"].get("path")
+    path = cfg.latent.path
     if path:
         return Path(path)
     if run is None:
@@ -77,17 +82,17 @@ def learned_vae_folder(cfg: dict, run: str | Path | None) -> Path:
     return Path(run) / "vae"
 
 
-def latent_space(cfg: dict, device="cpu", run: str | Path | None = None):
+def latent_space(cfg: TrainConfig, device="cpu", run: str | Path | None = None):
     """The run's latent space; `run` locates a learned VAE trained into RUN/vae."""
-    lat = cfg["latent"]
-    if lat["kind"] == "pixel":
+    lat = cfg.latent
+    if lat.kind == "pixel":
         return PixelSpace()
-    if lat["kind"] == "learned":
+    if lat.kind == "learned":
         from training.clipvae import LearnedSpace
 
         return LearnedSpace(learned_vae_folder(cfg, run), device)
-    if lat["kind"] == "wan":
-        if not lat.get("path"):
+    if lat.kind == "wan":
+        if not lat.path:
             raise ValueError("latent.kind wan needs latent.path (a local AutoencoderKLWan folder)")
-        return WanVAE(lat["path"], device)
-    raise ValueError(f"latent.kind must be pixel, learned or wan, got {lat['kind']!r}")
+        return WanVAE(lat.path, device)
+    raise ValueError(f"latent.kind must be pixel, learned or wan, got {lat.kind!r}")

@@ -13,11 +13,12 @@ from pathlib import Path
 
 from annotators.audit.store import Store
 from annotators.caption.captioner import HUMAN
+from pks.jobconfig import JobConfig
 
 AUDIT_REJECT = "audit: failure, not art"  # error prefix of clips rejected by an adjudication
 
 
-def apply_adjudications(out: Path, cfg: dict, store: Store) -> dict[str, int]:
+def apply_adjudications(out: Path, cfg: JobConfig, store: Store) -> dict[str, int]:
     from pipelines.parts import rewrite_parts  # (pipelines imports Ray; keep it off the web app's import path)
 
     final = store.final("adjudication")

@@ -13,6 +13,7 @@ from typing import TYPE_CHECKING
 
 import taxonomy
 from pks.errors import ConfigError
+from pks.jobconfig import JobConfig
 
 if TYPE_CHECKING:
     from pks.record import ClipRecord
@@ -365,51 +366,51 @@ def _local_chat(messages: list) -> tuple[list, list]:
     return chat, images
 
 
-def make_backend(cfg: dict) -> Backend:
+def make_backend(cfg: JobConfig) -> Backend:
     """The backend a job config asks for. 'auto' is openai when an endpoint and model are set,
     else signals."""
-    c = cfg["caption"]
+    c = cfg.caption
     # One taxonomy version for the constraint and for validating the answers (captioner.py):
     # the job's caption.taxonomy_version, else the newest.
-    version = c.get("taxonomy_version")
+    version = c.taxonomy_version
     schema = taxonomy.load(version).json_schema()
-    name = c.get("captioner", "auto")
+    name = c.captioner
     if name == "auto":
-        name = "openai" if c.get("endpoint") and c.get("model") else "signals"
+        name = "openai" if c.endpoint and c.model else "signals"
     if name == "signals":
         return SignalsBackend(taxonomy_version=version)
     if name == "openai":
-        if not (c.get("endpoint") and c.get("model")):
+        if not (c.endpoint and c.model):
             raise ConfigError("captioner 'openai' needs --endpoint URL and --model NAME")
         return OpenAIBackend(
-            endpoint=c["endpoint"],
-            model=c["model"],
-            concurrency=c["concurrency"],
-            timeout_s=c["timeout_s"],
-            retries=c["retries"],
-            max_tokens=c["max_tokens"],
-            temperature=c["temperature"],
-            constrained=c.get("constrained", True),
+            endpoint=c.endpoint,
+            model=c.model,
+            concurrency=c.concurrency,
+            timeout_s=c.timeout_s,
+            retries=c.retries,
+            max_tokens=c.max_tokens,
+            temperature=c.temperature,
+            constrained=c.constrained,
             schema=schema,
         )
     if name == "vllm":
-        if not c.get("model"):
+        if not c.model:
             raise ConfigError("captioner 'vllm' needs --model (a model folder the Ray workers can read)")
-        v = c.get("vllm") or {}
+        v = c.vllm
         return VLLMBackend(
-            model=c["model"],
-            engine_kwargs=dict(v.get("engine_kwargs") or {}),
-            replicas=v.get("replicas", 1),
-            batch_size=v.get("batch_size", 16),
-            gpus_per_replica=v.get("gpus_per_replica", 1.0),
-            max_tokens=c["max_tokens"],
-            temperature=c["temperature"],
+            model=c.model,
+            engine_kwargs=dict(v.engine_kwargs),
+            replicas=v.replicas,
+            batch_size=v.batch_size,
+            gpus_per_replica=v.gpus_per_replica,
+            max_tokens=c.max_tokens,
+            temperature=c.temperature,
             schema=schema,
         )
     if name == "transformers":
-        if not c.get("model"):
+        if not c.model:
             raise ConfigError("captioner 'transformers' needs --model DIR (a local Hugging Face model folder)")
         return TransformersBackend(
-            model_dir=c["model"], max_new_tokens=c["max_tokens"], temperature=c["temperature"], schema=schema
+            model_dir=c.model, max_new_tokens=c.max_tokens, temperature=c.temperature, schema=schema
         )
     raise ConfigError(f"unknown captioner {name!r}; choose from auto, signals, openai, vllm, transformers")

@@ -14,6 +14,7 @@ import taxonomy
 from annotators.caption.backends import Backend, Job
 from annotators.caption.prompt import PROMPT_VERSION, messages, sample_frames
 from pks.clips import clip_path
+from pks.jobconfig import JobConfig
 from pks.store import atomic_path
 
 HUMAN = "human:"  # caption_source prefix of captions written by `pks audit apply`
@@ -74,10 +75,10 @@ def parse(text: str | None, tax) -> tuple[dict | None, str]:
         return None, str(e)
 
 
-def caption_records(records: list, out: Path, backend: Backend, cfg: dict) -> list:
+def caption_records(records: list, out: Path, backend: Backend, cfg: JobConfig) -> list:
     """Return `records` with captions filled (ok clips), or status=error with the reason."""
-    c = cfg["caption"]
-    tax = taxonomy.load(c.get("taxonomy_version"))
+    c = cfg.caption
+    tax = taxonomy.load(c.taxonomy_version)
     source = f"{backend.source}|prompt={PROMPT_VERSION}|taxonomy=v{tax.version}"
     cache = CaptionCache(Path(out) / "captions")
     result = list(records)
@@ -97,11 +98,11 @@ def caption_records(records: list, out: Path, backend: Backend, cfg: dict) -> li
         if backend.needs_frames:
 
             def build(clip=clip, r=r):
-                return messages(sample_frames(clip, c["frames"], c["token_budget"]), r, tax.version)
+                return messages(sample_frames(clip, c.frames, c.token_budget), r, tax.version)
 
         pending[i] = Job(record=r, clip=clip, build=build)
     reasons: dict[int, str] = {}
-    for attempt in range(1 + c["repairs"]):  # ask again (bounded) while answers are invalid
+    for attempt in range(1 + c.repairs):  # ask again (bounded) while answers are invalid
         if not pending:
             break
         order = list(pending)
@@ -122,5 +123,5 @@ def caption_records(records: list, out: Path, backend: Backend, cfg: dict) -> li
             else:
                 reasons[i] = f"{why}; {ans.error}" if ans.error else why  # e.g. cut at max_tokens
     for i in pending:
-        result[i] = result[i].error_copy(f"{CAPTION_ERROR}invalid answer after {1 + c['repairs']} tries: {reasons[i]}")
+        result[i] = result[i].error_copy(f"{CAPTION_ERROR}invalid answer after {1 + c.repairs} tries: {reasons[i]}")
     return result

@@ -69,9 +69,31 @@ class AnimeDetector(ShotDetector):
     dissolve_aligned: float = 0.7  # ...and what remains of it after undoing a camera move
     min_gap: int = 6  # boundaries closer than this are one boundary
     dark_luma: float = 32.0  # a blank frame: mean luma under this (video black decodes at 16-24)...
-    dark_bright_share: float = 0.1  # ...with at most this share of it brighter than 80 (title text)
+    dark_bright_share: float = 0.1  # ...with at most this share of it brighter than bright_luma (title text)
     blank_max_flash: int = 2  # blank runs this short are flashes when the shot comes back
     ramp_max: int = 30  # frames a fade into or out of a blank run may take
+    # The values below were literals inside the methods until issue 23. Where a value's
+    # derivation was never recorded (set by hand with the detector in f34923a, or with the
+    # painted family in issue 12, 389daf5, and kept because the shot tests and benchmarks
+    # passed), the comment says so.
+    std_floor: float = 1e-3  # a numerical guard: flat frames are not divided by ~0 when normalised
+    align_scales: tuple[float, ...] = (0.87, 0.93, 1.0, 1.07, 1.15)  # zooms tried when undoing a camera
+    # move between a dissolve's ends: about +-15 % in ~7 % steps (derivation not recorded)
+    bar_percentile: float = 98.0  # a bar row/column is dark in this share of frames (nearly every
+    # frame: a dark shot must not be read as a bar; derivation not recorded, issue 12)
+    min_picture_divisor: int = 3  # the picture inside bars is at least 1/3 of the frame, else no
+    # bars are cropped (a dark frame is not all bar; derivation not recorded, issue 12)
+    bright_luma: float = 80.0  # a pixel brighter than this on a dark frame is title text (black
+    # decodes at 16-24, text is drawn far above it; derivation not recorded, issue 12)
+    flat_ref_percentile: float = 75.0  # a clip's typical contrast: this percentile of its frames'
+    flat_contrast: float = 3.0  # a frame is flat under this contrast (std of 0-255 values)...
+    flat_share: float = 0.08  # ...or under this share of the typical contrast (both not recorded, f34923a)
+    fade_ref_frames: int = 8  # a fade frame is compared with the median of this many frames beyond it
+    fade_drop: float = 0.92  # ...and is faded when under this share of it (not recorded, issue 12)
+    fade_window: int = 30  # frames either side whose highest contrast a fade valley is measured against
+    fade_floor_ratio: float = 1.2  # a valley floor (a hold on black) continues while contrast stays
+    fade_floor_offset: float = 1.0  # under ratio x the floor + offset (not recorded, f34923a)
+    fade_ramp_step: float = 1.02  # a fade's ramp rises at least 2 % a frame (not recorded, f34923a)
 
     # ---- features -----------------------------------------------------------------------
     def _features(self, frames: np.ndarray):
@@ -82,18 +104,17 @@ class AnimeDetector(ShotDetector):
         flat = x.reshape(n, -1)
         mean = flat.mean(1, keepdims=True)
         std = flat.std(1, keepdims=True)
-        z = (flat - mean) / np.maximum(std, 1e-3)
+        z = (flat - mean) / np.maximum(std, self.std_floor)
         return z, std[:, 0], x  # x: the blurred frames, for camera alignment of dissolve candidates
 
-    @staticmethod
-    def _aligned_dist(blurred: np.ndarray, a: int, b: int) -> float:
+    def _aligned_dist(self, blurred: np.ndarray, a: int, b: int) -> float:
         """Distance between frames a and b after undoing a camera move (shift and zoom)
         between them: small when a pan or zoom, not a dissolve, explains the change."""
         fa, fb = blurred[a], blurred[b]
         ga = cv2.cvtColor(fa, cv2.COLOR_RGB2GRAY)
         h, w = ga.shape
         best = np.inf
-        for scale in (0.87, 0.93, 1.0, 1.07, 1.15):
+        for scale in self.align_scales:
             M = cv2.getRotationMatrix2D((w / 2, h / 2), 0, scale)
             wb = cv2.warpAffine(fb, M, (w, h), borderMode=cv2.BORDER_REPLICATE)
             (dx, dy), _ = cv2.phaseCorrelate(ga, cv2.cvtColor(wb, cv2.COLOR_RGB2GRAY))
@@ -103,7 +124,7 @@ class AnimeDetector(ShotDetector):
             m = min(w // 4, int(abs(dx)) + 1), min(h // 4, int(abs(dy)) + 1)
             pair = np.stack([fa, wb])[:, m[1] : h - m[1], m[0] : w - m[0]]
             flat = pair.reshape(2, -1)
-            zz = (flat - flat.mean(1, keepdims=True)) / np.maximum(flat.std(1, keepdims=True), 1e-3)
+            zz = (flat - flat.mean(1, keepdims=True)) / np.maximum(flat.std(1, keepdims=True), self.std_floor)
             best = min(best, float(np.abs(zz[0] - zz[1]).mean()))
         return best
 
@@ -132,8 +153,8 @@ class AnimeDetector(ShotDetector):
         every frame), stretched back to `frame_size`: bars are the same in every shot, and
         left in they would dilute every change."""
         grey = frames.astype(np.float32).mean(-1)
-        rows = np.percentile(grey.max(2), 98, axis=0) < self.dark_luma
-        cols = np.percentile(grey.max(1), 98, axis=0) < self.dark_luma
+        rows = np.percentile(grey.max(2), self.bar_percentile, axis=0) < self.dark_luma
+        cols = np.percentile(grey.max(1), self.bar_percentile, axis=0) < self.dark_luma
 
         def inner(dark):
             a, b = 0, len(dark)
@@ -146,8 +167,8 @@ class AnimeDetector(ShotDetector):
         (top, bottom), (left, right) = inner(rows), inner(cols)
         if (
             (top, bottom, left, right) == (0, len(rows), 0, len(cols))
-            or bottom - top < len(rows) // 3
-            or right - left < len(cols) // 3
+            or bottom - top < len(rows) // self.min_picture_divisor
+            or right - left < len(cols) // self.min_picture_divisor
         ):
             return frames
         return np.stack(
@@ -177,7 +198,7 @@ class AnimeDetector(ShotDetector):
         only a run of 1-2 frames after which the shot comes back is a flash, not a boundary."""
         n = len(frames)
         luma = frames.astype(np.float32).mean(-1).reshape(n, -1)
-        dark = (luma.mean(1) < self.dark_luma) & ((luma > 80).mean(1) <= self.dark_bright_share)
+        dark = (luma.mean(1) < self.dark_luma) & ((luma > self.bright_luma).mean(1) <= self.dark_bright_share)
         blank = dark | low
         out = []
         for a, b in runs(blank):
@@ -201,15 +222,15 @@ class AnimeDetector(ShotDetector):
 
     def _low_contrast(self, contrast: np.ndarray) -> np.ndarray:
         """Frames too flat for correlation to mean anything (black/white/flat fills)."""
-        ref = np.percentile(contrast, 75) if len(contrast) else 1.0
-        return contrast < max(3.0, 0.08 * ref)
+        ref = np.percentile(contrast, self.flat_ref_percentile) if len(contrast) else 1.0
+        return contrast < max(self.flat_contrast, self.flat_share * ref)
 
-    @staticmethod
-    def _faded(contrast, t: int, away: int) -> bool:
+    def _faded(self, contrast, t: int, away: int) -> bool:
         """Frame t is part of a fade toward the blank run on its other side: its contrast is
         clearly under that of the frames further away, which rise toward the shot's own."""
-        ref = contrast[t + 1 : t + 9] if away > 0 else contrast[max(0, t - 8) : t][::-1]  # nearest first
-        return len(ref) > 0 and contrast[t] < 0.92 * float(np.median(ref)) and contrast[t] < ref[0]
+        k = self.fade_ref_frames
+        ref = contrast[t + 1 : t + 1 + k] if away > 0 else contrast[max(0, t - k) : t][::-1]  # nearest first
+        return len(ref) > 0 and contrast[t] < self.fade_drop * float(np.median(ref)) and contrast[t] < ref[0]
 
     def _cuts(self, z, jump, low, gradual) -> list[Boundary]:
         n = len(jump)
@@ -246,20 +267,20 @@ class AnimeDetector(ShotDetector):
         out = []
         t = 1
         while t < n - 1:
-            around = contrast[max(0, t - 30) : t + 31].max()
+            around = contrast[max(0, t - self.fade_window) : t + self.fade_window + 1].max()
             is_valley = contrast[t] <= contrast[t - 1] and contrast[t] <= contrast[t + 1]
             if not is_valley or contrast[t] >= self.fade_contrast * around:
                 t += 1
                 continue
             # The valley floor may be several frames long (a hold on black).
             e = t
-            while e + 1 < n and contrast[e + 1] <= contrast[t] * 1.2 + 1.0:
+            while e + 1 < n and contrast[e + 1] <= contrast[t] * self.fade_floor_ratio + self.fade_floor_offset:
                 e += 1
             left = t
-            while left > 0 and contrast[left - 1] > contrast[left] * 1.02:
+            while left > 0 and contrast[left - 1] > contrast[left] * self.fade_ramp_step:
                 left -= 1
             right = e
-            while right < n - 1 and contrast[right + 1] > contrast[right] * 1.02:
+            while right < n - 1 and contrast[right + 1] > contrast[right] * self.fade_ramp_step:
                 right += 1
             floor = contrast[t : e + 1].min()
             ramps_ok = (t - left) >= self.fade_min_ramp and (right - e) >= self.fade_min_ramp

@@ -3,6 +3,7 @@ curriculum stage. `analyse` is the plain per-clip function; pipelines/ wraps it 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 from dataclasses import fields
 
@@ -11,6 +12,7 @@ from annotators.signals.dedupe import signature
 from annotators.signals.frames import ClipFrames, load_clip
 from annotators.signals.motion import MotionAnalyser, MotionParams, summarise
 from annotators.signals.quality import QualityParams, quality_flags
+from pks.jobconfig import JobConfig
 
 
 def params(cls, overrides: dict | None):
@@ -22,21 +24,21 @@ def params(cls, overrides: dict | None):
     return cls(**(overrides or {}))
 
 
-def analyse(clip: ClipFrames, cfg: dict) -> dict:
+def analyse(clip: ClipFrames, cfg: JobConfig) -> dict:
     """Record fields for one clip: cadence, held_ratio, camera_motion, motion_score,
     deformation_score, smear_frames, impact_frames, quality_flags, curriculum_stage, phash,
     and `signals` (JSON with the measurements behind them)."""
-    a = cfg["analyse"]
-    mp = params(MotionParams, a.get("motion"))
+    a = cfg.analyse
+    mp = params(MotionParams, a.motion)
     res = MotionAnalyser(mp).run(clip.rgb)
-    out = summarise(res, mp, a["camera"])
+    out = summarise(res, mp, dataclasses.asdict(a.camera))  # motion.py reads the thresholds as a dict
     flags, qstats = quality_flags(
         clip.rgb,
         clip.luma,
         [q.changed for q in res.pairs],
         clip.fps,
-        params(QualityParams, a.get("quality")),
-        a.get("min_frames", 0),
+        params(QualityParams, a.quality),
+        a.min_frames,
         [q.flow_mag for q in res.pairs],
     )
     details = {
@@ -50,7 +52,7 @@ def analyse(clip: ClipFrames, cfg: dict) -> dict:
     if out.pop("scene_changes"):  # two shots in one clip: never deformation, never training data
         flags.append("multi_shot")
     out["quality_flags"] = flags
-    out["curriculum_stage"] = stage(out["deformation_score"], out["motion_score"], cfg["curriculum"])
+    out["curriculum_stage"] = stage(out["deformation_score"], out["motion_score"], cfg.curriculum)
     out["phash"] = signature(clip.rgb)
     out["signals"] = json.dumps(details, sort_keys=True)
     return out

@@ -4,13 +4,15 @@ from __future__ import annotations
 
 import numpy as np
 
+from pks.jobconfig import CurriculumConfig
 
-def stage(deformation: float | None, motion: float | None, cfg: dict) -> int:
+
+def stage(deformation: float | None, motion: float | None, cfg: CurriculumConfig) -> int:
     """Stage from deformation thresholds; very fast foreground motion moves a clip up one."""
     if deformation is None:
         return 0
-    k = int(sum(deformation >= t for t in sorted(cfg["deformation"])))
-    boost = cfg.get("motion_boost")
+    k = int(sum(deformation >= t for t in sorted(cfg.deformation)))
+    boost = cfg.motion_boost
     if boost is not None and motion is not None and motion >= boost:
         k += 1
     return min(k, 3)
