@@ -145,3 +145,47 @@ def test_an_openclip_backbone_from_a_local_folder_is_frozen_and_not_saved_in_the
         app, ["judge", "train", str(out), "--out", str(tmp_path / "j2.pt"), "--backbone", str(tmp_path)]
     )
     assert r.exit_code == 2 and "OpenCLIP folder" in r.output
+
+
+def test_auc_per_failure_kind_on_a_tiny_case():
+    from training.judge import auc_by_kind
+
+    labels = [1, 1, 0, 0, 0]
+    scores = [0.9, 0.5, 0.6, 0.1, 0.2]
+    kinds = ["ok", "ok", "real:corrupt", "aug:boiling", "aug:frozen"]
+    # real: 0.6 beats one of the two clean clips; the copies lose to both
+    assert auc_by_kind(labels, scores, kinds) == {"aug:boiling": 1.0, "aug:frozen": 1.0, "real:corrupt": 0.5}
+    assert auc_by_kind(labels, scores, kinds, group=lambda k: k.split(":")[0]) == {"aug": 1.0, "real": 0.5}
+
+
+def test_leave_one_family_out_keeps_each_family_out_of_its_own_fold():
+    from training.judge import Examples, leave_one_family_out
+
+    fams = {}
+    for f in ("cel", "painted", "limited"):
+        ex = Examples()
+        for v in range(2):  # an art clip and its failure copy, paired, per video
+            ex.add(np.zeros(1), [0.0], 1, "ok", f"{f}{v}", 0.0)
+            ex.add(np.zeros(1), [0.0], 0, "aug:frozen", f"{f}{v}", 0.0, pair=len(ex.labels) - 1)
+        fams[f] = ex
+    folds = list(leave_one_family_out(fams))
+    assert [h for h, _, _ in folds] == ["cel", "limited", "painted"]
+    for held, tr, te in folds:
+        assert te is fams[held] and len(tr.labels) == 8
+        assert not any(v.startswith(held) for v in tr.videos)
+        # every copy still points at its own art clip after the families are put together
+        assert all(tr.videos[p] == v and tr.labels[p] == 1 for p, v in zip(tr.pair, tr.videos) if p >= 0)
+
+
+def test_judge_sees_analysis_resolution_and_old_judges_still_load(tmp_path):
+    from training.judge import clip_example, frame_size
+
+    cfg = JudgeConfig()
+    rgb = np.random.default_rng(0).integers(0, 256, (40, 108, 192, 3), dtype=np.uint8)
+    frames, sig = clip_example(rgb, 24.0, cfg, load_config())
+    assert frames.shape == (16, 6, 108, 192) and len(sig) == 10  # the analysis frames, not a thumbnail
+    assert frame_size(JudgeConfig(size=48)) == (48, 28)
+    old = Judge(JudgeConfig(width=8, size=32, frames=4))
+    blob = {"config": {k: v for k, v in old.cfg.__dict__.items() if k != "height"}}
+    torch.save({**blob, "state_dict": old.state_dict(), "signals": list(range(10))}, tmp_path / "old.pt")
+    assert frame_size(load(tmp_path / "old.pt").cfg) == (32, 32)  # trained on squares: still squares

@@ -51,8 +51,13 @@ SIGNALS = (
 
 @dataclass
 class JudgeConfig:
-    frames: int = 8  # sampled evenly over the clip
-    size: int = 64  # frames are resized to size x size
+    # What the Judge sees: 16 frames sampled evenly over the clip, at the analysis width (192) and
+    # the clip's 16:9 (issue 24: 8 frames at 64 x 64 spread a damaged stretch of a 60-frame clip
+    # over one or two samples, and a third of the analysis width blurred concealment blocks and
+    # block grids away). Judges saved before `height` existed saw size x size (see load).
+    frames: int = 16
+    size: int = 192  # frame width fed to the CNN
+    height: int = 0  # frame height; 0: 16:9 of size (even)
     width: int = 24  # CNN channels (first layer)
     val_fraction: float = 0.25  # of source videos
     augment: float = 1.0  # augmented failure copies per ok clip
@@ -90,11 +95,21 @@ def clip_example(rgb: np.ndarray, fps: float, cfg: JudgeConfig, acfg: JobConfig)
     luma = {i: cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for i, f in enumerate(rgb) if i % 2 == 0}
     sig = signal_vector(analyse(ClipFrames(rgb, luma, fps), acfg), len(rgb))
     idx = np.linspace(0, len(rgb) - 1, cfg.frames).round().astype(int)
-    small = np.stack([cv2.resize(rgb[i], (cfg.size, cfg.size), interpolation=cv2.INTER_AREA) for i in idx])
-    x = small.astype(np.float32) / 255.0
-    prev = np.stack([cv2.resize(rgb[max(0, i - 1)], (cfg.size, cfg.size), interpolation=cv2.INTER_AREA) for i in idx])
-    d = x - prev.astype(np.float32) / 255.0  # what changed since the frame before: boiling, tearing, ghosts
-    return np.concatenate([x, d], axis=-1).transpose(0, 3, 1, 2), sig
+    wh = frame_size(cfg)
+
+    def fit(f):  # already at the analysis width: a copy, not a resample, when the sizes agree
+        return f if f.shape[1::-1] == wh else cv2.resize(f, wh, interpolation=cv2.INTER_AREA)
+
+    x = np.stack([fit(rgb[i]) for i in idx]).astype(np.float32) / 255.0
+    prev = np.stack([fit(rgb[max(0, i - 1)]) for i in idx]).astype(np.float32) / 255.0
+    d = x - prev  # what changed since the frame before: boiling, tearing, ghosts
+    # float16 halves the memory of a training set at analysis resolution; the model computes in float32.
+    return np.concatenate([x, d], axis=-1).transpose(0, 3, 1, 2).astype(np.float16), sig
+
+
+def frame_size(cfg: JudgeConfig) -> tuple[int, int]:
+    """(width, height) of the frames the Judge sees."""
+    return cfg.size, cfg.height or max(2, round(cfg.size * 9 / 16 / 2) * 2)
 
 
 @dataclass
@@ -119,13 +134,32 @@ class Examples:
         return out
 
 
+def add_clip(
+    ex: Examples, rgb: np.ndarray, fps: float, video: str, flags, cfg: JudgeConfig, acfg: JobConfig, rng, measure=None
+) -> None:
+    """One clip's examples, given as analysis-width RGB frames: a clip with defect `flags` is a
+    failure; an ok clip is clean, followed by `cfg.augment` failure copies of it (drawn with
+    `rng`), each paired with it. `measure(rgb)` fills `extra` (a benchmark's baseline)."""
+    measure = measure or (lambda _: None)
+    kinds = sorted(FAILURES)
+    frames, sig = clip_example(rgb, fps, cfg, acfg)
+    if flags:
+        ex.add(frames, sig, 0, f"flagged:{sorted(flags)[0]}", video, sig[0], extra=measure(rgb))
+        return
+    art = len(ex.labels)
+    ex.add(frames, sig, 1, "ok", video, sig[0], extra=measure(rgb))
+    for _ in range(int(cfg.augment) + (rng.random() < cfg.augment % 1)):
+        kind = kinds[int(rng.integers(len(kinds)))]
+        bad = FAILURES[kind](rgb, rng)
+        f2, s2 = clip_example(bad, fps, cfg, acfg)
+        ex.add(f2, s2, 0, f"aug:{kind}", video, sig[0], art, measure(bad))
+
+
 def collect(outs: list[Path], cfg: JudgeConfig, acfg: JobConfig, progress=lambda *_: None, extra=None) -> Examples:
     """Examples from curation runs: ok clips, their failure copies, flagged clips. `extra(rgb)`,
     when given, is computed on every example's analysis-width frames (baseline rewards)."""
-    measure = extra or (lambda _: None)
     ex = Examples()
     rng = np.random.default_rng(cfg.seed)
-    kinds = sorted(FAILURES)
     for out in map(Path, outs):
         rows = pq.read_table(
             out / "manifest.parquet", columns=["clip_id", "video_id", "status", "quality_flags", "fps"]
@@ -138,20 +172,30 @@ def collect(outs: list[Path], cfg: JudgeConfig, acfg: JobConfig, progress=lambda
             rgb = load_clip(str(path), width=cfg.analysis_width, luma_every=1 << 30).rgb
             if len(rgb) < 4:
                 continue
-            frames, sig = clip_example(rgb, r["fps"], cfg, acfg)
-            video = r["video_id"]  # a content hash: the same video lands on the same side in every run
-            if flags:
-                ex.add(frames, sig, 0, f"flagged:{sorted(flags)[0]}", video, sig[0], extra=measure(rgb))
-                continue
-            art = len(ex.labels)
-            ex.add(frames, sig, 1, "ok", video, sig[0], extra=measure(rgb))
-            for _ in range(int(cfg.augment) + (rng.random() < cfg.augment % 1)):
-                kind = kinds[int(rng.integers(len(kinds)))]
-                bad = FAILURES[kind](rgb, rng)
-                f2, s2 = clip_example(bad, r["fps"], cfg, acfg)
-                ex.add(f2, s2, 0, f"aug:{kind}", video, sig[0], art, measure(bad))
+            # video_id is a content hash: the same video lands on the same side in every run
+            add_clip(ex, rgb, r["fps"], r["video_id"], flags, cfg, acfg, rng, extra)
         progress(f"judge: {len(ex.labels)} examples from {out}")
     return ex
+
+
+def concat(parts) -> Examples:
+    """One set of examples from several; `pair` indices shifted so each copy keeps its art clip."""
+    out = Examples()
+    for part in parts:
+        base = len(out.labels)
+        for i in range(len(part.labels)):
+            row = {f.name: getattr(part, f.name)[i] for f in fields(part)}
+            row["pair"] = row["pair"] + base if row["pair"] >= 0 else -1
+            out.add(*row.values())
+    return out
+
+
+def leave_one_family_out(by_family: dict[str, Examples]):
+    """(held-out family, training examples from every other family, the held-out family's
+    examples), one fold per family: a Judge trained on a fold never saw the footage family it
+    is scored on."""
+    for held in sorted(by_family):
+        yield held, concat(by_family[f] for f in sorted(by_family) if f != held), by_family[held]
 
 
 def split(ex: Examples, cfg: JudgeConfig) -> tuple[Examples, Examples]:
@@ -232,7 +276,7 @@ class Judge(nn.Module):
     def forward(self, frames: torch.Tensor, signals: torch.Tensor) -> torch.Tensor:
         """frames [B, T, 6, H, W], signals [B, S] -> logits [B] (sigmoid: the score)."""
         b, t = frames.shape[:2]
-        f = self.frame(frames.flatten(0, 1)).view(b, t, -1)
+        f = self.frame(frames.float().flatten(0, 1)).view(b, t, -1)
         change = f - torch.cat([f[:, :1], f[:, :-1]], 1)  # how the features move between samples
         h = self.temporal(torch.cat([f, change], -1).transpose(1, 2))
         pooled = torch.cat([h.mean(-1), h.amax(-1)], -1)
@@ -254,6 +298,15 @@ def auc(labels, scores) -> float:
     if not len(pos) or not len(neg):
         return math.nan
     return float(((pos[:, None] > neg[None]) + 0.5 * (pos[:, None] == neg[None])).mean())
+
+
+def auc_by_kind(labels, scores, kinds, group=lambda k: k) -> dict[str, float]:
+    """AUC of the clean examples against each failure kind alone (kinds grouped by `group`, e.g.
+    "aug:boiling" -> "aug"), every clean example in each."""
+    labels, scores = np.asarray(labels), np.asarray(scores, dtype=float)
+    groups = np.array([group(k) for k in kinds])
+    clean = labels == 1
+    return {g: auc(labels[clean | (groups == g)], scores[clean | (groups == g)]) for g in sorted(set(groups[~clean]))}
 
 
 def train(train_ex: Examples, val_ex: Examples | None, cfg: JudgeConfig, progress=None) -> Judge:
@@ -321,7 +374,9 @@ def save(model: Judge, path: Path) -> None:
 
 def load(path: Path) -> Judge:
     blob = torch.load(path, map_location="cpu", weights_only=True)
-    model = Judge(JudgeConfig(**blob["config"]), len(blob["signals"]))
+    # A Judge saved before `height` existed was trained on size x size frames.
+    config = {"height": blob["config"].get("size", 0), **blob["config"]}
+    model = Judge(JudgeConfig(**config), len(blob["signals"]))
     missing, unexpected = model.load_state_dict(blob["state_dict"], strict=False)
     if unexpected or any(not k.startswith(FROZEN) for k in missing):
         raise ValueError(f"{path} does not fit its Judge config: missing {missing[:3]}, unexpected {unexpected[:3]}")
