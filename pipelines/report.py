@@ -104,7 +104,7 @@ def run_stats(out: Path) -> dict:
             "videos_per_split": {s: len({r["video_id"] for r in idx if r["split"] == s}) for s in ("train", "val")},
             "bytes": sum(r["clip_bytes"] for r in idx),
         }
-        from pipelines.shard import stale_samples
+        from pks.shardfile import stale_samples
 
         stats["shards"]["stale"] = stale_samples(out)[0]
     runs = out / "runs.jsonl"

@@ -229,8 +229,8 @@ def test_stale_shards_are_refused_until_pks_shard_runs(sharded_run, tmp_path):
     import subprocess
     import sys
 
-    from pipelines.shard import stale_samples
     from pks.record import SCHEMA
+    from pks.shardfile import stale_samples
 
     out = tmp_path / "out"
     shutil.copytree(sharded_run, out)

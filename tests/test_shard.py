@@ -204,7 +204,7 @@ def test_one_clip_of_a_duplicate_group_reaches_the_shards_and_its_videos_share_a
 def test_a_column_added_to_the_record_later_leaves_shards_current(sharded_run, tmp_path):
     """A manifest written before a record column existed (read back as null) and the same run's
     manifest with it: the shards match both, so an upgrade does not make every shard stale."""
-    from pipelines.shard import stale_samples
+    from pks.shardfile import stale_samples
 
     out = tmp_path / "run"
     shutil.copytree(sharded_run, out)

@@ -38,9 +38,9 @@ import pyarrow.parquet as pq
 import torch
 
 import taxonomy
-from pipelines.shard import member_end, sample_ranges, stale_samples
 from pks.errors import UserError
 from pks.seeded import unit
+from pks.shardfile import member_end, sample_ranges, stale_samples
 from training.augment import camera_move
 
 N_STAGES = 4

@@ -22,8 +22,8 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import torch
 
-from pipelines.shard import digest, sample_ranges, write_tar, written_fingerprint
 from pks.progress import bar as progress_bar
+from pks.shardfile import digest, sample_ranges, write_tar, written_fingerprint
 from training.config import TrainConfig
 from training.data import (
     CurriculumLoader,
