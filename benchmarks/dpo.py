@@ -115,10 +115,10 @@ def main() -> None:
     ap.add_argument("--out", default=None)
     args = ap.parse_args()
     from pks.config import load_config
+    from training.checkpoint import checkpoints
     from training.config import load_train_config
     from training.dpo import dpo_config, train_dpo
     from training.judge import load
-    from training.train import checkpoints
 
     acfg = load_config()
     work = Path(args.work or tempfile.mkdtemp(prefix="pks-dpo-bench-"))

@@ -87,6 +87,7 @@ def test_online_pairs_are_the_judges_best_and_worst_sample_of_a_prompt_a_margin_
     and the Judge replaced by ones whose answers the test sets; the run below uses the real ones)."""
     import training.judge
     import training.sample
+    from training.config import load_train_config
     from training.dpo import online_pairs
 
     drawn = {}  # (narrative, seed) -> the sample's grey level
@@ -108,7 +109,9 @@ def test_online_pairs_are_the_judges_best_and_worst_sample_of_a_prompt_a_margin_
 
     monkeypatch.setattr(training.sample, "sample", sample_for)
     monkeypatch.setattr(training.judge, "judge_frames", judge_frames)
-    cfg = {"dpo": {"k": 4, "margin": 0.5, "sample_steps": 2}, "data": {"fps": 12}, "train": {"seed": 0}}
+    cfg = load_train_config(
+        "tiny_pixel", {"dpo.k": 4, "dpo.margin": 0.5, "dpo.sample_steps": 2, "data.fps": 12, "train.seed": 0}
+    )
     prompts = [{"tags": {}, "narrative": n, "shot": None, "stage": 0} for n in gain]
     pairs, stats = online_pairs(torch.nn.Linear(1, 1), None, None, cfg, prompts, None, {}, 0, TAX)
     levels = {n: sorted(v for (m, _), v in drawn.items() if m == n) for n in gain}

@@ -18,12 +18,13 @@ import yaml
 import taxonomy
 from pks.errors import UserError
 from support.procs import kill_9_when
+from training.checkpoint import trim_metrics
+from training.conditioning import draws
 from training.config import CONFIG_DIR, load_train_config
 from training.data import tar_sample
 from training.model import MODELS, DiTConfig, TagEncoder, VideoDiT, flops_per_step
 from training.text import TextEncoder
 from training.tiny import build_text_encoder
-from training.train import draws, trim_metrics
 
 TAX = taxonomy.load()
 TINY = DiTConfig(in_channels=3, patch=(2, 4, 4), dim=64, depth=2, heads=2, text_dim=32)

@@ -44,23 +44,14 @@ from pks.errors import UserError
 from pks.jobconfig import JobConfig
 from pks.progress import bar as progress_bar
 from pks.seeded import unit
+from training.checkpoint import checkpoints, load_checkpoint, remove_torn_checkpoints, save_checkpoint, trim_metrics
+from training.conditioning import conditions, draws, known_axes
 from training.config import DpoConfig, TrainConfig, load_run_config, write_run_config
 from training.data import CurriculumLoader, Schedule, shards_root
 from training.devices import default_device
 from training.failures import FAILURES
 from training.text import TextEncoder, pad_states, text_encoder_path
-from training.train import (
-    build_model,
-    checkpoints,
-    conditions,
-    draws,
-    known_axes,
-    load_checkpoint,
-    remove_torn_checkpoints,
-    run_taxonomy,
-    save_checkpoint,
-    trim_metrics,
-)
+from training.train import build_model, run_taxonomy
 from training.vae import latent_space
 
 ONLINE_INDEX = 1 << 40  # stream indices of online pairs' draws (noise, t): never an offline sample's

@@ -16,11 +16,13 @@ import torch
 import taxonomy
 from pks.errors import UserError
 from pks.store import atomic_path
+from training.checkpoint import checkpoints
+from training.conditioning import fold_tags
 from training.config import TrainConfig, load_run_config
 from training.devices import default_device
 from training.model import N_STAGES
 from training.text import TextEncoder, pad_states, text_encoder_path
-from training.train import build_model, checkpoints, fold_tags, run_taxonomy
+from training.train import build_model, run_taxonomy
 from training.vae import latent_space
 
 EXTRA_FIELDS = ("shot", "stage")

@@ -21,8 +21,6 @@ import io
 import json
 import logging
 import math
-import os
-import shutil
 import time
 from pathlib import Path
 from typing import Any
@@ -35,9 +33,16 @@ import yaml
 import taxonomy
 from pks.errors import UserError
 from pks.progress import bar as progress_bar
-from pks.seeded import unit
-from pks.store import atomic_path, jsonl_entries
 from pks.typedconfig import build
+from training.checkpoint import (
+    checkpoints,
+    load_checkpoint,
+    remove_torn_checkpoints,
+    save_checkpoint,
+    trim_metrics,
+    unwrap,
+)
+from training.conditioning import conditions, draws
 from training.config import LABEL, LatentConfig, LoopConfig, TrainConfig, write_run_config
 from training.data import CurriculumLoader, Schedule, refuse_stale, shards_root
 from training.devices import setup_distributed
@@ -45,85 +50,8 @@ from training.model import X0_MIN_T, VideoDiT, flops_per_step, model_config
 from training.text import pad_states, text_encoder_path
 from training.vae import latent_space
 
-CKPT = "step-{:08d}"
 PEAK_BF16_FLOPS = {"H100": 989e12, "H200": 989e12, "A100": 312e12}  # dense tensor-core peaks
 log = logging.getLogger(__name__)
-
-
-# ---- conditioning -------------------------------------------------------------------------
-def known_axes(record: dict) -> list[bool]:
-    """Which tag axes a clip's caption actually labels: none without a caption; camera and vfx
-    for the model-free `signals` captioner (style and motion are not measurable); all for a VLM
-    or a human. An unlabelled axis is 'unknown' to the tag encoder, not 'empty'."""
-    cap = record.get("caption")
-    if not cap:
-        return [False] * len(taxonomy.TAG_AXES)
-    if (record.get("caption_source") or "").startswith("signals"):
-        return [a in ("camera", "vfx") for a in taxonomy.TAG_AXES]
-    return [True] * len(taxonomy.TAG_AXES)
-
-
-def fold_tags(text: str, tags: dict[str, list[str]], shot: str | None, stage: int | None) -> str:
-    """The text-only ablation: tags written into the narrative instead of the tag channel."""
-    parts = [f"{a}: {', '.join(v)}" for a, v in tags.items() if v]
-    parts += [f"shot: {shot}"] if shot else []
-    parts += [f"stage {stage}"] if stage is not None else []
-    return f"{text} [{'; '.join(parts)}]" if parts else text
-
-
-def tag_lists(tags: dict[str, torch.Tensor], i: int, tax) -> dict[str, list[str]]:
-    return {a: [tax.axes[a].ids[j] for j in torch.nonzero(tags[a][i]).flatten().tolist()] for a in taxonomy.TAG_AXES}
-
-
-def draws(seed: int, index: int, latent_shape: tuple, cfg: TrainConfig) -> dict:
-    """Everything random about one sample, from its place in the stream: timestep, noise and
-    guidance dropout. Counter-based, so resume and any rank count give the same draws."""
-    g = torch.Generator().manual_seed(int(unit(seed, "sample", index) * 2**62))
-    tc = cfg.train
-    t = torch.sigmoid(tc.logit_mean + tc.logit_std * torch.randn((), generator=g))
-    s = tc.shift
-    t = s * t / (1 + (s - 1) * t)  # resolution shift: more noise for more tokens (SD3)
-    noise = torch.randn(latent_shape, generator=g)
-    drop = torch.rand(len(taxonomy.TAG_AXES) + 3, generator=g)
-    return {
-        "t": t,
-        "noise": noise,
-        "drop_axes": drop[:4] < tc.drop_tags,
-        "drop_shot": bool(drop[4] < tc.drop_tags),
-        "drop_stage": bool(drop[5] < tc.drop_tags),
-        "drop_text": bool(drop[6] < tc.drop_text),
-    }
-
-
-def conditions(batch: dict, samples: list[dict], tax, tag_channel: bool) -> dict:
-    """The model's conditioning for a batch, guidance dropout applied: tag multi-hots, known
-    axes, shot and stage (-1 unknown), and the narratives to encode."""
-    n = len(batch["records"])
-    known = torch.tensor([known_axes(r) for r in batch["records"]])
-    unspecified = (
-        tax.axes[taxonomy.SHOT_AXIS].ids.index("unspecified")
-        if "unspecified" in tax.axes[taxonomy.SHOT_AXIS].ids
-        else -2
-    )
-    shot = torch.where(batch["shot"] == unspecified, -1, batch["shot"])
-    stage = batch["stage"].clone()
-    texts = list(batch["text"])
-    for i, d in enumerate(samples):
-        known[i] &= ~d["drop_axes"]
-        if d["drop_shot"]:
-            shot[i] = -1
-        if d["drop_stage"]:
-            stage[i] = -1
-        if d["drop_text"]:
-            texts[i] = ""
-    if not tag_channel:  # ablation: the tags only as words in the narrative
-        for i in range(n):
-            lists = {a: v for a, v in tag_lists(batch["tags"], i, tax).items() if known[i, taxonomy.TAG_AXES.index(a)]}
-            shot_name = tax.axes[taxonomy.SHOT_AXIS].ids[shot[i]] if shot[i] >= 0 else None
-            texts[i] = fold_tags(texts[i], lists, shot_name, int(stage[i]) if stage[i] >= 0 else None)
-        known[:] = False
-        shot[:], stage[:] = -1, -1
-    return {"tags": batch["tags"], "known": known, "shot": shot, "stage": stage, "texts": texts}
 
 
 # ---- parts -------------------------------------------------------------------------------
@@ -173,88 +101,6 @@ def lr_at(step: int, tc: LoopConfig) -> float:
     return tc.min_lr + 0.5 * (tc.lr - tc.min_lr) * (1 + math.cos(math.pi * a))
 
 
-# ---- checkpoints -------------------------------------------------------------------------
-def checkpoints(run: Path) -> list[Path]:
-    """Finished checkpoints, oldest first (a temporary directory left by a kill is not one)."""
-    d = run / "checkpoints"
-    return sorted(p for p in d.glob("step-*") if p.is_dir() and p.name[5:].isdigit()) if d.is_dir() else []
-
-
-def save_checkpoint(
-    run: Path, step: int, model, ema: dict, opt, sharded: bool, rank: int, keep: int, meta: dict | None = None
-) -> None:
-    """RUN/checkpoints/step-N/: state (one file, or torch.distributed.checkpoint shards), the EMA
-    weights in full for sampling, meta.json (with `meta`: e.g. the taxonomy version). Written
-    under a temporary name, renamed when whole."""
-    final = run / "checkpoints" / CKPT.format(step)
-    tmp = final.with_name(final.name + ".tmp")
-    if rank == 0:
-        shutil.rmtree(tmp, ignore_errors=True)
-        tmp.mkdir(parents=True)
-    if sharded:
-        import torch.distributed.checkpoint as dcp
-        from torch.distributed.checkpoint.state_dict import get_state_dict
-
-        dist.barrier()
-        msd, osd = get_state_dict(model, opt)
-        dcp.save({"model": msd, "optimizer": osd, "ema": ema}, checkpoint_id=str(tmp / "state"))
-        full = {k: (v.full_tensor() if hasattr(v, "full_tensor") else v).cpu() for k, v in ema.items()}  # collective
-    else:
-        full = {k: v.cpu() for k, v in ema.items()}
-        if rank == 0:
-            torch.save({"model": unwrap(model).state_dict(), "optimizer": opt.state_dict()}, tmp / "state.pt")
-    if rank == 0:
-        torch.save(full, tmp / "ema.pt")
-        (tmp / "meta.json").write_text(
-            json.dumps({"step": step, "sharded": sharded, **(meta or {}), "rng": torch.get_rng_state().tolist()})
-        )
-        os.replace(tmp, final)
-        for old in checkpoints(run)[:-keep]:
-            shutil.rmtree(old, ignore_errors=True)
-    if dist.is_initialized():
-        dist.barrier()
-
-
-def load_checkpoint(path: Path, model, ema: dict, opt) -> int:
-    meta = json.loads((path / "meta.json").read_text())
-    if meta["sharded"]:
-        import torch.distributed.checkpoint as dcp
-        from torch.distributed.checkpoint.state_dict import (
-            get_state_dict,
-            set_state_dict,
-        )
-
-        msd, osd = get_state_dict(model, opt)
-        state: dict[str, Any] = {"model": msd, "optimizer": osd, "ema": ema}
-        dcp.load(state, checkpoint_id=str(path / "state"))
-        set_state_dict(model, opt, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
-    else:
-        state = torch.load(path / "state.pt", map_location="cpu", weights_only=True)
-        unwrap(model).load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        saved = torch.load(path / "ema.pt", map_location="cpu", weights_only=True)
-        for k, v in ema.items():
-            v.copy_(saved[k])
-    torch.set_rng_state(torch.tensor(meta["rng"], dtype=torch.uint8))
-    return meta["step"]
-
-
-def remove_torn_checkpoints(run: Path) -> None:
-    """Delete checkpoint directories a kill left half written (never renamed to step-N)."""
-    for stale in (run / "checkpoints").glob("*.tmp") if (run / "checkpoints").is_dir() else []:
-        shutil.rmtree(stale)
-
-
-def trim_metrics(path: Path, step: int) -> None:
-    """Drop the lines a killed run logged after the checkpoint it resumes from (step), and a
-    line it tore mid-write. Rewritten under a temporary name and renamed: a kill during the
-    rewrite leaves the old file, never a truncated one."""
-    if path.exists():
-        kept = [e for e in jsonl_entries(path.read_text()) if e["step"] <= step]
-        with atomic_path(path) as tmp:
-            tmp.write_text("".join(json.dumps(e) + "\n" for e in kept))
-
-
 def iter_raw(root: Path):
     """Raw samples of the first shard of a shards folder (to read a sample's shapes)."""
     import pyarrow.parquet as pq
@@ -262,11 +108,6 @@ def iter_raw(root: Path):
 
     first = pq.read_table(root / "index.parquet", columns=["shard"]).column("shard")[0].as_py()
     return iter(wds.WebDataset(str(root / first), shardshuffle=False, empty_check=False))
-
-
-def unwrap(model):
-    model = getattr(model, "_orig_mod", model)  # torch.compile
-    return getattr(model, "module", model)  # DDP
 
 
 # ---- the loop ----------------------------------------------------------------------------
