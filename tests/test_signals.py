@@ -85,6 +85,24 @@ def test_cadence_through_effects_redrawn_every_frame_and_a_held_start(cadence):
     assert round(analyse(clip(frames), CFG)["cadence"]) == cadence
 
 
+@pytest.mark.parametrize("cadence", [4, 6, 8])
+@pytest.mark.parametrize("camera", ["static", "pan_left"])
+def test_limited_animation_holds_of_4_6_and_8_frames(cadence, camera):
+    """Limited TV animation holds drawings on 6s and 8s; a shot on c's also has the rhythm of
+    every divisor of c (runs of 2 on 6s start with the change), so the largest that fits is
+    the cadence (the old search stopped at the first fit in 2..4: 4, 6 and 8 read as 2)."""
+    frames = render(
+        cadence=cadence,
+        camera=camera,
+        camera_speed=4.0 if camera != "static" else 0.0,
+        subject_speed=2.0,
+        deformation=0.3,
+        n_frames=48,
+    )
+    out = analyse(clip(frames), CFG)
+    assert out["cadence"] == cadence and out["camera_motion"] == [camera]
+
+
 @pytest.mark.parametrize(
     "camera, tag",
     [
@@ -99,6 +117,20 @@ def test_camera_tags(camera, tag):
     speed = {"zoom_in": 0.4, "zoom_out": 0.4, "tilt_up": 3.0, "shake": 8.0, "static": 0.0}[camera]
     out = analyse(clip(render(camera=camera, camera_speed=speed, n_frames=40)), CFG)
     assert out["camera_motion"] == [tag]
+
+
+@pytest.mark.parametrize("seed", [3, 7])
+@pytest.mark.parametrize("camera", ["pan_left", "tilt_up", "static"])
+def test_a_real_slow_pan_reads_as_a_pan(camera, seed):
+    """0.5 px/frame on a 1920 px frame (0.00026 frame widths per frame) is a pan; the old
+    threshold (0.0008) read it as static. Rendered at 384 px wide moving 0.1 px/frame: the same
+    speed in frame widths, and analysis sees the same 0.05 px/frame at its 192 px either way.
+    Raw frames, not an encode: x264's quarter-pel motion vectors are not scale-free (0.1 px is
+    under a quarter pel at 384 px, so the encoder holds blocks and then jumps; at 1920 px
+    crf 23 the same pan reads 0.00025-0.00031 widths per frame, measured)."""
+    frames = render(camera=camera, camera_speed=0.1 if camera != "static" else 0.0, seed=seed, n_frames=36)
+    out = analyse(clip(frames), CFG)
+    assert out["camera_motion"] == [camera]
 
 
 def test_a_tilt_with_a_small_scale_error_is_not_a_zoom():
@@ -154,6 +186,16 @@ def test_impact_frames_counted_and_not_flagged():
     assert out["quality_flags"] == [] and round(out["cadence"]) == 2
 
 
+@pytest.mark.parametrize("length", [3, 4])
+@pytest.mark.parametrize("kind", ["invert", "white"])
+def test_impact_sequences_of_3_and_4_frames_are_impacts_not_cuts(length, kind):
+    """Real impact sequences run 3-4 frames at 24 fps; the old 1-2 frame window read them as a
+    missed cut (`multi_shot`) and counted none."""
+    out = analyse(clip(render(flashes=[{"frame": 14, "length": length, "kind": kind}])), CFG)
+    assert out["impact_frames"] == length
+    assert out["quality_flags"] == [] and round(out["cadence"]) == 2
+
+
 @pytest.mark.parametrize(
     "kind, flag",
     [("interlaced", "interlaced"), ("block_corruption", "block_corruption"), ("decoder_garbage", "decoder_garbage")],
@@ -178,6 +220,19 @@ def test_one_frame_with_a_lost_slice_is_flagged_in_a_flat_tilting_shot(bars):
         frames = [np.pad(x, ((0, 0), (48, 48), (0, 0))) for x in frames]
     out = analyse(clip(frames), CFG)
     assert "decoder_garbage" in out["quality_flags"]
+
+
+@pytest.mark.parametrize("camera", ["tilt_up", "pan_right", "static"])
+def test_a_lost_band_of_6_percent_of_the_height_is_flagged(camera):
+    """One frame loses its bottom 6% (a macroblock row or two at 360p: green, a run of noise
+    blocks); the old threshold wanted 15% of the height. The band is judged against the same
+    height at the other edge, not a third of the frame it would be diluted in."""
+    frames = render(camera=camera, camera_speed=3.0 if camera != "static" else 0.0, cadence=2, n_frames=30)
+    f = frames[13]
+    k = int(round(0.06 * f.shape[0]))
+    f[-k:] = (0, 135, 0)
+    f[-k:, 40:120] = np.random.default_rng(0).integers(0, 256, (k, 80, 3), dtype=np.uint8)
+    assert "decoder_garbage" in analyse(clip(frames), CFG)["quality_flags"]
 
 
 @pytest.mark.parametrize("field_order", ["odd_late", "even_late"])

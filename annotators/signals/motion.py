@@ -40,12 +40,19 @@ class MotionParams:
     cadence_contrast: float = 1.3  # a new drawing changes this much more than the held frames after it...
     cadence_fit: float = 0.67  # ...in this share of the runs, for a shot to be read as steadily on 2s, 3s or 4s
     cadence_windows: int = 4  # runs needed to say so
+    # Limited TV animation holds drawings on 6s and 8s (a third of a second at 24 fps) besides
+    # 2s-4s; beyond 8 a hold is a held drawing, not a cadence. Also the cap of the cadence read
+    # from the share of held frames (1 / (1 - held_ratio)) when no steady rhythm fits.
+    cadence_max: int = 8
     foreground_px: float = 0.7  # residual flow (px) that marks a foreground point
     open_px: int = 1  # changes thinner than 2 * open_px + 1 px are strokes, not drawing changes
     region_grow: int = 2  # px the changed region is grown by to take in the subject's still parts
     smear_ratio: float = 1.5  # a smear differs from each neighbour this much more than they differ
     smear_min: float = 0.02  # ...and changes at least this share of the frame
     impact_change: float = 0.5  # share of pixels changed by an impact/flash frame
+    # Impact sequences run 1-4 frames at 24 fps (up to ~170 ms: a flash, or a held inverted or
+    # two-tone drawing); a break that comes back within this many frames is an impact, not a cut.
+    impact_max_frames: int = 4
     rigid_parts: int = 3  # rigid pieces peeled off the foreground before measuring the rest
     part_px: float = 1.0  # flow error (px) within which a point moves with a rigid piece
     nonrigid_weight: float = 0.8  # weight of the unexplained foreground share in the raw deformation
@@ -195,7 +202,9 @@ def summarise(res: MotionResult, p: MotionParams, cam: dict) -> dict:
             "impact_at": [],
         }
     changed = np.array([q.changed for q in pairs])
-    impact = _impacts(changed, p.impact_change)
+    impact = _impacts(
+        changed, p.impact_change, p.impact_max_frames, lambda a, b: _changed_between(res, a, b, p, steady=True)
+    )
     # A change as big as an impact that does not come back is a cut the shot detector missed:
     # the clip holds two shots. Counted (the caller flags the clip) and kept out of deformation.
     # Only where frames on both sides can show it: a flash on a clip's first or last frames
@@ -214,7 +223,9 @@ def summarise(res: MotionResult, p: MotionParams, cam: dict) -> dict:
     held_thr = min(p.held_fraction, max(0.002, p.held_relative * typical))
     held = np.array([changed[i] < held_thr for i in normal], bool)
     held_ratio = float(held.mean()) if len(held) else 0.0
-    cadence = _steady_cadence(changed, set(normal), held_thr, p) or float(1.0 / max(1.0 - held_ratio, 1.0 / 3.5))
+    cadence = _steady_cadence(changed, set(normal), held_thr, p) or float(
+        1.0 / max(1.0 - held_ratio, 1.0 / (p.cadence_max + 0.5))
+    )
     terms = np.array([camera_terms(q.M, res.width, res.height) for q in pairs])
     tags, stats = camera_tags(terms[normal] if normal else terms, cam)
     deforms = [d for d in (pairs[i].deform for i in normal) if d is not None]
@@ -244,31 +255,48 @@ def _steady_cadence(changed: np.ndarray, normal: set[int], held_thr: float, p: M
     """The cadence c of a shot animated steadily on c's: in nearly every run of c frames where
     something stands out from the floor of held frames, it is the first frame that changes, and
     clearly more than the others. That holds where effects redrawn every frame or a moving
-    camera keep every frame from being held. None when no c in 2..4 fits (then the share of
-    held frames gives the cadence, which also covers mixed timing)."""
-    for c in range(2, 5):
-        for phase in range(c):
-            runs = [
-                changed[s : s + c]
-                for s in range(phase, len(changed) - c + 1, c)
-                if all(i in normal for i in range(s, s + c))
-            ]  # impact frames say nothing about timing
-            if len(runs) < p.cadence_windows:
-                continue
-            floor = float(np.median([r[1:] for r in runs]))  # held frames, effects and all
-            runs = [r for r in runs if r.max() >= max(held_thr, p.cadence_contrast * floor)]  # not a held stretch
-            fits = sum(bool(r[0] > p.cadence_contrast * r[1:].max()) for r in runs)
-            if len(runs) >= p.cadence_windows and fits >= p.cadence_fit * len(runs):
-                return float(c)
+    camera keep every frame from being held. A shot on c's also fits every divisor of c (runs
+    of 2 on 6s: the runs holding a change start with it), never a multiple: the largest c in
+    2..cadence_max that fits is the cadence (searched as multiples of the smallest that fits).
+    None when none fits (then the share of held frames gives the cadence, which also covers
+    mixed timing)."""
+    for c in range(2, p.cadence_max + 1):
+        if _fits(changed, normal, held_thr, p, c):
+            best = c
+            for m in range(2 * c, p.cadence_max + 1, c):
+                if _fits(changed, normal, held_thr, p, m):
+                    best = m
+            return float(best)
     return None
 
 
-def _changed_between(res: MotionResult, a: int, b: int, p: MotionParams) -> float:
+def _fits(changed: np.ndarray, normal: set[int], held_thr: float, p: MotionParams, c: int) -> bool:
+    """Some phase of runs of c frames has the rhythm of a shot on c's (see _steady_cadence)."""
+    for phase in range(c):
+        runs = [
+            changed[s : s + c]
+            for s in range(phase, len(changed) - c + 1, c)
+            if all(i in normal for i in range(s, s + c))
+        ]  # impact frames say nothing about timing
+        if len(runs) < p.cadence_windows:
+            continue
+        floor = float(np.median([r[1:] for r in runs]))  # held frames, effects and all
+        runs = [r for r in runs if r.max() >= max(held_thr, p.cadence_contrast * floor)]  # not a held stretch
+        fits = sum(bool(r[0] > p.cadence_contrast * r[1:].max()) for r in runs)
+        if len(runs) >= p.cadence_windows and fits >= p.cadence_fit * len(runs):
+            return True
+    return False
+
+
+def _changed_between(res: MotionResult, a: int, b: int, p: MotionParams, steady: bool = False) -> float:
     """Share of pixels that differ between frames a < b once the camera moves between them
-    (composed from the per-pair models) are undone."""
+    (composed from the per-pair models) are undone. `steady`: the frames between may not be
+    the shot's (an impact: the camera fit on them is meaningless), so the camera is taken to
+    keep the move it made into frame a."""
     M = np.vstack([IDENTITY, [0, 0, 1]]).astype(np.float64)
-    for q in res.pairs[a:b]:
-        M = np.vstack([q.M, [0, 0, 1]]) @ M
+    for k in range(a, b):
+        q = res.pairs[max(a - 1, 0)] if steady and a > 0 else (None if steady else res.pairs[k])
+        M = (np.vstack([q.M, [0, 0, 1]]) if q is not None else np.eye(3)) @ M
     h, w = res.gray[a].shape
     warped = cv2.GaussianBlur(
         cv2.warpAffine(res.gray[a], M[:2].astype(np.float32), (w, h), borderMode=cv2.BORDER_REPLICATE), (0, 0), 1.0
@@ -293,16 +321,21 @@ def _smears(res: MotionResult, starts: list[int], impact: set[int], p: MotionPar
     return frames
 
 
-def _impacts(changed: np.ndarray, threshold: float) -> set[int]:
-    """Frames (as pair indices into the clip) that break from the shot and come back within 2
-    frames: a big change in, and a big change out."""
+def _impacts(changed: np.ndarray, threshold: float, longest: int = 4, between=None) -> set[int]:
+    """Frames (as pair indices into the clip) that break from the shot and come back within
+    `longest` frames: a big change in, a big change out, and (where `between(a, b)`, the
+    change from frame a to frame b, is given) the frame after them close to the frame before,
+    so that effects redrawn big with every drawing (speed and focus lines) are not impacts."""
     frames: set[int] = set()
     for i in range(len(changed)):
         if changed[i] < threshold:
             continue
-        for L in (1, 2):
+        for L in range(1, longest + 1):
             if i + L < len(changed) and changed[i + L] >= threshold:
-                frames.update(range(i + 1, i + L + 1))
+                # back: the frames either side are at least twice as close to each other as
+                # to the break (a drawing change on 2s under redrawn speed lines is not)
+                if between is None or between(i, i + L + 1) < 0.5 * min(changed[i], changed[i + L]):
+                    frames.update(range(i + 1, i + L + 1))
                 break
     return frames
 
@@ -316,13 +349,27 @@ def camera_tags(terms: np.ndarray, cam: dict) -> tuple[list[str], dict]:
     zoom = float(np.median(ls))
     steady_zoom = float(np.mean(np.sign(ls) == np.sign(zoom))) >= cam["zoom_agreement"]
     roll = float(np.median(rot))
+    # A pan or tilt reads when the median drift clears both `pan` (a physical floor: half the
+    # slowest pan worth naming, 0.5 px/frame on a 1920 px frame = 0.00026 widths, so a drift
+    # the flow reads 50% low still counts) and `pan_sigmas` standard errors of that median
+    # (1.25 sigma / sqrt(n) for a median; the per-frame sigma is the frame-to-frame jitter over
+    # sqrt(2)): a static camera over subjects animated on ones leaves per-frame flow noise
+    # whose median wanders by up to 0.00013 widths on the tuning footage, where the floor alone
+    # would be too close to call, while a real slow pan is steady (small jitter).
+    # A zoom toward a point off the frame centre moves the centre too: by |log scale| x the
+    # point's offset, and framing keeps what a zoom closes on within the centre half of the
+    # frame (offset <= 1/4 width), so a drift under `pan_per_zoom` (0.25) x the zoom is the
+    # zoom's own.
+    drift_floor = max(cam["pan"], cam["pan_per_zoom"] * abs(float(np.median(ls))))
+    if n > 2:
+        drift_floor = max(drift_floor, cam["pan_sigmas"] * 1.25 * jitter / math.sqrt(2 * n))
     tags = []
     if jitter > cam["shake"] and jitter > cam["shake_ratio"] * math.hypot(mx, my):
         tags.append("shake")
     else:
-        if abs(mx) > cam["pan"] and abs(mx) >= 0.5 * abs(my):
+        if abs(mx) > drift_floor and abs(mx) >= 0.5 * abs(my):
             tags.append("pan_left" if mx > 0 else "pan_right")  # background moves right: view goes left
-        if abs(my) > cam["pan"] and abs(my) >= 0.5 * abs(mx):
+        if abs(my) > drift_floor and abs(my) >= 0.5 * abs(mx):
             tags.append("tilt_up" if my > 0 else "tilt_down")
     # A translation's flow carries a small scale error (flow is biased low where texture is
     # sparse, as in a sky), so a zoom beside a pan or tilt must also exceed a share of it.

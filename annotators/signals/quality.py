@@ -17,11 +17,29 @@ MB = 16
 @dataclass
 class QualityParams:
     comb: float = 0.004  # share of combing teeth (see combing) in an interlaced frame; 1 px lines give < 0.0012
-    comb_frames: float = 0.3  # share of sampled frames that must comb
+    # Share of sampled frames that must comb (and at least comb_min of them). A 2:3 pulldown
+    # weaves 2 of every 5 frames from two film frames, but only where the picture changes
+    # between them shows it: on ones 0.4 of the frames comb, on 2s about 0.2, on 3s with a
+    # still camera about 0.1 (measured 0.08-0.12 on telecined tuning shots; clean shots of
+    # both families: no sampled frame combs at all), so half of the 3s figure.
+    comb_frames: float = 0.05
+    comb_min: int = 2
     block_ratio: float = 3.0  # edge energy on the 16-px grid over elsewhere, in a corrupt frame
     block_jump: float = 1.8  # ...and over the clip's own median (compression is steady, corruption bursts)
+    # A whole clip blocky (a starved encode: blocking in every frame, so no burst over the
+    # clip's own median): the clip's median of flat_block_steps over this. Measured on tuning
+    # footage (cel 2027, painted 3100, 3 videos each at 640x360, 39 clean shots, crf 16-25):
+    # clean shots' medians 0.97-2.87 (a normal encode leaves a few faint block steps in
+    # gradients), and up to 3.25 on a crf-30 source at 320x176 (the worst quality the synthetic
+    # sources use; tests/test_persistent_damage.py); starved re-encodes of the same shots
+    # (pks.synth.processes.starve) 2.62-8.2 at 640x360 (30 of 39 over 3.6), 6.1-7.5 at 320x176;
+    # rendered frames before any encode ~0.4 (drawn edges are strong or anti-aliased, not
+    # faint steps between flat runs). 3.6 is 1.1x the largest clean value. (The grid ratio's
+    # clip median cannot do this: drawn windows on the grid of a still shot reach 2.1 before
+    # any encode.)
+    block_steady: float = 3.6
     garbage_flat: float = 0.25  # extra share of dead (flat) blocks over the frames around
-    garbage_band: float = 0.15  # share of the height lost at the top or bottom for one frame (see lost_band)
+    garbage_band: float = 0.05  # share of the height lost at the top or bottom for one frame (see lost_band)
     bar_luma: float = 20.0  # letterbox bars: darker than this...
     bar_std: float = 4.0  # ...and this flat
     bar_min: float = 0.04  # ...over at least this share of the height (width) on both sides
@@ -94,6 +112,43 @@ def grid_ratio(y: np.ndarray, tile: int = 64, floor: float = 2.0) -> float:
     return float(max(whole, np.percentile(tiles, 90)))
 
 
+def inside_bars(ys: list[np.ndarray]) -> list[np.ndarray]:
+    """The frames cropped to the picture inside any letterbox or pillarbox bars, on the block
+    grid (the crop starts and ends on multiples of MB, so grid phases are kept): a bar's edge
+    is a sharp step the whole height or width of the frame, and on a grid line it is read as
+    blocking in every frame (a picture 80 px inside pillarbox bars: grid ratio 3, measured)."""
+    if not ys:
+        return ys
+    (top, bottom), (left, right) = picture_box(np.stack(ys))
+    t, lft = -(-top // MB) * MB, -(-left // MB) * MB
+    b, r = bottom // MB * MB, right // MB * MB
+    if b - t < 2 * MB or r - lft < 2 * MB:
+        return ys
+    return [np.ascontiguousarray(y[t:b, lft:r]) for y in ys]
+
+
+def flat_block_steps(y: np.ndarray, low: int = 2, high: int = 20) -> float:
+    """How much more often than off the 16-px grid a faint step between two flat runs lies on
+    it, both directions (1: no grid). A starved encoder codes blocks as flat patches, so the
+    picture steps by a few grey levels exactly at block edges with no change on either side
+    (as in standard no-reference blockiness metrics, which weigh grid steps against the
+    activity beside them); drawn edges are stronger than `high` or spread over anti-aliased
+    pixels, and sit on any column. `low`..`high` grey levels: above codec noise (1), under the
+    contrast of drawn lines (20+)."""
+    yi = y.astype(np.int16)
+    on = off = 0.0
+    for d in (np.abs(np.diff(yi, axis=1)), np.abs(np.diff(yi, axis=0)).T):  # steps c -> c + 1, by column
+        if d.shape[1] < 2 * MB + 2:
+            return 1.0
+        mid = d[:, 1:-1]
+        step = (mid >= low) & (mid <= high) & (np.maximum(d[:, :-2], d[:, 2:]) <= 1)
+        per_col = np.count_nonzero(step, axis=0)
+        phase = (np.arange(1, d.shape[1] - 1) + 1) % MB  # 0: the step from column MB k - 1 to MB k
+        count = np.bincount(phase, weights=per_col, minlength=MB) / np.bincount(phase, minlength=MB)
+        on, off = on + count[0], off + float(np.mean(count[1:]))
+    return float(on / max(off, 1.0 / len(yi)))
+
+
 def dead_blocks(rgb: np.ndarray, k: int = 8) -> np.ndarray:
     """Per frame of [N, h, w, 3]: share of k x k blocks perfectly flat in every channel (lost data)."""
     n, h, w = rgb.shape[0], (rgb.shape[1] // k) * k, (rgb.shape[2] // k) * k
@@ -146,12 +201,14 @@ def has_detail(y: np.ndarray, min_std: float = 6.0) -> bool:
     return float(y[h // 4 : h - h // 4, w // 4 : w - w // 4].std()) >= min_std
 
 
-def intact_part(rgb: np.ndarray, i: int, others: set, tol: float = 20.0) -> bool:
-    """The top or the bottom third of frame i matches a nearby frame not in `others` (the
-    other suspects) while the other third does not: lost data spares part of a frame, while
-    an impact frame or a flash changes all of it. "Matches" allows for a moving camera: no
-    more change than `tol`, or than that third shows between the good frames either side."""
-    h = rgb.shape[1] // 3
+def intact_part(rgb: np.ndarray, i: int, others: set, tol: float = 20.0, share: float = 1 / 3) -> bool:
+    """The top or the bottom `share` of frame i (a third; a lost band's own height where
+    lost_band measured one, so a thin band is not diluted by the intact rows of its third)
+    matches a nearby frame not in `others` (the other suspects) while the other does not: lost
+    data spares part of a frame, while an impact frame or a flash changes all of it. "Matches"
+    allows for a moving camera: no more change than `tol`, or than that part shows between the
+    good frames either side."""
+    h = max(1, int(round(rgb.shape[1] * min(share, 1 / 3))))
     parts = (slice(0, h), slice(rgb.shape[1] - h, None))
 
     def change(a, b):
@@ -194,13 +251,19 @@ def quality_flags(
     )  # each frame against the one sampled before (the first: the last)
     comb = np.array([combing(y, b) for y, b in zip(ys, before)]) if ys else np.zeros(0)
     stats["combing"] = round(float(np.median(comb)), 4) if len(comb) else 0.0
-    if len(comb) and (comb > p.comb).mean() >= p.comb_frames:
+    combed = int(np.count_nonzero(comb > p.comb))
+    stats["combed_share"] = round(combed / len(comb), 3) if len(comb) else 0.0
+    if len(comb) and combed >= p.comb_min and combed / len(comb) >= p.comb_frames:
         flags.append("interlaced")
-    grid = np.array([grid_ratio(y) for y in ys if has_detail(y)])
+    pictures = [y for y in inside_bars(ys) if has_detail(y)]
+    grid = np.array([grid_ratio(y) for y in pictures])
     if len(grid):
         med = float(np.median(grid))
+        steps = float(np.median([flat_block_steps(y) for y in pictures]))
         stats["grid_max"] = round(float(grid.max()), 3)
-        if grid.max() > p.block_ratio and grid.max() > p.block_jump * med:
+        stats["block_steps"] = round(steps, 3)
+        burst = grid.max() > p.block_ratio and grid.max() > p.block_jump * med
+        if burst or steps > p.block_steady:  # corruption bursts; starvation blocks every frame
             flags.append("block_corruption")
     # Lost data flattens many blocks (or smears one row down) for 1-3 frames: a spike over the
     # frames around it.
@@ -210,12 +273,16 @@ def quality_flags(
     suspects = set(np.nonzero(dead - local > p.garbage_flat)[0].tolist())
     band = lost_band(rgb)
     stats["lost_band"] = round(float(band.max()), 3) if n else 0.0
-    suspects |= set(np.nonzero((band >= p.garbage_band) & (band <= 1 - p.garbage_band))[0].tolist())
+    banded = set(np.nonzero((band >= p.garbage_band) & (band <= 1 - p.garbage_band))[0].tolist())
+    suspects |= banded
     if suspects:
         third = rgb[:, : rgb.shape[1] // 3].astype(np.int16)
         steady = float(np.median(np.abs(np.diff(third, axis=0)).mean(axis=(1, 2, 3)))) if n > 1 else 0.0
         tol = max(8.0, 2.0 * steady)  # what part of a frame changes by anyway (camera moves); a flash changes more
-    if suspects and any(intact_part(rgb, i, suspects, tol) for i in suspects):
+    if suspects and any(
+        intact_part(rgb, i, suspects, tol) or (i in banded and intact_part(rgb, i, suspects, tol, float(band[i])))
+        for i in suspects
+    ):
         flags.append("decoder_garbage")
     grey = rgb.mean(-1)
     mean_luma = float(grey.mean())
