@@ -252,8 +252,9 @@ def main() -> None:
         n = judged[family]["n"]
         lines += table(family, measured[family], judged[family], held_out)
         lines[-1:-1] = [
+            "",
             f"Judge trained on {', '.join(f for f in families if f != family)} ({n[0]} examples), "
-            f"scored on {n[1]} clean and {n[2]} failure clips of {family}."
+            f"scored on {n[1]} clean and {n[2]} failure clips of {family}.",
         ]
     emit(lines, args.out)
     log(f"work folder: {work}")
