@@ -44,6 +44,7 @@ from annotators.shots import get_detector  # noqa: E402
 from annotators.shots.metrics import Score, score  # noqa: E402
 from annotators.signals import analyse, load_clip  # noqa: E402
 from pks.config import load_config  # noqa: E402
+from pks.jobconfig import JobConfig  # noqa: E402
 from pks.synth import synthesize  # noqa: E402
 from pks.synth.processes import make_damaged  # noqa: E402
 from report import emit  # noqa: E402
@@ -85,16 +86,16 @@ def copy_spans(truth: dict, dam: dict):
             yield sh, a, b
 
 
-def measure_family(family: str, paths: list[Path], cfg: dict, jcfg) -> dict:
+def measure_family(family: str, paths: list[Path], cfg: JobConfig, jcfg) -> dict:
     """Analysis rows, shot scores and the family's Judge examples (for training and for scoring)."""
     from training.judge import Examples, add_clip, clip_example
 
     rng = np.random.default_rng(jcfg.seed)  # the failure copies
     t0 = time.process_time()
-    width = cfg["analyse"]["width"]
+    width = cfg.analyse.width
     clean_rows, damaged_rows = [], []
     train_ex, eval_ex = Examples(), Examples()
-    shots, detector = Score(), cfg["split"]["detector"]
+    shots, detector = Score(), cfg.split.detector
     for p in paths:
         truth = json.loads(p.with_suffix(".json").read_text())
         shots += score(run_one(detector, str(p), get_detector(detector)), truth)
