@@ -67,7 +67,7 @@ def main() -> None:
         seconds += time.perf_counter() - t0
         for sh, s, e in shot_spans(truth):
             t0 = time.perf_counter()
-            out = analyse(video.span(s, e), cfg)
+            out = analyse(video.span(s, e), cfg.analyse, cfg.curriculum)
             seconds += time.perf_counter() - t0
             frames += e - s
             rows.append((sh, out, json.loads(out["signals"])["flow_magnitude"], truth.get("matte", "none")))

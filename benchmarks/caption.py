@@ -90,7 +90,7 @@ def main() -> None:
                     "caption.temperature": 0.0,
                 },
             )
-            backend = make_backend(cfg)
+            backend = make_backend(cfg.caption)
             bodies = [
                 backend.body(
                     messages(

@@ -56,7 +56,7 @@ def main() -> None:
         clip = load_clip(str(v), width=cfg.analyse.width, fps=small.fps)
         tiles = []
         for s in shots:
-            out = analyse(clip.span(s.start_frame, s.end_frame), cfg)
+            out = analyse(clip.span(s.start_frame, s.end_frame), cfg.analyse, cfg.curriculum)
             print(
                 f"  shot {s.start_frame}-{s.end_frame}: camera {out['camera_motion']}, flags {out['quality_flags']}, "
                 f"cadence {out['cadence']}, deformation {out['deformation_score']}, "

@@ -62,7 +62,7 @@ def measure(frames: np.ndarray, fps: float, path: Path, cfg: dict) -> dict:
     for f in frames:
         w.write(f)
     w.close()
-    return analyse(load_clip(str(path), width=cfg.analyse.width, fps=fps), cfg)
+    return analyse(load_clip(str(path), width=cfg.analyse.width, fps=fps), cfg.analyse, cfg.curriculum)
 
 
 def spearman(a, b) -> float:

@@ -25,7 +25,7 @@ from annotators.signals import analyse
 from annotators.signals.embed import embedder
 from annotators.signals.frames import ClipCollector
 from pks.clips import clip_path, upright
-from pks.jobconfig import JobConfig
+from pks.jobconfig import AnalyseConfig, CurriculumConfig, JobConfig
 from pks.record import ClipRecord
 from pks.seek import Irregular, iter_range
 from pks.store import AtomicFile, atomic_path
@@ -41,11 +41,11 @@ def stage_error(stage: str, e: Exception) -> str:
     return f"{stage}: {type(e).__name__}: {e}{where}"
 
 
-def analyse_one(r: ClipRecord, frames, out: Path, cfg: JobConfig) -> ClipRecord:
+def analyse_one(r: ClipRecord, frames, out: Path, a: AnalyseConfig, cur: CurriculumConfig) -> ClipRecord:
     """The analysis fields of one ok record, from its frames (pipelines.clipwork decodes them)."""
-    fields = analyse(frames, cfg)
+    fields = analyse(frames, a, cur)
     fields["quality_flags"] = sorted(set(r.quality_flags) | set(fields["quality_flags"]))
-    ce = cfg.analyse.clip_embeddings
+    ce = a.clip_embeddings
     if ce.checkpoint:  # semantic embedding, kept beside the manifest for the duplicate search
         vec = embedder(ce.arch, str(ce.checkpoint)).embed(frames.rgb)
         # a temporary name per attempt: a retry may run beside the attempt it replaces

@@ -119,7 +119,7 @@ def caption_run(out: Path | Store, cfg: JobConfig, progress=None) -> dict[str, i
     if not store.local:
         raise UserError(f"captioning needs a local OUT, got {store.url()}")
     out = Path(store.path())
-    backend = make_backend(cfg)
+    backend = make_backend(cfg.caption)
     say(f"pks caption: captioner {backend.source}")
     set_aside_bad_parts(store, progress)
     counts = {"captioned": 0, "errors": 0}
@@ -138,7 +138,7 @@ def caption_run(out: Path | Store, cfg: JobConfig, progress=None) -> dict[str, i
             for stem, records in rewrite_parts(out, cfg, lambda rs: caption_records(rs, out, backend, cfg)):
                 tally(stem, records)
             return counts
-        init_ray(cfg, logs_of(out))
+        init_ray(cfg.ray, logs_of(out))
         group_size = cfg.caption.vllm.group_clips
         group: list[tuple[str, list[ClipRecord]]] = []
         for n, p in enumerate(parts):
@@ -168,7 +168,7 @@ def hash_inputs(paths: list[str], out: Store, cfg: JobConfig) -> list[str]:
         return [video_key(p, out) for p in paths]
     import ray
 
-    init_ray(cfg, logs_of(out))
+    init_ray(cfg.ray, logs_of(out))
     task = ray.remote(num_cpus=1)(video_key)
     # Ray's overloads type a function with a defaulted second parameter as a one-argument task
     return ray.get([task.remote(p, out) for p in paths])  # type: ignore[call-arg]
@@ -259,7 +259,7 @@ def run(
     `progress` takes its lines (default: this module's log)."""
     say = progress or log.info
     cfg = cfg or load_config()  # load_config validated it: nothing below fails on a config value
-    backend = make_backend(cfg) if cfg.caption.captioner != "none" else None
+    backend = make_backend(cfg.caption) if cfg.caption.captioner != "none" else None
     out = as_store(out, storage_options)
     if backend and backend.batch and not out.local:
         raise UserError(f"captioner {cfg.caption.captioner} needs a local OUT (it captions the run in place)")
@@ -290,7 +290,7 @@ def run(
     t0 = time.perf_counter()
     done, frames, clips = 0, 0, 0
     if todo:
-        init_ray(cfg, logs_of(out))
+        init_ray(cfg.ray, logs_of(out))
         with progress_bar(len(todo), "pks curate", "video") as bar:
             for s in run_videos(
                 todo, out, cfg
@@ -309,7 +309,7 @@ def run(
     if orphans:
         say(f"pks curate: removed {orphans} clip file(s) no record points to")
     if backend and backend.batch:  # after every video: one pass over the new clips (cached ones skip)
-        init_ray(cfg, logs_of(out))
+        init_ray(cfg.ray, logs_of(out))
         caption_run(out, cfg, progress)
     counts = build_manifest(out, cfg)
     summary = {

@@ -14,7 +14,7 @@ import pyarrow.parquet as pq
 
 from annotators.signals.dedupe import find_duplicates
 from annotators.signals.embed import streamed_duplicates
-from pks.jobconfig import JobConfig
+from pks.jobconfig import AnalyseConfig, JobConfig
 from pks.record import SCHEMA, SHARD_REJECT, ClipRecord, write_parquet
 from pks.store import Store, as_store, first_line
 
@@ -65,7 +65,7 @@ def set_aside_bad_parts(out: Store, progress=None) -> int:
     return moved
 
 
-def duplicates(out: Path | Store, cfg: JobConfig, parts: list[str] | None = None) -> dict[str, str]:
+def duplicates(out: Path | Store, a: AnalyseConfig, parts: list[str] | None = None) -> dict[str, str]:
     """{clip_id: the clip kept of its near-duplicate group} for every clip that nearly repeats
     another; the group's earliest clip_id (smallest video_id, then start_frame) is the one kept.
     Searched over ok clips and the shard stage's rejections (which it judges again), so a
@@ -80,7 +80,7 @@ def duplicates(out: Path | Store, cfg: JobConfig, parts: list[str] | None = None
             if r["phash"] and (r["status"] == "ok" or r["error"].startswith(SHARD_REJECT))
         ]
     sigs.sort()  # both searches point each duplicate at an earlier clip: the earliest is kept
-    dupes = find_duplicates(sigs, cfg.analyse.duplicate_bits)
+    dupes = find_duplicates(sigs, a.duplicate_bits)
     have = set(out.list("embeddings"))
     emb = [cid for cid, _ in sigs if f"{cid}.npy" in have]
     if emb:  # semantic near-duplicates (OpenCLIP) that the hashes did not already catch, read a batch at a time
@@ -88,7 +88,7 @@ def duplicates(out: Path | Store, cfg: JobConfig, parts: list[str] | None = None
         def load(ids: list[str]) -> np.ndarray:
             return np.stack([np.load(io.BytesIO(out.read_bytes(f"embeddings/{c}.npy"))) for c in ids])
 
-        similarity = cfg.analyse.clip_embeddings.similarity
+        similarity = a.clip_embeddings.similarity
         for cid, other in streamed_duplicates(emb, load, similarity).items():
             dupes.setdefault(cid, other)
 
@@ -107,7 +107,7 @@ def build_manifest(out: Path | Store, cfg: JobConfig, dupes: dict[str, str] | No
     does not grow with the length of the footage."""
     out = as_store(out)
     parts = parts_of(out)
-    dupes = duplicates(out, cfg, parts) if dupes is None else dupes
+    dupes = duplicates(out, cfg.analyse, parts) if dupes is None else dupes
     counts = {"ok": 0, "rejected": 0, "error": 0}
     with out.writing("manifest.parquet") as tmp, pq.ParquetWriter(tmp, SCHEMA) as writer:
         for p in parts:

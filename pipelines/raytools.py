@@ -10,7 +10,7 @@ import sys
 import warnings
 from pathlib import Path
 
-from pks.jobconfig import JobConfig
+from pks.jobconfig import RayConfig
 
 
 def ray_up() -> bool:
@@ -31,7 +31,7 @@ def ray_scope():
             sys.modules["ray"].shutdown()
 
 
-def init_ray(cfg: JobConfig, logs: Path | None = None) -> None:
+def init_ray(rc: RayConfig, logs: Path | None = None) -> None:
     """Start Ray where work needs it; with `logs` (OUT/logs of a local OUT) Ray Data's own
     progress and plans are written there instead of the terminal (see quiet_ray_data)."""
     import ray
@@ -39,12 +39,12 @@ def init_ray(cfg: JobConfig, logs: Path | None = None) -> None:
     quiet_ray_data(logs)
     if ray.is_initialized():
         return
-    address = cfg.ray.address or os.environ.get("RAY_ADDRESS")
+    address = rc.address or os.environ.get("RAY_ADDRESS")
     if address:
         ray.init(address=address)
     else:
         ray.init(
-            num_cpus=cfg.ray.num_cpus,
+            num_cpus=rc.num_cpus,
             include_dashboard=False,
             log_to_driver=False,
             configure_logging=True,

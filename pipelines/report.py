@@ -298,7 +298,7 @@ def measured(clip: Path, cfg: JobConfig) -> str:
             if rate is None:
                 raise ValueError("no frame rate")
             fps = float(rate)
-        got = analyse(load_clip(str(clip), width=cfg.analyse.width, fps=fps), cfg)
+        got = analyse(load_clip(str(clip), width=cfg.analyse.width, fps=fps), cfg.analyse, cfg.curriculum)
     except Exception as e:  # a clip the analysers cannot read is reported, not fatal to the report
         return f"cannot analyse ({e})"
     return (

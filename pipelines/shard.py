@@ -526,7 +526,7 @@ def write_shards(out: Store, cfg: JobConfig, progress=None) -> dict:
         raise UserError(f"no curated run in {out.url()} (run pks curate first)")
     set_aside_bad_parts(out, progress)
     clips = set(out.list("clips"))
-    kept = duplicates(out, cfg)  # from the parts: the manifest may predate them
+    kept = duplicates(out, cfg.analyse)  # from the parts: the manifest may predate them
     for _ in rewrite_parts(out, cfg, lambda rs: judge(rs, clips, sc, kept), kept):  # rejections land in the manifest
         pass
     clips.clear()  # (10^6 names: not kept through the plan)
@@ -549,7 +549,7 @@ def write_shards(out: Store, cfg: JobConfig, progress=None) -> dict:
     if todo:
         spills = spill_records(out, rows, todo, uuid.uuid4().hex[:12])
         try:
-            init_ray(cfg, logs_of(out))
+            init_ray(cfg.ray, logs_of(out))
             specs = [
                 {k: s[k] for k in ("name", "fingerprint", "why", "records")} | {"samples": len(s["rows"])} for s in todo
             ]

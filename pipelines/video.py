@@ -119,7 +119,7 @@ def worker_backend(cfg: JobConfig):
     not once per video."""
     key = json.dumps(dataclasses.asdict(cfg.caption), sort_keys=True)
     if key not in _BACKENDS:
-        _BACKENDS[key] = make_backend(cfg)
+        _BACKENDS[key] = make_backend(cfg.caption)
     return _BACKENDS[key]
 
 
@@ -134,7 +134,14 @@ def clip_stages(info: VideoInfo, records: list[ClipRecord], out: Path, cfg: JobC
     pks.seek)."""
     times = frame_times(info.path) if info.vfr else None  # a variable-rate source: clips resampled by them
     records = clip_pass(
-        info.path, info.rotation, records, out, cfg, lambda r, frames: analyse_one(r, frames, out, cfg), grid, times
+        info.path,
+        info.rotation,
+        records,
+        out,
+        cfg,
+        lambda r, frames: analyse_one(r, frames, out, cfg.analyse, cfg.curriculum),
+        grid,
+        times,
     )
     if cfg.caption.captioner != "none" and not worker_backend(cfg).batch:
         records = caption_clips(records, out, cfg)

@@ -187,7 +187,7 @@ def validate(cfg: JobConfig) -> None:
     if c.captioner != "none":
         from annotators.caption.backends import make_backend
 
-        make_backend(cfg)  # raises ConfigError for a missing endpoint or model
+        make_backend(cfg.caption)  # raises ConfigError for a missing endpoint or model
         local = not (cfg.ray.address or os.environ.get("RAY_ADDRESS"))
         if c.captioner in ("vllm", "transformers") and local:  # on a cluster only the workers may see it
             need(

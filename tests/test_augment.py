@@ -39,7 +39,7 @@ def test_the_camera_analyser_reads_each_move(tmp_path, move):
         for f in frames:
             w.write(f)
         w.close()
-        rec = analyse(load_clip(str(path), width=cfg.analyse.width, fps=12), cfg)
+        rec = analyse(load_clip(str(path), width=cfg.analyse.width, fps=12), cfg.analyse, cfg.curriculum)
         assert rec["camera_motion"] == [want], (want, rec["signals"])
 
 

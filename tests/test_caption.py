@@ -100,7 +100,7 @@ def test_answers_cut_at_max_tokens_are_recorded_as_cut(server, curated, tmp_path
     shutil.copytree(curated / "clips", tmp_path / "clips")
     recs = _records(curated)[:2]
     cfg = cfg_for(server, repairs=0, max_tokens=4)
-    out = caption_records(recs, tmp_path, make_backend(cfg), cfg)
+    out = caption_records(recs, tmp_path, make_backend(cfg.caption), cfg)
     for r in out:  # four tokens cannot hold a caption: the record says it was cut, not just "invalid"
         assert r.status == "error" and "answer cut at max_tokens" in r.error, r.error
 
@@ -143,7 +143,7 @@ def test_invalid_answers_are_asked_again_then_recorded(server, curated, tmp_path
     shutil.copytree(curated / "clips", tmp_path / "clips")
     recs = _records(curated)[:2]
     cfg = cfg_for(server, repairs=1)
-    backend = dataclasses.replace(make_backend(cfg), constrained=False, max_tokens=40)
+    backend = dataclasses.replace(make_backend(cfg.caption), constrained=False, max_tokens=40)
     before = server.requests_served()
     out = caption_records(recs, tmp_path, backend, cfg)
     assert server.requests_served() - before == 4  # 2 clips x (1 ask + 1 repair)
@@ -157,7 +157,7 @@ def test_slow_server_beyond_timeout_is_recorded(server, curated, tmp_path):
     cfg = cfg_for(server)
     # A deliberately slow answer: 1000 tokens forced, against a 0.05 s client timeout.
     backend = dataclasses.replace(
-        make_backend(cfg),
+        make_backend(cfg.caption),
         timeout_s=0.05,
         retries=1,
         backoff_s=0.01,
@@ -197,7 +197,7 @@ def test_transformers_backend_in_process_is_schema_valid(model_dir, curated, tmp
     shutil.copytree(curated / "clips", tmp_path / "clips")
     recs = _records(curated)[:3]
     cfg = load_config(None, {"caption.captioner": "transformers", "caption.model": str(model_dir)})
-    backend = make_backend(cfg)
+    backend = make_backend(cfg.caption)
     assert backend.source == f"transformers:{model_dir}"
     out = caption_records(recs, tmp_path, backend, cfg)
     tax = taxonomy.load()
@@ -206,9 +206,10 @@ def test_transformers_backend_in_process_is_schema_valid(model_dir, curated, tmp
 
 
 def test_make_backend_and_serve_vlm():
-    assert isinstance(make_backend(cfg_for()), SignalsBackend)
+    assert isinstance(make_backend(cfg_for().caption), SignalsBackend)
     assert isinstance(
-        make_backend(load_config(None, {"caption.endpoint": "http://x/v1", "caption.model": "m"})), OpenAIBackend
+        make_backend(load_config(None, {"caption.endpoint": "http://x/v1", "caption.model": "m"}).caption),
+        OpenAIBackend,
     )
     with pytest.raises(ConfigError, match="needs --endpoint"):  # found when the config is read
         load_config(None, {"caption.captioner": "openai"})
@@ -238,7 +239,7 @@ def test_server_killed_mid_run_then_rerun_resumes(server, curated, tmp_path):
     out = tmp_path / "run"
     shutil.rmtree(out / "captions")
     cfg = cfg_for(server, concurrency=1, retries=1, timeout_s=30)
-    backend = dataclasses.replace(make_backend(cfg), backoff_s=0.05)
+    backend = dataclasses.replace(make_backend(cfg.caption), backoff_s=0.05)
     recs = _records(out)
     first = caption_records(recs[:1], out, backend, cfg)  # one captioned before the crash
     assert first[0].status == "ok", first[0].error
@@ -379,6 +380,6 @@ def test_the_constraint_and_the_validation_use_the_configured_taxonomy(monkeypat
             "caption.taxonomy_version": 1,
         },
     )
-    assert make_backend(cfg).schema == v1.json_schema()
+    assert make_backend(cfg.caption).schema == v1.json_schema()
     cfg = replace_config(cfg, {"caption.captioner": "signals"})
-    assert make_backend(cfg).taxonomy_version == 1
+    assert make_backend(cfg.caption).taxonomy_version == 1

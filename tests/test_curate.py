@@ -162,11 +162,11 @@ def test_a_failing_clip_stays_on_its_clip_and_only_it_is_retried(synth_videos, t
     vid = video.video_key(path)
     real, calls = clipwork.analyse, []
 
-    def flaky(frames, cfg):
+    def flaky(frames, a, cur):
         calls.append(len(frames.rgb))
         if len(calls) == 2:
             raise RuntimeError("injected")
-        return real(frames, cfg)
+        return real(frames, a, cur)
 
     monkeypatch.setattr(clipwork, "analyse", flaky)
     video.ray_task({"path": path, "video_id": vid}, str(out), cfg)  # the Ray task's body, in process
@@ -180,7 +180,7 @@ def test_a_failing_clip_stays_on_its_clip_and_only_it_is_retried(synth_videos, t
     assert todo["retry"] and curate.plan([path], out, retry_errors=False) == ([], 1)
     mtimes = {p.name: p.stat().st_mtime_ns for p in (out / "clips").iterdir()}
     calls.clear()
-    monkeypatch.setattr(clipwork, "analyse", lambda frames, cfg: calls.append(1) or real(frames, cfg))  # fixed
+    monkeypatch.setattr(clipwork, "analyse", lambda frames, a, cur: calls.append(1) or real(frames, a, cur))  # fixed
     s = video.ray_task(todo, str(out), cfg)
     assert len(calls) == 1 and s["retried"] == 1 and s["n_ok"] == len(first)
     second = read_parquet(parts.part_path(out, vid))
@@ -340,7 +340,7 @@ def test_two_attempts_at_one_clip_both_write_its_embedding(tmp_path, monkeypatch
     from pipelines import clipwork
     from pks.record import ClipRecord
 
-    monkeypatch.setattr(clipwork, "analyse", lambda frames, cfg: {"quality_flags": []})
+    monkeypatch.setattr(clipwork, "analyse", lambda frames, a, cur: {"quality_flags": []})
     monkeypatch.setattr(
         clipwork, "embedder", lambda arch, ckpt: type("E", (), {"embed": lambda self, rgb: np.ones(4)})()
     )
@@ -355,9 +355,9 @@ def test_two_attempts_at_one_clip_both_write_its_embedding(tmp_path, monkeypatch
         real_save(file, arr, *a, **kw)
         calls.append(1)
         if len(calls) == 1:
-            clipwork.analyse_one(r, frames, tmp_path, cfg)
+            clipwork.analyse_one(r, frames, tmp_path, cfg.analyse, cfg.curriculum)
 
     monkeypatch.setattr(np, "save", save)
-    clipwork.analyse_one(r, frames, tmp_path, cfg)
+    clipwork.analyse_one(r, frames, tmp_path, cfg.analyse, cfg.curriculum)
     assert len(calls) == 2 and np.load(tmp_path / "embeddings" / f"{r.clip_id}.npy").tolist() == [1.0] * 4
     assert [p.name for p in (tmp_path / "embeddings").iterdir()] == [f"{r.clip_id}.npy"]

@@ -15,10 +15,15 @@ def shot(**kw):
 
 def test_frozen_and_block_noise_raise_pks_flags():
     clean = shot()
-    assert not {"frozen", "block_corruption"} & set(analyse(clip(list(clean)), CFG)["quality_flags"])
+    assert not {"frozen", "block_corruption"} & set(
+        analyse(clip(list(clean)), CFG.analyse, CFG.curriculum)["quality_flags"]
+    )
     rng = np.random.default_rng(0)
-    assert "frozen" in analyse(clip(list(FAILURES["frozen"](clean, rng))), CFG)["quality_flags"]
-    assert "block_corruption" in analyse(clip(list(FAILURES["block_noise"](clean, rng))), CFG)["quality_flags"]
+    assert "frozen" in analyse(clip(list(FAILURES["frozen"](clean, rng))), CFG.analyse, CFG.curriculum)["quality_flags"]
+    assert (
+        "block_corruption"
+        in analyse(clip(list(FAILURES["block_noise"](clean, rng))), CFG.analyse, CFG.curriculum)["quality_flags"]
+    )
 
 
 def test_melting_and_boiling_change_frames_the_drawing_holds():
@@ -26,10 +31,10 @@ def test_melting_and_boiling_change_frames_the_drawing_holds():
     frame and off the drawings' rhythm. (PKS's deformation score does not single out melting:
     telling it from drawn deformation is the Judge's job.)"""
     clean = shot()
-    base = analyse(clip(list(clean)), CFG)
+    base = analyse(clip(list(clean)), CFG.analyse, CFG.curriculum)
     assert base["held_ratio"] > 0.4
     for name in ("melting", "boiling"):
-        out = analyse(clip(list(FAILURES[name](clean, np.random.default_rng(1)))), CFG)
+        out = analyse(clip(list(FAILURES[name](clean, np.random.default_rng(1)))), CFG.analyse, CFG.curriculum)
         assert out["held_ratio"] < 0.3 * base["held_ratio"] and out["motion_score"] > 2 * base["motion_score"], name
 
 

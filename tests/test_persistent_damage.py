@@ -39,7 +39,7 @@ def shots(path, synth, rate=1.0):
     video = load_clip(str(path), width=192)
     for s in synth["shots"]:
         a, b = int(round(s["start_frame"] * rate)) + 1, int(s["end_frame"] * rate) - 1
-        yield (a, b), analyse(video.span(a, b), CFG)
+        yield (a, b), analyse(video.span(a, b), CFG.analyse, CFG.curriculum)
 
 
 def defects(out):

@@ -87,11 +87,11 @@ def test_duplicates_searches_stored_embeddings_through_the_index(tmp_path, monke
     for vid in sorted({r.video_id for r in records}):
         parts.write_part(tmp_path, vid, [r for r in records if r.video_id == vid])
     cfg = load_config()
-    exact = parts.duplicates(tmp_path, cfg)
+    exact = parts.duplicates(tmp_path, cfg.analyse)
     monkeypatch.setattr(
         parts, "streamed_duplicates", functools.partial(parts.streamed_duplicates, exact_below=0, batch=128)
     )
-    assert len(exact) > 20 and parts.duplicates(tmp_path, cfg) == exact
+    assert len(exact) > 20 and parts.duplicates(tmp_path, cfg.analyse) == exact
     assert all(kept < dup for dup, kept in exact.items()) and not set(exact.values()) & set(exact)
 
 

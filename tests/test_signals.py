@@ -57,7 +57,7 @@ def pan_of_still_drawing(direction: int, n=30, speed=4):
 
 @pytest.mark.parametrize("direction, tag", [(1, "pan_right"), (-1, "pan_left")])
 def test_pure_pan_of_a_still_drawing(direction, tag):
-    out = analyse(clip(pan_of_still_drawing(direction)), CFG)
+    out = analyse(clip(pan_of_still_drawing(direction)), CFG.analyse, CFG.curriculum)
     assert out["camera_motion"] == [tag]
     assert out["deformation_score"] < 0.1 and out["smear_frames"] == 0
     assert out["quality_flags"] == []
@@ -67,7 +67,9 @@ def test_pure_pan_of_a_still_drawing(direction, tag):
 @pytest.mark.parametrize("cadence", [1, 2, 3])
 def test_cadence_with_camera_moving_on_ones(cadence):
     out = analyse(
-        clip(render(cadence=cadence, camera="pan_left", camera_speed=4.0, subject_speed=1.0, deformation=0.3)), CFG
+        clip(render(cadence=cadence, camera="pan_left", camera_speed=4.0, subject_speed=1.0, deformation=0.3)),
+        CFG.analyse,
+        CFG.curriculum,
     )
     assert round(out["cadence"]) == cadence
     assert out["held_ratio"] == pytest.approx(1 - 1 / cadence, abs=0.1)
@@ -84,7 +86,7 @@ def test_cadence_through_effects_redrawn_every_frame_and_a_held_start(cadence):
     frames = [frames[0].copy() for _ in range(8)] + frames[8:]
     for i, f in enumerate(frames):
         painted.particles(f, np.random.default_rng(i))
-    assert round(analyse(clip(frames), CFG)["cadence"]) == cadence
+    assert round(analyse(clip(frames), CFG.analyse, CFG.curriculum)["cadence"]) == cadence
 
 
 @pytest.mark.parametrize("cadence", [4, 6, 8])
@@ -101,7 +103,7 @@ def test_limited_animation_holds_of_4_6_and_8_frames(cadence, camera):
         deformation=0.3,
         n_frames=48,
     )
-    out = analyse(clip(frames), CFG)
+    out = analyse(clip(frames), CFG.analyse, CFG.curriculum)
     assert out["cadence"] == cadence and out["camera_motion"] == [camera]
 
 
@@ -117,7 +119,7 @@ def test_limited_animation_holds_of_4_6_and_8_frames(cadence, camera):
 )
 def test_camera_tags(camera, tag):
     speed = {"zoom_in": 0.4, "zoom_out": 0.4, "tilt_up": 3.0, "shake": 8.0, "static": 0.0}[camera]
-    out = analyse(clip(render(camera=camera, camera_speed=speed, n_frames=40)), CFG)
+    out = analyse(clip(render(camera=camera, camera_speed=speed, n_frames=40)), CFG.analyse, CFG.curriculum)
     assert out["camera_motion"] == [tag]
 
 
@@ -131,7 +133,7 @@ def test_a_real_slow_pan_reads_as_a_pan(camera, seed):
     under a quarter pel at 384 px, so the encoder holds blocks and then jumps; at 1920 px
     crf 23 the same pan reads 0.00025-0.00031 widths per frame, measured)."""
     frames = render(camera=camera, camera_speed=0.1 if camera != "static" else 0.0, seed=seed, n_frames=36)
-    out = analyse(clip(frames), CFG)
+    out = analyse(clip(frames), CFG.analyse, CFG.curriculum)
     assert out["camera_motion"] == [camera]
 
 
@@ -150,15 +152,17 @@ def test_a_tilt_with_a_small_scale_error_is_not_a_zoom():
 
 def test_deformation_rises_with_deformation_level():
     scores = [
-        analyse(clip(render(deformation=d, cadence=1, n_frames=40, subject_speed=2.0)), CFG)["deformation_score"]
+        analyse(clip(render(deformation=d, cadence=1, n_frames=40, subject_speed=2.0)), CFG.analyse, CFG.curriculum)[
+            "deformation_score"
+        ]
         for d in (0.0, 0.5, 1.0)
     ]
     assert scores[0] < scores[1] < scores[2]
 
 
 def test_rigid_slide_is_motion_not_deformation():
-    slide = analyse(clip(render(deformation=0.0, subject_speed=6.0, cadence=1)), CFG)
-    squash = analyse(clip(render(deformation=1.0, subject_speed=0.0, cadence=1)), CFG)
+    slide = analyse(clip(render(deformation=0.0, subject_speed=6.0, cadence=1)), CFG.analyse, CFG.curriculum)
+    squash = analyse(clip(render(deformation=1.0, subject_speed=0.0, cadence=1)), CFG.analyse, CFG.curriculum)
     assert slide["motion_score"] > 0 and slide["deformation_score"] < squash["deformation_score"]
 
 
@@ -183,7 +187,7 @@ def test_rigid_pieces_are_not_deformation_what_they_leave_is():
 
 def test_impact_frames_counted_and_not_flagged():
     frames = render(flashes=[{"frame": 12, "length": 2, "kind": "invert"}, {"frame": 24, "length": 1, "kind": "white"}])
-    out = analyse(clip(frames), CFG)
+    out = analyse(clip(frames), CFG.analyse, CFG.curriculum)
     assert out["impact_frames"] == 3
     assert out["quality_flags"] == [] and round(out["cadence"]) == 2
 
@@ -193,7 +197,7 @@ def test_impact_frames_counted_and_not_flagged():
 def test_impact_sequences_of_3_and_4_frames_are_impacts_not_cuts(length, kind):
     """Real impact sequences run 3-4 frames at 24 fps; the old 1-2 frame window read them as a
     missed cut (`multi_shot`) and counted none."""
-    out = analyse(clip(render(flashes=[{"frame": 14, "length": length, "kind": kind}])), CFG)
+    out = analyse(clip(render(flashes=[{"frame": 14, "length": length, "kind": kind}])), CFG.analyse, CFG.curriculum)
     assert out["impact_frames"] == length
     assert out["quality_flags"] == [] and round(out["cadence"]) == 2
 
@@ -206,7 +210,7 @@ def test_damage_is_flagged(kind, flag):
     frames = render(camera="pan_right", camera_speed=6.0, cadence=1, n_frames=30)
     # Seed 1 loses a third of two frames; losses under ~20% of a frame are missed (BENCHMARKS.md).
     DAMAGE[kind](frames, np.random.default_rng(1))
-    assert flag in analyse(clip(frames), CFG)["quality_flags"]
+    assert flag in analyse(clip(frames), CFG.analyse, CFG.curriculum)["quality_flags"]
 
 
 @pytest.mark.parametrize("bars", [False, True])
@@ -220,7 +224,7 @@ def test_one_frame_with_a_lost_slice_is_flagged_in_a_flat_tilting_shot(bars):
     f[-32:-16, 40:120] = np.random.default_rng(0).integers(0, 256, (16, 80, 3), dtype=np.uint8)
     if bars:
         frames = [np.pad(x, ((0, 0), (48, 48), (0, 0))) for x in frames]
-    out = analyse(clip(frames), CFG)
+    out = analyse(clip(frames), CFG.analyse, CFG.curriculum)
     assert "decoder_garbage" in out["quality_flags"]
 
 
@@ -234,14 +238,14 @@ def test_a_lost_band_of_6_percent_of_the_height_is_flagged(camera):
     k = int(round(0.06 * f.shape[0]))
     f[-k:] = (0, 135, 0)
     f[-k:, 40:120] = np.random.default_rng(0).integers(0, 256, (k, 80, 3), dtype=np.uint8)
-    assert "decoder_garbage" in analyse(clip(frames), CFG)["quality_flags"]
+    assert "decoder_garbage" in analyse(clip(frames), CFG.analyse, CFG.curriculum)["quality_flags"]
 
 
 @pytest.mark.parametrize("field_order", ["odd_late", "even_late"])
 def test_interlace_flagged_in_either_field_order_also_with_only_the_subject_moving(field_order):
     frames = render(camera="static", cadence=1, n_frames=30, subject_speed=4.0)
     (DAMAGE["interlaced"] if field_order == "odd_late" else painted.fields_swapped)(frames, np.random.default_rng(1))
-    assert "interlaced" in analyse(clip(frames), CFG)["quality_flags"]
+    assert "interlaced" in analyse(clip(frames), CFG.analyse, CFG.curriculum)["quality_flags"]
 
 
 @pytest.mark.parametrize("art", ["thin_light_lines", "thin_dark_lines", "thick_lines", "scan_lines", "cel_lines"])
@@ -261,7 +265,7 @@ def test_line_art_that_looks_like_combing_is_not_flagged(art):
             f[1::2] = (f[1::2] * 0.6).astype(np.uint8)
         elif art != "cel_lines":
             painted.speed_lines(f, np.random.default_rng(i), True, art != "thick_lines", art != "thin_dark_lines")
-    flags = analyse(clip(frames), CFG)["quality_flags"]
+    flags = analyse(clip(frames), CFG.analyse, CFG.curriculum)["quality_flags"]
     assert not {"interlaced", "block_corruption", "decoder_garbage"} & set(flags), flags
 
 
@@ -276,7 +280,7 @@ def test_smears_and_multiples_are_not_block_corruption_or_garbage():
     )
     assert smears  # the painted render drew multiple-image smears
     for shot in (frames, multiples):
-        flags = analyse(clip(shot), CFG)["quality_flags"]
+        flags = analyse(clip(shot), CFG.analyse, CFG.curriculum)["quality_flags"]
         assert not {"block_corruption", "decoder_garbage", "interlaced", "frozen"} & set(flags), flags
 
 
@@ -286,21 +290,21 @@ def test_held_drawing_with_grain_under_a_slow_pan_is_not_frozen():
     rng = np.random.default_rng(0)
     base = pan_of_still_drawing(1, n=30, speed=1)
     frames = [np.clip(f + rng.normal(0, 3, f.shape[:2])[..., None], 0, 255).astype(np.uint8) for f in base]
-    out = analyse(clip(frames), CFG)
+    out = analyse(clip(frames), CFG.analyse, CFG.curriculum)
     assert "frozen" not in out["quality_flags"] and out["camera_motion"] == ["pan_right"]
 
 
 def test_a_missed_cut_inside_a_clip_is_flagged_not_deformation():
     a = render(seed=3, location=5, deformation=0.0, n_frames=24)
     b = render(seed=9, location=77, camera="pan_left", camera_speed=3.0, deformation=0.0, n_frames=24)
-    one = analyse(clip(a), CFG)
-    two = analyse(clip(a + b), CFG)
+    one = analyse(clip(a), CFG.analyse, CFG.curriculum)
+    two = analyse(clip(a + b), CFG.analyse, CFG.curriculum)
     assert "multi_shot" in two["quality_flags"] and "multi_shot" not in one["quality_flags"]
     assert two["deformation_score"] < 0.3  # the cut itself is not counted as deformation
 
 
 def test_single_frame_clip_is_flagged_not_a_crash():
-    out = analyse(clip(render()[:1]), CFG)
+    out = analyse(clip(render()[:1]), CFG.analyse, CFG.curriculum)
     assert out["quality_flags"] == ["too_short"] and out["camera_motion"] == ["static"]
 
 
@@ -309,11 +313,11 @@ def test_bars_black_frozen_short():
     boxed = [f.copy() for f in frames]
     for f in boxed:
         f[:24], f[-24:] = 0, 0
-    assert "letterbox" in analyse(clip(boxed), CFG)["quality_flags"]
+    assert "letterbox" in analyse(clip(boxed), CFG.analyse, CFG.curriculum)["quality_flags"]
     dark = [(f * 0.05).astype(np.uint8) for f in frames]
-    assert "near_black" in analyse(clip(dark), CFG)["quality_flags"]
+    assert "near_black" in analyse(clip(dark), CFG.analyse, CFG.curriculum)["quality_flags"]
     still = [frames[0]] * 30
-    assert "frozen" in analyse(clip(still), CFG)["quality_flags"]
+    assert "frozen" in analyse(clip(still), CFG.analyse, CFG.curriculum)["quality_flags"]
     flags, _ = quality_flags(clip(frames[:5]).rgb, {}, [0.1] * 4, 24.0, QualityParams(), min_frames=12)
     assert flags == ["too_short"]
 

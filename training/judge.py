@@ -93,7 +93,7 @@ def clip_example(rgb: np.ndarray, fps: float, cfg: JudgeConfig, acfg: JobConfig)
     """(frames [T, 6, size, size] float32: RGB and its change since the previous sample, signals)
     for one clip given as analysis-width RGB frames."""
     luma = {i: cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for i, f in enumerate(rgb) if i % 2 == 0}
-    sig = signal_vector(analyse(ClipFrames(rgb, luma, fps), acfg), len(rgb))
+    sig = signal_vector(analyse(ClipFrames(rgb, luma, fps), acfg.analyse, acfg.curriculum), len(rgb))
     idx = np.linspace(0, len(rgb) - 1, cfg.frames).round().astype(int)
     wh = frame_size(cfg)
 

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 
 import taxonomy
 from pks.errors import ConfigError
-from pks.jobconfig import JobConfig
+from pks.jobconfig import CaptionConfig
 
 if TYPE_CHECKING:
     from pks.record import ClipRecord
@@ -366,10 +366,9 @@ def _local_chat(messages: list) -> tuple[list, list]:
     return chat, images
 
 
-def make_backend(cfg: JobConfig) -> Backend:
-    """The backend a job config asks for. 'auto' is openai when an endpoint and model are set,
+def make_backend(c: CaptionConfig) -> Backend:
+    """The backend a job's caption section asks for. 'auto' is openai when an endpoint and model are set,
     else signals."""
-    c = cfg.caption
     # One taxonomy version for the constraint and for validating the answers (captioner.py):
     # the job's caption.taxonomy_version, else the newest.
     version = c.taxonomy_version

@@ -12,7 +12,7 @@ from annotators.signals.dedupe import signature
 from annotators.signals.frames import ClipFrames, load_clip
 from annotators.signals.motion import MotionAnalyser, MotionParams, summarise
 from annotators.signals.quality import QualityParams, quality_flags
-from pks.jobconfig import JobConfig
+from pks.jobconfig import AnalyseConfig, CurriculumConfig
 
 
 def params(cls, overrides: dict | None):
@@ -24,11 +24,10 @@ def params(cls, overrides: dict | None):
     return cls(**(overrides or {}))
 
 
-def analyse(clip: ClipFrames, cfg: JobConfig) -> dict:
+def analyse(clip: ClipFrames, a: AnalyseConfig, cur: CurriculumConfig) -> dict:
     """Record fields for one clip: cadence, held_ratio, camera_motion, motion_score,
     deformation_score, smear_frames, impact_frames, quality_flags, curriculum_stage, phash,
     and `signals` (JSON with the measurements behind them)."""
-    a = cfg.analyse
     mp = params(MotionParams, a.motion)
     res = MotionAnalyser(mp).run(clip.rgb)
     out = summarise(res, mp, dataclasses.asdict(a.camera))  # motion.py reads the thresholds as a dict
@@ -52,7 +51,7 @@ def analyse(clip: ClipFrames, cfg: JobConfig) -> dict:
     if out.pop("scene_changes"):  # two shots in one clip: never deformation, never training data
         flags.append("multi_shot")
     out["quality_flags"] = flags
-    out["curriculum_stage"] = stage(out["deformation_score"], out["motion_score"], cfg.curriculum)
+    out["curriculum_stage"] = stage(out["deformation_score"], out["motion_score"], cur)
     out["phash"] = signature(clip.rgb)
     out["signals"] = json.dumps(details, sort_keys=True)
     return out
