@@ -102,7 +102,7 @@ def measure_family(family: str, paths: list[Path], cfg: JobConfig, jcfg) -> dict
         video = load_clip(str(p), width=width, fps=truth["fps"])
         for sh, s, e in shot_spans(truth):
             clip = video.span(s, e)
-            out = analyse(clip, cfg)
+            out = analyse(clip, cfg.analyse, cfg.curriculum)
             flags = set(out["quality_flags"]) & DEFECTS
             (damaged_rows if sh["failures"] else clean_rows).append(
                 {"truth": sh, "out": out, "process": "drawn:" + sh["failures"][0]["kind"] if sh["failures"] else None}
@@ -126,7 +126,7 @@ def measure_family(family: str, paths: list[Path], cfg: JobConfig, jcfg) -> dict
             copy = load_clip(str(dam_path), width=width, fps=fps)
             for sh, a, b in copy_spans(truth, dam):
                 clip = copy.span(a, b)
-                out = analyse(clip, cfg)
+                out = analyse(clip, cfg.analyse, cfg.curriculum)
                 damaged_rows.append({"truth": sh, "out": out, "process": dam["process"]})
                 frames, sig = clip_example(clip.rgb, fps, jcfg, cfg)
                 eval_ex.add(frames, sig, 0, "real:" + dam["process"], dam_path.name, sh["deformation"])
