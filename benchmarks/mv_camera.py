@@ -59,9 +59,11 @@ def decode_cpu(path: Path, options: dict | None) -> tuple[float, int]:
     return time.process_time() - t0, n
 
 
-def vectors(path: Path, spans: list[tuple[int, int]], mp: MotionParams, width: int) -> tuple[list, float]:
+def vectors(path: Path, spans: list[tuple[int, int]], mp: MotionParams, video) -> tuple[list, float]:
     """A collector per span from one decode with vectors exported, and the process seconds spent
-    in the collectors (reading side data, texture, fit)."""
+    in the collectors (reading side data, texture, fit). Texture is read on the analysis frames
+    (`video`, as the pipeline's one decode makes them), not shrunk again."""
+    width = video.rgb.shape[2]
     cols = [MvCollector(mp, width) for _ in spans]
     spent = 0.0
     with av.open(str(path)) as c:
@@ -73,7 +75,7 @@ def vectors(path: Path, spans: list[tuple[int, int]], mp: MotionParams, width: i
             t0 = time.process_time()
             for col, (a, b) in zip(cols, spans):
                 if a <= i < b:
-                    col.add(frame, step)
+                    col.add(frame, step, video.rgb[i] if i < len(video.rgb) else None)
             spent += time.process_time() - t0
     return cols, spent
 
@@ -102,7 +104,7 @@ def measure(family: str, paths: list[Path], cfg, preset: str | None = None) -> d
         shots = [(sh, s, e) for sh, s, e in shot_spans(truth) if not sh["failures"]]
         p = coded(p, truth, preset)
         video = load_clip(str(p), width=cfg.analyse.width, fps=truth["fps"])
-        cols, spent = vectors(p, [(s, e) for _, s, e in shots], mp, cfg.analyse.width)
+        cols, spent = vectors(p, [(s, e) for _, s, e in shots], mp, video)
         mv_cpu += spent
         t_plain, n = decode_cpu(p, None)
         t_export, _ = decode_cpu(p, MV_OPTIONS)

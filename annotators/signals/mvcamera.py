@@ -33,6 +33,11 @@ from annotators.signals.motion import MotionParams, camera_tags, camera_terms
 from pks.decode import FAST_FORMATS, _plane
 
 MV_OPTIONS = {"flags2": "+export_mvs"}
+# RANSAC's cost grows with the blocks, while a 4-parameter camera is pinned well inside its
+# tolerance by far fewer: a 640x360 frame has at most 920 16x16 blocks, where every block is
+# used and the vectors matched the flow's accuracy (benchmarks/mv_camera.py); a 1080p frame has
+# ~6,000 vectors, thinned to this many.
+MAX_BLOCKS = 1024
 
 
 @dataclass
@@ -54,11 +59,12 @@ class MvCollector:
     fits: list[MvFit] = field(default_factory=list)
     frames: int = 0
     _anchor_pts: int | None = None
-    _step: float | None = None
 
-    def add(self, frame: av.VideoFrame, step: float | None = None) -> None:
-        """`step`: pts ticks per frame (from the stream's rate); without it the smallest pts
-        difference seen between consecutive frames is used."""
+    def add(self, frame: av.VideoFrame, step: float | None, small: np.ndarray | None = None) -> None:
+        """`step`: pts ticks per frame (stream_step; None: no rate, nothing is fitted). `small`:
+        this frame at the analysis width (grey or RGB) where the caller has made it already, as
+        the pipeline's ClipCollector does; otherwise it is made here (at 1080p that shrink is
+        most of the cost: ~1.4 ms of ~2.3 ms per P-frame)."""
         self.frames += 1
         kind = PictureType(int(frame.pict_type))  # (PyAV 18 hands an int)
         pts = frame.pts
@@ -70,7 +76,7 @@ class MvCollector:
         gap = int(round((pts - anchor) / step))
         if gap < 1:
             return
-        fit = fit_frame(frame, gap, self.params, self.width)
+        fit = fit_frame(frame, gap, self.params, self.width, small)
         if fit is not None:
             self.fits.append(fit)
 
@@ -84,9 +90,12 @@ def _vectors(frame: av.VideoFrame) -> np.ndarray | None:
     return a[a["source"] < 0]
 
 
-def fit_frame(frame: av.VideoFrame, gap: int, p: MotionParams, width: int = 192) -> MvFit | None:
+def fit_frame(
+    frame: av.VideoFrame, gap: int, p: MotionParams, width: int = 192, small: np.ndarray | None = None
+) -> MvFit | None:
     """The camera of one P-frame from its motion vectors, over the `gap` to its anchor;
-    `width`: the analysis width (analyse.width), at which texture and tolerance are judged."""
+    `width`: the analysis width (analyse.width), at which texture and tolerance are judged;
+    `small`: the frame already shrunk to it (see MvCollector.add)."""
     a = _vectors(frame)
     if a is None or len(a) < 12:
         return None
@@ -98,9 +107,12 @@ def fit_frame(frame: av.VideoFrame, gap: int, p: MotionParams, width: int = 192)
     # Texture at each block, judged as motion.py judges it: Sobel magnitude above `texture` on
     # the luma shrunk to the analysis width (`width`, the configured analyse.width), so
     # both estimates read motion where there is any (a frame the pipeline already shrinks).
-    y = _plane(frame.planes[0]) if frame.format.name in FAST_FORMATS else frame.to_ndarray(format="gray")
-    f = width / w
-    small = cv2.resize(y, (width, max(2, int(round(h * f)))), interpolation=cv2.INTER_AREA)
+    if small is None:
+        y = _plane(frame.planes[0]) if frame.format.name in FAST_FORMATS else frame.to_ndarray(format="gray")
+        small = cv2.resize(y, (width, max(2, int(round(h * width / w)))), interpolation=cv2.INTER_AREA)
+    elif small.ndim == 3:
+        small = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
+    f = small.shape[1] / w
     sob = np.abs(cv2.Sobel(small, cv2.CV_32F, 1, 0)) + np.abs(cv2.Sobel(small, cv2.CV_32F, 0, 1))
     bx = np.clip((dst[:, 0] * f).astype(int), 0, small.shape[1] - 1)
     by = np.clip((dst[:, 1] * f).astype(int), 0, small.shape[0] - 1)
@@ -108,6 +120,9 @@ def fit_frame(frame: av.VideoFrame, gap: int, p: MotionParams, width: int = 192)
     if keep.sum() < 12:
         return None
     src, dst = src[keep], dst[keep]
+    if len(src) > MAX_BLOCKS:  # evenly thinned (blocks come in raster order: still spread over the frame)
+        every = np.arange(0, len(src), -(-len(src) // MAX_BLOCKS))
+        src, dst = src[every], dst[every]
     # motion.py's RANSAC tolerance is in analysis pixels; vectors are at source size.
     thr = p.ransac_px / f
     M, inl = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=thr)
