@@ -67,8 +67,7 @@ def vectors(path: Path, spans: list[tuple[int, int]], mp: MotionParams, video) -
     cols = [MvCollector(mp, width) for _ in spans]
     spent = 0.0
     with av.open(str(path)) as c:
-        s = c.streams.video[0]
-        s.thread_type = "AUTO"
+        s = c.streams.video[0]  # decoded on this thread: decoder threads would run on inside the timed fits
         s.codec_context.options = dict(MV_OPTIONS)
         step = stream_step(s)
         for i, frame in enumerate(c.decode(s)):

@@ -6,18 +6,22 @@ NeMo Curator's motion filter reads them. The vectors come out of the decode the 
 already does, so the cost is reading them and one robust fit per frame, instead of dense flow.
 
 Only P-frames are used. A vector says only whether its block comes from the past or the
-future (`source` -1 / +1), never from which reference frame. A P-frame predicts from the
-previous anchor (I or P) in display order, so the distance is known from the timestamps and
-a P-frame's move is divided by it to give a per-frame move. B-frames are left out: with
-B-pyramids (x264's default) a B-frame's past reference may be another B-frame, which the side
-data does not name. Blocks of an encode with several reference frames that point further back
-than the previous anchor are outliers to the fit (RANSAC leaves them out).
+future (`source` -1 / +1), never from which reference frame. A P-frame predicts mostly from
+the previous anchor (I or P) in display order, so the distance is known from the timestamps.
+B-frames are left out: with B-pyramids (x264's default) a B-frame's past reference may be
+another B-frame, which the side data does not name. Blocks of an encode with several
+reference frames that point further back than the previous anchor are outliers to the fit
+(RANSAC leaves them out; benchmarks/mv_camera.py --preset slow measures such encodes).
 
 Per P-frame: the blocks' (source position -> position in this frame) pairs, kept where the
 picture has texture (in flat cel fills the encoder's vectors are whatever codes cheapest, not
-motion), a RANSAC similarity fitted as motion.py fits flow, and `camera_terms` of it over
-the anchor distance, turned into per-frame terms (per_frame_terms says how). The per-frame terms then go through motion.py's `camera_tags` with the
-configured thresholds, so both estimates are judged by the same rule.
+motion), a RANSAC similarity fitted as motion.py fits flow, and `camera_terms` of it over the
+anchor distance, turned into per-frame terms (per_frame_terms says how). These go through
+motion.py's `camera_tags` with the configured thresholds, so both estimates are judged by the
+same rule.
+
+Not wired into the pipeline: the flow pass that gives the camera also gives held drawings,
+foreground motion and deformation, so the camera alone from the vectors saves no flow.
 """
 
 from __future__ import annotations
@@ -34,9 +38,9 @@ from pks.decode import FAST_FORMATS, _plane
 
 MV_OPTIONS = {"flags2": "+export_mvs"}
 # RANSAC's cost grows with the blocks, while a 4-parameter camera is pinned well inside its
-# tolerance by far fewer: a 640x360 frame has at most 920 16x16 blocks, where every block is
-# used and the vectors matched the flow's accuracy (benchmarks/mv_camera.py); a 1080p frame has
-# ~6,000 vectors, thinned to this many.
+# tolerance by far fewer: a 640x360 frame (920 macroblocks) has fewer textured vectors than
+# this, all used, and there the vectors matched the flow's accuracy (benchmarks/mv_camera.py);
+# a 1080p P-frame has ~6,000 vectors, thinned to this many.
 MAX_BLOCKS = 1024
 
 
