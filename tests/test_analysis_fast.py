@@ -124,6 +124,35 @@ def ref_dead_blocks(rgb: np.ndarray, k: int = 8) -> np.ndarray:
     return (spread.max(-1) <= 1).mean(axis=(1, 2))
 
 
+def ref_lost_band(rgb: np.ndarray, diff: int = 40, row_share: float = 0.8) -> np.ndarray:
+    """Per frame of [N, h, w, 3]: the share of the height, from the top or the bottom edge, whose
+    rows differ across nearly the whole width from both the frame before and the frame after,
+    while those two agree there (a slice lost for one frame and refilled with anything: flat
+    colour, streaks, noise). Drawn motion changes a subject's part of a row, a flash or a cut
+    the whole frame, and effects redrawn every frame (speed lines) differ between the
+    neighbours too."""
+    if len(rgb) < 3:
+        return np.zeros(len(rgb))
+    x = rgb[:, ::2, ::2]  # every other row and column is plenty
+    (top, bottom), (left, right) = ref_picture_box(x.max(-1))  # inside any bars, which never change
+    x = np.ascontiguousarray(x[:, top:bottom, left:right])
+    n, h, w = x.shape[:3]
+    flat = x.reshape(n, h * w * 3)
+
+    def differ(a, b):  # in any channel (green garbage can match a picture's brightness)
+        return (cv2.absdiff(a, b) > diff).reshape(-1, h, w, 3).any(-1)
+
+    lost = (differ(flat[1:-1], flat[:-2]) & differ(flat[1:-1], flat[2:])).mean(2) > row_share
+    moved = differ(flat[:-2], flat[2:]).mean(2)  # per row: the neighbours differ from each other
+    out = np.zeros(n)
+    for i in range(n - 2):
+        for rows, m in ((lost[i], moved[i]), (lost[i, ::-1], moved[i, ::-1])):  # from the top, from the bottom
+            k = quality._run(rows)
+            if k and m[:k].mean() < 0.5:
+                out[i + 1] = max(out[i + 1], k / h)
+    return out
+
+
 def ref_picture_box(gray: np.ndarray, dark: float = 30.0) -> tuple[tuple[int, int], tuple[int, int]]:
     """(top, bottom), (left, right) of the picture inside letterbox/pillarbox bars of [N, h, w]
     frames: rows and columns dark in every frame are bars (the whole frame when none is found,
@@ -273,12 +302,19 @@ def test_full_size_luma_checks_equal_todays(clips):
 
 
 def test_small_frame_checks_and_picture_box_equal_todays(clips):
+    seen_lost = False
     for name, clip in clips.items():
         rgb = clip.rgb
         for x in (rgb, rgb[:, :50, :77], rgb[:1]):
             np.testing.assert_array_equal(quality.dead_blocks(x), ref_dead_blocks(x), err_msg=name)
+            np.testing.assert_array_equal(quality.lost_band(x), ref_lost_band(x), err_msg=name)
+        lost = rgb.copy()  # slices lost for one frame: the top third of every 8th frame refilled green
+        lost[4::8, : rgb.shape[1] // 3] = (0, 255, 0)
+        seen_lost |= ref_lost_band(lost).max() > 0.05
+        np.testing.assert_array_equal(quality.lost_band(lost), ref_lost_band(lost), err_msg=name)
         gray = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in rgb]
         assert picture_box(gray) == picture_box(np.stack(gray)) == ref_picture_box(np.stack(gray))
+    assert seen_lost  # a band was measured, so the bands were compared
     # bars: a letterboxed and pillarboxed copy
     boxed = np.zeros((4, 120, 200), np.uint8)
     boxed[:, 20:100, 30:170] = np.random.default_rng(1).integers(40, 255, (4, 80, 140))
@@ -349,7 +385,7 @@ def test_motion_and_quality_flags_equal_todays(clips, monkeypatch):
         args = (clip.rgb, clip.luma, [q.changed for q in res.pairs], clip.fps, None, 0, [q.flow_mag for q in res.pairs])
         new = quality.quality_flags(*args)
         with monkeypatch.context() as m:
-            for fn in ("combing", "grid_ratio", "flat_block_steps", "has_detail", "dead_blocks"):
+            for fn in ("combing", "grid_ratio", "flat_block_steps", "has_detail", "dead_blocks", "lost_band"):
                 m.setattr(quality, fn, globals()["ref_" + fn])
             m.setattr(quality, "picture_box", lambda g: ref_picture_box(np.stack(g)))  # (inside_bars stacked)
             old = quality.quality_flags(*args)

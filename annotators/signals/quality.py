@@ -234,7 +234,9 @@ def lost_band(rgb: np.ndarray, diff: int = 40, row_share: float = 0.8) -> np.nda
     flat = x.reshape(n, h * w * 3)
 
     def differ(a, b):  # in any channel (green garbage can match a picture's brightness)
-        return (cv2.absdiff(a, b) > diff).reshape(-1, h, w, 3).any(-1)
+        d = cv2.absdiff(a, b).reshape(-1, h, w, 3)
+        # the largest channel over `diff`: any() over a last axis of 3 is numpy's slow case (15x)
+        return np.maximum(np.maximum(d[..., 0], d[..., 1]), d[..., 2]) > diff
 
     lost = (differ(flat[1:-1], flat[:-2]) & differ(flat[1:-1], flat[2:])).mean(2) > row_share
     moved = differ(flat[:-2], flat[2:]).mean(2)  # per row: the neighbours differ from each other
