@@ -312,6 +312,8 @@ def test_small_frame_checks_and_picture_box_equal_todays(clips):
         lost[4::8, : rgb.shape[1] // 3] = (0, 255, 0)
         seen_lost |= ref_lost_band(lost).max() > 0.05
         np.testing.assert_array_equal(quality.lost_band(lost), ref_lost_band(lost), err_msg=name)
+        np.testing.assert_array_equal(quality.channel_mean(rgb), rgb.mean(-1))
+        assert quality.channel_mean(rgb).dtype == np.float64
         gray = [cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for f in rgb]
         assert picture_box(gray) == picture_box(np.stack(gray)) == ref_picture_box(np.stack(gray))
     assert seen_lost  # a band was measured, so the bands were compared
@@ -388,6 +390,7 @@ def test_motion_and_quality_flags_equal_todays(clips, monkeypatch):
             for fn in ("combing", "grid_ratio", "flat_block_steps", "has_detail", "dead_blocks", "lost_band"):
                 m.setattr(quality, fn, globals()["ref_" + fn])
             m.setattr(quality, "picture_box", lambda g: ref_picture_box(np.stack(g)))  # (inside_bars stacked)
+            m.setattr(quality, "channel_mean", lambda x: x.mean(-1))
             old = quality.quality_flags(*args)
         assert new == old, name
         seen |= set(new[0])
