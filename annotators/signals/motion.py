@@ -80,6 +80,13 @@ class MotionResult:
     gray: list = field(default_factory=list, repr=False)  # the analysis frames, for smear checks
 
 
+def _lengths(v: np.ndarray) -> np.ndarray:
+    """np.linalg.norm(v, axis=-1) of 2-vectors, the same values (x * x + y * y, then the root,
+    in v's dtype) without numpy's reduction over a last axis of length 2 (5x slower)."""
+    x, y = v[..., 0], v[..., 1]
+    return np.sqrt(x * x + y * y)
+
+
 def _affine_parts(A: np.ndarray) -> tuple[float, float]:
     """(log axis ratio, |log area change|) of a 2x2 linear map; 0 for a rotation."""
     s = np.linalg.svd(A.astype(np.float64), compute_uv=False)
@@ -104,7 +111,7 @@ class MotionAnalyser:
         if len(gray) < 2:
             return out
         h, w = gray[0].shape
-        (top, bottom), (left, right) = picture_box(np.stack(gray))
+        (top, bottom), (left, right) = picture_box(gray)
         # Flow is sampled inside the picture only: the edge of a letterbox or pillarbox bar is
         # strong texture that never moves, and would pull the camera fit toward a zoom.
         ys, xs = np.mgrid[top + 4 : bottom - 4 : p.grid, left + 4 : right - 4 : p.grid]
@@ -124,19 +131,20 @@ class MotionAnalyser:
             M = IDENTITY if M is None else M.astype(np.float32)
             # Blur before comparing: sub-pixel resampling of outlines is not a new drawing.
             warped = cv2.GaussianBlur(cv2.warpAffine(a, M, (w, h), borderMode=cv2.BORDER_REPLICATE), (0, 0), 1.0)
-            diff = np.abs(warped.astype(np.int16) - cv2.GaussianBlur(b, (0, 0), 1.0))
-            changed_mask = (diff > p.held_diff).astype(np.uint8)
-            changed = float(changed_mask[m:-m, m:-m].mean())
+            diff = cv2.absdiff(warped, cv2.GaussianBlur(b, (0, 0), 1.0))
+            changed_mask = cv2.compare(diff, p.held_diff, cv2.CMP_GT)  # type: ignore[call-overload]  # (a scalar: fine)
+            inner = changed_mask[m:-m, m:-m]
+            changed = cv2.countNonZero(inner) / inner.size if inner.size else float(inner.mean())
             if p.open_px:  # thin strokes (speed and focus lines redrawn over the frame) are not the subject
                 k = 2 * p.open_px + 1
                 changed_mask = cv2.morphologyEx(changed_mask, cv2.MORPH_OPEN, np.ones((k, k), np.uint8))
-            pm = PairMotion(M=M, changed=changed, flow_mag=float(np.linalg.norm(flow, axis=2).mean()))
+            pm = PairMotion(M=M, changed=changed, flow_mag=float(_lengths(flow).mean()))
             if len(src) >= 12:
                 cam = src @ M[:, :2].T + M[:, 2]
-                resid = dst - cam
-                fg = np.linalg.norm(resid, axis=1) > p.foreground_px
+                resid = _lengths(dst - cam)
+                fg = resid > p.foreground_px
                 if fg.any():
-                    pm.fg_mag = float(np.linalg.norm(resid[fg], axis=1).mean())
+                    pm.fg_mag = float(resid[fg].mean())
                 # The deforming subject: textured points near what changed that the camera does
                 # not explain (points of the background beside it would pull the fits to identity).
                 k = 2 * p.region_grow + 1
@@ -169,7 +177,7 @@ class MotionAnalyser:
             )
             if S is None:
                 break
-            left &= np.linalg.norm(dst - (src @ S[:, :2].T + S[:, 2]), axis=1) > self.p.part_px
+            left &= _lengths(dst - (src @ S[:, :2].T + S[:, 2])) > self.p.part_px
         return float(left.mean())
 
 
