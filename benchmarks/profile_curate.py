@@ -10,9 +10,9 @@ Measured in one run:
   - the anchor: PyAV decode of that file on one thread, frames per wall second and per CPU
     second;
   - the curate job, default config with clips.write false, run in this one process without
-    Ray: pipelines.curate.plan, then pipelines.segments.run_videos with its Ray map replaced by
-    a loop over the very functions the Ray job maps (plan_task, then work_task per segment and
-    per group), then build_manifest, as pipelines.curate.run calls them. Nothing in the
+    Ray: pipelines.curate.plan, then pipelines.segments.run_videos with its Ray pool replaced by
+    its in-process pool (the very work_task calls the Ray tasks make: plan, each segment, each
+    group), then build_manifest, as pipelines.curate.run calls them. Nothing in the
     pipeline is changed; the stages are read off cProfile's cumulative times.
 
 CPU time, not wall time, because the machine may be shared. cProfile runs on the main thread's
@@ -31,7 +31,6 @@ os.environ.setdefault("OMP_NUM_THREADS", "1")  # as in a Ray worker running a nu
 
 import argparse  # noqa: E402
 import cProfile  # noqa: E402
-import json  # noqa: E402
 import pstats  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
@@ -74,34 +73,26 @@ def decode_anchor(path: Path) -> tuple[int, float, float]:
     return n, time.perf_counter() - t0, time.process_time() - c0
 
 
-def sequential_jobs(jobs: list[dict], out, cfg: dict, plan: bool):
-    """pipelines.segments._run_jobs without Ray: the same functions on the same rows, one after
+class Sequential(segments.InProcess):
+    """pipelines.segments' jobs without Ray: the same functions on the same jobs, one after
     another in this process; each job's CPU outside the main thread is added to HELPERS."""
 
-    def timed(kind: str, fn, *args):
+    def call(self, job: dict) -> dict:
         c0, t0 = time.process_time(), time.thread_time()
-        result = fn(*args)
-        HELPERS[kind] += (time.process_time() - c0) - (time.thread_time() - t0)
+        result = super().call(job)
+        HELPERS[job["kind"]] += (time.process_time() - c0) - (time.thread_time() - t0)
         return result
-
-    rows = [{"job": json.dumps(j)} for j in jobs]
-    if plan:
-        rows = [p for r in rows for p in timed("plan", segments.plan_task, r, cfg)]
-    for r in rows:
-        kind = json.loads(r["job"])["kind"]
-        yield json.loads(timed(kind, segments.work_task, r, out, cfg)["result"])
 
 
 def curate_profiled(video: Path, out_dir: Path, cfg: dict) -> tuple[pstats.Stats, dict]:
     out = as_store(out_dir)
     (out_dir / "parts").mkdir(parents=True, exist_ok=True)
     (out_dir / "clips").mkdir(exist_ok=True)
-    segments._run_jobs = sequential_jobs  # the Ray map, swapped for a loop over the same functions
     prof = cProfile.Profile(time.thread_time)
     c0, t0, w0 = time.process_time(), time.thread_time(), time.perf_counter()
     prof.enable()
     todo, _ = plan([str(video)], out)
-    summaries = list(segments.run_videos(todo, out, cfg))
+    summaries = list(segments.run_videos(todo, out, cfg, Sequential(out, cfg)))  # Ray's pool swapped
     counts = build_manifest(out, cfg)
     prof.disable()
     totals = {

@@ -1,41 +1,50 @@
 """Long videos in parallel: shot detection per segment, then cut and analysis per group of shots.
 
-A video longer than split.segment_s is planned as K segments [start, end). Stage 1 (a Ray
-Data map over segments) decodes each segment plus split.overlap_s either side (seeking to it,
-small frames only) and keeps the boundaries its detector finds inside its own core; the
-detector sees the same neighbourhood of every boundary as on the whole video, so the merged
-boundaries are the unsegmented detector's (detector statistics taken over a whole window,
-such as the anime detector's flat-frame and letterbox references, are taken over the
-segment's window instead: the same wherever the footage is alike, see tests/test_segments.py).
-The driver merges a video's boundaries into its clip records (cheap), and stage 2 cuts and
-analyses groups of about segment_s of shots, each group decoding its own span once. When every
-group of a video is back, the driver writes the video's part: the part is still the commit, so
-a rerun redoes only videos without a part (their finished clips are kept and not re-cut).
+A video longer than split.segment_s is planned as K segments [start, end). A segment job
+decodes its segment plus split.overlap_s either side (seeking to it, small frames only) and
+keeps the boundaries its detector finds inside its own core; the detector sees the same
+neighbourhood of every boundary as on the whole video, so the merged boundaries are the
+unsegmented detector's (detector statistics taken over a whole window, such as the anime
+detector's flat-frame and letterbox references, are taken over the segment's window instead:
+the same wherever the footage is alike, see tests/test_segments.py). Group jobs cut and
+analyse groups of about segment_s of shots, each group decoding its own span once.
+
+Streaming: a group starts as soon as the records it holds are final, not when every segment
+is back. With segments 0..j back, every shot before the last boundary found in them is final
+(later boundaries only decide the shot after it), and every group but the last of those
+shots' records is final (group_records is greedy: a group closes at the first record that
+does not fit). So groups are the ones the whole video's records would give, by construction
+(checked again when the video's last segment is back). Only segments back in an unbroken run
+from segment 0 count: a group then seeks only where earlier range decodes have seen every
+frame before it (see pks.seek). When every group of a video is back, the driver writes the
+video's part: the part is still the commit, so a rerun redoes only videos without a part
+(their finished clips are kept and not re-cut).
 
 Seeking gives iter_decoded's frame numbers only where every frame lies on the timestamp grid
 (pks.seek); a segment that sees a frame missing without a decode error sends its video back to
-the one-task path (decoding from frame 0), as are videos without a grid (variable frame rate),
-retries and videos no longer than one segment.
+the one-task path (decoding from frame 0; after the groups already started for it are back,
+so two tasks never cut the same clip at once), as are videos without a grid (variable frame
+rate), retries and videos no longer than one segment.
 """
 
 from __future__ import annotations
 
-import json
+import heapq
 import time
-from collections import defaultdict
+from dataclasses import dataclass, field
 from typing import Any
 
 import cv2
 import numpy as np
 
-from annotators.shots import Boundary, get_detector
+from annotators.shots import Boundary, shots_from_boundaries
 from pipelines.parts import write_part
-from pipelines.video import clip_records, clip_stages, ingest, ray_task
+from pipelines.video import clip_records, clip_stages, ingest_grid, ray_task, shot_records, worker_detector
 from pks.decode import _small_yuv
 from pks.jobconfig import JobConfig, SplitConfig
 from pks.probe import VideoInfo
 from pks.record import ClipRecord
-from pks.seek import Grid, Irregular, frame_grid, iter_range
+from pks.seek import Grid, Irregular, iter_range
 from pks.store import Store, is_url, staged
 
 
@@ -50,7 +59,7 @@ def detect_segment(path: str, core: tuple[int, int], grid: Grid, fps: float, sc:
     """Boundaries inside `core` of one segment, from its frames plus overlap_s either side.
     Returns {boundaries: [(frame, kind, span)], filled: [index], end: last decoded index + 1
     (within the window), irregular: bool}. Holds the window's small frames only."""
-    detector = get_detector(sc.detector, **sc.params)
+    detector = worker_detector(sc)
     pad = int(round(sc.overlap_s * fps))
     lo, hi = max(0, core[0] - pad), min(grid.n_frames, core[1] + pad)
     yuv, filled, end = [], [], lo
@@ -101,47 +110,43 @@ def group_records(records: list[ClipRecord], span_frames: int) -> list[list[Clip
     return groups
 
 
-# ---- Ray tasks: one JSON column in and out, so rows of different kinds share a schema ----------
+# ---- Jobs: plain dicts in and out (plan, whole, segment, group), run by a Pool ---------------
 
 
-def plan_task(row: dict, cfg: JobConfig) -> list[dict]:
-    """A todo row -> one `whole` job (the one-task path) or a video's `segment` jobs."""
-    job = json.loads(row["job"])
+def plan_task(job: dict, cfg: JobConfig) -> list[dict]:
+    """A todo row -> one `whole` job (the one-task path) or a video's `segment` jobs. The probe
+    and the frame grid come from one demux of the file."""
     sc = cfg.split
+    job = {k: v for k, v in job.items() if k != "kind"}
     if job.get("retry") or is_url(job["path"]):  # a remote input is downloaded once, by one task
-        return [{"job": json.dumps({**job, "kind": "whole"})}]
-    info = ingest(job["path"], job["video_id"])
-    if isinstance(info, ClipRecord) or info.n_frames <= sc.segment_s * info.avg_fps:
-        return [{"job": json.dumps({**job, "kind": "whole"})}]
-    grid = frame_grid(info.path)
-    if grid is None:
-        return [{"job": json.dumps({**job, "kind": "whole"})}]
+        return [{**job, "kind": "whole"}]
+    info, grid = ingest_grid(job["path"], job["video_id"])
+    if isinstance(info, ClipRecord) or info.n_frames <= sc.segment_s * info.avg_fps or grid is None:
+        return [{**job, "kind": "whole"}]
     cores = plan_segments(grid.n_frames, info.avg_fps, sc.segment_s)
     return [
         {
-            "job": json.dumps(
-                {
-                    **job,
-                    "kind": "segment",
-                    "info": info.to_dict(),
-                    "grid": grid.__dict__,
-                    "core": core,
-                    "k": k,
-                    "of": len(cores),
-                }
-            )
+            **job,
+            "kind": "segment",
+            "info": info.to_dict(),
+            "grid": grid.__dict__,
+            "core": core,
+            "k": k,
+            "of": len(cores),
         }
         for k, core in enumerate(cores)
     ]
 
 
-def work_task(row: dict, out: Store, cfg: JobConfig) -> dict:
-    """Run one job: a whole video (its part written, a summary back), a segment's shot
-    detection, or a group's cut and analysis (records back: the driver writes the part)."""
-    job = json.loads(row["job"])
+def work_task(job: dict, out: Store, cfg: JobConfig) -> dict:
+    """Run one job: plan a video (its jobs back), a whole video (its part written, a summary
+    back), a segment's shot detection, or a group's cut and analysis (records back: the driver
+    writes the part)."""
     t0 = time.perf_counter()
-    if job["kind"] == "whole":
-        result: dict[str, Any] = {"summary": ray_task(job, out, cfg)}
+    if job["kind"] == "plan":
+        result: dict[str, Any] = {"jobs": plan_task(job, cfg)}
+    elif job["kind"] == "whole":
+        result = {"summary": ray_task(job, out, cfg)}
     elif job["kind"] == "segment":
         info = job["info"]
         result = detect_segment(info["path"], tuple(job["core"]), Grid(**job["grid"]), info["avg_fps"], cfg.split)
@@ -151,99 +156,178 @@ def work_task(row: dict, out: Store, cfg: JobConfig) -> dict:
             (work / "clips").mkdir(exist_ok=True)
             done = clip_stages(VideoInfo(**job["info"]), records, work, cfg, Grid(**job["grid"]))
         result = {"records": [r.to_row() for r in done]}
-    return {"result": json.dumps({**job, **result, "seconds": time.perf_counter() - t0}, default=str)}
+    return {**job, **result, "seconds": time.perf_counter() - t0}
 
 
-def _run_jobs(jobs: list[dict], out: Store, cfg: JobConfig, plan: bool):
-    import ray
-
-    ds: ray.data.Dataset = ray.data.from_items([{"job": json.dumps(j)} for j in jobs], override_num_blocks=len(jobs))
-    if plan:
-        # (Ray types the function without its fn_kwargs, here and in map below)
-        ds = ds.flat_map(
-            plan_task,  # type: ignore[arg-type]
-            fn_kwargs={"cfg": cfg},
-            num_cpus=1,
-            max_retries=3,
-            retry_exceptions=False,
-        )
-        ds = ds.repartition(target_num_rows_per_block=1)  # segments of one video spread over the workers
-    # Retries on purpose. A task lost with its worker or node (a raylet killed, a preempted
-    # machine) runs again elsewhere, a few times, not forever (Ray Data's default) so a video
-    # that keeps killing its worker ends the job instead of hanging it. The retry is
-    # idempotent: a part is replaced atomically, present clips are kept, stray clip files are
-    # removed at the end. An exception raised by a task is not retried: per-clip failures are
-    # records already, so one escaping is a bug that would fail the same way.
-    ds = ds.map(
-        work_task,  # type: ignore[arg-type]
-        fn_kwargs={"out": out, "cfg": cfg},
-        num_cpus=1,
-        max_retries=3,
-        retry_exceptions=False,
-    )
-    for row in ds.iter_rows():
-        yield json.loads(row["result"])
+# Which waiting job runs first: groups finish videos (their parts written sooner, less held in
+# the driver), segments free groups, and a plan, cheap, only adds work.
+PRIORITY = {"group": 0, "segment": 1, "whole": 2, "plan": 3}
 
 
-def run_videos(todo: list[dict], out: Store, cfg: JobConfig):
+class Pool:
+    """Runs jobs (work_task); `run_videos` submits them and takes them back as they finish.
+    Jobs wait here in PRIORITY order and a few more than the cores are handed to the runner,
+    so the next job is chosen when a core frees, with what is known then."""
+
+    def __init__(self, slots: int):
+        self.slots = slots
+        self.waiting: list[tuple[int, int, dict]] = []  # heap of (priority, order, job)
+        self.order = 0
+
+    def submit(self, job: dict) -> None:
+        heapq.heappush(self.waiting, (PRIORITY[job["kind"]], self.order, job))
+        self.order += 1
+
+    def take(self) -> dict | None:
+        """The next waiting job, or None."""
+        return heapq.heappop(self.waiting)[2] if self.waiting else None
+
+    def busy(self) -> bool:
+        raise NotImplementedError
+
+    def next_done(self) -> dict:
+        """work_task's result for some finished job (waiting until one finishes)."""
+        raise NotImplementedError
+
+
+class InProcess(Pool):
+    """Jobs one after another in this process, in the order a one-core Ray pool would run
+    them: tests and profiling (benchmarks/profile_curate.py times `call`)."""
+
+    def __init__(self, out: Store, cfg: JobConfig):
+        super().__init__(1)
+        self.out, self.cfg = out, cfg
+
+    def call(self, job: dict) -> dict:
+        return work_task(job, self.out, self.cfg)
+
+    def busy(self) -> bool:
+        return bool(self.waiting)
+
+    def next_done(self) -> dict:
+        job = self.take()
+        assert job is not None
+        return self.call(job)
+
+
+class RayPool(Pool):
+    """Jobs as Ray tasks, one CPU each. Ray core tasks and ray.wait rather than Ray Data: a
+    group depends on some segments of its own video, a join Ray Data's streaming operators
+    cannot express without a barrier between two datasets (today's idle cores at the stage
+    boundary)."""
+
+    def __init__(self, out: Store, cfg: JobConfig):
+        import ray
+
+        super().__init__(max(1, int(ray.cluster_resources().get("CPU", 1))) + 1)
+        self.ray = ray
+        # Retries on purpose. A task lost with its worker or node (a raylet killed, a preempted
+        # machine) runs again elsewhere, a few times, not forever, so a video that keeps
+        # killing its worker ends the job instead of hanging it. The retry is idempotent: a
+        # part is replaced atomically, present clips are kept, stray clip files are removed at
+        # the end. An exception raised by a task is not retried: per-clip failures are records
+        # already, so one escaping is a bug that would fail the same way.
+        self.task = ray.remote(work_task).options(num_cpus=1, max_retries=3, retry_exceptions=False)
+        self.args = ray.put(out), ray.put(cfg)
+        self.running: list = []
+
+    def busy(self) -> bool:
+        return bool(self.waiting or self.running)
+
+    def next_done(self) -> dict:
+        while len(self.running) < self.slots and (job := self.take()) is not None:
+            self.running.append(self.task.remote(job, *self.args))
+        [ref], self.running = self.ray.wait(self.running, num_returns=1)
+        return self.ray.get(ref)
+
+
+@dataclass
+class Video:
+    """A segmented video's state in the driver: its segments back so far and its groups."""
+
+    first: dict  # its first segment job (path, video_id, info, grid, of)
+    segments: dict[int, dict] = field(default_factory=dict)  # k -> detect_segment's result
+    sent: list[list[str]] = field(default_factory=list)  # clip ids of the groups started
+    out: int = 0  # groups started and not back
+    records: list[ClipRecord] = field(default_factory=list)  # the video's records, once all are final
+    done: dict[str, ClipRecord] = field(default_factory=dict)  # clip_id -> record back from a group
+    seconds: float = 0.0
+    fallback: bool = False  # irregular: to the one-task path once its started groups are back
+
+    def new_groups(self, sc: SplitConfig) -> list[list[ClipRecord]]:
+        """Groups now final and not yet started."""
+        k = 0
+        while k in self.segments:
+            k += 1
+        if not k:
+            return []
+        info = VideoInfo(**self.first["info"])
+        bounds, n, filled = merge_segments([self.segments[i] for i in range(k)])
+        span = int(sc.segment_s * info.avg_fps)
+        if k == self.first["of"]:
+            self.records = clip_records(info, bounds, n, filled, sc)
+            groups = group_records(self.records, span)
+        else:
+            groups = group_records(final_records(info, bounds, filled, sc), span)[:-1]
+        ids = [[r.clip_id for r in g] for g in groups]
+        if ids[: len(self.sent)] != self.sent:  # cannot happen (see the module's docstring)
+            raise RuntimeError(f"video {self.first['video_id']}: groups started early differ from its final groups")
+        new = groups[len(self.sent) :]
+        self.sent += ids[len(self.sent) :]
+        self.out += len(new)
+        return new
+
+
+def final_records(info: VideoInfo, bounds: list[Boundary], filled: np.ndarray, sc: SplitConfig) -> list[ClipRecord]:
+    """The records of the shots that boundaries still to come cannot change: every shot before
+    the last boundary's end (shots_from_boundaries drops the shot after it when told the video
+    ends there)."""
+    last = max((b.span[1] if b.span else b.frame for b in bounds), default=0)
+    shots = shots_from_boundaries(bounds, last, info.avg_fps, sc.min_shot_s, sc.max_shot_s, sc.trim_frames)
+    return shot_records(info, shots, filled)
+
+
+def run_videos(todo: list[dict], out: Store, cfg: JobConfig, pool: Pool | None = None):
     """Process `todo` (curate.plan's rows); yield one curate.ray_task-style summary per video
-    as its part is written."""
+    as its part is written. Jobs run on `pool` (Ray tasks unless given)."""
     sc = cfg.split
-    segs: dict[str, list[dict]] = defaultdict(list)  # video_id -> its segments' results so far
-    pending: dict[str, dict] = {}  # video_id -> its records and the groups still out
-    second: list[dict] = []
-    for r in _run_jobs(todo, out, cfg, plan=True):
+    pool = pool or RayPool(out, cfg)
+    for row in todo:
+        pool.submit({**row, "kind": "plan"})
+    videos: dict[str, Video] = {}
+    while pool.busy():
+        r = pool.next_done()
+        if r["kind"] == "plan":
+            for job in r["jobs"]:
+                pool.submit(job)
+            continue
         if r["kind"] == "whole":
             yield r["summary"]
             continue
-        segs[r["video_id"]].append(r)
-        if len(segs[r["video_id"]]) < r["of"]:
+        v = videos.setdefault(r["video_id"], Video(r))
+        v.seconds += r["seconds"]
+        if r["kind"] == "segment":
+            v.segments[r["k"]] = r
+            # timestamps cannot number its frames: from frame 0 (no new group; the rest are dropped)
+            v.fallback = v.fallback or r["irregular"]
+            if not v.fallback:
+                for g in v.new_groups(sc):
+                    pool.submit({**_video_fields(r), "kind": "group", "records": [x.to_row() for x in g]})
+        else:
+            v.out -= 1
+            v.done.update((x.clip_id, x) for x in map(ClipRecord.from_row, r["records"]))
+        if v.fallback:
+            if not v.out and len(v.segments) == v.first["of"]:  # nothing of it left out: one task redoes it
+                del videos[r["video_id"]]
+                pool.submit({"path": r["path"], "video_id": r["video_id"], "retry": False, "kind": "whole"})
             continue
-        results = sorted(segs.pop(r["video_id"]), key=lambda s: s["k"])
-        if any(s["irregular"] for s in results):  # timestamps cannot number its frames: from frame 0
-            second.append({"path": r["path"], "video_id": r["video_id"], "retry": False, "kind": "whole"})
+        if v.out or not v.records:
             continue
-        info = VideoInfo(**r["info"])
-        bounds, n, filled = merge_segments(results)
-        records = clip_records(info, bounds, n, filled, sc)
-        groups = group_records(records, int(sc.segment_s * info.avg_fps))
-        pending[r["video_id"]] = {
-            "records": records,
-            "groups": len(groups),
-            "done": [],
-            "seconds": sum(s["seconds"] for s in results),
-            "path": r["path"],
-            "segments": len(results),
-        }
-        second += [
-            {
-                "kind": "group",
-                "path": r["path"],
-                "video_id": r["video_id"],
-                "info": r["info"],
-                "grid": r["grid"],
-                "records": [x.to_row() for x in g],
-            }
-            for g in groups
-        ]
-    if not second:
-        return
-    for r in _run_jobs(second, out, cfg, plan=False):
-        if r["kind"] == "whole":
-            yield r["summary"]
-            continue
-        p = pending[r["video_id"]]
-        p["done"] += [ClipRecord.from_row(x) for x in r["records"]]
-        p["seconds"] += r["seconds"]
-        p["groups"] -= 1
-        if p["groups"]:
-            continue
-        del pending[r["video_id"]]
-        by_id = {x.clip_id: x for x in p["done"]}
-        records = [by_id.get(x.clip_id, x) for x in p["records"]]
+        del videos[r["video_id"]]
+        records = [v.done.get(x.clip_id, x) for x in v.records]
         write_part(out, r["video_id"], records)
         yield {
-            "path": p["path"],
+            "path": r["path"],
             "video_id": r["video_id"],
             "n_records": len(records),
             "retried": 0,
@@ -251,6 +335,10 @@ def run_videos(todo: list[dict], out: Store, cfg: JobConfig):
             "n_errors": sum(x.status == "error" for x in records),
             "error": next((x.error for x in records if x.status == "error"), ""),
             "frames": max((x.end_frame for x in records), default=0),
-            "seconds": p["seconds"],
-            "segments": p["segments"],
+            "seconds": v.seconds,
+            "segments": v.first["of"],
         }
+
+
+def _video_fields(job: dict) -> dict:
+    return {k: job[k] for k in ("path", "video_id", "info", "grid")}

@@ -15,13 +15,14 @@ import numpy as np
 
 from annotators.caption.backends import make_backend
 from annotators.caption.captioner import CAPTION_ERROR, caption_records
-from annotators.shots import Boundary, get_detector, shots_from_boundaries
+from annotators.shots import Boundary, Shot, ShotDetector, get_detector, shots_from_boundaries
 from pipelines.clipwork import analyse_one, clip_pass, stage_error
 from pipelines.parts import part_key, read_part, write_part
 from pks.decode import decode_small
 from pks.jobconfig import JobConfig, SplitConfig
-from pks.probe import ProbeError, VideoInfo, content_hash, probe
+from pks.probe import ProbeError, VideoInfo, content_hash, probe_grid
 from pks.record import ClipRecord
+from pks.seek import Grid
 from pks.store import Store, as_store, is_url, open_input, staged
 from pks.timing import frame_times
 
@@ -42,20 +43,40 @@ def video_key(path: str, out: Store | None = None) -> str:
 
 def ingest(path: str, vid: str) -> VideoInfo | ClipRecord:
     """Probe one video: its VideoInfo, or an error record saying why it is unusable."""
+    return ingest_grid(path, vid)[0]
+
+
+def ingest_grid(path: str, vid: str) -> tuple[VideoInfo | ClipRecord, Grid | None]:
+    """`ingest` and the video's frame grid (pks.seek) from the same demux, None with an error record."""
     if vid.startswith(UNREADABLE):
-        return ClipRecord(video_id=vid, source_path=path, status="error", error="cannot read file")
+        return ClipRecord(video_id=vid, source_path=path, status="error", error="cannot read file"), None
     try:
-        return probe(path, video_id=vid)
+        return probe_grid(path, video_id=vid)
     except ProbeError as e:
-        return ClipRecord(video_id=vid, source_path=path, status="error", error=str(e))
+        return ClipRecord(video_id=vid, source_path=path, status="error", error=str(e)), None
     except OSError as e:  # gone since it was hashed, or a remote input that could not be fetched
-        return ClipRecord(video_id=vid, source_path=path, status="error", error=f"cannot read file: {e}")
+        return ClipRecord(video_id=vid, source_path=path, status="error", error=f"cannot read file: {e}"), None
+
+
+_DETECTORS: dict[str, ShotDetector] = {}
+
+
+def worker_detector(sc: SplitConfig) -> ShotDetector:
+    """One shot detector per worker process and (name, params): TransNetV2 (and the hybrid)
+    load their weights once, not once per video and segment. Safe to share: no detector keeps
+    state from one detect() call to the next (AnimeDetector and HybridDetector hold settings
+    only, TransNetV2Detector its model in eval mode under inference_mode, SceneDetectDetector
+    makes a fresh PySceneDetect detector per call)."""
+    key = json.dumps([sc.detector, sc.params], sort_keys=True, default=repr)
+    if key not in _DETECTORS:
+        _DETECTORS[key] = get_detector(sc.detector, **sc.params)
+    return _DETECTORS[key]
 
 
 def split(info: VideoInfo, cfg: JobConfig) -> list[ClipRecord]:
     """Detect shots and turn them into clip records (or one rejected record if none is long enough)."""
     sc = cfg.split
-    detector = get_detector(sc.detector, **sc.params)
+    detector = worker_detector(sc)
     frames = decode_small(info.path, detector.frame_size)
     boundaries = detector.detect(frames.rgb, info.avg_fps) if len(frames.rgb) else []
     assert frames.filled is not None  # decode_small always gives the mask
@@ -83,9 +104,18 @@ def clip_records(
                 quality_flags=["too_short"],
             )
         ]
+    return shot_records(info, shots, filled)
+
+
+def shot_records(info: VideoInfo, shots: list[Shot], filled: np.ndarray) -> list[ClipRecord]:
+    """One ok record per shot (flagged decode_error where it holds a frame `filled` marks)."""
     return [
         ClipRecord(
-            **base,
+            video_id=info.video_id,
+            source_path=info.path,
+            fps=info.avg_fps,
+            width=info.width,
+            height=info.height,
             start_frame=s.start_frame,
             end_frame=s.end_frame,
             transition_in=s.transition_in,

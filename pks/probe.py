@@ -13,6 +13,7 @@ import av
 import numpy as np
 
 from pks.errors import UserError
+from pks.seek import Grid, grid_of
 from pks.store import is_url, storage_errors
 
 VIDEO_EXTS = {".mp4", ".mkv", ".mov", ".avi", ".webm", ".m4v", ".mpg", ".mpeg", ".ts", ".flv", ".wmv"}
@@ -55,6 +56,12 @@ def content_hash(path: str | Path | BinaryIO, chunk: int = 1 << 20) -> str:
 def probe(path: str | Path, video_id: str | None = None) -> VideoInfo:
     """Probe a video. Demuxes every packet (no decoding) for an exact frame count and timing,
     and decodes the first frame to prove the stream is decodable."""
+    return probe_grid(path, video_id)[0]
+
+
+def probe_grid(path: str | Path, video_id: str | None = None) -> tuple[VideoInfo, Grid | None]:
+    """`probe` and, from the same demux, `pks.seek.frame_grid`'s grid: a long video's plan
+    reads the container once instead of twice."""
     path = str(path)
     if Path(path).stat().st_size == 0:
         raise ProbeError("empty file (0 bytes)")
@@ -70,11 +77,16 @@ def probe(path: str | Path, video_id: str | None = None) -> VideoInfo:
         stream = container.streams.video[0]
         cc = stream.codec_context
         pts = []
+        gridded = True  # every packet has a timestamp and the demux ran to the end (frame_grid's terms)
         try:
             for pkt in container.demux(stream):
-                if pkt.size and pkt.pts is not None:
-                    pts.append(pkt.pts)
+                if pkt.size:
+                    if pkt.pts is not None:
+                        pts.append(pkt.pts)
+                    else:
+                        gridded = False
         except av.error.FFmpegError as e:
+            gridded = False
             if not pts:
                 raise ProbeError(f"cannot demux video packets: {e}") from None
         if not pts:
@@ -99,7 +111,7 @@ def probe(path: str | Path, video_id: str | None = None) -> VideoInfo:
             w, h = h, w
         pix = cc.pix_fmt or first.format.name
         depth = 10 if "10" in pix else 12 if "12" in pix else 8
-        return VideoInfo(
+        info = VideoInfo(
             path=path,
             video_id=video_id or content_hash(path),
             codec=cc.name,
@@ -114,6 +126,8 @@ def probe(path: str | Path, video_id: str | None = None) -> VideoInfo:
             n_frames=len(ts),
             duration=duration,
         )
+        grid = grid_of(ts, stream.average_rate, stream.time_base) if gridded else None
+        return info, grid
 
 
 def list_inputs(spec: str, storage_options: dict | None = None) -> list[str]:

@@ -10,7 +10,7 @@ import pytest
 
 from annotators.shots import get_detector
 from badfiles import _encode, _frames, make_bad_inputs
-from pipelines import clipwork, segments
+from pipelines import clipwork, segments, video
 from pipelines.curate import run
 from pipelines.video import process_video, video_key
 from pks import seek
@@ -20,6 +20,7 @@ from pks.errors import ConfigError
 from pks.probe import probe
 from pks.record import read_parquet
 from pks.seek import Irregular, frame_grid, iter_range
+from pks.store import as_store
 from pks.synth import synthesize_video
 
 
@@ -84,15 +85,14 @@ def test_segments_reconcile_to_the_whole_videos_boundaries(long_video, monkeypat
     inside = next(s for s in truth["shots"] if s["start_frame"] > cut)
     mid = (inside["start_frame"] + inside["end_frame"]) // 2
     windows = []
-    real = segments.get_detector
 
-    def recording(*a, **k):
-        d = real(*a, **k)
+    def recording(sc):  # a detector of its own: the worker's cached one stays as it is
+        d = get_detector(sc.detector, **sc.params)
         detect = d.detect
         d.detect = lambda frames, fps: windows.append(len(frames)) or detect(frames, fps)
         return d
 
-    monkeypatch.setattr(segments, "get_detector", recording)
+    monkeypatch.setattr(segments, "worker_detector", recording)
     grid = frame_grid(str(path))
     for cores in (
         [(0, cut), (cut, mid), (mid, n)],  # edges on a cut and inside a shot
@@ -242,3 +242,85 @@ def test_a_writer_failure_mid_pass_closes_every_writer_and_reports_its_own_error
     assert got and all(r.status == "error" and "disk full" in r.error for r in got), {r.error for r in got}
     assert opened and sorted(map(id, closed)) == sorted(map(id, opened))  # each writer closed, once
     assert not list((out / "clips").iterdir())
+
+
+def test_a_worker_loads_each_detector_once_and_it_detects_as_a_fresh_one(long_video, monkeypatch):
+    from annotators.shots import transnet
+
+    loads = []
+    real = transnet.TransNetV2Detector.model
+
+    def counting(self):
+        loads.append(self._model is None)
+        return real(self)
+
+    monkeypatch.setattr(transnet.TransNetV2Detector, "model", counting)
+    monkeypatch.setattr(video, "_DETECTORS", {})  # this process's cache, as a fresh worker's
+    sc = dataclasses.replace(load_config().split, detector="hybrid", params={})
+    det = video.worker_detector(sc)
+    rgb = decode_small(str(long_video[0]), det.frame_size).rgb[170:220]  # a cut; one TransNetV2 window (slow on a CPU)
+    first = det.detect(rgb, 24.0)
+    again = video.worker_detector(sc)
+    assert again is det and again.detect(rgb, 24.0) == first and len(first) >= 1
+    assert sum(loads) == 1  # TransNetV2's weights loaded once for both calls
+    assert get_detector("hybrid").detect(rgb, 24.0) == first  # the shared one holds no state
+    anime = dataclasses.replace(sc, detector="anime")
+    assert (
+        video.worker_detector(anime)
+        is video.worker_detector(anime)
+        is not video.worker_detector(dataclasses.replace(anime, params={"cut_threshold": 0.5}))
+    )
+
+
+class Watched(segments.InProcess):
+    """The in-process pool, noting each job's kind (and a segment's index) as it runs."""
+
+    def __init__(self, out, cfg):
+        super().__init__(out, cfg)
+        self.ran = []
+
+    def call(self, job):
+        self.ran.append((job["kind"], job.get("k")))
+        return super().call(job)
+
+
+def test_groups_start_before_the_last_segment_and_the_records_are_the_unsegmented_ones(long_video, tmp_path):
+    path = long_video[0]
+    cfg = load_config(None, {"split.segment_s": 2.5, "split.overlap_s": 2.0, "clips.write": False})
+    vid = video_key(str(path))
+    whole = process_video(str(path), vid, tmp_path / "whole", cfg)
+    out = as_store(tmp_path / "out")
+    (tmp_path / "out" / "parts").mkdir(parents=True)
+    pool = Watched(out, cfg)
+    [summary] = segments.run_videos([{"path": str(path), "video_id": vid, "retry": False}], out, cfg, pool)
+    k = summary["segments"]
+    assert k >= 5 and sorted(i for kind, i in pool.ran if kind == "segment") == list(range(k))
+    # Streaming: groups ran while segments were still to run (today's barrier ran them all after).
+    assert pool.ran.index(("group", None)) < pool.ran.index(("segment", k - 1))
+    assert sum(kind == "group" for kind, _ in pool.ran) >= 3
+    assert read_parquet(tmp_path / "out" / "parts" / f"{vid}.parquet") == whole  # spans, ids, analysis
+
+
+def test_an_irregular_segment_sends_its_video_to_one_task_after_its_started_groups(long_video, tmp_path, monkeypatch):
+    path = long_video[0]
+    cfg = load_config(None, {"split.segment_s": 2.5, "split.overlap_s": 2.0, "clips.write": False})
+    vid = video_key(str(path))
+    whole = process_video(str(path), vid, tmp_path / "whole", cfg)
+    real = segments.detect_segment
+    k_bad = 4
+
+    def late_irregular(p, core, grid, fps, sc):  # a hole the 5th segment's seek runs into
+        got = real(p, core, grid, fps, sc)
+        return (
+            {**got, "irregular": True} if core[0] == segments.plan_segments(grid.n_frames, fps, 2.5)[k_bad][0] else got
+        )
+
+    monkeypatch.setattr(segments, "detect_segment", late_irregular)
+    out = as_store(tmp_path / "out")
+    (tmp_path / "out" / "parts").mkdir(parents=True)
+    pool = Watched(out, cfg)
+    [summary] = segments.run_videos([{"path": str(path), "video_id": vid, "retry": False}], out, cfg, pool)
+    kinds = [kind for kind, _ in pool.ran]
+    assert "group" in kinds and kinds[-1] == "whole" and "segments" not in summary
+    assert kinds.index("whole") > max(i for i, kind in enumerate(kinds) if kind in ("group", "segment"))
+    assert read_parquet(tmp_path / "out" / "parts" / f"{vid}.parquet") == whole
