@@ -81,3 +81,24 @@ def test_the_loader_moves_static_clips_only_and_alike_on_every_draw(sharded_run)
                 assert "camera_move" not in rm and torch.equal(m["video"][i], p["video"][i])
                 assert sorted(on) == sorted(rp["caption"]["camera"])
     assert n_moved > 0
+
+
+def test_the_vae_learns_from_the_same_moved_clips_as_the_dit(sharded_run):
+    """The learned VAE's stream moves static clips as the DiT's does (data.camera_moves): the DiT
+    learns from the latents of moved clips, so the VAE must learn to redraw them (issue 21's
+    two-tag toy: a VAE trained on mostly static footage halves a pan's shift). Before, the VAE's
+    stream never moved a clip."""
+    from training.config import load_train_config
+    from training.train import vae_stream
+
+    def records(rate):
+        cfg = load_train_config(
+            "tiny",
+            {"data.camera_moves.rate": rate, "data.size": [48, 80], "data.frames": 6, "latent.steps": 6},
+        )
+        return [r for b in vae_stream(sharded_run / "shards", cfg) for r in b["records"]]
+
+    moved, plain = records(1.0), records(0.0)
+    assert len(moved) == len(plain) == 6 * 8  # latent.steps batches of latent.batch_size
+    assert any(r.get("camera_move") in MOVES for r in moved)
+    assert not any("camera_move" in r for r in plain)

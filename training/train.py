@@ -363,6 +363,30 @@ def train(
     return last
 
 
+def vae_stream(root: Path, cfg: TrainConfig) -> CurriculumLoader:
+    """The learned VAE's training clips: every curriculum stage alike (the VAE must draw all of
+    them), and the same camera moves as the DiT's stream. The DiT learns from the latents of the
+    moved clips, so the VAE must have learned to redraw them: on the two-tag toy a VAE trained on
+    footage halves a pan's shift (training/toy.py, BENCHMARKS.md issue 21)."""
+    lc, dc = cfg.latent, cfg.data
+    return CurriculumLoader(
+        root,
+        frames=dc.frames,
+        fps=dc.fps,
+        size=dc.size,
+        batch_size=lc.batch_size,
+        seed=cfg.train.seed,
+        steps=lc.steps,
+        schedule=Schedule((1, 1, 1, 1), (1, 1, 1, 1), 1),
+        random_window=dc.random_window,
+        camera_moves=dc.camera_moves.rate,
+        move_travel=dc.camera_moves.travel,
+        taxonomy_version=cfg.taxonomy_version,
+        cache_mb=dc.cache_mb,
+        allow_stale=True,
+    )
+
+
 def ensure_learned_vae(root: Path, run: Path, cfg: TrainConfig, device, rank: int, progress: bool) -> None:
     """The first stage of a `learned` run: train the small VAE on the run's clips into RUN/vae,
     unless it is there (a resumed run) or latent.path names one (an earlier run's, reused).
@@ -374,23 +398,9 @@ def ensure_learned_vae(root: Path, run: Path, cfg: TrainConfig, device, rank: in
     if rank == 0 and not (folder / META).is_file():
         if cfg.latent.path:
             raise UserError(f"latent.path {folder} holds no trained VAE (a run's vae/ folder)")
-        lc, dc = cfg.latent, cfg.data
-        loader = CurriculumLoader(  # every stage alike: the VAE must draw all of them
-            root,
-            frames=dc.frames,
-            fps=dc.fps,
-            size=dc.size,
-            batch_size=lc.batch_size,
-            seed=cfg.train.seed,
-            steps=lc.steps,
-            schedule=Schedule((1, 1, 1, 1), (1, 1, 1, 1), 1),
-            random_window=dc.random_window,
-            taxonomy_version=cfg.taxonomy_version,
-            cache_mb=dc.cache_mb,
-            allow_stale=True,
-        )
+        lc = cfg.latent
         meta = train_vae(
-            torch.utils.data.DataLoader(loader, batch_size=None),
+            torch.utils.data.DataLoader(vae_stream(root, cfg), batch_size=None),
             folder,
             lc,
             device,
