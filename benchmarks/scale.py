@@ -31,6 +31,7 @@ import av  # noqa: E402
 import psutil  # noqa: E402
 
 from pks.config import load_config  # noqa: E402
+from pks.jobconfig import JobConfig  # noqa: E402
 from pks.videoio import Mp4Writer, pick_encoder  # noqa: E402
 
 
@@ -70,7 +71,7 @@ def decode_fps(path: Path) -> float:
     return n / (time.perf_counter() - t0)
 
 
-def encode_fps(path: Path, cfg: dict, n: int = 240) -> float:
+def encode_fps(path: Path, cfg: JobConfig, n: int = 240) -> float:
     """The clips' encoder alone on n decoded frames held in memory (decode not timed)."""
     with av.open(str(path)) as c:
         frames = []
@@ -128,7 +129,7 @@ class PeakRss:
         self._t.join()
 
 
-def curate(video: Path, cfg: dict, cpus: int, work: Path, tag: str) -> tuple[float, PeakRss]:
+def curate(video: Path, cfg: JobConfig, cpus: int, work: Path, tag: str) -> tuple[float, PeakRss]:
     import ray
 
     from pipelines.curate import run
@@ -194,7 +195,7 @@ def main() -> None:
         enc = encode_fps(long, write)
         rows.append(
             (
-                f"encode only, {pick_encoder(write['clips']['encoder'])} {write['clips']['preset']} (frames/s)",
+                f"encode only, {pick_encoder(write.clips.encoder)} {write.clips.preset} (frames/s)",
                 f"{enc:.1f}",
                 "",
             )
