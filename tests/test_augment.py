@@ -102,3 +102,24 @@ def test_the_vae_learns_from_the_same_moved_clips_as_the_dit(sharded_run):
     assert len(moved) == len(plain) == 6 * 8  # latent.steps batches of latent.batch_size
     assert any(r.get("camera_move") in MOVES for r in moved)
     assert not any("camera_move" in r for r in plain)
+
+
+def test_the_vae_stream_can_move_more_clips_than_the_dits(sharded_run):
+    """latent.camera_moves sets the VAE's own move rate, apart from the DiT's: the VAE must see
+    enough moving clips to keep a pan's shift (issue 21)."""
+    from training.config import load_train_config
+    from training.train import vae_stream
+
+    cfg = load_train_config(
+        "tiny",
+        {
+            "data.camera_moves.rate": 0.0,
+            "latent.camera_moves": 1.0,
+            "data.size": [48, 80],
+            "data.frames": 6,
+            "latent.steps": 6,
+        },
+    )
+    assert any(r.get("camera_move") in MOVES for b in vae_stream(sharded_run / "shards", cfg) for r in b["records"])
+    with pytest.raises(Exception, match="latent.camera_moves"):
+        load_train_config("tiny", {"latent.camera_moves": 1.5})

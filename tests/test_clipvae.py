@@ -10,7 +10,7 @@ import pytest
 import torch
 import yaml
 
-from training.clipvae import META, WEIGHTS, ClipVAE, Depth2Space, LearnedSpace, Space2Depth, train_vae
+from training.clipvae import META, WEIGHTS, ClipVAE, Depth2Space, LearnedSpace, Space2Depth, train_vae, vae_loss
 from training.config import CONFIG_DIR, LatentConfig
 
 
@@ -171,3 +171,21 @@ def test_unit_range_round_trips_every_uint8_level():
     assert torch.equal(to_uint8(x), video)
     beyond = torch.tensor([-3.0, -1.5, 1.5, 3.0]).view(1, 1, 4, 1, 1)  # [B, 3=1 here, T, H, W]
     assert to_uint8(beyond).flatten().tolist() == [0, 0, 255, 255]  # clamped, not wrapped
+
+
+@pytest.mark.parametrize("still", [1, 7])
+def test_the_per_clip_motion_term_is_not_diluted_by_still_clips(still):
+    """One moving clip redrawn as a still frame among `still` clips redrawn exactly: the plain
+    motion term shrinks with every still clip in the batch, the per-clip one stays that clip's
+    own motion error (issue 21: a VAE that mostly sees still clips redraws moving ones still)."""
+    g = torch.Generator().manual_seed(0)
+    x = (torch.rand(still + 1, 3, 1, 8, 8, generator=g) * 2 - 1).repeat(1, 1, 4, 1, 1)
+    x[0] = torch.stack([torch.roll(x[0, :, 0], t, dims=-1) for t in range(4)], dim=1)  # a pan
+    recon = x.clone()
+    recon[0] = x[0, :, :1]  # the moving clip redrawn still
+    own = ((x[0, :, 1:] - x[0, :, :-1]).abs().mean()).item()  # its motion error: all its change
+    mean, logvar = torch.zeros(1), torch.zeros(1)
+    _, plain = vae_loss(x, recon, mean, logvar, 0.0, 1.0)
+    _, per_clip = vae_loss(x, recon, mean, logvar, 0.0, 1.0, per_clip=True)
+    assert plain["motion_l1"] == pytest.approx(own / (still + 1), rel=1e-4)
+    assert per_clip["motion_l1"] == pytest.approx(own, rel=1e-4)

@@ -39,9 +39,22 @@ class LatentConfig:
     batch_size: int = 8
     kl: float = 0.0001
     motion: float = 2.0
+    # The motion term per clip, weighted by the clip's share of the batch's frame-to-frame change
+    # (training/clipvae.py vae_loss), so the still clips do not dilute it.
+    motion_per_clip: bool = False
+    # The share of static clips moved by a camera move in the VAE's own stream (null: the DiT's
+    # data.camera_moves.rate); the DiT draws only the motion its VAE keeps.
+    camera_moves: float | None = None
 
     def __post_init__(self):
         _need(self.kind in ("pixel", "learned", "wan"), "latent.kind", "must be pixel, learned or wan", self.kind)
+        _need(self.motion >= 0, "latent.motion", "must be >= 0", self.motion)
+        _need(
+            self.camera_moves is None or 0 <= self.camera_moves <= 1,
+            "latent.camera_moves",
+            "must be null or within 0..1",
+            self.camera_moves,
+        )
 
     def to_dict(self) -> dict:
         """kind and path, and the VAE's fields for a learned space only: the form the configs

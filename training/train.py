@@ -379,7 +379,7 @@ def vae_stream(root: Path, cfg: TrainConfig) -> CurriculumLoader:
         steps=lc.steps,
         schedule=Schedule((1, 1, 1, 1), (1, 1, 1, 1), 1),
         random_window=dc.random_window,
-        camera_moves=dc.camera_moves.rate,
+        camera_moves=dc.camera_moves.rate if lc.camera_moves is None else lc.camera_moves,
         move_travel=dc.camera_moves.travel,
         taxonomy_version=cfg.taxonomy_version,
         cache_mb=dc.cache_mb,
