@@ -1,8 +1,8 @@
 """Decode a video once into small frames for analysis (shot detection, signals).
 
 Analysis needs tiny frames, so we read the decoder's YUV planes directly and shrink them
-with OpenCV's area filter: about twice as fast as asking swscale for scaled RGB. The loop
-filter is skipped by default (a deblocking pass that changes nothing a detector needs).
+with an area filter (pks.resize: OpenCV's INTER_AREA pixels as numpy block sums): several
+times cheaper than asking swscale for scaled RGB. The loop filter is skipped by default (a deblocking pass that changes nothing a detector needs).
 """
 
 from __future__ import annotations
@@ -13,6 +13,8 @@ from dataclasses import dataclass
 import av
 import cv2
 import numpy as np
+
+from pks.resize import area_resize
 
 FAST_FORMATS = {"yuv420p", "yuvj420p"}
 
@@ -32,7 +34,7 @@ def _plane(p) -> np.ndarray:
 def _small_yuv(frame: av.VideoFrame, size: tuple[int, int]) -> np.ndarray:
     if frame.format.name not in FAST_FORMATS:  # 10-bit, 4:4:4, RGB...: let swscale convert
         frame = frame.reformat(format="yuv420p")
-    planes = [cv2.resize(_plane(p), size, interpolation=cv2.INTER_AREA) for p in frame.planes[:3]]
+    planes = [area_resize(_plane(p), size) for p in frame.planes[:3]]
     return np.dstack(planes)
 
 

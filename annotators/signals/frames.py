@@ -9,6 +9,7 @@ import cv2
 import numpy as np
 
 from pks.decode import _plane
+from pks.resize import area_resize
 
 
 @dataclass
@@ -22,25 +23,6 @@ class ClipFrames:
         return ClipFrames(
             self.rgb[start:end], {k - start: v for k, v in self.luma.items() if start <= k < end}, self.fps
         )
-
-
-def area_resize(plane: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """cv2.resize(plane, size, interpolation=cv2.INTER_AREA) of a uint8 plane, the same pixels.
-    Where the plane is a whole number of times the size each way (1080p to 192 px: 10 and 5 for
-    chroma), OpenCV averages each block through a gather table; summing rows, then columns, as
-    uint16 numpy adds and rounding as it does (nearest, ties to even, of the float32 sum times
-    1 / area) gives its values at a third of its CPU. 2 x 2 is its own SIMD kernel with other
-    rounding, so it and every other case go to OpenCV."""
-    w, h = size
-    H, W = plane.shape
-    fy, fx = (H // h, W // w) if h and w else (0, 0)
-    if not fx or not fy or H != h * fy or W != w * fx or (fx, fy) == (2, 2) or fx * fy * 255 >= 1 << 16:
-        return cv2.resize(plane, size, interpolation=cv2.INTER_AREA)
-    rows = np.add.reduce(plane.reshape(h, fy, W), axis=1, dtype=np.uint16)  # each block's rows summed
-    s = rows[:, 0::fx].copy()
-    for k in range(1, fx):  # strided adds: numpy sums short runs along the last axis slowly
-        s += rows[:, k::fx]
-    return np.rint(s.astype(np.float32) * np.float32(1.0 / (fx * fy))).astype(np.uint8)
 
 
 class ClipCollector:
