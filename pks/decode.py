@@ -2,7 +2,8 @@
 
 Analysis needs tiny frames, so we read the decoder's YUV planes directly and shrink them
 with an area filter (pks.resize: OpenCV's INTER_AREA pixels as numpy block sums): several
-times cheaper than asking swscale for scaled RGB. The loop filter is skipped by default (a deblocking pass that changes nothing a detector needs).
+times cheaper than asking swscale for scaled RGB. The loop filter is skipped by default (a
+deblocking pass that changes nothing a detector needs).
 """
 
 from __future__ import annotations
