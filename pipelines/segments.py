@@ -40,7 +40,7 @@ import numpy as np
 from annotators.shots import Boundary, shots_from_boundaries
 from pipelines.parts import write_part
 from pipelines.video import clip_records, clip_stages, ingest_grid, ray_task, shot_records, worker_detector
-from pks.decode import _small_yuv
+from pks.decode import DecodeMarks, _small_yuv
 from pks.jobconfig import JobConfig, SplitConfig
 from pks.probe import VideoInfo
 from pks.record import ClipRecord
@@ -57,22 +57,24 @@ def plan_segments(n_frames: int, fps: float, segment_s: float) -> list[tuple[int
 
 def detect_segment(path: str, core: tuple[int, int], grid: Grid, fps: float, sc: SplitConfig) -> dict:
     """Boundaries inside `core` of one segment, from its frames plus overlap_s either side.
-    Returns {boundaries: [(frame, kind, span)], filled: [index], end: last decoded index + 1
-    (within the window), irregular: bool}. Holds the window's small frames only."""
+    Returns {boundaries: [(frame, kind, span)], marks: the core's DecodeMarks.within, end: last
+    decoded index + 1 (within the window), irregular: bool}. Holds the window's small frames only.
+    The window reaches past the core, so a concealed frame just after it still marks the
+    core's B-frames that lead it."""
     detector = worker_detector(sc)
     pad = int(round(sc.overlap_s * fps))
     lo, hi = max(0, core[0] - pad), min(grid.n_frames, core[1] + pad)
-    yuv, filled, end = [], [], lo
+    yuv, marks, end = [], DecodeMarks(), lo
+    irregular = {"boundaries": [], "marks": DecodeMarks().within(0, 0), "end": 0, "irregular": True}
     try:
-        for i, frame, gap in iter_range(path, lo, hi, grid, fast=True):
+        for i, frame, filled in iter_range(path, lo, hi, grid, fast=True, repeats=marks.repeat_pts):
             yuv.append(_small_yuv(frame, detector.frame_size))
-            if gap and core[0] <= i < core[1]:
-                filled.append(i)
+            marks.add(i, frame, filled)
             end = i + 1
     except Irregular:
-        return {"boundaries": [], "filled": [], "end": 0, "irregular": True}
+        return irregular
     if end - lo != len(yuv):
-        return {"boundaries": [], "filled": [], "end": 0, "irregular": True}
+        return irregular
     if yuv:
         arr = np.stack(yuv)
         n, h, w, _ = arr.shape
@@ -85,18 +87,15 @@ def detect_segment(path: str, core: tuple[int, int], grid: Grid, fps: float, sc:
         for b in found
         if core[0] <= b.frame + lo < core[1]
     ]
-    return {"boundaries": keep, "filled": filled, "end": end, "irregular": False}
+    return {"boundaries": keep, "marks": marks.within(*core), "end": end, "irregular": False}
 
 
 def merge_segments(results: list[dict]) -> tuple[list[Boundary], int, np.ndarray]:
-    """A video's boundaries, decodable frame count and filled mask from its segments' results
-    (in segment order)."""
+    """A video's boundaries, decodable frame count and damaged-frame mask (DecodeMarks.damaged)
+    from its segments' results (in segment order)."""
     bounds = [Boundary(f, kind, tuple(span) if span else None) for r in results for f, kind, span in r["boundaries"]]
     n = max(r["end"] for r in results)
-    filled = np.zeros(n, bool)
-    for r in results:
-        filled[[i for i in r["filled"] if i < n]] = True
-    return bounds, n, filled
+    return bounds, n, DecodeMarks.union([r["marks"] for r in results]).damaged(n)
 
 
 def group_records(records: list[ClipRecord], span_frames: int) -> list[list[ClipRecord]]:
@@ -262,13 +261,13 @@ class Video:
         if not k:
             return []
         info = VideoInfo(**self.first["info"])
-        bounds, n, filled = merge_segments([self.segments[i] for i in range(k)])
+        bounds, n, damaged = merge_segments([self.segments[i] for i in range(k)])
         span = int(sc.segment_s * info.avg_fps)
         if k == self.first["of"]:
-            self.records = clip_records(info, bounds, n, filled, sc)
+            self.records = clip_records(info, bounds, n, damaged, sc)
             groups = group_records(self.records, span)
         else:
-            groups = group_records(final_records(info, bounds, filled, sc), span)[:-1]
+            groups = group_records(final_records(info, bounds, damaged, sc), span)[:-1]
         ids = [[r.clip_id for r in g] for g in groups]
         if ids[: len(self.sent)] != self.sent:  # cannot happen (see the module's docstring)
             raise RuntimeError(f"video {self.first['video_id']}: groups started early differ from its final groups")
@@ -278,13 +277,13 @@ class Video:
         return new
 
 
-def final_records(info: VideoInfo, bounds: list[Boundary], filled: np.ndarray, sc: SplitConfig) -> list[ClipRecord]:
+def final_records(info: VideoInfo, bounds: list[Boundary], damaged: np.ndarray, sc: SplitConfig) -> list[ClipRecord]:
     """The records of the shots that boundaries still to come cannot change: every shot before
     the last boundary's end (shots_from_boundaries drops the shot after it when told the video
     ends there)."""
     last = max((b.span[1] if b.span else b.frame for b in bounds), default=0)
     shots = shots_from_boundaries(bounds, last, info.avg_fps, sc.min_shot_s, sc.max_shot_s, sc.trim_frames)
-    return shot_records(info, shots, filled)
+    return shot_records(info, shots, damaged)
 
 
 def run_videos(todo: list[dict], out: Store, cfg: JobConfig, pool: Pool | None = None):

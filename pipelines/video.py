@@ -79,15 +79,16 @@ def split(info: VideoInfo, cfg: JobConfig) -> list[ClipRecord]:
     detector = worker_detector(sc)
     frames = decode_small(info.path, detector.frame_size)
     boundaries = detector.detect(frames.rgb, info.avg_fps) if len(frames.rgb) else []
-    assert frames.filled is not None  # decode_small always gives the mask
-    return clip_records(info, boundaries, len(frames.rgb), frames.filled, sc)
+    assert frames.damaged is not None  # decode_small always gives the mask
+    return clip_records(info, boundaries, len(frames.rgb), frames.damaged, sc)
 
 
 def clip_records(
-    info: VideoInfo, boundaries: list[Boundary], n: int, filled: np.ndarray, sc: SplitConfig
+    info: VideoInfo, boundaries: list[Boundary], n: int, damaged: np.ndarray, sc: SplitConfig
 ) -> list[ClipRecord]:
-    """A video's clip records from its shot boundaries, `n` decodable frames and the frames
-    filled in for corrupt data (a clip holding one is flagged decode_error)."""
+    """A video's clip records from its shot boundaries, `n` decodable frames and the frames the
+    decoder could not give as coded (pks.decode.DecodeMarks.damaged: a clip holding one is
+    flagged decode_error)."""
     base: dict[str, Any] = dict(
         video_id=info.video_id, source_path=info.path, fps=info.avg_fps, width=info.width, height=info.height
     )
@@ -104,11 +105,11 @@ def clip_records(
                 quality_flags=["too_short"],
             )
         ]
-    return shot_records(info, shots, filled)
+    return shot_records(info, shots, damaged)
 
 
-def shot_records(info: VideoInfo, shots: list[Shot], filled: np.ndarray) -> list[ClipRecord]:
-    """One ok record per shot (flagged decode_error where it holds a frame `filled` marks)."""
+def shot_records(info: VideoInfo, shots: list[Shot], damaged: np.ndarray) -> list[ClipRecord]:
+    """One ok record per shot (flagged decode_error where it holds a frame `damaged` marks)."""
     return [
         ClipRecord(
             video_id=info.video_id,
@@ -119,7 +120,7 @@ def shot_records(info: VideoInfo, shots: list[Shot], filled: np.ndarray) -> list
             start_frame=s.start_frame,
             end_frame=s.end_frame,
             transition_in=s.transition_in,
-            quality_flags=["decode_error"] if filled[s.start_frame : s.end_frame].any() else [],
+            quality_flags=["decode_error"] if damaged[s.start_frame : s.end_frame].any() else [],
         )
         for s in shots
     ]

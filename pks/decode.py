@@ -8,8 +8,10 @@ deblocking pass that changes nothing a detector needs).
 
 from __future__ import annotations
 
+import bisect
 import contextlib
-from dataclasses import dataclass
+import hashlib
+from dataclasses import dataclass, field
 
 import av
 import cv2
@@ -25,7 +27,7 @@ class SmallFrames:
     rgb: np.ndarray  # [N, h, w, 3] uint8
     fps: float
     source_size: tuple[int, int]  # (w, h) as decoded
-    filled: np.ndarray | None = None  # bool [N]: frame repeated because its data was corrupt
+    damaged: np.ndarray | None = None  # bool [N]: see DecodeMarks.damaged
 
 
 def _plane(p) -> np.ndarray:
@@ -39,20 +41,21 @@ def _small_yuv(frame: av.VideoFrame, size: tuple[int, int]) -> np.ndarray:
     return np.dstack(planes)
 
 
-def iter_decoded(path: str, fast: bool = False):
+def iter_decoded(path: str, fast: bool = False, repeats: set[int] | None = None):
     """Yield (index, av.VideoFrame, filled) for every frame position of the video.
 
     A corrupt packet does not end the video: it is skipped, and where the timestamps after it
     show frames are missing, the last good frame is repeated at their positions (yielded with
     filled=True), so frame indices stay aligned with the source's frame count. Only after a
-    decode error: irregular timestamps alone (variable frame rate) are not gaps.
+    decode error: irregular timestamps alone (variable frame rate) are not gaps. `repeats`:
+    see decoded_frames.
     """
     with open_stream(path, fast) as (container, stream):
         step = None
         if stream.average_rate and stream.time_base:
             step = 1.0 / (float(stream.average_rate) * float(stream.time_base))  # pts ticks per frame
         i, last, last_pts = 0, None, None
-        for frame, broken in decoded_frames(container, stream):
+        for frame, broken in decoded_frames(container, stream, repeats):
             pts = frame.pts  # read before yielding: a consumer may restamp the frame (a clip writer does)
             if broken and step and last is not None and pts is not None and last_pts is not None:
                 missing = int(round((pts - last_pts) / step)) - 1
@@ -76,7 +79,14 @@ def open_stream(path: str, fast: bool = False):
         yield container, stream
 
 
-def decoded_frames(container, stream):
+# Codecs whose every coded picture carries its own count in its header (H.264/HEVC slice
+# headers: frame_num and pic_order_cnt_lsb; MPEG-1/2 temporal_reference; MPEG-4 Part 2
+# vop_time_increment), so two pictures of one stream never code to the same bytes. Not VP9/AV1:
+# their tiny show-existing-frame packets may legitimately repeat.
+COUNTED_PICTURES = {"h264", "hevc", "mpeg1video", "mpeg2video", "mpeg4"}
+
+
+def decoded_frames(container, stream, repeats: set[int] | None = None):
     """Yield (frame, a frame lost to a corrupt packet may be missing just before it) for every
     decoded frame: a packet that fails to decode is skipped, not the end of the video.
 
@@ -84,12 +94,26 @@ def decoded_frames(container, stream):
     order (B-frames reorder, frame threads hold a few packets each), so the gap the lost frame
     leaves can show several frames after the error. The flag is therefore held until a frame
     passes the highest timestamp sent when the packet failed (the lost frame's is no higher);
-    without packet timestamps it is held for the next frame only."""
+    without packet timestamps it is held for the next frame only.
+
+    `repeats`, when given, receives the pts of every packet whose bytes repeat a packet's since
+    the last keyframe: one coded picture muxed twice (a remuxer or capture repeating a frame),
+    for codecs in COUNTED_PICTURES. A packet is in it before any frame it decodes to is yielded."""
     sent = None  # highest pts sent to the decoder so far
     until = None  # while set: a lost frame may still show as a gap, up to this pts
+    if stream.codec_context.name not in COUNTED_PICTURES:
+        repeats = None
+    gop: set[tuple[int, bytes]] = set()  # (size, digest) of the packets since the last keyframe
     for packet in container.demux(stream):
         if packet.pts is not None:
             sent = packet.pts if sent is None else max(sent, packet.pts)
+        if repeats is not None and packet.size:
+            if packet.is_keyframe:
+                gop.clear()
+            key = (packet.size, hashlib.blake2b(memoryview(packet), digest_size=16).digest())
+            if key in gop and packet.pts is not None:
+                repeats.add(packet.pts)
+            gop.add(key)
         try:
             frames = packet.decode()
         except av.error.FFmpegError:
@@ -102,10 +126,74 @@ def decoded_frames(container, stream):
                 until = None
 
 
-def iter_frames(path: str, size: tuple[int, int], fast: bool = True):
-    """Yield (index, small YUV frame, filled) over the whole video (see iter_decoded)."""
-    for i, frame, filled in iter_decoded(path, fast):
-        yield i, _small_yuv(frame, size), filled
+@dataclass
+class DecodeMarks:
+    """What the decoder said of the frame positions it gave, collected frame by frame (`add`)
+    as index lists, so that segments of one video can report theirs and be merged (`union`).
+
+    - filled: lost to a corrupt packet and repeated from the last good frame (iter_decoded).
+    - concealed: decoded with errors that FFmpeg's error concealment drew over (the frame's
+      decode_error_flags, or the corrupt flag; PyAV's VideoFrame.is_corrupt).
+    - leading: B-frames shown between the previous I/P frame and a concealed I/P frame; they
+      are predicted from it, so its concealed picture reaches them although they show first.
+    - repeated: decoded from a coded picture muxed a second time (decoded_frames' repeats:
+      pass `repeat_pts` to the decode as its `repeats`).
+    - keys: keyframes, where predictions from earlier frames end.
+    """
+
+    filled: list[int] = field(default_factory=list)
+    concealed: list[int] = field(default_factory=list)
+    leading: list[int] = field(default_factory=list)
+    repeated: list[int] = field(default_factory=list)
+    keys: list[int] = field(default_factory=list)
+    repeat_pts: set[int] = field(default_factory=set, repr=False)
+    _since_anchor: list[int] = field(default_factory=list, repr=False)
+
+    KINDS = ("filled", "concealed", "leading", "repeated", "keys")
+
+    def add(self, i: int, frame: av.VideoFrame, filled: bool) -> None:
+        """Record position `i` as the decode yields it (frame, filled), before anything restamps
+        the frame."""
+        if filled:  # the last good frame again: its own marks are already recorded
+            self.filled.append(i)
+            return
+        if frame.pts in self.repeat_pts:
+            self.repeated.append(i)
+        anchor = frame.key_frame or frame.pict_type in (av.video.frame.PictureType.I, av.video.frame.PictureType.P)
+        if frame.key_frame:
+            self.keys.append(i)
+        if frame.is_corrupt:
+            self.concealed.append(i)
+            if anchor:
+                self.leading += self._since_anchor
+        self._since_anchor = [] if anchor else self._since_anchor + [i]
+
+    def within(self, lo: int, hi: int) -> dict[str, list[int]]:
+        """The lists restricted to positions lo <= i < hi (a segment's core), as plain data."""
+        return {k: [i for i in getattr(self, k) if lo <= i < hi] for k in self.KINDS}
+
+    @classmethod
+    def union(cls, parts: list[dict[str, list[int]]]) -> DecodeMarks:
+        """The marks of a whole video from its segments' `within` (cores that tile it)."""
+        merged = cls()
+        for k in cls.KINDS:
+            setattr(merged, k, sorted({i for p in parts for i in p[k]}))
+        return merged
+
+    def damaged(self, n: int) -> np.ndarray:
+        """bool [n]: frames the decoder could not give as coded: filled, repeated, concealed, and every
+        frame predicted from a concealed one, which is every frame from it up to the next
+        keyframe (a P or B picture may be a reference, and a decoded frame does not say
+        whether it is one, so any concealment counts until the next keyframe) and the
+        B-frames leading it. The truth of pks.synth.processes (frames that differ visibly from
+        the clean decode) lies inside this span: concealment that happens to look right is
+        still counted, as the decoder did report it."""
+        mask = np.zeros(n, bool)
+        mask[[i for i in self.filled + self.leading + self.repeated if i < n]] = True
+        for c in self.concealed:
+            k = bisect.bisect_right(self.keys, c)
+            mask[c : self.keys[k] if k < len(self.keys) else n] = True
+        return mask
 
 
 def decode_small(path: str, size: tuple[int, int] = (64, 36), fast: bool = True) -> SmallFrames:
@@ -114,13 +202,13 @@ def decode_small(path: str, size: tuple[int, int] = (64, 36), fast: bool = True)
         s = c.streams.video[0]
         fps = float(s.average_rate or s.guessed_rate or 0)
         src = (s.codec_context.width, s.codec_context.height)
-    yuv, filled = [], []
-    for _, f, gap in iter_frames(path, size, fast):
-        yuv.append(f)
-        filled.append(gap)
+    yuv, marks = [], DecodeMarks()
+    for i, frame, filled in iter_decoded(path, fast, marks.repeat_pts):
+        yuv.append(_small_yuv(frame, size))
+        marks.add(i, frame, filled)
     if not yuv:
         return SmallFrames(np.zeros((0, size[1], size[0], 3), np.uint8), fps, src, np.zeros(0, bool))
     arr = np.stack(yuv)
     n, h, w, _ = arr.shape
     rgb = cv2.cvtColor(arr.reshape(n * h, w, 3), cv2.COLOR_YUV2RGB).reshape(n, h, w, 3)
-    return SmallFrames(rgb, fps, src, np.array(filled))
+    return SmallFrames(rgb, fps, src, marks.damaged(n))

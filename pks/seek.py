@@ -61,21 +61,29 @@ class Irregular(Exception):
     one lower than its timestamp says), or the seek landed past `start`. Decode from frame 0."""
 
 
-def iter_range(path: str, start: int = 0, end: int | None = None, grid: Grid | None = None, fast: bool = False):
+def iter_range(
+    path: str,
+    start: int = 0,
+    end: int | None = None,
+    grid: Grid | None = None,
+    fast: bool = False,
+    repeats: set[int] | None = None,
+):
     """Yield (index, av.VideoFrame, filled) for start <= index < end, numbered as iter_decoded
     numbers them. Without a `grid` (see frame_grid) it decodes from frame 0. With one it seeks
     to the keyframe before `start` and raises Irregular where timestamps cannot be trusted: the
     caller then decodes from 0, and the hole also tells it that later seeks in this video are
     off by its size. A hole before the seek point is invisible here: callers seek only in
-    videos whose every position some earlier range decode has seen (see pipelines/segments.py)."""
+    videos whose every position some earlier range decode has seen (see pipelines/segments.py).
+    `repeats`: see pks.decode.decoded_frames."""
     if end is not None and end <= start:
         return
     if grid is None:
-        yield from _from_zero(path, start, end, fast)
+        yield from _from_zero(path, start, end, fast, repeats)
         return
     end = grid.n_frames if end is None else min(end, grid.n_frames)
     last = None  # (index, frame) of the last frame decoded
-    for i, frame, broken in _decode_after_seek(path, start, grid, fast):
+    for i, frame, broken in _decode_after_seek(path, start, grid, fast, repeats):
         if last is None and i > start:
             raise Irregular(f"seek to frame {start} landed on frame {i}")
         if last is not None and i <= last[0]:
@@ -94,22 +102,22 @@ def iter_range(path: str, start: int = 0, end: int | None = None, grid: Grid | N
         last = (i, frame)
 
 
-def _from_zero(path, start, end, fast):
-    for i, frame, filled in iter_decoded(path, fast):
+def _from_zero(path, start, end, fast, repeats):
+    for i, frame, filled in iter_decoded(path, fast, repeats):
         if end is not None and i >= end:
             return
         if i >= start:
             yield i, frame, filled
 
 
-def _decode_after_seek(path, start, grid, fast):
+def _decode_after_seek(path, start, grid, fast, repeats):
     """(index from pts, frame, a decode error came before it) for every frame decoded after
     seeking to the keyframe before `start`."""
     with open_stream(path, fast) as (container, stream):
         # A few frames early: mp4 seeks by decode time, which B-frames put before display time.
         container.seek(int(grid.pts0 + max(0, start - 4) * grid.step), stream=stream, backward=True, any_frame=False)
         pending = False  # a corrupt packet was skipped since the last frame yielded
-        for frame, broken in decoded_frames(container, stream):
+        for frame, broken in decoded_frames(container, stream, repeats):
             pending = pending or broken
             if frame.pts is None:
                 continue

@@ -65,8 +65,8 @@ def test_seeking_refuses_a_frame_missing_without_a_decode_error(long_video, monk
     grid = frame_grid(str(path))
     real = seek.decoded_frames
 
-    def dropping(container, stream):  # frame 100 lost with no decode error to say so
-        return ((f, broken) for f, broken in real(container, stream) if f.pts != grid.pts0 + 100 * grid.step)
+    def dropping(container, stream, repeats=None):  # frame 100 lost with no decode error to say so
+        return ((f, broken) for f, broken in real(container, stream, repeats) if f.pts != grid.pts0 + 100 * grid.step)
 
     monkeypatch.setattr(seek, "decoded_frames", dropping)
     with pytest.raises(Irregular):
@@ -99,8 +99,8 @@ def test_segments_reconcile_to_the_whole_videos_boundaries(long_video, monkeypat
         segments.plan_segments(n, 24.0, 1.3),
     ):  # many short segments
         results = [segments.detect_segment(str(path), c, grid, 24.0, sc) for c in cores]
-        bounds, got_n, filled = segments.merge_segments(results)
-        assert got_n == n and not filled.any()
+        bounds, got_n, damaged = segments.merge_segments(results)
+        assert got_n == n and not damaged.any()
         assert [(b.frame, b.kind, list(b.span) if b.span else None) for b in bounds] == whole, cores
         # Memory is windowed: no detector call saw more than its core plus the overlap either side.
         assert max(windows) <= max(e - s for s, e in cores) + 2 * 48
@@ -203,7 +203,7 @@ def test_a_failure_in_the_decode_retry_is_the_clips_error(long_video, tmp_path, 
 def _whole_boundaries(path):
     det = get_detector("anime")
     small = decode_small(str(path), det.frame_size)
-    return det.detect(small.rgb, 24.0), len(small.rgb), small.filled
+    return det.detect(small.rgb, 24.0), len(small.rgb), small.damaged
 
 
 def test_a_writer_failure_mid_pass_closes_every_writer_and_reports_its_own_error(long_video, tmp_path, monkeypatch):

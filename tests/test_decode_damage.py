@@ -1,0 +1,115 @@
+"""Frames the decoder could not give as coded (pks.decode.DecodeMarks): corrupt coded frames
+concealed by FFmpeg are found from what the decoder reports, with no change between frames
+needed, and every frame the comparison with the clean decode calls damaged is inside the span
+they mark; a coded frame muxed twice is found from its bytes; the segmented path marks the
+same frames as one pass over the video."""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+from pipelines import segments
+from pipelines.video import split
+from pks.config import load_config
+from pks.decode import DecodeMarks, decode_small, iter_decoded
+from pks.probe import probe
+from pks.seek import frame_grid
+from pks.synth import synthesize_video
+from pks.synth.processes import corrupt_coded_frames, damage_truth, mux_drop_dup, noise_threshold
+
+
+@pytest.fixture(scope="module")
+def videos(tmp_path_factory):
+    """(clean, corrupt copy, truth of the copy): ~10 s of 320x176 24p footage, B-frames, cuts
+    on keyframes; three coded (non-key) frames overwritten and left to FFmpeg's concealment."""
+    d = tmp_path_factory.mktemp("decerr")
+    clean = d / "clean.mp4"
+    synth = synthesize_video(clean, 21, n_shots=5, size=(320, 176), fps="24", shot_frames=(40, 60), damage_p=0)
+    bad = d / "bad.mp4"
+    corrupt_coded_frames(clean, bad, np.random.default_rng(3), n=3)
+    truth = damage_truth(clean, bad, noise_threshold(clean), shots=synth["shots"])
+    assert truth["damaged_frames"] and truth["missing"] == []
+    return clean, bad, truth
+
+
+@pytest.fixture(scope="module")
+def muxed(videos):
+    """(copy, its recipe, truth): some coded frames left out, some muxed twice, timestamps
+    rewritten to the constant rate."""
+    clean = videos[0]
+    out = clean.with_name("mux.mp4")
+    recipe = mux_drop_dup(clean, out, np.random.default_rng(5), drops=2, dups=3)
+    truth = damage_truth(clean, out, noise_threshold(clean), align="sequence")
+    return out, recipe, truth
+
+
+def test_concealed_frames_and_what_they_reach_are_marked(videos):
+    clean, bad, truth = videos
+    assert not decode_small(str(clean)).damaged.any()
+    marked = decode_small(str(bad)).damaged
+    assert len(marked) == truth["n_frames"]
+    # every frame that differs visibly from the clean decode is marked: nothing needed a change
+    # between frames (a concealed picture that persists is still found)
+    assert set(truth["damaged_frames"]) <= set(np.flatnonzero(marked).tolist())
+    # ... and the marks stop at keyframes: a frame after the last keyframe that follows every
+    # damaged frame is clean and unmarked
+    marks = DecodeMarks()
+    for i, frame, filled in iter_decoded(str(bad)):
+        marks.add(i, frame, filled)
+    assert marks.concealed and not marks.filled  # concealed, not lost
+    after = [k for k in marks.keys if k > max(truth["damaged_frames"])]
+    assert after, "the seed must put a keyframe after the last damaged frame"
+    assert not marked[after[0] :].any()
+    # the marks are the decoder's spans, not the whole video
+    assert marked.mean() < 0.6
+
+
+def test_a_shot_holding_concealed_frames_is_flagged_decode_error(videos):
+    clean, bad, truth = videos
+    cfg = load_config()
+    flagged = {
+        (r.start_frame, r.end_frame) for r in split(probe(str(bad), "b" * 16), cfg) if "decode_error" in r.quality_flags
+    }
+    assert not any("decode_error" in r.quality_flags for r in split(probe(str(clean), "c" * 16), cfg))
+    damaged = [s for s in truth["shots"] if s["damaged_frames"]]
+    assert damaged
+    for s in damaged:  # a clip holding a damaged shot's damaged frames carries the flag
+        assert any(a <= f < b for a, b in flagged for f in s["damaged_frames"]), (s, flagged)
+
+
+def test_segments_mark_what_one_pass_marks(videos):
+    _, bad, _ = videos
+    whole = decode_small(str(bad)).damaged
+    n = len(whole)
+    grid = frame_grid(str(bad))
+    assert grid is not None and grid.n_frames == n
+    sc = dataclasses.replace(load_config().split, overlap_s=0.5)
+    for cores in (segments.plan_segments(n, 24.0, 1.1), segments.plan_segments(n, 24.0, 3.0)):
+        results = [segments.detect_segment(str(bad), c, grid, 24.0, sc) for c in cores]
+        _, got_n, damaged = segments.merge_segments(results)
+        assert got_n == n and np.array_equal(damaged, whole), cores
+
+
+def test_a_frame_muxed_twice_is_marked_and_a_held_drawing_is_not(videos, muxed):
+    clean, _, _ = videos
+    path, recipe, truth = muxed
+    marks = DecodeMarks()
+    for i, frame, filled in iter_decoded(str(path), repeats=marks.repeat_pts):
+        marks.add(i, frame, filled)
+    # the second copy of each repeated picture, found from the packet bytes alone (the picture
+    # is identical to the one before it, as a held drawing is); the truth's damaged frames are
+    # those plus the frames after drops (not found: see BENCHMARKS.md, issue 24)
+    assert len(marks.repeated) == len(recipe["dup"]) and not marks.concealed
+    rgb = decode_small(str(path))
+    assert all(np.array_equal(rgb.rgb[i], rgb.rgb[i - 1]) for i in marks.repeated)
+    drops = {m["frame"] for m in truth["missing"]}
+    assert set(truth["damaged_frames"]) - drops <= set(marks.repeated)
+    assert np.flatnonzero(rgb.damaged).tolist() == marks.repeated
+    # the clean video holds drawings (the same decoded picture twice in a row) and nothing is marked
+    rgb = decode_small(str(clean)).rgb.astype(np.int16)
+    assert (np.abs(np.diff(rgb, axis=0)).max(axis=(1, 2, 3)) == 0).any()
+    held = DecodeMarks()
+    for i, frame, filled in iter_decoded(str(clean), repeats=held.repeat_pts):
+        held.add(i, frame, filled)
+    assert not held.repeated and not held.repeat_pts
