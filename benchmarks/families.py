@@ -11,7 +11,8 @@ comparison with the clean decode says so (never from the recipe).
 
 Per family:
 - analysis (as benchmarks/analysis.py, each true shot without its transition frames analysed
-  as a clip): damaged shots flagged, per real process and for the synthesiser's drawn damage;
+  as a clip, plus the decoder's marks as the split stage applies them: decode_error where the
+  clip holds a frame pks.decode.DecodeMarks marks): damaged shots flagged, per real process and for the synthesiser's drawn damage;
   clean shots flagged (speed-line shots apart); camera tag accuracy; deformation Spearman with
   the true level (clean shots, and those with a moving camera);
 - shots (as benchmarks/shots.py, the configured detector on the clean videos): F1 and clips
@@ -44,6 +45,7 @@ from annotators.shots import get_detector  # noqa: E402
 from annotators.shots.metrics import Score, score  # noqa: E402
 from annotators.signals import analyse, load_clip  # noqa: E402
 from pks.config import load_config  # noqa: E402
+from pks.decode import DecodeMarks, iter_decoded  # noqa: E402
 from pks.jobconfig import JobConfig  # noqa: E402
 from pks.synth import synthesize  # noqa: E402
 from pks.synth.processes import make_damaged  # noqa: E402
@@ -86,6 +88,22 @@ def copy_spans(truth: dict, dam: dict):
             yield sh, a, b
 
 
+def decoder_marks(path: Path) -> np.ndarray:
+    """The frames the split stage flags decode_error in (pks.decode.DecodeMarks.damaged)."""
+    marks, n = DecodeMarks(), 0
+    for i, frame, filled in iter_decoded(str(path), fast=True, repeats=marks.repeat_pts):
+        marks.add(i, frame, filled)
+        n = i + 1
+    return marks.damaged(n)
+
+
+def with_marks(out: dict, marked: np.ndarray, a: int, b: int) -> dict:
+    """`out` with decode_error added where frames a..b-1 hold a marked frame (as shot_records)."""
+    if marked[a:b].any():
+        out["quality_flags"] = sorted(set(out["quality_flags"]) | {"decode_error"})
+    return out
+
+
 def measure_family(family: str, paths: list[Path], cfg: JobConfig, jcfg) -> dict:
     """Analysis rows, shot scores and the family's Judge examples (for training and for scoring)."""
     from training.judge import Examples, add_clip, clip_example
@@ -100,9 +118,10 @@ def measure_family(family: str, paths: list[Path], cfg: JobConfig, jcfg) -> dict
         truth = json.loads(p.with_suffix(".json").read_text())
         shots += score(run_one(detector, str(p), get_detector(detector)), truth)
         video = load_clip(str(p), width=width, fps=truth["fps"])
+        marked = decoder_marks(p)
         for sh, s, e in shot_spans(truth):
             clip = video.span(s, e)
-            out = analyse(clip, cfg.analyse, cfg.curriculum)
+            out = with_marks(analyse(clip, cfg.analyse, cfg.curriculum), marked, s, e)
             flags = set(out["quality_flags"]) & DEFECTS
             (damaged_rows if sh["failures"] else clean_rows).append(
                 {"truth": sh, "out": out, "process": "drawn:" + sh["failures"][0]["kind"] if sh["failures"] else None}
@@ -124,9 +143,10 @@ def measure_family(family: str, paths: list[Path], cfg: JobConfig, jcfg) -> dict
             dam = json.loads(dam_path.with_suffix(".json").read_text())
             fps = float(Fraction(dam["params"]["fps"])) if "fps" in dam["params"] else truth["fps"]
             copy = load_clip(str(dam_path), width=width, fps=fps)
+            marked = decoder_marks(dam_path)
             for sh, a, b in copy_spans(truth, dam):
                 clip = copy.span(a, b)
-                out = analyse(clip, cfg.analyse, cfg.curriculum)
+                out = with_marks(analyse(clip, cfg.analyse, cfg.curriculum), marked, a, b)
                 damaged_rows.append({"truth": sh, "out": out, "process": dam["process"]})
                 frames, sig = clip_example(clip.rgb, fps, jcfg, cfg)
                 eval_ex.add(frames, sig, 0, "real:" + dam["process"], dam_path.name, sh["deformation"])

@@ -31,11 +31,12 @@ QUALITY_FLAGS = (
     "duplicate",
     "multi_shot",
 )
-# The flags that mean broken footage (no animator draws them), as opposed to formats
-# (letterbox), length or duplicates: what benchmarks count as defects and the Judge learns from.
 # The prefix of rejections the shard stage records (a rerun of it judges them again).
 SHARD_REJECT = "shard: "
-DEFECT_FLAGS = ("interlaced", "block_corruption", "decoder_garbage", "frozen", "multi_shot")
+# The flags that mean broken footage (no animator draws them), as opposed to formats
+# (letterbox), length or duplicates: what benchmarks count as defects and the Judge learns from.
+# decode_error: frames the decoder lost, concealed or was given twice (pks.decode.DecodeMarks).
+DEFECT_FLAGS = ("decode_error", "interlaced", "block_corruption", "decoder_garbage", "frozen", "multi_shot")
 
 
 def empty_caption() -> dict:
