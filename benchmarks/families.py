@@ -91,7 +91,7 @@ def copy_spans(truth: dict, dam: dict):
 def decoder_marks(path: Path) -> np.ndarray:
     """The frames the split stage flags decode_error in (pks.decode.DecodeMarks.damaged)."""
     marks, n = DecodeMarks(), 0
-    for i, frame, filled in iter_decoded(str(path), fast=True, repeats=marks.repeat_pts):
+    for i, frame, filled in iter_decoded(str(path), fast=True, watch=marks.watch):
         marks.add(i, frame, filled)
         n = i + 1
     return marks.damaged(n)

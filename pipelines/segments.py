@@ -67,7 +67,7 @@ def detect_segment(path: str, core: tuple[int, int], grid: Grid, fps: float, sc:
     yuv, marks, end = [], DecodeMarks(), lo
     irregular = {"boundaries": [], "marks": DecodeMarks().within(0, 0), "end": 0, "irregular": True}
     try:
-        for i, frame, filled in iter_range(path, lo, hi, grid, fast=True, repeats=marks.repeat_pts):
+        for i, frame, filled in iter_range(path, lo, hi, grid, fast=True, watch=marks.watch):
             yuv.append(_small_yuv(frame, detector.frame_size))
             marks.add(i, frame, filled)
             end = i + 1

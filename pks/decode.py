@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import bisect
 import contextlib
-import hashlib
 from dataclasses import dataclass, field
 
 import av
 import cv2
 import numpy as np
 
+from pks.bitstream import PacketWatch
 from pks.resize import area_resize
 
 FAST_FORMATS = {"yuv420p", "yuvj420p"}
@@ -41,13 +41,13 @@ def _small_yuv(frame: av.VideoFrame, size: tuple[int, int]) -> np.ndarray:
     return np.dstack(planes)
 
 
-def iter_decoded(path: str, fast: bool = False, repeats: set[int] | None = None):
+def iter_decoded(path: str, fast: bool = False, watch: PacketWatch | None = None):
     """Yield (index, av.VideoFrame, filled) for every frame position of the video.
 
     A corrupt packet does not end the video: it is skipped, and where the timestamps after it
     show frames are missing, the last good frame is repeated at their positions (yielded with
     filled=True), so frame indices stay aligned with the source's frame count. Only after a
-    decode error: irregular timestamps alone (variable frame rate) are not gaps. `repeats`:
+    decode error: irregular timestamps alone (variable frame rate) are not gaps. `watch`:
     see decoded_frames.
     """
     with open_stream(path, fast) as (container, stream):
@@ -55,7 +55,7 @@ def iter_decoded(path: str, fast: bool = False, repeats: set[int] | None = None)
         if stream.average_rate and stream.time_base:
             step = 1.0 / (float(stream.average_rate) * float(stream.time_base))  # pts ticks per frame
         i, last, last_pts = 0, None, None
-        for frame, broken in decoded_frames(container, stream, repeats):
+        for frame, broken in decoded_frames(container, stream, watch):
             pts = frame.pts  # read before yielding: a consumer may restamp the frame (a clip writer does)
             if broken and step and last is not None and pts is not None and last_pts is not None:
                 missing = int(round((pts - last_pts) / step)) - 1
@@ -79,14 +79,7 @@ def open_stream(path: str, fast: bool = False):
         yield container, stream
 
 
-# Codecs whose every coded picture carries its own count in its header (H.264/HEVC slice
-# headers: frame_num and pic_order_cnt_lsb; MPEG-1/2 temporal_reference; MPEG-4 Part 2
-# vop_time_increment), so two pictures of one stream never code to the same bytes. Not VP9/AV1:
-# their tiny show-existing-frame packets may legitimately repeat.
-COUNTED_PICTURES = {"h264", "hevc", "mpeg1video", "mpeg2video", "mpeg4"}
-
-
-def decoded_frames(container, stream, repeats: set[int] | None = None):
+def decoded_frames(container, stream, watch: PacketWatch | None = None):
     """Yield (frame, a frame lost to a corrupt packet may be missing just before it) for every
     decoded frame: a packet that fails to decode is skipped, not the end of the video.
 
@@ -96,24 +89,17 @@ def decoded_frames(container, stream, repeats: set[int] | None = None):
     passes the highest timestamp sent when the packet failed (the lost frame's is no higher);
     without packet timestamps it is held for the next frame only.
 
-    `repeats`, when given, receives the pts of every packet whose bytes repeat a packet's since
-    the last keyframe: one coded picture muxed twice (a remuxer or capture repeating a frame),
-    for codecs in COUNTED_PICTURES. A packet is in it before any frame it decodes to is yielded."""
+    `watch`, when given, sees every packet before it is decoded and every frame before it is
+    yielded (pks.bitstream: pictures muxed twice or missing)."""
     sent = None  # highest pts sent to the decoder so far
     until = None  # while set: a lost frame may still show as a gap, up to this pts
-    if stream.codec_context.name not in COUNTED_PICTURES:
-        repeats = None
-    gop: set[tuple[int, bytes]] = set()  # (size, digest) of the packets since the last keyframe
+    if watch is not None:
+        watch.start(stream)
     for packet in container.demux(stream):
         if packet.pts is not None:
             sent = packet.pts if sent is None else max(sent, packet.pts)
-        if repeats is not None and packet.size:
-            if packet.is_keyframe:
-                gop.clear()
-            key = (packet.size, hashlib.blake2b(memoryview(packet), digest_size=16).digest())
-            if key in gop and packet.pts is not None:
-                repeats.add(packet.pts)
-            gop.add(key)
+        if watch is not None:
+            watch.packet(packet)
         try:
             frames = packet.decode()
         except av.error.FFmpegError:
@@ -121,6 +107,8 @@ def decoded_frames(container, stream, repeats: set[int] | None = None):
             continue
         for frame in frames:
             pts = frame.pts  # read before yielding: a consumer may restamp the frame
+            if watch is not None:
+                watch.shown(pts)
             yield frame, until is not None
             if until is not None and (pts is None or pts > until):
                 until = None
@@ -136,8 +124,8 @@ class DecodeMarks:
       decode_error_flags, or the corrupt flag; PyAV's VideoFrame.is_corrupt).
     - leading: B-frames shown between the previous I/P frame and a concealed I/P frame; they
       are predicted from it, so its concealed picture reaches them although they show first.
-    - repeated: decoded from a coded picture muxed a second time (decoded_frames' repeats:
-      pass `repeat_pts` to the decode as its `repeats`).
+    - repeated: decoded from a coded picture muxed a second time, and after_gap: shown right
+      after a picture missing from the stream (pks.bitstream; pass `watch` to the decode).
     - keys: keyframes, where predictions from earlier frames end.
     """
 
@@ -145,11 +133,12 @@ class DecodeMarks:
     concealed: list[int] = field(default_factory=list)
     leading: list[int] = field(default_factory=list)
     repeated: list[int] = field(default_factory=list)
+    after_gap: list[int] = field(default_factory=list)
     keys: list[int] = field(default_factory=list)
-    repeat_pts: set[int] = field(default_factory=set, repr=False)
+    watch: PacketWatch = field(default_factory=PacketWatch, repr=False)
     _since_anchor: list[int] = field(default_factory=list, repr=False)
 
-    KINDS = ("filled", "concealed", "leading", "repeated", "keys")
+    KINDS = ("filled", "concealed", "leading", "repeated", "after_gap", "keys")
 
     def add(self, i: int, frame: av.VideoFrame, filled: bool) -> None:
         """Record position `i` as the decode yields it (frame, filled), before anything restamps
@@ -157,8 +146,10 @@ class DecodeMarks:
         if filled:  # the last good frame again: its own marks are already recorded
             self.filled.append(i)
             return
-        if frame.pts in self.repeat_pts:
+        if frame.pts in self.watch.repeated:
             self.repeated.append(i)
+        if frame.pts in self.watch.after_gap:
+            self.after_gap.append(i)
         anchor = frame.key_frame or frame.pict_type in (av.video.frame.PictureType.I, av.video.frame.PictureType.P)
         if frame.key_frame:
             self.keys.append(i)
@@ -181,7 +172,8 @@ class DecodeMarks:
         return merged
 
     def damaged(self, n: int) -> np.ndarray:
-        """bool [n]: frames the decoder could not give as coded: filled, repeated, concealed, and every
+        """bool [n]: frames the decoder could not give as coded: filled, repeated, after a gap,
+        concealed, and every
         frame predicted from a concealed one, which is every frame from it up to the next
         keyframe (a P or B picture may be a reference, and a decoded frame does not say
         whether it is one, so any concealment counts until the next keyframe) and the
@@ -189,7 +181,7 @@ class DecodeMarks:
         the clean decode) lies inside this span: concealment that happens to look right is
         still counted, as the decoder did report it."""
         mask = np.zeros(n, bool)
-        mask[[i for i in self.filled + self.leading + self.repeated if i < n]] = True
+        mask[[i for i in self.filled + self.leading + self.repeated + self.after_gap if i < n]] = True
         for c in self.concealed:
             k = bisect.bisect_right(self.keys, c)
             mask[c : self.keys[k] if k < len(self.keys) else n] = True
@@ -203,7 +195,7 @@ def decode_small(path: str, size: tuple[int, int] = (64, 36), fast: bool = True)
         fps = float(s.average_rate or s.guessed_rate or 0)
         src = (s.codec_context.width, s.codec_context.height)
     yuv, marks = [], DecodeMarks()
-    for i, frame, filled in iter_decoded(path, fast, marks.repeat_pts):
+    for i, frame, filled in iter_decoded(path, fast, marks.watch):
         yuv.append(_small_yuv(frame, size))
         marks.add(i, frame, filled)
     if not yuv:

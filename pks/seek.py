@@ -15,6 +15,7 @@ from dataclasses import dataclass
 import av
 import numpy as np
 
+from pks.bitstream import PacketWatch
 from pks.decode import decoded_frames, iter_decoded, open_stream
 
 
@@ -67,7 +68,7 @@ def iter_range(
     end: int | None = None,
     grid: Grid | None = None,
     fast: bool = False,
-    repeats: set[int] | None = None,
+    watch: PacketWatch | None = None,
 ):
     """Yield (index, av.VideoFrame, filled) for start <= index < end, numbered as iter_decoded
     numbers them. Without a `grid` (see frame_grid) it decodes from frame 0. With one it seeks
@@ -75,15 +76,15 @@ def iter_range(
     caller then decodes from 0, and the hole also tells it that later seeks in this video are
     off by its size. A hole before the seek point is invisible here: callers seek only in
     videos whose every position some earlier range decode has seen (see pipelines/segments.py).
-    `repeats`: see pks.decode.decoded_frames."""
+    `watch`: see pks.decode.decoded_frames."""
     if end is not None and end <= start:
         return
     if grid is None:
-        yield from _from_zero(path, start, end, fast, repeats)
+        yield from _from_zero(path, start, end, fast, watch)
         return
     end = grid.n_frames if end is None else min(end, grid.n_frames)
     last = None  # (index, frame) of the last frame decoded
-    for i, frame, broken in _decode_after_seek(path, start, grid, fast, repeats):
+    for i, frame, broken in _decode_after_seek(path, start, grid, fast, watch):
         if last is None and i > start:
             raise Irregular(f"seek to frame {start} landed on frame {i}")
         if last is not None and i <= last[0]:
@@ -102,22 +103,22 @@ def iter_range(
         last = (i, frame)
 
 
-def _from_zero(path, start, end, fast, repeats):
-    for i, frame, filled in iter_decoded(path, fast, repeats):
+def _from_zero(path, start, end, fast, watch):
+    for i, frame, filled in iter_decoded(path, fast, watch):
         if end is not None and i >= end:
             return
         if i >= start:
             yield i, frame, filled
 
 
-def _decode_after_seek(path, start, grid, fast, repeats):
+def _decode_after_seek(path, start, grid, fast, watch):
     """(index from pts, frame, a decode error came before it) for every frame decoded after
     seeking to the keyframe before `start`."""
     with open_stream(path, fast) as (container, stream):
         # A few frames early: mp4 seeks by decode time, which B-frames put before display time.
         container.seek(int(grid.pts0 + max(0, start - 4) * grid.step), stream=stream, backward=True, any_frame=False)
         pending = False  # a corrupt packet was skipped since the last frame yielded
-        for frame, broken in decoded_frames(container, stream, repeats):
+        for frame, broken in decoded_frames(container, stream, watch):
             pending = pending or broken
             if frame.pts is None:
                 continue

@@ -6,6 +6,7 @@ same frames as one pass over the video."""
 
 import dataclasses
 
+import av
 import numpy as np
 import pytest
 
@@ -91,25 +92,62 @@ def test_segments_mark_what_one_pass_marks(videos):
         assert got_n == n and np.array_equal(damaged, whole), cores
 
 
-def test_a_frame_muxed_twice_is_marked_and_a_held_drawing_is_not(videos, muxed):
+def _marks(path):
+    marks = DecodeMarks()
+    for i, frame, filled in iter_decoded(str(path), watch=marks.watch):
+        marks.add(i, frame, filled)
+    return marks
+
+
+def test_frames_muxed_twice_or_lost_from_the_mux_are_marked_and_held_drawings_are_not(videos, muxed, tmp_path):
     clean, _, _ = videos
     path, recipe, truth = muxed
-    marks = DecodeMarks()
-    for i, frame, filled in iter_decoded(str(path), repeats=marks.repeat_pts):
-        marks.add(i, frame, filled)
+    marks = _marks(path)
+    assert not marks.concealed and not marks.filled  # it decodes without a single error
     # the second copy of each repeated picture, found from the packet bytes alone (the picture
-    # is identical to the one before it, as a held drawing is); the truth's damaged frames are
-    # those plus the frames after drops (not found: see BENCHMARKS.md, issue 24)
-    assert len(marks.repeated) == len(recipe["dup"]) and not marks.concealed
-    rgb = decode_small(str(path))
-    assert all(np.array_equal(rgb.rgb[i], rgb.rgb[i - 1]) for i in marks.repeated)
-    drops = {m["frame"] for m in truth["missing"]}
-    assert set(truth["damaged_frames"]) - drops <= set(marks.repeated)
-    assert np.flatnonzero(rgb.damaged).tolist() == marks.repeated
-    # the clean video holds drawings (the same decoded picture twice in a row) and nothing is marked
+    # is identical to the one before it, as a held drawing is)
+    assert len(marks.repeated) == len(recipe["dup"])
+    small = decode_small(str(path))
+    assert all(np.array_equal(small.rgb[i], small.rgb[i - 1]) for i in marks.repeated)
+    # each lost picture, from the jump in picture order count: the frame shown after it (clean
+    # frame d + 1, numbered in the copy after the drops and repeats before it)
+    after = [d + 1 - sum(x <= d for x in recipe["drop"]) + sum(x <= d for x in recipe["dup"]) for d in recipe["drop"]]
+    assert marks.after_gap == after
+    # every damaged frame the comparison with the clean decode finds is marked
+    assert set(truth["damaged_frames"]) <= set(marks.repeated + marks.after_gap)
+    assert np.flatnonzero(small.damaged).tolist() == sorted(marks.repeated + marks.after_gap)
+    # the same stream in MPEG-TS (Annex B start codes, parameter sets in band): the same marks
+    ts = tmp_path / "mux.ts"
+    with av.open(str(path)) as src, av.open(str(ts), "w") as dst:
+        out = dst.add_stream_from_template(src.streams.video[0])
+        for packet in src.demux(video=0):
+            if packet.dts is not None:
+                packet.stream = out
+                dst.mux(packet)
+    again = _marks(ts)
+    assert (again.repeated, again.after_gap) == (marks.repeated, marks.after_gap)
+    # the clean video holds drawings (the same decoded picture twice in a row): nothing is marked
     rgb = decode_small(str(clean)).rgb.astype(np.int16)
     assert (np.abs(np.diff(rgb, axis=0)).max(axis=(1, 2, 3)) == 0).any()
-    held = DecodeMarks()
-    for i, frame, filled in iter_decoded(str(clean), repeats=held.repeat_pts):
-        held.add(i, frame, filled)
-    assert not held.repeated and not held.repeat_pts
+    held = _marks(clean)
+    assert not held.repeated and not held.after_gap and not held.watch.repeated
+
+
+def test_a_long_still_hold_is_not_a_repeat(tmp_path):
+    """x264 codes a still picture as all-skip pictures whose headers differ only in counts that
+    wrap (pic_order_cnt_lsb every 32 frames here): pictures 32 apart code to the same bytes."""
+    path = tmp_path / "hold.mp4"
+    rng = np.random.default_rng(0)
+    a, b = (rng.integers(0, 255, (176, 320, 3), dtype=np.uint8) for _ in range(2))
+    with av.open(str(path), "w") as out:
+        s = out.add_stream("libx264", rate=24)
+        s.width, s.height, s.pix_fmt = 320, 176, "yuv420p"
+        s.options = {"crf": "23", "preset": "veryfast"}
+        for i in range(200):
+            frame = av.VideoFrame.from_ndarray(b if 100 <= i < 150 else a, format="rgb24")
+            frame.pts = i
+            out.mux(s.encode(frame))
+        out.mux(s.encode(None))
+    marks = _marks(path)
+    assert not (marks.repeated or marks.after_gap or marks.concealed or marks.filled)
+    assert not decode_small(str(path)).damaged.any()

@@ -65,8 +65,8 @@ def test_seeking_refuses_a_frame_missing_without_a_decode_error(long_video, monk
     grid = frame_grid(str(path))
     real = seek.decoded_frames
 
-    def dropping(container, stream, repeats=None):  # frame 100 lost with no decode error to say so
-        return ((f, broken) for f, broken in real(container, stream, repeats) if f.pts != grid.pts0 + 100 * grid.step)
+    def dropping(container, stream, watch=None):  # frame 100 lost with no decode error to say so
+        return ((f, broken) for f, broken in real(container, stream, watch) if f.pts != grid.pts0 + 100 * grid.step)
 
     monkeypatch.setattr(seek, "decoded_frames", dropping)
     with pytest.raises(Irregular):
