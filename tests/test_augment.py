@@ -83,18 +83,30 @@ def test_the_loader_moves_static_clips_only_and_alike_on_every_draw(sharded_run)
     assert n_moved > 0
 
 
-def test_the_vae_learns_from_the_same_moved_clips_as_the_dit(sharded_run):
+def test_the_vae_learns_from_the_same_moved_clips_as_the_dit(sharded_run, tmp_path):
     """The learned VAE's stream moves static clips as the DiT's does (data.camera_moves): the DiT
     learns from the latents of moved clips, so the VAE must learn to redraw them (issue 21's
     two-tag toy: a VAE trained on mostly static footage halves a pan's shift). Before, the VAE's
     stream never moved a clip."""
-    from training.config import load_train_config
+    import yaml
+
+    from training.config import CONFIG_DIR, load_train_config
     from training.train import vae_stream
+
+    follow = tmp_path / "follow.yaml"  # tiny with latent.camera_moves null: the VAE follows the DiT's rate
+    data = yaml.safe_load((CONFIG_DIR / "tiny.yaml").read_text())
+    data["latent"]["camera_moves"] = None
+    follow.write_text(yaml.safe_dump(data))
 
     def records(rate):
         cfg = load_train_config(
-            "tiny",
-            {"data.camera_moves.rate": rate, "data.size": [48, 80], "data.frames": 6, "latent.steps": 6},
+            follow,
+            {
+                "data.camera_moves.rate": rate,
+                "data.size": [48, 80],
+                "data.frames": 6,
+                "latent.steps": 6,
+            },
         )
         return [r for b in vae_stream(sharded_run / "shards", cfg) for r in b["records"]]
 
