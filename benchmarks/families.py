@@ -2,8 +2,8 @@
 
     python benchmarks/families.py [--videos 6] [--seed 7301] [--size 320x180] [--epochs 15] [--work DIR]
 
-Seeds 7300-7309 are used by nothing else in the repository (tests, benchmarks, BENCHMARKS.md):
-family k of (cel, painted, limited) is synthesised from seed `--seed + k`; the failure copies
+Seeds 7300-7309 and 7700-7719 are used by nothing else in the repository (tests, benchmarks,
+BENCHMARKS.md; one range per measured round): family k of (cel, painted, limited) is synthesised from seed `--seed + k`; the failure copies
 and the Judge's initialisation use `--seed - 1`. Every video is damaged by every real process
 (`pks.synth.processes.make_damaged`: corrupt coded frames, telecine in both field orders,
 starvation bitrate, mux drops and repeats); a shot of a damaged copy is damaged when the
@@ -258,8 +258,7 @@ def main() -> None:
         log(f"Judge without {held}: AUC {judged[held]['all']:.3f} ({judged[held]['seconds']:.0f}s)")
     lines = [
         f"{args.videos} videos per family at {size[0]}x{size[1]}, seeds {args.seed}/{args.seed + 1}/{args.seed + 2} "
-        f"(cel/painted/limited; failure copies and Judge seed {args.seed - 1}; the range 7300-7309 is used "
-        f"nowhere else), each video damaged by every real process (corrupt, telecine tff and bff, starve, "
+        f"(cel/painted/limited; failure copies and Judge seed {args.seed - 1}), each video damaged by every real process (corrupt, telecine tff and bff, starve, "
         f"mux); Judge: {jcfg.frames} frames at {jcfg.size} px wide, {jcfg.epochs} epochs per fold; "
         f"{time.perf_counter() - t0:.0f}s in all",
         "",
