@@ -45,7 +45,7 @@ from annotators.shots import get_detector  # noqa: E402
 from annotators.shots.metrics import Score, score  # noqa: E402
 from annotators.signals import analyse, load_clip  # noqa: E402
 from pks.config import load_config  # noqa: E402
-from pks.decode import DecodeMarks, iter_decoded  # noqa: E402
+from pks.decode import decode_marks  # noqa: E402
 from pks.jobconfig import JobConfig  # noqa: E402
 from pks.synth import synthesize  # noqa: E402
 from pks.synth.processes import make_damaged  # noqa: E402
@@ -90,10 +90,7 @@ def copy_spans(truth: dict, dam: dict):
 
 def decoder_marks(path: Path) -> np.ndarray:
     """The frames the split stage flags decode_error in (pks.decode.DecodeMarks.damaged)."""
-    marks, n = DecodeMarks(), 0
-    for i, frame, filled in iter_decoded(str(path), fast=True, watch=marks.watch):
-        marks.add(i, frame, filled)
-        n = i + 1
+    marks, n = decode_marks(str(path))
     return marks.damaged(n)
 
 

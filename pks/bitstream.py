@@ -211,8 +211,8 @@ class PacketWatch:
         return 0 if idr else 2 * (offset + frame_num) - (0 if ref else 1)
 
     def shown(self, pts: int | None) -> None:
-        got = self._poc.pop(pts, None) if pts is not None else None
-        if got is None:
+        got = None if pts is None else self._poc.pop(pts, None)
+        if pts is None or got is None:
             self._last = None
             return
         if self._last is not None and self._last[0] == got[0]:
@@ -220,5 +220,5 @@ class PacketWatch:
             if step > 0:
                 self._step = step if self._step is None else min(self._step, step)
                 if step > self._step:
-                    self.after_gap.add(pts)  # type: ignore[arg-type]
+                    self.after_gap.add(pts)
         self._last = got

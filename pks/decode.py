@@ -188,6 +188,16 @@ class DecodeMarks:
         return mask
 
 
+def decode_marks(path: str, fast: bool = True) -> tuple[DecodeMarks, int]:
+    """The decoder's marks of every frame position of `path`, and how many positions there are
+    (no pixels kept)."""
+    marks, n = DecodeMarks(), 0
+    for i, frame, filled in iter_decoded(path, fast, marks.watch):
+        marks.add(i, frame, filled)
+        n = i + 1
+    return marks, n
+
+
 def decode_small(path: str, size: tuple[int, int] = (64, 36), fast: bool = True) -> SmallFrames:
     """All frames of `path` as small RGB frames, decoded once."""
     with av.open(str(path)) as c:

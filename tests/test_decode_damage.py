@@ -13,7 +13,7 @@ import pytest
 from pipelines import segments
 from pipelines.video import split
 from pks.config import load_config
-from pks.decode import DecodeMarks, decode_small, iter_decoded
+from pks.decode import decode_marks, decode_small
 from pks.probe import probe
 from pks.seek import frame_grid
 from pks.synth import synthesize_video
@@ -55,9 +55,7 @@ def test_concealed_frames_and_what_they_reach_are_marked(videos):
     assert set(truth["damaged_frames"]) <= set(np.flatnonzero(marked).tolist())
     # ... and the marks stop at keyframes: a frame after the last keyframe that follows every
     # damaged frame is clean and unmarked
-    marks = DecodeMarks()
-    for i, frame, filled in iter_decoded(str(bad)):
-        marks.add(i, frame, filled)
+    marks = _marks(bad)
     assert marks.concealed and not marks.filled  # concealed, not lost
     after = [k for k in marks.keys if k > max(truth["damaged_frames"])]
     assert after, "the seed must put a keyframe after the last damaged frame"
@@ -93,10 +91,7 @@ def test_segments_mark_what_one_pass_marks(videos):
 
 
 def _marks(path):
-    marks = DecodeMarks()
-    for i, frame, filled in iter_decoded(str(path), watch=marks.watch):
-        marks.add(i, frame, filled)
-    return marks
+    return decode_marks(str(path), fast=False)[0]
 
 
 def test_frames_muxed_twice_or_lost_from_the_mux_are_marked_and_held_drawings_are_not(videos, muxed, tmp_path):
