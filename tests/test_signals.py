@@ -248,6 +248,44 @@ def test_interlace_flagged_in_either_field_order_also_with_only_the_subject_movi
     assert "interlaced" in analyse(clip(frames), CFG.analyse, CFG.curriculum)["quality_flags"]
 
 
+def test_painted_speed_lines_that_comb_in_a_few_frames_are_not_interlaced(tmp_path):
+    """The painted family's thin speed lines land two rows apart in some frames and comb there
+    (3-4 of a shot's sampled frames, over the share a 2:3 pulldown on 3s shows); those frames
+    keep no 5-frame cadence, so they are art. A video of tuning seed 7607 (its second, whose
+    two speed-line shots were flagged `interlaced` before the cadence test)."""
+    from pks.synth.video import synthesize_video
+
+    path = tmp_path / "painted.mp4"
+    synthesize_video(path, 1574364345, family="painted", size=(320, 180))
+    truth = json.loads(path.with_suffix(".json").read_text())
+    video = load_clip(str(path), width=CFG.analyse.width, fps=truth["fps"])
+    shots = [s for s in truth["shots"] if "speed_lines" in s["vfx"] and not s["failures"]]
+    assert len(shots) == 2
+    for s in shots:
+        out = analyse(video.span(s["start_frame"], s["end_frame"]), CFG.analyse, CFG.curriculum)
+        q = json.loads(out["signals"])["quality"]
+        assert q["combed_share"] >= QualityParams().comb_frames  # the lines do comb...
+        assert "interlaced" not in out["quality_flags"], q  # ...but at no cadence
+
+
+def test_pulldown_woven_frames_keep_the_5_frame_cadence():
+    """Which frames `pulldown` weaves from two film frames: 2 adjacent of every 5, so the
+    cadence is 1.0 from any start and under either sampling phase; frames at no period give
+    about the 2/5 that the best two phases of five hold by chance."""
+    from annotators.signals.quality import pulldown_cadence
+    from pks.synth.processes import pulldown
+
+    film = [np.full((4, 4), k, np.uint8) for k in range(40)]
+    woven = [i for i, f in enumerate(pulldown(film)) if f[0, 0] != f[1, 0]]
+    assert len(woven) == 20  # 2 of 5 of the 50 frames
+    for start in range(5):
+        for phase in (0, 1):
+            seen = [k - start for k in woven if k >= start and (k - start) % 2 == phase]
+            assert pulldown_cadence(seen) == 1.0
+    rng = np.random.default_rng(0)
+    assert np.mean([pulldown_cadence(list(rng.integers(0, 100, 8))) for _ in range(200)]) < 0.7
+
+
 @pytest.mark.parametrize("art", ["thin_light_lines", "thin_dark_lines", "thick_lines", "scan_lines", "cel_lines"])
 def test_line_art_that_looks_like_combing_is_not_flagged(art):
     """Speed lines redrawn every frame (1 px light or dark, thick), scan lines on a screen:

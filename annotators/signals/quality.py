@@ -24,6 +24,14 @@ class QualityParams:
     # both families: no sampled frame combs at all), so half of the 3s figure.
     comb_frames: float = 0.05
     comb_min: int = 2
+    # Which combs are weave. A 2:3 pulldown weaves 2 adjacent frames of every 5, so its combed
+    # frames repeat with the period 5 and at most 2 of 5 frames comb; interlaced video (each
+    # field its own instant) combs every frame that moves. Drawn lines comb where the art puts
+    # them (speed lines two rows apart), at no period. So: weave when more than the pulldown's
+    # 2 of 5 sampled frames comb, or when the combed frames keep the 5-frame cadence: at least
+    # twice the share of them that random frames would put in the best 2 of 5 phases (2/5).
+    comb_video: float = 0.4
+    comb_cadence: float = 0.8
     block_ratio: float = 3.0  # edge energy on the 16-px grid over elsewhere, in a corrupt frame
     block_jump: float = 1.8  # ...and over the clip's own median (compression is steady, corruption bursts)
     # A whole clip blocky (a starved encode: blocking in every frame, so no burst over the
@@ -90,6 +98,14 @@ def combing(y: np.ndarray, prev: np.ndarray | None = None, t: float = 12.0, rows
     on_still = (n_teeth - both) / (size - n_moved) if size > n_moved else 0.0
     # Teeth as dense where nothing moved are drawn (scan lines, hatching), not combing.
     return float(both / size) * max(0.0, 1.0 - on_still / max(on_moving, 1e-9))
+
+
+def pulldown_cadence(frames: list[int]) -> float:
+    """The largest share of `frames` (indices in one clip) that fall on two adjacent phases of
+    a 5-frame period: 1.0 for the woven frames of a 2:3 pulldown, whose cadence holds through
+    a clip; about 2/5 for frames at no period."""
+    phases = np.bincount(np.asarray(frames) % 5, minlength=5)
+    return float((phases + np.roll(phases, -1)).max() / max(len(frames), 1))
 
 
 def grid_ratio(y: np.ndarray, tile: int = 64, floor: float = 2.0) -> float:
@@ -313,10 +329,14 @@ def quality_flags(
     )  # each frame against the one sampled before (the first: the last)
     comb = np.array([combing(y, b) for y, b in zip(ys, before)]) if ys else np.zeros(0)
     stats["combing"] = round(float(np.median(comb)), 4) if len(comb) else 0.0
-    combed = int(np.count_nonzero(comb > p.comb))
-    stats["combed_share"] = round(combed / len(comb), 3) if len(comb) else 0.0
-    if len(comb) and combed >= p.comb_min and combed / len(comb) >= p.comb_frames:
-        flags.append("interlaced")
+    combed_at = [k for k, c in zip(sorted(luma), comb) if c > p.comb]
+    share = len(combed_at) / len(comb) if len(comb) else 0.0
+    stats["combed_share"] = round(share, 3)
+    if len(combed_at) >= p.comb_min and share >= p.comb_frames:
+        cadence = pulldown_cadence(combed_at)
+        stats["comb_cadence"] = round(cadence, 3)
+        if share > p.comb_video or cadence >= p.comb_cadence:
+            flags.append("interlaced")
     pictures = [y for y in inside_bars(ys) if has_detail(y)]
     grid = np.array([grid_ratio(y) for y in pictures])
     if len(grid):
