@@ -162,6 +162,17 @@ def test_set_overrides_config_values_and_names_a_typo(sharded_run, tmp_path):
     assert r.returncode == 2 and "--set takes KEY=VALUE" in r.stderr and len(r.stderr.strip().splitlines()) == 1
 
 
+def test_set_values_hold_where_the_matching_option_is_left_out():
+    """`pks train ... --set train.steps=6000` without --steps trained the config's 2,000 steps:
+    the options left out (None) were merged over the --set values. An option given still wins."""
+    from training.jobs import job_config
+
+    cfg = job_config("tiny", sets=["train.steps=6000", "data.batch_size=4", "tag_channel=false"])
+    assert (cfg.train.steps, cfg.data.batch_size, cfg.tag_channel) == (6000, 4, False)
+    cfg = job_config("tiny", steps=10, batch_size=2, sets=["train.steps=6000", "data.batch_size=4"])
+    assert (cfg.train.steps, cfg.data.batch_size, cfg.tag_channel) == (10, 2, True)
+
+
 def test_unit_range_round_trips_every_uint8_level():
     from training.pixels import to_uint8, to_unit
 

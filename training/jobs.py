@@ -61,6 +61,19 @@ def train_ray(
     return lines[-1] if lines else {}
 
 
+def job_config(
+    config: str | Path,
+    steps: int | None = None,
+    batch_size: int | None = None,
+    tag_channel: bool = True,
+    sets: Sequence[str] = (),
+) -> TrainConfig:
+    """The config a `pks train` run trains with: the named config, its `--set` values, then the
+    options given (an option left out keeps what `--set` said, e.g. `--set train.steps=6000`)."""
+    given = {"train.steps": steps, "data.batch_size": batch_size, "tag_channel": None if tag_channel else False}
+    return load_train_config(config, {**parse_sets(sets), **{k: v for k, v in given.items() if v is not None}})
+
+
 def train_job(
     source: str | Path,
     run: Path,
@@ -95,15 +108,7 @@ def train_job(
         )
     if init or judge:
         raise UserError("--init and --judge belong to --stage dpo")
-    cfg = load_train_config(
-        config,
-        {
-            **parse_sets(sets),
-            "train.steps": steps,
-            "data.batch_size": batch_size,
-            "tag_channel": None if tag_channel else False,
-        },
-    )
+    cfg = job_config(config, steps, batch_size, tag_channel, sets)
     if ray_workers:
         return train_ray(source, run, cfg, ray_workers, gpu, resume, allow_stale)
     return train(source, run, cfg, resume=resume, allow_stale=allow_stale)
