@@ -123,7 +123,7 @@ def test_tag_encoder_keeps_the_field_value_structure():
 
 
 def test_guidance_dropout_is_independent_per_axis_and_for_the_narrative():
-    cfg = load_train_config("tiny", {"train.drop_tags": 0.2, "train.drop_text": 0.3})
+    cfg = load_train_config("tiny", {"train.drop_tags": 0.2, "train.drop_text": 0.3, "train.drop_all": 0.0})
     ds = [draws(0, i, (1,), cfg) for i in range(4000)]
     axes = torch.stack([d["drop_axes"] for d in ds]).float()
     text = torch.tensor([d["drop_text"] for d in ds]).float()
@@ -132,6 +132,19 @@ def test_guidance_dropout_is_independent_per_axis_and_for_the_narrative():
     assert abs((axes[:, 0] * text).mean() - 0.2 * 0.3) < 0.015  # independent of each other
     assert abs((axes[:, 0] * axes[:, 1]).mean() - 0.04) < 0.012
     assert draws(0, 7, (2, 3), cfg)["noise"].equal(draws(0, 7, (2, 3), cfg)["noise"])  # a pure function
+
+
+def test_the_unconditional_branch_that_guidance_subtracts_is_trained():
+    """Guidance subtracts v(-, -): every tag axis, shot and stage unknown, empty text. Dropped
+    only one by one (0.1 each), a clip whose caption knows camera, vfx and stage was seen that
+    way once in a thousand samples or less; `train.drop_all` drops them together."""
+    cfg = load_train_config("tiny")
+    ds = [draws(0, i, (1,), cfg) for i in range(4000)]
+    every = [bool(d["drop_axes"].all()) and d["drop_shot"] and d["drop_stage"] and d["drop_text"] for d in ds]
+    assert abs(sum(every) / len(ds) - cfg.train.drop_all) < 0.015 and cfg.train.drop_all >= 0.05
+    # Partial specification is still trained axis by axis.
+    axes = torch.stack([d["drop_axes"] for d in ds if not d["drop_text"]]).float()
+    assert 0.0 < axes.mean() < 0.2
 
 
 def test_text_states_are_cached_per_narrative(tmp_path):

@@ -44,14 +44,15 @@ def draws(seed: int, index: int, latent_shape: tuple, cfg: TrainConfig) -> dict:
     s = tc.shift
     t = s * t / (1 + (s - 1) * t)  # resolution shift: more noise for more tokens (SD3)
     noise = torch.randn(latent_shape, generator=g)
-    drop = torch.rand(len(taxonomy.TAG_AXES) + 3, generator=g)
+    drop = torch.rand(len(taxonomy.TAG_AXES) + 4, generator=g)
+    every = bool(drop[7] < tc.drop_all)  # the unconditional sample (see LoopConfig.drop_all)
     return {
         "t": t,
         "noise": noise,
-        "drop_axes": drop[:4] < tc.drop_tags,
-        "drop_shot": bool(drop[4] < tc.drop_tags),
-        "drop_stage": bool(drop[5] < tc.drop_tags),
-        "drop_text": bool(drop[6] < tc.drop_text),
+        "drop_axes": (drop[:4] < tc.drop_tags) | every,
+        "drop_shot": bool(drop[4] < tc.drop_tags) or every,
+        "drop_stage": bool(drop[5] < tc.drop_tags) or every,
+        "drop_text": bool(drop[6] < tc.drop_text) or every,
     }
 
 

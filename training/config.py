@@ -135,6 +135,11 @@ class LoopConfig:
     loss_weight: str = "velocity"
     drop_tags: float
     drop_text: float
+    # Share of samples with every condition dropped at once (tags, shot, stage, text): the
+    # unconditional branch classifier-free guidance subtracts. Dropped only axis by axis, a
+    # clip whose caption knows camera, vfx and stage is seen with all of them dropped at
+    # drop_tags^3 (0.001): guidance would extrapolate from a branch never trained.
+    drop_all: float = 0.0
     bf16: bool
     grad_checkpointing: bool
     compile: bool
