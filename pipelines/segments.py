@@ -40,7 +40,7 @@ import numpy as np
 from annotators.shots import Boundary, shots_from_boundaries
 from pipelines.parts import write_part
 from pipelines.video import clip_records, clip_stages, ingest_grid, ray_task, shot_records, worker_detector
-from pks.decode import DecodeMarks, _small_yuv
+from pks.decode import DecodeMarks, _small_yuv, decode_threads
 from pks.jobconfig import JobConfig, SplitConfig
 from pks.probe import VideoInfo
 from pks.record import ClipRecord
@@ -209,6 +209,20 @@ class InProcess(Pool):
         return self.call(job)
 
 
+def one_cpu_task(job: dict, out: Store, cfg: JobConfig) -> dict:
+    """work_task as a task holding one CPU of the pool. Ray sets OMP_NUM_THREADS for it, which
+    OpenCV's pool and FFmpeg's frame threads do not read: each would start a thread per core
+    beside the pool's other tasks, which only adds its own overhead (BENCHMARKS.md, issue 25).
+    The same pixels and records: decoding and these OpenCV kernels do not depend on threads."""
+    threads = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        with decode_threads(1):
+            return work_task(job, out, cfg)
+    finally:
+        cv2.setNumThreads(threads)
+
+
 class RayPool(Pool):
     """Jobs as Ray tasks, one CPU each. Ray core tasks and ray.wait rather than Ray Data: a
     group depends on some segments of its own video, a join Ray Data's streaming operators
@@ -226,7 +240,7 @@ class RayPool(Pool):
         # part is replaced atomically, present clips are kept, stray clip files are removed at
         # the end. An exception raised by a task is not retried: per-clip failures are records
         # already, so one escaping is a bug that would fail the same way.
-        self.task = ray.remote(work_task).options(num_cpus=1, max_retries=3, retry_exceptions=False)
+        self.task = ray.remote(one_cpu_task).options(num_cpus=1, max_retries=3, retry_exceptions=False)
         self.args = ray.put(out), ray.put(cfg)
         self.running: list = []
 

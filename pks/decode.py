@@ -20,6 +20,20 @@ from pks.bitstream import PacketWatch
 from pks.resize import area_resize
 
 FAST_FORMATS = {"yuv420p", "yuvj420p"}
+_threads = 0  # decoder threads per stream (0: FFmpeg's choice, one per core); see decode_threads
+
+
+@contextlib.contextmanager
+def decode_threads(n: int):
+    """Streams opened inside decode with `n` threads (0: FFmpeg's choice). A task that holds
+    one of the pool's CPUs decodes on that CPU: frame threads beside the pool's other tasks
+    only add their own overhead (BENCHMARKS.md, issue 25)."""
+    global _threads
+    old, _threads = _threads, n
+    try:
+        yield
+    finally:
+        _threads = old
 
 
 @dataclass
@@ -74,6 +88,7 @@ def open_stream(path: str, fast: bool = False):
     with av.open(str(path)) as container:
         stream = container.streams.video[0]
         stream.thread_type = "AUTO"
+        stream.codec_context.thread_count = _threads
         if fast:
             stream.codec_context.options = {"skip_loop_filter": "all"}
         yield container, stream

@@ -301,6 +301,43 @@ def test_groups_start_before_the_last_segment_and_the_records_are_the_unsegmente
     assert read_parquet(tmp_path / "out" / "parts" / f"{vid}.parquet") == whole  # spans, ids, analysis
 
 
+def test_tasks_holding_one_cpu_decode_and_analyse_on_it_and_give_the_same_records(long_video, tmp_path, monkeypatch):
+    """RayPool's tasks (segments.one_cpu_task) keep OpenCV's pool and FFmpeg's frame threads to
+    the one CPU Ray gave them; the records are those of the default threads."""
+    import cv2
+
+    from pks import decode
+
+    path = long_video[0]
+    cfg = load_config(None, {"split.segment_s": 2.5, "split.overlap_s": 2.0, "clips.write": False})
+    vid = video_key(str(path))
+    whole = process_video(str(path), vid, tmp_path / "whole", cfg)
+    seen = []
+    work = segments.work_task
+
+    def watched_work(job, out, cfg):
+        with decode.open_stream(path) as (_, stream):
+            seen.append((cv2.getNumThreads(), stream.codec_context.thread_count))
+        return work(job, out, cfg)
+
+    monkeypatch.setattr(segments, "work_task", watched_work)
+
+    class OneCpu(segments.InProcess):
+        def call(self, job):
+            return segments.one_cpu_task(job, self.out, self.cfg)
+
+    threads = max(2, cv2.getNumThreads())
+    cv2.setNumThreads(threads)
+    out = as_store(tmp_path / "out")
+    (tmp_path / "out" / "parts").mkdir(parents=True)
+    [_] = segments.run_videos([{"path": str(path), "video_id": vid, "retry": False}], out, cfg, OneCpu(out, cfg))
+    assert seen and set(seen) == {(1, 1)}
+    assert cv2.getNumThreads() == threads  # given back after each task
+    with decode.open_stream(path) as (_, stream):
+        assert stream.codec_context.thread_count == 0  # FFmpeg's choice again
+    assert read_parquet(tmp_path / "out" / "parts" / f"{vid}.parquet") == whole
+
+
 def test_an_irregular_segment_sends_its_video_to_one_task_after_its_started_groups(long_video, tmp_path, monkeypatch):
     path = long_video[0]
     cfg = load_config(None, {"split.segment_s": 2.5, "split.overlap_s": 2.0, "clips.write": False})
