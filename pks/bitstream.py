@@ -90,15 +90,29 @@ def parse_sps(nal: bytes) -> dict:
     return sps
 
 
+def nal_spans(data: bytes | bytearray, length_size: int):
+    """(start, length) of each NAL unit of a length-prefixed (mp4/mkv) packet."""
+    i = 0
+    while i + length_size <= len(data):
+        n = int.from_bytes(data[i : i + length_size], "big")
+        yield i + length_size, n
+        i += length_size + n
+
+
+def slice_type(nal: bytes) -> str:
+    """P, B, I, SP or SI: the slice_type of a coded slice (NAL types 1 and 5, header byte
+    included), the second exp-Golomb code of its header after first_mb_in_slice."""
+    b = Bits(nal[1:9])
+    b.ue()
+    return ("P", "B", "I", "SP", "SI")[b.ue() % 5]
+
+
 def nal_units(data: bytes, length_size: int | None):
     """The NAL units of a packet: length-prefixed (mp4/mkv, `length_size` bytes) or, with None,
     Annex B start codes (MPEG-TS)."""
     if length_size:
-        i = 0
-        while i + length_size <= len(data):
-            n = int.from_bytes(data[i : i + length_size], "big")
-            yield data[i + length_size : i + length_size + n]
-            i += length_size + n
+        for start, n in nal_spans(data, length_size):
+            yield data[start : start + n]
         return
     for part in data.split(b"\x00\x00\x01"):
         part = part.rstrip(b"\x00")

@@ -32,6 +32,7 @@ import av
 import cv2
 import numpy as np
 
+from pks.bitstream import nal_spans, slice_type
 from pks.decode import decoded_frames, open_stream
 
 BLOCK = 16  # scores are per 16x16 block (a macroblock): damage is local, codec noise spread thin
@@ -44,15 +45,6 @@ HOLD_PENALTY = 1.0  # sequence alignment: the cost of a held or skipped frame, i
 # ---------------------------------------------------------------- H.264 packets (AVCC)
 
 
-def _nal_spans(data: bytes | bytearray, size: int = 4):
-    """(start, length) of each NAL unit of a length-prefixed (mp4) H.264 packet."""
-    i = 0
-    while i + size <= len(data):
-        n = int.from_bytes(data[i : i + size], "big")
-        yield i + size, n
-        i += size + n
-
-
 def _nal_length_size(stream) -> int:
     extra = stream.codec_context.extradata or b""
     if stream.codec_context.name != "h264" or len(extra) < 5 or extra[0] != 1:
@@ -63,20 +55,8 @@ def _nal_length_size(stream) -> int:
 def _slices(data: bytes, size: int) -> list[tuple[int, int, int]]:
     """(start, length, nal_ref_idc) of the coded slices (NAL types 1 and 5) of a packet."""
     return [
-        (s, n, (data[s] >> 5) & 3) for s, n in _nal_spans(data, size) if n and s < len(data) and data[s] & 31 in (1, 5)
+        (s, n, (data[s] >> 5) & 3) for s, n in nal_spans(data, size) if n and s < len(data) and data[s] & 31 in (1, 5)
     ]
-
-
-def _slice_type(data: bytes, start: int) -> str:
-    """P, B, I, SP or SI: the slice_type read from the slice header (two exp-Golomb codes after
-    the NAL header: first_mb_in_slice, slice_type)."""
-    bits = "".join(f"{b:08b}" for b in data[start + 1 : start + 9])
-    pos, values = 0, []
-    for _ in range(2):
-        zeros = bits.index("1", pos) - pos
-        values.append(int(bits[pos + zeros : pos + 2 * zeros + 1], 2) - 1)
-        pos += 2 * zeros + 1
-    return "PBISI"[values[1] % 5] if values[1] % 5 < 3 else ("SP", "SI")[values[1] % 5 - 3]
 
 
 def _kind(data: bytes, size: int) -> str:
@@ -88,7 +68,7 @@ def _kind(data: bytes, size: int) -> str:
         return "other"
     if not any(r for _, _, r in sl):
         return "disposable"
-    types = {_slice_type(data, s) for s, _, _ in sl}
+    types = {slice_type(data[s : s + n]) for s, n, _ in sl}
     return "P" if "P" in types else ("ref" if "B" in types else "intra")
 
 
