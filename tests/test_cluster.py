@@ -31,6 +31,7 @@ import decord
 import pyarrow.parquet as pq
 import pytest
 
+from pipelines.segments import one_cpu_task
 from pks.synth import synthesize
 
 psutil = pytest.importorskip("psutil")
@@ -245,7 +246,7 @@ def test_worker_node_killed_mid_job(cluster, footage, tmp_path):
     try:
         deadline, running = time.time() + 120, []
         while not running and job.poll() is None and time.time() < deadline:
-            running = [t for t in titles(raylet.children()) if t.startswith("ray::work_task")]
+            running = [t for t in titles(raylet.children()) if t.startswith(f"ray::{one_cpu_task.__name__}")]
             time.sleep(0.05)
         assert running, "no video task ever ran on the worker node"
         os.kill(raylet.pid, signal.SIGKILL)
