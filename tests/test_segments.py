@@ -326,13 +326,17 @@ def test_tasks_holding_one_cpu_decode_and_analyse_on_it_and_give_the_same_record
         def call(self, job):
             return segments.one_cpu_task(job, self.out, self.cfg)
 
-    threads = max(2, cv2.getNumThreads())
+    before = cv2.getNumThreads()
+    threads = max(2, before)
     cv2.setNumThreads(threads)
     out = as_store(tmp_path / "out")
     (tmp_path / "out" / "parts").mkdir(parents=True)
-    [_] = segments.run_videos([{"path": str(path), "video_id": vid, "retry": False}], out, cfg, OneCpu(out, cfg))
-    assert seen and set(seen) == {(1, 1)}
-    assert cv2.getNumThreads() == threads  # given back after each task
+    try:
+        [_] = segments.run_videos([{"path": str(path), "video_id": vid, "retry": False}], out, cfg, OneCpu(out, cfg))
+        assert seen and set(seen) == {(1, 1)}
+        assert cv2.getNumThreads() == threads  # given back after each task
+    finally:
+        cv2.setNumThreads(before)  # the process's OpenCV setting, for the tests after this one
     with decode.open_stream(path) as (_, stream):
         assert stream.codec_context.thread_count == 0  # FFmpeg's choice again
     assert read_parquet(tmp_path / "out" / "parts" / f"{vid}.parquet") == whole
