@@ -1,12 +1,15 @@
 """Camera adherence of one trained run under other tag-guidance scales and sampler steps.
 
-    python benchmarks/guidance.py RUN [--grid 1:30,3:30,6:30,10:30,3:10,3:60] [--seeds 700,701]
+    python benchmarks/guidance.py RUN [--grid 1:30,3:30,6:30,10:30,3:10,3:60,3:30:0.3-1] [--seeds 700,701]
 
-For each (guidance_tags, steps) of the grid: 5 camera tags x 4 curriculum stages x the seeds,
-each sample measured by `annotators.signals.analyse` as in benchmarks/train.py (adherence: the
-requested tag among the measured camera tags; flagged: any quality flag; flicker: mean absolute
-change between frames). Run it on a run of the tuning footage only: a scale chosen here and
-reported on the benchmark's seed would be tuned on it.
+For each (guidance_tags, steps[, guidance interval lo-hi]) of the grid: 5 camera tags x 4
+curriculum stages x the seeds, each sample measured by `annotators.signals.analyse` as in
+benchmarks/train.py (adherence: the requested tag among the measured camera tags; flagged: any
+quality flag; flicker: mean absolute change between frames; drift and jitter: the camera
+analyser's median per-frame translation along the requested move and its frame-to-frame jitter,
+in frame widths, medians over the pan and tilt samples: a move reads as shake when jitter > drift).
+Run it on a run of the tuning footage only: a scale chosen here and reported on the benchmark's
+seed would be tuned on it.
 """
 
 from __future__ import annotations
@@ -43,9 +46,11 @@ def main() -> None:
     work = Path(tempfile.mkdtemp(prefix="pks-guidance-"))
     seeds = [int(s) for s in args.seeds.split(",")]
     for item in args.grid.split(","):
-        g, steps = float(item.split(":")[0]), int(item.split(":")[1])
+        parts = item.split(":")
+        g, steps = float(parts[0]), int(parts[1])
+        interval = tuple(float(x) for x in parts[2].split("-")) if len(parts) > 2 else None
         per = {c: [] for c in CAMERA}
-        flags, jumps = [], []
+        flags, jumps, drift, jitter = [], [], [], []
         for cam in CAMERA:
             for stage in range(4):
                 for seed in seeds:
@@ -62,21 +67,30 @@ def main() -> None:
                         steps=steps,
                         guidance_tags=g,
                         tax=tax,
+                        guidance_interval=interval,
                     )
                     frames = video.permute(0, 2, 3, 1).numpy()
                     got = measure(frames, cfg.data.fps, work / "g.mp4", acfg)
                     per[cam].append(cam in got["camera_motion"])
                     flags.append(bool(got["quality_flags"]))
                     jumps.append(flicker(frames))
+                    if cam != "static":
+                        stats = json.loads(got["signals"])["camera"]
+                        along = stats.get("pan_per_frame" if cam.startswith("pan") else "tilt_per_frame", 0.0)
+                        drift.append(along if cam in ("pan_left", "tilt_up") else -along)  # + = the asked way
+                        jitter.append(stats.get("jitter", 0.0))
         print(
             json.dumps(
                 {
                     "guidance_tags": g,
                     "steps": steps,
+                    "interval": interval,
                     "adherence": float(np.mean([h for v in per.values() for h in v])),
                     "per_tag": {c: float(np.mean(v)) for c, v in per.items()},
                     "flagged": float(np.mean(flags)),
                     "flicker": float(np.mean(jumps)),
+                    "drift": float(np.median(drift)),
+                    "jitter": float(np.median(jitter)),
                 }
             ),
             flush=True,

@@ -556,6 +556,37 @@ def test_a_model_that_memorised_one_clip_samples_that_clip():
     assert out.shape == clip.shape and (out.float() - clip.float()).abs().mean() < 0.05 * 255
 
 
+def test_guidance_applies_only_inside_its_interval_of_noise_levels():
+    """sample.guidance_interval [lo, hi]: the guided velocity at noise levels inside it, the
+    conditional one (both scales 1) outside; [0, 1] is guidance everywhere, as before."""
+    from training.sample import sample
+    from training.vae import PixelSpace
+
+    torch.manual_seed(0)
+    model = VideoDiT(DiTConfig(in_channels=3, patch=(1, 4, 4), dim=32, depth=1, heads=2, text_dim=8), TAX).eval()
+    for p in model.parameters():  # random weights everywhere, so every branch differs (AdaLN-zero starts at 0)
+        torch.nn.init.normal_(p, std=0.1)
+
+    class NoText:
+        def states(self, texts):
+            return [torch.full((1, 8), float(len(t))) for t in texts]
+
+    small = {"sample.steps": 6, "data.frames": 2, "data.size": [8, 8], "train.shift": 1.0}
+    cfg = load_train_config("tiny_pixel", {**small, "sample.guidance_tags": 3.0, "sample.guidance_text": 2.0})
+
+    def draw(**kw):
+        return sample(model, NoText(), PixelSpace(), cfg, {"camera": ["pan_left"]}, "a pan", seed=3, tax=TAX, **kw)
+
+    everywhere, default = draw(guidance_interval=(0.0, 1.0)), draw()
+    nowhere = draw(guidance_interval=(0.0, 0.0))  # t = 0 is never a sampler step
+    unguided = draw(guidance_tags=1.0, guidance_text=1.0)
+    upper = draw(guidance_interval=(0.5, 1.0))
+    assert torch.equal(everywhere, default) and torch.equal(nowhere, unguided)
+    assert not torch.equal(upper, everywhere) and not torch.equal(upper, unguided)
+    with pytest.raises(UserError, match="guidance_interval"):
+        load_train_config("tiny_pixel", {"sample.guidance_interval": [0.6, 0.2]})
+
+
 def test_the_x0_loss_is_the_clean_clips_error():
     """train.loss_weight x0: the velocity error times t^2 is the error of the clean clip the
     velocity implies; below X0_MIN_T the weight stops shrinking (as x0 prediction's does)."""

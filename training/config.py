@@ -160,6 +160,15 @@ class SampleConfig:
     steps: int
     guidance_tags: float
     guidance_text: float
+    # Noise levels t (1 = pure noise) where the two guidance terms apply; outside it the
+    # sampler follows the conditional velocity alone (Kynkaanniemi et al. 2024, "Applying
+    # guidance in a limited interval"): guidance near t = 0 only sharpens per-frame detail.
+    guidance_interval: tuple[float, float] = (0.0, 1.0)
+
+    def __post_init__(self):
+        lo, hi = self.guidance_interval
+        if not 0 <= lo <= hi <= 1:
+            raise UserError(f"sample.guidance_interval must be [lo, hi] with 0 <= lo <= hi <= 1, got {[lo, hi]}")
 
 
 @dataclass(frozen=True, kw_only=True)

@@ -3,7 +3,8 @@ and two guidance scales, one for the tags and one for the narrative:
 
     v = v(-, -) + g_tags * (v(tags, -) - v(-, -)) + g_text * (v(tags, text) - v(tags, -))
 
-where `-` is the dropped condition the model learned in training (unknown tags, empty text).
+where `-` is the dropped condition the model learned in training (unknown tags, empty text),
+at noise levels inside sample.guidance_interval; outside it both scales are 1 (v = v(tags, text)).
 """
 
 from __future__ import annotations
@@ -95,6 +96,7 @@ def sample(
     frames: int | None = None,
     size: tuple[int, int] | None = None,
     tax=None,
+    guidance_interval: tuple[float, float] | None = None,
 ) -> torch.Tensor:
     """One clip, uint8 [T, 3, H, W]. Axes not given are 'unknown' (the model chooses)."""
     tax = tax or run_taxonomy(cfg)
@@ -102,6 +104,7 @@ def sample(
     steps = steps or sc.steps
     g_tags = sc.guidance_tags if guidance_tags is None else guidance_tags
     g_text = sc.guidance_text if guidance_text is None else guidance_text
+    lo, hi = sc.guidance_interval if guidance_interval is None else guidance_interval
     shape = space.latent_shape(frames or dc.frames, tuple(size or dc.size))
     device = next(model.parameters()).device
     multi = {a: torch.zeros(3, len(tax.axes[a].ids), device=device) for a in taxonomy.TAG_AXES}
@@ -126,7 +129,10 @@ def sample(
         t = ts[i].expand(3).to(device)
         v = model(x.expand(3, *shape), t, text, mask, multi, known, shot_i, stage_i)
         v_none, v_tags, v_full = v.float().chunk(3)
-        guided = v_none + g_tags * (v_tags - v_none) + g_text * (v_full - v_tags)
+        if lo <= ts[i] <= hi:
+            guided = v_none + g_tags * (v_tags - v_none) + g_text * (v_full - v_tags)
+        else:
+            guided = v_full
         x = x + (ts[i + 1] - ts[i]).item() * guided
     return space.decode(x)[0]
 
