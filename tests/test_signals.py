@@ -341,6 +341,29 @@ def test_a_missed_cut_inside_a_clip_is_flagged_not_deformation():
     assert two["deformation_score"] < 0.3  # the cut itself is not counted as deformation
 
 
+def test_the_neighbour_ratio_clears_speed_lines_redrawn_under_a_zoom_and_keeps_a_missed_cut(tmp_path):
+    """`MotionParams.cut_ratio` (measured, off by default): a painted shot whose speed lines are
+    redrawn every frame under a zoom changes half the picture between any two frames, as a cut
+    does; today it is read as `multi_shot` (tuning seed 7607, its fifth video, shot 2). With
+    the ratio no change stands out from its neighbours' and it passes, while a missed cut
+    between two quiet shots still stands out."""
+    from pks.synth.video import synthesize_video
+
+    path = tmp_path / "painted.mp4"
+    synthesize_video(path, 2445328924, family="painted", size=(320, 180))
+    truth = json.loads(path.with_suffix(".json").read_text())
+    shot = truth["shots"][2]
+    assert "speed_lines" in shot["vfx"] and shot["camera"] == "zoom_in" and not shot["failures"]
+    video = load_clip(str(path), width=CFG.analyse.width, fps=truth["fps"])
+    lines = video.span(182, 253)  # the shot without its title card and dissolve
+    ratio = dataclasses.replace(CFG.analyse, motion={**CFG.analyse.motion, "cut_ratio": 3.0})
+    assert "multi_shot" in analyse(lines, CFG.analyse, CFG.curriculum)["quality_flags"]
+    assert "multi_shot" not in analyse(lines, ratio, CFG.curriculum)["quality_flags"]
+    a = render(seed=3, location=5, deformation=0.0, n_frames=24)
+    b = render(seed=9, location=77, camera="pan_left", camera_speed=3.0, deformation=0.0, n_frames=24)
+    assert "multi_shot" in analyse(clip(a + b), ratio, CFG.curriculum)["quality_flags"]
+
+
 def test_single_frame_clip_is_flagged_not_a_crash():
     out = analyse(clip(render()[:1]), CFG.analyse, CFG.curriculum)
     assert out["quality_flags"] == ["too_short"] and out["camera_motion"] == ["static"]

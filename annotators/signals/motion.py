@@ -53,6 +53,12 @@ class MotionParams:
     # Impact sequences run 1-4 frames at 24 fps (up to ~170 ms: a flash, or a held inverted or
     # two-tone drawing); a break that comes back within this many frames is an impact, not a cut.
     impact_max_frames: int = 4
+    # Measured, off (0): a missed cut must also stand out from the shot's own frame-to-frame
+    # change, at least this many times the median change of the 3 pairs either side (3 is
+    # PySceneDetect's AdaptiveDetector default). It clears speed lines redrawn every frame
+    # under a zoom, and loses as many cuts between shots with such lines (BENCHMARKS.md,
+    # issue 24, `benchmarks/missed_cuts.py`).
+    cut_ratio: float = 0.0
     rigid_parts: int = 3  # rigid pieces peeled off the foreground before measuring the rest
     part_px: float = 1.0  # flow error (px) within which a point moves with a rigid piece
     nonrigid_weight: float = 0.8  # weight of the unexplained foreground share in the raw deformation
@@ -223,6 +229,7 @@ def summarise(res: MotionResult, p: MotionParams, cam: dict) -> dict:
         if changed[i] >= p.impact_change
         and i not in impact
         and i + 1 not in impact
+        and _stands_out(changed, i, p.cut_ratio)
         and _changed_between(res, i - 1, i + 3, p) >= p.impact_change
     ]
     # Impact frames are not drawings of the shot: leave them out of timing and deformation.
@@ -327,6 +334,12 @@ def _smears(res: MotionResult, starts: list[int], impact: set[int], p: MotionPar
         if min(into, out_of) > p.smear_ratio * across and min(into, out_of) > p.smear_min:
             frames += range(s, e)
     return frames
+
+
+def _stands_out(changed: np.ndarray, i: int, ratio: float) -> bool:
+    """Pair i changes at least `ratio` times the median change of the 3 pairs either side."""
+    around = np.concatenate([changed[max(0, i - 3) : i], changed[i + 1 : i + 4]])
+    return bool(changed[i] >= ratio * np.median(around))
 
 
 def _impacts(changed: np.ndarray, threshold: float, longest: int = 4, between=None) -> set[int]:
