@@ -26,7 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from train import CAMERA, flicker, measure  # noqa: E402
+from train import CAMERA, flicker, measure, move_reading  # noqa: E402
 
 
 def main() -> None:
@@ -45,12 +45,14 @@ def main() -> None:
     cfg, tax, model, text, space, _ = load_run(Path(args.run))
     work = Path(tempfile.mkdtemp(prefix="pks-guidance-"))
     seeds = [int(s) for s in args.seeds.split(",")]
+    n = 4 * len(seeds)  # samples per asked tag
     for item in args.grid.split(","):
         parts = item.split(":")
         g, steps = float(parts[0]), int(parts[1])
         interval = tuple(float(x) for x in parts[2].split("-")) if len(parts) > 2 else None
         per = {c: [] for c in CAMERA}
         flags, jumps, drift, jitter = [], [], [], []
+        along = {c: [] for c in CAMERA[1:]}  # every sample's drift along each move, + that move's way
         for cam in CAMERA:
             for stage in range(4):
                 for seed in seeds:
@@ -74,11 +76,12 @@ def main() -> None:
                     per[cam].append(cam in got["camera_motion"])
                     flags.append(bool(got["quality_flags"]))
                     jumps.append(flicker(frames))
+                    for move in along:
+                        along[move].append(move_reading(got, move)[0])
                     if cam != "static":
-                        stats = json.loads(got["signals"])["camera"]
-                        along = stats.get("pan_per_frame" if cam.startswith("pan") else "tilt_per_frame", 0.0)
-                        drift.append(along if cam in ("pan_left", "tilt_up") else -along)  # + = the asked way
-                        jitter.append(stats.get("jitter", 0.0))
+                        d, j = move_reading(got, cam)
+                        drift.append(d)
+                        jitter.append(j)
         print(
             json.dumps(
                 {
@@ -91,6 +94,11 @@ def main() -> None:
                     "flicker": float(np.mean(jumps)),
                     "drift": float(np.median(drift)),
                     "jitter": float(np.median(jitter)),
+                    # asked tag -> move -> median drift that way: the tag's control of the motion
+                    "drift_by_tag": {
+                        c: {m: round(float(np.median(v[k * n : (k + 1) * n])), 5) for m, v in along.items()}
+                        for k, c in enumerate(CAMERA)
+                    },
                 }
             ),
             flush=True,

@@ -2,7 +2,7 @@
 VAE (the ceiling), (b) a DiT trained on the toy's latents, sampled per tag. Synthetic data only.
 
     nice -n 10 .venv/bin/python benchmarks/latent_toy.py [--vae-steps 300] [--time-stride 2] [--width 24]
-        [--motion 2.0] [--dit-steps 1000] [--no-tags] [--pixel]
+        [--motion 2.0] [--dit-steps 1000] [--no-tags] [--pixel] [--vae DIR] [--plates RUN/shards]
 """
 
 from __future__ import annotations
@@ -20,6 +20,7 @@ from training.config import LatentConfig
 from training.toy import (
     DiTRecipe,
     Toy,
+    footage_plates,
     sample_toy,
     separation,
     shifts,
@@ -56,16 +57,21 @@ def main() -> None:
     p.add_argument("--patch", default="1,2,2")
     p.add_argument("--guidance", type=float, default=3.0)
     p.add_argument("--loss-weight", default="x0")
+    p.add_argument("--dit-motion", type=float, default=0.0, help="the DiT's weighted motion term (DiTRecipe.motion)")
     p.add_argument("--samples", type=int, default=8, help="per tag")
     p.add_argument("--no-tags", action="store_true", help="never show the tag (negative control)")
     p.add_argument("--pixel", action="store_true", help="the DiT in pixel space (no VAE)")
     p.add_argument("--vae", help="a trained VAE folder to reuse (a toy one, or a run's RUN/vae)")
+    p.add_argument("--plates", help="a curated run's shards: slide its static clips' pictures, not random textures")
     a = p.parse_args()
     torch.set_num_threads(1)
     tax = taxonomy.load()
     toy = Toy(
         frames=a.frames, size=tuple(int(v) for v in a.size.split(",")), speed=a.speed, grain=a.grain, static=a.static
     )
+    if a.plates:
+        toy.plates = footage_plates(Path(a.plates), toy)
+        print(f"{len(toy.plates)} footage pictures to slide")
     d = torch.tensor([-1, 1]).repeat_interleave(a.samples)
     truth = toy_clips(d, toy, np.random.default_rng(999))
     show("toy clips", shifts(truth), d)
@@ -104,6 +110,7 @@ def main() -> None:
         patch=tuple(int(v) for v in a.patch.split(",")),
         tag_channel=not a.no_tags,
         loss_weight=a.loss_weight,
+        motion=a.dit_motion,
     )
     if a.pixel:
         from training.vae import PixelSpace

@@ -14,7 +14,10 @@ seeds with each, and measures every clip with `annotators.signals.analyse`, as a
 - flicker: mean absolute change between consecutive frames (levels of 255), the symptom of a
   model that has not learnt to draw (patch noise that changes every frame);
 - tag effect / seed effect: mean absolute difference between clips of one seed under different
-  camera tags, over that between two seeds of one tag (0: the tags change nothing).
+  camera tags, over that between two seeds of one tag (0: the tags change nothing);
+- moves: over the clips asked (or labelled) to pan or tilt, the median drift along the move
+  (frame widths a frame, + the asked way) and frame-to-frame jitter the camera analyser read:
+  a move reads as shake when jitter > drift, as static when the drift is under its floor.
 The ceiling row is the same measure on the training clips themselves, at the size, frame count
 and fps the model sees; with a learned latent space (`latent.kind: learned`) a second ceiling
 row measures the clips encoded and decoded by the run's VAE (the best its generator could draw),
@@ -65,6 +68,15 @@ def measure(frames: np.ndarray, fps: float, path: Path, cfg: dict) -> dict:
     return analyse(load_clip(str(path), width=cfg.analyse.width, fps=fps), cfg.analyse, cfg.curriculum)
 
 
+def move_reading(got: dict, cam: str) -> tuple[float, float]:
+    """(drift, jitter) the camera analyser measured on a clip asked to (or labelled to) move as
+    `cam`: the median per-frame translation along the move, + the asked way, and the
+    frame-to-frame jitter, both in frame widths. A move reads as shake when jitter > drift."""
+    stats = json.loads(got["signals"])["camera"]
+    along = stats.get("pan_per_frame" if cam.startswith("pan") else "tilt_per_frame", 0.0)
+    return (along if cam in ("pan_left", "tilt_up") else -along), stats.get("jitter", 0.0)
+
+
 def spearman(a, b) -> float:
     from scipy.stats import spearmanr
 
@@ -85,7 +97,7 @@ def ceiling(run: Path, tcfg, cfg: dict, work: Path, space=None) -> dict:
 
     dc = tcfg.data
     index = pq.read_table(run / "shards" / "index.parquet").to_pylist()
-    hits, stages, deform, flags, flick = [], [], [], [], []
+    hits, stages, deform, flags, flick, moves = [], [], [], [], [], []
     for s in wds.WebDataset(
         sorted({str(run / "shards" / r["shard"]) for r in index}), shardshuffle=False, empty_check=False
     ):
@@ -101,18 +113,27 @@ def ceiling(run: Path, tcfg, cfg: dict, work: Path, space=None) -> dict:
             video = video.permute(0, 2, 3, 1).numpy()
         got = measure(video, dc.fps, work / "ceiling.mp4", cfg)
         hits.append((label[0], label[0] in got["camera_motion"]))
+        if label[0] != "static":
+            moves.append(move_reading(got, label[0]))
         stages.append(rec["curriculum_stage"])
         deform.append(got["deformation_score"])
         flags.append(bool(got["quality_flags"]))
         flick.append(flicker(video))
-    return {"hits": hits, "spearman": spearman(stages, deform), "impact": None, "flags": flags, "flicker": flick}
+    return {
+        "hits": hits,
+        "spearman": spearman(stages, deform),
+        "impact": None,
+        "flags": flags,
+        "flicker": flick,
+        "moves": moves,
+    }
 
 
 def generated(run_dir: Path, cfg: dict, samples: int, work: Path) -> dict:
     from training.sample import load_run, sample
 
     mcfg, tax, model, text, space, _ = load_run(run_dir)
-    hits, stages, deform, impact, flags, flick, clips = [], [], [], [], [], [], {}
+    hits, stages, deform, impact, flags, flick, moves, clips = [], [], [], [], [], [], [], {}
     for cam in CAMERA:
         for stage in range(4):
             for seed in range(samples):
@@ -120,6 +141,8 @@ def generated(run_dir: Path, cfg: dict, samples: int, work: Path) -> dict:
                 frames = video.permute(0, 2, 3, 1).numpy()
                 got = measure(frames, mcfg.data.fps, work / "gen.mp4", cfg)
                 hits.append((cam, cam in got["camera_motion"]))
+                if cam != "static":
+                    moves.append(move_reading(got, cam))
                 stages.append(stage)
                 deform.append(got["deformation_score"])
                 flags.append(bool(got["quality_flags"]))
@@ -151,6 +174,7 @@ def generated(run_dir: Path, cfg: dict, samples: int, work: Path) -> dict:
         "flags": flags,
         "flicker": flick,
         "tag_vs_seed": (np.mean(by_tag), np.mean(by_seed)) if by_seed else None,
+        "moves": moves,
         "clips": clips,
     }
 
@@ -261,8 +285,8 @@ def main() -> None:
         "",
         "| clips | camera adherence | " + " | ".join(CAMERA) + " | stage vs deformation (Spearman) | "
         "impact frames found when asked / not asked | with a defect flag | flicker (levels) | "
-        "tag effect / seed effect | loss first -> last | train minutes |",
-        "|---" * (9 + len(CAMERA)) + "|",
+        "tag effect / seed effect | moves: drift / jitter (widths a frame) | loss first -> last | train minutes |",
+        "|---" * (10 + len(CAMERA)) + "|",
     ]
     for name, r in results.items():
         per = {c: [h for t, h in r["hits"] if t == c] for c in CAMERA}
@@ -278,11 +302,13 @@ def main() -> None:
             lo = f"{m[0]['loss']:.3f} -> {m[-1]['loss']:.3f}"
         mins = f"{times[name] / 60:.1f}" if name in times else "-"
         tvs = f"{r['tag_vs_seed'][0]:.1f} / {r['tag_vs_seed'][1]:.1f}" if r.get("tag_vs_seed") else "-"
+        mv = np.median(r["moves"], axis=0) if r["moves"] else None
+        mvs = f"{mv[0]:.4f} / {mv[1]:.4f}" if mv is not None else "-"
         lines.append(
             f"| {name} (n={len(r['hits'])}) | {rate:.2f} | "
             + " | ".join(f"{np.mean(v):.2f}" if v else "-" for v in per.values())
             + f" | {r['spearman']:.2f} | {imp} | {np.mean(r['flags']):.2f} | {np.mean(r['flicker']):.1f} | "
-            f"{tvs} | {lo} | {mins} |"
+            f"{tvs} | {mvs} | {lo} | {mins} |"
         )
     emit(lines, args.out)
     print(f"work folder: {work}", file=sys.stderr)

@@ -4,7 +4,8 @@ same clips encoded and decoded by a VAE trained on them (the best its generator 
     python benchmarks/vae_ceiling.py OUT --config tiny --vae DIR [--set KEY=VALUE ...]
 
 Trains the config's VAE on OUT's shards into DIR/vae (kept: a second call only measures), then
-prints one JSON line per row with benchmarks/train.py's measures. Run it on tuning footage.
+prints one JSON line per row with benchmarks/train.py's measures, and the moving clips' median
+drift along their move and jitter (frame widths a frame). Run it on tuning footage.
 """
 
 from __future__ import annotations
@@ -55,6 +56,9 @@ def main() -> None:
                     "flagged": float(np.mean(r["flags"])),
                     "flicker": float(np.mean(r["flicker"])),
                     "spearman": r["spearman"],
+                    # the moving clips: median drift along the labelled move and jitter (widths/frame)
+                    "drift": float(np.median([d for d, _ in r["moves"]])) if r["moves"] else None,
+                    "jitter": float(np.median([j for _, j in r["moves"]])) if r["moves"] else None,
                 }
             ),
             flush=True,

@@ -38,6 +38,9 @@ class Toy:
     speed: int = 1  # px a frame, as the pixel toy
     grain: int = 4  # px per cell of the random field before the bicubic resize (the texture's scale)
     static: float = 0.0  # share of the VAE's training clips that do not move (footage is mostly static)
+    # Pictures to slide instead of random textures (uint8 [N, H, W + speed * (frames - 1), 3]):
+    # still frames of footage, so the toy asks its question on footage content.
+    plates: np.ndarray | None = None
 
 
 def toy_clips(direction: torch.Tensor, toy: Toy, rng: np.random.Generator) -> torch.Tensor:
@@ -46,11 +49,35 @@ def toy_clips(direction: torch.Tensor, toy: Toy, rng: np.random.Generator) -> to
     travel = s * (t - 1)
     out = []
     for d in direction.tolist():
-        cells = (h // toy.grain + 1, (w + travel) // toy.grain + 1)
-        tex = cv2.resize(rng.random((*cells, 3)).astype(np.float32), (w + travel, h), interpolation=cv2.INTER_CUBIC)
+        if toy.plates is not None:
+            tex = toy.plates[rng.integers(len(toy.plates))].astype(np.float32) / 255
+        else:
+            cells = (h // toy.grain + 1, (w + travel) // toy.grain + 1)
+            tex = cv2.resize(rng.random((*cells, 3)).astype(np.float32), (w + travel, h), interpolation=cv2.INTER_CUBIC)
         x = travel if d < 0 else travel // 2 if d == 0 else 0
         out.append(np.stack([tex[:, x + d * s * f : x + d * s * f + w] for f in range(t)]))
     return torch.from_numpy((np.clip(np.stack(out), 0, 1) * 255).round().astype(np.uint8)).permute(0, 1, 4, 2, 3)
+
+
+def footage_plates(shards: Path, toy: Toy) -> np.ndarray:
+    """The middle frame of every clip in a curated run's shards whose camera is static, resized to
+    the toy's height and its width plus the travel: still footage pictures for the toy to slide."""
+    import json
+
+    import webdataset as wds
+
+    from training.data import decode_clip
+
+    (h, w), travel = toy.size, toy.speed * (toy.frames - 1)
+    plates = []
+    for s in wds.WebDataset(sorted(str(p) for p in Path(shards).rglob("*.tar")), shardshuffle=False, empty_check=False):
+        rec = json.loads(s["json"])
+        if (rec.get("caption") or {}).get("camera") == ["static"]:
+            video = decode_clip(s["mp4"], rec["fps"], 8, 12, (h, w + travel))
+            plates.append(video[len(video) // 2])
+    if not plates:
+        raise ValueError(f"no static clips in {shards}")
+    return np.stack(plates)
 
 
 def shifts(video: torch.Tensor) -> np.ndarray:
@@ -104,6 +131,9 @@ class DiTRecipe:
     drop_tags: float = 0.1
     tag_channel: bool = True  # False: the tag is never shown (the test's negative control)
     pool: int = 512  # toy clips encoded once and drawn from
+    # + this x the clean clip's error of its frame-to-frame change, weighted by where the clip's
+    # own latent changes (normalised per clip): the move where the picture has it (0: off)
+    motion: float = 0.0
 
 
 def train_toy_dit(space, toy: Toy, r: DiTRecipe, tax, seed: int = 0) -> VideoDiT:
@@ -129,6 +159,11 @@ def train_toy_dit(space, toy: Toy, r: DiTRecipe, tax, seed: int = 0) -> VideoDiT
         tt = t.view(-1, 1, 1, 1, 1)
         pred = model((1 - tt) * x0 + tt * noise, t, text, mask, tags, known, none, none)
         loss = flow_loss(pred, noise - x0, t, r.loss_weight).mean()
+        if r.motion:
+            err = torch.diff(tt * (pred - (noise - x0)), dim=2)  # x0's error is -t (v - v_true)
+            moving = torch.diff(x0, dim=2).abs()
+            w = moving / moving.mean(dim=(1, 2, 3, 4), keepdim=True).clamp(min=1e-6)
+            loss = loss + r.motion * (w * err**2).mean()
         opt.zero_grad()
         loss.backward()
         torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
