@@ -76,12 +76,12 @@ def main() -> None:
                     per[cam].append(cam in got["camera_motion"])
                     flags.append(bool(got["quality_flags"]))
                     jumps.append(flicker(frames))
-                    for move in along:
-                        along[move].append(move_reading(got, move)[0])
+                    reading = {move: move_reading(got, move) for move in along}  # (drift that way, jitter)
+                    for move, (d, _) in reading.items():
+                        along[move].append(d)
                     if cam != "static":
-                        d, j = move_reading(got, cam)
-                        drift.append(d)
-                        jitter.append(j)
+                        drift.append(reading[cam][0])
+                        jitter.append(reading[cam][1])
         print(
             json.dumps(
                 {
