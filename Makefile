@@ -51,7 +51,7 @@ browser:
 	  || echo "chromium not installed: the browser test will be skipped"
 
 test: install vllm-env browser
-	PKS_NO_SKIPS=1 $(BIN)/python -m pytest -q
+	PKS_NO_SKIPS=1 $(BIN)/python -m pytest -q --durations=25
 
 lint: install
 	$(BIN)/ruff check .

@@ -32,8 +32,9 @@ from training.toy import (
 
 def show(name: str, shift: np.ndarray, d: torch.Tensor) -> None:
     left, right = shift[d.numpy() < 0], shift[d.numpy() > 0]
+    along = float(np.mean(shift * -d.numpy()))  # the mean shift the way the tag asks: less noisy than the share
     print(
-        f"{name}: separation {separation(shift, d):.2f}; pan_left shifts {left.min():+.2f}..{left.max():+.2f}, "
+        f"{name}: separation {separation(shift, d):.2f}, mean shift along the tag {along:+.2f}; pan_left shifts {left.min():+.2f}..{left.max():+.2f}, "
         f"pan_right {right.min():+.2f}..{right.max():+.2f} px/frame",
         flush=True,
     )
@@ -54,6 +55,9 @@ def main() -> None:
     p.add_argument("--size", default="32,56", help="H,W (tiny's frame size)")
     p.add_argument("--dit-steps", type=int, default=1000)
     p.add_argument("--dim", type=int, default=64)
+    p.add_argument("--dit-batch", type=int, default=16)
+    p.add_argument("--dit-lr", type=float, default=1e-3)
+    p.add_argument("--dit-seed", type=int, default=0, help="the DiT's initialisation and draws")
     p.add_argument("--patch", default="1,2,2")
     p.add_argument("--guidance", type=float, default=3.0)
     p.add_argument("--loss-weight", default="x0")
@@ -106,6 +110,8 @@ def main() -> None:
         return
     r = DiTRecipe(
         steps=a.dit_steps,
+        batch=a.dit_batch,
+        lr=a.dit_lr,
         dim=a.dim,
         patch=tuple(int(v) for v in a.patch.split(",")),
         tag_channel=not a.no_tags,
@@ -119,7 +125,7 @@ def main() -> None:
     else:
         space_for_dit = space
     t0 = time.perf_counter()
-    model = train_toy_dit(space_for_dit, toy, r, tax)
+    model = train_toy_dit(space_for_dit, toy, r, tax, seed=a.dit_seed)
     print(f"dit {r} in {time.perf_counter() - t0:.0f}s")
     out = sample_toy(model, space_for_dit, toy, d, tax, guidance=a.guidance)
     show(f"(b) samples, tag guidance {a.guidance}", shifts(out), d)

@@ -11,7 +11,7 @@ import taxonomy
 from annotators.signals import analyse, load_clip
 from pks.config import load_config
 from pks.videoio import Mp4Writer
-from training.augment import MOVES, move_window
+from training.augment import MIRRORED_TAGS, MOVES, mirror, move_window, swap_sides
 from training.data import CurriculumLoader
 
 
@@ -26,21 +26,52 @@ def plate(h: int, w: int, seed: int = 0) -> np.ndarray:
     return img.astype(np.uint8)
 
 
+def analysed(frames: np.ndarray, path) -> dict:
+    """The project's own analysis of 180x320 frames written as a 12 fps mp4."""
+    cfg = load_config()
+    w = Mp4Writer(path, 12, 320, 180, crf=12)
+    for f in frames:
+        w.write(f)
+    w.close()
+    return analyse(load_clip(str(path), width=cfg.analyse.width, fps=12), cfg.analyse, cfg.curriculum)
+
+
 @pytest.mark.parametrize("move", sorted(MOVES))
 def test_the_camera_analyser_reads_each_move(tmp_path, move):
     # 180x320 at 12 fps, 16 frames: the generator's window (scaled up so the analyser's width
     # holds detail); a static shot until the window moves.
     still = np.repeat(plate(180, 320)[None], 16, axis=0)
     moved = move_window(still, move, 0.2)
-    cfg = load_config()
     for frames, want in ((still, "static"), (moved, move)):
-        path = tmp_path / f"{want}.mp4"
-        w = Mp4Writer(path, 12, 320, 180, crf=12)
-        for f in frames:
-            w.write(f)
-        w.close()
-        rec = analyse(load_clip(str(path), width=cfg.analyse.width, fps=12), cfg.analyse, cfg.curriculum)
+        rec = analysed(frames, tmp_path / f"{want}.mp4")
         assert rec["camera_motion"] == [want], (want, rec["signals"])
+
+
+def test_a_mirrored_pan_reads_as_the_other_pan(tmp_path):
+    # The tag swap follows the analyser's own convention: a window panning left, seen in a
+    # mirror, must read as pan_right, and a tilt stays the tilt it was.
+    still = np.repeat(plate(180, 320, seed=2)[None], 16, axis=0)
+    for move in ("pan_left", "tilt_up"):
+        caption = {"camera": [move], "narrative": "She runs to the Left, then looks right."}
+        frames, flipped, done = mirror(move_window(still, move, 0.2), caption, 1.0, 0, 0)
+        assert done and flipped["camera"] == [MIRRORED_TAGS.get(move, move)]
+        assert flipped["narrative"] == "She runs to the Right, then looks left."
+        rec = analysed(frames, tmp_path / f"{move}.mp4")
+        assert rec["camera_motion"] == flipped["camera"], (move, rec["signals"])
+
+
+def test_the_mirror_flips_only_what_it_draws_and_names_only_whole_words():
+    video = np.arange(2 * 4 * 6 * 3, dtype=np.uint8).reshape(2, 4, 6, 3)
+    caption = {"camera": ["static"], "narrative": "LEFT leftover Right", "vfx": ["speed_lines"]}
+    same = mirror(video, caption, 0.0, 0, 0)
+    assert same[0] is video and same[1] is caption and same[2] is False
+    drawn = [mirror(video, caption, 0.5, 7, i)[2] for i in range(400)]
+    assert drawn == [mirror(video, caption, 0.5, 7, i)[2] for i in range(400)]  # (seed, index) decide
+    assert 150 < sum(drawn) < 250
+    out, cap, _ = mirror(video, caption, 1.0, 7, 0)
+    assert np.array_equal(out, video[:, :, ::-1]) and cap["vfx"] == ["speed_lines"] and cap["camera"] == ["static"]
+    assert cap["narrative"] == "RIGHT leftover Left" == swap_sides("LEFT leftover Right")
+    assert caption["narrative"] == "LEFT leftover Right"  # the record's own caption is left alone
 
 
 def test_the_window_travels_the_asked_share_of_the_frame():
@@ -81,6 +112,31 @@ def test_the_loader_moves_static_clips_only_and_alike_on_every_draw(sharded_run)
                 assert "camera_move" not in rm and torch.equal(m["video"][i], p["video"][i])
                 assert sorted(on) == sorted(rp["caption"]["camera"])
     assert n_moved > 0
+
+
+def test_the_loader_mirrors_clips_with_their_pans_and_their_moves(sharded_run):
+    def batches(**kw):
+        return list(
+            CurriculumLoader(
+                sharded_run / "shards", frames=6, fps=12, size=(48, 80), batch_size=3, steps=6, seed=4, **kw
+            )
+        )
+
+    camera_ids = taxonomy.load().axes["camera"].ids
+    pans = 0
+    for kw in ({}, {"camera_moves": 1.0}):
+        plain, flipped = batches(**kw), batches(mirror=1.0, **kw)
+        for p, m in zip(plain, flipped):
+            assert torch.equal(m["video"], p["video"].flip(-1))  # [B, T, C, H, W]: W flipped
+            for i, (rp, rm) in enumerate(zip(p["records"], m["records"])):
+                want = [MIRRORED_TAGS.get(t, t) for t in rp["caption"]["camera"]]
+                assert rm["mirrored"] and rm["caption"]["camera"] == want
+                on = [camera_ids[j] for j in torch.nonzero(m["tags"]["camera"][i]).flatten().tolist()]
+                assert sorted(on) == sorted(want)
+                pans += len(set(want) & set(MIRRORED_TAGS))
+                if "camera_move" in rp:
+                    assert rm["camera_move"] == MIRRORED_TAGS.get(rp["camera_move"], rp["camera_move"])
+    assert pans > 0  # a pan was there to swap
 
 
 def test_the_vae_learns_from_the_same_moved_clips_as_the_dit(sharded_run, tmp_path):

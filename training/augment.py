@@ -12,6 +12,8 @@ goes left, so the picture slides right on screen; tilt_up, the picture slides do
 
 from __future__ import annotations
 
+import re
+
 import cv2
 import numpy as np
 
@@ -67,3 +69,40 @@ def camera_move(
     amount = lo + (hi - lo) * unit(seed, "camera-move-travel", index)
     across = unit(seed, "camera-move-across", index)
     return move_window(video, move, amount, across), {**caption, "camera": [move]}, move
+
+
+# A shot seen in a mirror is the same craft with its sides swapped: of the taxonomy's tags only
+# the horizontal pans name a side (taxonomy/versions/v1.yaml), so only they trade places.
+MIRRORED_TAGS = {"pan_left": "pan_right", "pan_right": "pan_left"}
+
+
+def swap_sides(text: str) -> str:
+    """'left' and 'right' swapped as whole words, keeping their case (a narrative says which way
+    a character runs or looks; in the mirrored clip it is the other way)."""
+
+    def other(m: re.Match) -> str:
+        word = m.group(0)
+        new = "right" if word.lower() == "left" else "left"
+        return new.upper() if word.isupper() else new.capitalize() if word[0].isupper() else new
+
+    return re.sub(r"\b(left|right)\b", other, text, flags=re.IGNORECASE)
+
+
+def mirror(
+    video: np.ndarray, caption: dict | None, rate: float, seed: int, index: int
+) -> tuple[np.ndarray, dict | None, bool]:
+    """With probability `rate` (drawn from (seed, index) like camera_move), the clip flipped left
+    to right with its caption to match (pans swapped, and left/right in the narrative): (frames,
+    caption, True); otherwise the inputs and False. Curated footage holds a handful of pans, and
+    the pan_left clips are other pictures than the pan_right ones, so a pan tag can be learnt as
+    its pictures, which carry their own motion; mirrored, every pan is shown both ways over the
+    same pictures and only the tag tells them apart (BENCHMARKS.md, issue 21 tenth round)."""
+    if not rate or unit(seed, "mirror", index) >= rate:
+        return video, caption, False
+    flipped = np.ascontiguousarray(video[:, :, ::-1])
+    if caption is None:
+        return flipped, None, True
+    new = {**caption, "camera": [MIRRORED_TAGS.get(t, t) for t in caption.get("camera") or []]}
+    if caption.get("narrative"):
+        new["narrative"] = swap_sides(caption["narrative"])
+    return flipped, new, True

@@ -109,11 +109,15 @@ class DataConfig:
     random_window: bool
     cache_mb: int = 0
     camera_moves: CameraMovesConfig
+    # The share of clips seen flipped left to right, pans swapped (training/augment.py mirror);
+    # off unless a config asks (runs written before it load as off).
+    mirror: float = 0.0
     schedule: ScheduleConfig
 
     def __post_init__(self):
         if self.batch_size < 1:  # the message it always had
             raise UserError("training config needs data.batch_size >= 1 and train.steps >= 1")
+        _need(0 <= self.mirror <= 1, "data.mirror", "must be within 0..1", self.mirror)
 
 
 @dataclass(frozen=True, kw_only=True)

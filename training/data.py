@@ -41,7 +41,7 @@ import taxonomy
 from pks.errors import UserError
 from pks.seeded import unit
 from pks.shardfile import member_end, sample_ranges, stale_samples
-from training.augment import camera_move
+from training.augment import MIRRORED_TAGS, camera_move, mirror
 
 N_STAGES = 4
 PLAN_CHUNK = 256  # stream positions per chunk of the stage plan: a chunk holds each stage's share +-1
@@ -218,6 +218,7 @@ class CurriculumLoader(torch.utils.data.IterableDataset):
         allow_stale: bool = False,
         camera_moves: float = 0.0,
         move_travel: tuple[float, float] = (0.1, 0.25),
+        mirror: float = 0.0,
     ):
         self.root = Path(root)
         index = pq.read_table(self.root / "index.parquet").to_pylist()
@@ -252,6 +253,7 @@ class CurriculumLoader(torch.utils.data.IterableDataset):
         # The share of static clips seen through a travelling window as a pan or tilt
         # (training/augment.py), and the travel's range as a share of the frame.
         self.camera_moves, self.move_travel = camera_moves, cast("tuple[float, float]", tuple(move_travel))
+        self.mirror = mirror  # the share of clips seen flipped left to right (training/augment.py)
         # Clips decoded once at the target size and kept (per process, up to cache_mb): a small
         # run draws each clip many times, and decoding from frame 0 to a random window costs
         # more than a tiny model's step. Batches are the same with and without the cache.
@@ -405,6 +407,11 @@ class CurriculumLoader(torch.utils.data.IterableDataset):
         )
         if move:  # the record as the sample now is: its camera tag is the move
             record = {**record, "caption": caption, "camera_move": move}
+        video, caption, flipped = mirror(video, record.get("caption"), self.mirror, self.seed, index)
+        if flipped:  # a move drawn above is mirrored too
+            record = {**record, "caption": caption, "mirrored": True}
+            if move:
+                record["camera_move"] = MIRRORED_TAGS.get(move, move)
         tags, shot = tag_targets(record.get("caption"), self.tax)
         return {
             "index": index,
