@@ -2,7 +2,8 @@
 VAE (the ceiling), (b) a DiT trained on the toy's latents, sampled per tag. Synthetic data only.
 
     nice -n 10 .venv/bin/python benchmarks/latent_toy.py [--vae-steps 300] [--time-stride 2] [--width 24]
-        [--motion 2.0] [--dit-steps 1000] [--no-tags] [--pixel] [--vae DIR] [--plates RUN/shards]
+        [--motion 2.0] [--dit-steps 1000] [--dit-batch 16] [--dit-lr 1e-3] [--dit-seed 0] [--no-tags]
+        [--pixel] [--vae DIR] [--plates RUN/shards]
 """
 
 from __future__ import annotations
