@@ -1,13 +1,38 @@
 """Register torchvision's compiled-op schemas before torchvision loads. The PyPI torchvision
 wheel is a CUDA build whose import fails on the CPU torch here ("operator torchvision::nms does
 not exist"); with the schemas defined it imports, and only the compiled ops stay missing
-(PKS never calls them). Test environments only: loaded by a .pth file in the test venvs."""
+(PKS never calls them). Test environments only: loaded by a .pth file in the test venvs.
 
-import torch
+Lazily: a .pth runs in every interpreter of the venv, and importing torch there cost each one
+about 1.5 s (every `pks` subprocess, every Ray worker and helper process: a Ray session took
+twice as long to start). So the schemas are registered on the first import of torchvision."""
 
-try:
-    _lib = torch.library.Library("torchvision", "DEF")
-    _lib.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-    _lib.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-except RuntimeError:  # already defined (a real torchvision build)
-    pass
+import sys
+
+_libs = []  # a Library's definitions live as long as the Library object
+
+
+def _register() -> None:
+    import torch
+
+    try:
+        lib = torch.library.Library("torchvision", "DEF")
+        lib.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+        lib.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+        _libs.append(lib)
+    except RuntimeError:  # already defined (a real torchvision build)
+        pass
+
+
+class _BeforeTorchvision:
+    """A meta-path finder that finds nothing: asked for torchvision, it registers the schemas
+    and steps aside, and the normal finders import torchvision."""
+
+    def find_spec(self, name, path=None, target=None):
+        if name == "torchvision":
+            sys.meta_path.remove(self)
+            _register()
+        return None
+
+
+sys.meta_path.insert(0, _BeforeTorchvision())
