@@ -3,7 +3,7 @@ VAE (the ceiling), (b) a DiT trained on the toy's latents, sampled per tag. Synt
 
     nice -n 10 .venv/bin/python benchmarks/latent_toy.py [--vae-steps 300] [--time-stride 2] [--width 24]
         [--motion 2.0] [--dit-steps 1000] [--dit-batch 16] [--dit-lr 1e-3] [--dit-seed 0] [--no-tags]
-        [--travel PX] [--pixel] [--vae DIR] [--plates RUN/shards]
+        [--pixel] [--vae DIR] [--plates RUN/shards]
 """
 
 from __future__ import annotations
@@ -25,7 +25,6 @@ from training.toy import (
     sample_toy,
     separation,
     shifts,
-    tokens_per_token_frame,
     toy_clips,
     train_toy_dit,
     train_toy_vae,
@@ -65,9 +64,6 @@ def main() -> None:
     p.add_argument("--loss-weight", default="x0")
     p.add_argument("--dit-motion", type=float, default=0.0, help="the DiT's weighted motion term (DiTRecipe.motion)")
     p.add_argument("--samples", type=int, default=8, help="per tag")
-    p.add_argument(
-        "--travel", type=float, default=0.0, help="px a frame an asked pan moves the DiT's rotary positions (0: off)"
-    )
     p.add_argument("--no-tags", action="store_true", help="never show the tag (negative control)")
     p.add_argument("--pixel", action="store_true", help="the DiT in pixel space (no VAE)")
     p.add_argument("--vae", help="a trained VAE folder to reuse (a toy one, or a run's RUN/vae)")
@@ -113,24 +109,22 @@ def main() -> None:
         show("(a) through the VAE", shifts(back), d)
     if a.dit_steps == 0:
         return
+    r = DiTRecipe(
+        steps=a.dit_steps,
+        batch=a.dit_batch,
+        lr=a.dit_lr,
+        dim=a.dim,
+        patch=tuple(int(v) for v in a.patch.split(",")),
+        tag_channel=not a.no_tags,
+        loss_weight=a.loss_weight,
+        motion=a.dit_motion,
+    )
     if a.pixel:
         from training.vae import PixelSpace
 
         space_for_dit = PixelSpace()
     else:
         space_for_dit = space
-    patch = tuple(int(v) for v in a.patch.split(","))
-    r = DiTRecipe(
-        steps=a.dit_steps,
-        batch=a.dit_batch,
-        lr=a.dit_lr,
-        dim=a.dim,
-        patch=patch,
-        tag_channel=not a.no_tags,
-        loss_weight=a.loss_weight,
-        motion=a.dit_motion,
-        travel=tokens_per_token_frame(a.travel, space_for_dit, patch),
-    )
     t0 = time.perf_counter()
     model = train_toy_dit(space_for_dit, toy, r, tax, seed=a.dit_seed)
     print(f"dit {r} in {time.perf_counter() - t0:.0f}s")

@@ -1,7 +1,6 @@
 """The bundled generator: model structure, the trainer (exact resume after kill -9, DDP and
 FSDP2 on 2 CPU processes equal one process, Ray Train), latent shards and `pks generate`."""
 
-import dataclasses
 import json
 import os
 import re
@@ -11,7 +10,6 @@ import sys
 from pathlib import Path
 
 import av
-import numpy as np
 import pyarrow.parquet as pq
 import pytest
 import torch
@@ -434,51 +432,6 @@ def test_generate_writes_whole_clips_only_and_devices_are_checked(trained, shard
         assert r.returncode == 2 and "no such GPU here" in r.stderr, r.stderr
     r = pks("generate", trained, "--device", "abacus", "--out", tmp_path / "x.mp4")
     assert r.returncode == 2 and "--device must be cpu, cuda or cuda:N" in r.stderr, r.stderr
-
-
-def test_camera_travel_puts_an_asked_pan_in_the_scenes_positions():
-    """DiTConfig.camera_travel: the rotary positions of a pan-tagged clip are the scene's. A
-    toy pan (the picture slides as the project's camera convention says: pan_right slides it
-    left) shows, at every frame, the scene position its rotary angles name; an unknown camera
-    (guidance's unconditioned half) or travel 0 leaves the screen's positions."""
-    from training.model import rope_angles
-    from training.toy import Toy, toy_clips
-
-    T, H, W, hd = 4, 3, 8, 12
-    base = rope_angles((T, H, W + T), hd).view(T, H, W + T, -1)  # the screen's positions, wider
-    cfg = DiTConfig(in_channels=3, patch=(1, 1, 1), dim=24, depth=1, heads=2, text_dim=8, camera_travel=1.0)
-    model = VideoDiT(cfg, TAX)
-    toy = Toy(frames=T, size=(H, W), speed=1)
-    for d, tag in ((1, "pan_right"), (-1, "pan_left")):
-        tags = {a: torch.zeros(1, len(TAX.axes[a].ids)) for a in taxonomy.TAG_AXES}
-        tags["camera"][0, TAX.index("camera", tag)] = 1
-        travel = model.travel(tags, torch.ones(1, 4, dtype=torch.bool))
-        assert travel.tolist() == [[0.0, float(d)]]
-        angles = rope_angles((T, H, W), hd, travel=travel).view(T, H, W, -1)
-        clip = toy_clips(torch.tensor([d]), toy, np.random.default_rng(0))[0]  # [T, 3, H, W]
-        for t in range(1, T):
-            # screen column w of frame t shows what frame 0 shows at w + d t: the scene's column,
-            # and the column its rotary angles name
-            cols = [w for w in range(W) if 0 <= w + d * t < W]
-            scene = [w + d * t for w in cols]
-            assert torch.equal(clip[t][..., cols], clip[0][..., scene])
-            assert torch.allclose(angles[t][:, cols], base[t][:, scene])
-            assert not torch.allclose(angles[t], base[t][:, :W])
-    tilt = {a: torch.zeros(2, len(TAX.axes[a].ids)) for a in taxonomy.TAG_AXES}
-    tilt["camera"][:, TAX.index("camera", "tilt_up")] = 1
-    known = torch.ones(2, 4, dtype=torch.bool)
-    known[1, taxonomy.TAG_AXES.index("camera")] = False
-    assert model.travel(tilt, known).tolist() == [[-1.0, 0.0], [0.0, 0.0]]  # tilt up slides the picture down
-    off = VideoDiT(dataclasses.replace(cfg, camera_travel=0.0), TAX)
-    off.load_state_dict(model.state_dict())  # the directions are not saved: the taxonomy fixes them
-    assert off.travel(tilt, known) is None
-    x = dict(inputs(2, (3, 4, 4, 4), 8), tags=tilt, known=known)
-    with torch.no_grad():
-        for p in model.parameters():  # once trained (any nonzero modulation), blocks stop being the identity
-            p.add_(0.05 * torch.randn_like(p))
-        off.load_state_dict(model.state_dict())
-        a, b = model(**x), off(**x)
-    assert torch.allclose(a[1], b[1], atol=1e-6) and not torch.allclose(a[0], b[0], atol=1e-3)
 
 
 def test_the_tag_channel_moves_the_camera_on_a_two_tag_toy_set():

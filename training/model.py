@@ -49,11 +49,6 @@ class DiTConfig:
     prediction: str = "velocity"  # velocity | x0 | precond (see the module doc)
     sigma_data: float = 0.5  # precond: the data's standard deviation (pixels in [-1, 1]: about 0.5)
     tag_std: float = 1.0  # the tag tables' initial scale (DiT's class table: 0.02; see TagEncoder)
-    # Tokens per token frame that an asked pan or tilt moves the rotary positions (0: off). The
-    # tag then tells self-attention where the scene is: content that keeps its place in these
-    # positions slides on screen the way the tag asks, so the move is given, not learnt from the
-    # tag's vector alone (issue 21). Absolute positions (sincos_3d) stay the screen's.
-    camera_travel: float = 0.0
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -95,24 +90,25 @@ def modulate(x: torch.Tensor, shift: torch.Tensor, scale: torch.Tensor) -> torch
 
 
 # ---- position: factorised 3D rotary embeddings ------------------------------------------
-def rope_angles(
-    grid: tuple[int, int, int], head_dim: int, theta: float = 10000.0, travel: torch.Tensor | None = None
-) -> torch.Tensor:
+def rope_angles(grid: tuple[int, int, int], head_dim: int, theta: float = 10000.0) -> torch.Tensor:
     """Rotation angles [T*H*W, head_dim/2] for a (t, h, w) token grid: the head dimension is
-    split between time and the two spatial axes (as in Wan), each with its own frequencies.
-    With `travel` [B, 2] (tokens per token frame along h and w) the angles are per clip,
-    [B, T*H*W, head_dim/2]: frame t's tokens sit travel * t further along, so the positions are
-    the scene's, not the screen's (see DiTConfig.camera_travel)."""
+    split between time and the two spatial axes (as in Wan), each with its own frequencies."""
     d_hw = 2 * (head_dim // 6)
     dims = (head_dim - 2 * d_hw, d_hw, d_hw)
-    device = travel.device if travel is not None else None
-    axes = [torch.arange(n, dtype=torch.float64, device=device) for n in grid]
-    pos = [p.reshape(-1) for p in torch.meshgrid(*axes, indexing="ij")]  # [N] each: t, h, w
-    if travel is not None:
-        tr = travel.to(torch.float64)
-        pos = [pos[0].expand(len(tr), -1), pos[1] + tr[:, :1] * pos[0], pos[2] + tr[:, 1:] * pos[0]]
-    freqs = [1.0 / theta ** (torch.arange(0, d, 2, dtype=torch.float64, device=device) / d) for d in dims]
-    return torch.cat([p[..., None] * f for p, f in zip(pos, freqs)], dim=-1).float()
+    per_axis = []
+    for n, d in zip(grid, dims):
+        freqs = 1.0 / theta ** (torch.arange(0, d, 2, dtype=torch.float64) / d)
+        per_axis.append(torch.outer(torch.arange(n, dtype=torch.float64), freqs))
+    t, h, w = grid
+    angles = torch.cat(
+        [
+            per_axis[0][:, None, None].expand(t, h, w, -1),
+            per_axis[1][None, :, None].expand(t, h, w, -1),
+            per_axis[2][None, None, :].expand(t, h, w, -1),
+        ],
+        dim=-1,
+    )
+    return angles.reshape(t * h * w, head_dim // 2).float()
 
 
 def sincos_3d(grid: tuple[int, int, int], dim: int) -> torch.Tensor:
@@ -125,10 +121,7 @@ def sincos_3d(grid: tuple[int, int, int], dim: int) -> torch.Tensor:
 
 
 def apply_rope(x: torch.Tensor, angles: torch.Tensor) -> torch.Tensor:
-    """Rotate consecutive pairs of x [B, heads, N, head_dim] by the angles [N, head_dim/2], or
-    per clip by [B, N, head_dim/2]."""
-    if angles.dim() == 3:
-        angles = angles[:, None]
+    """Rotate consecutive pairs of x [B, heads, N, head_dim] by the angles [N, head_dim/2]."""
     cos, sin = angles.cos().to(x.dtype), angles.sin().to(x.dtype)
     x1, x2 = x[..., 0::2], x[..., 1::2]
     return torch.stack([x1 * cos - x2 * sin, x1 * sin + x2 * cos], dim=-1).flatten(-2)
@@ -279,13 +272,6 @@ class VideoDiT(nn.Module):
         self.blocks = nn.ModuleList(Block(d, cfg.heads, cfg.mlp_ratio) for _ in range(cfg.depth))
         self.final = FinalLayer(d, math.prod(cfg.patch) * cfg.in_channels)
         self.grad_checkpointing = False
-        # (h, w) direction per camera tag of the asked pan or tilt in the scene's positions: a
-        # pan right slides the picture left, so frame t's tokens show the scene travel * t to
-        # the right; a tilt up slides it down. Not saved: the taxonomy fixes it.
-        moves = {"pan_left": (0.0, -1.0), "pan_right": (0.0, 1.0), "tilt_up": (-1.0, 0.0), "tilt_down": (1.0, 0.0)}
-        ids = tax.axes["camera"].ids
-        dirs = torch.tensor([moves.get(i, (0.0, 0.0)) for i in ids])
-        self.register_buffer("camera_dirs", dirs, persistent=False)
         w = self.patchify.weight.data  # as DiT: the patch projection initialised like a linear layer
         nn.init.xavier_uniform_(w.view(w.shape[0], -1))
         assert self.patchify.bias is not None  # made with a bias
@@ -294,16 +280,6 @@ class VideoDiT(nn.Module):
     def condition(self, t, tags, known, shot, stage) -> torch.Tensor:
         """The vector that drives AdaLN in every block: timestep + tag channel."""
         return self.t_embed(t) + self.tags(tags, known, shot, stage)
-
-    def travel(self, tags, known) -> torch.Tensor | None:
-        """[B, 2] tokens per token frame along (h, w) for the asked pans and tilts (0 where the
-        camera axis is unknown, as for guidance's unconditioned half); None when off."""
-        if not self.cfg.camera_travel:
-            return None
-        dirs = cast(torch.Tensor, self.camera_dirs)
-        asked = tags["camera"].to(dirs.dtype) @ dirs
-        shown = known[:, taxonomy.TAG_AXES.index("camera"), None].to(dirs.dtype)
-        return asked * shown * self.cfg.camera_travel
 
     def forward(self, x, t, text, text_mask, tags, known, shot, stage) -> torch.Tensor:
         """x: [B, C, T, H, W] noisy latents; t: [B] in [0, 1]; text: [B, L, text_dim] states with
@@ -325,8 +301,7 @@ class VideoDiT(nn.Module):
         tokens = self.patchify(inp)
         tokens = tokens.flatten(2).transpose(1, 2)  # [B, N, D]
         tokens = tokens + sincos_3d(grid, self.cfg.dim).to(tokens.device, tokens.dtype)
-        travel = self.travel(tags, known)
-        angles = rope_angles(grid, self.cfg.dim // self.cfg.heads, self.cfg.rope_theta, travel).to(x.device)
+        angles = rope_angles(grid, self.cfg.dim // self.cfg.heads, self.cfg.rope_theta).to(x.device)
         cond = self.condition(t, tags, known, shot, stage)
         context = self.text_proj(text)
         for block in self.blocks:

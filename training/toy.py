@@ -134,13 +134,6 @@ class DiTRecipe:
     # + this x the clean clip's error of its frame-to-frame change, weighted by where the clip's
     # own latent changes (normalised per clip): the move where the picture has it (0: off)
     motion: float = 0.0
-    travel: float = 0.0  # DiTConfig.camera_travel: tokens per token frame an asked pan moves the positions (0: off)
-
-
-def tokens_per_token_frame(px_per_frame: float, space, patch: tuple[int, int, int]) -> float:
-    """A pan of `px_per_frame` (frame pixels a frame) in DiTConfig.camera_travel's units: a token
-    frame spans time_stride x patch_t frames, a token patch_w x the space's stride pixels."""
-    return px_per_frame * space.time_stride * patch[0] / (space.space_stride * patch[2])
 
 
 def train_toy_dit(space, toy: Toy, r: DiTRecipe, tax, seed: int = 0) -> VideoDiT:
@@ -150,14 +143,7 @@ def train_toy_dit(space, toy: Toy, r: DiTRecipe, tax, seed: int = 0) -> VideoDiT
     pool = torch.cat([space.encode(toy_clips(pool_dir[i : i + 64], toy, rng)) for i in range(0, r.pool, 64)])
     torch.manual_seed(seed)
     cfg = DiTConfig(
-        in_channels=pool.shape[1],
-        patch=r.patch,
-        dim=r.dim,
-        depth=r.depth,
-        heads=2,
-        text_dim=8,
-        prediction="x0",
-        camera_travel=r.travel,
+        in_channels=pool.shape[1], patch=r.patch, dim=r.dim, depth=r.depth, heads=2, text_dim=8, prediction="x0"
     )
     model = VideoDiT(cfg, tax)
     ema = {k: v.detach().clone() for k, v in model.named_parameters()}
