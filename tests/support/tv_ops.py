@@ -25,12 +25,15 @@ def _register() -> None:
 
 
 class _BeforeTorchvision:
-    """A meta-path finder that finds nothing: asked for torchvision, it registers the schemas
-    and steps aside, and the normal finders import torchvision."""
+    """A meta-path finder that finds nothing: asked for torchvision the first time, it registers
+    the schemas, and the normal finders import torchvision. It stays in sys.meta_path (removing
+    itself there would skip the next finder of the lookup that is iterating over that list)."""
+
+    asked = False
 
     def find_spec(self, name, path=None, target=None):
-        if name == "torchvision":
-            sys.meta_path.remove(self)
+        if name == "torchvision" and not self.asked:
+            self.asked = True
             _register()
         return None
 
