@@ -1,11 +1,29 @@
 """OpenCLIP embeddings from a local checkpoint (random ViT-B-32 weights saved by the test)."""
 
+import subprocess
+import sys
+
 import numpy as np
 import pytest
 
 import support.tv_ops  # noqa: F401  (the PyPI torchvision is a CUDA build; see the module)
 from annotators.signals.embed import ClipEmbedder, semantic_duplicates
 from test_signals import clip, render
+
+
+def test_an_interpreter_of_the_venv_loads_torch_only_when_asked():
+    """The torchvision shim (support/tv_ops.py, a .pth in the test venvs) registers on
+    torchvision's first import: an interpreter that never asks for torchvision does not load torch
+    (it cost every `pks` subprocess and Ray worker about 1.5 s), and one that does gets a working
+    torchvision."""
+
+    def python(code):
+        return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+
+    bare = python("import sys; print('torch' in sys.modules)")
+    assert bare.returncode == 0 and bare.stdout.strip() == "False", bare.stderr[-2000:]
+    tv = python("import torchvision, torch; print(torch.ops.torchvision.nms)")
+    assert tv.returncode == 0, tv.stderr[-2000:]
 
 
 @pytest.fixture(scope="module")
