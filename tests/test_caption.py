@@ -82,8 +82,16 @@ def test_openai_captions_through_real_server_are_schema_valid_and_cached(server,
         assert r["caption_source"] == f"openai:{server.model_dir}|prompt=p1|taxonomy=v{tax.version}"
     first = captions_in_parts(curated)
     before = server.requests_served()
-    again = caption_run(curated, cfg, progress=lambda m: None)  # rerun: every answer from the cache
-    assert server.requests_served() == before and again == counts
+    # the rerun through the command itself (its options into the config, its counts on stdout):
+    # every answer from the cache
+    args = ["caption", str(curated), "--captioner", "openai", "--endpoint", server.url]
+    r = subprocess.run(
+        [sys.executable, "-m", "pks.cli", *args, "--model", str(server.model_dir), "--concurrency", "4"],
+        capture_output=True,
+        text=True,
+    )
+    assert r.returncode == 0, r.stderr
+    assert server.requests_served() == before and json.loads(r.stdout.strip().splitlines()[-1]) == counts
     assert captions_in_parts(curated) == first  # byte for byte
 
 
