@@ -18,6 +18,7 @@ import argparse
 import json
 import sys
 import tempfile
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +52,7 @@ def main() -> None:
         g, steps = float(parts[0]), int(parts[1])
         interval = tuple(float(x) for x in parts[2].split("-")) if len(parts) > 2 else None
         per = {c: [] for c in CAMERA}
+        read_as = {c: Counter() for c in CAMERA}  # asked tag -> what the analyser read, e.g. "shake" or "static"
         flags, jumps, drift, jitter = [], [], [], []
         along = {c: [] for c in CAMERA[1:]}  # every sample's drift along each move, + that move's way
         for cam in CAMERA:
@@ -74,6 +76,7 @@ def main() -> None:
                     frames = video.permute(0, 2, 3, 1).numpy()
                     got = measure(frames, cfg.data.fps, work / "g.mp4", acfg)
                     per[cam].append(cam in got["camera_motion"])
+                    read_as[cam]["+".join(got["camera_motion"]) or "-"] += 1
                     flags.append(bool(got["quality_flags"]))
                     jumps.append(flicker(frames))
                     reading = {move: move_reading(got, move) for move in along}  # (drift that way, jitter)
@@ -90,6 +93,7 @@ def main() -> None:
                     "interval": interval,
                     "adherence": float(np.mean([h for v in per.values() for h in v])),
                     "per_tag": {c: float(np.mean(v)) for c, v in per.items()},
+                    "read_as": {c: dict(v.most_common()) for c, v in read_as.items()},
                     "flagged": float(np.mean(flags)),
                     "flicker": float(np.mean(jumps)),
                     "drift": float(np.median(drift)),
