@@ -45,7 +45,6 @@ def main() -> None:
     p = argparse.ArgumentParser()
     p.add_argument("--vae-steps", type=int, default=300)
     p.add_argument("--time-stride", type=int, default=2)
-    p.add_argument("--space-stride", type=int, default=4)
     p.add_argument("--channels", type=int, default=8)
     p.add_argument("--width", type=int, default=24)
     p.add_argument("--motion", type=float, default=2.0)
@@ -88,7 +87,6 @@ def main() -> None:
             channels=a.channels,
             width=a.width,
             time_stride=a.time_stride,
-            space_stride=a.space_stride,
             steps=a.vae_steps,
             kl=a.kl,
             motion=a.motion,
@@ -101,10 +99,7 @@ def main() -> None:
             space = LearnedSpace(folder)
         else:
             space = train_toy_vae(toy, folder, lc)
-        kept = {
-            k: space.meta.get(k)
-            for k in ("channels", "width", "time_stride", "space_stride", "steps", "kl", "motion", "seconds")
-        }
+        kept = {k: space.meta[k] for k in ("channels", "width", "time_stride", "steps", "kl", "motion", "seconds")}
         print(f"vae {kept} at {folder}")
         hist = space.meta["history"]
         print(f"vae l1 {hist[0]['l1']:.3f} -> {hist[-1]['l1']:.3f}, motion l1 -> {hist[-1]['motion_l1']:.3f}")

@@ -56,26 +56,6 @@ def test_the_vae_learns_to_redraw_clips_and_keeps_the_latent_interface(tmp_path)
         space.latent_shape(9, (16, 16))
 
 
-def test_the_space_stride_sets_the_latent_grid_and_a_vae_written_without_it_is_stride_4(tmp_path):
-    x = torch.rand(1, 3, 8, 16, 24) * 2 - 1
-    for stride in (2, 4):
-        vae = ClipVAE(4, 16, time_stride=2, space_stride=stride)
-        mean, _ = vae.posterior(x)
-        assert mean.shape == (1, 4, 4, 16 // stride, 24 // stride)
-        assert vae.decoder(mean).shape == x.shape
-    with pytest.raises(ValueError, match="space_stride must be 2 or 4"):
-        ClipVAE(4, 16, space_stride=8)
-    # a VAE folder from before the choice: its weights are the stride-4 network's
-    (tmp_path / "vae").mkdir()
-    torch.save(ClipVAE(4, 16, time_stride=2).state_dict(), tmp_path / "vae" / WEIGHTS)
-    meta = {"channels": 4, "width": 16, "time_stride": 2, "latent_mean": [0.0] * 4, "latent_std": [1.0] * 4}
-    (tmp_path / "vae" / META).write_text(json.dumps(meta))
-    space = LearnedSpace(tmp_path / "vae")
-    assert space.latent_shape(8, (16, 24)) == (4, 4, 4, 6)
-    with pytest.raises(ValueError, match="sides by 4"):
-        space.latent_shape(8, (18, 24))
-
-
 def test_a_folder_without_its_metadata_is_not_a_vae(tmp_path):
     (tmp_path / "vae").mkdir()
     torch.save(ClipVAE(4, 16).state_dict(), tmp_path / "vae" / WEIGHTS)  # killed before vae.json

@@ -79,7 +79,6 @@ def test_a_training_config_file_with_a_typo_or_a_bad_value_fails_before_training
         (("data", "batch_size", 0), "training config needs data.batch_size >= 1 and train.steps >= 1"),
         (("data", "fps", "fast"), "training config data.fps must be float, got 'fast'"),
         (("latent", "kind", "vq"), "training config latent.kind must be pixel, learned or wan, got 'vq'"),
-        (("latent", "space_stride", 3), "training config latent.space_stride must be 2 or 4, got 3"),
         (("dpo", "pairs", "all"), "dpo.pairs must be one of offline, online, mixed, got 'all'"),
     ):
         section, key, value = change

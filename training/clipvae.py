@@ -80,28 +80,23 @@ class Depth2Space(nn.Module):
 
 
 class ClipVAE(nn.Module):
-    """[B, 3, T, H, W] in [-1, 1] <-> [B, C, T/time_stride, H/s, W/s] (time_stride 2 or 4, s the
-    space_stride, 2 or 4)."""
+    """[B, 3, T, H, W] in [-1, 1] <-> [B, C, T/time_stride, H/4, W/4] (time_stride 2 or 4)."""
 
-    def __init__(self, channels: int = 8, width: int = 32, time_stride: int = 4, space_stride: int = 4):
+    space_stride = 4
+
+    def __init__(self, channels: int = 8, width: int = 32, time_stride: int = 4):
         super().__init__()
         if time_stride not in (2, 4):
             raise ValueError(f"the learned VAE's time_stride must be 2 or 4, got {time_stride}")
-        if space_stride not in (2, 4):
-            raise ValueError(f"the learned VAE's space_stride must be 2 or 4, got {space_stride}")
         w, w2 = width, 2 * width
-        self.channels, self.time_stride, self.space_stride = channels, time_stride, space_stride
+        self.channels, self.time_stride = channels, time_stride
         deep = time_stride == 4  # one more halving of time at the bottom, and its upsampling back
-        # The second halving of space, and its upsampling back (space_stride 4). Stride 2 keeps a
-        # latent pixel per 2x2 pixels, so a slow pan moves the latent twice as far a frame: the
-        # stride-4 VAE redraws a 1 px/frame slide at about half its speed (BENCHMARKS.md, issue 21).
-        s = 2 if space_stride == 4 else 1
         self.encoder = nn.Sequential(
             Space2Depth(),
             nn.Conv3d(12, w, (1, 3, 3), padding=(0, 1, 1)),
             nn.SiLU(),  # H/2, per frame
-            nn.Conv3d(w, w2, (4, 2 + s, 2 + s), stride=(2, s, s), padding=1),
-            nn.SiLU(),  # T/2, H/space_stride
+            nn.Conv3d(w, w2, 4, stride=2, padding=1),
+            nn.SiLU(),  # T/2, H/4
             nn.Conv3d(w2, w2, (4, 3, 3), stride=(2, 1, 1), padding=1) if deep else nn.Conv3d(w2, w2, 3, padding=1),
             ResBlock(w2),
             nn.GroupNorm(8, w2),
@@ -114,7 +109,7 @@ class ClipVAE(nn.Module):
             nn.Upsample(scale_factor=(2, 1, 1)) if deep else nn.Identity(),
             nn.Conv3d(w2, w2, 3, padding=1),
             nn.SiLU(),  # T/2
-            nn.Upsample(scale_factor=(2, s, s)),
+            nn.Upsample(scale_factor=2),
             nn.Conv3d(w2, w, (1, 3, 3), padding=(0, 1, 1)),
             nn.SiLU(),  # T, H/2
             nn.Conv3d(w, 12, 3, padding=1),
@@ -164,14 +159,14 @@ def vae_loss(
 class LearnedSpace:
     """A trained ClipVAE as the generator's latent space (the PixelSpace / WanVAE interface)."""
 
+    space_stride = ClipVAE.space_stride
+
     def __init__(self, folder: str | Path, device: str | torch.device = "cpu"):
         folder = Path(folder)
         if not (folder / WEIGHTS).is_file() or not (folder / META).is_file():
             raise FileNotFoundError(f"no trained VAE in {folder} (pks train trains one into RUN/vae)")
         self.meta = json.loads((folder / META).read_text())
-        # VAEs written before space_stride was a choice are stride 4
-        self.space_stride = self.meta.get("space_stride", 4)
-        self.vae = ClipVAE(self.meta["channels"], self.meta["width"], self.meta["time_stride"], self.space_stride)
+        self.vae = ClipVAE(self.meta["channels"], self.meta["width"], self.meta["time_stride"])
         self.vae.load_state_dict(torch.load(folder / WEIGHTS, map_location="cpu", weights_only=True))
         self.vae.to(device).eval().requires_grad_(False)
         self.channels, self.time_stride = self.meta["channels"], self.meta["time_stride"]
@@ -180,10 +175,11 @@ class LearnedSpace:
         self.std = torch.tensor(self.meta["latent_std"], device=device).view(1, -1, 1, 1, 1)
 
     def latent_shape(self, frames: int, size: tuple[int, int]) -> tuple[int, int, int, int]:
-        t, s = self.time_stride, self.space_stride
-        if frames % t or size[0] % s or size[1] % s:
-            raise ValueError(f"the learned VAE needs frames divisible by {t} and sides by {s}, got {frames} x {size}")
-        return self.channels, frames // t, size[0] // s, size[1] // s
+        if frames % self.time_stride or size[0] % 4 or size[1] % 4:
+            raise ValueError(
+                f"the learned VAE needs frames divisible by {self.time_stride} and sides by 4, got {frames} x {size}"
+            )
+        return self.channels, frames // self.time_stride, size[0] // 4, size[1] // 4
 
     @torch.no_grad()
     def encode(self, video: torch.Tensor) -> torch.Tensor:
@@ -204,7 +200,7 @@ def train_vae(
     torn one and is trained again). Returns vae.json's content."""
     folder = Path(folder)
     torch.manual_seed(seed)
-    vae = ClipVAE(lc.channels, lc.width, lc.time_stride, lc.space_stride).to(device)
+    vae = ClipVAE(lc.channels, lc.width, lc.time_stride).to(device)
     opt = torch.optim.AdamW(vae.parameters(), lr=lc.lr, weight_decay=0.0)
     g = torch.Generator().manual_seed(seed)
     t0, history = time.perf_counter(), []
@@ -238,7 +234,6 @@ def train_vae(
         "channels": lc.channels,
         "width": lc.width,
         "time_stride": lc.time_stride,
-        "space_stride": lc.space_stride,
         "steps": lc.steps,
         "kl": lc.kl,
         "motion": lc.motion,

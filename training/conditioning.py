@@ -8,7 +8,6 @@ import torch
 
 import taxonomy
 from pks.seeded import unit
-from training.camera_noise import camera_noise, camera_shift, mix
 from training.config import TrainConfig
 
 
@@ -36,10 +35,9 @@ def tag_lists(tags: dict[str, torch.Tensor], i: int, tax) -> dict[str, list[str]
     return {a: [tax.axes[a].ids[j] for j in torch.nonzero(tags[a][i]).flatten().tolist()] for a in taxonomy.TAG_AXES}
 
 
-def draws(seed: int, index: int, latent_shape: tuple, cfg: TrainConfig, camera: list[str] | None = None) -> dict:
+def draws(seed: int, index: int, latent_shape: tuple, cfg: TrainConfig) -> dict:
     """Everything random about one sample, from its place in the stream: timestep, noise and
-    guidance dropout. Counter-based, so resume and any rank count give the same draws.
-    camera: the clip's camera tags, which the noise follows when train.camera_noise > 0."""
+    guidance dropout. Counter-based, so resume and any rank count give the same draws."""
     g = torch.Generator().manual_seed(int(unit(seed, "sample", index) * 2**62))
     tc = cfg.train
     t = torch.sigmoid(tc.logit_mean + tc.logit_std * torch.randn((), generator=g))
@@ -48,9 +46,6 @@ def draws(seed: int, index: int, latent_shape: tuple, cfg: TrainConfig, camera: 
     noise = torch.randn(latent_shape, generator=g)
     drop = torch.rand(len(taxonomy.TAG_AXES) + 4, generator=g)
     every = bool(drop[7] < tc.drop_all)  # the unconditional sample (see LoopConfig.drop_all)
-    if tc.camera_noise > 0:  # drawn after the rest, so the other draws stay as they were without it
-        travelling = camera_noise(latent_shape, camera_shift(camera), tc.camera_noise_speed, g)
-        noise = mix(noise, travelling, tc.camera_noise)
     return {
         "t": t,
         "noise": noise,

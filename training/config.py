@@ -34,7 +34,6 @@ class LatentConfig:
     channels: int = 8
     width: int = 24
     time_stride: int = 2
-    space_stride: int = 4
     steps: int = 2000
     lr: float = 0.002
     batch_size: int = 8
@@ -50,7 +49,6 @@ class LatentConfig:
     def __post_init__(self):
         _need(self.kind in ("pixel", "learned", "wan"), "latent.kind", "must be pixel, learned or wan", self.kind)
         _need(self.motion >= 0, "latent.motion", "must be >= 0", self.motion)
-        _need(self.space_stride in (2, 4), "latent.space_stride", "must be 2 or 4", self.space_stride)
         _need(
             self.camera_moves is None or 0 <= self.camera_moves <= 1,
             "latent.camera_moves",
@@ -146,10 +144,6 @@ class LoopConfig:
     # clip whose caption knows camera, vfx and stage is seen with all of them dropped at
     # drop_tags^3 (0.001): guidance would extrapolate from a branch never trained.
     drop_all: float = 0.0
-    # Share of the noise's variance that slides across the frames with the clip's camera tag, at
-    # camera_noise_speed latent pixels a latent frame (training/camera_noise.py); 0: off.
-    camera_noise: float = 0.0
-    camera_noise_speed: float = 0.5
     bf16: bool
     grad_checkpointing: bool
     compile: bool
@@ -163,8 +157,6 @@ class LoopConfig:
             raise UserError("training config needs data.batch_size >= 1 and train.steps >= 1")
         if self.loss_weight not in ("velocity", "x0"):  # the message it always had
             raise UserError(f"train.loss_weight must be velocity or x0, got {self.loss_weight!r}")
-        _need(0 <= self.camera_noise <= 1, "train.camera_noise", "must be within 0..1", self.camera_noise)
-        _need(self.camera_noise_speed >= 0, "train.camera_noise_speed", "must be >= 0", self.camera_noise_speed)
 
 
 @dataclass(frozen=True, kw_only=True)

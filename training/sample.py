@@ -17,7 +17,6 @@ import torch
 import taxonomy
 from pks.errors import UserError
 from pks.store import atomic_path
-from training.camera_noise import camera_noise, camera_shift, mix
 from training.checkpoint import checkpoints
 from training.conditioning import fold_tags
 from training.config import TrainConfig, load_run_config
@@ -122,11 +121,7 @@ def sample(
     text, mask = pad_states(text_encoder.states(["", "", narrative]))  # none, tags only, tags + narrative
     text, mask = text.to(device), mask.to(device)
     g = torch.Generator().manual_seed(seed)
-    x = torch.randn((1, *shape), generator=g)
-    if cfg.train.camera_noise > 0:  # the noise slides as the asked camera moves, as in training
-        travelling = camera_noise(shape, camera_shift(tags.get("camera")), cfg.train.camera_noise_speed, g)
-        x = mix(x, travelling[None], cfg.train.camera_noise)
-    x = x.to(device)
+    x = torch.randn((1, *shape), generator=g).to(device)
     s = cfg.train.shift
     ts = torch.linspace(1, 0, steps + 1)
     ts = s * ts / (1 + (s - 1) * ts)  # the shifted schedule training used

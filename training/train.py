@@ -269,10 +269,7 @@ def train(
         step = batch["step"]
         for g in opt.param_groups:
             g["lr"] = lr_at(step, tc)
-        samples = [
-            draws(tc.seed, int(i), latent_shape, cfg, (r.get("caption") or {}).get("camera"))
-            for i, r in zip(batch["index"], batch["records"])
-        ]
+        samples = [draws(tc.seed, int(i), latent_shape, cfg) for i in batch["index"]]
         cond = conditions(batch, samples, tax, cfg.tag_channel)
         if latents:
             x0 = batch["latent"].to(device)
