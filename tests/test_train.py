@@ -605,35 +605,3 @@ def test_the_x0_loss_is_the_clean_clips_error():
     assert load_train_config("tiny").train.loss_weight == "x0"
     with pytest.raises(UserError, match="loss_weight must be velocity or x0"):
         load_train_config("tiny", {"train.loss_weight": "sigmoid"})
-
-
-def test_the_global_shift_reads_a_sub_pixel_slide_and_the_shift_error_weighs_only_the_move():
-    """train.shift_loss: a latent-sized picture sliding a third of a pixel a frame right and a
-    tenth up reads as that slide; a still or flat clip reads none; the error is zero for the same
-    move with other pixels and grows when the same travel comes in a jump."""
-    import cv2
-    import numpy as np
-
-    from training.train import global_shift, shift_error
-
-    field = np.random.default_rng(0).random((4, 7)).astype(np.float32)
-    base = cv2.resize(field, (28, 16), interpolation=cv2.INTER_CUBIC)
-
-    def slide(xs, ys=(0,) * 5, gain=1.0):  # the picture's offset at each frame
-        out = [
-            gain * cv2.warpAffine(base, np.float32([[1, 0, x], [0, 1, y]]), (28, 16), borderMode=cv2.BORDER_REFLECT)
-            for x, y in zip(xs, ys)
-        ]
-        return torch.tensor(np.stack(out))[None, None].repeat(1, 3, 1, 1, 1)
-
-    steady = [i / 3 for i in range(5)]
-    got = global_shift(slide(steady, [-i / 10 for i in range(5)]))[0]
-    assert torch.allclose(got[:, 0], torch.full((4,), 1 / 3), atol=0.05), got
-    assert torch.allclose(got[:, 1], torch.full((4,), -0.1), atol=0.03), got
-    assert global_shift(slide([0] * 5)).abs().max() < 1e-6
-    assert global_shift(torch.zeros(2, 3, 4, 8, 8)).abs().max() == 0  # flat: no gradient, no move, no NaN
-    assert shift_error(slide(steady, gain=0.7), slide(steady)) < 1e-3  # other pixels, the same move
-    assert shift_error(slide([0, 0.1, 1.0, 1.1, 4 / 3]), slide(steady)) > 0.05  # the same travel in a jump
-    assert load_train_config("tiny").train.shift_loss == 0
-    with pytest.raises(UserError, match="train.shift_loss must be >= 0"):
-        load_train_config("tiny", {"train.shift_loss": -1})

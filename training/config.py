@@ -144,9 +144,6 @@ class LoopConfig:
     # clip whose caption knows camera, vfx and stage is seen with all of them dropped at
     # drop_tags^3 (0.001): guidance would extrapolate from a branch never trained.
     drop_all: float = 0.0
-    # + this x the error of the predicted clip's frame-to-frame global shift (training/train.py
-    # shift_error), weighted by (1 - t)^2: the steadiness of a drawn camera move; 0: off.
-    shift_loss: float = 0.0
     bf16: bool
     grad_checkpointing: bool
     compile: bool
@@ -160,7 +157,6 @@ class LoopConfig:
             raise UserError("training config needs data.batch_size >= 1 and train.steps >= 1")
         if self.loss_weight not in ("velocity", "x0"):  # the message it always had
             raise UserError(f"train.loss_weight must be velocity or x0, got {self.loss_weight!r}")
-        _need(self.shift_loss >= 0, "train.shift_loss", "must be >= 0", self.shift_loss)
 
 
 @dataclass(frozen=True, kw_only=True)

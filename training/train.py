@@ -93,35 +93,6 @@ def flow_loss(pred: torch.Tensor, target: torch.Tensor, t: torch.Tensor, weight:
     return per_sample
 
 
-def global_shift(x: torch.Tensor) -> torch.Tensor:
-    """[B, C, T, H, W] -> [B, T - 1, 2]: the (dx, dy) in latent pixels by which each frame's
-    picture moved from the frame before, as one translation for the whole frame: Lucas-Kanade's
-    least squares on the brightness-constancy equation b - a = -(gx dx + gy dy), summed over the
-    frame and the channels. Differentiable, and exact to first order for the sub-pixel moves of a
-    pan (0.1-0.5 latent pixels a latent frame), where a search over whole pixels sees none."""
-    a, b = x[:, :, :-1], x[:, :, 1:]
-    m = (a + b) / 2
-    gx = (m[..., 1:-1, 2:] - m[..., 1:-1, :-2]) / 2  # central differences, on the interior
-    gy = (m[..., 2:, 1:-1] - m[..., :-2, 1:-1]) / 2
-    dt = (b - a)[..., 1:-1, 1:-1]
-
-    def mean(v):  # over channels and pixels: [B, T - 1]
-        return v.mean(dim=(1, 3, 4))
-
-    sxx, syy, sxy, sxt, syt = mean(gx * gx), mean(gy * gy), mean(gx * gy), mean(gx * dt), mean(gy * dt)
-    # + a thousandth of its scale: a flat frame, or one textured only one way (whose move
-    # along the other way no picture can show), reads no move there instead of dividing by ~0
-    det = sxx * syy - sxy**2 + 1e-3 * (sxx + syy) ** 2 + 1e-12
-    return torch.stack([-(syy * sxt - sxy * syt) / det, -(sxx * syt - sxy * sxt) / det], dim=-1)
-
-
-def shift_error(x0_hat: torch.Tensor, x0: torch.Tensor) -> torch.Tensor:
-    """Per-sample squared error of the predicted clip's frame-to-frame global shift against the
-    clean clip's: the steadiness of a drawn camera move, which the mean squared error of the
-    pixels barely weighs (BENCHMARKS.md issue 21: the drawn moves jitter more than they travel)."""
-    return ((global_shift(x0_hat) - global_shift(x0)) ** 2).mean(dim=(1, 2))
-
-
 def lr_at(step: int, tc: LoopConfig) -> float:
     """Linear warmup, then cosine from lr down to min_lr at the last step."""
     if step < tc.warmup:
@@ -324,10 +295,6 @@ def train(
                 cond["stage"].to(device),
             )
         per_sample = flow_loss(pred.float(), target, t, tc.loss_weight)
-        if tc.shift_loss > 0:
-            x0_hat = xt - tt * pred.float()  # the clean clip the velocity implies
-            # weighted by (1 - t)^2: only where the predicted clip is sharp enough to have one shift
-            per_sample = per_sample + tc.shift_loss * (1 - t) ** 2 * shift_error(x0_hat, x0)
         loss = per_sample.mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
