@@ -7,7 +7,9 @@ neighbourhood of every boundary as on the whole video, so the merged boundaries 
 unsegmented detector's (detector statistics taken over a whole window, such as the anime
 detector's flat-frame and letterbox references, are taken over the segment's window instead:
 the same wherever the footage is alike, see tests/test_segments.py). Group jobs cut and
-analyse groups of about segment_s of shots, each group decoding its own span once.
+analyse groups of about segment_s of shots, each group decoding its own span once; what is
+left of a video when its last segment is back goes in groups that shrink toward its end
+(tail_groups), so the cores finish it together.
 
 Streaming: a group starts as soon as the records it holds are final, not when every segment
 is back. With segments 0..j back, every shot before the last boundary found in them is final
@@ -46,6 +48,11 @@ from pks.probe import VideoInfo
 from pks.record import ClipRecord
 from pks.seek import Grid, Irregular, iter_range
 from pks.store import Store, is_url, staged
+
+# The shortest group the tail is cut into (seconds of source). Every group costs ~0.4 s of CPU
+# beyond its frames (a seek, a decoder, its task); on the 1080p file of BENCHMARKS.md issue 25 a
+# 4 s group takes 1.4-2.5 s: its overhead, a sixth to a third of that, is paid at the end only.
+TAIL_LEAST_S = 4.0
 
 
 def plan_segments(n_frames: int, fps: float, segment_s: float) -> list[tuple[int, int]]:
@@ -96,6 +103,25 @@ def merge_segments(results: list[dict]) -> tuple[list[Boundary], int, np.ndarray
     bounds = [Boundary(f, kind, tuple(span) if span else None) for r in results for f, kind, span in r["boundaries"]]
     n = max(r["end"] for r in results)
     return bounds, n, DecodeMarks.union([r["marks"] for r in results]).damaged(n)
+
+
+def tail_groups(records: list[ClipRecord], slots: int, least_frames: int, span_frames: int) -> list[list[ClipRecord]]:
+    """The last records of a video in consecutive groups that shrink toward its end (guided
+    self-scheduling: each group about a (2 x slots)-th of the frames still left, within
+    [least_frames, span_frames]), so the cores finish the video together instead of one
+    running its last long group alone while the others idle."""
+    left = sum(r.end_frame - r.start_frame for r in records)
+    groups: list[list[ClipRecord]] = []
+    size = target = 0.0
+    for r in records:
+        n = r.end_frame - r.start_frame
+        if not groups or size >= target or size + n > span_frames:
+            groups.append([])
+            size, target = 0, max(least_frames, left / (2 * slots))
+        groups[-1].append(r)
+        size += n
+        left -= n
+    return groups
 
 
 def group_records(records: list[ClipRecord], span_frames: int) -> list[list[ClipRecord]]:
@@ -267,8 +293,10 @@ class Video:
     seconds: float = 0.0
     fallback: bool = False  # irregular: to the one-task path once its started groups are back
 
-    def new_groups(self, sc: SplitConfig) -> list[list[ClipRecord]]:
-        """Groups now final and not yet started."""
+    def new_groups(self, sc: SplitConfig, slots: int) -> list[list[ClipRecord]]:
+        """Groups now final and not yet started: about segment_s each while segments are out,
+        then, once the last one is back, what is left in tail_groups (BENCHMARKS.md, issue 25:
+        a video's last group of segment_s ran alone on one core for 12 s of its 84)."""
         k = 0
         while k in self.segments:
             k += 1
@@ -286,7 +314,9 @@ class Video:
         if ids[: len(self.sent)] != self.sent:  # cannot happen (see the module's docstring)
             raise RuntimeError(f"video {self.first['video_id']}: groups started early differ from its final groups")
         new = groups[len(self.sent) :]
-        self.sent += ids[len(self.sent) :]
+        if k == self.first["of"] and new:
+            new = tail_groups([r for g in new for r in g], slots, int(TAIL_LEAST_S * info.avg_fps), span)
+        self.sent += [[r.clip_id for r in g] for g in new]
         self.out += len(new)
         return new
 
@@ -324,7 +354,7 @@ def run_videos(todo: list[dict], out: Store, cfg: JobConfig, pool: Pool | None =
             # timestamps cannot number its frames: from frame 0 (no new group; the rest are dropped)
             v.fallback = v.fallback or r["irregular"]
             if not v.fallback:
-                for g in v.new_groups(sc):
+                for g in v.new_groups(sc, pool.slots):
                     pool.submit({**_video_fields(r), "kind": "group", "records": [x.to_row() for x in g]})
         else:
             v.out -= 1

@@ -4,8 +4,10 @@ run's records and frame-exact clips, memory is windowed, and the clip options wo
 
 import dataclasses
 import hashlib
+import types
 
 import decord
+import numpy as np
 import pytest
 
 from annotators.shots import get_detector
@@ -284,6 +286,24 @@ class Watched(segments.InProcess):
         return super().call(job)
 
 
+def test_a_videos_last_groups_shrink_toward_its_end_and_keep_its_records_in_order():
+    """Guided self-scheduling of the work left once every segment is back: the first group
+    about a (2 x slots)-th of it, then smaller, none over the span nor (but the last) under
+    the least; nothing lost, reordered or split."""
+    rng = np.random.default_rng(0)
+    starts = np.cumsum(rng.integers(20, 200, 61))
+    recs = [types.SimpleNamespace(start_frame=int(a), end_frame=int(b)) for a, b in zip(starts, starts[1:])]
+    groups = segments.tail_groups(recs, 3, 120, 1500)
+    sizes = [sum(r.end_frame - r.start_frame for r in g) for g in groups]
+    assert [r for g in groups for r in g] == recs
+    total = recs[-1].end_frame - recs[0].start_frame
+    assert total / 6 <= sizes[0] < total / 6 + 200
+    assert max(sizes) <= 1500 and min(sizes[:-1]) >= 120
+    assert sizes[-1] < sizes[0] / 4 and len(sizes) >= 8
+    # a span shorter than the share: every group within it, as group_records keeps them
+    assert all(sum(r.end_frame - r.start_frame for r in g) <= 300 for g in segments.tail_groups(recs, 1, 120, 300))
+
+
 def test_groups_start_before_the_last_segment_and_the_records_are_the_unsegmented_ones(long_video, tmp_path):
     path = long_video[0]
     cfg = load_config(None, {"split.segment_s": 2.5, "split.overlap_s": 2.0, "clips.write": False})
@@ -299,6 +319,23 @@ def test_groups_start_before_the_last_segment_and_the_records_are_the_unsegmente
     assert pool.ran.index(("group", None)) < pool.ran.index(("segment", k - 1))
     assert sum(kind == "group" for kind, _ in pool.ran) >= 3
     assert read_parquet(tmp_path / "out" / "parts" / f"{vid}.parquet") == whole  # spans, ids, analysis
+
+
+def test_a_tail_cut_finer_than_segment_s_gives_the_same_records(long_video, tmp_path, monkeypatch):
+    path = long_video[0]
+    monkeypatch.setattr(segments, "TAIL_LEAST_S", 0.0)  # the tail as fine as it gets
+    cfg = load_config(None, {"split.segment_s": 10.0, "split.overlap_s": 2.0, "clips.write": False})
+    vid = video_key(str(path))
+    whole = process_video(str(path), vid, tmp_path / "whole", cfg)
+    out = as_store(tmp_path / "out")
+    (tmp_path / "out" / "parts").mkdir(parents=True)
+    pool = Watched(out, cfg)
+    pool.slots = 4  # cut as for 4 tasks in flight
+    [summary] = segments.run_videos([{"path": str(path), "video_id": vid, "retry": False}], out, cfg, pool)
+    assert summary["segments"] == 2
+    # more groups than segment_s's spans make: the ones after the last segment are cut finer
+    assert sum(kind == "group" for kind, _ in pool.ran) > len(segments.group_records(whole, int(10.0 * 24))) + 1
+    assert read_parquet(tmp_path / "out" / "parts" / f"{vid}.parquet") == whole
 
 
 def test_tasks_holding_one_cpu_decode_and_analyse_on_it_and_give_the_same_records(long_video, tmp_path, monkeypatch):
