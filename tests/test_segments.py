@@ -286,6 +286,19 @@ class Watched(segments.InProcess):
         return super().call(job)
 
 
+def watched_run(path, tmp_path, cfg, slots=1):
+    """process_video's records, then the same video through run_videos on a Watched pool of
+    `slots`: (those records, the part's, the pool, run_videos' summary)."""
+    vid = video_key(str(path))
+    whole = process_video(str(path), vid, tmp_path / "whole", cfg)
+    out = as_store(tmp_path / "out")
+    (tmp_path / "out" / "parts").mkdir(parents=True)
+    pool = Watched(out, cfg)
+    pool.slots = slots
+    [summary] = segments.run_videos([{"path": str(path), "video_id": vid, "retry": False}], out, cfg, pool)
+    return whole, read_parquet(tmp_path / "out" / "parts" / f"{vid}.parquet"), pool, summary
+
+
 def test_a_videos_last_groups_shrink_toward_its_end_and_keep_its_records_in_order():
     """Guided self-scheduling of the work left once every segment is back: the first group
     about a (2 x slots)-th of it, then smaller, none over the span nor (but the last) under
@@ -307,35 +320,24 @@ def test_a_videos_last_groups_shrink_toward_its_end_and_keep_its_records_in_orde
 def test_groups_start_before_the_last_segment_and_the_records_are_the_unsegmented_ones(long_video, tmp_path):
     path = long_video[0]
     cfg = load_config(None, {"split.segment_s": 2.5, "split.overlap_s": 2.0, "clips.write": False})
-    vid = video_key(str(path))
-    whole = process_video(str(path), vid, tmp_path / "whole", cfg)
-    out = as_store(tmp_path / "out")
-    (tmp_path / "out" / "parts").mkdir(parents=True)
-    pool = Watched(out, cfg)
-    [summary] = segments.run_videos([{"path": str(path), "video_id": vid, "retry": False}], out, cfg, pool)
+    whole, part, pool, summary = watched_run(path, tmp_path, cfg)
     k = summary["segments"]
     assert k >= 5 and sorted(i for kind, i in pool.ran if kind == "segment") == list(range(k))
     # Streaming: groups ran while segments were still to run (today's barrier ran them all after).
     assert pool.ran.index(("group", None)) < pool.ran.index(("segment", k - 1))
     assert sum(kind == "group" for kind, _ in pool.ran) >= 3
-    assert read_parquet(tmp_path / "out" / "parts" / f"{vid}.parquet") == whole  # spans, ids, analysis
+    assert part == whole  # spans, ids, analysis
 
 
 def test_a_tail_cut_finer_than_segment_s_gives_the_same_records(long_video, tmp_path, monkeypatch):
     path = long_video[0]
     monkeypatch.setattr(segments, "TAIL_LEAST_S", 0.0)  # the tail as fine as it gets
     cfg = load_config(None, {"split.segment_s": 10.0, "split.overlap_s": 2.0, "clips.write": False})
-    vid = video_key(str(path))
-    whole = process_video(str(path), vid, tmp_path / "whole", cfg)
-    out = as_store(tmp_path / "out")
-    (tmp_path / "out" / "parts").mkdir(parents=True)
-    pool = Watched(out, cfg)
-    pool.slots = 4  # cut as for 4 tasks in flight
-    [summary] = segments.run_videos([{"path": str(path), "video_id": vid, "retry": False}], out, cfg, pool)
+    whole, part, pool, summary = watched_run(path, tmp_path, cfg, slots=4)  # cut as for 4 tasks in flight
     assert summary["segments"] == 2
     # more groups than segment_s's spans make: the ones after the last segment are cut finer
     assert sum(kind == "group" for kind, _ in pool.ran) > len(segments.group_records(whole, int(10.0 * 24))) + 1
-    assert read_parquet(tmp_path / "out" / "parts" / f"{vid}.parquet") == whole
+    assert part == whole
 
 
 def test_tasks_holding_one_cpu_decode_and_analyse_on_it_and_give_the_same_records(long_video, tmp_path, monkeypatch):
