@@ -15,17 +15,15 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from pks.config import load_config  # noqa: E402
-from scale import remux_copies  # noqa: E402
+from scale import curate, remux_copies  # noqa: E402
 
 
 def main() -> None:
@@ -37,38 +35,21 @@ def main() -> None:
     ap.add_argument("--set", action="append", default=[], help="KEY=JSON config override")
     ap.add_argument("--work", type=Path, default=Path(tempfile.gettempdir()) / "pks-timeline")
     a = ap.parse_args()
-    import ray
-
-    from pipelines.curate import run
-
     a.work.mkdir(parents=True, exist_ok=True)
     long = remux_copies(a.video, a.copies, a.work / f"long-{a.copies}x.mp4")
     over = {k: json.loads(v) for k, v in (s.split("=", 1) for s in a.set)}
     cfg = load_config(None, {"shard.enabled": False, "split.segment_s": a.segment_s, "clips.write": False, **over})
-    src = a.work / "in"
-    src.mkdir(exist_ok=True)
-    if not (src / long.name).exists():
-        (src / long.name).symlink_to(long)
-    out = Path(tempfile.mkdtemp(dir=a.work, prefix="out-"))
-    cores = os.sched_getaffinity(0)
-    os.sched_setaffinity(0, sorted(cores)[: a.cpus])  # Ray's raylet and workers inherit it
-    ray.init(num_cpus=a.cpus, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
-    try:
-        t0 = time.time()
-        s = run(str(src), out, cfg, progress=lambda m: None)
-        t1 = time.time()
-        events = ray.timeline()
-    finally:
-        ray.shutdown()
-        os.sched_setaffinity(0, cores)
+    trace: dict = {}
+    fps, _ = curate(long, cfg, a.cpus, a.work, "timeline", trace)
+    t0, events = trace["t0"], trace["events"]
     spans = sorted(
         (e["ts"] / 1e6 - t0, (e["ts"] + e["dur"]) / 1e6 - t0)
         for e in events
         if e.get("ph") == "X" and e.get("cat", "").startswith("task::") and e.get("name", "").endswith("one_cpu_task")
     )
-    busy = sum(b - a for a, b in spans)
-    wall = t1 - t0
-    print(f"{a.cpus} cores: wall {wall:.1f} s, {s['source_frames_per_s']} source frames/s, {len(spans)} tasks")
+    busy = sum(end - start for start, end in spans)
+    wall = trace["t1"] - t0
+    print(f"{a.cpus} cores: wall {wall:.1f} s, {fps} source frames/s, {len(spans)} tasks")
     print(f"busy {busy:.1f} core-s, utilisation {busy / (wall * a.cpus):.3f}")
     for start, end in spans:
         print(f"  {start:7.2f} {end:7.2f} {end - start:6.2f}")

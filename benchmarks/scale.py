@@ -131,7 +131,12 @@ class PeakRss:
         self._t.join()
 
 
-def curate(video: Path, cfg: JobConfig, cpus: int, work: Path, tag: str) -> tuple[float, PeakRss]:
+def curate(
+    video: Path, cfg: JobConfig, cpus: int, work: Path, tag: str, trace: dict | None = None
+) -> tuple[float, PeakRss]:
+    """`pks curate` of `video` alone, pinned to `cpus` cores: (source frames/s, peak memory).
+    With `trace`, also the run's start and end (time.time()) and Ray's timeline events in it
+    (benchmarks/curate_timeline.py)."""
     import ray
 
     from pipelines.curate import run
@@ -151,7 +156,11 @@ def curate(video: Path, cfg: JobConfig, cpus: int, work: Path, tag: str) -> tupl
     ray.init(num_cpus=cpus, include_dashboard=False, log_to_driver=False, logging_level="WARNING")
     try:
         with PeakRss() as mem:
+            t0 = time.time()
             s = run(str(src), out, cfg, progress=lambda m: None)
+            t1 = time.time()
+        if trace is not None:
+            trace.update(t0=t0, t1=t1, events=ray.timeline())
     finally:
         ray.shutdown()
         os.sched_setaffinity(0, cores)
