@@ -61,6 +61,45 @@ def test_flashes_inside_a_shot_are_not_cuts(kind):
     assert AnimeDetector().detect(frames, 24.0) == []
 
 
+def painted_shot(seed, n=48, vfx=None, camera="static", speed=0.0):
+    """A shot of the painted family (its backdrop, mascot and effects) at the detector's size."""
+    from pks.synth import painted
+
+    rng = np.random.default_rng(seed)
+    world = painted.paint_backdrop(np.random.default_rng(seed + 100), 640, 640)
+    mascot = painted.Mascot(rng)
+    frames, _, _ = painted.render_shot(
+        rng, n, (320, 180), world, mascot, camera, speed, 2, 0.5, 1.0, 0.5, vfx or {}, []
+    )
+    return np.stack([cv2.resize(f, (64, 36), interpolation=cv2.INTER_AREA) for f in frames])
+
+
+LINES_EVERY_FRAME = {"speed_lines": True, "thin": False, "light": True, "horizontal": True, "per_frame": True}
+
+
+@pytest.mark.parametrize("seed", range(8))
+def test_a_cut_into_speed_lines_redrawn_every_frame_is_a_cut(seed):
+    """Lines redrawn every frame change as much of the frame between two frames as a cut
+    nearly does, so the cut's jump hardly stands out from the next shot's; averaged over a few
+    frames the lines wash out and the new layout stands out (before `_layout`, seeds 0 and 4
+    were missed). The lined shot alone, held or panned, stays one shot."""
+    quiet = painted_shot(10 + seed)
+    lined = painted_shot(20 + seed, vfx=LINES_EVERY_FRAME)
+    panned = painted_shot(30 + seed, vfx=LINES_EVERY_FRAME, camera="pan_left", speed=3.0)
+    det = AnimeDetector()
+    assert det.detect(np.concatenate([quiet, lined]), 24.0) == [Boundary(len(quiet), "cut")]
+    assert det.detect(lined, 24.0) == [] and det.detect(panned, 24.0) == []
+
+
+def test_dissolves_whose_spans_overlap_are_one_dissolve():
+    """The blend test can find one dissolve as two stretches a few frames apart (two scales);
+    two boundaries there would make a clip of a few blended frames."""
+    found = AnimeDetector()._merge(
+        [Boundary(472, "dissolve", (462, 482)), Boundary(478, "dissolve", (466, 491))], np.zeros(500)
+    )
+    assert found == [Boundary(476, "dissolve", (462, 491))]
+
+
 def test_fade_through_black_is_one_fade(a, b):
     L = 8
     out = [f * (1 - (j + 1) / (L + 1)) for j, f in enumerate(a[-L:])]

@@ -10,6 +10,9 @@ Why the usual detectors fail on anime and what this one does instead:
   (a pan moves a 64-px frame by about a pixel a frame). The change between two frames is a
   low percentile of per-tile differences: a cut changes most of the frame, while a drawing
   change, a smear or a moving character changes only part of it.
+- Speed and focus lines redrawn every frame change most tiles too, so a cut into or out of
+  such a shot hardly stands out from the redraws; averaged over a few frames either side the
+  lines wash out and the layout change of the cut stands out (`_layout`).
 - Impact frames and white flashes last 1-2 frames: a jump is refused as a cut when a frame
   before it correlates again with a frame a few frames after it (the shot came back).
 - Fades are contrast valleys with ramps on both sides; dissolves are found by a blend test:
@@ -57,6 +60,8 @@ class AnimeDetector(ShotDetector):
     quiet_ratio: float = 6.0  # ...over the baseline: a cut within one place, to a new framing
     window: int = 12  # frames either side for the baseline
     baseline_percentile: float = 90.0  # of the neighbours' jumps: the size of a drawing change
+    layout_frames: int = 4  # frames averaged either side of a jump for its layout change: two
+    # drawings on 2s, four redraws of lines redrawn every frame (their noise falls by half)
     flash_lookahead: int = 6  # frames after a jump in which the shot may come back
     flash_similarity: float = 0.5  # came back = distance under this share of the jump
     fade_contrast: float = 0.25  # valley contrast under this share of both sides' contrast
@@ -135,10 +140,31 @@ class AnimeDetector(ShotDetector):
 
     def _dist(self, z: np.ndarray, a, b) -> np.ndarray:
         """Change between frames a[i] and b[i]: a low percentile of per-tile mean differences."""
+        return self._change(z[a], z[b])
+
+    def _change(self, za: np.ndarray, zb: np.ndarray) -> np.ndarray:
         w, h = self.frame_size
         tw, th = self.tile
-        d = np.abs(z[a] - z[b]).reshape(len(np.atleast_1d(a)), h // th, th, w // tw, tw * 3)
+        d = np.abs(za - zb).reshape(len(za), h // th, th, w // tw, tw * 3)
         return np.percentile(d.mean((2, 4)).reshape(d.shape[0], -1), self.quantile, axis=1)
+
+    def _layout(self, z: np.ndarray) -> np.ndarray:
+        """layout[t]: the change between the mean of the k frames before t and of the k from t
+        on. Effects redrawn every frame (speed and focus lines at new places) average out over
+        k frames and the shot's layout stays, so a cut into or out of such a shot stands out
+        here where its frame-to-frame jump is hardly bigger than a redraw."""
+        n, k = len(z), self.layout_frames
+        out = np.zeros(n, np.float32)
+        if n < 2 * k:
+            return out
+        c = np.concatenate([np.zeros((1, z.shape[1]), np.float32), np.cumsum(z, 0, dtype=np.float32)])
+        t = np.arange(k, n - k + 1)
+
+        def standard(x):
+            return (x - x.mean(1, keepdims=True)) / np.maximum(x.std(1, keepdims=True), self.std_floor)
+
+        out[t] = self._change(standard(c[t] - c[t - k]), standard(c[t + k] - c[t]))
+        return out
 
     # ---- detection ----------------------------------------------------------------------
     def detect(self, frames: np.ndarray, fps: float) -> list[Boundary]:
@@ -239,14 +265,24 @@ class AnimeDetector(ShotDetector):
             inside[max(0, b.span[0] - 1) : b.span[1] + 1] = True
         cuts = []
         cand = np.nonzero((jump > self.quiet_cut) & ~low & ~np.roll(low, 1) & ~inside)[0]
+        layout = self._layout(z)
         for t in cand:
-            neigh = np.r_[jump[max(1, t - self.window) : t], jump[t + 1 : t + self.window + 1]]
-            base = float(np.percentile(neigh, self.baseline_percentile)) if len(neigh) else 0.0
-            ratio = self.ratio if jump[t] > self.cut_threshold else self.quiet_ratio
-            if jump[t] < ratio * base or self._comes_back(z, int(t), jump[t]):
+            big = jump[t] > self.cut_threshold
+            stands_out = jump[t] >= (self.ratio if big else self.quiet_ratio) * self._baseline(jump, t, 1)
+            if big and not stands_out:  # a cut into or out of lines redrawn every frame
+                stands_out = layout[t] >= self.ratio * self._baseline(layout, t, self.layout_frames)
+            if not stands_out or self._comes_back(z, int(t), jump[t]):
                 continue
             cuts.append(Boundary(int(t), "cut"))
         return cuts
+
+    def _baseline(self, change: np.ndarray, t: int, near: int) -> float:
+        """The size of the changes around t (a drawing change, a redraw): the baseline percentile
+        of those `near` to `near + window` frames away (closer ones still see t's own change)."""
+        neigh = np.r_[
+            change[max(1, t - near - self.window + 1) : max(1, t - near + 1)], change[t + near : t + near + self.window]
+        ]
+        return float(np.percentile(neigh, self.baseline_percentile)) if len(neigh) else 0.0
 
     def _comes_back(self, z, t: int, size: float) -> bool:
         """Flash / impact-frame test: does some frame just before `t` reappear just after it?"""
@@ -344,9 +380,14 @@ class AnimeDetector(ShotDetector):
         return out
 
     def _merge(self, bounds: list[Boundary], jump) -> list[Boundary]:
-        """Boundaries closer than `min_gap`: keep gradual ones over cuts, bigger jumps over smaller."""
+        """Boundaries closer than `min_gap`: keep gradual ones over cuts, bigger jumps over smaller.
+        Dissolves whose spans overlap are one dissolve (found at two scales or two stretches)."""
         out: list[Boundary] = []
         for b in sorted(bounds, key=lambda b: b.frame):
+            if out and b.kind == out[-1].kind == "dissolve" and span_of(b)[0] < span_of(out[-1])[1]:
+                lo, hi = span_of(out[-1])[0], max(span_of(out[-1])[1], span_of(b)[1])
+                out[-1] = Boundary((lo + hi) // 2, "dissolve", (lo, hi))
+                continue
             if out and b.frame - out[-1].frame < self.min_gap:
                 prev = out[-1]
                 if (b.kind != "cut", jump[b.frame]) > (prev.kind != "cut", jump[prev.frame]):
