@@ -266,14 +266,14 @@ class AnimeDetector(ShotDetector):
         cuts = []
         cand = np.nonzero((jump > self.quiet_cut) & ~low & ~np.roll(low, 1) & ~inside)[0]
         layout = self._layout(z)
-        for t in cand:
+        for t in cand.tolist():
             big = jump[t] > self.cut_threshold
             stands_out = jump[t] >= (self.ratio if big else self.quiet_ratio) * self._baseline(jump, t, 1)
             if big and not stands_out:  # a cut into or out of lines redrawn every frame
                 stands_out = layout[t] >= self.ratio * self._baseline(layout, t, self.layout_frames)
-            if not stands_out or self._comes_back(z, int(t), jump[t]):
+            if not stands_out or self._comes_back(z, t, jump[t]):
                 continue
-            cuts.append(Boundary(int(t), "cut"))
+            cuts.append(Boundary(t, "cut"))
         return cuts
 
     def _baseline(self, change: np.ndarray, t: int, near: int) -> float:
