@@ -21,7 +21,9 @@ Per family:
   clean, each with a failure copy from training.failures, flagged clips failures) on the
   other two families' clean videos, scored on this family's clips it never saw: clean shots
   against real-process damaged shots, drawn damage and failure copies (AUC per group and all
-  together), and Spearman of its score with the true deformation over clean shots.
+  together), and Spearman of its score with the true deformation over clean shots. The Judge
+  reads the defect flags (the analysis's and decode_error from the decoder's marks, as a
+  curated record holds them), so the flags alone are scored beside it as its anchor.
 """
 
 from __future__ import annotations
@@ -145,7 +147,7 @@ def measure_family(family: str, paths: list[Path], cfg: JobConfig, jcfg) -> dict
                 clip = copy.span(a, b)
                 out = with_marks(analyse(clip, cfg.analyse, cfg.curriculum), marked, a, b)
                 damaged_rows.append({"truth": sh, "out": out, "process": dam["process"]})
-                frames, sig = clip_example(clip.rgb, fps, jcfg, cfg)
+                frames, sig = clip_example(clip.rgb, fps, jcfg, cfg, out["quality_flags"])
                 eval_ex.add(frames, sig, 0, "real:" + dam["process"], dam_path.name, sh["deformation"])
         log(
             f"{family}: {p.name} measured ({len(eval_ex.labels)} Judge examples so far, {time.process_time() - t0:.0f} CPU s)"
@@ -202,6 +204,7 @@ def table(family: str, m: dict, judge: dict, held_out: str) -> list[str]:
         f"| deformation Spearman, clean shots (n={len(clean)}) | {rho(clean):.3f} | >= 0.85 |",
         f"| deformation Spearman, moving camera (n={len(moving)}) | {rho(moving):.3f} | >= 0.8 |",
         f"| Judge AUC, family never trained on: all failures | {judge['all']:.3f} | >= 0.9 |",
+        f"| ... anchor: the defect flags alone (flagged = failure), same clips | {judge['flags']:.3f} | - |",
         f"| ... clean vs real-process damage / drawn damage / failure copies | "
         f"{judge.get('real', float('nan')):.3f} / {judge.get('drawn', float('nan')):.3f} / "
         f"{judge.get('copy', float('nan')):.3f} | >= 0.9 |",
@@ -226,7 +229,9 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="also write the tables here")
     ap.add_argument("--jobs", type=int, default=1, help="families measured at once (processes)")
     args = ap.parse_args()
-    from training.judge import JudgeConfig, auc, auc_by_kind, leave_one_family_out, score, train
+    from training.judge import SIGNALS, JudgeConfig, auc, auc_by_kind, leave_one_family_out, score, train
+
+    said = [i for i, name in enumerate(SIGNALS) if name.startswith("flag:")]  # the Judge's flag inputs
 
     cfg = load_config()
     size = tuple(int(x) for x in args.size.split("x"))
@@ -246,6 +251,7 @@ def main() -> None:
         clean = np.array(ev.labels) == 1
         judged[held] = {
             "all": auc(ev.labels, got),
+            "flags": auc(ev.labels, -np.array(ev.signals)[:, said].max(1)),
             **auc_by_kind(ev.labels, got, ev.kinds, group=lambda k: k.split(":")[0]),
             "process": {k[5:]: v for k, v in auc_by_kind(ev.labels, got, ev.kinds).items() if k.startswith("real:")},
             "rho": spearman(got[clean].tolist(), np.array(ev.deformation)[clean].tolist()),

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 from pks.config import load_config
-from training.judge import Judge, JudgeConfig, auc, collect, load, save, score, split, train
+from training.judge import SIGNALS, Judge, JudgeConfig, auc, collect, load, save, score, split, train
 
 
 def test_auc_hand_computed():
@@ -54,7 +54,7 @@ def test_judge_tells_failure_from_art_on_videos_it_never_saw(trained):
 def test_judge_shapes_and_signal_normalisation():
     m = Judge(JudgeConfig(width=8, size=32, frames=4))
     m.sig_mean.fill_(1.0)
-    out = m(torch.zeros(3, 4, 6, 32, 32), torch.ones(3, 10))
+    out = m(torch.zeros(3, 4, 6, 32, 32), torch.ones(3, len(SIGNALS)))
     assert out.shape == (3,) and torch.isfinite(out).all()
 
 
@@ -94,6 +94,34 @@ def test_judge_score_lands_in_parts_and_manifest_and_survives_reruns(tmp_path):
     assert rejection(rec, clips, dataclasses.replace(sc, min_judge_score=None)) == ""
     r = CliRunner().invoke(app, ["judge", "score", str(out), "--judge", str(tmp_path / "nope.pt")])
     assert r.exit_code == 2 and "no such Judge file" in r.stderr
+
+
+def test_scoring_a_run_hands_the_judge_each_records_flags(tmp_path, monkeypatch):
+    """decode_error is known from the bitstream only, so `pks judge score` passes the record's
+    flags beside the clip's frames."""
+    import training.judge
+    from judge_support import judge_run
+    from pipelines.parts import rewrite_parts
+    from training.judge import score_run
+
+    out = judge_run(tmp_path / "run", videos=1, shots=2)
+    marked = []
+
+    def mark_first(records):
+        marked.append(records[0].clip_id)
+        return [dataclasses.replace(records[0], quality_flags=["decode_error"]), *records[1:]]
+
+    list(rewrite_parts(out, load_config(), mark_first))
+    seen = {}
+
+    def judge_frames(model, rgb, fps, acfg, flags=()):
+        seen[len(seen)] = list(flags)
+        return 0.5, 0.0, 0.0
+
+    monkeypatch.setattr(training.judge, "judge_frames", judge_frames)
+    model = Judge(JudgeConfig(width=8, size=32, frames=4))
+    assert score_run(out, model, load_config(), progress=lambda *_: None)["scored"] == 2
+    assert sorted(seen.values()) == [[], ["decode_error"]] and len(marked) == 1
 
 
 def tiny_openclip(folder):
@@ -178,14 +206,32 @@ def test_leave_one_family_out_keeps_each_family_out_of_its_own_fold():
 
 
 def test_judge_sees_analysis_resolution_and_old_judges_still_load(tmp_path):
-    from training.judge import clip_example, frame_size
+    from training.judge import clip_example, frame_size, judge_frames
 
     cfg = JudgeConfig()
     rgb = np.random.default_rng(0).integers(0, 256, (40, 108, 192, 3), dtype=np.uint8)
     frames, sig = clip_example(rgb, 24.0, cfg, load_config())
-    assert frames.shape == (16, 6, 108, 192) and len(sig) == 10  # the analysis frames, not a thumbnail
+    assert frames.shape == (16, 6, 108, 192) and len(sig) == len(SIGNALS)  # the analysis frames, not a thumbnail
     assert frame_size(JudgeConfig(size=48)) == (48, 28)
-    old = Judge(JudgeConfig(width=8, size=32, frames=4))
+    old = Judge(JudgeConfig(width=8, size=32, frames=4), n_signals=10)  # before the flags were inputs
     blob = {"config": {k: v for k, v in old.cfg.__dict__.items() if k != "height"}}
-    torch.save({**blob, "state_dict": old.state_dict(), "signals": list(range(10))}, tmp_path / "old.pt")
-    assert frame_size(load(tmp_path / "old.pt").cfg) == (32, 32)  # trained on squares: still squares
+    torch.save({**blob, "state_dict": old.state_dict(), "signals": list(SIGNALS[:10])}, tmp_path / "old.pt")
+    again = load(tmp_path / "old.pt")
+    assert frame_size(again.cfg) == (32, 32)  # trained on squares: still squares
+    # ...and it scores today's examples, reading the ten signals it was trained on
+    small = np.random.default_rng(1).integers(0, 256, (12, 32, 32, 3), dtype=np.uint8)
+    assert 0.0 < judge_frames(again, small, 24.0, load_config())[0] < 1.0
+
+
+def test_the_judge_reads_the_detectors_flags_and_the_records():
+    """One 0/1 input per defect flag: what the analysis flags on the frames, and what only the
+    clip's record knows (decode_error, from the bitstream)."""
+    from training.judge import clip_example
+
+    cfg = JudgeConfig(width=8, size=32, frames=4)
+    rgb = np.random.default_rng(0).integers(0, 256, (24, 108, 192, 3), dtype=np.uint8)
+    _, plain = clip_example(rgb, 24.0, cfg, load_config())
+    _, marked = clip_example(rgb, 24.0, cfg, load_config(), flags=["decode_error", "letterbox"])
+    i = SIGNALS.index("flag:decode_error")
+    assert (plain[i], marked[i]) == (0.0, 1.0) and plain[:i] + plain[i + 1 :] == marked[:i] + marked[i + 1 :]
+    assert "flag:letterbox" not in SIGNALS  # a format flag is not a defect

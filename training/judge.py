@@ -46,7 +46,10 @@ SIGNALS = (
     "grid_max",
     "dead_spike",
     "lost_band",
-)
+) + tuple(f"flag:{f}" for f in DEFECT_FLAGS)
+# The detectors' verdicts come last, one 0/1 input per defect flag: the analysis's own, and
+# those only the clip's record knows (decode_error: the bitstream). A Judge saved before they
+# were inputs reads the signals it was trained on, which come first (`Judge.forward`).
 
 
 @dataclass
@@ -71,10 +74,11 @@ class JudgeConfig:
     backbone: str = "cnn"
 
 
-def signal_vector(out: dict, n_frames: int) -> list[float]:
-    """The PKS signals the Judge reads, from `analyse`'s record fields."""
+def signal_vector(out: dict, n_frames: int, flags=()) -> list[float]:
+    """The PKS signals the Judge reads, from `analyse`'s record fields and the record's `flags`."""
     q = json.loads(out["signals"]).get("quality", {})
     n = max(1, n_frames)
+    said = set(out["quality_flags"]) | set(flags)
     return [
         out["deformation_score"],
         min(out["cadence"], 4.0),
@@ -86,14 +90,17 @@ def signal_vector(out: dict, n_frames: int) -> list[float]:
         q.get("grid_max", 0.0),
         q.get("dead_spike", 0.0),
         q.get("lost_band", 0.0),
+        *(float(f in said) for f in DEFECT_FLAGS),
     ]
 
 
-def clip_example(rgb: np.ndarray, fps: float, cfg: JudgeConfig, acfg: JobConfig) -> tuple[np.ndarray, list[float]]:
+def clip_example(
+    rgb: np.ndarray, fps: float, cfg: JudgeConfig, acfg: JobConfig, flags=()
+) -> tuple[np.ndarray, list[float]]:
     """(frames [T, 6, size, size] float32: RGB and its change since the previous sample, signals)
-    for one clip given as analysis-width RGB frames."""
+    for one clip given as analysis-width RGB frames; `flags`: defect flags its record holds."""
     luma = {i: cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for i, f in enumerate(rgb) if i % 2 == 0}
-    sig = signal_vector(analyse(ClipFrames(rgb, luma, fps), acfg.analyse, acfg.curriculum), len(rgb))
+    sig = signal_vector(analyse(ClipFrames(rgb, luma, fps), acfg.analyse, acfg.curriculum), len(rgb), flags)
     idx = np.linspace(0, len(rgb) - 1, cfg.frames).round().astype(int)
     wh = frame_size(cfg)
 
@@ -142,7 +149,7 @@ def add_clip(
     `rng`), each paired with it. `measure(rgb)` fills `extra` (a benchmark's baseline)."""
     measure = measure or (lambda _: None)
     kinds = sorted(FAILURES)
-    frames, sig = clip_example(rgb, fps, cfg, acfg)
+    frames, sig = clip_example(rgb, fps, cfg, acfg, flags)
     if flags:
         ex.add(frames, sig, 0, f"flagged:{sorted(flags)[0]}", video, sig[0], extra=measure(rgb))
         return
@@ -276,6 +283,7 @@ class Judge(nn.Module):
     def forward(self, frames: torch.Tensor, signals: torch.Tensor) -> torch.Tensor:
         """frames [B, T, 6, H, W], signals [B, S] -> logits [B] (sigmoid: the score)."""
         b, t = frames.shape[:2]
+        signals = signals[:, : len(self.sig_mean)]  # a Judge saved with fewer signals: its own come first
         f = self.frame(frames.float().flatten(0, 1)).view(b, t, -1)
         change = f - torch.cat([f[:, :1], f[:, :-1]], 1)  # how the features move between samples
         h = self.temporal(torch.cat([f, change], -1).transpose(1, 2))
@@ -347,9 +355,10 @@ def score(model: Judge, ex: Examples, batch: int = 64, logits: bool = False) -> 
     return [float(v) for v in (out if logits else torch.sigmoid(out))]
 
 
-def judge_frames(model: Judge, rgb: np.ndarray, fps: float, acfg: JobConfig) -> tuple[float, float, float]:
+def judge_frames(model: Judge, rgb: np.ndarray, fps: float, acfg: JobConfig, flags=()) -> tuple[float, float, float]:
     """(score, its logit, measured deformation) of one clip given as uint8 [T, H, W, 3] frames
-    of any size (a generated clip is resized to the analysis width first, as a curated one is)."""
+    of any size (a generated clip is resized to the analysis width first, as a curated one is);
+    `flags`: defect flags its record holds (a generated clip has none)."""
     h, w = rgb.shape[1:3]
     width = model.cfg.analysis_width
     if w != width:
@@ -357,7 +366,7 @@ def judge_frames(model: Judge, rgb: np.ndarray, fps: float, acfg: JobConfig) -> 
         rgb = np.stack(
             [cv2.resize(f, size, interpolation=cv2.INTER_AREA if w > width else cv2.INTER_LINEAR) for f in rgb]
         )
-    frames, sig = clip_example(rgb, fps, model.cfg, acfg)
+    frames, sig = clip_example(rgb, fps, model.cfg, acfg, flags)
     ex = Examples()
     ex.add(frames, sig, 1, "", "", sig[0])
     logit = score(model, ex, logits=True)[0]
@@ -424,7 +433,8 @@ def score_run(out: Path, model: Judge, cfg: JobConfig, progress=None) -> dict[st
                 counts["skipped"] += 1
                 result.append(r)
                 continue
-            result.append(dataclasses.replace(r, judge_score=round(judge_frames(model, rgb, r.fps, cfg)[0], 4)))
+            judged = judge_frames(model, rgb, r.fps, cfg, r.quality_flags or ())
+            result.append(dataclasses.replace(r, judge_score=round(judged[0], 4)))
             counts["scored"] += 1
         return result
 
