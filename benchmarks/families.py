@@ -21,9 +21,10 @@ Per family:
   clean, each with a failure copy from training.failures, flagged clips failures) on the
   other two families' clean videos, scored on this family's clips it never saw: clean shots
   against real-process damaged shots, drawn damage and failure copies (AUC per group and all
-  together), and Spearman of its score with the true deformation over clean shots. The Judge
-  reads the defect flags (the analysis's and decode_error from the decoder's marks, as a
-  curated record holds them), so the flags alone are scored beside it as its anchor.
+  together), and Spearman of its score with the true deformation over clean shots. A defect
+  flag (the analysis's, or decode_error from the decoder's marks, as a curated record holds
+  them) ranks a clip below every unflagged one, so the flags alone are scored beside the Judge
+  as its anchor, and its network alone on the clips no flag caught.
 """
 
 from __future__ import annotations
@@ -205,6 +206,7 @@ def table(family: str, m: dict, judge: dict, held_out: str) -> list[str]:
         f"| deformation Spearman, moving camera (n={len(moving)}) | {rho(moving):.3f} | >= 0.8 |",
         f"| Judge AUC, family never trained on: all failures | {judge['all']:.3f} | >= 0.9 |",
         f"| ... anchor: the defect flags alone (flagged = failure), same clips | {judge['flags']:.3f} | - |",
+        f"| ... the network alone: clips no flag caught | {judge['unflagged']:.3f} | - |",
         f"| ... clean vs real-process damage / drawn damage / failure copies | "
         f"{judge.get('real', float('nan')):.3f} / {judge.get('drawn', float('nan')):.3f} / "
         f"{judge.get('copy', float('nan')):.3f} | >= 0.9 |",
@@ -252,6 +254,9 @@ def main() -> None:
         judged[held] = {
             "all": auc(ev.labels, got),
             "flags": auc(ev.labels, -np.array(ev.signals)[:, said].max(1)),
+            "unflagged": auc(
+                *zip(*[(y, g) for y, g, x in zip(ev.labels, got, ev.signals) if not max(x[i] for i in said)])
+            ),
             **auc_by_kind(ev.labels, got, ev.kinds, group=lambda k: k.split(":")[0]),
             "process": {k[5:]: v for k, v in auc_by_kind(ev.labels, got, ev.kinds).items() if k.startswith("real:")},
             "rho": spearman(got[clean].tolist(), np.array(ev.deformation)[clean].tolist()),

@@ -8,6 +8,7 @@ import pytest
 import torch
 
 from pks.config import load_config
+from pks.record import DEFECT_FLAGS
 from training.judge import SIGNALS, Judge, JudgeConfig, auc, collect, load, save, score, split, train
 
 
@@ -43,12 +44,15 @@ def test_judge_fits_its_examples_and_reloads(trained, tmp_path):
 
 @pytest.mark.xfail(
     strict=True,
-    reason="issue 24: the Judge does not yet hold on source videos it never saw "
-    "(held-out AUC 0.56 here, 0.54 on 12 videos)",
+    reason="issue 24: the Judge's network does not yet hold on source videos it never saw: on the "
+    "clips no flag caught, held-out AUC 0.62 here (0.81 with the flags ranking flagged clips last)",
 )
 def test_judge_tells_failure_from_art_on_videos_it_never_saw(trained):
     tr, va, model = trained
-    assert auc(va.labels, score(model, va)) >= 0.8
+    k = len(SIGNALS) - len(DEFECT_FLAGS)
+    unflagged = [i for i, s in enumerate(va.signals) if not max(s[k:])]
+    scores = score(model, va.subset(unflagged))
+    assert auc([va.labels[i] for i in unflagged], scores) >= 0.8
 
 
 def test_judge_shapes_and_signal_normalisation():
@@ -114,7 +118,7 @@ def test_scoring_a_run_hands_the_judge_each_records_flags(tmp_path, monkeypatch)
     list(rewrite_parts(out, load_config(), mark_first))
     seen = {}
 
-    def judge_frames(model, rgb, fps, acfg, flags=()):
+    def judge_frames(model, rgb, fps, acfg, flags=None):
         seen[len(seen)] = list(flags)
         return 0.5, 0.0, 0.0
 
@@ -220,18 +224,38 @@ def test_judge_sees_analysis_resolution_and_old_judges_still_load(tmp_path):
     assert frame_size(again.cfg) == (32, 32)  # trained on squares: still squares
     # ...and it scores today's examples, reading the ten signals it was trained on
     small = np.random.default_rng(1).integers(0, 256, (12, 32, 32, 3), dtype=np.uint8)
-    assert 0.0 < judge_frames(again, small, 24.0, load_config())[0] < 1.0
+    judged, logit, _ = judge_frames(again, small, 24.0, load_config())
+    assert 0.0 <= judged <= 1.0 and np.isfinite(logit)
 
 
 def test_the_judge_reads_the_detectors_flags_and_the_records():
-    """One 0/1 input per defect flag: what the analysis flags on the frames, and what only the
-    clip's record knows (decode_error, from the bitstream)."""
+    """One 0/1 input per defect flag: the clip's record's (decode_error is known from the
+    bitstream only), or the analysis's where there is no record."""
     from training.judge import clip_example
 
     cfg = JudgeConfig(width=8, size=32, frames=4)
     rgb = np.random.default_rng(0).integers(0, 256, (24, 108, 192, 3), dtype=np.uint8)
-    _, plain = clip_example(rgb, 24.0, cfg, load_config())
+    _, plain = clip_example(rgb, 24.0, cfg, load_config(), flags=[])
     _, marked = clip_example(rgb, 24.0, cfg, load_config(), flags=["decode_error", "letterbox"])
-    i = SIGNALS.index("flag:decode_error")
-    assert (plain[i], marked[i]) == (0.0, 1.0) and plain[:i] + plain[i + 1 :] == marked[:i] + marked[i + 1 :]
+    _, analysed = clip_example(rgb, 24.0, cfg, load_config())  # no record: the analysis's own flags
+    i, k = SIGNALS.index("flag:decode_error"), len(SIGNALS) - len(DEFECT_FLAGS)
+    assert plain[k:] == [0.0] * len(DEFECT_FLAGS) and marked[k:] == [float(f == "decode_error") for f in DEFECT_FLAGS]
+    assert plain[:k] == marked[:k] == analysed[:k] and marked[i] == 1.0
+    assert analysed[k:] != plain[k:]  # noise: the analysis flags it; the (made-up) record did not
     assert "flag:letterbox" not in SIGNALS  # a format flag is not a defect
+
+
+def test_a_flagged_clip_scores_below_every_unflagged_one():
+    """The Judge's labels call a flagged clip a failure, so whatever the network says of it, a
+    defect flag ranks it below the clips no flag caught; among those the network decides."""
+    torch.manual_seed(0)
+    model = Judge(JudgeConfig(width=8, size=32, frames=4)).eval()
+    frames = torch.rand(8, 4, 6, 32, 32)
+    signals = torch.cat([torch.randn(8, len(SIGNALS) - len(DEFECT_FLAGS)), torch.zeros(8, len(DEFECT_FLAGS))], 1)
+    signals[[1, 6], len(SIGNALS) - len(DEFECT_FLAGS) + torch.tensor([0, 3])] = 1.0  # decode_error, decoder_garbage
+    with torch.no_grad():
+        logits = model(frames, signals)
+        plain = model(frames, signals[:, : len(SIGNALS) - len(DEFECT_FLAGS)])  # the network's own say
+    flagged = torch.tensor([i in (1, 6) for i in range(8)])
+    assert logits[flagged].max() < logits[~flagged].min()
+    assert torch.equal(logits[~flagged], plain[~flagged])

@@ -35,7 +35,7 @@ from training.failures import FAILURES
 
 log = logging.getLogger(__name__)
 
-SIGNALS = (
+MEASURED = (
     "deformation_score",
     "cadence",
     "held_ratio",
@@ -46,10 +46,14 @@ SIGNALS = (
     "grid_max",
     "dead_spike",
     "lost_band",
-) + tuple(f"flag:{f}" for f in DEFECT_FLAGS)
-# The detectors' verdicts come last, one 0/1 input per defect flag: the analysis's own, and
-# those only the clip's record knows (decode_error: the bitstream). A Judge saved before they
-# were inputs reads the signals it was trained on, which come first (`Judge.forward`).
+)
+# Then one 0/1 input per defect flag: the analysis's own, and those only the clip's record knows
+# (decode_error: the bitstream). They do not go through the network: the Judge's labels call a
+# flagged clip a failure (`add_clip`), so a flag puts a clip below every unflagged one, and the
+# network ranks what no flag caught (`Judge.forward`).
+SIGNALS = MEASURED + tuple(f"flag:{f}" for f in DEFECT_FLAGS)
+FLAGGED = 100.0  # logits taken off a flagged clip: far past where a head's logits lie (a float32
+# sigmoid is already 0 or 1 beyond about +-17)
 
 
 @dataclass
@@ -74,11 +78,13 @@ class JudgeConfig:
     backbone: str = "cnn"
 
 
-def signal_vector(out: dict, n_frames: int, flags=()) -> list[float]:
-    """The PKS signals the Judge reads, from `analyse`'s record fields and the record's `flags`."""
+def signal_vector(out: dict, n_frames: int, flags=None) -> list[float]:
+    """The PKS signals the Judge reads, from `analyse`'s record fields; the flags are the clip's
+    record's where it has one (curation decided them, and the labels follow them), else the
+    analysis's (a generated clip, a failure copy)."""
     q = json.loads(out["signals"]).get("quality", {})
     n = max(1, n_frames)
-    said = set(out["quality_flags"]) | set(flags)
+    said = set(out["quality_flags"] if flags is None else flags)
     return [
         out["deformation_score"],
         min(out["cadence"], 4.0),
@@ -95,10 +101,10 @@ def signal_vector(out: dict, n_frames: int, flags=()) -> list[float]:
 
 
 def clip_example(
-    rgb: np.ndarray, fps: float, cfg: JudgeConfig, acfg: JobConfig, flags=()
+    rgb: np.ndarray, fps: float, cfg: JudgeConfig, acfg: JobConfig, flags=None
 ) -> tuple[np.ndarray, list[float]]:
     """(frames [T, 6, size, size] float32: RGB and its change since the previous sample, signals)
-    for one clip given as analysis-width RGB frames; `flags`: defect flags its record holds."""
+    for one clip given as analysis-width RGB frames; `flags`: its record's flags (None: no record)."""
     luma = {i: cv2.cvtColor(f, cv2.COLOR_RGB2GRAY) for i, f in enumerate(rgb) if i % 2 == 0}
     sig = signal_vector(analyse(ClipFrames(rgb, luma, fps), acfg.analyse, acfg.curriculum), len(rgb), flags)
     idx = np.linspace(0, len(rgb) - 1, cfg.frames).round().astype(int)
@@ -254,7 +260,7 @@ class Judge(nn.Module):
     sig_mean: torch.Tensor  # buffers (registered in __init__)
     sig_std: torch.Tensor
 
-    def __init__(self, cfg: JudgeConfig, n_signals: int = len(SIGNALS)):
+    def __init__(self, cfg: JudgeConfig, n_signals: int = len(MEASURED)):
         super().__init__()
         w = cfg.width
         self.cfg = cfg
@@ -283,12 +289,14 @@ class Judge(nn.Module):
     def forward(self, frames: torch.Tensor, signals: torch.Tensor) -> torch.Tensor:
         """frames [B, T, 6, H, W], signals [B, S] -> logits [B] (sigmoid: the score)."""
         b, t = frames.shape[:2]
-        signals = signals[:, : len(self.sig_mean)]  # a Judge saved with fewer signals: its own come first
+        said = signals[:, len(MEASURED) :].amax(1) if signals.shape[1] > len(MEASURED) else 0.0
+        signals = signals[:, : len(self.sig_mean)]
         f = self.frame(frames.float().flatten(0, 1)).view(b, t, -1)
         change = f - torch.cat([f[:, :1], f[:, :-1]], 1)  # how the features move between samples
         h = self.temporal(torch.cat([f, change], -1).transpose(1, 2))
         pooled = torch.cat([h.mean(-1), h.amax(-1)], -1)
-        return self.head(torch.cat([pooled, (signals - self.sig_mean) / self.sig_std], -1)).squeeze(-1)
+        logit = self.head(torch.cat([pooled, (signals - self.sig_mean) / self.sig_std], -1)).squeeze(-1)
+        return logit - FLAGGED * said
 
 
 def _tensors(ex: Examples):
@@ -322,8 +330,8 @@ def train(train_ex: Examples, val_ex: Examples | None, cfg: JudgeConfig, progres
     model = Judge(cfg)
     x, s, y = _tensors(train_ex)
     params = [p for p in model.parameters() if p.requires_grad]
-    model.sig_mean.copy_(s.mean(0))
-    model.sig_std.copy_(s.std(0).clamp_min(1e-3))
+    model.sig_mean.copy_(s[:, : len(MEASURED)].mean(0))
+    model.sig_std.copy_(s[:, : len(MEASURED)].std(0).clamp_min(1e-3))
     opt = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=1e-4)
     # Balanced: each batch weighs clean and failure examples equally.
     w = torch.where(y == 1, 0.5 / y.sum().clamp_min(1), 0.5 / (1 - y).sum().clamp_min(1))
@@ -355,10 +363,10 @@ def score(model: Judge, ex: Examples, batch: int = 64, logits: bool = False) -> 
     return [float(v) for v in (out if logits else torch.sigmoid(out))]
 
 
-def judge_frames(model: Judge, rgb: np.ndarray, fps: float, acfg: JobConfig, flags=()) -> tuple[float, float, float]:
+def judge_frames(model: Judge, rgb: np.ndarray, fps: float, acfg: JobConfig, flags=None) -> tuple[float, float, float]:
     """(score, its logit, measured deformation) of one clip given as uint8 [T, H, W, 3] frames
     of any size (a generated clip is resized to the analysis width first, as a curated one is);
-    `flags`: defect flags its record holds (a generated clip has none)."""
+    `flags`: its record's flags (None: a generated clip, no record; the analysis's are read)."""
     h, w = rgb.shape[1:3]
     width = model.cfg.analysis_width
     if w != width:
@@ -385,7 +393,7 @@ def load(path: Path) -> Judge:
     blob = torch.load(path, map_location="cpu", weights_only=True)
     # A Judge saved before `height` existed was trained on size x size frames.
     config = {"height": blob["config"].get("size", 0), **blob["config"]}
-    model = Judge(JudgeConfig(**config), len(blob["signals"]))
+    model = Judge(JudgeConfig(**config), sum(not str(n).startswith("flag:") for n in blob["signals"]))
     missing, unexpected = model.load_state_dict(blob["state_dict"], strict=False)
     if unexpected or any(not k.startswith(FROZEN) for k in missing):
         raise ValueError(f"{path} does not fit its Judge config: missing {missing[:3]}, unexpected {unexpected[:3]}")
