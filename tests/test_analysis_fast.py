@@ -198,12 +198,7 @@ class RefAnalyser(MotionAnalyser):
             dst = src + flow[yi[tex], xi[tex]]
             M = None
             if len(src) >= 12:
-                to = np.clip(np.rint(dst), 0, [w - 1, h - 1]).astype(int)
-                ok = np.abs(fa[yi[tex], xi[tex]].astype(int) - fb[to[:, 1], to[:, 0]]) <= p.held_diff
-                keep = ok if ok.sum() >= 12 else np.ones(len(src), bool)
-                M, _ = cv2.estimateAffinePartial2D(
-                    src[keep], dst[keep], method=cv2.RANSAC, ransacReprojThreshold=p.ransac_px
-                )
+                M, _ = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=p.ransac_px)
             M = IDENTITY if M is None else M.astype(np.float32)
             # Blur before comparing: sub-pixel resampling of outlines is not a new drawing.
             warped = cv2.GaussianBlur(cv2.warpAffine(a, M, (w, h), borderMode=cv2.BORDER_REPLICATE), (0, 0), 1.0)

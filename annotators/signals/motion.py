@@ -133,15 +133,7 @@ class MotionAnalyser:
             dst = src + flow[yi[tex], xi[tex]]
             M = None
             if len(src) >= 12:
-                # The camera is fitted to points whose match looks like them: a stroke redrawn
-                # at a new place (a speed line too thick for the median filter) has no match, and
-                # flow drawn toward it would read as a camera jolt. "Looks like" is the held-
-                # drawing test's own tolerance (held_diff grey levels).
-                ok = self._matched(fa, fb, src, dst)
-                keep = ok if ok.sum() >= 12 else np.ones(len(src), bool)
-                M, _ = cv2.estimateAffinePartial2D(
-                    src[keep], dst[keep], method=cv2.RANSAC, ransacReprojThreshold=p.ransac_px
-                )
+                M, _ = cv2.estimateAffinePartial2D(src, dst, method=cv2.RANSAC, ransacReprojThreshold=p.ransac_px)
             M = IDENTITY if M is None else M.astype(np.float32)
             # Blur before comparing: sub-pixel resampling of outlines is not a new drawing.
             warped = cv2.GaussianBlur(cv2.warpAffine(a, M, (w, h), borderMode=cv2.BORDER_REPLICATE), (0, 0), 1.0)
@@ -168,14 +160,6 @@ class MotionAnalyser:
                     pm.deform = pm.stretch + pm.area + p.nonrigid_weight * pm.nonrigid
             out.pairs.append(pm)
         return out
-
-    def _matched(self, a: np.ndarray, b: np.ndarray, src: np.ndarray, dst: np.ndarray) -> np.ndarray:
-        """Whether each point of `a` at src looks like `b` where the flow takes it (dst)."""
-        h, w = b.shape
-        x = np.clip(np.rint(dst[:, 0]), 0, w - 1).astype(int)
-        y = np.clip(np.rint(dst[:, 1]), 0, h - 1).astype(int)
-        here = a[src[:, 1].astype(int), src[:, 0].astype(int)].astype(np.int16)
-        return np.abs(here - b[y, x].astype(np.int16)) <= self.p.held_diff
 
     def _deformation(self, src: np.ndarray, dst: np.ndarray, M: np.ndarray) -> tuple[float, float, float]:
         """Non-rigid part of the foreground's motion between two drawings (camera removed)."""
