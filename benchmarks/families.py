@@ -2,7 +2,7 @@
 
     python benchmarks/families.py [--videos 6] [--seed 7301] [--size 320x180] [--epochs 15] [--work DIR]
 
-Seeds 7300-7309 and 7700-7719 are used by nothing else in the repository (tests, benchmarks,
+Seeds 7300-7309, 7700-7723 and 7750-7753 are used by nothing else in the repository (tests, benchmarks,
 BENCHMARKS.md; one range per measured round): family k of (cel, painted, limited) is synthesised from seed `--seed + k`; the failure copies
 and the Judge's initialisation use `--seed - 1`. Every video is damaged by every real process
 (`pks.synth.processes.make_damaged`: corrupt coded frames, telecine in both field orders,
