@@ -231,9 +231,7 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="also write the tables here")
     ap.add_argument("--jobs", type=int, default=1, help="families measured at once (processes)")
     args = ap.parse_args()
-    from training.judge import SIGNALS, JudgeConfig, auc, auc_by_kind, leave_one_family_out, score, train
-
-    said = [i for i, name in enumerate(SIGNALS) if name.startswith("flag:")]  # the Judge's flag inputs
+    from training.judge import MEASURED, JudgeConfig, auc, auc_by_kind, leave_one_family_out, score, train
 
     cfg = load_config()
     size = tuple(int(x) for x in args.size.split("x"))
@@ -251,12 +249,11 @@ def main() -> None:
         ev = measured[held]["eval"]
         got = np.array(score(model, ev, logits=True))  # logits: they still rank where scores saturate
         clean = np.array(ev.labels) == 1
+        said = np.array(ev.signals)[:, len(MEASURED) :].max(1) > 0  # any defect flag (the Judge's flag inputs)
         judged[held] = {
             "all": auc(ev.labels, got),
-            "flags": auc(ev.labels, -np.array(ev.signals)[:, said].max(1)),
-            "unflagged": auc(
-                *zip(*[(y, g) for y, g, x in zip(ev.labels, got, ev.signals) if not max(x[i] for i in said)])
-            ),
+            "flags": auc(ev.labels, (~said).astype(float)),
+            "unflagged": auc(np.array(ev.labels)[~said], got[~said]),
             **auc_by_kind(ev.labels, got, ev.kinds, group=lambda k: k.split(":")[0]),
             "process": {k[5:]: v for k, v in auc_by_kind(ev.labels, got, ev.kinds).items() if k.startswith("real:")},
             "rho": spearman(got[clean].tolist(), np.array(ev.deformation)[clean].tolist()),

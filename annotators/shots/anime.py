@@ -265,11 +265,12 @@ class AnimeDetector(ShotDetector):
             inside[max(0, b.span[0] - 1) : b.span[1] + 1] = True
         cuts = []
         cand = np.nonzero((jump > self.quiet_cut) & ~low & ~np.roll(low, 1) & ~inside)[0]
-        layout = self._layout(z)
+        layout = None  # computed once, and only when some big jump needs it (most videos: never)
         for t in cand.tolist():
             big = jump[t] > self.cut_threshold
             stands_out = jump[t] >= (self.ratio if big else self.quiet_ratio) * self._baseline(jump, t, 1)
             if big and not stands_out:  # a cut into or out of lines redrawn every frame
+                layout = self._layout(z) if layout is None else layout
                 stands_out = layout[t] >= self.ratio * self._baseline(layout, t, self.layout_frames)
             if not stands_out or self._comes_back(z, t, jump[t]):
                 continue
